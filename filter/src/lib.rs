@@ -1,0 +1,1 @@
+//! Credential-injecting proxy-wasm HTTP filter.

@@ -1,0 +1,2 @@
+//! proxy-wasm host on wasmtime.
+#![forbid(unsafe_code)]
