@@ -1,2 +1,5 @@
 //! proxy-wasm host on wasmtime.
 #![forbid(unsafe_code)]
+
+pub mod proxy;
+pub mod wasi_command;

@@ -1,0 +1,1 @@
+//! Standalone reverse proxy that runs a proxy-wasm filter on every request (`host-harness serve`).
