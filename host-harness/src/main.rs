@@ -1,0 +1,51 @@
+//! `host-harness`: runs proxy-wasm filters outside a proxy (validate, dry-run), as a standalone reverse
+//! proxy (serve), and runs WASI command modules (wasi-run, the cargo runner for `wasm32-wasip1` tests).
+//!
+//! The binary only parses arguments and maps results to exit codes; the work lives in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `host-harness`.
+#[derive(Debug, Parser)]
+#[command(name = "host-harness", version, about = "A proxy-wasm host on wasmtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a WASI preview 1 command module (e.g. a test binary built for wasm32-wasip1) and exit with its code.
+    WasiRun {
+        /// The `.wasm` command module.
+        module: PathBuf,
+        /// Arguments passed to the module after its name.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::WasiRun { module, args } => wasi_run(&module, args),
+    }
+}
+
+/// Runs a WASI command; its exit code becomes ours (clamped to what a process can return).
+fn wasi_run(module: &std::path::Path, args: Vec<String>) -> ExitCode {
+    let mut argv = vec![module.display().to_string()];
+    argv.extend(args);
+    match host_harness::wasi_command::run(module, &argv) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("host-harness wasi-run: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
