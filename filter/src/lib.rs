@@ -1,1 +1,44 @@
-//! Credential-injecting proxy-wasm HTTP filter.
+//! A proxy-wasm HTTP filter that injects a credential into upstream requests.
+//!
+//! Clients never hold the secret: the filter strips whatever credential a
+//! client sends, sets the configured one (by default `authorization: Bearer
+//! <token>`), applies header rules, an optional caller access policy and an
+//! optional upstream preset (Anthropic), and removes the credential header
+//! from responses. Requests are never forwarded without the credential unless
+//! the configuration says so. `specs/filter.md` describes the behaviour and
+//! every configuration field.
+//!
+//! # Layout
+//! - [`config`]: JSON shape, validation, the validated [`config::FilterConfig`].
+//! - [`secret`]: [`secret::Secret`], a string that prints as `[REDACTED]`.
+//! - [`headers`]: an ordered, byte-valued header list and per-name diffs.
+//! - [`rules`]: the request and response header rule engine.
+//! - [`access`]: identity allow-list and source CIDR checks.
+//! - [`preset`]: upstream presets (Anthropic).
+//! - [`credential`]: credential sources and their resolution.
+//! - [`engine`]: the request and response pipelines as pure functions.
+//! - [`metrics`]: metric names and kinds.
+//! - [`redact`]: header rendering for debug logs.
+//! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts.
+//!
+//! Everything but `glue` is pure (no host calls, no I/O) and unit-tested natively
+//! and on `wasm32-wasip1`.
+
+pub mod access;
+pub mod config;
+pub mod credential;
+pub mod engine;
+pub mod headers;
+pub mod metrics;
+pub mod preset;
+pub mod redact;
+pub mod rules;
+pub mod secret;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    glue::start();
+}}

@@ -1,0 +1,1378 @@
+//! Configuration: the JSON shape, its validation, and the validated
+//! [`FilterConfig`] the rest of the filter works from.
+//!
+//! Parsing happens in two passes. Serde reads the JSON into raw structs that
+//! reject unknown fields, and every shape error is reported with the path of
+//! the offending field. A validation pass then checks header names and
+//! values, rule targets and access ranges, producing a [`FilterConfig`] in
+//! which every header name is lower-case and every rule is known to be safe.
+//!
+//! The credential source is read from the raw JSON by hand, never through a
+//! serde error path, so a misplaced token can never be echoed in an error.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::access::{AccessPolicy, Cidr, IdentityRule, Requirement};
+use crate::credential::{
+    CredentialConfig, CredentialSource, DEFAULT_HEADER, DEFAULT_PREFIX, forbidden_value_char,
+};
+use crate::preset::Preset;
+use crate::rules::{Action, AuthorityMatch, Conditions, HeaderCondition, Rule};
+use crate::secret::Secret;
+
+/// Headers the proxy itself manages; rules and strip lists may not touch them.
+pub const MANAGED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The validated filter configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Which header carries the credential, and where the token comes from.
+    pub credential: CredentialConfig,
+    /// Every request header removed before anything else happens: the
+    /// credential header, `strip_request_headers` and the preset's own list.
+    pub stripped_request_headers: Vec<String>,
+    /// The upstream preset, if any.
+    pub preset: Option<Preset>,
+    /// Rules run over request headers, in order.
+    pub request_rules: Vec<Rule>,
+    /// Rules run over response headers, in order.
+    pub response_rules: Vec<Rule>,
+    /// Who may use the filter, if restricted.
+    pub access: Option<AccessPolicy>,
+    /// What to do when no credential is available.
+    pub on_missing_credential: MissingCredential,
+}
+
+/// What to do with a request when no credential is available.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingCredential {
+    /// Answer 503 locally (the default).
+    #[default]
+    Deny,
+    /// Forward without a credential (client credentials are still stripped).
+    Forward,
+}
+
+impl FilterConfig {
+    /// Whether requests need the `source.address` property.
+    pub fn needs_source_address(&self) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(AccessPolicy::needs_source_address)
+    }
+}
+
+/// A configuration that cannot be used. Display starts with the field path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The plugin configuration is absent or blank.
+    #[error(
+        "plugin configuration is empty: expected a JSON object with at least a \"credential\" field"
+    )]
+    Empty,
+    /// The configuration is not well-formed JSON.
+    #[error("configuration is not valid JSON at line {line}, column {column}: {message}")]
+    Syntax {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// The JSON is well-formed but a field has the wrong shape or is unknown.
+    #[error("{path}: {message} (line {line}, column {column})")]
+    Shape {
+        /// Path of the field, e.g. `request_rules[2].when`.
+        path: String,
+        /// What is wrong.
+        message: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
+    /// A required field is missing.
+    #[error("{path}: is required ({hint})")]
+    Missing {
+        /// Path of the missing field.
+        path: String,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// A header name is not a valid lower-case-able HTTP token.
+    #[error("{path}: {name:?} is not a valid header name{hint}")]
+    InvalidHeaderName {
+        /// Path of the field.
+        path: String,
+        /// The name as written.
+        name: String,
+        /// Extra advice, possibly empty.
+        hint: &'static str,
+    },
+    /// A header value contains a character that cannot appear on the wire.
+    #[error("{path}: the value contains {what}, which is not allowed in a header value")]
+    InvalidHeaderValue {
+        /// Path of the field.
+        path: String,
+        /// The offending kind of character.
+        what: &'static str,
+    },
+    /// A rule or list names a header it may not touch.
+    #[error("{path}: {name:?} {why}")]
+    ForbiddenHeader {
+        /// Path of the field.
+        path: String,
+        /// The header name.
+        name: String,
+        /// Why it may not be touched.
+        why: &'static str,
+    },
+    /// A feature that exists in the configuration language but not in this build.
+    #[error("{path}: {what}")]
+    Unsupported {
+        /// Path of the field.
+        path: String,
+        /// What is not supported and what to use instead.
+        what: &'static str,
+    },
+    /// Any other invalid value.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// Path of the field.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Parses and validates a plugin configuration.
+///
+/// # Errors
+/// A [`ConfigError`] naming the first field that is wrong.
+pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(ConfigError::Empty);
+    }
+    if trimmed.first() != Some(&b'{') {
+        return Err(ConfigError::Invalid {
+            path: "configuration".into(),
+            reason:
+                "must be a JSON object, e.g. {\"credential\": {\"source\": {\"env\": \"NAME\"}}}"
+                    .into(),
+        });
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        json_error(Some(path), error.into_inner())
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| json_error(None, error))?;
+    validate(raw)
+}
+
+fn json_error(path: Option<String>, error: serde_json::Error) -> ConfigError {
+    let (line, column) = (error.line(), error.column());
+    let full = error.to_string();
+    let suffix = format!(" at line {line} column {column}");
+    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+    match (error.classify(), path) {
+        (serde_json::error::Category::Data, Some(path)) => ConfigError::Shape {
+            path: if path == "." {
+                "configuration".into()
+            } else {
+                path
+            },
+            message,
+            line,
+            column,
+        },
+        _ => ConfigError::Syntax {
+            line,
+            column,
+            message,
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw JSON shape
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a JSON object with the filter configuration"
+)]
+struct RawConfig {
+    credential: Option<RawCredential>,
+    #[serde(default)]
+    strip_request_headers: Vec<String>,
+    preset: Option<RawPreset>,
+    #[serde(default)]
+    request_rules: Vec<RawRule>,
+    #[serde(default)]
+    response_rules: Vec<RawRule>,
+    access: Option<RawAccess>,
+    #[serde(default)]
+    on_missing_credential: MissingCredential,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"source\": {\"env\": \"NAME\"}}"
+)]
+struct RawCredential {
+    header: Option<String>,
+    prefix: Option<String>,
+    // Read by hand: a serde error here could quote a token.
+    source: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawPreset {
+    Anthropic,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rule object such as {\"set\": {\"name\": \"x-team\", \"value\": \"ml\"}}"
+)]
+struct RawRule {
+    when: Option<RawWhen>,
+    set: Option<RawNameValue>,
+    append: Option<RawNameValue>,
+    set_if_absent: Option<RawNameValue>,
+    remove: Option<RawName>,
+    rename: Option<RawFromTo>,
+    rewrite_path_prefix: Option<RawFromTo>,
+    set_authority: Option<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object of conditions (path_prefix, method, authority, header)"
+)]
+struct RawWhen {
+    path_prefix: Option<String>,
+    method: Option<OneOrMany<String>>,
+    authority: Option<String>,
+    header: Option<OneOrMany<RawHeaderCondition>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a header condition such as {\"name\": \"x-team\", \"present\": true}"
+)]
+struct RawHeaderCondition {
+    name: String,
+    present: Option<bool>,
+    value: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"name\": \"x-team\", \"value\": \"ml\"}"
+)]
+struct RawNameValue {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"name\": \"x-debug\"}"
+)]
+struct RawName {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"from\": \"...\", \"to\": \"...\"}"
+)]
+struct RawFromTo {
+    from: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"value\": \"...\"}"
+)]
+struct RawValue {
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with identity, source_cidrs and/or require"
+)]
+struct RawAccess {
+    identity: Option<RawIdentity>,
+    source_cidrs: Option<Vec<String>>,
+    #[serde(default)]
+    require: RawRequire,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"header\": \"tailscale-user-login\", \"allow\": [\"alice@example.com\"]}"
+)]
+struct RawIdentity {
+    header: String,
+    allow: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawRequire {
+    #[default]
+    All,
+    Any,
+}
+
+/// A field that accepts one item or a list of items.
+struct OneOrMany<T>(Vec<T>);
+
+/// What a [`OneOrMany`] field expects, for error messages.
+trait Described {
+    /// E.g. "a method or a list of methods".
+    const ONE_OR_MANY: &'static str;
+}
+
+impl Described for String {
+    const ONE_OR_MANY: &'static str = "a method such as \"POST\" or a list of methods";
+}
+
+impl Described for RawHeaderCondition {
+    const ONE_OR_MANY: &'static str = "a header condition object or a list of them";
+}
+
+impl<'de, T: Deserialize<'de> + Described> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de> + Described> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(T::ONE_OR_MANY)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                T::deserialize(serde::de::value::StrDeserializer::new(value))
+                    .map(|item| OneOrMany(vec![item]))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(|item| OneOrMany(vec![item]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            }
+        }
+
+        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+const CREDENTIAL_HINT: &str =
+    "for example {\"credential\": {\"source\": {\"env\": \"ANTHROPIC_OAUTH_TOKEN\"}}}";
+const SOURCE_HINT: &str = "use {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}";
+const ACTIONS: &str =
+    "set, append, set_if_absent, remove, rename, rewrite_path_prefix, set_authority";
+const TOKEN_HINT: &str = " (use letters, digits and !#$%&'*+-.^_`|~)";
+const PSEUDO_HINT: &str = " (pseudo-headers cannot be named here: use path_prefix, method, authority, rewrite_path_prefix or set_authority)";
+
+fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
+    let raw_credential = raw.credential.ok_or(ConfigError::Missing {
+        path: "credential".into(),
+        hint: CREDENTIAL_HINT,
+    })?;
+    let credential = validate_credential(raw_credential)?;
+    let preset = raw.preset.map(|preset| match preset {
+        RawPreset::Anthropic => Preset::Anthropic,
+    });
+
+    let mut stripped = vec![credential.header.clone()];
+    for (index, name) in raw.strip_request_headers.iter().enumerate() {
+        let path = format!("strip_request_headers[{index}]");
+        let name = header_name(&path, name)?;
+        if let Some(why) = managed(&name) {
+            return Err(ConfigError::ForbiddenHeader { path, name, why });
+        }
+        if !stripped.contains(&name) {
+            stripped.push(name);
+        }
+    }
+    for name in preset
+        .iter()
+        .flat_map(|preset| preset.stripped_request_headers())
+    {
+        if !stripped.iter().any(|existing| existing == name) {
+            stripped.push((*name).to_owned());
+        }
+    }
+
+    let request_rules = validate_rules(
+        "request_rules",
+        raw.request_rules,
+        &Scope {
+            kind: RuleKind::Request,
+            credential_header: &credential.header,
+            stripped: &stripped,
+        },
+    )?;
+    let response_rules = validate_rules(
+        "response_rules",
+        raw.response_rules,
+        &Scope {
+            kind: RuleKind::Response,
+            credential_header: &credential.header,
+            stripped: &[],
+        },
+    )?;
+
+    let access = raw
+        .access
+        .map(|access| validate_access(access, &credential.header))
+        .transpose()?;
+
+    Ok(FilterConfig {
+        credential,
+        stripped_request_headers: stripped,
+        preset,
+        request_rules,
+        response_rules,
+        access,
+        on_missing_credential: raw.on_missing_credential,
+    })
+}
+
+fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigError> {
+    let header = match &raw.header {
+        Some(name) => header_name("credential.header", name)?,
+        None => DEFAULT_HEADER.to_owned(),
+    };
+    if let Some(why) = managed(&header) {
+        return Err(ConfigError::ForbiddenHeader {
+            path: "credential.header".into(),
+            name: header,
+            why,
+        });
+    }
+    let prefix = match raw.prefix {
+        Some(prefix) => {
+            header_value("credential.prefix", &prefix)?;
+            prefix
+        }
+        // A bare API-key header must not get a "Bearer " it did not ask for.
+        None if header == DEFAULT_HEADER || header == "proxy-authorization" => {
+            DEFAULT_PREFIX.to_owned()
+        }
+        None => String::new(),
+    };
+    let source = raw.source.ok_or(ConfigError::Missing {
+        path: "credential.source".into(),
+        hint: SOURCE_HINT,
+    })?;
+    Ok(CredentialConfig {
+        header,
+        prefix,
+        source: credential_source(&source)?,
+    })
+}
+
+fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
+    const PATH: &str = "credential.source";
+    let invalid = |reason: String| ConfigError::Invalid {
+        path: PATH.into(),
+        reason,
+    };
+    let Value::Object(map) = value else {
+        return Err(invalid(format!(
+            "must be an object with exactly one key: {SOURCE_HINT}"
+        )));
+    };
+    let mut entries = map.iter();
+    let (Some((kind, setting)), None) = (entries.next(), entries.next()) else {
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        return Err(invalid(format!(
+            "must have exactly one key, found {keys:?}: {SOURCE_HINT}"
+        )));
+    };
+    match kind.as_str() {
+        "inline" => {
+            let path = "credential.source.inline";
+            let Value::String(token) = setting else {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    reason: "must be a string".into(),
+                });
+            };
+            if token.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    reason: "must not be empty".into(),
+                });
+            }
+            header_value(path, token)?;
+            Ok(CredentialSource::Inline(Secret::new(token.trim())))
+        }
+        "env" => {
+            let path = "credential.source.env";
+            let Value::String(name) = setting else {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    reason: "must be the name of an environment variable".into(),
+                });
+            };
+            if name.is_empty() || name.contains(['=', '\0']) || name.trim() != name {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    reason: format!("{name:?} is not a valid environment variable name"),
+                });
+            }
+            Ok(CredentialSource::Env(name.clone()))
+        }
+        "oauth2" => Err(ConfigError::Unsupported {
+            path: PATH.into(),
+            what: "the oauth2 source is not supported by this build; use {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}",
+        }),
+        other => Err(invalid(format!(
+            "unknown source {other:?}; expected one of \"env\", \"inline\", \"oauth2\""
+        ))),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RuleKind {
+    Request,
+    Response,
+}
+
+/// What a rule may touch, depending on where it runs.
+struct Scope<'a> {
+    kind: RuleKind,
+    credential_header: &'a str,
+    stripped: &'a [String],
+}
+
+impl Scope<'_> {
+    /// Checks that an action may write to `name`.
+    fn writable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
+        let why = if name == self.credential_header {
+            Some("is the credential header, which no rule may touch")
+        } else if self.stripped.iter().any(|stripped| stripped == name) {
+            Some("is stripped from every request, so no rule may set it")
+        } else {
+            managed(name)
+        };
+        match why {
+            Some(why) => Err(ConfigError::ForbiddenHeader {
+                path: path.into(),
+                name: name.into(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that a condition may test `name`.
+    fn testable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
+        let removed =
+            name == self.credential_header || self.stripped.iter().any(|stripped| stripped == name);
+        if removed {
+            let why = match self.kind {
+                RuleKind::Request => {
+                    "is removed from every request before rules run, so a condition on it can never see the client's value"
+                }
+                RuleKind::Response => {
+                    "is the credential header, which is removed from every response before rules run"
+                }
+            };
+            return Err(ConfigError::ForbiddenHeader {
+                path: path.into(),
+                name: name.into(),
+                why,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn validate_rules(
+    field: &str,
+    rules: Vec<RawRule>,
+    scope: &Scope<'_>,
+) -> Result<Vec<Rule>, ConfigError> {
+    rules
+        .into_iter()
+        .enumerate()
+        .map(|(index, rule)| validate_rule(&format!("{field}[{index}]"), rule, scope))
+        .collect()
+}
+
+fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
+    let given: Vec<&str> = [
+        ("set", raw.set.is_some()),
+        ("append", raw.append.is_some()),
+        ("set_if_absent", raw.set_if_absent.is_some()),
+        ("remove", raw.remove.is_some()),
+        ("rename", raw.rename.is_some()),
+        ("rewrite_path_prefix", raw.rewrite_path_prefix.is_some()),
+        ("set_authority", raw.set_authority.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    if given.len() != 1 {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            reason: if given.is_empty() {
+                format!("no action: give exactly one of {ACTIONS}")
+            } else {
+                format!(
+                    "more than one action ({}): give exactly one per rule",
+                    given.join(", ")
+                )
+            },
+        });
+    }
+
+    let name_value = |field: &str, raw: RawNameValue| -> Result<(String, String), ConfigError> {
+        let name_path = format!("{path}.{field}.name");
+        let name = header_name(&name_path, &raw.name)?;
+        scope.writable(&name_path, &name)?;
+        header_value(&format!("{path}.{field}.value"), &raw.value)?;
+        Ok((name, raw.value))
+    };
+    let action = if let Some(raw) = raw.set {
+        let (name, value) = name_value("set", raw)?;
+        Action::Set { name, value }
+    } else if let Some(raw) = raw.append {
+        let (name, value) = name_value("append", raw)?;
+        Action::Append { name, value }
+    } else if let Some(raw) = raw.set_if_absent {
+        let (name, value) = name_value("set_if_absent", raw)?;
+        Action::SetIfAbsent { name, value }
+    } else if let Some(raw) = raw.remove {
+        let name_path = format!("{path}.remove.name");
+        let name = header_name(&name_path, &raw.name)?;
+        scope.writable(&name_path, &name)?;
+        Action::Remove { name }
+    } else if let Some(raw) = raw.rename {
+        let from_path = format!("{path}.rename.from");
+        let from = header_name(&from_path, &raw.from)?;
+        scope.writable(&from_path, &from)?;
+        let to_path = format!("{path}.rename.to");
+        let to = header_name(&to_path, &raw.to)?;
+        scope.writable(&to_path, &to)?;
+        Action::Rename { from, to }
+    } else if let Some(raw) = raw.rewrite_path_prefix {
+        request_only(path, "rewrite_path_prefix", scope)?;
+        path_text(&format!("{path}.rewrite_path_prefix.from"), &raw.from)?;
+        path_text(&format!("{path}.rewrite_path_prefix.to"), &raw.to)?;
+        Action::RewritePathPrefix {
+            from: raw.from,
+            to: raw.to,
+        }
+    } else if let Some(raw) = raw.set_authority {
+        request_only(path, "set_authority", scope)?;
+        let value = authority_text(&format!("{path}.set_authority.value"), &raw.value)?;
+        Action::SetAuthority { value }
+    } else {
+        // Unreachable: exactly one action was counted above.
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            reason: format!("no action: give exactly one of {ACTIONS}"),
+        });
+    };
+
+    let when = match raw.when {
+        Some(when) => validate_when(&format!("{path}.when"), when, scope)?,
+        None => Conditions::default(),
+    };
+    Ok(Rule { when, action })
+}
+
+fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), ConfigError> {
+    if scope.kind == RuleKind::Response {
+        return Err(ConfigError::Invalid {
+            path: format!("{path}.{action}"),
+            reason: "is only allowed in request_rules".into(),
+        });
+    }
+    Ok(())
+}
+
+fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
+    let path_prefix = raw
+        .path_prefix
+        .map(|prefix| path_text(&format!("{path}.path_prefix"), &prefix).map(|()| prefix))
+        .transpose()?;
+    let methods = raw
+        .method
+        .map(|methods| methods.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, method)| {
+            if is_token(&method) {
+                Ok(method)
+            } else {
+                Err(ConfigError::Invalid {
+                    path: format!("{path}.method[{index}]"),
+                    reason: format!("{method:?} is not a valid HTTP method"),
+                })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let authority = raw
+        .authority
+        .map(|authority| {
+            let value = authority_text(&format!("{path}.authority"), &authority)?;
+            let with_port = match value.strip_prefix('[') {
+                Some(rest) => rest.contains("]:"),
+                None => value.contains(':'),
+            };
+            Ok::<_, ConfigError>(AuthorityMatch { value, with_port })
+        })
+        .transpose()?;
+    let headers = raw
+        .header
+        .map(|headers| headers.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, condition)| {
+            let condition_path = format!("{path}.header[{index}]");
+            let name = header_name(&format!("{condition_path}.name"), &condition.name)?;
+            scope.testable(&format!("{condition_path}.name"), &name)?;
+            match (condition.present, condition.value) {
+                (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                    path: condition_path,
+                    reason: "give either \"present\" or \"value\", not both".into(),
+                }),
+                (Some(false), None) => Ok(HeaderCondition::Absent(name)),
+                (Some(true) | None, None) => Ok(HeaderCondition::Present(name)),
+                (None, Some(value)) => {
+                    header_value(&format!("{condition_path}.value"), &value)?;
+                    Ok(HeaderCondition::Equals(name, value.into_bytes()))
+                }
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Conditions {
+        path_prefix,
+        methods,
+        authority,
+        headers,
+    })
+}
+
+fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
+    if raw.identity.is_none() && raw.source_cidrs.is_none() {
+        return Err(ConfigError::Invalid {
+            path: "access".into(),
+            reason: "configure \"identity\", \"source_cidrs\", or both".into(),
+        });
+    }
+    let identity = raw
+        .identity
+        .map(|identity| {
+            let header = header_name("access.identity.header", &identity.header)?;
+            if header == credential_header {
+                return Err(ConfigError::ForbiddenHeader {
+                    path: "access.identity.header".into(),
+                    name: header,
+                    why: "is the credential header and cannot carry a caller identity",
+                });
+            }
+            if identity.allow.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: "access.identity.allow".into(),
+                    reason: "must list at least one identity".into(),
+                });
+            }
+            let allow = identity
+                .allow
+                .into_iter()
+                .enumerate()
+                .map(|(index, entry)| {
+                    let path = format!("access.identity.allow[{index}]");
+                    let trimmed = entry.trim();
+                    if trimmed.is_empty() {
+                        return Err(ConfigError::Invalid {
+                            path,
+                            reason: "must not be empty".into(),
+                        });
+                    }
+                    header_value(&path, trimmed)?;
+                    Ok(trimmed.to_owned())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(IdentityRule { header, allow })
+        })
+        .transpose()?;
+    let source_ranges = raw
+        .source_cidrs
+        .map(|cidrs| {
+            if cidrs.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: "access.source_cidrs".into(),
+                    reason: "must list at least one range, e.g. \"100.64.0.0/10\"".into(),
+                });
+            }
+            cidrs
+                .iter()
+                .enumerate()
+                .map(|(index, text)| {
+                    Cidr::parse(text.trim()).map_err(|error| ConfigError::Invalid {
+                        path: format!("access.source_cidrs[{index}]"),
+                        reason: format!("{text:?}: {error}"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(AccessPolicy {
+        identity,
+        source_ranges,
+        require: match raw.require {
+            RawRequire::All => Requirement::All,
+            RawRequire::Any => Requirement::Any,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Field checks
+// ---------------------------------------------------------------------------
+
+/// Whether `text` is a non-empty HTTP token (RFC 9110 `tchar`s).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+}
+
+/// Validates a header name and returns it lower-cased.
+fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if is_token(name) {
+        return Ok(name.to_ascii_lowercase());
+    }
+    Err(ConfigError::InvalidHeaderName {
+        path: path.into(),
+        name: name.into(),
+        hint: if name.starts_with(':') {
+            PSEUDO_HINT
+        } else {
+            TOKEN_HINT
+        },
+    })
+}
+
+fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
+    match forbidden_value_char(value) {
+        Some(what) => Err(ConfigError::InvalidHeaderValue {
+            path: path.into(),
+            what,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn managed(name: &str) -> Option<&'static str> {
+    MANAGED_HEADERS
+        .contains(&name)
+        .then_some("is managed by the proxy itself and cannot be configured here")
+}
+
+/// A path or path prefix: starts with `/`, no whitespace or control characters.
+fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
+    if !text.starts_with('/') {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            reason: format!("{text:?} must start with \"/\""),
+        });
+    }
+    if text
+        .bytes()
+        .any(|byte| byte.is_ascii_control() || byte == b' ')
+    {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            reason: format!("{text:?} contains whitespace or a control character"),
+        });
+    }
+    Ok(())
+}
+
+/// An authority `host[:port]`, returned lower-cased.
+fn authority_text(path: &str, text: &str) -> Result<String, ConfigError> {
+    let valid = !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&byte));
+    if valid {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.into(),
+            reason: format!("{text:?} is not a valid authority (host or host:port)"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn error_of(json: &str) -> String {
+        parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    fn env_credential() -> &'static str {
+        r#""credential": {"source": {"env": "TOKEN"}}"#
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{{{}, {extra}}}", env_credential())
+    }
+
+    #[test]
+    fn minimal_config_uses_bearer_authorization() {
+        let config = parse(format!("{{{}}}", env_credential()).as_bytes()).unwrap();
+        assert_eq!(config.credential.header, "authorization");
+        assert_eq!(config.credential.prefix, "Bearer ");
+        assert_eq!(
+            config.credential.source,
+            CredentialSource::Env("TOKEN".into())
+        );
+        assert_eq!(config.stripped_request_headers, vec!["authorization"]);
+        assert_eq!(config.on_missing_credential, MissingCredential::Deny);
+        assert!(config.preset.is_none() && config.access.is_none());
+    }
+
+    #[test]
+    fn api_key_header_defaults_to_no_prefix() {
+        let config = parse(
+            br#"{"credential": {"header": "X-Api-Key", "source": {"inline": "sk-ant-api03-x"}}, "preset": "anthropic"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.credential.header, "x-api-key");
+        assert_eq!(config.credential.prefix, "");
+        assert_eq!(config.stripped_request_headers, vec!["x-api-key"]);
+        assert_eq!(config.preset, Some(Preset::Anthropic));
+    }
+
+    #[test]
+    fn strip_list_is_lower_cased_and_deduplicated_with_preset() {
+        let config = parse(
+            with(r#""strip_request_headers": ["X-Api-Key", "cookie", "cookie"], "preset": "anthropic""#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.stripped_request_headers,
+            vec!["authorization", "x-api-key", "cookie"]
+        );
+    }
+
+    #[test]
+    fn empty_and_blank_configs_name_what_is_missing() {
+        assert_eq!(parse(b""), Err(ConfigError::Empty));
+        assert_eq!(parse(b" \n"), Err(ConfigError::Empty));
+        assert!(error_of("{}").starts_with("credential: is required"));
+        assert!(error_of(r#"{"credential": {}}"#).starts_with("credential.source: is required"));
+    }
+
+    #[test]
+    fn invalid_json_says_where() {
+        let message = error_of("{\n  \"credential\": {\n    \"source\": {\"env\": \"T\"\n  }\n");
+        assert!(
+            message.starts_with("configuration is not valid JSON at line"),
+            "{message}"
+        );
+        let message = error_of(r#"{"credential": {"source": {"env": "T"}}} trailing"#);
+        assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_path() {
+        let message = error_of(&with(
+            r#""request_rules": [{"set": {"name": "a", "value": "b"}}, {"when": {"paht_prefix": "/"}, "remove": {"name": "x"}}]"#,
+        ));
+        assert!(message.starts_with("request_rules[1].when"), "{message}");
+        assert!(message.contains("unknown field `paht_prefix`"), "{message}");
+        let message = error_of(r#"{"credential": {"source": {"env": "T"}, "token": "x"}}"#);
+        assert!(message.starts_with("credential"), "{message}");
+        assert!(message.contains("unknown field `token`"), "{message}");
+        let message = error_of(&with(r#""extra": 1"#));
+        assert!(message.contains("unknown field `extra`"), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let message = error_of(&with(r#""strip_request_headers": "x-api-key""#));
+        assert!(message.starts_with("strip_request_headers:"), "{message}");
+        let message = error_of(&with(r#""preset": "openai""#));
+        assert!(
+            message.starts_with("preset:") && message.contains("anthropic"),
+            "{message}"
+        );
+        let message = error_of(&with(r#""on_missing_credential": "allow""#));
+        assert!(message.starts_with("on_missing_credential:"), "{message}");
+    }
+
+    #[test]
+    fn source_errors_never_echo_a_token() {
+        for json in [
+            r#"{"credential": {"source": "sk-ant-oat01-leak"}}"#,
+            r#"{"credential": {"source": {"inline": ["sk-ant-oat01-leak"]}}}"#,
+            r#"{"credential": {"source": {"inline": "sk-ant-oat01-leak\r\nx: y"}}}"#,
+            r#"{"credential": {"source": {"inline": "sk-ant-oat01-leak", "env": "X"}}}"#,
+        ] {
+            let message = error_of(json);
+            assert!(message.starts_with("credential.source"), "{message}");
+            assert!(!message.contains("leak"), "{message}");
+        }
+    }
+
+    #[test]
+    fn oauth2_source_is_rejected_naming_the_field() {
+        let message =
+            error_of(r#"{"credential": {"source": {"oauth2": {"token_url": "https://x"}}}}"#);
+        assert!(
+            message.starts_with("credential.source: the oauth2 source is not supported"),
+            "{message}"
+        );
+        let message = error_of(r#"{"credential": {"source": {"file": "/x"}}}"#);
+        assert!(message.contains("unknown source \"file\""), "{message}");
+    }
+
+    #[test]
+    fn inline_and_env_source_checks() {
+        assert!(
+            error_of(r#"{"credential": {"source": {"inline": " "}}}"#)
+                .contains("must not be empty")
+        );
+        assert!(
+            error_of(r#"{"credential": {"source": {"env": "A=B"}}}"#)
+                .starts_with("credential.source.env:")
+        );
+        assert!(
+            error_of(r#"{"credential": {"source": {"env": ""}}}"#)
+                .starts_with("credential.source.env:")
+        );
+    }
+
+    #[test]
+    fn header_names_must_be_tokens_and_are_lower_cased() {
+        let message = error_of(&with(
+            r#""request_rules": [{}, {}, {"set": {"name": "x y", "value": "v"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0]: no action"),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""request_rules": [{"set": {"name": "x y", "value": "v"}}]"#,
+        ));
+        assert_eq!(
+            message,
+            "request_rules[0].set.name: \"x y\" is not a valid header name (use letters, digits and !#$%&'*+-.^_`|~)"
+        );
+        let config = parse(
+            with(r#""request_rules": [{"set": {"name": "X-Team", "value": "ml"}}]"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.request_rules[0].action,
+            Action::Set {
+                name: "x-team".into(),
+                value: "ml".into()
+            }
+        );
+        assert!(
+            error_of(r#"{"credential": {"header": "", "source": {"env": "T"}}}"#)
+                .starts_with("credential.header:")
+        );
+    }
+
+    #[test]
+    fn header_values_reject_cr_lf_nul() {
+        for value in ["a\\rb", "a\\nb", "a\\u0000b"] {
+            let message = error_of(&with(&format!(
+                r#""request_rules": [{{"append": {{"name": "x", "value": "{value}"}}}}]"#
+            )));
+            assert!(
+                message.starts_with("request_rules[0].append.value: the value contains"),
+                "{message}"
+            );
+        }
+        assert!(
+            error_of(r#"{"credential": {"prefix": "Bearer\n", "source": {"env": "T"}}}"#)
+                .starts_with("credential.prefix:")
+        );
+    }
+
+    #[test]
+    fn rules_may_not_touch_credential_stripped_pseudo_or_managed_headers() {
+        let cases = [
+            (
+                r#"{"set": {"name": "Authorization", "value": "x"}}"#,
+                "request_rules[0].set.name: \"authorization\" is the credential header",
+            ),
+            (
+                r#"{"remove": {"name": "x-api-key"}}"#,
+                "request_rules[0].remove.name: \"x-api-key\" is stripped",
+            ),
+            (
+                r#"{"rename": {"from": "x-a", "to": "x-api-key"}}"#,
+                "request_rules[0].rename.to: \"x-api-key\" is stripped",
+            ),
+            (
+                r#"{"set": {"name": ":path", "value": "/"}}"#,
+                "request_rules[0].set.name: \":path\" is not a valid header name (pseudo-headers",
+            ),
+            (
+                r#"{"set": {"name": "content-length", "value": "1"}}"#,
+                "request_rules[0].set.name: \"content-length\" is managed",
+            ),
+            (
+                r#"{"when": {"header": {"name": "authorization"}}, "set": {"name": "x", "value": "1"}}"#,
+                "request_rules[0].when.header[0].name: \"authorization\" is removed",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let message = error_of(&with(&format!(
+                r#""preset": "anthropic", "request_rules": [{rule}]"#
+            )));
+            assert!(
+                message.starts_with(expected),
+                "{message}\nexpected: {expected}"
+            );
+        }
+        let message = error_of(&with(
+            r#""response_rules": [{"set": {"name": "authorization", "value": "x"}}]"#,
+        ));
+        assert!(
+            message.starts_with(
+                "response_rules[0].set.name: \"authorization\" is the credential header"
+            ),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""response_rules": [{"rewrite_path_prefix": {"from": "/a", "to": "/"}}]"#,
+        ));
+        assert!(
+            message.starts_with(
+                "response_rules[0].rewrite_path_prefix: is only allowed in request_rules"
+            ),
+            "{message}"
+        );
+        let message = error_of(&with(r#""strip_request_headers": ["host"]"#));
+        assert!(
+            message.starts_with("strip_request_headers[0]: \"host\" is managed"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn rule_needs_exactly_one_action() {
+        let message = error_of(&with(
+            r#""request_rules": [{"set": {"name": "a", "value": "1"}, "remove": {"name": "b"}}]"#,
+        ));
+        assert_eq!(
+            message,
+            "request_rules[0]: more than one action (set, remove): give exactly one per rule"
+        );
+    }
+
+    #[test]
+    fn full_rule_shapes_parse() {
+        let config = parse(
+            with(
+                r#""request_rules": [
+                    {"when": {"path_prefix": "/v1/", "method": "POST", "authority": "AI.internal",
+                              "header": {"name": "x-team", "present": true}},
+                     "set": {"name": "x-routed", "value": "1"}},
+                    {"when": {"method": ["GET", "HEAD"], "header": [{"name": "x-a", "value": "1"}, {"name": "x-b", "present": false}]},
+                     "append": {"name": "x-multi", "value": "2"}},
+                    {"set_if_absent": {"name": "x-c", "value": "3"}},
+                    {"rename": {"from": "x-old", "to": "x-new"}},
+                    {"rewrite_path_prefix": {"from": "/anthropic/", "to": "/"}},
+                    {"set_authority": {"value": "api.anthropic.com"}}
+                ],
+                "response_rules": [{"when": {"path_prefix": "/v1/"}, "remove": {"name": "server"}}]"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(config.request_rules.len(), 6);
+        let first = &config.request_rules[0].when;
+        assert_eq!(first.methods, vec!["POST"]);
+        assert_eq!(
+            first.authority,
+            Some(AuthorityMatch {
+                value: "ai.internal".into(),
+                with_port: false
+            })
+        );
+        assert_eq!(
+            first.headers,
+            vec![HeaderCondition::Present("x-team".into())]
+        );
+        let second = &config.request_rules[1].when;
+        assert_eq!(second.methods, vec!["GET", "HEAD"]);
+        assert_eq!(
+            second.headers,
+            vec![
+                HeaderCondition::Equals("x-a".into(), b"1".to_vec()),
+                HeaderCondition::Absent("x-b".into())
+            ]
+        );
+        assert_eq!(config.response_rules.len(), 1);
+    }
+
+    #[test]
+    fn condition_field_errors() {
+        let message = error_of(&with(
+            r#""request_rules": [{"when": {"path_prefix": "v1"}, "remove": {"name": "x"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0].when.path_prefix:"),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""request_rules": [{"when": {"method": ["GET", "BAD METHOD"]}, "remove": {"name": "x"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0].when.method[1]:"),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""request_rules": [{"when": {"header": {"name": "x", "present": true, "value": "1"}}, "remove": {"name": "y"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0].when.header[0]: give either"),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""request_rules": [{"when": {"method": 5}, "remove": {"name": "y"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0].when.method:"),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""request_rules": [{"set_authority": {"value": "a b"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0].set_authority.value:"),
+            "{message}"
+        );
+        let config = parse(with(r#""request_rules": [{"when": {"authority": "[::1]:8080"}, "remove": {"name": "y"}}]"#).as_bytes()).unwrap();
+        assert!(
+            config.request_rules[0]
+                .when
+                .authority
+                .as_ref()
+                .unwrap()
+                .with_port
+        );
+    }
+
+    #[test]
+    fn access_policy_parses_and_validates() {
+        let config = parse(
+            with(r#""access": {"identity": {"header": "Tailscale-User-Login", "allow": ["alice@example.com"]},
+                               "source_cidrs": ["100.64.0.0/10", "fd7a:115c:a1e0::/48"], "require": "any"}"#)
+            .as_bytes(),
+        )
+        .unwrap();
+        let access = config.access.as_ref().unwrap();
+        assert_eq!(
+            access.identity.as_ref().unwrap().header,
+            "tailscale-user-login"
+        );
+        assert_eq!(access.require, Requirement::Any);
+        assert!(config.needs_source_address());
+
+        let cases = [
+            (r#""access": {}"#, "access: configure"),
+            (
+                r#""access": {"identity": {"header": "x-user", "allow": []}}"#,
+                "access.identity.allow: must list",
+            ),
+            (
+                r#""access": {"source_cidrs": []}"#,
+                "access.source_cidrs: must list",
+            ),
+            (
+                r#""access": {"source_cidrs": ["10.0.0.0/8", "10.0.0.1/8"]}"#,
+                "access.source_cidrs[1]: \"10.0.0.1/8\": host bits",
+            ),
+            (
+                r#""access": {"source_cidrs": ["banana"]}"#,
+                "access.source_cidrs[0]: \"banana\": \"banana\" is not an IP address",
+            ),
+            (
+                r#""access": {"identity": {"header": "authorization", "allow": ["a"]}}"#,
+                "access.identity.header: \"authorization\" is the credential header",
+            ),
+            (
+                r#""access": {"source_cidrs": ["10.0.0.0/8"], "require": "most"}"#,
+                "access.require:",
+            ),
+        ];
+        for (access, expected) in cases {
+            let message = error_of(&with(access));
+            assert!(
+                message.starts_with(expected),
+                "{message}\nexpected: {expected}"
+            );
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The request and response pipelines, as pure functions.
+//!
+//! Given the validated configuration, the credential (if any) and what the
+//! host reported, [`handle_request`] decides whether to forward the request
+//! with a final header list or to answer locally; [`handle_response`] rewrites
+//! response headers. The glue only fetches inputs and carries out decisions.
+//!
+//! Request pipeline, in order:
+//! 1. access policy on the headers as the client sent them (403 on failure);
+//! 2. credential availability (503 unless `on_missing_credential: forward`);
+//! 3. removal of the credential header and every stripped header;
+//! 4. request rules, in order;
+//! 5. the preset (Anthropic: version, OAuth beta flag);
+//! 6. the credential header is set.
+//!
+//! Response pipeline: the credential header is removed, then response rules run.
+
+use serde_json::json;
+
+use crate::access::{DenyReason, parse_source_address};
+use crate::config::{FilterConfig, MissingCredential};
+use crate::credential::Credential;
+use crate::headers::HeaderList;
+use crate::metrics::Metric;
+use crate::preset::PresetOutcome;
+use crate::rules::{RequestSummary, apply_request_rules, apply_response_rules};
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestDecision {
+    /// Forward upstream with these headers.
+    Forward(Forward),
+    /// Answer the client locally; nothing is forwarded.
+    Respond(LocalResponse),
+}
+
+/// A request to forward and what was done to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// The complete header list to send upstream.
+    pub headers: HeaderList,
+    /// Whether the credential header was set.
+    pub credential_injected: bool,
+    /// Names of client headers that were removed by stripping.
+    pub stripped: Vec<String>,
+    /// Indices of request rules that changed something.
+    pub rules_applied: Vec<usize>,
+    /// What the preset changed, if a preset is configured.
+    pub preset: Option<PresetOutcome>,
+    /// The request as the client sent it, for response rules.
+    pub request: RequestSummary,
+}
+
+/// Why the filter answered locally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalReason {
+    /// The access policy refused the caller.
+    AccessDenied(DenyReason),
+    /// No usable credential and `on_missing_credential` is `deny`.
+    CredentialUnavailable,
+    /// The filter has no valid configuration.
+    NotConfigured,
+}
+
+/// A response the filter sends itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// HTTP status code.
+    pub status: u32,
+    /// Why the response was sent.
+    pub reason: LocalReason,
+    /// Response headers.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// JSON body in the Anthropic error format.
+    pub body: String,
+}
+
+/// Response headers after the response pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseOutcome {
+    /// The complete response header list.
+    pub headers: HeaderList,
+    /// Whether an upstream credential header was removed.
+    pub credential_removed: bool,
+    /// Indices of response rules that changed something.
+    pub rules_applied: Vec<usize>,
+}
+
+/// Runs the request pipeline.
+pub fn handle_request(
+    config: &FilterConfig,
+    credential: Option<&Credential>,
+    request: &HeaderList,
+    source_address: Option<&[u8]>,
+) -> RequestDecision {
+    if let Some(access) = &config.access {
+        let source = source_address.and_then(parse_source_address);
+        if let Err(reason) = access.check(request, source) {
+            return RequestDecision::Respond(access_denied(reason));
+        }
+    }
+    if credential.is_none() && config.on_missing_credential == MissingCredential::Deny {
+        return RequestDecision::Respond(credential_unavailable(
+            "the proxy has no credential for the upstream API; the operator must configure one",
+        ));
+    }
+
+    let mut headers = request.clone();
+    let stripped = config
+        .stripped_request_headers
+        .iter()
+        .filter(|name| headers.remove(name))
+        .cloned()
+        .collect();
+    let rules_applied = apply_request_rules(&config.request_rules, &mut headers);
+    let bearer = credential.is_some() && config.credential.is_bearer();
+    let preset = config
+        .preset
+        .map(|preset| preset.apply(&mut headers, bearer));
+    if let Some(credential) = credential {
+        headers.set(&config.credential.header, credential.header_value());
+    }
+    RequestDecision::Forward(Forward {
+        headers,
+        credential_injected: credential.is_some(),
+        stripped,
+        rules_applied,
+        preset,
+        request: RequestSummary::from_request(request),
+    })
+}
+
+/// Runs the response pipeline over response headers.
+pub fn handle_response(
+    config: &FilterConfig,
+    response: &HeaderList,
+    request: &RequestSummary,
+) -> ResponseOutcome {
+    let mut headers = response.clone();
+    let credential_removed = headers.remove(&config.credential.header);
+    let rules_applied = apply_response_rules(&config.response_rules, &mut headers, request);
+    ResponseOutcome {
+        headers,
+        credential_removed,
+        rules_applied,
+    }
+}
+
+/// The 503 sent when the filter has no valid configuration.
+pub fn not_configured() -> LocalResponse {
+    LocalResponse {
+        reason: LocalReason::NotConfigured,
+        ..credential_unavailable("the credential filter is not configured")
+    }
+}
+
+fn access_denied(reason: DenyReason) -> LocalResponse {
+    LocalResponse {
+        status: 403,
+        reason: LocalReason::AccessDenied(reason),
+        headers: json_headers(),
+        body: error_body("permission_error", reason.message()),
+    }
+}
+
+fn credential_unavailable(message: &str) -> LocalResponse {
+    LocalResponse {
+        status: 503,
+        reason: LocalReason::CredentialUnavailable,
+        headers: json_headers(),
+        body: error_body("credential_unavailable", message),
+    }
+}
+
+fn json_headers() -> Vec<(&'static str, &'static str)> {
+    vec![("content-type", "application/json")]
+}
+
+/// An error body in the shape the Anthropic API uses, so clients parse it as one.
+fn error_body(kind: &str, message: &str) -> String {
+    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
+}
+
+impl RequestDecision {
+    /// Counter increments this decision accounts for.
+    pub fn counter_increments(&self, config: &FilterConfig) -> Vec<(Metric, u64)> {
+        let mut increments = vec![(Metric::Requests, 1)];
+        match self {
+            Self::Forward(forward) => {
+                if forward.credential_injected {
+                    increments.push((Metric::CredentialInjected, 1));
+                } else if config.on_missing_credential == MissingCredential::Forward {
+                    increments.push((Metric::CredentialUnavailable, 1));
+                }
+                if !forward.rules_applied.is_empty() {
+                    increments.push((Metric::RulesApplied, count(forward.rules_applied.len())));
+                }
+            }
+            Self::Respond(response) => increments.push(match response.reason {
+                LocalReason::AccessDenied(_) => (Metric::AccessDenied, 1),
+                LocalReason::CredentialUnavailable | LocalReason::NotConfigured => {
+                    (Metric::CredentialUnavailable, 1)
+                }
+            }),
+        }
+        increments
+    }
+}
+
+/// Widens a count for a metric; saturates rather than wrapping.
+pub fn count(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::config::parse;
+    use crate::headers::test_list as list;
+    use crate::secret::Secret;
+
+    fn config(json: &str) -> FilterConfig {
+        parse(json.as_bytes()).unwrap()
+    }
+
+    fn bearer() -> Credential {
+        Credential::new("Bearer ", &Secret::new("sk-ant-oat01-token"))
+    }
+
+    fn client_request() -> HeaderList {
+        list(&[
+            (":method", "POST"),
+            (":path", "/v1/messages"),
+            (":authority", "api.anthropic.com"),
+            ("authorization", "Bearer client-token"),
+            ("x-api-key", "client-key"),
+            ("anthropic-beta", "prompt-caching-2024-07-31"),
+            ("content-type", "application/json"),
+        ])
+    }
+
+    fn forward(decision: RequestDecision) -> Forward {
+        match decision {
+            RequestDecision::Forward(forward) => forward,
+            RequestDecision::Respond(response) => panic!("expected forward, got {response:?}"),
+        }
+    }
+
+    fn respond(decision: RequestDecision) -> LocalResponse {
+        match decision {
+            RequestDecision::Respond(response) => response,
+            RequestDecision::Forward(forward) => panic!("expected local response, got {forward:?}"),
+        }
+    }
+
+    const ANTHROPIC: &str = r#"{"credential": {"source": {"env": "T"}}, "preset": "anthropic"}"#;
+
+    #[test]
+    fn anthropic_bearer_request_is_rewritten_end_to_end() {
+        let config = config(ANTHROPIC);
+        let forward = forward(handle_request(
+            &config,
+            Some(&bearer()),
+            &client_request(),
+            None,
+        ));
+        let headers = &forward.headers;
+        assert_eq!(
+            headers.get_all("authorization").collect::<Vec<_>>(),
+            vec![&b"Bearer sk-ant-oat01-token"[..]]
+        );
+        assert!(!headers.contains("x-api-key"));
+        assert_eq!(headers.first("anthropic-version"), Some(&b"2023-06-01"[..]));
+        assert_eq!(
+            headers.first("anthropic-beta"),
+            Some(&b"prompt-caching-2024-07-31,oauth-2025-04-20"[..])
+        );
+        assert_eq!(
+            headers.first("content-type"),
+            Some(&b"application/json"[..])
+        );
+        assert!(forward.credential_injected);
+        assert_eq!(forward.stripped, vec!["authorization", "x-api-key"]);
+        assert_eq!(
+            forward.counter_increments_for_test(&config),
+            vec![(Metric::Requests, 1), (Metric::CredentialInjected, 1)]
+        );
+    }
+
+    impl Forward {
+        fn counter_increments_for_test(&self, config: &FilterConfig) -> Vec<(Metric, u64)> {
+            RequestDecision::Forward(self.clone()).counter_increments(config)
+        }
+    }
+
+    #[test]
+    fn api_key_style_injects_x_api_key_without_oauth_flag() {
+        let config = config(
+            r#"{"credential": {"header": "x-api-key", "source": {"env": "T"}}, "preset": "anthropic"}"#,
+        );
+        let credential = Credential::new("", &Secret::new("sk-ant-api03-key"));
+        let forward = forward(handle_request(
+            &config,
+            Some(&credential),
+            &client_request(),
+            None,
+        ));
+        assert_eq!(
+            forward.headers.get_all("x-api-key").collect::<Vec<_>>(),
+            vec![&b"sk-ant-api03-key"[..]]
+        );
+        // A client's authorization header is not the credential header here and passes through.
+        assert_eq!(
+            forward.headers.first("authorization"),
+            Some(&b"Bearer client-token"[..])
+        );
+        assert_eq!(
+            forward.headers.first("anthropic-beta"),
+            Some(&b"prompt-caching-2024-07-31"[..])
+        );
+    }
+
+    #[test]
+    fn missing_credential_answers_503_and_forwards_nothing() {
+        let config = config(ANTHROPIC);
+        let response = respond(handle_request(&config, None, &client_request(), None));
+        assert_eq!(response.status, 503);
+        assert_eq!(response.headers, vec![("content-type", "application/json")]);
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "credential_unavailable");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 10);
+        let decision = RequestDecision::Respond(response);
+        assert_eq!(
+            decision.counter_increments(&config),
+            vec![(Metric::Requests, 1), (Metric::CredentialUnavailable, 1)]
+        );
+    }
+
+    #[test]
+    fn forward_policy_still_strips_client_credentials() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}}, "preset": "anthropic", "on_missing_credential": "forward"}"#,
+        );
+        let decision = handle_request(&config, None, &client_request(), None);
+        assert_eq!(
+            decision.counter_increments(&config),
+            vec![(Metric::Requests, 1), (Metric::CredentialUnavailable, 1)]
+        );
+        let forward = forward(decision);
+        assert!(!forward.credential_injected);
+        assert!(!forward.headers.contains("authorization"));
+        assert!(!forward.headers.contains("x-api-key"));
+        // Without an injected bearer token the OAuth flag would be a lie.
+        assert_eq!(
+            forward.headers.first("anthropic-beta"),
+            Some(&b"prompt-caching-2024-07-31"[..])
+        );
+    }
+
+    #[test]
+    fn client_can_never_set_or_duplicate_the_credential() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}}, "strip_request_headers": ["x-goog-api-key"]}"#,
+        );
+        let request = list(&[
+            (":path", "/"),
+            ("Authorization", "Bearer a"),
+            ("authorization", "Bearer b"),
+            ("x-goog-api-key", "k"),
+        ]);
+        let forward = forward(handle_request(&config, Some(&bearer()), &request, None));
+        assert_eq!(forward.headers.count("authorization"), 1);
+        assert_eq!(
+            forward.headers.first("authorization"),
+            Some(&b"Bearer sk-ant-oat01-token"[..])
+        );
+        assert!(!forward.headers.contains("x-goog-api-key"));
+    }
+
+    #[test]
+    fn access_denied_is_403_without_credential() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}},
+                "access": {"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]},
+                           "source_cidrs": ["100.64.0.0/10"]}}"#,
+        );
+        let mut request = client_request();
+        request.append("tailscale-user-login", "eve@example.com");
+        let response = respond(handle_request(
+            &config,
+            Some(&bearer()),
+            &request,
+            Some(b"100.100.1.1:5555"),
+        ));
+        assert_eq!(response.status, 403);
+        assert_eq!(
+            response.reason,
+            LocalReason::AccessDenied(DenyReason::IdentityNotAllowed)
+        );
+        assert!(!response.body.contains("sk-ant"));
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert_eq!(
+            RequestDecision::Respond(response).counter_increments(&config),
+            vec![(Metric::Requests, 1), (Metric::AccessDenied, 1)]
+        );
+
+        let mut alice = client_request();
+        alice.append("tailscale-user-login", "alice@example.com");
+        assert!(matches!(
+            handle_request(&config, Some(&bearer()), &alice, Some(b"100.100.1.1:5555")),
+            RequestDecision::Forward(_)
+        ));
+        let outside = respond(handle_request(
+            &config,
+            Some(&bearer()),
+            &alice,
+            Some(b"[2001:db8::1]:80"),
+        ));
+        assert_eq!(
+            outside.reason,
+            LocalReason::AccessDenied(DenyReason::SourceNotAllowed)
+        );
+        let unknown = respond(handle_request(&config, Some(&bearer()), &alice, None));
+        assert_eq!(
+            unknown.reason,
+            LocalReason::AccessDenied(DenyReason::SourceUnknown)
+        );
+    }
+
+    #[test]
+    fn access_is_checked_before_credential_availability() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}}, "access": {"source_cidrs": ["10.0.0.0/8"]}}"#,
+        );
+        let response = respond(handle_request(
+            &config,
+            None,
+            &client_request(),
+            Some(b"192.168.0.1:1"),
+        ));
+        assert_eq!(response.status, 403);
+    }
+
+    #[test]
+    fn rules_run_after_stripping_and_before_the_preset() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}}, "preset": "anthropic",
+                "request_rules": [
+                    {"set": {"name": "anthropic-version", "value": "2099-01-01"}},
+                    {"remove": {"name": "anthropic-beta"}},
+                    {"when": {"path_prefix": "/v1/"}, "rewrite_path_prefix": {"from": "/v1/", "to": "/v2/"}},
+                    {"when": {"method": "GET"}, "set": {"name": "x-never", "value": "1"}}
+                ]}"#,
+        );
+        let decision = handle_request(&config, Some(&bearer()), &client_request(), None);
+        assert_eq!(
+            decision.counter_increments(&config),
+            vec![
+                (Metric::Requests, 1),
+                (Metric::CredentialInjected, 1),
+                (Metric::RulesApplied, 3)
+            ]
+        );
+        let forward = forward(decision);
+        assert_eq!(forward.rules_applied, vec![0, 1, 2]);
+        assert_eq!(
+            forward.headers.first("anthropic-version"),
+            Some(&b"2099-01-01"[..])
+        );
+        assert_eq!(
+            forward.headers.first("anthropic-beta"),
+            Some(&b"oauth-2025-04-20"[..])
+        );
+        assert_eq!(forward.headers.first(":path"), Some(&b"/v2/messages"[..]));
+        assert!(!forward.headers.contains("x-never"));
+        assert_eq!(forward.request.path.as_deref(), Some(&b"/v1/messages"[..]));
+    }
+
+    #[test]
+    fn response_pipeline_removes_credential_then_runs_rules() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}},
+                "response_rules": [{"when": {"path_prefix": "/v1/"}, "set": {"name": "x-served-by", "value": "proxy"}}]}"#,
+        );
+        let response = list(&[
+            (":status", "200"),
+            ("authorization", "Bearer echoed"),
+            ("content-type", "text/event-stream"),
+        ]);
+        let summary = RequestSummary::from_request(&client_request());
+        let outcome = handle_response(&config, &response, &summary);
+        assert!(outcome.credential_removed);
+        assert!(!outcome.headers.contains("authorization"));
+        assert_eq!(outcome.headers.first("x-served-by"), Some(&b"proxy"[..]));
+        assert_eq!(outcome.rules_applied, vec![0]);
+    }
+
+    #[test]
+    fn non_utf8_client_headers_pass_through() {
+        let config = config(ANTHROPIC);
+        let mut request = client_request();
+        request.append("x-binary", vec![0xff, 0xfe, 0x80]);
+        request.append("anthropic-beta", vec![0xc3, 0x28]);
+        let forward = forward(handle_request(
+            &config,
+            Some(&bearer()),
+            &request,
+            Some(&[0xff]),
+        ));
+        assert_eq!(
+            forward.headers.first("x-binary"),
+            Some(&[0xff, 0xfe, 0x80][..])
+        );
+        assert!(
+            forward
+                .headers
+                .first("anthropic-beta")
+                .unwrap()
+                .ends_with(b"oauth-2025-04-20")
+        );
+    }
+
+    #[test]
+    fn not_configured_is_a_503_credential_unavailable() {
+        let response = not_configured();
+        assert_eq!(response.status, 503);
+        assert_eq!(response.reason, LocalReason::NotConfigured);
+        assert!(response.body.contains("credential_unavailable"));
+    }
+}
