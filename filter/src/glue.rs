@@ -160,7 +160,12 @@ impl HttpContext for FilterStream {
         };
         let request = HeaderList::from_pairs(self.get_http_request_headers_bytes());
         let source = if state.config.needs_source_address() {
-            self.get_property(vec!["source", "address"])
+            // Called directly: the SDK wrapper panics on the statuses a host may
+            // legitimately return for an unavailable property.
+            hostcalls::get_property(vec!["source", "address"]).unwrap_or_else(|status| {
+                debug!("request {}: no source.address: {status:?}", self.context_id);
+                None
+            })
         } else {
             None
         };

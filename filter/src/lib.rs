@@ -35,10 +35,10 @@ pub mod redact;
 pub mod rules;
 pub mod secret;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod glue;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(test)))]
 proxy_wasm::main! {{
     glue::start();
 }}
