@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# The standalone proxy: host-harness (`serve`) with the credential filter, on a minimal non-root runtime.
+#
+#   docker build -t registry.example.com/ai-proxy:0.1.0 .
+#
+# Build stage: the pinned Rust toolchain builds the filter for wasm32-wasip1 and the proxy natively, from the
+# committed Cargo.lock only (--locked).
+FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
+WORKDIR /src
+RUN rustup target add wasm32-wasip1
+COPY Cargo.toml Cargo.lock ./
+COPY filter ./filter
+COPY host-harness ./host-harness
+COPY tests ./tests
+RUN cargo build --locked -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm \
+ && cargo build --locked --release -p host-harness
+
+# Runtime stage: Debian 12 slim at a fixed point release. The proxy links only glibc and libgcc (TLS is
+# rustls with bundled web PKI roots), so no extra package is installed.
+FROM docker.io/library/debian:12.11-slim
+COPY --from=build /src/target/release/host-harness /usr/local/bin/host-harness
+COPY --from=build /src/target/wasm/wasm32-wasip1/wasm-release/filter.wasm /usr/lib/ai-proxy/filter.wasm
+# A numeric non-root user: Kubernetes can verify runAsNonRoot without a passwd lookup.
+USER 65532:65532
+EXPOSE 8080 9901
+ENTRYPOINT ["/usr/local/bin/host-harness"]
+CMD ["serve", "--config", "/etc/ai-proxy/proxy.toml"]
