@@ -1,0 +1,169 @@
+"""Proves that k8s/validate/check.py rejects what it claims to reject.
+
+Each case copies the deployment files into a scratch directory, breaks one thing with a plain text edit, runs
+check.py on the copy and requires a failure whose message contains the expected text. A case whose edit no
+longer applies (the manifest changed) fails too, so the self-test cannot silently stop testing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# (name, file, text to replace, replacement, text the failure must contain)
+CASES = [
+    ("pod may run as root", "k8s/standalone/deployment.yaml",
+     "      securityContext:\n        runAsNonRoot: true\n", "      securityContext:\n",
+     "spec.securityContext.runAsNonRoot: must be true"),
+    ("writable root filesystem", "k8s/standalone/deployment.yaml",
+     "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false",
+     "readOnlyRootFilesystem: must be true"),
+    ("misspelt Kubernetes field", "k8s/standalone/deployment.yaml",
+     "          imagePullPolicy: IfNotPresent\n", "          imagePullPolicy: IfNotPresent\n          imagePullPolicies: Always\n",
+     "imagePullPolicies"),
+    ("grace period shorter than the drain", "k8s/standalone/deployment.yaml",
+     "terminationGracePeriodSeconds: 6", "terminationGracePeriodSeconds: 3",
+     "terminationGracePeriodSeconds: 3 must be drain_timeout"),
+    ("wrong tailnet hostname", "k8s/standalone/service.yaml",
+     "tailscale.com/hostname: ai", "tailscale.com/hostname: ai-proxy",
+     "tailscale.com/hostname: must be 'ai'"),
+    ("selector that matches no pod", "k8s/standalone/pdb.yaml",
+     "      app: ai-proxy", "      app: ai-prxy",
+     "spec.selector.matchLabels: does not equal the Deployment selector"),
+    ("Secret example in the kustomization", "k8s/standalone/kustomization.yaml",
+     "  - networkpolicy.yaml\n", "  - networkpolicy.yaml\n  - secret.example.yaml\n",
+     "is referenced by a kustomization"),
+    ("plugin fails open", "k8s/istio/base/wasmplugin.yaml",
+     "failStrategy: FAIL_CLOSE", "failStrategy: FAIL_OPEN",
+     "spec.failStrategy: must be FAIL_CLOSE"),
+    ("enum value Istio does not know", "k8s/istio/base/wasmplugin.yaml",
+     "phase: AUTHN", "phase: AUTHENTICATION",
+     "spec/phase must be equal to one of the allowed values"),
+    ("misspelt Istio field", "k8s/istio/base/wasmplugin.yaml",
+     "  imagePullPolicy: IfNotPresent\n", "  imagePullPolicy: IfNotPresent\n  imagePullPolicyy: Always\n",
+     "spec.imagePullPolicyy: unknown field"),
+    ("credential inlined into the WasmPlugin", "k8s/istio/base/wasmplugin.yaml",
+     "        valueFrom: HOST", "        valueFrom: INLINE\n        value: \"<placeholder>\"",
+     "must be valueFrom: HOST"),
+    ("pass-through left open on the credential port", "k8s/istio/base/sidecar.yaml",
+     "mode: REGISTRY_ONLY", "mode: ALLOW_ANY",
+     "spec.outboundTrafficPolicy.mode: must be REGISTRY_ONLY"),
+    ("plugin configurations drift apart", "k8s/standalone/plugin.json",
+     "\"on_missing_credential\": \"deny\"", "\"on_missing_credential\": \"forward\"",
+     "differs from k8s/standalone/plugin.json"),
+    ("WasmPlugin digest not the built image", "STAMPED/kustomization.yaml",
+     "value: DIGEST", "value: " + "0" * 64,
+     "is not the built image's manifest digest"),
+    ("token committed in a comment", "envoy/envoy.yaml",
+     "# Envoy in front of the Anthropic API", "# Envoy in front of the Anthropic API " + "sk-" + "ant-oat01-abcdefghijklmnopqrstuv",
+     "looks like a real credential"),
+    ("runtime image runs as root", "Dockerfile",
+     "USER 65532:65532", "USER 0",
+     "numeric non-root user"),
+    ("unpinned base image", "Dockerfile",
+     "debian:12.11-slim", "debian:latest",
+     "must be pinned to a version"),
+]
+
+COPIED = ["k8s", "envoy", "Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "filter", "host-harness", "tests", "RUNBOOK.md"]
+
+
+def prepare(repo: Path, scratch: Path, stamped: Path, layout: Path) -> Path:
+    """Copies the files check.py reads; returns the copied stamped overlay, re-pointed at the copied base."""
+    for name in COPIED:
+        source = repo / name
+        if source.is_dir():
+            shutil.copytree(source, scratch / name, ignore=shutil.ignore_patterns("target", "node_modules"))
+        elif source.is_file():
+            shutil.copy2(source, scratch / name)
+    overlay = scratch / "stamped"
+    overlay.mkdir()
+    text = (stamped / "kustomization.yaml").read_text(encoding="utf-8")
+    lines = []
+    for line in text.splitlines():
+        if line.strip().endswith("k8s/istio/base"):
+            line = "  - ../k8s/istio/base"
+        if line.strip().startswith("value:") and len(line.split()[-1]) == 64:
+            line = line.replace(line.split()[-1], "DIGEST")
+        lines.append(line)
+    (overlay / "kustomization.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    shutil.copytree(layout, scratch / "layout")
+    return overlay
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--kubectl", required=True)
+    parser.add_argument("--node-dir", type=Path, required=True)
+    parser.add_argument("--stamped", type=Path, required=True)
+    parser.add_argument("--oci-layout", type=Path, required=True)
+    args = parser.parse_args()
+    repo = args.repo.resolve()
+    digest = (args.oci_layout / "index.json").read_text(encoding="utf-8").split('"digest":"sha256:')[1][:64]
+    check = Path(__file__).with_name("check.py")
+    passed = failed = 0
+    # The untouched copy must pass, or every rejection below would prove nothing.
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        overlay = prepare(repo, scratch, args.stamped, args.oci_layout)
+        stamped_text = (overlay / "kustomization.yaml").read_text(encoding="utf-8")
+        (overlay / "kustomization.yaml").write_text(stamped_text.replace("DIGEST", digest), encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, str(check), "--repo", str(scratch), "--kubectl", args.kubectl, "--node-dir", str(args.node_dir),
+             "--stamped", str(overlay), "--oci-layout", str(scratch / "layout")],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            print("FAIL self-test: the unmodified copy of the manifests does not pass check.py:")
+            for line in result.stdout.splitlines() + result.stderr.splitlines():
+                if not line.startswith("ok"):
+                    print(f"       {line}")
+            return 1
+        print("ok   self-test: the unmodified copy passes")
+    def run_case(case: tuple[str, str, str, str, str]) -> list[str]:
+        name, rel, old, new, expected = case
+        with tempfile.TemporaryDirectory() as tmp:
+            scratch = Path(tmp)
+            overlay = prepare(repo, scratch, args.stamped, args.oci_layout)
+            target = overlay / "kustomization.yaml" if rel.startswith("STAMPED/") else scratch / rel
+            if not rel.startswith("STAMPED/"):
+                # Every other case keeps the real digest, so only its own edit can fail.
+                stamped_text = (overlay / "kustomization.yaml").read_text(encoding="utf-8")
+                (overlay / "kustomization.yaml").write_text(stamped_text.replace("DIGEST", digest), encoding="utf-8")
+            text = target.read_text(encoding="utf-8")
+            if old not in text:
+                return [f"FAIL self-test '{name}': {rel} no longer contains the text this case edits; update k8s/validate/selftest.py"]
+            target.write_text(text.replace(old, new, 1), encoding="utf-8")
+            result = subprocess.run(
+                [sys.executable, str(check), "--repo", str(scratch), "--kubectl", args.kubectl, "--node-dir", str(args.node_dir),
+                 "--stamped", str(overlay), "--oci-layout", str(scratch / "layout")],
+                capture_output=True, text=True, check=False,
+            )
+            fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+            if result.returncode == 1 and any(expected in line for line in fails):
+                return [f"ok   self-test '{name}' is rejected"]
+            lines = [f"FAIL self-test '{name}': check.py did not reject it with a message containing {expected!r}"]
+            for line in fails or result.stdout.splitlines()[-3:] + result.stderr.splitlines()[-3:]:
+                lines.append(f"       {line}")
+            return lines
+
+    # Two at a time: each case is mostly waiting on kustomize and node.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for lines in pool.map(run_case, CASES):
+            print("\n".join(lines))
+            if lines[0].startswith("ok"):
+                passed += 1
+            else:
+                failed += 1
+    print(f"self-test: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

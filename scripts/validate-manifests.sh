@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Validates the deployment artifacts without a cluster, a container engine or any network beyond the package
+# registries:
+#   - renders the kustomizations (k8s/standalone, k8s/istio/base, k8s/istio/example) with kubectl's kustomize;
+#   - validates every object against the Kubernetes OpenAPI schemas (strict) and the Istio CRD schemas;
+#   - checks the restricted Pod Security Standard, labels and selectors, and the wiring between the manifests,
+#     proxy.toml, plugin.json, envoy/envoy.yaml and the Dockerfile (k8s/validate/check.py lists every check);
+#   - lints the Dockerfile with hadolint;
+#   - builds the filter's OCI image twice (scripts/build-oci.sh), requires the same digest both times, and
+#     checks that the WasmPlugin overlay it writes carries exactly that digest;
+#   - proves the checks bite: a few broken copies of the manifests must each be rejected.
+#
+# Tools (pinned in k8s/validate/requirements.txt and package-lock.json) are installed under build/ on first
+# use. Usage: scripts/validate-manifests.sh [--no-self-test]
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo_root"
+self_test=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-self-test) self_test=0 ;;
+        *) echo "validate-manifests.sh: unknown argument '$arg'" >&2; exit 2 ;;
+    esac
+done
+
+# shellcheck source=../k8s/validate/tools.sh
+source k8s/validate/tools.sh
+venv="$(deploy_venv)"
+node_dir="$(istio_schemas)"
+kubectl="$venv/bin/kubectl"
+failed=0
+
+echo "== hadolint Dockerfile"
+if "$venv/bin/hadolint" --failure-threshold warning Dockerfile; then
+    echo "ok   Dockerfile: hadolint"
+else
+    echo "FAIL Dockerfile: hadolint reported the problems above"
+    failed=1
+fi
+
+echo "== OCI image for the WasmPlugin (deterministic build)"
+oci_a="build/validate/oci-a"
+oci_b="build/validate/oci-b"
+digest_a="$(scripts/build-oci.sh --out "$oci_a" 2>build/validate-oci.log)" \
+    || { cat build/validate-oci.log >&2; echo "FAIL scripts/build-oci.sh: the image could not be built"; exit 1; }
+digest_b="$(scripts/build-oci.sh --out "$oci_b" 2>>build/validate-oci.log)" \
+    || { cat build/validate-oci.log >&2; echo "FAIL scripts/build-oci.sh: the second build failed"; exit 1; }
+if [[ "$digest_a" == "$digest_b" ]]; then
+    echo "ok   scripts/build-oci.sh: two builds give the same digest $digest_a"
+else
+    echo "FAIL scripts/build-oci.sh: two builds of the same filter.wasm gave $digest_a and $digest_b"
+    failed=1
+fi
+
+echo "== manifests"
+"$venv/bin/python" k8s/validate/check.py --repo . --kubectl "$kubectl" --node-dir "$node_dir" \
+    --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" || failed=1
+
+if [[ "$self_test" == 1 ]]; then
+    echo "== self-test: broken manifests must be rejected"
+    "$venv/bin/python" k8s/validate/selftest.py --repo . --kubectl "$kubectl" --node-dir "$node_dir" \
+        --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" || failed=1
+fi
+
+if [[ "$failed" != 0 ]]; then
+    echo "validate-manifests: FAILED (see the FAIL lines above)"
+    exit 1
+fi
+echo "validate-manifests: all checks passed"
