@@ -601,7 +601,7 @@ impl Scope<'_> {
         let why = if name == self.credential_header {
             Some("is the credential header, which no rule may touch")
         } else if self.stripped.iter().any(|stripped| stripped == name) {
-            Some("is stripped from every request, so no rule may set it")
+            Some("is stripped from every request, so no rule may touch it")
         } else {
             managed(name)
         };
@@ -1322,6 +1322,27 @@ mod tests {
                 .unwrap()
                 .with_port
         );
+    }
+
+    #[test]
+    fn every_json_example_in_the_spec_is_valid() {
+        let spec = include_str!("../../specs/filter.md");
+        let mut checked = 0;
+        for block in spec.split("```json\n").skip(1) {
+            let block = block.split("```").next().unwrap().trim();
+            let config = if block.contains("\"credential\"") {
+                block.to_owned()
+            } else if block.starts_with('{') {
+                with(&format!(r#""request_rules": [{block}]"#))
+            } else {
+                with(block)
+            };
+            if let Err(error) = parse(config.as_bytes()) {
+                panic!("spec example does not parse: {error}\n{block}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 6, "only {checked} examples found");
     }
 
     #[test]

@@ -431,6 +431,19 @@ mod tests {
     }
 
     #[test]
+    fn identity_header_can_be_checked_and_then_stripped() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}},
+                "strip_request_headers": ["tailscale-user-login"],
+                "access": {"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]}}}"#,
+        );
+        let mut alice = client_request();
+        alice.append("tailscale-user-login", "alice@example.com");
+        let forward = forward(handle_request(&config, Some(&bearer()), &alice, None));
+        assert!(!forward.headers.contains("tailscale-user-login"));
+    }
+
+    #[test]
     fn access_is_checked_before_credential_availability() {
         let config = config(
             r#"{"credential": {"source": {"env": "T"}}, "access": {"source_cidrs": ["10.0.0.0/8"]}}"#,
