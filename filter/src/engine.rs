@@ -15,7 +15,7 @@
 //!
 //! Response pipeline: the credential header is removed, then response rules run.
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::access::{DenyReason, parse_source_address};
 use crate::config::{FilterConfig, MissingCredential};
@@ -177,8 +177,27 @@ fn json_headers() -> Vec<(&'static str, &'static str)> {
 }
 
 /// An error body in the shape the Anthropic API uses, so clients parse it as one.
+/// Structs (not a JSON map) keep the field order `type`, `error`, `type`, `message`.
 fn error_body(kind: &str, message: &str) -> String {
-    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
+    #[derive(Serialize)]
+    struct Body<'a> {
+        r#type: &'static str,
+        error: Detail<'a>,
+    }
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        r#type: &'a str,
+        message: &'a str,
+    }
+    let body = Body {
+        r#type: "error",
+        error: Detail {
+            r#type: kind,
+            message,
+        },
+    };
+    // Serializing borrowed strings into a String cannot fail; fall back to an empty object anyway.
+    serde_json::to_string(&body).unwrap_or_else(|_| String::from("{}"))
 }
 
 impl RequestDecision {
@@ -533,6 +552,14 @@ mod tests {
                 .first("anthropic-beta")
                 .unwrap()
                 .ends_with(b"oauth-2025-04-20")
+        );
+    }
+
+    #[test]
+    fn error_bodies_keep_the_anthropic_field_order() {
+        assert_eq!(
+            error_body("permission_error", "say \"no\""),
+            r#"{"type":"error","error":{"type":"permission_error","message":"say \"no\""}}"#
         );
     }
 

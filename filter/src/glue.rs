@@ -18,6 +18,7 @@ use crate::credential::{self, Credential};
 use crate::engine::{self, LocalResponse, RequestDecision, count};
 use crate::headers::{HeaderEdit, HeaderList, diff};
 use crate::metrics::{Metric, MetricKind};
+use crate::preset::PresetOutcome;
 use crate::redact::render_headers;
 use crate::rules::RequestSummary;
 
@@ -189,7 +190,7 @@ impl HttpContext for FilterStream {
             RequestDecision::Forward(forward) => {
                 if log_enabled!(Level::Debug) {
                     debug!(
-                        "request {}: forwarded; credential {}; stripped {:?}; rules applied {:?}; preset {:?}; upstream headers {}",
+                        "request {}: forwarded; credential {}; stripped {:?}; rules applied {:?}; preset {}; upstream headers {}",
                         self.context_id,
                         if forward.credential_injected {
                             "injected"
@@ -198,7 +199,7 @@ impl HttpContext for FilterStream {
                         },
                         forward.stripped,
                         forward.rules_applied,
-                        forward.preset,
+                        describe_preset(&state.config, forward.preset),
                         render_headers(&forward.headers, &state.config.credential.header),
                     );
                 }
@@ -274,5 +275,25 @@ impl FilterStream {
                 self.context_id
             );
         }
+    }
+}
+
+/// Says in words what the preset did, for the per-request debug line.
+fn describe_preset(config: &FilterConfig, outcome: Option<PresetOutcome>) -> String {
+    match (config.preset, outcome) {
+        (Some(preset), Some(outcome)) => {
+            let mut changes = Vec::new();
+            if outcome.added_version {
+                changes.push("added anthropic-version");
+            }
+            if outcome.added_oauth_beta {
+                changes.push("added the oauth beta flag");
+            }
+            if changes.is_empty() {
+                changes.push("no change");
+            }
+            format!("{} ({})", preset.name(), changes.join(", "))
+        }
+        _ => "none".to_owned(),
     }
 }
