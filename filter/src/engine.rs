@@ -146,6 +146,23 @@ pub fn handle_response(
     }
 }
 
+/// Request trailers with every stripped header (the credential header
+/// included) removed, so a client cannot smuggle a credential in trailers.
+pub fn handle_request_trailers(config: &FilterConfig, trailers: &HeaderList) -> HeaderList {
+    let mut trailers = trailers.clone();
+    for name in &config.stripped_request_headers {
+        trailers.remove(name);
+    }
+    trailers
+}
+
+/// Response trailers without the credential header.
+pub fn handle_response_trailers(config: &FilterConfig, trailers: &HeaderList) -> HeaderList {
+    let mut trailers = trailers.clone();
+    trailers.remove(&config.credential.header);
+    trailers
+}
+
 /// The 503 sent when the filter has no valid configuration.
 pub fn not_configured() -> LocalResponse {
     LocalResponse {
@@ -528,6 +545,24 @@ mod tests {
         assert!(!outcome.headers.contains("authorization"));
         assert_eq!(outcome.headers.first("x-served-by"), Some(&b"proxy"[..]));
         assert_eq!(outcome.rules_applied, vec![0]);
+    }
+
+    #[test]
+    fn trailers_lose_stripped_and_credential_headers() {
+        let config = config(ANTHROPIC);
+        let trailers = list(&[
+            ("authorization", "Bearer smuggled"),
+            ("x-api-key", "k"),
+            ("x-checksum", "1"),
+        ]);
+        assert_eq!(
+            handle_request_trailers(&config, &trailers),
+            list(&[("x-checksum", "1")])
+        );
+        assert_eq!(
+            handle_response_trailers(&config, &trailers),
+            list(&[("x-api-key", "k"), ("x-checksum", "1")])
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! The root context validates the configuration, resolves the credential and
 //! defines the metrics; each HTTP context fetches headers (as bytes, so
 //! non-UTF-8 values are fine), asks [`crate::engine`] what to do and carries
-//! the decision out. Bodies are never looked at: the body callbacks are left
-//! to the SDK defaults, which continue.
+//! the decision out. Trailers lose the credential and stripped headers too.
+//! Bodies are never looked at: the body callbacks are left to the SDK
+//! defaults, which continue.
 
 use std::rc::Rc;
 
@@ -214,6 +215,28 @@ impl HttpContext for FilterStream {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(state) = self.state.clone() {
+            let trailers = HeaderList::from_pairs(self.get_http_request_trailers_bytes());
+            let cleaned = engine::handle_request_trailers(&state.config, &trailers);
+            for edit in diff(&trailers, &cleaned) {
+                self.apply_edit(MapType::HttpRequestTrailers, edit);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(state) = self.state.clone() {
+            let trailers = HeaderList::from_pairs(self.get_http_response_trailers_bytes());
+            let cleaned = engine::handle_response_trailers(&state.config, &trailers);
+            for edit in diff(&trailers, &cleaned) {
+                self.apply_edit(MapType::HttpResponseTrailers, edit);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.answered_locally {
             return Action::Continue;
@@ -252,7 +275,7 @@ impl FilterStream {
         Action::Pause
     }
 
-    /// Carries out one header edit on the request or response header map.
+    /// Carries out one header edit on a request or response header or trailer map.
     fn apply_edit(&self, map: MapType, edit: HeaderEdit) {
         let name = match &edit {
             HeaderEdit::Remove { name } | HeaderEdit::Replace { name, .. } => name.as_str(),
