@@ -216,24 +216,18 @@ impl HttpContext for FilterStream {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let Some(state) = self.state.clone() {
-            let trailers = HeaderList::from_pairs(self.get_http_request_trailers_bytes());
-            let cleaned = engine::handle_request_trailers(&state.config, &trailers);
-            for edit in diff(&trailers, &cleaned) {
-                self.apply_edit(MapType::HttpRequestTrailers, edit);
-            }
-        }
+        self.clean_trailers(
+            MapType::HttpRequestTrailers,
+            engine::handle_request_trailers,
+        );
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let Some(state) = self.state.clone() {
-            let trailers = HeaderList::from_pairs(self.get_http_response_trailers_bytes());
-            let cleaned = engine::handle_response_trailers(&state.config, &trailers);
-            for edit in diff(&trailers, &cleaned) {
-                self.apply_edit(MapType::HttpResponseTrailers, edit);
-            }
-        }
+        self.clean_trailers(
+            MapType::HttpResponseTrailers,
+            engine::handle_response_trailers,
+        );
         Action::Continue
     }
 
@@ -273,6 +267,20 @@ impl FilterStream {
             Some(response.body.as_bytes()),
         );
         Action::Pause
+    }
+
+    /// Applies a trailer pass of the engine to one trailer map.
+    fn clean_trailers(&self, map: MapType, pass: fn(&FilterConfig, &HeaderList) -> HeaderList) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let Ok(pairs) = hostcalls::get_map_bytes(map) else {
+            return;
+        };
+        let trailers = HeaderList::from_pairs(pairs);
+        for edit in diff(&trailers, &pass(&state.config, &trailers)) {
+            self.apply_edit(map, edit);
+        }
     }
 
     /// Carries out one header edit on a request or response header or trailer map.
