@@ -12,6 +12,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY filter ./filter
 COPY host-harness ./host-harness
 COPY tests ./tests
+# Sources embed files from specs/ (their unit tests check the spec's examples).
+COPY specs ./specs
 RUN cargo build --locked -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm \
  && cargo build --locked --release -p host-harness
 

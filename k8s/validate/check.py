@@ -434,6 +434,8 @@ def check_istio(base: Rendered, example: Rendered | None, plugin: dict[str, Any]
             pod = dig(dep, "spec", "template")
             labels = dig(pod, "metadata", "labels", default={})
             report.check(selector.items() <= labels.items(), where, f"spec.template.metadata.labels: must carry the WasmPlugin selector {selector}")
+            proxy_config = yaml.load(dig(pod, "metadata", "annotations", "proxy.istio.io/config", default="") or "{}", Loader=LOADER)
+            report.check("wasmcustom" in (dig(proxy_config, "proxyStatsMatcher", "inclusionPrefixes") or []), where, "spec.template.metadata.annotations.proxy.istio.io/config: proxyStatsMatcher.inclusionPrefixes must include wasmcustom, or the filter metrics are not exported")
             report.check(not dig(pod, "spec", "shareProcessNamespace"), where, "spec.template.spec.shareProcessNamespace: must stay off (it would expose the sidecar's environment)")
             containers = {c["name"]: c for c in dig(pod, "spec", "containers", default=[])}
             proxy = containers.get("istio-proxy")
