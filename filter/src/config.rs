@@ -1324,6 +1324,54 @@ mod tests {
         );
     }
 
+    /// A small deterministic generator, so the robustness test needs no extra crate.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    #[test]
+    fn mutated_configurations_are_accepted_or_rejected_never_panic() {
+        let seeds = [
+            with(r#""preset": "anthropic", "request_rules": [{"when": {"path_prefix": "/v1/", "method": ["POST"], "header": {"name": "x", "value": "1"}}, "append": {"name": "x-a", "value": "b"}}], "access": {"source_cidrs": ["10.0.0.0/8", "::1"], "require": "any"}"#),
+            r#"{"credential": {"header": "x-api-key", "prefix": "", "source": {"inline": "k"}}, "response_rules": [{"rename": {"from": "a", "to": "b"}}]}"#.to_owned(),
+        ];
+        let alphabet = br#"{}[]":,.0123456789abcdefxyz/\ -_@%:"#;
+        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for round in 0..4000 {
+            let mut bytes = seeds[round % seeds.len()].clone().into_bytes();
+            for _ in 0..=random.below(4) {
+                let at = random.below(bytes.len());
+                match random.below(3) {
+                    0 => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, alphabet[random.below(alphabet.len())]),
+                    _ => bytes[at] = (random.next() & 0xff) as u8,
+                }
+            }
+            if let Ok(config) = parse(&bytes) {
+                accepted += 1;
+                assert!(!config.credential.header.is_empty());
+            }
+        }
+        assert!(
+            accepted > 0,
+            "no mutation survived; the test would prove nothing"
+        );
+    }
+
     #[test]
     fn every_json_example_in_the_spec_is_valid() {
         let spec = include_str!("../../specs/filter.md");

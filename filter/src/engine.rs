@@ -566,6 +566,57 @@ mod tests {
     }
 
     #[test]
+    fn random_requests_never_leak_or_duplicate_the_credential() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}}, "preset": "anthropic",
+                "request_rules": [{"when": {"path_prefix": "/a"}, "rewrite_path_prefix": {"from": "/a", "to": "/"}},
+                                  {"append": {"name": "anthropic-beta", "value": "x"}}],
+                "access": {"source_cidrs": ["0.0.0.0/0", "::/0"]}}"#,
+        );
+        let names = [
+            ":path",
+            ":authority",
+            "authorization",
+            "AUTHORIZATION",
+            "x-api-key",
+            "anthropic-beta",
+            "anthropic-version",
+            "x",
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let mut request = HeaderList::new();
+            for _ in 0..(next() % 8) {
+                let name = names[(next() % names.len() as u64) as usize];
+                let value: Vec<u8> = (0..(next() % 12)).map(|_| (next() & 0xff) as u8).collect();
+                request.append(name, value);
+            }
+            let source: Vec<u8> = (0..(next() % 20))
+                .map(|_| b"0123456789.:[]abcdef"[(next() % 20) as usize])
+                .collect();
+            match handle_request(&config, Some(&bearer()), &request, Some(&source)) {
+                RequestDecision::Forward(forward) => {
+                    assert_eq!(
+                        forward.headers.get_all("authorization").collect::<Vec<_>>(),
+                        vec![&b"Bearer sk-ant-oat01-token"[..]]
+                    );
+                    assert!(!forward.headers.contains("x-api-key"));
+                    assert_eq!(forward.headers.count("anthropic-beta"), 1);
+                }
+                RequestDecision::Respond(response) => {
+                    assert_eq!(response.status, 403, "{response:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn non_utf8_client_headers_pass_through() {
         let config = config(ANTHROPIC);
         let mut request = client_request();
