@@ -5,7 +5,8 @@
 #   - validates every object against the Kubernetes OpenAPI schemas (strict) and the Istio CRD schemas;
 #   - checks the restricted Pod Security Standard, labels and selectors, and the wiring between the manifests,
 #     proxy.toml, plugin.json, envoy/envoy.yaml and the Dockerfile (k8s/validate/check.py lists every check);
-#   - lints the Dockerfile with hadolint;
+#   - lints the Dockerfile with hadolint; checks the alert rules (promtool check/test rules) and the PromQL
+#     in RUNBOOK.md, and that every metric name used exists in specs/filter.md;
 #   - builds the filter's OCI image twice (scripts/build-oci.sh), requires the same digest both times, and
 #     checks that the WasmPlugin overlay it writes carries exactly that digest;
 #   - proves the checks bite: a few broken copies of the manifests must each be rejected.
@@ -28,6 +29,7 @@ done
 source k8s/validate/tools.sh
 venv="$(deploy_venv)"
 node_dir="$(istio_schemas)"
+promtool="$(promtool_bin)"
 kubectl="$venv/bin/kubectl"
 failed=0
 
@@ -55,12 +57,12 @@ fi
 
 echo "== manifests"
 "$venv/bin/python" k8s/validate/check.py --repo . --kubectl "$kubectl" --node-dir "$node_dir" \
-    --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" || failed=1
+    --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" --promtool "$promtool" || failed=1
 
 if [[ "$self_test" == 1 ]]; then
     echo "== self-test: broken manifests must be rejected"
     "$venv/bin/python" k8s/validate/selftest.py --repo . --kubectl "$kubectl" --node-dir "$node_dir" \
-        --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" || failed=1
+        --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" --promtool "$promtool" || failed=1
 fi
 
 if [[ "$failed" != 0 ]]; then

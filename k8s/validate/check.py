@@ -28,6 +28,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -636,6 +637,45 @@ def check_dockerfile(repo: Path, proxy: dict[str, Any], report: Report) -> None:
     report.ok("Dockerfile: pinned multi-stage build, non-root runtime, paths and ports match proxy.toml, context complete")
 
 
+def spec_metrics(repo: Path) -> set[str]:
+    """The metric names the filter's spec defines (its Metrics table)."""
+    text = (repo / "specs/filter.md").read_text(encoding="utf-8")
+    section = text.split("## Metrics", 1)[-1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(credential_filter_[a-z_]+)` \|", section, flags=re.M))
+
+
+def check_monitoring(repo: Path, promtool: str, report: Report) -> None:
+    """Alert rules parse and pass their unit tests; the runbook's PromQL parses; metric names exist."""
+    rules = repo / "k8s/monitoring/alerts.yaml"
+    tests = repo / "k8s/monitoring/alerts.test.yaml"
+    for args, label in ((["check", "rules", str(rules)], "k8s/monitoring/alerts.yaml"), (["test", "rules", str(tests)], "k8s/monitoring/alerts.test.yaml")):
+        result = subprocess.run([promtool, *args], capture_output=True, text=True, check=False, cwd=tests.parent)
+        if result.returncode == 0:
+            report.ok(f"{label}: promtool {' '.join(args[:2])}")
+        else:
+            report.fail(label, f"promtool {' '.join(args[:2])} failed:\n" + (result.stdout + result.stderr).strip())
+    runbook = (repo / "RUNBOOK.md").read_text(encoding="utf-8")
+    queries = [line.strip() for block in re.findall(r"```promql\n(.*?)```", runbook, flags=re.S) for line in block.splitlines() if line.strip()]
+    if report.check(bool(queries), "RUNBOOK.md", "no ```promql block found; the runbook's PromQL examples are checked from there"):
+        recording = {"groups": [{"name": "runbook", "rules": [{"record": f"runbook:query_{i}", "expr": q} for i, q in enumerate(queries, 1)]}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            yaml.safe_dump(recording, handle)
+        result = subprocess.run([promtool, "check", "rules", handle.name], capture_output=True, text=True, check=False)
+        Path(handle.name).unlink()
+        if result.returncode == 0:
+            report.ok(f"RUNBOOK.md: {len(queries)} PromQL queries parse (promtool)")
+        else:
+            report.fail("RUNBOOK.md", "a PromQL query does not parse:\n" + (result.stdout + result.stderr).strip())
+    known = spec_metrics(repo)
+    if report.check(len(known) >= 6, "specs/filter.md", f"the Metrics table lists {sorted(known)}; expected the filter's six metrics"):
+        for path in (rules, repo / "RUNBOOK.md", repo / "envoy/README.md", repo / "k8s/README.md"):
+            used = set(re.findall(r"\bcredential_filter_[a-z_]*[a-z]", path.read_text(encoding="utf-8")))
+            unknown = sorted(used - known)
+            report.check(not unknown, str(path.relative_to(repo)), f"metric names not defined in specs/filter.md: {unknown}")
+        missing = sorted(known - set(re.findall(r"credential_filter_[a-z_]*[a-z]", runbook)))
+        report.check(not missing, "RUNBOOK.md", f"metrics from specs/filter.md not documented: {missing}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True)
@@ -643,6 +683,7 @@ def main() -> int:
     parser.add_argument("--node-dir", type=Path, required=True, help="directory holding node_modules with the Istio schemas")
     parser.add_argument("--stamped", type=Path, help="the overlay written by scripts/build-oci.sh")
     parser.add_argument("--oci-layout", type=Path, help="the OCI image layout written by scripts/build-oci.sh")
+    parser.add_argument("--promtool", required=True, help="promtool, to check the alert rules and the runbook's PromQL")
     args = parser.parse_args()
     repo = args.repo.resolve()
     report = Report()
@@ -675,6 +716,7 @@ def main() -> int:
 
     for envoy_config in envoy_plugin_configs(repo):
         report.check(envoy_config == plugin, "envoy/envoy.yaml", "configuration (StringValue): differs from k8s/standalone/plugin.json (one plugin configuration for every deployment)")
+    check_monitoring(repo, args.promtool, report)
     check_secret_examples(repo, secrets, report)
     scan_for_tokens(repo, report)
     if proxy:

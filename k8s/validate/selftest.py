@@ -62,6 +62,15 @@ CASES = [
     ("token committed in a comment", "envoy/envoy.yaml",
      "# Envoy in front of the Anthropic API", "# Envoy in front of the Anthropic API " + "sk-" + "ant-oat01-abcdefghijklmnopqrstuv",
      "looks like a real credential"),
+    ("alert that no longer fires as tested", "k8s/monitoring/alerts.yaml",
+     "credential_filter_credential_available) == 0", "credential_filter_credential_available) < 0",
+     "promtool test rules failed"),
+    ("runbook query that does not parse", "RUNBOOK.md",
+     "sum by (job) (rate(credential_filter_access_denied_total[5m]))", "sum by (job) (rate(credential_filter_access_denied_total[5m])",
+     "a PromQL query does not parse"),
+    ("metric name the filter does not define", "RUNBOOK.md",
+     "min by (job, instance) (credential_filter_credential_available)", "min by (job, instance) (credential_filter_credentials_available)",
+     "metric names not defined in specs/filter.md"),
     ("runtime image runs as root", "Dockerfile",
      "USER 65532:65532", "USER 0",
      "numeric non-root user"),
@@ -103,6 +112,7 @@ def main() -> int:
     parser.add_argument("--node-dir", type=Path, required=True)
     parser.add_argument("--stamped", type=Path, required=True)
     parser.add_argument("--oci-layout", type=Path, required=True)
+    parser.add_argument("--promtool", required=True)
     args = parser.parse_args()
     repo = args.repo.resolve()
     digest = (args.oci_layout / "index.json").read_text(encoding="utf-8").split('"digest":"sha256:')[1][:64]
@@ -116,7 +126,7 @@ def main() -> int:
         (overlay / "kustomization.yaml").write_text(stamped_text.replace("DIGEST", digest), encoding="utf-8")
         result = subprocess.run(
             [sys.executable, str(check), "--repo", str(scratch), "--kubectl", args.kubectl, "--node-dir", str(args.node_dir),
-             "--stamped", str(overlay), "--oci-layout", str(scratch / "layout")],
+             "--stamped", str(overlay), "--oci-layout", str(scratch / "layout"), "--promtool", args.promtool],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -142,7 +152,7 @@ def main() -> int:
             target.write_text(text.replace(old, new, 1), encoding="utf-8")
             result = subprocess.run(
                 [sys.executable, str(check), "--repo", str(scratch), "--kubectl", args.kubectl, "--node-dir", str(args.node_dir),
-                 "--stamped", str(overlay), "--oci-layout", str(scratch / "layout")],
+                 "--stamped", str(overlay), "--oci-layout", str(scratch / "layout"), "--promtool", args.promtool],
                 capture_output=True, text=True, check=False,
             )
             fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]

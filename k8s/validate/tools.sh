@@ -3,6 +3,7 @@
 #
 #   deploy_venv       -> prints the venv path (build/deploy-venv) with requirements.txt installed
 #   istio_schemas     -> prints the directory (build/k8s-validate-node) with package-lock.json installed
+#   promtool_bin      -> prints the path of promtool (build/tools/promtool, from Debian's prometheus package)
 #
 # Progress goes to stderr; failures name the file that could not be installed.
 
@@ -51,4 +52,29 @@ istio_schemas() {
         || { echo "npm could not install k8s/validate/package-lock.json" >&2; return 1; }
     echo "$want" > "$dir/.stamp"
     echo "$dir"
+}
+
+# promtool from Debian's prometheus package, unpacked under build/tools (the package itself is not installed:
+# its maintainer scripts would set up a server). Prints the binary's path.
+promtool_bin() {
+    local dir="$_repo_root/build/tools"
+    local bin="$dir/promtool"
+    if [[ -x "$bin" ]]; then
+        echo "$bin"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || { echo "promtool is needed and apt-get is not available to fetch it" >&2; return 1; }
+    echo "fetching promtool (Debian package prometheus) into $dir" >&2
+    local tmp
+    tmp="$(mktemp -d)"
+    chmod 755 "$tmp"
+    if ! (cd "$tmp" && apt-get download -q prometheus >&2 2>/dev/null); then
+        apt-get update -q >&2 || { rm -rf "$tmp"; echo "apt-get update failed; cannot fetch promtool" >&2; return 1; }
+        (cd "$tmp" && apt-get download -q prometheus >&2) || { rm -rf "$tmp"; echo "apt-get download prometheus failed" >&2; return 1; }
+    fi
+    mkdir -p "$dir"
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root" && cp "$tmp/root/usr/bin/promtool" "$bin"
+    rm -rf "$tmp"
+    [[ -x "$bin" ]] || { echo "the prometheus package did not contain usr/bin/promtool" >&2; return 1; }
+    echo "$bin"
 }
