@@ -716,7 +716,8 @@ def main() -> int:
 
     for envoy_config in envoy_plugin_configs(repo):
         report.check(envoy_config == plugin, "envoy/envoy.yaml", "configuration (StringValue): differs from k8s/standalone/plugin.json (one plugin configuration for every deployment)")
-    check_monitoring(repo, args.promtool, report)
+    promtool = str(Path(args.promtool).resolve()) if "/" in args.promtool else args.promtool
+    check_monitoring(repo, promtool, report)
     check_secret_examples(repo, secrets, report)
     scan_for_tokens(repo, report)
     if proxy:
