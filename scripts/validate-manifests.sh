@@ -7,7 +7,8 @@
 #     proxy.toml, plugin.json, envoy/envoy.yaml and the Dockerfile (k8s/validate/check.py lists every check);
 #   - lints the Dockerfile with hadolint; checks the alert rules (promtool check/test rules) and the PromQL
 #     in RUNBOOK.md, and that every metric name used exists in specs/filter.md;
-#   - builds the filter's OCI image twice (scripts/build-oci.sh), requires the same digest both times, and
+#   - builds the filter's OCI image twice (scripts/build-oci.sh), requires the same digest both times, pushes
+#     it to a registry on 127.0.0.1 (Debian's docker-registry) and pulls it back with skopeo, and
 #     checks that the WasmPlugin overlay it writes carries exactly that digest;
 #   - proves the checks bite: a few broken copies of the manifests must each be rejected.
 #
@@ -54,6 +55,48 @@ else
     echo "FAIL scripts/build-oci.sh: two builds of the same filter.wasm gave $digest_a and $digest_b"
     failed=1
 fi
+
+echo "== push to a registry on 127.0.0.1 and pull back, as Istio's agent would"
+registry="$(registry_bin)"
+reg_dir="build/validate/registry"
+rm -rf "$reg_dir"
+mkdir -p "$reg_dir"
+reg_port="$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$repo_root/$reg_dir/data" "$reg_port" > "$reg_dir/config.yml"
+"$registry" serve "$reg_dir/config.yml" >"$reg_dir/registry.log" 2>&1 &
+reg_pid=$!
+stop_registry() { kill "$reg_pid" 2>/dev/null || true; wait "$reg_pid" 2>/dev/null || true; }
+trap stop_registry EXIT
+for _ in $(seq 100); do
+    curl -sf --max-time 1 "http://127.0.0.1:$reg_port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+tag="$(sed -n 's/.*"org.opencontainers.image.ref.name":"\([^"]*\)".*/\1/p' "$oci_a/credential-filter/index.json")"
+remote="docker://127.0.0.1:$reg_port/ai-proxy/credential-filter:$tag"
+pushed=""
+if skopeo copy -q --preserve-digests --dest-tls-verify=false "oci:$oci_a/credential-filter:$tag" "$remote" >"$reg_dir/push.log" 2>&1 \
+    && pushed="$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "$remote" 2>>"$reg_dir/push.log")" \
+    && [[ "$pushed" == "sha256:$digest_a" ]]; then
+    echo "ok   pushed with skopeo --preserve-digests: the registry serves sha256:$digest_a, the WasmPlugin's sha256"
+else
+    echo "FAIL registry push: the registry serves '${pushed:-nothing}', expected sha256:$digest_a (logs: $reg_dir/)"
+    failed=1
+fi
+# Istio's compat reader: the manifest's last layer, tar+gzip, holding plugin.wasm.
+layer=""
+if skopeo copy -q --src-tls-verify=false "$remote" "oci:$reg_dir/pulled:$tag" >>"$reg_dir/push.log" 2>&1 \
+    && layer="$("$venv/bin/python" -c 'import json, sys; m = json.load(open(sys.argv[1])); l = m["layers"][-1]; print(l["digest"].split(":")[1], l["mediaType"])' \
+        "$reg_dir/pulled/blobs/sha256/$digest_a")" \
+    && [[ "${layer#* }" == "application/vnd.oci.image.layer.v1.tar+gzip" ]] \
+    && tar -xzOf "$reg_dir/pulled/blobs/sha256/${layer%% *}" plugin.wasm | cmp -s - target/wasm/wasm32-wasip1/wasm-release/filter.wasm; then
+    echo "ok   pulled back: the last layer is tar+gzip and its plugin.wasm is byte for byte filter.wasm"
+else
+    echo "FAIL registry pull: the pulled image (${layer:-no layer}) does not unpack to filter.wasm (logs: $reg_dir/)"
+    failed=1
+fi
+stop_registry
+trap - EXIT
 
 echo "== manifests"
 "$venv/bin/python" k8s/validate/check.py --repo . --kubectl "$kubectl" --node-dir "$node_dir" \

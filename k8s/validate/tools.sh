@@ -78,3 +78,28 @@ promtool_bin() {
     [[ -x "$bin" ]] || { echo "the prometheus package did not contain usr/bin/promtool" >&2; return 1; }
     echo "$bin"
 }
+
+# The registry server from Debian's docker-registry package, unpacked under build/tools (not installed: its
+# maintainer scripts would start a system service). Prints the binary's path.
+registry_bin() {
+    local dir="$_repo_root/build/tools"
+    local bin="$dir/docker-registry"
+    if [[ -x "$bin" ]]; then
+        echo "$bin"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || { echo "docker-registry is needed and apt-get is not available to fetch it" >&2; return 1; }
+    echo "fetching the registry server (Debian package docker-registry) into $dir" >&2
+    local tmp
+    tmp="$(mktemp -d)"
+    chmod 755 "$tmp"
+    if ! (cd "$tmp" && apt-get download -q docker-registry >&2 2>/dev/null); then
+        apt-get update -q >&2 || { rm -rf "$tmp"; echo "apt-get update failed; cannot fetch docker-registry" >&2; return 1; }
+        (cd "$tmp" && apt-get download -q docker-registry >&2) || { rm -rf "$tmp"; echo "apt-get download docker-registry failed" >&2; return 1; }
+    fi
+    mkdir -p "$dir"
+    dpkg-deb -x "$tmp"/docker-registry_*.deb "$tmp/root" && cp "$tmp/root/usr/bin/docker-registry" "$bin"
+    rm -rf "$tmp"
+    [[ -x "$bin" ]] || { echo "the docker-registry package did not contain usr/bin/docker-registry" >&2; return 1; }
+    echo "$bin"
+}
