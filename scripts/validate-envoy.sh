@@ -93,24 +93,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The upstream answers every request with the headers it received, as JSON. It stops by itself after 60 s.
-"$python" - "$api_port" >"$out/upstream.log" 2>&1 <<'EOF' &
-import http.server, json, sys, threading
-class Echo(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()} | {":path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo)
-threading.Timer(60, server.shutdown).start()
-server.serve_forever()
-EOF
+# The upstream answers every request with the headers it received, as JSON; it stops by itself after 60 s.
+"$python" k8s/validate/echo_upstream.py "$api_port" 60 >"$out/upstream.log" 2>&1 &
 pids+=($!)
 
 # Starts Envoy on the loopback variant and waits until its admin interface reports LIVE (at most 15 s).
