@@ -259,12 +259,13 @@ def check_restricted(where: str, pod: dict[str, Any], report: Report, skip_conta
 def parse_duration_seconds(text: Any, where: str, report: Report) -> float | None:
     if isinstance(text, (int, float)):
         return float(text)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)\s*", str(text))
+    # The proxy's own syntax: a number with ms, s, m or h, or a bare number of seconds.
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", str(text))
     if not match:
         report.fail(where, f"drain_timeout: {text!r} is not a duration like \"5s\"")
         return None
     value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "ms" else value * 60 if unit == "m" else value
+    return value * {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600}[unit]
 
 
 def port_of(address: str) -> int:
