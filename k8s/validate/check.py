@@ -49,7 +49,8 @@ TOKEN_PATTERNS = (
     re.compile(r"sk-ant-[A-Za-z0-9_-]{8,}"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
     re.compile(r"Bearer\s+[A-Za-z0-9._~+/=-]{20,}"),
-    re.compile(r"ANTHROPIC_OAUTH_TOKEN\s*[=:]\s*['\"]?(?!<placeholder)(?!\$)[A-Za-z0-9._~+/=-]{12,}"),
+    # `not-a-real-token` is the value the smoke runs use.
+    re.compile(r"ANTHROPIC_OAUTH_TOKEN\s*[=:]\s*['\"]?(?!<placeholder)(?!\$)(?!not-a-real-token\b)[A-Za-z0-9._~+/=-]{12,}"),
 )
 
 
