@@ -9,9 +9,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 /// Command line of `host-harness`.
 #[derive(Debug, Parser)]
-#[command(name = "host-harness", version, about = "A proxy-wasm host on wasmtime")]
+#[command(
+    name = "host-harness",
+    version,
+    about = "A proxy-wasm host on wasmtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,6 +26,10 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Exit 0 when the filter accepts the configuration; otherwise exit 1 with the filter's own error.
+    Validate(cli::validate::ValidateArgs),
+    /// Run one request through the filter and print the outcome as JSON.
+    DryRun(cli::dry_run::DryRunArgs),
     /// Run a WASI preview 1 command module (e.g. a test binary built for wasm32-wasip1) and exit with its code.
     WasiRun {
         /// The `.wasm` command module.
@@ -33,6 +43,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Validate(args) => cli::validate::run(&args),
+        Command::DryRun(args) => cli::dry_run::run(&args),
         Command::WasiRun { module, args } => wasi_run(&module, args),
     }
 }
