@@ -1,0 +1,174 @@
+//! Buffers: `proxy_get_buffer_bytes`, `proxy_set_buffer_bytes`, `proxy_get_buffer_status`.
+//!
+//! Bodies are the stream's held bytes (the current chunk plus what the filter buffered by pausing).
+//! Configuration buffers and an http-call response body are read-only. TCP data, gRPC messages and foreign
+//! function arguments never exist in this host, so asking for them is NOT_FOUND, as it is in Envoy whenever
+//! a buffer is not available.
+
+use wasmtime::{Caller, Linker};
+
+use super::ENV;
+use super::memory::HostCall;
+use super::status::{HostResult, Status, ret};
+use crate::state::HostState;
+
+/// Links the buffer-area import `name`; `Ok(false)` when it is not one of this area's.
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    name: &'static str,
+) -> wasmtime::Result<bool> {
+    match name {
+        "proxy_get_buffer_bytes" => linker.func_wrap(ENV, name, proxy_get_buffer_bytes)?,
+        "proxy_set_buffer_bytes" => linker.func_wrap(ENV, name, proxy_set_buffer_bytes)?,
+        "proxy_get_buffer_status" => linker.func_wrap(ENV, name, proxy_get_buffer_status)?,
+        _ => return Ok(false),
+    };
+    Ok(true)
+}
+
+/// The buffer types of the ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufferType {
+    RequestBody,
+    ResponseBody,
+    HttpCallResponseBody,
+    VmConfiguration,
+    PluginConfiguration,
+    /// Downstream/upstream data, gRPC messages, foreign-function arguments: never present here.
+    Absent,
+}
+
+impl BufferType {
+    fn from_abi(value: u32) -> Option<Self> {
+        Some(match value {
+            0 => BufferType::RequestBody,
+            1 => BufferType::ResponseBody,
+            4 => BufferType::HttpCallResponseBody,
+            6 => BufferType::VmConfiguration,
+            7 => BufferType::PluginConfiguration,
+            2 | 3 | 5 | 8 => BufferType::Absent,
+            _ => return None,
+        })
+    }
+}
+
+/// The bytes of a buffer as the guest may read them, or `None` when the buffer is not available.
+fn readable(state: &HostState, buffer: BufferType) -> Option<&[u8]> {
+    let stream = || state.contexts.streams.get(&state.contexts.effective);
+    match buffer {
+        BufferType::RequestBody => stream().map(|stream| stream.request.body.as_slice()),
+        BufferType::ResponseBody => stream().map(|stream| stream.response.body.as_slice()),
+        BufferType::HttpCallResponseBody => state
+            .http
+            .delivering
+            .as_ref()
+            .map(|response| response.body.as_slice()),
+        BufferType::VmConfiguration => Some(state.plugin.settings.vm_config.as_slice()),
+        BufferType::PluginConfiguration => Some(state.plugin.settings.plugin_config.as_slice()),
+        BufferType::Absent => None,
+    }
+}
+
+/// Returns up to `max_size` bytes from `start`. A range past the end is cut to what exists, and a start past
+/// the end returns nothing: Envoy answers BAD_ARGUMENT for an overflowing range, which the SDK cannot take.
+fn proxy_get_buffer_bytes(
+    mut caller: Caller<'_, HostState>,
+    buffer_type: u32,
+    start: u32,
+    max_size: u32,
+    return_data: u32,
+    return_size: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_get_buffer_bytes");
+    let Some(buffer) = BufferType::from_abi(buffer_type) else {
+        return ret(Status::BadArgument);
+    };
+    let Some(available) = readable(call.state_ref(), buffer).map(<[u8]>::len) else {
+        return ret(Status::NotFound);
+    };
+    let start = usize::try_from(start).unwrap_or(usize::MAX).min(available);
+    let len = usize::try_from(max_size)
+        .unwrap_or(usize::MAX)
+        .min(available - start);
+    call.return_with(return_data, return_size, len, |state, target| {
+        // Looked up again after the guest allocated: the allocator cannot reach host buffers, so the range holds.
+        if let Some(source) =
+            readable(state, buffer).and_then(|bytes| bytes.get(start..start + len))
+        {
+            target.copy_from_slice(source);
+        }
+    })?;
+    ret(Status::Ok)
+}
+
+/// Envoy's semantics: `start` 0 replaces the first `size` bytes with the data (so the body may grow or
+/// shrink), a start at or past the end appends, any other start is BAD_ARGUMENT. Read-only buffers are
+/// BAD_ARGUMENT, absent ones NOT_FOUND.
+fn proxy_set_buffer_bytes(
+    mut caller: Caller<'_, HostState>,
+    buffer_type: u32,
+    start: u32,
+    size: u32,
+    data_ptr: u32,
+    data_len: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_set_buffer_bytes");
+    let Some(buffer) = BufferType::from_abi(buffer_type) else {
+        return ret(Status::BadArgument);
+    };
+    let status = call.with_bytes(data_ptr, data_len, "data", |data, state| {
+        let body = match buffer {
+            BufferType::RequestBody => state
+                .contexts
+                .effective_stream()
+                .map(|stream| &mut stream.request.body),
+            BufferType::ResponseBody => state
+                .contexts
+                .effective_stream()
+                .map(|stream| &mut stream.response.body),
+            BufferType::HttpCallResponseBody if state.http.delivering.is_none() => None,
+            BufferType::HttpCallResponseBody
+            | BufferType::VmConfiguration
+            | BufferType::PluginConfiguration => {
+                return Status::BadArgument;
+            }
+            BufferType::Absent => None,
+        };
+        let Some(body) = body else {
+            return Status::NotFound;
+        };
+        let start = usize::try_from(start).unwrap_or(usize::MAX);
+        if start == 0 {
+            let replaced = usize::try_from(size).unwrap_or(usize::MAX).min(body.len());
+            body.splice(..replaced, data.iter().copied());
+            Status::Ok
+        } else if start >= body.len() {
+            body.extend_from_slice(data);
+            Status::Ok
+        } else {
+            Status::BadArgument
+        }
+    })?;
+    ret(status)
+}
+
+/// Reports a buffer's size (and flags, always 0).
+fn proxy_get_buffer_status(
+    mut caller: Caller<'_, HostState>,
+    buffer_type: u32,
+    return_size: u32,
+    return_flags: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_get_buffer_status");
+    let Some(buffer) = BufferType::from_abi(buffer_type) else {
+        return ret(Status::BadArgument);
+    };
+    let Some(len) = readable(call.state_ref(), buffer).map(<[u8]>::len) else {
+        return ret(Status::NotFound);
+    };
+    let len = u32::try_from(len)
+        .map_err(|_| call.trap("buffer is larger than a 32-bit guest can address"))?;
+    call.write_u32(return_size, len, "return_size")?;
+    call.write_u32(return_flags, 0, "return_flags")?;
+    ret(Status::Ok)
+}

@@ -1,0 +1,193 @@
+//! The ABI's byte encodings: serialized header maps and property paths.
+//!
+//! A map is a LE u32 count, then a (key length, value length) LE u32 pair per field, then each field as
+//! `key\0value\0`. An empty map goes to the guest as zero bytes: the Rust SDK slices the first four bytes of
+//! any non-empty input, so the spec's one-byte empty form would panic it.
+
+use crate::headers::Field;
+
+/// Why a serialized map from the guest was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MapDecodeError {
+    /// The bytes end before the structure they announce.
+    #[error("serialized map is truncated: {0}")]
+    Truncated(&'static str),
+    /// More fields than the host accepts.
+    #[error("serialized map has {count} fields; the host accepts at most {limit}")]
+    TooManyFields {
+        /// Fields announced.
+        count: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// A key or value is not followed by its NUL separator.
+    #[error("serialized map field {0} is not NUL-terminated")]
+    MissingTerminator(usize),
+}
+
+/// The encoded size of `fields`; 0 for an empty map.
+pub(crate) fn encoded_map_len(fields: &[Field]) -> usize {
+    if fields.is_empty() {
+        return 0;
+    }
+    fields.iter().fold(4, |total, (key, value)| {
+        total.saturating_add(8 + key.len() + 1 + value.len() + 1)
+    })
+}
+
+/// Encodes `fields` into `out` (cleared first); an empty map encodes as nothing.
+pub(crate) fn encode_map(fields: &[Field], out: &mut Vec<u8>) {
+    out.clear();
+    if fields.is_empty() {
+        return;
+    }
+    out.reserve(encoded_map_len(fields));
+    out.extend_from_slice(&len_u32(fields.len()).to_le_bytes());
+    for (key, value) in fields {
+        out.extend_from_slice(&len_u32(key.len()).to_le_bytes());
+        out.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+    }
+    for (key, value) in fields {
+        out.extend_from_slice(key);
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+}
+
+fn len_u32(len: usize) -> u32 {
+    // Guest-visible sizes are capped far below 4 GiB before they get here.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Decodes a map the guest sent. Both empty forms (no bytes, or a zero count) give an empty map.
+pub(crate) fn decode_map(bytes: &[u8], max_fields: usize) -> Result<Vec<Field>, MapDecodeError> {
+    if bytes.len() < 4 {
+        // Zero bytes or the spec's single NUL byte: the empty map.
+        return Ok(Vec::new());
+    }
+    let (count_bytes, rest) = bytes.split_at(4);
+    let count = u64::from(read_u32(count_bytes));
+    if count > max_fields as u64 {
+        return Err(MapDecodeError::TooManyFields {
+            count,
+            limit: max_fields,
+        });
+    }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let sizes_len = count
+        .checked_mul(8)
+        .ok_or(MapDecodeError::Truncated("field sizes"))?;
+    if rest.len() < sizes_len {
+        return Err(MapDecodeError::Truncated("field sizes"));
+    }
+    let (sizes, mut data) = rest.split_at(sizes_len);
+    let mut fields = Vec::with_capacity(count);
+    for (index, size_pair) in sizes.chunks_exact(8).enumerate() {
+        let (key_len, value_len) = size_pair.split_at(4);
+        let key = take_terminated(&mut data, read_u32(key_len), index)?;
+        let value = take_terminated(&mut data, read_u32(value_len), index)?;
+        fields.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(fields)
+}
+
+fn take_terminated<'a>(
+    data: &mut &'a [u8],
+    len: u32,
+    index: usize,
+) -> Result<&'a [u8], MapDecodeError> {
+    let len = usize::try_from(len).map_err(|_| MapDecodeError::Truncated("field data"))?;
+    let with_nul = len
+        .checked_add(1)
+        .ok_or(MapDecodeError::Truncated("field data"))?;
+    if data.len() < with_nul {
+        return Err(MapDecodeError::Truncated("field data"));
+    }
+    let (field, rest) = data.split_at(with_nul);
+    let (text, nul) = field.split_at(len);
+    if nul != [0] {
+        return Err(MapDecodeError::MissingTerminator(index));
+    }
+    *data = rest;
+    Ok(text)
+}
+
+fn read_u32(bytes: &[u8]) -> u32 {
+    let mut word = [0u8; 4];
+    for (slot, byte) in word.iter_mut().zip(bytes) {
+        *slot = *byte;
+    }
+    u32::from_le_bytes(word)
+}
+
+/// Splits a property path into its NUL-separated segments.
+pub(crate) fn split_path(path: &[u8]) -> Vec<&[u8]> {
+    path.split(|byte| *byte == 0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<Field> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn the_spec_example_encodes_byte_for_byte() {
+        let mut out = Vec::new();
+        encode_map(&fields(&[("a", "1"), ("b", "22")]), &mut out);
+        let expected: Vec<u8> = [
+            &2u32.to_le_bytes()[..],
+            &1u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &1u32.to_le_bytes(),
+            &2u32.to_le_bytes(),
+            b"a\x001\x00b\x0022\x00",
+        ]
+        .concat();
+        assert_eq!(out, expected);
+        assert_eq!(
+            encoded_map_len(&fields(&[("a", "1"), ("b", "22")])),
+            expected.len()
+        );
+    }
+
+    #[test]
+    fn an_empty_map_encodes_as_nothing_and_both_empty_forms_decode() {
+        let mut out = vec![1, 2, 3];
+        encode_map(&[], &mut out);
+        assert!(out.is_empty());
+        assert_eq!(decode_map(&[], 10), Ok(vec![]));
+        assert_eq!(decode_map(&[0], 10), Ok(vec![]));
+    }
+
+    #[test]
+    fn decoding_round_trips_and_refuses_malformed_input() {
+        let original = fields(&[(":path", "/v1"), ("x", "")]);
+        let mut out = Vec::new();
+        encode_map(&original, &mut out);
+        assert_eq!(decode_map(&out, 10), Ok(original));
+        assert!(matches!(
+            decode_map(&out[..out.len() - 1], 10),
+            Err(MapDecodeError::Truncated(_))
+        ));
+        assert!(matches!(
+            decode_map(&out, 1),
+            Err(MapDecodeError::TooManyFields { count: 2, .. })
+        ));
+        let mut unterminated = out.clone();
+        if let Some(last) = unterminated.last_mut() {
+            *last = b'!';
+        }
+        assert_eq!(
+            decode_map(&unterminated, 10),
+            Err(MapDecodeError::MissingTerminator(1))
+        );
+        assert!(decode_map(&u32::MAX.to_le_bytes(), usize::MAX).is_err());
+    }
+}

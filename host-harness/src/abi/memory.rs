@@ -1,0 +1,247 @@
+//! The one place guest pointers are dereferenced: bounds-checked reads and writes of guest memory, and
+//! returning host data through the guest's allocator.
+//!
+//! Every pointer/length pair is checked with `checked_add` against the memory's current size, and every
+//! length against the plugin's per-argument cap, before a byte is touched. A failed check traps, naming the
+//! host call, the context and the argument, so a hostile or buggy module stops with a clear message and the
+//! host carries on.
+
+use std::fmt::Display;
+use std::ops::Range;
+
+use wasmtime::{Caller, Memory};
+
+use crate::error::HostCallTrap;
+use crate::state::HostState;
+
+/// A host call in progress: the caller, plus the call's name for trap messages.
+pub(crate) struct HostCall<'a, 'c> {
+    caller: &'a mut Caller<'c, HostState>,
+    name: &'static str,
+}
+
+impl<'a, 'c> HostCall<'a, 'c> {
+    pub(crate) fn new(caller: &'a mut Caller<'c, HostState>, name: &'static str) -> Self {
+        Self { caller, name }
+    }
+
+    /// The host call's ABI name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The VM's host state.
+    pub(crate) fn state(&mut self) -> &mut HostState {
+        self.caller.data_mut()
+    }
+
+    /// The VM's host state, read-only.
+    pub(crate) fn state_ref(&self) -> &HostState {
+        self.caller.data()
+    }
+
+    /// A trap naming this host call and the effective context.
+    pub(crate) fn trap(&self, reason: impl Display) -> wasmtime::Error {
+        let context_id = self.caller.data().contexts.effective;
+        wasmtime::Error::new(HostCallTrap {
+            call: self.name,
+            context_id,
+            reason: reason.to_string(),
+        })
+    }
+
+    /// A trap for a call made where its data does not exist (a phase violation).
+    pub(crate) fn phase_trap(&self, what: &str, allowed: &str) -> wasmtime::Error {
+        let contexts = &self.caller.data().contexts;
+        let place = if contexts.effective == contexts.root_id {
+            "the root context"
+        } else {
+            "a stream context"
+        };
+        self.trap(format!(
+            "{what} is available only {allowed}; called from {} in {place}",
+            contexts.callback
+        ))
+    }
+
+    fn memory(&self) -> wasmtime::Result<Memory> {
+        self.caller
+            .data()
+            .guest
+            .memory
+            .ok_or_else(|| self.trap("the module exports no memory"))
+    }
+
+    fn checked_range(
+        &self,
+        ptr: u32,
+        len: u32,
+        memory_len: usize,
+        what: &str,
+    ) -> wasmtime::Result<Range<usize>> {
+        let cap = self.caller.data().plugin.limits.max_guest_buffer_bytes;
+        let start = usize::try_from(ptr)
+            .map_err(|_| self.trap(format!("{what} pointer {ptr:#x} does not fit")))?;
+        let len_usize = usize::try_from(len)
+            .map_err(|_| self.trap(format!("{what} length {len} does not fit")))?;
+        if len_usize > cap {
+            return Err(self.trap(format!(
+                "{what} length {len} exceeds the host's limit of {cap} bytes"
+            )));
+        }
+        match start.checked_add(len_usize) {
+            Some(end) if end <= memory_len => Ok(start..end),
+            _ => Err(self.trap(format!(
+                "{what} at {ptr:#x} with length {len} is outside guest memory ({memory_len} bytes)"
+            ))),
+        }
+    }
+
+    /// Runs `f` on the guest bytes at `ptr..ptr+len` and the host state, without copying.
+    pub(crate) fn with_bytes<R>(
+        &mut self,
+        ptr: u32,
+        len: u32,
+        what: &str,
+        f: impl FnOnce(&[u8], &mut HostState) -> R,
+    ) -> wasmtime::Result<R> {
+        let memory = self.memory()?;
+        let range = self.checked_range(ptr, len, memory.data_size(&*self.caller), what)?;
+        let (data, state) = memory.data_and_store_mut(&mut *self.caller);
+        let bytes = data
+            .get(range)
+            .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
+        Ok(f(bytes, state))
+    }
+
+    /// Runs `f` on two guest byte ranges (typically a key and a value) and the host state.
+    pub(crate) fn with_two<R>(
+        &mut self,
+        first: (u32, u32, &str),
+        second: (u32, u32, &str),
+        f: impl FnOnce(&[u8], &[u8], &mut HostState) -> R,
+    ) -> wasmtime::Result<R> {
+        let memory = self.memory()?;
+        let memory_len = memory.data_size(&*self.caller);
+        let first_range = self.checked_range(first.0, first.1, memory_len, first.2)?;
+        let second_range = self.checked_range(second.0, second.1, memory_len, second.2)?;
+        let (data, state) = memory.data_and_store_mut(&mut *self.caller);
+        let data: &[u8] = data;
+        let (Some(a), Some(b)) = (data.get(first_range), data.get(second_range)) else {
+            return Err(wasmtime::Error::msg("checked range out of bounds"));
+        };
+        Ok(f(a, b, state))
+    }
+
+    /// A copy of the guest bytes at `ptr..ptr+len`.
+    pub(crate) fn read(&mut self, ptr: u32, len: u32, what: &str) -> wasmtime::Result<Vec<u8>> {
+        self.with_bytes(ptr, len, what, |bytes, _| bytes.to_vec())
+    }
+
+    /// Writes `bytes` at `ptr`.
+    pub(crate) fn write(&mut self, ptr: u32, bytes: &[u8], what: &str) -> wasmtime::Result<()> {
+        let memory = self.memory()?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| self.trap(format!("{what} is too large to write")))?;
+        let range = self.checked_range(ptr, len, memory.data_size(&*self.caller), what)?;
+        let target = memory
+            .data_mut(&mut *self.caller)
+            .get_mut(range)
+            .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
+        target.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Writes a little-endian u32 at `ptr`.
+    pub(crate) fn write_u32(&mut self, ptr: u32, value: u32, what: &str) -> wasmtime::Result<()> {
+        self.write(ptr, &value.to_le_bytes(), what)
+    }
+
+    /// Writes a little-endian u64 at `ptr`.
+    pub(crate) fn write_u64(&mut self, ptr: u32, value: u64, what: &str) -> wasmtime::Result<()> {
+        self.write(ptr, &value.to_le_bytes(), what)
+    }
+
+    /// Checks that a return slot of `size` bytes at `ptr` is writable, before any work is done for it.
+    pub(crate) fn check_slot(&mut self, ptr: u32, size: u32, what: &str) -> wasmtime::Result<()> {
+        let memory = self.memory()?;
+        self.checked_range(ptr, size, memory.data_size(&*self.caller), what)
+            .map(|_| ())
+    }
+
+    /// Allocates `size` bytes in the guest with its own allocator and checks what comes back.
+    fn allocate(&mut self, size: u32) -> wasmtime::Result<u32> {
+        let allocate = self.caller.data().guest.allocate.clone().ok_or_else(|| {
+            self.trap("the module exports no allocator (proxy_on_memory_allocate or malloc)")
+        })?;
+        let ptr = allocate.call(&mut *self.caller, size)?;
+        let memory = self.memory()?;
+        let memory_len = memory.data_size(&*self.caller);
+        let in_bounds = usize::try_from(ptr)
+            .ok()
+            .zip(usize::try_from(size).ok())
+            .and_then(|(start, len)| start.checked_add(len))
+            .is_some_and(|end| end <= memory_len);
+        if ptr == 0 || !in_bounds {
+            return Err(self.trap(format!(
+                "the guest allocator returned {ptr:#x} for {size} bytes, which is not a usable block of guest memory ({memory_len} bytes)"
+            )));
+        }
+        Ok(ptr)
+    }
+
+    /// Hands `len` bytes to the guest: allocates them in the guest, lets `fill` write them from the host
+    /// state, and stores `(ptr, len)` at the two return pointers. Empty data is returned as `(0, 0)` without
+    /// allocating, which the SDK reads as "none" for buffers and as empty for values.
+    pub(crate) fn return_with(
+        &mut self,
+        ptr_ptr: u32,
+        size_ptr: u32,
+        len: usize,
+        fill: impl FnOnce(&HostState, &mut [u8]),
+    ) -> wasmtime::Result<()> {
+        self.check_slot(ptr_ptr, 4, "return data pointer")?;
+        self.check_slot(size_ptr, 4, "return size pointer")?;
+        if len == 0 {
+            self.write_u32(ptr_ptr, 0, "return data pointer")?;
+            return self.write_u32(size_ptr, 0, "return size pointer");
+        }
+        let size = u32::try_from(len)
+            .map_err(|_| self.trap(format!("cannot return {len} bytes to a 32-bit guest")))?;
+        let ptr = self.allocate(size)?;
+        let memory = self.memory()?;
+        let range = self.checked_range(
+            ptr,
+            size,
+            memory.data_size(&*self.caller),
+            "allocated block",
+        )?;
+        let (data, state) = memory.data_and_store_mut(&mut *self.caller);
+        let target = data
+            .get_mut(range)
+            .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
+        fill(state, target);
+        self.write_u32(ptr_ptr, ptr, "return data pointer")?;
+        self.write_u32(size_ptr, size, "return size pointer")
+    }
+
+    /// Hands owned bytes to the guest (see [`HostCall::return_with`]).
+    pub(crate) fn return_bytes(
+        &mut self,
+        ptr_ptr: u32,
+        size_ptr: u32,
+        bytes: &[u8],
+    ) -> wasmtime::Result<()> {
+        self.return_with(ptr_ptr, size_ptr, bytes.len(), |_, target| {
+            target.copy_from_slice(bytes)
+        })
+    }
+
+    /// Hands the host state's scratch buffer to the guest; the buffer is kept for reuse.
+    pub(crate) fn return_scratch(&mut self, ptr_ptr: u32, size_ptr: u32) -> wasmtime::Result<()> {
+        let len = self.state_ref().scratch.len();
+        self.return_with(ptr_ptr, size_ptr, len, |state, target| {
+            target.copy_from_slice(&state.scratch)
+        })
+    }
+}

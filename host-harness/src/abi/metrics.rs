@@ -1,0 +1,93 @@
+//! Metrics: `proxy_define_metric`, `proxy_record_metric`, `proxy_increment_metric`, `proxy_get_metric`.
+//! The registry is the plugin's, shared by all its VMs (see `crate::metrics` for the semantics).
+
+use wasmtime::{Caller, Linker};
+
+use super::ENV;
+use super::memory::HostCall;
+use super::status::{HostResult, Status, ret};
+use crate::metrics::{MetricError, MetricKind};
+use crate::state::HostState;
+
+/// Links the metrics import `name`; `Ok(false)` when it is not one of this area's.
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    name: &'static str,
+) -> wasmtime::Result<bool> {
+    match name {
+        "proxy_define_metric" => linker.func_wrap(ENV, name, proxy_define_metric)?,
+        "proxy_record_metric" => linker.func_wrap(ENV, name, proxy_record_metric)?,
+        "proxy_increment_metric" => linker.func_wrap(ENV, name, proxy_increment_metric)?,
+        "proxy_get_metric" => linker.func_wrap(ENV, name, proxy_get_metric)?,
+        _ => return Ok(false),
+    };
+    Ok(true)
+}
+
+fn status_of(result: Result<(), MetricError>) -> HostResult {
+    match result {
+        Ok(()) => ret(Status::Ok),
+        Err(MetricError::NotFound) => ret(Status::NotFound),
+        Err(MetricError::BadArgument) => ret(Status::BadArgument),
+    }
+}
+
+fn proxy_define_metric(
+    mut caller: Caller<'_, HostState>,
+    metric_type: u32,
+    name_ptr: u32,
+    name_len: u32,
+    return_id: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_define_metric");
+    let Some(kind) = MetricKind::from_abi(metric_type) else {
+        return ret(Status::BadArgument);
+    };
+    call.check_slot(return_id, 4, "return_id")?;
+    let id = call.with_bytes(name_ptr, name_len, "name", |name, state| {
+        state
+            .plugin
+            .metrics
+            .define(kind, &String::from_utf8_lossy(name))
+    })?;
+    call.write_u32(return_id, id, "return_id")?;
+    ret(Status::Ok)
+}
+
+/// Records `value`: counters add it, gauges take it, histograms sample it.
+fn proxy_record_metric(
+    mut caller: Caller<'_, HostState>,
+    metric_id: u32,
+    value: u64,
+) -> HostResult {
+    let call = HostCall::new(&mut caller, "proxy_record_metric");
+    match call.state_ref().plugin.metrics.record(metric_id, value) {
+        // Recording applies to every kind, so the only failure is an unknown id.
+        Err(_) => ret(Status::NotFound),
+        Ok(()) => ret(Status::Ok),
+    }
+}
+
+fn proxy_increment_metric(
+    mut caller: Caller<'_, HostState>,
+    metric_id: u32,
+    delta: i64,
+) -> HostResult {
+    let call = HostCall::new(&mut caller, "proxy_increment_metric");
+    status_of(call.state_ref().plugin.metrics.increment(metric_id, delta))
+}
+
+fn proxy_get_metric(
+    mut caller: Caller<'_, HostState>,
+    metric_id: u32,
+    return_value: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_get_metric");
+    match call.state_ref().plugin.metrics.value(metric_id) {
+        Ok(value) => {
+            call.write_u64(return_value, value, "return_value")?;
+            ret(Status::Ok)
+        }
+        Err(error) => status_of(Err(error)),
+    }
+}

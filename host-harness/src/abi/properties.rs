@@ -1,0 +1,174 @@
+//! Properties: `proxy_get_property` and `proxy_set_property`.
+//!
+//! Paths are NUL-separated segments, as the SDK serializes them. Values use Envoy's encodings: strings as
+//! bytes, integers as 8-byte little-endian. Lookup order: properties the guest set (stream, then root), then
+//! properties the embedder gave (stream, then plugin), then the values derived from the stream and plugin
+//! listed in `specs/host-harness.md`. An unknown path is NOT_FOUND.
+
+use wasmtime::{Caller, Linker};
+
+use super::ENV;
+use super::codec::split_path;
+use super::memory::HostCall;
+use super::status::{HostResult, Status, ret};
+use crate::state::HostState;
+use crate::stream::StreamState;
+
+/// Links the property import `name`; `Ok(false)` when it is not one of this area's.
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<HostState>,
+    name: &'static str,
+) -> wasmtime::Result<bool> {
+    match name {
+        "proxy_get_property" => linker.func_wrap(ENV, name, proxy_get_property)?,
+        "proxy_set_property" => linker.func_wrap(ENV, name, proxy_set_property)?,
+        _ => return Ok(false),
+    };
+    Ok(true)
+}
+
+fn find(entries: &[(Vec<u8>, Vec<u8>)], path: &[u8]) -> Option<Vec<u8>> {
+    entries
+        .iter()
+        .find(|(key, _)| key == path)
+        .map(|(_, value)| value.clone())
+}
+
+fn int(value: u64) -> Vec<u8> {
+    value.to_le_bytes().to_vec()
+}
+
+fn port_of(address: &str) -> Option<Vec<u8>> {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u64>().ok())
+        .map(int)
+}
+
+/// Values derived from the stream's headers and connection details.
+fn stream_property(stream: &StreamState, segments: &[&[u8]]) -> Option<Vec<u8>> {
+    let request = &stream.request.headers;
+    let header = |name: &str| request.get(name).map(<[u8]>::to_vec);
+    let path = || request.get(":path").unwrap_or_default();
+    match segments {
+        [b"request", b"path"] => header(":path"),
+        [b"request", b"url_path"] => Some(
+            path()
+                .split(|byte| *byte == b'?')
+                .next()
+                .unwrap_or_default()
+                .to_vec(),
+        ),
+        [b"request", b"query"] => Some(
+            path()
+                .splitn(2, |byte| *byte == b'?')
+                .nth(1)
+                .unwrap_or_default()
+                .to_vec(),
+        ),
+        [b"request", b"host"] => header(":authority"),
+        [b"request", b"scheme"] => header(":scheme"),
+        [b"request", b"method"] => header(":method"),
+        [b"request", b"id"] => header("x-request-id"),
+        [b"request", b"referer"] => header("referer"),
+        [b"request", b"useragent"] => header("user-agent"),
+        [b"request", b"headers", name] => request.get(name).map(<[u8]>::to_vec),
+        [b"request", b"protocol"] => stream
+            .info
+            .protocol
+            .as_ref()
+            .map(|protocol| protocol.as_bytes().to_vec()),
+        [b"request", b"time"] => Some(int(stream.started_nanos)),
+        [b"response", b"code"] => {
+            let status = stream.response.headers.get_str(":status")?;
+            status.parse::<u64>().ok().map(int)
+        }
+        [b"response", b"headers", name] => stream.response.headers.get(name).map(<[u8]>::to_vec),
+        [b"response", b"trailers", name] => stream.response.trailers.get(name).map(<[u8]>::to_vec),
+        [b"source", b"address"] => stream
+            .info
+            .source_address
+            .as_ref()
+            .map(|address| address.as_bytes().to_vec()),
+        [b"source", b"port"] => stream.info.source_address.as_deref().and_then(port_of),
+        [b"destination", b"address"] => stream
+            .info
+            .destination_address
+            .as_ref()
+            .map(|address| address.as_bytes().to_vec()),
+        [b"destination", b"port"] => stream.info.destination_address.as_deref().and_then(port_of),
+        [b"connection", b"id"] => stream.info.connection_id.map(int),
+        _ => None,
+    }
+}
+
+/// The value at `path` in the effective context, if there is one.
+fn lookup(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
+    let stream = state.contexts.streams.get(&state.contexts.effective);
+    if let Some(value) = stream.and_then(|stream| find(&stream.custom_properties, path)) {
+        return Some(value);
+    }
+    if let Some(value) = find(&state.root_properties, path) {
+        return Some(value);
+    }
+    if let Some(value) = stream.and_then(|stream| find(&stream.info.properties, path)) {
+        return Some(value);
+    }
+    let settings = &state.plugin.settings;
+    if let Some(value) = find(&settings.properties, path) {
+        return Some(value);
+    }
+    let segments = split_path(path);
+    match segments.as_slice() {
+        [b"plugin_name"] => Some(settings.plugin_name.as_bytes().to_vec()),
+        [b"plugin_root_id"] => Some(settings.root_id.as_bytes().to_vec()),
+        [b"plugin_vm_id"] => Some(settings.vm_id.as_bytes().to_vec()),
+        _ => stream.and_then(|stream| stream_property(stream, &segments)),
+    }
+}
+
+fn proxy_get_property(
+    mut caller: Caller<'_, HostState>,
+    path_ptr: u32,
+    path_len: u32,
+    return_data: u32,
+    return_size: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_get_property");
+    let value = call.with_bytes(path_ptr, path_len, "path", |path, state| {
+        lookup(state, path)
+    })?;
+    let Some(value) = value else {
+        return ret(Status::NotFound);
+    };
+    call.return_bytes(return_data, return_size, &value)?;
+    ret(Status::Ok)
+}
+
+/// Stores a property for the effective context (the stream, or the VM's root context); later reads in
+/// that context see it first, as in Envoy.
+fn proxy_set_property(
+    mut caller: Caller<'_, HostState>,
+    path_ptr: u32,
+    path_len: u32,
+    value_ptr: u32,
+    value_len: u32,
+) -> HostResult {
+    let mut call = HostCall::new(&mut caller, "proxy_set_property");
+    call.with_two(
+        (path_ptr, path_len, "path"),
+        (value_ptr, value_len, "value"),
+        |path, value, state| {
+            let effective = state.contexts.effective;
+            let entries = match state.contexts.streams.get_mut(&effective) {
+                Some(stream) => &mut stream.custom_properties,
+                None => &mut state.root_properties,
+            };
+            match entries.iter_mut().find(|(key, _)| key == path) {
+                Some(entry) => entry.1 = value.to_vec(),
+                None => entries.push((path.to_vec(), value.to_vec())),
+            }
+        },
+    )?;
+    ret(Status::Ok)
+}

@@ -1,0 +1,200 @@
+//! The store data of one VM: one [`HostState`] built of per-area parts.
+//!
+//! Host functions reach the part they need (`contexts`, `http`, `ticks`, ...) through the caller; nothing is
+//! global. What all VMs of a plugin share (metrics, shared data, clusters, configuration) sits behind
+//! `plugin`, an `Arc` of data that is read-only or guarded by its own lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::headers::Headers;
+use crate::http_call::{HttpCallFailure, HttpCallResponse, PendingHttpCall};
+use crate::logs::LogCapture;
+use crate::plugin::PluginShared;
+use crate::shared::QueueInbox;
+use crate::stream::{StreamEvent, StreamState};
+
+/// Everything a VM's host functions work on.
+pub(crate) struct HostState {
+    /// WASI preview 1 state (environment, stdio capture, clocks).
+    pub(crate) wasi: WasiP1Ctx,
+    /// Memory and table limits, enforced by wasmtime.
+    pub(crate) limits: GuestLimits,
+    /// What all VMs of the plugin share.
+    pub(crate) plugin: Arc<PluginShared>,
+    /// The guest's memory and allocator, known once instantiated.
+    pub(crate) guest: GuestExports,
+    /// Root and stream contexts, and which one the running callback acts for.
+    pub(crate) contexts: Contexts,
+    /// Captured log records.
+    pub(crate) log: LogCapture,
+    /// The tick timer.
+    pub(crate) ticks: TickTimer,
+    /// Http calls in flight.
+    pub(crate) http: HttpCalls,
+    /// Queue ids ready for this VM.
+    pub(crate) queues: Arc<QueueInbox>,
+    /// Properties the guest set in the root context.
+    pub(crate) root_properties: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Changes to streams made outside their own callbacks, for the embedder.
+    pub(crate) events: Vec<StreamEvent>,
+    /// Reused for serializing maps, so returning headers does not allocate on the host each time.
+    pub(crate) scratch: Vec<u8>,
+}
+
+/// The store's resource limits, remembering a refused memory growth so the trap it leads to can say so.
+pub(crate) struct GuestLimits {
+    pub(crate) limits: StoreLimits,
+    pub(crate) memory_limit: usize,
+    /// The size the guest last asked to grow its memory to and was refused.
+    pub(crate) refused_growth: Option<usize>,
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused_growth = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// The guest exports host calls need.
+#[derive(Default)]
+pub(crate) struct GuestExports {
+    pub(crate) memory: Option<Memory>,
+    pub(crate) allocate: Option<TypedFunc<u32, u32>>,
+}
+
+/// The VM's contexts and the callback frame.
+pub(crate) struct Contexts {
+    pub(crate) root_id: u32,
+    pub(crate) streams: HashMap<u32, StreamState>,
+    /// The callback running now (`"none"` between callbacks).
+    pub(crate) callback: &'static str,
+    /// The context the running callback was invoked for.
+    pub(crate) callback_context: u32,
+    /// The context host calls act for: the callback's, unless the guest changed it.
+    pub(crate) effective: u32,
+    /// The root context returned false from `proxy_on_done` and has not called `proxy_done` yet.
+    pub(crate) root_awaiting_done: bool,
+    /// The root context called `proxy_done` after `proxy_on_done` returned false.
+    pub(crate) root_done_signalled: bool,
+}
+
+impl Contexts {
+    pub(crate) fn new(root_id: u32) -> Self {
+        Self {
+            root_id,
+            streams: HashMap::new(),
+            callback: "none",
+            callback_context: root_id,
+            effective: root_id,
+            root_awaiting_done: false,
+            root_done_signalled: false,
+        }
+    }
+
+    /// Whether `id` names a live context of this VM.
+    pub(crate) fn exists(&self, id: u32) -> bool {
+        id == self.root_id || self.streams.contains_key(&id)
+    }
+
+    /// Whether a change to stream `id` happens outside that stream's own callbacks, so the embedder must be told.
+    pub(crate) fn is_async_for(&self, id: u32) -> bool {
+        self.callback_context != id
+    }
+
+    /// The stream the running callback acts for, if it acts for a stream.
+    pub(crate) fn effective_stream(&mut self) -> Option<&mut StreamState> {
+        self.streams.get_mut(&self.effective)
+    }
+}
+
+/// The tick timer of the root context.
+#[derive(Default)]
+pub(crate) struct TickTimer {
+    pub(crate) period_nanos: u64,
+    pub(crate) next_due: Option<u64>,
+}
+
+/// Http calls the VM dispatched and has not answered yet.
+#[derive(Default)]
+pub(crate) struct HttpCalls {
+    pub(crate) last_token: u32,
+    pub(crate) in_flight: HashMap<u32, InFlightCall>,
+    pub(crate) for_embedder: Vec<PendingHttpCall>,
+    /// The response being delivered to `proxy_on_http_call_response`.
+    pub(crate) delivering: Option<DeliveredResponse>,
+}
+
+/// One call waiting for its outcome.
+pub(crate) struct InFlightCall {
+    /// When the timeout fires, if the guest set one.
+    pub(crate) deadline: Option<u64>,
+    /// When a mock's outcome arrives, and what it is.
+    pub(crate) mock_outcome: Option<(u64, Result<HttpCallResponse, HttpCallFailure>)>,
+}
+
+impl InFlightCall {
+    /// When something next happens to this call.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        let outcome = self.mock_outcome.as_ref().map(|(due, _)| *due);
+        match (outcome, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A response (or failure) during its `proxy_on_http_call_response`.
+pub(crate) struct DeliveredResponse {
+    pub(crate) headers: Headers,
+    pub(crate) body: Vec<u8>,
+    pub(crate) trailers: Headers,
+    /// The code and message `proxy_get_status` reports during the callback.
+    pub(crate) status_code: u32,
+    pub(crate) status_message: String,
+}
+
+impl HttpCalls {
+    /// A fresh token: unique among calls in flight, never 0.
+    pub(crate) fn next_token(&mut self) -> u32 {
+        loop {
+            self.last_token = self.last_token.wrapping_add(1);
+            if self.last_token != 0 && !self.in_flight.contains_key(&self.last_token) {
+                return self.last_token;
+            }
+        }
+    }
+}
