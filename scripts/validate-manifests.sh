@@ -10,6 +10,8 @@
 #   - builds the filter's OCI image twice (scripts/build-oci.sh), requires the same digest both times, pushes
 #     it to a registry on 127.0.0.1 (Debian's docker-registry) and pulls it back with skopeo, and
 #     checks that the WasmPlugin overlay it writes carries exactly that digest;
+#   - runs plugin.json (also the WasmPlugin's pluginConfig and Envoy's configuration) through the real filter
+#     with `host-harness validate`, and a broken copy must be rejected;
 #   - proves the checks bite: a few broken copies of the manifests must each be rejected.
 #
 # Tools (pinned in k8s/validate/requirements.txt and package-lock.json) are installed under build/ on first
@@ -101,6 +103,28 @@ trap - EXIT
 echo "== manifests"
 "$venv/bin/python" k8s/validate/check.py --repo . --kubectl "$kubectl" --node-dir "$node_dir" \
     --stamped "$oci_a/istio" --oci-layout "$oci_a/credential-filter" --promtool "$promtool" || failed=1
+
+echo "== the plugin configuration through the real filter (host-harness validate)"
+harness="${HOST_HARNESS:-target/debug/host-harness}"
+if [[ ! -x "$harness" ]]; then
+    echo "building host-harness ($harness is missing)" >&2
+    cargo build -p host-harness >&2
+fi
+wasm="target/wasm/wasm32-wasip1/wasm-release/filter.wasm"
+# plugin.json is also the WasmPlugin's pluginConfig and Envoy's StringValue (check.py requires them equal).
+if verdict="$("$harness" validate --filter "$wasm" --config k8s/standalone/plugin.json 2>&1)"; then
+    echo "ok   k8s/standalone/plugin.json: $verdict"
+else
+    echo "FAIL k8s/standalone/plugin.json: $verdict"
+    failed=1
+fi
+sed 's/"on_missing_credential": "deny"/"on_missing_credential": "refuse"/' k8s/standalone/plugin.json > build/validate/plugin.broken.json
+if "$harness" validate --filter "$wasm" --config build/validate/plugin.broken.json >/dev/null 2>&1; then
+    echo "FAIL host-harness validate accepted a configuration the filter must reject (build/validate/plugin.broken.json)"
+    failed=1
+else
+    echo "ok   host-harness validate rejects a broken copy of plugin.json"
+fi
 
 if [[ "$self_test" == 1 ]]; then
     echo "== self-test: broken manifests must be rejected"
