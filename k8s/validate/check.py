@@ -374,6 +374,8 @@ def check_standalone(rendered: Rendered, repo: Path, report: Report) -> dict[str
     if report.check(len(public) == 1, rendered.target, f"exactly one Service must be exposed through the Tailscale operator, found {len(public)}"):
         svc = public[0]
         sw = rendered.where(svc)
+        if dig(svc, "spec", "type") == "LoadBalancer":
+            report.check(dig(svc, "spec", "allocateLoadBalancerNodePorts") is False, sw, "spec.allocateLoadBalancerNodePorts: must be false (no node port next to the tailnet exposure)")
         report.check(dig(svc, "metadata", "annotations", "tailscale.com/hostname") == "ai", sw, "metadata.annotations.tailscale.com/hostname: must be 'ai' (the proxy is http://ai/)")
         svc_ports = dig(svc, "spec", "ports", default=[])
         report.check(any(p.get("port") == 80 and p.get("targetPort") in ("http", ports.get("http")) for p in svc_ports), sw, "spec.ports: port 80 must target the proxy's http port")
