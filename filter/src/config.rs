@@ -145,14 +145,6 @@ pub enum ConfigError {
         /// Why it may not be touched.
         why: &'static str,
     },
-    /// A feature that exists in the configuration language but not in this build.
-    #[error("{path}: {what}")]
-    Unsupported {
-        /// Path of the field.
-        path: String,
-        /// What is not supported and what to use instead.
-        what: &'static str,
-    },
     /// Any other invalid value.
     #[error("{path}: {reason}")]
     Invalid {
@@ -415,7 +407,7 @@ impl<'de, T: Deserialize<'de> + Described> Deserialize<'de> for OneOrMany<T> {
 
 const CREDENTIAL_HINT: &str =
     "for example {\"credential\": {\"source\": {\"env\": \"ANTHROPIC_OAUTH_TOKEN\"}}}";
-const SOURCE_HINT: &str = "use {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}";
+const SOURCE_HINT: &str = "use {\"env\": \"NAME\"}, {\"inline\": \"TOKEN\"} or {\"oauth2\": {...}}";
 const ACTIONS: &str =
     "set, append, set_if_absent, remove, rename, rewrite_path_prefix, set_authority";
 const TOKEN_HINT: &str = " (use letters, digits and !#$%&'*+-.^_`|~)";
@@ -572,10 +564,9 @@ fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
             }
             Ok(CredentialSource::Env(name.clone()))
         }
-        "oauth2" => Err(ConfigError::Unsupported {
-            path: PATH.into(),
-            what: "the oauth2 source is not supported by this build; use {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}",
-        }),
+        "oauth2" => Ok(CredentialSource::OAuth2(Box::new(
+            crate::token::config::parse(setting)?,
+        ))),
         other => Err(invalid(format!(
             "unknown source {other:?}; expected one of \"env\", \"inline\", \"oauth2\""
         ))),
@@ -911,7 +902,7 @@ fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     })
 }
 
-fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
     match forbidden_value_char(value) {
         Some(what) => Err(ConfigError::InvalidHeaderValue {
             path: path.into(),
@@ -928,7 +919,7 @@ fn managed(name: &str) -> Option<&'static str> {
 }
 
 /// A path or path prefix: starts with `/`, no whitespace or control characters.
-fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
+pub(crate) fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
     if !text.starts_with('/') {
         return Err(ConfigError::Invalid {
             path: path.into(),
@@ -948,7 +939,7 @@ fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
 }
 
 /// An authority `host[:port]`, returned lower-cased.
-fn authority_text(path: &str, text: &str) -> Result<String, ConfigError> {
+pub(crate) fn authority_text(path: &str, text: &str) -> Result<String, ConfigError> {
     let valid = !text.is_empty()
         && text
             .bytes()
@@ -1080,13 +1071,23 @@ mod tests {
     }
 
     #[test]
-    fn oauth2_source_is_rejected_naming_the_field() {
+    fn oauth2_source_errors_name_the_nested_field() {
         let message =
             error_of(r#"{"credential": {"source": {"oauth2": {"token_url": "https://x"}}}}"#);
         assert!(
-            message.starts_with("credential.source: the oauth2 source is not supported"),
+            message.starts_with("credential.source.oauth2: unknown field \"token_url\""),
             "{message}"
         );
+        let config = parse(
+            br#"{"credential": {"source": {"oauth2": {
+                "token_endpoint": {"cluster": "oauth", "authority": "auth.example.com", "path": "/token"},
+                "grant_type": "refresh_token", "client_id": "c", "refresh_token": {"env": "RT"}}}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            config.credential.source,
+            CredentialSource::OAuth2(_)
+        ));
         let message = error_of(r#"{"credential": {"source": {"file": "/x"}}}"#);
         assert!(message.contains("unknown source \"file\""), "{message}");
     }

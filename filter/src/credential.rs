@@ -1,13 +1,14 @@
 //! Where the credential comes from, and turning it into a header value.
 //!
-//! [`CredentialSource`] is an enum so further sources (an OAuth2 token
-//! endpoint) slot in beside the static ones. Resolution takes the environment
+//! [`CredentialSource`] holds the static sources and the OAuth2 token
+//! endpoint source, whose lifecycle lives in [`crate::token`]. Resolution takes the environment
 //! as a lookup function: on `wasm32-wasip1` the glue passes `std::env::var`,
 //! which reads the VM environment the host hands over through WASI.
 
 use std::env::VarError;
 
 use crate::secret::Secret;
+use crate::token::config::OAuth2Config;
 
 /// The default header that carries the credential.
 pub const DEFAULT_HEADER: &str = "authorization";
@@ -21,6 +22,8 @@ pub enum CredentialSource {
     Inline(Secret),
     /// A token read once, at configure time, from this VM environment variable.
     Env(String),
+    /// Tokens obtained from an OAuth2 token endpoint and refreshed at run time ([`crate::token`]).
+    OAuth2(Box<OAuth2Config>),
 }
 
 /// The validated `credential` configuration.
@@ -82,6 +85,9 @@ pub enum CredentialError {
         /// Variable name.
         name: String,
     },
+    /// The source obtains its token at run time, not at configure time.
+    #[error("the oauth2 source obtains its token from the token endpoint at run time")]
+    NotStatic,
     /// The token contains bytes that cannot appear in a header value.
     #[error("the credential from {origin} contains {what}, which cannot appear in a header value")]
     InvalidValue {
@@ -107,22 +113,41 @@ where
 {
     let (token, origin) = match &config.source {
         CredentialSource::Inline(secret) => (secret.clone(), "inline configuration".to_owned()),
-        CredentialSource::Env(name) => {
-            let raw = env(name).map_err(|error| match error {
-                VarError::NotPresent => CredentialError::EnvMissing { name: name.clone() },
-                VarError::NotUnicode(_) => CredentialError::EnvNotUnicode { name: name.clone() },
-            })?;
-            let trimmed = raw.trim();
-            if trimmed.is_empty() {
-                return Err(CredentialError::EnvEmpty { name: name.clone() });
-            }
-            (Secret::new(trimmed), format!("environment variable {name}"))
-        }
+        CredentialSource::Env(name) => (
+            Secret::new(env_value(name, &env)?),
+            format!("environment variable {name}"),
+        ),
+        CredentialSource::OAuth2(_) => return Err(CredentialError::NotStatic),
     };
     if let Some(what) = forbidden_value_char(token.expose()) {
         return Err(CredentialError::InvalidValue { origin, what });
     }
     Ok(Credential::new(&config.prefix, &token))
+}
+
+/// Reads a variable that holds a secret or an identifier: trimmed, non-empty, usable in a header.
+///
+/// # Errors
+/// A [`CredentialError`] naming the variable (never its value).
+pub fn env_value<F>(name: &str, env: &F) -> Result<String, CredentialError>
+where
+    F: Fn(&str) -> Result<String, VarError>,
+{
+    let raw = env(name).map_err(|error| match error {
+        VarError::NotPresent => CredentialError::EnvMissing { name: name.into() },
+        VarError::NotUnicode(_) => CredentialError::EnvNotUnicode { name: name.into() },
+    })?;
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(CredentialError::EnvEmpty { name: name.into() });
+    }
+    if let Some(what) = forbidden_value_char(trimmed) {
+        return Err(CredentialError::InvalidValue {
+            origin: format!("environment variable {name}"),
+            what,
+        });
+    }
+    Ok(trimmed.to_owned())
 }
 
 /// Names the first character that may not appear in a header value, if any.

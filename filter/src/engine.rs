@@ -24,6 +24,7 @@ use crate::headers::HeaderList;
 use crate::metrics::Metric;
 use crate::preset::PresetOutcome;
 use crate::rules::{RequestSummary, apply_request_rules, apply_response_rules};
+use crate::token::manager::NoToken;
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,25 @@ pub struct ResponseOutcome {
     pub rules_applied: Vec<usize>,
 }
 
+/// What a 503 says when no credential is configured at all.
+pub const NO_CREDENTIAL_MESSAGE: &str =
+    "the proxy has no credential for the upstream API; the operator must configure one";
+
+/// What a 503 says when a request found no token, by cause.
+pub fn no_token_message(cause: NoToken) -> &'static str {
+    match cause {
+        NoToken::TimedOut => {
+            "the proxy could not obtain a credential for the upstream API in time; retry shortly"
+        }
+        NoToken::BackingOff => {
+            "the proxy cannot obtain a credential for the upstream API right now; retry later"
+        }
+        NoToken::Disabled => {
+            "the token endpoint rejected the proxy's credential for the upstream API; the operator must configure a new one"
+        }
+    }
+}
+
 /// Runs the request pipeline.
 pub fn handle_request(
     config: &FilterConfig,
@@ -93,16 +113,54 @@ pub fn handle_request(
     request: &HeaderList,
     source_address: Option<&[u8]>,
 ) -> RequestDecision {
+    run_request(
+        config,
+        credential,
+        request,
+        source_address,
+        NO_CREDENTIAL_MESSAGE,
+    )
+}
+
+/// Runs the request pipeline for a request that got no token; `message` explains the 503.
+pub fn handle_request_without_token(
+    config: &FilterConfig,
+    request: &HeaderList,
+    source_address: Option<&[u8]>,
+    message: &str,
+) -> RequestDecision {
+    run_request(config, None, request, source_address, message)
+}
+
+/// Runs only the access check, before a request waits for a token: a caller who will be refused
+/// must not be held first.
+///
+/// # Errors
+/// The `403` to answer when the access policy refuses the caller.
+pub fn check_access(
+    config: &FilterConfig,
+    request: &HeaderList,
+    source_address: Option<&[u8]>,
+) -> Result<(), LocalResponse> {
     if let Some(access) = &config.access {
         let source = source_address.and_then(parse_source_address);
-        if let Err(reason) = access.check(request, source) {
-            return RequestDecision::Respond(access_denied(reason));
-        }
+        access.check(request, source).map_err(access_denied)?;
+    }
+    Ok(())
+}
+
+fn run_request(
+    config: &FilterConfig,
+    credential: Option<&Credential>,
+    request: &HeaderList,
+    source_address: Option<&[u8]>,
+    missing_message: &str,
+) -> RequestDecision {
+    if let Err(response) = check_access(config, request, source_address) {
+        return RequestDecision::Respond(response);
     }
     if credential.is_none() && config.on_missing_credential == MissingCredential::Deny {
-        return RequestDecision::Respond(credential_unavailable(
-            "the proxy has no credential for the upstream API; the operator must configure one",
-        ));
+        return RequestDecision::Respond(credential_unavailable(missing_message));
     }
 
     let mut headers = request.clone();

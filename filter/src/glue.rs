@@ -4,35 +4,79 @@
 //! defines the metrics; each HTTP context fetches headers (as bytes, so
 //! non-UTF-8 values are fine), asks [`crate::engine`] what to do and carries
 //! the decision out. Trailers lose the credential and stripped headers too.
-//! Bodies are never looked at: the body callbacks are left to the SDK
-//! defaults, which continue.
+//! Bodies are never looked at.
+//!
+//! With the `oauth2` source the root context also owns the VM's
+//! [`TokenManager`]: it ticks it, starts its token requests (only the root
+//! context starts them, so an answer never depends on a request that may have
+//! gone away), and carries out its commands. A request without a token is
+//! paused and remembered; when a token arrives (or the wait ends) the root
+//! switches to that request's context with `proxy_set_effective_context`,
+//! finishes its pipeline and resumes it (or answers it), then switches back.
+//! While a request is held its body and trailer callbacks return `Pause`, so
+//! the host cannot send it on without a credential.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use log::{Level, debug, error, info, log_enabled, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::config::{self, FilterConfig, MissingCredential};
-use crate::credential::{self, Credential};
+use crate::credential::{self, Credential, CredentialSource};
 use crate::engine::{self, LocalResponse, RequestDecision, count};
 use crate::headers::{HeaderEdit, HeaderList, diff};
 use crate::metrics::{Metric, MetricKind};
 use crate::preset::PresetOutcome;
 use crate::redact::render_headers;
 use crate::rules::RequestSummary;
+use crate::token::endpoint::{Client, TokenRequest};
+use crate::token::manager::{
+    Command, Host, Level as TokenLevel, NoToken, SetError, TokenManager, Verdict, Write,
+};
 
 /// Registers the root context with the SDK; called once from `_initialize`.
 pub fn start() {
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(FilterRoot::default()));
+    proxy_wasm::set_root_context(|context_id| {
+        Box::new(FilterRoot {
+            context_id,
+            ..FilterRoot::default()
+        })
+    });
 }
 
 /// What every HTTP context of a configured root shares.
 struct Configured {
     config: FilterConfig,
     credential: Option<Credential>,
+    tokens: Option<Rc<Tokens>>,
+}
+
+/// The `oauth2` source's run-time state in this VM.
+struct Tokens {
+    manager: RefCell<TokenManager>,
+    /// Requests paused for a token, by context id.
+    held: RefCell<HashMap<u32, Rc<StreamShared>>>,
+    root_id: u32,
+}
+
+/// What a stream shares with the root context, so the root can finish a held request.
+#[derive(Default)]
+struct StreamShared {
+    /// The client's request, kept only when response rules need it.
+    request: RefCell<Option<RequestSummary>>,
+    answered_locally: Cell<bool>,
+    held: Cell<bool>,
+    /// The token generation injected, to report a 401 against.
+    generation: Cell<Option<u64>>,
+    /// `source.address`, when the access policy needs it.
+    source: RefCell<Option<Vec<u8>>>,
 }
 
 /// Host ids of the metrics, by [`Metric::index`]; `None` when definition failed.
@@ -81,11 +125,58 @@ impl MetricIds {
 
 #[derive(Default)]
 struct FilterRoot {
+    context_id: u32,
     state: Option<Rc<Configured>>,
     metrics: Option<MetricIds>,
 }
 
-impl Context for FilterRoot {}
+impl Context for FilterRoot {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let Some(tokens) = state.tokens.clone() else {
+            return;
+        };
+        // Zero headers is how proxy-wasm reports a call that failed or timed out.
+        let answer = (num_headers > 0).then(|| {
+            // Bytes, not the string getter: it panics on a non-UTF-8 value.
+            let status =
+                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|status| std::str::from_utf8(&status).ok()?.parse::<u16>().ok())
+                    .unwrap_or(0);
+            let body = hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpCallResponseBody,
+                0,
+                body_size,
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            (status, body)
+        });
+        let commands =
+            tokens
+                .manager
+                .borrow_mut()
+                .on_response(&mut HostPort, now_ms(), token_id, answer);
+        carry_out(&state, &tokens, self.metrics(), commands, self.context_id);
+    }
+}
+
+impl FilterRoot {
+    fn metrics(&self) -> MetricIds {
+        self.metrics.unwrap_or_default()
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -104,6 +195,51 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
+        let consequence = match config.on_missing_credential {
+            MissingCredential::Deny => "requests will be answered with 503",
+            MissingCredential::Forward => "requests will be forwarded without a credential",
+        };
+        if let CredentialSource::OAuth2(oauth2) = &config.credential.source {
+            let tokens = match Client::resolve(oauth2, |name| std::env::var(name)) {
+                Ok(client) => {
+                    let random = random_u64();
+                    let manager = TokenManager::new(
+                        (**oauth2).clone(),
+                        client,
+                        &config.credential.prefix,
+                        format!("{random:016x}"),
+                        random.rotate_left(29) ^ 0x5bd1_e995,
+                    );
+                    info!(
+                        "credential filter configured: oauth2 tokens from cluster {} for header {} (shared data {})",
+                        oauth2.endpoint.cluster,
+                        config.credential.header,
+                        manager.keys().state
+                    );
+                    Some(Rc::new(Tokens {
+                        manager: RefCell::new(manager),
+                        held: RefCell::new(HashMap::new()),
+                        root_id: self.context_id,
+                    }))
+                }
+                Err(problem) => {
+                    error!("credential filter has no credential: {problem}; {consequence}");
+                    metrics.record(Metric::CredentialAvailable, 0);
+                    None
+                }
+            };
+            let state = Rc::new(Configured {
+                config,
+                credential: None,
+                tokens: tokens.clone(),
+            });
+            self.state = Some(Rc::clone(&state));
+            if let Some(tokens) = tokens {
+                let commands = tokens.manager.borrow_mut().start(&mut HostPort, now_ms());
+                carry_out(&state, &tokens, metrics, commands, self.context_id);
+            }
+            return true;
+        }
         let credential = match credential::resolve(&config.credential, |name| std::env::var(name)) {
             Ok(credential) => {
                 info!(
@@ -113,17 +249,28 @@ impl RootContext for FilterRoot {
                 Some(credential)
             }
             Err(problem) => {
-                let consequence = match config.on_missing_credential {
-                    MissingCredential::Deny => "requests will be answered with 503",
-                    MissingCredential::Forward => "requests will be forwarded without a credential",
-                };
                 error!("credential filter has no credential: {problem}; {consequence}");
                 None
             }
         };
         metrics.record(Metric::CredentialAvailable, u64::from(credential.is_some()));
-        self.state = Some(Rc::new(Configured { config, credential }));
+        self.state = Some(Rc::new(Configured {
+            config,
+            credential,
+            tokens: None,
+        }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let Some(tokens) = state.tokens.clone() else {
+            return;
+        };
+        let commands = tokens.manager.borrow_mut().on_tick(&mut HostPort, now_ms());
+        carry_out(&state, &tokens, self.metrics(), commands, self.context_id);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -131,8 +278,7 @@ impl RootContext for FilterRoot {
             context_id,
             state: self.state.clone(),
             metrics: self.metrics.unwrap_or_default(),
-            request: None,
-            answered_locally: false,
+            shared: Rc::new(StreamShared::default()),
         }))
     }
 
@@ -145,12 +291,22 @@ struct FilterStream {
     context_id: u32,
     state: Option<Rc<Configured>>,
     metrics: MetricIds,
-    /// The client's request, kept only when response rules need it.
-    request: Option<RequestSummary>,
-    answered_locally: bool,
+    shared: Rc<StreamShared>,
 }
 
 impl Context for FilterStream {}
+
+impl Drop for FilterStream {
+    fn drop(&mut self) {
+        // A held request whose client went away: the root must not touch its context again.
+        if self.shared.held.get()
+            && let Some(tokens) = self.state.as_ref().and_then(|state| state.tokens.as_ref())
+        {
+            tokens.held.borrow_mut().remove(&self.context_id);
+            tokens.manager.borrow_mut().forget(self.context_id);
+        }
+    }
+}
 
 impl HttpContext for FilterStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -171,47 +327,70 @@ impl HttpContext for FilterStream {
         } else {
             None
         };
-        let decision = engine::handle_request(
-            &state.config,
-            state.credential.as_ref(),
-            &request,
-            source.as_deref(),
-        );
-        for (metric, by) in decision.counter_increments(&state.config) {
-            self.metrics.increment(metric, by);
+        let Some(tokens) = state.tokens.clone() else {
+            let decision = engine::handle_request(
+                &state.config,
+                state.credential.as_ref(),
+                &request,
+                source.as_deref(),
+            );
+            return self.finish(&state, &request, decision);
+        };
+        if let Err(denied) = engine::check_access(&state.config, &request, source.as_deref()) {
+            let decision = RequestDecision::Respond(denied);
+            return self.finish(&state, &request, decision);
         }
-        match decision {
-            RequestDecision::Respond(response) => {
-                debug!(
-                    "request {}: answered locally with {} ({:?})",
-                    self.context_id, response.status, response.reason
+        let (verdict, commands) =
+            tokens
+                .manager
+                .borrow_mut()
+                .on_request(&mut HostPort, now_ms(), self.context_id);
+        let action = match verdict {
+            Verdict::Ready {
+                credential,
+                generation,
+            } => {
+                self.shared.generation.set(Some(generation));
+                let decision = engine::handle_request(
+                    &state.config,
+                    Some(&credential),
+                    &request,
+                    source.as_deref(),
                 );
-                self.respond(&response)
+                self.finish(&state, &request, decision)
             }
-            RequestDecision::Forward(forward) => {
-                if log_enabled!(Level::Debug) {
-                    debug!(
-                        "request {}: forwarded; credential {}; stripped {:?}; rules applied {:?}; preset {}; upstream headers {}",
-                        self.context_id,
-                        if forward.credential_injected {
-                            "injected"
-                        } else {
-                            "missing"
-                        },
-                        forward.stripped,
-                        forward.rules_applied,
-                        describe_preset(&state.config, forward.preset),
-                        render_headers(&forward.headers, &state.config.credential.header),
-                    );
-                }
-                for edit in diff(&request, &forward.headers) {
-                    self.apply_edit(MapType::HttpRequestHeaders, edit);
-                }
-                if !state.config.response_rules.is_empty() {
-                    self.request = Some(forward.request);
-                }
-                Action::Continue
+            Verdict::Hold => {
+                self.metrics.increment(Metric::Requests, 1);
+                self.shared.held.set(true);
+                *self.shared.source.borrow_mut() = source;
+                tokens
+                    .held
+                    .borrow_mut()
+                    .insert(self.context_id, Rc::clone(&self.shared));
+                debug!("request {}: held until a token arrives", self.context_id);
+                Action::Pause
             }
+            Verdict::Unavailable(cause) => {
+                let decision = engine::handle_request_without_token(
+                    &state.config,
+                    &request,
+                    source.as_deref(),
+                    engine::no_token_message(cause),
+                );
+                debug!("request {}: no token ({cause:?})", self.context_id);
+                self.finish(&state, &request, decision)
+            }
+        };
+        carry_out(&state, &tokens, self.metrics, commands, self.context_id);
+        action
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // Continuing a body would release headers still waiting for their credential.
+        if self.shared.held.get() {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 
@@ -220,7 +399,11 @@ impl HttpContext for FilterStream {
             MapType::HttpRequestTrailers,
             engine::handle_request_trailers,
         );
-        Action::Continue
+        if self.shared.held.get() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -232,14 +415,25 @@ impl HttpContext for FilterStream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.answered_locally {
+        if self.shared.answered_locally.get() {
             return Action::Continue;
         }
         let Some(state) = self.state.clone() else {
             return Action::Continue;
         };
         let response = HeaderList::from_pairs(self.get_http_response_headers_bytes());
-        let request = self.request.take().unwrap_or_default();
+        if let (Some(tokens), Some(generation)) =
+            (state.tokens.clone(), self.shared.generation.get())
+            && response.first(":status") == Some(&b"401"[..])
+        {
+            let commands =
+                tokens
+                    .manager
+                    .borrow_mut()
+                    .on_unauthorized(&mut HostPort, now_ms(), generation);
+            carry_out(&state, &tokens, self.metrics, commands, self.context_id);
+        }
+        let request = self.shared.request.borrow_mut().take().unwrap_or_default();
         let outcome = engine::handle_response(&state.config, &response, &request);
         if !outcome.rules_applied.is_empty() {
             self.metrics
@@ -252,20 +446,34 @@ impl HttpContext for FilterStream {
             );
         }
         for edit in diff(&response, &outcome.headers) {
-            self.apply_edit(MapType::HttpResponseHeaders, edit);
+            apply_edit(self.context_id, MapType::HttpResponseHeaders, edit);
         }
         Action::Continue
     }
 }
 
 impl FilterStream {
+    /// Carries out a decision for this stream's own request.
+    fn finish(
+        &self,
+        state: &Configured,
+        request: &HeaderList,
+        decision: RequestDecision,
+    ) -> Action {
+        finish_request(
+            state,
+            self.metrics,
+            &self.shared,
+            self.context_id,
+            request,
+            decision,
+            true,
+        )
+    }
+
     fn respond(&mut self, response: &LocalResponse) -> Action {
-        self.answered_locally = true;
-        self.send_http_response(
-            response.status,
-            response.headers.clone(),
-            Some(response.body.as_bytes()),
-        );
+        self.shared.answered_locally.set(true);
+        send_local(response);
         Action::Pause
     }
 
@@ -279,34 +487,249 @@ impl FilterStream {
         };
         let trailers = HeaderList::from_pairs(pairs);
         for edit in diff(&trailers, &pass(&state.config, &trailers)) {
-            self.apply_edit(map, edit);
+            apply_edit(self.context_id, map, edit);
+        }
+    }
+}
+
+/// Carries out a request decision on the effective context: counts it, logs it, and either changes
+/// the request headers or answers locally. `count_request` is false for a held request, which was
+/// counted when it arrived. Returns the action for a callback that is still running.
+fn finish_request(
+    state: &Configured,
+    metrics: MetricIds,
+    shared: &StreamShared,
+    context_id: u32,
+    request: &HeaderList,
+    decision: RequestDecision,
+    count_request: bool,
+) -> Action {
+    for (metric, by) in decision.counter_increments(&state.config) {
+        if count_request || metric != Metric::Requests {
+            metrics.increment(metric, by);
+        }
+    }
+    match decision {
+        RequestDecision::Respond(response) => {
+            debug!(
+                "request {context_id}: answered locally with {} ({:?})",
+                response.status, response.reason
+            );
+            shared.answered_locally.set(true);
+            send_local(&response);
+            Action::Pause
+        }
+        RequestDecision::Forward(forward) => {
+            if log_enabled!(Level::Debug) {
+                debug!(
+                    "request {context_id}: forwarded; credential {}; stripped {:?}; rules applied {:?}; preset {}; upstream headers {}",
+                    if forward.credential_injected {
+                        "injected"
+                    } else {
+                        "missing"
+                    },
+                    forward.stripped,
+                    forward.rules_applied,
+                    describe_preset(&state.config, forward.preset),
+                    render_headers(&forward.headers, &state.config.credential.header),
+                );
+            }
+            for edit in diff(request, &forward.headers) {
+                apply_edit(context_id, MapType::HttpRequestHeaders, edit);
+            }
+            if !state.config.response_rules.is_empty() {
+                *shared.request.borrow_mut() = Some(forward.request);
+            }
+            Action::Continue
+        }
+    }
+}
+
+fn send_local(response: &LocalResponse) {
+    if let Err(status) = hostcalls::send_http_response(
+        response.status,
+        response.headers.clone(),
+        Some(response.body.as_bytes()),
+    ) {
+        warn!("sending a local {} failed: {status:?}", response.status);
+    }
+}
+
+/// Carries out one header edit on a request or response header or trailer map.
+fn apply_edit(context_id: u32, map: MapType, edit: HeaderEdit) {
+    let name = match &edit {
+        HeaderEdit::Remove { name } | HeaderEdit::Replace { name, .. } => name.as_str(),
+    };
+    let result = match &edit {
+        HeaderEdit::Remove { name } => hostcalls::remove_map_value(map, name),
+        HeaderEdit::Replace { name, values } => match values.as_slice() {
+            [single] => hostcalls::set_map_value_bytes(map, name, Some(single)),
+            _ => hostcalls::remove_map_value(map, name).and_then(|()| {
+                values
+                    .iter()
+                    .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
+            }),
+        },
+    };
+    if let Err(status) = result {
+        // Only the name: the value may be the credential.
+        warn!("context {context_id}: changing header {name} failed: {status:?}");
+    }
+}
+
+/// Carries out the token manager's commands. Held requests are finished in their own context
+/// (`proxy_set_effective_context`); afterwards the context of the running callback is restored, so
+/// later host calls (an http call in particular) belong to it and not to a request.
+fn carry_out(
+    state: &Configured,
+    tokens: &Tokens,
+    metrics: MetricIds,
+    commands: Vec<Command>,
+    current_context: u32,
+) {
+    let mut switched = false;
+    for command in commands {
+        match command {
+            Command::Count(metric, by) => metrics.increment(metric, by),
+            Command::Gauge(metric, value) => metrics.record(metric, value),
+            Command::TickPeriod(period) => {
+                if let Err(status) = hostcalls::set_tick_period(period) {
+                    warn!("cannot set the tick period: {status:?}");
+                }
+            }
+            Command::Log(level, line) => match level {
+                TokenLevel::Debug => debug!("{line}"),
+                TokenLevel::Info => info!("{line}"),
+                TokenLevel::Warn => warn!("{line}"),
+                TokenLevel::Error => error!("{line}"),
+            },
+            Command::Resume(context_id) => {
+                switched |= finish_held(state, tokens, metrics, context_id, None);
+            }
+            Command::Reject { context_id, cause } => {
+                switched |= finish_held(state, tokens, metrics, context_id, Some(cause));
+            }
+        }
+    }
+    if switched && hostcalls::set_effective_context(current_context).is_err() {
+        let _ = hostcalls::set_effective_context(tokens.root_id);
+    }
+}
+
+/// Finishes a held request: with the current credential (`cause` None) or without a token. Returns
+/// whether the effective context was switched.
+fn finish_held(
+    state: &Configured,
+    tokens: &Tokens,
+    metrics: MetricIds,
+    context_id: u32,
+    cause: Option<NoToken>,
+) -> bool {
+    let Some(shared) = tokens.held.borrow_mut().remove(&context_id) else {
+        return false;
+    };
+    shared.held.set(false);
+    if let Err(status) = hostcalls::set_effective_context(context_id) {
+        debug!("request {context_id}: gone before it could be resumed: {status:?}");
+        return false;
+    }
+    let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        return true;
+    };
+    let request = HeaderList::from_pairs(pairs);
+    let source = shared.source.borrow_mut().take();
+    let current = match cause {
+        None => tokens.manager.borrow_mut().current(now_ms()),
+        Some(_) => None,
+    };
+    let decision = match (&current, cause) {
+        (Some((credential, generation)), _) => {
+            shared.generation.set(Some(*generation));
+            engine::handle_request(&state.config, Some(credential), &request, source.as_deref())
+        }
+        (None, cause) => engine::handle_request_without_token(
+            &state.config,
+            &request,
+            source.as_deref(),
+            engine::no_token_message(cause.unwrap_or(NoToken::TimedOut)),
+        ),
+    };
+    let action = finish_request(
+        state, metrics, &shared, context_id, &request, decision, false,
+    );
+    if action == Action::Continue
+        && let Err(status) = hostcalls::resume_http_request()
+    {
+        warn!("request {context_id}: resuming failed: {status:?}");
+    }
+    true
+}
+
+/// The shared-data and http-call host calls the token manager needs.
+struct HostPort;
+
+impl Host for HostPort {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
+            _ => None,
         }
     }
 
-    /// Carries out one header edit on a request or response header or trailer map.
-    fn apply_edit(&self, map: MapType, edit: HeaderEdit) {
-        let name = match &edit {
-            HeaderEdit::Remove { name } | HeaderEdit::Replace { name, .. } => name.as_str(),
+    fn set(&mut self, key: &str, value: &[u8], write: Write) -> Result<(), SetError> {
+        // A cas no stored value can have: Envoy (and the harness) insert an absent key whatever the
+        // cas, and refuse to overwrite a present one unless the cas matches.
+        let cas = match write {
+            Write::IfAbsent => u32::MAX,
+            Write::IfCas(cas) => cas,
         };
-        let result = match &edit {
-            HeaderEdit::Remove { name } => hostcalls::remove_map_value(map, name),
-            HeaderEdit::Replace { name, values } => match values.as_slice() {
-                [single] => hostcalls::set_map_value_bytes(map, name, Some(single)),
-                _ => hostcalls::remove_map_value(map, name).and_then(|()| {
-                    values
-                        .iter()
-                        .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
-                }),
-            },
-        };
-        if let Err(status) = result {
-            // Only the name: the value may be the credential.
-            warn!(
-                "context {}: changing header {name} failed: {status:?}",
-                self.context_id
-            );
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Failed),
         }
     }
+
+    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, String> {
+        let mut headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        if let Some(authorization) = &request.authorization {
+            headers.push(("authorization", authorization.expose()));
+        }
+        hostcalls::dispatch_http_call(
+            &request.cluster,
+            headers,
+            Some(request.body.expose().as_bytes()),
+            Vec::new(),
+            request.timeout,
+        )
+        .map_err(|status| format!("{status:?}"))
+    }
+}
+
+/// The host's time in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// 64 random bits: the standard library seeds `RandomState` from WASI `random_get`; the clock is mixed
+/// in so two VMs differ even on a host whose random source is weak.
+fn random_u64() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or(Duration::ZERO);
+    hasher.write_u128(nanos.as_nanos());
+    hasher.finish()
 }
 
 /// Says in words what the preset did, for the per-request debug line.

@@ -19,6 +19,7 @@
 //! - [`engine`]: the request and response pipelines as pure functions.
 //! - [`metrics`]: metric names and kinds.
 //! - [`redact`]: header rendering for debug logs.
+//! - [`token`]: the `oauth2` source: token requests, shared state, single-flight refresh.
 //! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts.
 //!
 //! Everything but `glue` is pure (no host calls, no I/O) and unit-tested natively
@@ -34,6 +35,7 @@ pub mod preset;
 pub mod redact;
 pub mod rules;
 pub mod secret;
+pub mod token;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod glue;

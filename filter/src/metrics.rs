@@ -15,6 +15,44 @@ pub const CREDENTIAL_UNAVAILABLE_TOTAL: &str = "credential_filter_credential_una
 pub const RULES_APPLIED_TOTAL: &str = "credential_filter_rules_applied_total";
 /// Gauge: 1 while this VM holds a usable credential, else 0.
 pub const CREDENTIAL_AVAILABLE: &str = "credential_filter_credential_available";
+/// Counter: token requests started (oauth2).
+pub const TOKEN_REFRESH_ATTEMPTS_TOTAL: &str = "credential_filter_token_refresh_attempts_total";
+/// Counter: token requests that returned a token (oauth2).
+pub const TOKEN_REFRESH_SUCCESS_TOTAL: &str = "credential_filter_token_refresh_success_total";
+/// Counter: token requests the host refused to start.
+pub const TOKEN_REFRESH_FAILURES_DISPATCH_TOTAL: &str =
+    "credential_filter_token_refresh_failures_dispatch_total";
+/// Counter: token requests without an answer within the timeout.
+pub const TOKEN_REFRESH_FAILURES_TIMEOUT_TOTAL: &str =
+    "credential_filter_token_refresh_failures_timeout_total";
+/// Counter: token requests that could not reach the endpoint.
+pub const TOKEN_REFRESH_FAILURES_UNREACHABLE_TOTAL: &str =
+    "credential_filter_token_refresh_failures_unreachable_total";
+/// Counter: non-2xx answers without an OAuth2 error body.
+pub const TOKEN_REFRESH_FAILURES_HTTP_STATUS_TOTAL: &str =
+    "credential_filter_token_refresh_failures_http_status_total";
+/// Counter: answers that are not the expected JSON.
+pub const TOKEN_REFRESH_FAILURES_MALFORMED_TOTAL: &str =
+    "credential_filter_token_refresh_failures_malformed_total";
+/// Counter: 2xx answers without `access_token`.
+pub const TOKEN_REFRESH_FAILURES_MISSING_FIELD_TOTAL: &str =
+    "credential_filter_token_refresh_failures_missing_field_total";
+/// Counter: `invalid_grant` answers (refreshing stops).
+pub const TOKEN_REFRESH_FAILURES_INVALID_GRANT_TOTAL: &str =
+    "credential_filter_token_refresh_failures_invalid_grant_total";
+/// Counter: other OAuth2 error answers.
+pub const TOKEN_REFRESH_FAILURES_OAUTH_ERROR_TOTAL: &str =
+    "credential_filter_token_refresh_failures_oauth_error_total";
+/// Counter: tokens dropped after an upstream 401.
+pub const TOKEN_INVALIDATED_TOTAL: &str = "credential_filter_token_invalidated_total";
+/// Gauge: seconds until the current token expires (0 without one).
+pub const TOKEN_SECONDS_TO_EXPIRY: &str = "credential_filter_token_seconds_to_expiry";
+/// Gauge: 1 while refreshing is stopped (after `invalid_grant`), else 0.
+pub const TOKEN_REFRESH_DISABLED: &str = "credential_filter_token_refresh_disabled";
+/// Counter: requests paused to wait for a token.
+pub const REQUESTS_HELD_TOTAL: &str = "credential_filter_requests_held_total";
+/// Counter: requests that got no token (waited too long, or none could come).
+pub const REQUESTS_FAILED_NO_TOKEN_TOTAL: &str = "credential_filter_requests_failed_no_token_total";
 
 /// The kind of a metric, as the host understands it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +64,7 @@ pub enum MetricKind {
 }
 
 /// A metric of the filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// [`REQUESTS_TOTAL`].
     Requests,
@@ -40,17 +78,62 @@ pub enum Metric {
     RulesApplied,
     /// [`CREDENTIAL_AVAILABLE`].
     CredentialAvailable,
+    /// [`TOKEN_REFRESH_ATTEMPTS_TOTAL`].
+    TokenRefreshAttempts,
+    /// [`TOKEN_REFRESH_SUCCESS_TOTAL`].
+    TokenRefreshSuccess,
+    /// [`TOKEN_REFRESH_FAILURES_DISPATCH_TOTAL`].
+    RefreshFailedDispatch,
+    /// [`TOKEN_REFRESH_FAILURES_TIMEOUT_TOTAL`].
+    RefreshFailedTimeout,
+    /// [`TOKEN_REFRESH_FAILURES_UNREACHABLE_TOTAL`].
+    RefreshFailedUnreachable,
+    /// [`TOKEN_REFRESH_FAILURES_HTTP_STATUS_TOTAL`].
+    RefreshFailedHttpStatus,
+    /// [`TOKEN_REFRESH_FAILURES_MALFORMED_TOTAL`].
+    RefreshFailedMalformed,
+    /// [`TOKEN_REFRESH_FAILURES_MISSING_FIELD_TOTAL`].
+    RefreshFailedMissingField,
+    /// [`TOKEN_REFRESH_FAILURES_INVALID_GRANT_TOTAL`].
+    RefreshFailedInvalidGrant,
+    /// [`TOKEN_REFRESH_FAILURES_OAUTH_ERROR_TOTAL`].
+    RefreshFailedOAuthError,
+    /// [`TOKEN_INVALIDATED_TOTAL`].
+    TokenInvalidated,
+    /// [`TOKEN_SECONDS_TO_EXPIRY`].
+    TokenSecondsToExpiry,
+    /// [`TOKEN_REFRESH_DISABLED`].
+    TokenRefreshDisabled,
+    /// [`REQUESTS_HELD_TOTAL`].
+    RequestsHeld,
+    /// [`REQUESTS_FAILED_NO_TOKEN_TOTAL`].
+    RequestsFailedNoToken,
 }
 
 impl Metric {
     /// Every metric, in definition order; `index()` is the position here.
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 21] = [
         Metric::Requests,
         Metric::CredentialInjected,
         Metric::AccessDenied,
         Metric::CredentialUnavailable,
         Metric::RulesApplied,
         Metric::CredentialAvailable,
+        Metric::TokenRefreshAttempts,
+        Metric::TokenRefreshSuccess,
+        Metric::RefreshFailedDispatch,
+        Metric::RefreshFailedTimeout,
+        Metric::RefreshFailedUnreachable,
+        Metric::RefreshFailedHttpStatus,
+        Metric::RefreshFailedMalformed,
+        Metric::RefreshFailedMissingField,
+        Metric::RefreshFailedInvalidGrant,
+        Metric::RefreshFailedOAuthError,
+        Metric::TokenInvalidated,
+        Metric::TokenSecondsToExpiry,
+        Metric::TokenRefreshDisabled,
+        Metric::RequestsHeld,
+        Metric::RequestsFailedNoToken,
     ];
 
     /// The metric name.
@@ -62,13 +145,30 @@ impl Metric {
             Self::CredentialUnavailable => CREDENTIAL_UNAVAILABLE_TOTAL,
             Self::RulesApplied => RULES_APPLIED_TOTAL,
             Self::CredentialAvailable => CREDENTIAL_AVAILABLE,
+            Self::TokenRefreshAttempts => TOKEN_REFRESH_ATTEMPTS_TOTAL,
+            Self::TokenRefreshSuccess => TOKEN_REFRESH_SUCCESS_TOTAL,
+            Self::RefreshFailedDispatch => TOKEN_REFRESH_FAILURES_DISPATCH_TOTAL,
+            Self::RefreshFailedTimeout => TOKEN_REFRESH_FAILURES_TIMEOUT_TOTAL,
+            Self::RefreshFailedUnreachable => TOKEN_REFRESH_FAILURES_UNREACHABLE_TOTAL,
+            Self::RefreshFailedHttpStatus => TOKEN_REFRESH_FAILURES_HTTP_STATUS_TOTAL,
+            Self::RefreshFailedMalformed => TOKEN_REFRESH_FAILURES_MALFORMED_TOTAL,
+            Self::RefreshFailedMissingField => TOKEN_REFRESH_FAILURES_MISSING_FIELD_TOTAL,
+            Self::RefreshFailedInvalidGrant => TOKEN_REFRESH_FAILURES_INVALID_GRANT_TOTAL,
+            Self::RefreshFailedOAuthError => TOKEN_REFRESH_FAILURES_OAUTH_ERROR_TOTAL,
+            Self::TokenInvalidated => TOKEN_INVALIDATED_TOTAL,
+            Self::TokenSecondsToExpiry => TOKEN_SECONDS_TO_EXPIRY,
+            Self::TokenRefreshDisabled => TOKEN_REFRESH_DISABLED,
+            Self::RequestsHeld => REQUESTS_HELD_TOTAL,
+            Self::RequestsFailedNoToken => REQUESTS_FAILED_NO_TOKEN_TOTAL,
         }
     }
 
     /// Whether the metric is a counter or a gauge.
     pub fn kind(self) -> MetricKind {
         match self {
-            Self::CredentialAvailable => MetricKind::Gauge,
+            Self::CredentialAvailable | Self::TokenSecondsToExpiry | Self::TokenRefreshDisabled => {
+                MetricKind::Gauge
+            }
             _ => MetricKind::Counter,
         }
     }
@@ -96,5 +196,15 @@ mod tests {
         }
         assert_eq!(Metric::CredentialAvailable.kind(), MetricKind::Gauge);
         assert_eq!(Metric::Requests.kind(), MetricKind::Counter);
+        assert_eq!(Metric::TokenSecondsToExpiry.kind(), MetricKind::Gauge);
+        for metric in Metric::ALL {
+            let counter = metric.name().ends_with("_total");
+            assert_eq!(
+                counter,
+                metric.kind() == MetricKind::Counter,
+                "{}",
+                metric.name()
+            );
+        }
     }
 }

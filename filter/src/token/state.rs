@@ -1,0 +1,325 @@
+//! What the VMs share about one credential: the token state and the refresh lease.
+//!
+//! Both are small JSON documents in proxy-wasm shared data, so every VM of a
+//! `vm_id` (every Envoy worker, the main thread, every worker of the
+//! standalone proxy) sees the same token, the same rotated refresh token and
+//! the same backoff. This module is the one place that turns tokens into
+//! bytes for shared data; [`Secret`] itself has no `Serialize`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Format version written into every state document.
+pub const STATE_VERSION: u32 = 1;
+
+/// How many superseded configuration fingerprints a state remembers.
+pub const RETIRED_SEEDS: usize = 8;
+
+/// The shared-data keys of one credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// `credential_filter.oauth2.<shared_key>.state`.
+    pub state: String,
+    /// `credential_filter.oauth2.<shared_key>.lease`.
+    pub lease: String,
+}
+
+impl Keys {
+    /// The keys for `shared_key`.
+    pub fn new(shared_key: &str) -> Self {
+        Self {
+            state: format!("credential_filter.oauth2.{shared_key}.state"),
+            lease: format!("credential_filter.oauth2.{shared_key}.lease"),
+        }
+    }
+}
+
+/// The token state every VM reads and the lease holder writes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TokenState {
+    /// Bumped on every new token and on every configuration change; a refresh
+    /// started on an older generation is never published.
+    pub generation: u64,
+    /// The current access token, if any.
+    pub access_token: Option<Secret>,
+    /// When the access token expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// When the access token was requested, in milliseconds since the Unix epoch.
+    pub obtained_at_ms: u64,
+    /// The newest refresh token (refresh_token grant only).
+    pub refresh_token: Option<Secret>,
+    /// Fingerprint of the configuration this token family comes from.
+    pub seed: String,
+    /// Fingerprints of configurations this state has replaced, newest first.
+    pub retired_seeds: Vec<String>,
+    /// Set when refreshing stopped for good (e.g. `invalid_grant`) until the configuration changes.
+    pub disabled: Option<String>,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+    /// No attempt starts before this time (milliseconds since the Unix epoch).
+    pub retry_at_ms: u64,
+    /// When an upstream 401 last invalidated a token (milliseconds since the Unix epoch).
+    pub unauthorized_at_ms: u64,
+}
+
+impl TokenState {
+    /// The state a configuration starts from: no access token yet, the configured refresh token.
+    pub fn seeded(seed: &str, refresh_token: Option<Secret>) -> Self {
+        Self {
+            refresh_token,
+            seed: seed.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// This state taken over by a new configuration: a fresh start from its refresh token, the old
+    /// fingerprint retired so VMs still running the old configuration leave the state alone.
+    pub fn adopted_by(&self, seed: &str, refresh_token: Option<Secret>) -> Self {
+        let mut retired = vec![self.seed.clone()];
+        retired.extend(
+            self.retired_seeds
+                .iter()
+                .filter(|old| old.as_str() != seed && **old != self.seed)
+                .cloned(),
+        );
+        retired.truncate(RETIRED_SEEDS);
+        Self {
+            generation: self.generation.saturating_add(1),
+            retired_seeds: retired,
+            ..Self::seeded(seed, refresh_token)
+        }
+    }
+
+    /// Lifetime of the current access token in milliseconds (0 without one).
+    pub fn lifetime_ms(&self) -> u64 {
+        self.expires_at_ms.saturating_sub(self.obtained_at_ms)
+    }
+
+    /// Encodes the state for shared data.
+    pub fn encode(&self) -> Vec<u8> {
+        let stored = StoredState {
+            v: STATE_VERSION,
+            generation: self.generation,
+            access_token: self.access_token.as_ref().map(Secret::expose),
+            expires_at_ms: self.expires_at_ms,
+            obtained_at_ms: self.obtained_at_ms,
+            refresh_token: self.refresh_token.as_ref().map(Secret::expose),
+            seed: &self.seed,
+            retired_seeds: &self.retired_seeds,
+            disabled: self.disabled.as_deref(),
+            failures: self.failures,
+            retry_at_ms: self.retry_at_ms,
+            unauthorized_at_ms: self.unauthorized_at_ms,
+        };
+        // Serializing plain strings and integers cannot fail; an empty value reads as "no state".
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    /// Decodes a state from shared data.
+    ///
+    /// # Errors
+    /// [`StateError`] when the bytes are not a state document of this version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        if bytes.is_empty() {
+            return Err(StateError::Empty);
+        }
+        let loaded: LoadedState =
+            serde_json::from_slice(bytes).map_err(|_| StateError::Unreadable)?;
+        if loaded.v != STATE_VERSION {
+            return Err(StateError::Version(loaded.v));
+        }
+        Ok(Self {
+            generation: loaded.generation,
+            access_token: loaded
+                .access_token
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            expires_at_ms: loaded.expires_at_ms,
+            obtained_at_ms: loaded.obtained_at_ms,
+            refresh_token: loaded
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            seed: loaded.seed,
+            retired_seeds: loaded.retired_seeds,
+            disabled: loaded.disabled,
+            failures: loaded.failures,
+            retry_at_ms: loaded.retry_at_ms,
+            unauthorized_at_ms: loaded.unauthorized_at_ms,
+        })
+    }
+}
+
+/// Why shared data holds no usable state document. Never carries the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The value is empty (removed).
+    #[error("the state entry is empty")]
+    Empty,
+    /// The value is not a state document.
+    #[error("the state entry is not a token state document")]
+    Unreadable,
+    /// The value was written by another format version.
+    #[error("the state entry has format version {0}, this filter reads version 1")]
+    Version(u32),
+}
+
+#[derive(Serialize)]
+struct StoredState<'a> {
+    v: u32,
+    generation: u64,
+    access_token: Option<&'a str>,
+    expires_at_ms: u64,
+    obtained_at_ms: u64,
+    refresh_token: Option<&'a str>,
+    seed: &'a str,
+    retired_seeds: &'a [String],
+    disabled: Option<&'a str>,
+    failures: u32,
+    retry_at_ms: u64,
+    unauthorized_at_ms: u64,
+}
+
+// No Debug: it holds tokens as plain strings for the moment of decoding.
+#[derive(Deserialize)]
+struct LoadedState {
+    v: u32,
+    #[serde(default)]
+    generation: u64,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_at_ms: u64,
+    #[serde(default)]
+    obtained_at_ms: u64,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    seed: String,
+    #[serde(default)]
+    retired_seeds: Vec<String>,
+    #[serde(default)]
+    disabled: Option<String>,
+    #[serde(default)]
+    failures: u32,
+    #[serde(default)]
+    retry_at_ms: u64,
+    #[serde(default)]
+    unauthorized_at_ms: u64,
+}
+
+/// Who may refresh right now: one VM, until `until_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Lease {
+    /// The holder's VM id; empty when free.
+    pub holder: String,
+    /// When the lease lapses, in milliseconds since the Unix epoch.
+    pub until_ms: u64,
+}
+
+impl Lease {
+    /// Whether `vm` may take the lease at `now_ms` (free, lapsed, or its own).
+    pub fn available_to(&self, vm: &str, now_ms: u64) -> bool {
+        self.holder.is_empty() || self.holder == vm || self.until_ms <= now_ms
+    }
+
+    /// Whether another VM holds a live lease at `now_ms`.
+    pub fn held_by_other(&self, vm: &str, now_ms: u64) -> bool {
+        !self.available_to(vm, now_ms)
+    }
+
+    /// Encodes the lease for shared data.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a lease; anything unreadable (an empty value included) counts as free.
+    pub fn decode(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn sample() -> TokenState {
+        TokenState {
+            generation: 3,
+            access_token: Some(Secret::new("at-secret")),
+            expires_at_ms: 2_000,
+            obtained_at_ms: 1_000,
+            refresh_token: Some(Secret::new("rt-secret")),
+            seed: "seed-a".into(),
+            retired_seeds: vec!["seed-0".into()],
+            disabled: None,
+            failures: 2,
+            retry_at_ms: 5,
+            unauthorized_at_ms: 7,
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_debug_hides_tokens() {
+        let state = sample();
+        let bytes = state.encode();
+        assert_eq!(TokenState::decode(&bytes).unwrap(), state);
+        let debug = format!("{state:?}");
+        assert!(
+            !debug.contains("at-secret") && !debug.contains("rt-secret"),
+            "{debug}"
+        );
+        assert_eq!(state.lifetime_ms(), 1_000);
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        assert_eq!(TokenState::decode(b""), Err(StateError::Empty));
+        assert_eq!(TokenState::decode(b"{"), Err(StateError::Unreadable));
+        assert_eq!(
+            TokenState::decode(br#"{"v": 9}"#),
+            Err(StateError::Version(9))
+        );
+        assert_eq!(
+            TokenState::decode(br#"{"v": 1, "access_token": ""}"#)
+                .unwrap()
+                .access_token,
+            None
+        );
+    }
+
+    #[test]
+    fn adoption_resets_the_family_and_retires_the_old_seed() {
+        let adopted = sample().adopted_by("seed-b", Some(Secret::new("rt-new")));
+        assert_eq!(adopted.generation, 4);
+        assert_eq!(adopted.seed, "seed-b");
+        assert_eq!(adopted.retired_seeds, vec!["seed-a", "seed-0"]);
+        assert_eq!(adopted.access_token, None);
+        assert_eq!(adopted.refresh_token, Some(Secret::new("rt-new")));
+        assert_eq!((adopted.failures, adopted.retry_at_ms), (0, 0));
+        let mut state = sample();
+        for n in 0..20 {
+            state = state.adopted_by(&format!("s{n}"), None);
+        }
+        assert_eq!(state.retired_seeds.len(), RETIRED_SEEDS);
+    }
+
+    #[test]
+    fn lease_availability() {
+        let lease = Lease {
+            holder: "vm-a".into(),
+            until_ms: 100,
+        };
+        assert!(lease.held_by_other("vm-b", 99));
+        assert!(lease.available_to("vm-a", 99));
+        assert!(lease.available_to("vm-b", 100));
+        assert!(Lease::decode(b"").available_to("vm-b", 0));
+        assert_eq!(Lease::decode(&lease.encode()), lease);
+        assert_eq!(
+            Keys::new("oauth").state,
+            "credential_filter.oauth2.oauth.state"
+        );
+    }
+}
