@@ -1,1 +1,281 @@
 //! Standalone reverse proxy that runs a proxy-wasm filter on every request (`host-harness serve`).
+//!
+//! The proxy works like an Envoy with one HTTP filter: N worker threads, each with its own single-threaded
+//! runtime and its own VM of the filter, accept connections from one listener; each request runs the
+//! filter's callbacks in Envoy's order and streams through a pooled keep-alive client to the upstream. An
+//! admin listener answers `/healthz`, `/readyz` and `/metrics`. On shutdown the proxy stops accepting,
+//! lets in-flight requests finish up to the drain timeout, and returns.
+//!
+//! The library entry is [`run`]: listeners bound by the caller (tests bind `127.0.0.1:0`), a resolved
+//! [`ProxyConfig`], and a future that resolves when the proxy should shut down. The command line lives in
+//! [`cli`]: [`cli::ServeArgs`] and [`cli::serve_main`].
+//!
+//! # Layout
+//! - [`cli`]: `serve` flags, logging set-up, signals, exit codes.
+//! - [`config`]: the TOML file, flag overrides, defaults and validation.
+//! - [`filter`]: the seam between the proxy and the filter VM (traits and the types crossing it).
+//! - [`wasm_filter`]: that seam implemented with the harness's proxy-wasm VM.
+//! - [`driver`]: one worker's filter: serialised callbacks, stream wake-ups, filter http calls, ticks.
+//! - [`exchange`]: one request through the filter and the upstream, streaming both ways.
+//! - [`headers`]: pseudo-headers, hop-by-hop removal, forwarding headers.
+//! - [`upstream`]: the pooled HTTP/HTTPS client and upstream error mapping.
+//! - [`worker`]: worker threads, accepting, connection draining.
+//! - [`admin`]: health, readiness and metrics endpoints.
+//! - [`metrics`]: the proxy's Prometheus metrics and the filter's.
+//! - [`limit`]: the concurrency limit and its bounded queue.
+//! - [`failure`]: the proxy's own error responses.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod exchange;
+pub mod failure;
+pub mod filter;
+pub mod headers;
+pub mod limit;
+pub mod metrics;
+pub mod upstream;
+pub mod wasm_filter;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{oneshot, watch};
+
+pub use config::{ConfigError, Overrides, ProxyConfig};
+pub use filter::{FilterFactory, FilterFault};
+
+use worker::{Phase, Shared};
+
+/// The two sockets the proxy serves, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Proxied traffic.
+    pub proxy: std::net::TcpListener,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners at the configured addresses.
+    ///
+    /// # Errors
+    /// An address is in use or not available on this host; the error names it.
+    pub fn bind(config: &ProxyConfig) -> Result<Self, ProxyError> {
+        let bind = |address| {
+            std::net::TcpListener::bind(address)
+                .map_err(|source| ProxyError::Bind { address, source })
+        };
+        Ok(Self {
+            proxy: bind(config.listen)?,
+            admin: bind(config.admin_listen)?,
+        })
+    }
+}
+
+/// Why the proxy could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A listener could not be prepared for use.
+    #[error("cannot use the {which} listener: {source}")]
+    Listener {
+        /// `proxy` or `admin`.
+        which: &'static str,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The filter could not be loaded or rejected its configuration.
+    #[error("filter: {0}")]
+    Filter(String),
+    /// A worker thread could not be started.
+    #[error("cannot start worker {index}: {source}")]
+    Worker {
+        /// The worker's number.
+        index: usize,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the proxy with the filter module named in `config` until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// The filter does not load or rejects its configuration, a listener is unusable, or a worker cannot start.
+pub async fn run(
+    listeners: Listeners,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let factory = wasm_filter::WasmFilterFactory::load(&config)
+        .map_err(|err| ProxyError::Filter(err.to_string()))?;
+    run_with_filter(listeners, config, Arc::new(factory), shutdown).await
+}
+
+/// Runs the proxy with any filter behind the [`FilterFactory`] seam until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_filter(
+    listeners: Listeners,
+    config: ProxyConfig,
+    factory: Arc<dyn FilterFactory>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    listeners
+        .proxy
+        .set_nonblocking(true)
+        .map_err(|source| ProxyError::Listener {
+            which: "proxy",
+            source,
+        })?;
+    listeners
+        .admin
+        .set_nonblocking(true)
+        .map_err(|source| ProxyError::Listener {
+            which: "admin",
+            source,
+        })?;
+    let admin_listener = tokio::net::TcpListener::from_std(listeners.admin).map_err(|source| {
+        ProxyError::Listener {
+            which: "admin",
+            source,
+        }
+    })?;
+
+    let shared = Arc::new(Shared {
+        limiter: limit::Limiter::new(
+            config.max_concurrency.get(),
+            config.queue,
+            config.queue_timeout,
+        ),
+        metrics: metrics::ProxyMetrics::new(Arc::clone(&factory)),
+        factory,
+        configured: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        request_id_prefix: request_id_prefix(),
+        config,
+    });
+    let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared)));
+    let result = serve_workers(listeners.proxy, &shared, shutdown).await;
+    admin.abort();
+    result
+}
+
+async fn serve_workers(
+    proxy: std::net::TcpListener,
+    shared: &Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let (phase_sender, phase) = watch::channel(Phase::Running);
+    let (started_sender, started) = std::sync::mpsc::channel();
+    let mut finished = Vec::new();
+    let mut start_error = None;
+    for index in 0..shared.config.workers.get() {
+        let listener = match proxy.try_clone() {
+            Ok(listener) => listener,
+            Err(source) => {
+                start_error = Some(ProxyError::Listener {
+                    which: "proxy",
+                    source,
+                });
+                break;
+            }
+        };
+        let (done_sender, done) = oneshot::channel::<()>();
+        let worker_shared = Arc::clone(shared);
+        let worker_phase = phase.clone();
+        let worker_started = started_sender.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("proxy-worker-{index}"))
+            .spawn(move || {
+                worker::run_worker(index, listener, worker_shared, worker_phase, worker_started);
+                drop(done_sender);
+            });
+        match spawned {
+            Ok(_) => finished.push(done),
+            Err(source) => {
+                start_error = Some(ProxyError::Worker { index, source });
+                break;
+            }
+        }
+    }
+    drop(started_sender);
+    drop(proxy);
+
+    // Workers build their VMs in parallel; wait for every report (a blocking wait, off the runtime).
+    let expected = finished.len();
+    let reports =
+        tokio::task::spawn_blocking(move || started.iter().take(expected).collect::<Vec<_>>())
+            .await
+            .unwrap_or_default();
+    if start_error.is_none() {
+        if reports.len() < expected {
+            start_error = Some(ProxyError::Filter(
+                "a worker stopped during start-up".to_owned(),
+            ));
+        } else if let Some(fault) = reports.into_iter().find_map(Result::err) {
+            start_error = Some(ProxyError::Filter(fault.to_string()));
+        }
+    }
+    if let Some(error) = start_error {
+        let _ = phase_sender.send(Phase::Closing);
+        for done in finished {
+            let _ = done.await;
+        }
+        return Err(error);
+    }
+    shared.configured.store(true, Ordering::Release);
+    tracing::info!(workers = expected, listen = %shared.config.listen, upstream = %shared.config.upstream, "proxy ready");
+
+    shutdown.await;
+    shared.draining.store(true, Ordering::Release);
+    tracing::info!(
+        in_flight = shared.metrics.in_flight(),
+        drain_timeout_ms = shared.config.drain_timeout.as_millis() as u64,
+        "shutting down: draining"
+    );
+    let _ = phase_sender.send(Phase::Draining);
+    let all_done = async {
+        for done in &mut finished {
+            let _ = done.await;
+        }
+    };
+    if tokio::time::timeout(shared.config.drain_timeout, all_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = shared.metrics.in_flight(),
+            "drain timeout passed; closing the remaining connections"
+        );
+        let _ = phase_sender.send(Phase::Closing);
+        for done in finished {
+            let _ = done.await;
+        }
+    }
+    tracing::info!("proxy stopped");
+    Ok(())
+}
+
+/// A prefix that makes request ids differ between processes: pid and start time, in hex.
+fn request_id_prefix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    format!("{:x}{:05x}", std::process::id(), nanos & 0xf_ffff)
+}

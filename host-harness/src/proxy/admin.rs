@@ -1,0 +1,127 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, outside the concurrency limit.
+//!
+//! It runs on the runtime that called [`crate::proxy::run`], apart from the workers, so it keeps answering
+//! while the workers are saturated or draining.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::filter::FilterMetricValue;
+use super::worker::Shared;
+
+/// The gauge the credential filter sets to 1 while it holds a usable credential.
+pub const CREDENTIAL_GAUGE: &str = "credential_filter_credential_available";
+
+/// Whether the proxy should receive traffic, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Filter configured on every worker and its credential available.
+    Ready,
+    /// Not ready; the reason is shown on `/readyz`.
+    NotReady(&'static str),
+}
+
+/// Readiness from the shared state and the filter's credential gauge.
+pub fn readiness(shared: &Shared) -> Readiness {
+    if shared.draining.load(Ordering::Acquire) {
+        return Readiness::NotReady("draining");
+    }
+    if !shared.configured.load(Ordering::Acquire) {
+        return Readiness::NotReady("filter not configured yet");
+    }
+    let credential = shared
+        .factory
+        .metrics()
+        .into_iter()
+        .find(|metric| metric.name == CREDENTIAL_GAUGE);
+    match credential.map(|metric| metric.value) {
+        Some(FilterMetricValue::Gauge(value)) if value >= 1 => Readiness::Ready,
+        Some(_) => Readiness::NotReady("credential unavailable"),
+        None => Readiness::NotReady("filter reports no credential state"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Answers one admin request.
+pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match readiness(shared) {
+            Readiness::Ready => text(StatusCode::OK, "ready\n"),
+            Readiness::NotReady(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            ),
+        },
+        "/metrics" => match shared.metrics.encode() {
+            Ok(exposition) => {
+                let mut response = text(StatusCode::OK, exposition);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics encoding failed\n",
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz or /metrics\n",
+        ),
+    }
+}
+
+/// Serves admin connections until the future is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = respond(&shared, request.method(), request.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %err, "admin connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,906 @@
+//! Proxy configuration: the TOML file, command-line overrides, defaults and validation.
+//!
+//! Loading turns every bad value into a [`ConfigError`] that names the field (or flag) and the value, so
+//! `serve` can exit with one clear line before binding anything. Values that may carry credentials (the
+//! VM environment, the plugin configuration) are kept out of `Debug` output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use serde::Deserialize;
+
+/// The plugin configuration used when none is configured: the Anthropic preset with the bearer token taken
+/// from `ANTHROPIC_OAUTH_TOKEN` in the VM environment.
+pub const DEFAULT_PLUGIN_CONFIG: &str = r#"{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},"preset":"anthropic"}"#;
+
+/// Host environment variable passed through to the VM when `host_env_keys` is not configured.
+pub const DEFAULT_HOST_ENV_KEY: &str = "ANTHROPIC_OAUTH_TOKEN";
+
+/// Upstream used when none is configured.
+pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
+
+/// Cluster name under which the main upstream is also reachable for `dispatch_http_call`.
+pub const UPSTREAM_CLUSTER: &str = "upstream";
+
+/// The workspace's release build of the filter, used when no filter path is configured.
+pub fn default_filter_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("target/wasm/wasm32-wasip1/wasm-release/filter.wasm")
+}
+
+/// A configuration value that must never be printed (tokens, passwords in the VM environment).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value that must stay out of logs and `Debug` output.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for handing to the VM.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// An HTTP or HTTPS origin requests are sent to: the main upstream or a named cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host and optional port; becomes the upstream `Host` header.
+    pub authority: Authority,
+    /// Path prefix put in front of every request path; empty when the URL has no path.
+    pub base_path: String,
+}
+
+impl Target {
+    /// Whether connections to this target use TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The absolute URI for a request path (`path_and_query` starts with `/`).
+    ///
+    /// # Errors
+    /// Fails when the joined path is not a valid URI path.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+        let builder = http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone());
+        if self.base_path.is_empty() {
+            builder.path_and_query(path_and_query).build()
+        } else {
+            let joined = PathAndQuery::try_from(format!("{}{}", self.base_path, path_and_query))?;
+            builder.path_and_query(joined).build()
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let uri: http::Uri = text.parse().map_err(|err| format!("not a URL: {err}"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            Some(other) => {
+                return Err(format!(
+                    "scheme {other:?} is not supported (use http or https)"
+                ));
+            }
+            None => return Err("missing scheme (use http:// or https://)".to_owned()),
+        };
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| "missing host".to_owned())?;
+        if authority.as_str().contains('@') {
+            return Err("user information in the URL is not supported".to_owned());
+        }
+        if authority.host().is_empty() {
+            return Err("missing host".to_owned());
+        }
+        if uri.query().is_some() {
+            return Err("a query string is not supported".to_owned());
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Everything `serve` needs, resolved: defaults applied, flags over file, paths absolute or cwd-relative.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// Address the proxy listener binds.
+    pub listen: SocketAddr,
+    /// Address the admin listener (`/healthz`, `/readyz`, `/metrics`) binds.
+    pub admin_listen: SocketAddr,
+    /// Where proxied requests go.
+    pub upstream: Target,
+    /// The proxy-wasm module run on every request.
+    pub filter: PathBuf,
+    /// Plugin configuration bytes handed to `on_configure` verbatim.
+    pub plugin_config: Vec<u8>,
+    /// Worker threads, each with its own VM and event loop.
+    pub workers: NonZeroUsize,
+    /// Requests processed at once across all workers.
+    pub max_concurrency: NonZeroUsize,
+    /// Requests allowed to wait for a free slot before new ones get 503.
+    pub queue: usize,
+    /// How long a queued request waits for a slot before it gets 503.
+    pub queue_timeout: Duration,
+    /// Limit on establishing an upstream connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Limit from sending a request upstream (or pausing it in the filter) to the upstream's response headers.
+    pub request_timeout: Duration,
+    /// Longest silence allowed inside a streaming upstream response body.
+    pub idle_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before connections are closed.
+    pub drain_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; larger ones get 431.
+    pub max_request_header_bytes: usize,
+    /// Host environment variables copied into the VM environment when set.
+    pub host_env_keys: Vec<String>,
+    /// The VM environment: explicit `[env]`/`--env` entries over the passed-through host variables.
+    pub vm_env: BTreeMap<String, Secret>,
+    /// Named upstreams the filter may call with `dispatch_http_call`, `upstream` included.
+    pub clusters: BTreeMap<String, Target>,
+    /// Where a rotated refresh token is persisted, when configured.
+    pub state_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("upstream", &self.upstream)
+            .field("filter", &self.filter)
+            .field(
+                "plugin_config",
+                &format_args!("<{} bytes>", self.plugin_config.len()),
+            )
+            .field("workers", &self.workers)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("queue", &self.queue)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("max_request_header_bytes", &self.max_request_header_bytes)
+            .field("host_env_keys", &self.host_env_keys)
+            .field("vm_env", &self.vm_env)
+            .field("clusters", &self.clusters)
+            .field("state_file", &self.state_file)
+            .finish()
+    }
+}
+
+/// Why the configuration cannot be used; each message names the file, field or flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has an unknown or mistyped field.
+    #[error("config file {path}, line {line}: {message}")]
+    ParseFile {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// The parser's explanation, on one line.
+        message: String,
+    },
+    /// A field or flag has a value that cannot be used.
+    #[error("invalid {field} {value:?}: {reason}")]
+    InvalidValue {
+        /// The TOML field or command-line flag.
+        field: String,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The plugin configuration file could not be read.
+    #[error("cannot read plugin_config {path}: {source}")]
+    ReadPluginConfig {
+        /// The configured plugin configuration path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The filter module does not exist.
+    #[error("filter {path} not found{hint}")]
+    FilterMissing {
+        /// The configured or default filter path.
+        path: PathBuf,
+        /// How to produce it, when the default path is used.
+        hint: &'static str,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: &str, value: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Self::InvalidValue {
+            field: field.to_owned(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A duration written as `"250ms"`, `"5s"`, `"2m"`, `"1h"` or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum DurationText {
+    Seconds(f64),
+    Text(String),
+}
+
+/// Parses a duration given as `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+///
+/// # Errors
+/// Returns a reason when the text has no number, an unknown unit, or is negative.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| "expected a number followed by ms, s, m or h".to_owned())?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string())
+}
+
+impl DurationText {
+    fn resolve(&self, field: &str) -> Result<Duration, ConfigError> {
+        match self {
+            Self::Seconds(seconds) => Duration::try_from_secs_f64(*seconds)
+                .map_err(|err| ConfigError::invalid(field, seconds, err)),
+            Self::Text(text) => {
+                parse_duration(text).map_err(|reason| ConfigError::invalid(field, text, reason))
+            }
+        }
+    }
+}
+
+/// The TOML configuration file as written: every field optional, unknown fields rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    upstream: Option<String>,
+    filter: Option<PathBuf>,
+    plugin_config: Option<PathBuf>,
+    workers: Option<usize>,
+    max_concurrency: Option<usize>,
+    queue: Option<usize>,
+    queue_timeout: Option<DurationText>,
+    connect_timeout: Option<DurationText>,
+    request_timeout: Option<DurationText>,
+    idle_timeout: Option<DurationText>,
+    drain_timeout: Option<DurationText>,
+    max_request_header_bytes: Option<usize>,
+    host_env_keys: Option<Vec<String>>,
+    state_file: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    clusters: BTreeMap<String, String>,
+}
+
+/// Command-line values that override the file; `None` and empty lists leave the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
+    /// `--filter`.
+    pub filter: Option<PathBuf>,
+    /// `--plugin-config`.
+    pub plugin_config: Option<PathBuf>,
+    /// `--workers`.
+    pub workers: Option<usize>,
+    /// `--max-concurrency`.
+    pub max_concurrency: Option<usize>,
+    /// `--queue`.
+    pub queue: Option<usize>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<String>,
+    /// `--request-timeout`.
+    pub request_timeout: Option<String>,
+    /// `--drain-timeout`.
+    pub drain_timeout: Option<String>,
+    /// `--host-env KEY`, repeatable; replaces the file's `host_env_keys` when given.
+    pub host_env_keys: Vec<String>,
+    /// `--state-file`.
+    pub state_file: Option<PathBuf>,
+    /// `--env K=V`, repeatable; added over the file's `[env]`.
+    pub env: Vec<String>,
+    /// `--cluster NAME=URL`, repeatable; added over the file's `[clusters]`.
+    pub clusters: Vec<String>,
+}
+
+/// Defaults for the numeric limits.
+const DEFAULT_MAX_CONCURRENCY: usize = 1024;
+const DEFAULT_QUEUE: usize = 1024;
+const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's HTTP/1 reader cannot work with less.
+const MIN_REQUEST_HEADER_BYTES: usize = 8192;
+
+impl ProxyConfig {
+    /// Loads the file (when given), applies the overrides and defaults, and checks every value.
+    ///
+    /// `host_env` looks up host environment variables (for `host_env_keys`); `serve` passes
+    /// `std::env::var`, tests pass a map.
+    ///
+    /// # Errors
+    /// Returns the first problem found, naming the field or flag.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        host_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (parsed, base_dir) = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                let parsed = parse_file(path, &text)?;
+                (
+                    parsed,
+                    path.parent().map(Path::to_owned).unwrap_or_default(),
+                )
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        Self::resolve(parsed, &base_dir, overrides, host_env)
+    }
+
+    /// Parses the configuration from TOML text, for callers that already hold it.
+    ///
+    /// Relative paths in the text are taken relative to `base_dir`.
+    ///
+    /// # Errors
+    /// As [`ProxyConfig::load`]; `origin` names the text in parse errors.
+    pub fn from_toml(
+        origin: &Path,
+        text: &str,
+        base_dir: &Path,
+        overrides: &Overrides,
+        host_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let parsed = parse_file(origin, text)?;
+        Self::resolve(parsed, base_dir, overrides, host_env)
+    }
+
+    fn resolve(
+        file: FileConfig,
+        base_dir: &Path,
+        overrides: &Overrides,
+        host_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let listen = pick_address(
+            "listen",
+            "--listen",
+            overrides.listen.as_deref(),
+            file.listen.as_deref(),
+            "127.0.0.1:8080",
+        )?;
+        let admin_listen = pick_address(
+            "admin_listen",
+            "--admin-listen",
+            overrides.admin_listen.as_deref(),
+            file.admin_listen.as_deref(),
+            "127.0.0.1:9901",
+        )?;
+
+        let (upstream_field, upstream_text) = match (&overrides.upstream, &file.upstream) {
+            (Some(flag), _) => ("--upstream", flag.as_str()),
+            (None, Some(field)) => ("upstream", field.as_str()),
+            (None, None) => ("upstream", DEFAULT_UPSTREAM),
+        };
+        let upstream: Target = upstream_text
+            .parse()
+            .map_err(|reason| ConfigError::invalid(upstream_field, upstream_text, reason))?;
+
+        let (filter, filter_is_default) = match (&overrides.filter, &file.filter) {
+            (Some(flag), _) => (flag.clone(), false),
+            (None, Some(field)) => (base_dir.join(field), false),
+            (None, None) => (default_filter_path(), true),
+        };
+        if !filter.is_file() {
+            let hint = if filter_is_default {
+                " (build it with `make wasm`, or pass --filter)"
+            } else {
+                ""
+            };
+            return Err(ConfigError::FilterMissing { path: filter, hint });
+        }
+
+        let plugin_config_path = match (&overrides.plugin_config, &file.plugin_config) {
+            (Some(flag), _) => Some(flag.clone()),
+            (None, Some(field)) => Some(base_dir.join(field)),
+            (None, None) => None,
+        };
+        let plugin_config = match plugin_config_path {
+            Some(path) => std::fs::read(&path)
+                .map_err(|source| ConfigError::ReadPluginConfig { path, source })?,
+            None => DEFAULT_PLUGIN_CONFIG.as_bytes().to_vec(),
+        };
+
+        let workers_value = overrides
+            .workers
+            .or(file.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+        let workers = NonZeroUsize::new(workers_value).ok_or_else(|| {
+            ConfigError::invalid(
+                field_name(overrides.workers, "workers", "--workers"),
+                0,
+                "must be at least 1",
+            )
+        })?;
+        let concurrency_value = overrides
+            .max_concurrency
+            .or(file.max_concurrency)
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        let max_concurrency = NonZeroUsize::new(concurrency_value).ok_or_else(|| {
+            ConfigError::invalid(
+                field_name(
+                    overrides.max_concurrency,
+                    "max_concurrency",
+                    "--max-concurrency",
+                ),
+                0,
+                "must be at least 1",
+            )
+        })?;
+        let queue = overrides.queue.or(file.queue).unwrap_or(DEFAULT_QUEUE);
+
+        let queue_timeout = pick_duration(
+            "queue_timeout",
+            None,
+            None,
+            file.queue_timeout.as_ref(),
+            DEFAULT_QUEUE_TIMEOUT,
+        )?;
+        let connect_timeout = pick_duration(
+            "connect_timeout",
+            Some("--connect-timeout"),
+            overrides.connect_timeout.as_deref(),
+            file.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        )?;
+        let request_timeout = pick_duration(
+            "request_timeout",
+            Some("--request-timeout"),
+            overrides.request_timeout.as_deref(),
+            file.request_timeout.as_ref(),
+            DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        let idle_timeout = pick_duration(
+            "idle_timeout",
+            None,
+            None,
+            file.idle_timeout.as_ref(),
+            DEFAULT_IDLE_TIMEOUT,
+        )?;
+        let drain_timeout = pick_duration(
+            "drain_timeout",
+            Some("--drain-timeout"),
+            overrides.drain_timeout.as_deref(),
+            file.drain_timeout.as_ref(),
+            DEFAULT_DRAIN_TIMEOUT,
+        )?;
+        for (name, value) in [
+            ("connect_timeout", connect_timeout),
+            ("request_timeout", request_timeout),
+            ("idle_timeout", idle_timeout),
+            ("queue_timeout", queue_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(name, "0", "must be greater than zero"));
+            }
+        }
+
+        let max_request_header_bytes = file
+            .max_request_header_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_HEADER_BYTES);
+        if max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {
+            return Err(ConfigError::invalid(
+                "max_request_header_bytes",
+                max_request_header_bytes,
+                format!("must be at least {MIN_REQUEST_HEADER_BYTES}"),
+            ));
+        }
+
+        let host_env_keys = if !overrides.host_env_keys.is_empty() {
+            overrides.host_env_keys.clone()
+        } else {
+            file.host_env_keys
+                .unwrap_or_else(|| vec![DEFAULT_HOST_ENV_KEY.to_owned()])
+        };
+        for key in &host_env_keys {
+            check_env_key("host_env_keys", key)?;
+        }
+        let mut vm_env = BTreeMap::new();
+        for key in &host_env_keys {
+            if let Some(value) = host_env(key) {
+                vm_env.insert(key.clone(), Secret::new(value));
+            }
+        }
+        for (key, value) in file.env {
+            check_env_key("env", &key)?;
+            vm_env.insert(key, Secret::new(value));
+        }
+        for entry in &overrides.env {
+            let (key, value) = split_pair("--env", entry, "K=V")?;
+            check_env_key("--env", key)?;
+            vm_env.insert(key.to_owned(), Secret::new(value));
+        }
+
+        let mut clusters = BTreeMap::new();
+        clusters.insert(UPSTREAM_CLUSTER.to_owned(), upstream.clone());
+        for (name, url) in &file.clusters {
+            let target = url
+                .parse()
+                .map_err(|reason| ConfigError::invalid(&format!("clusters.{name}"), url, reason))?;
+            clusters.insert(name.clone(), target);
+        }
+        for entry in &overrides.clusters {
+            let (name, url) = split_pair("--cluster", entry, "NAME=URL")?;
+            if name.is_empty() {
+                return Err(ConfigError::invalid(
+                    "--cluster",
+                    entry,
+                    "the cluster name is empty",
+                ));
+            }
+            let target = url
+                .parse()
+                .map_err(|reason| ConfigError::invalid("--cluster", entry, reason))?;
+            clusters.insert(name.to_owned(), target);
+        }
+
+        let state_file = match (&overrides.state_file, &file.state_file) {
+            (Some(flag), _) => Some(flag.clone()),
+            (None, Some(field)) => Some(base_dir.join(field)),
+            (None, None) => None,
+        };
+
+        Ok(Self {
+            listen,
+            admin_listen,
+            upstream,
+            filter,
+            plugin_config,
+            workers,
+            max_concurrency,
+            queue,
+            queue_timeout,
+            connect_timeout,
+            request_timeout,
+            idle_timeout,
+            drain_timeout,
+            max_request_header_bytes,
+            host_env_keys,
+            vm_env,
+            clusters,
+            state_file,
+        })
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|err| {
+        let line = err.span().map_or(1, |span| {
+            text.get(..span.start)
+                .map_or(1, |before| before.lines().count().max(1))
+        });
+        let line = match err.span() {
+            Some(span)
+                if text
+                    .get(..span.start)
+                    .is_some_and(|before| before.ends_with('\n')) =>
+            {
+                line + 1
+            }
+            _ => line,
+        };
+        ConfigError::ParseFile {
+            path: path.to_owned(),
+            line,
+            message: err.message().replace('\n', " "),
+        }
+    })
+}
+
+fn field_name(flag_value: Option<usize>, field: &'static str, flag: &'static str) -> &'static str {
+    if flag_value.is_some() { flag } else { field }
+}
+
+fn pick_address(
+    field: &str,
+    flag: &str,
+    from_flag: Option<&str>,
+    from_file: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let (name, text) = match (from_flag, from_file) {
+        (Some(value), _) => (flag, value),
+        (None, Some(value)) => (field, value),
+        (None, None) => (field, default),
+    };
+    text.parse()
+        .map_err(|_| ConfigError::invalid(name, text, "expected IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+fn pick_duration(
+    field: &str,
+    flag: Option<&str>,
+    from_flag: Option<&str>,
+    from_file: Option<&DurationText>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match (from_flag, from_file) {
+        (Some(text), _) => parse_duration(text)
+            .map_err(|reason| ConfigError::invalid(flag.unwrap_or(field), text, reason)),
+        (None, Some(value)) => value.resolve(field),
+        (None, None) => Ok(default),
+    }
+}
+
+fn split_pair<'a>(
+    flag: &str,
+    entry: &'a str,
+    shape: &str,
+) -> Result<(&'a str, &'a str), ConfigError> {
+    entry
+        .split_once('=')
+        .ok_or_else(|| ConfigError::invalid(flag, redact_value(entry), format!("expected {shape}")))
+}
+
+/// Shows the key of a `K=V` entry but never its value, which may be a credential.
+fn redact_value(entry: &str) -> String {
+    match entry.split_once('=') {
+        Some((key, _)) => format!("{key}=[REDACTED]"),
+        None => entry.to_owned(),
+    }
+}
+
+fn check_env_key(field: &str, key: &str) -> Result<(), ConfigError> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(ConfigError::invalid(
+            field,
+            key,
+            "not a valid environment variable name",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// Any existing file stands in for the module: loading only checks that it is there.
+    fn with_filter() -> Overrides {
+        Overrides {
+            filter: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")),
+            ..Overrides::default()
+        }
+    }
+
+    fn load_text(text: &str, overrides: &Overrides) -> Result<ProxyConfig, ConfigError> {
+        ProxyConfig::from_toml(
+            Path::new("proxy.toml"),
+            text,
+            Path::new("."),
+            overrides,
+            |key| (key == "ANTHROPIC_OAUTH_TOKEN").then(|| "host-token".to_owned()),
+        )
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let config = load_text("", &with_filter()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.admin_listen, "127.0.0.1:9901".parse().unwrap());
+        assert_eq!(config.upstream.to_string(), "https://api.anthropic.com");
+        assert_eq!(config.plugin_config, DEFAULT_PLUGIN_CONFIG.as_bytes());
+        assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config
+                .vm_env
+                .get("ANTHROPIC_OAUTH_TOKEN")
+                .map(Secret::expose),
+            Some("host-token")
+        );
+        assert!(config.clusters.contains_key(UPSTREAM_CLUSTER));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7000".into()),
+            upstream: Some("http://127.0.0.1:9000/base/".into()),
+            drain_timeout: Some("250ms".into()),
+            env: vec!["A=flag".into()],
+            clusters: vec!["auth=http://127.0.0.1:9100".into()],
+            ..with_filter()
+        };
+        let text = "listen = \"127.0.0.1:6000\"\nupstream = \"https://example.com\"\ndrain_timeout = 3\n[env]\nA = \"file\"\nB = \"file\"\n[clusters]\nauth = \"https://auth.example.com\"\n";
+        let config = load_text(text, &overrides).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:9000");
+        assert_eq!(config.upstream.base_path, "/base");
+        assert_eq!(config.drain_timeout, Duration::from_millis(250));
+        assert_eq!(config.vm_env.get("A").map(Secret::expose), Some("flag"));
+        assert_eq!(config.vm_env.get("B").map(Secret::expose), Some("file"));
+        assert_eq!(
+            config
+                .clusters
+                .get("auth")
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("http://127.0.0.1:9100")
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_the_line() {
+        let err = load_text(
+            "listen = \"127.0.0.1:1\"\nlisten_port = 3\n",
+            &with_filter(),
+        )
+        .unwrap_err();
+        let line = err.to_string();
+        assert!(
+            line.contains("line 2") && line.contains("listen_port"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn bad_address_names_the_flag() {
+        let overrides = Overrides {
+            admin_listen: Some("localhost".into()),
+            ..with_filter()
+        };
+        let err = load_text("", &overrides).unwrap_err().to_string();
+        assert!(
+            err.contains("--admin-listen") && err.contains("localhost"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_upstream_scheme_is_rejected() {
+        let err = load_text("upstream = \"ftp://example.com\"", &with_filter())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream") && err.contains("ftp"), "{err}");
+    }
+
+    #[test]
+    fn missing_filter_is_reported() {
+        let overrides = Overrides {
+            filter: Some("/nonexistent/filter.wasm".into()),
+            ..Overrides::default()
+        };
+        let err = load_text("", &overrides).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/filter.wasm"), "{err}");
+    }
+
+    #[test]
+    fn env_values_never_reach_debug_or_errors() {
+        let overrides = Overrides {
+            env: vec!["TOKEN=sk-secret-value".into(), "broken".into()],
+            ..with_filter()
+        };
+        let err = load_text("", &overrides).unwrap_err().to_string();
+        assert!(!err.contains("sk-secret-value"));
+        let overrides = Overrides {
+            env: vec!["TOKEN=sk-secret-value".into()],
+            ..with_filter()
+        };
+        let config = load_text("", &overrides).unwrap();
+        assert!(!format!("{config:?}").contains("sk-secret-value"));
+        assert!(!format!("{config:?}").contains("host-token"));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn zero_workers_is_rejected() {
+        let err = load_text("workers = 0", &with_filter())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workers"), "{err}");
+    }
+
+    #[test]
+    fn target_joins_base_path() {
+        let target: Target = "http://127.0.0.1:1/v1/".parse().unwrap();
+        assert_eq!(
+            target.uri_for("/messages?x=1").unwrap().to_string(),
+            "http://127.0.0.1:1/v1/messages?x=1"
+        );
+        assert!("http://user:pw@example.com".parse::<Target>().is_err());
+    }
+}

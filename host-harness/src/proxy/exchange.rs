@@ -1,0 +1,800 @@
+//! One request through the filter and the upstream, in Envoy's callback order, streaming both ways.
+//!
+//! Request headers go through `on_request_headers` (a pause waits for the filter to resume or answer); the
+//! request body is pumped chunk by chunk through `on_request_body` into the upstream request while the
+//! upstream is already being called; response headers go through `on_response_headers`; the response body
+//! runs through `on_response_body` inside the client body's `poll_frame`, so every upstream chunk (an SSE
+//! event, say) is forwarded the moment it arrives. The [`Exchange`] guard travels with the response body and
+//! on drop closes the filter stream (`on_done`, `on_log`), frees the concurrency slot, counts and logs.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::config::Target;
+use super::driver::{StreamSignal, StreamSlot};
+use super::failure::{Failure, error_body, json_response};
+use super::filter::{
+    BodyVerdict, Direction, FilterFault, HeaderPart, LocalReply, StreamId, StreamInfo, Verdict,
+};
+use super::headers;
+use super::limit::Slot;
+use super::upstream::{self, BoxError, UpstreamBody};
+use super::worker::Worker;
+use crate::headers::Headers;
+
+/// Frames buffered between the request body pump and the upstream connection.
+const REQUEST_BODY_CHANNEL: usize = 4;
+
+/// The client side of one connection, as the filter's properties and the logs see it.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The client's IP as text, for `x-forwarded-for`.
+    pub client_ip: String,
+    /// The proxy address the client connected to.
+    pub local: SocketAddr,
+    /// Per-worker connection number.
+    pub id: u64,
+}
+
+/// Everything a request owns until its response is sent or abandoned; dropping it ends the request.
+pub struct Exchange {
+    worker: Rc<Worker>,
+    request_id: String,
+    method: Method,
+    path: String,
+    started: Instant,
+    status: Option<StatusCode>,
+    upstream_latency: Option<Duration>,
+    stream: Option<(StreamId, Rc<StreamSlot>)>,
+    slot: Option<Slot>,
+    aborted: Option<String>,
+}
+
+impl Exchange {
+    fn begin(worker: &Rc<Worker>, request_id: String, method: Method, path: String) -> Self {
+        worker.shared.metrics.request_started();
+        Self {
+            worker: Rc::clone(worker),
+            request_id,
+            method,
+            path,
+            started: Instant::now(),
+            status: None,
+            upstream_latency: None,
+            stream: None,
+            slot: None,
+            aborted: None,
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some((stream, _)) = self.stream.take() {
+            self.worker.driver.close(stream);
+        }
+        self.slot.take();
+        let metrics = &self.worker.shared.metrics;
+        metrics.request_finished();
+        // 499: the client went away before a response was chosen (nginx's convention).
+        let status = self.status.map_or(499, |status| status.as_u16());
+        metrics.count_response(status);
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let upstream_ms = self
+            .upstream_latency
+            .map(|latency| latency.as_secs_f64() * 1000.0);
+        match &self.aborted {
+            None => tracing::info!(
+                target: "access",
+                request_id = %self.request_id,
+                method = %self.method,
+                path = %self.path,
+                status,
+                duration_ms,
+                upstream_ms,
+                "request"
+            ),
+            Some(reason) => tracing::warn!(
+                target: "access",
+                request_id = %self.request_id,
+                method = %self.method,
+                path = %self.path,
+                status,
+                duration_ms,
+                upstream_ms,
+                aborted = %reason,
+                "request aborted"
+            ),
+        }
+    }
+}
+
+/// Entry point for every proxied request on a worker.
+pub async fn handle(
+    request: Request<Incoming>,
+    worker: Rc<Worker>,
+    connection: Rc<ConnectionInfo>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let request_id = worker.next_request_id();
+    let path = request.uri().path().to_owned();
+    let mut exchange = Exchange::begin(&worker, request_id, request.method().clone(), path);
+    let response = match proxy(request, &worker, &connection, &mut exchange).await {
+        Ok(response) => response,
+        Err(failure) => {
+            record_failure(&worker, &failure);
+            failure.to_response().map(ProxyBody::full)
+        }
+    };
+    exchange.status = Some(response.status());
+    Ok(response.map(|body| body.with_exchange(exchange)))
+}
+
+fn record_failure(worker: &Worker, failure: &Failure) {
+    let metrics = &worker.shared.metrics;
+    match failure {
+        Failure::Overloaded => metrics.count_overload(),
+        Failure::ConnectTimeout(_) | Failure::ResponseTimeout(_) => {
+            metrics.count_upstream_timeout()
+        }
+        Failure::Unreachable(_) | Failure::UpstreamBroken(_) => {
+            metrics.count_upstream_unreachable()
+        }
+        Failure::FilterFailed => metrics.count_filter_failure(),
+        Failure::BadRequest(_) | Failure::FilterInvalid(_) | Failure::Reset => {}
+    }
+}
+
+fn filter_failed(fault: &FilterFault) -> Failure {
+    tracing::error!(error = %fault, "filter failed");
+    Failure::FilterFailed
+}
+
+async fn proxy(
+    request: Request<Incoming>,
+    worker: &Rc<Worker>,
+    connection: &ConnectionInfo,
+    exchange: &mut Exchange,
+) -> Result<Response<ProxyBody>, Failure> {
+    let shared = &worker.shared;
+    exchange.slot = Some(
+        shared
+            .limiter
+            .admit()
+            .await
+            .map_err(|_| Failure::Overloaded)?,
+    );
+
+    let (parts, client_body) = request.into_parts();
+    if parts.method == Method::CONNECT {
+        return Err(Failure::BadRequest("CONNECT is not supported"));
+    }
+    let authority = headers::request_authority(&parts)
+        .ok_or(Failure::BadRequest("missing or invalid Host header"))?;
+    let fields = headers::request_fields(
+        &parts,
+        &authority,
+        &connection.client_ip,
+        &exchange.request_id,
+    );
+    drop(parts);
+
+    let driver = &worker.driver;
+    let info = StreamInfo {
+        client: connection.client,
+        local: connection.local,
+        connection_id: connection.id,
+    };
+    let (stream, slot) = driver.open(&info).map_err(|fault| filter_failed(&fault))?;
+    exchange.stream = Some((stream, Rc::clone(&slot)));
+
+    let request_ends_here = client_body.is_end_stream();
+    let request_timeout = shared.config.request_timeout;
+    match driver
+        .call(|filter| filter.request_headers(stream, fields, request_ends_here))
+        .map_err(|fault| filter_failed(&fault))?
+    {
+        Verdict::Continue => {}
+        Verdict::Respond(reply) => return Ok(local_reply(reply)),
+        Verdict::Pause => {
+            match tokio::time::timeout(request_timeout, slot.resumed(Direction::Request)).await {
+                Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
+                Ok(StreamSignal::Resumed) => {}
+                Ok(StreamSignal::Reply(reply)) => return Ok(local_reply(reply)),
+                Ok(StreamSignal::Closed) => return Err(Failure::Reset),
+            }
+        }
+    }
+
+    let body = if request_ends_here {
+        UpstreamBody::Empty
+    } else {
+        let (sender, receiver) = mpsc::channel(REQUEST_BODY_CHANNEL);
+        tokio::task::spawn_local(pump_request_body(
+            Rc::clone(worker),
+            stream,
+            Rc::clone(&slot),
+            client_body,
+            sender,
+        ));
+        UpstreamBody::Stream(receiver)
+    };
+    let mut upstream_request = Request::new(body);
+    let target = &shared.config.upstream;
+    driver
+        .call(|filter| {
+            let fields = filter
+                .headers(stream, HeaderPart::RequestHeaders)
+                .ok_or_else(|| FilterFault("request headers vanished".to_owned()))?;
+            Ok(build_upstream_request(
+                fields,
+                &authority,
+                target,
+                &worker.upstream_host,
+                &mut upstream_request,
+            ))
+        })
+        .map_err(|fault| filter_failed(&fault))??;
+
+    let sent = Instant::now();
+    let upstream_response = tokio::select! {
+        biased;
+        signal = slot.interrupted() => return match signal {
+            StreamSignal::Reply(reply) => Ok(local_reply(reply)),
+            StreamSignal::Resumed | StreamSignal::Closed => Err(Failure::Reset),
+        },
+        result = tokio::time::timeout(request_timeout, driver.client().request(upstream_request)) => result,
+    };
+    let latency = sent.elapsed();
+    exchange.upstream_latency = Some(latency);
+    shared.metrics.observe_upstream_latency(latency);
+    let upstream_response = match upstream_response {
+        Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
+        Ok(Err(error)) => return Err(upstream::classify(&error, shared.config.connect_timeout)),
+        Ok(Ok(response)) => response,
+    };
+
+    let (parts, upstream_body) = upstream_response.into_parts();
+    let fields = headers::response_fields(parts.status, &parts.headers);
+    drop(parts);
+    let response_ends_here = upstream_body.is_end_stream();
+    match driver
+        .call(|filter| filter.response_headers(stream, fields, response_ends_here))
+        .map_err(|fault| filter_failed(&fault))?
+    {
+        Verdict::Continue => {}
+        Verdict::Respond(reply) => return Ok(local_reply(reply)),
+        Verdict::Pause => match tokio::time::timeout(
+            shared.config.idle_timeout,
+            slot.resumed(Direction::Response),
+        )
+        .await
+        {
+            Err(_) => return Err(Failure::ResponseTimeout(shared.config.idle_timeout)),
+            Ok(StreamSignal::Resumed) => {}
+            Ok(StreamSignal::Reply(reply)) => return Ok(local_reply(reply)),
+            Ok(StreamSignal::Closed) => return Err(Failure::Reset),
+        },
+    }
+    let body = if response_ends_here {
+        ProxyBody::empty()
+    } else {
+        ProxyBody::upstream(upstream_body, shared.config.idle_timeout)
+    };
+    let mut response = Response::new(body);
+    driver
+        .call(|filter| {
+            let fields = filter
+                .headers(stream, HeaderPart::ResponseHeaders)
+                .ok_or_else(|| FilterFault("response headers vanished".to_owned()))?;
+            Ok(build_client_response(fields, &mut response))
+        })
+        .map_err(|fault| filter_failed(&fault))??;
+    Ok(response)
+}
+
+/// Fills in the upstream request from the request headers as the filter left them.
+fn build_upstream_request(
+    fields: &Headers,
+    original_authority: &str,
+    target: &Target,
+    upstream_host: &HeaderValue,
+    request: &mut Request<UpstreamBody>,
+) -> Result<(), Failure> {
+    let head = headers::upstream_head(fields, original_authority)
+        .map_err(|err| Failure::FilterInvalid(err.to_string()))?;
+    *request.uri_mut() = target.uri_for(&head.path).map_err(|_| {
+        Failure::FilterInvalid("the request path is not a valid URI path".to_owned())
+    })?;
+    *request.method_mut() = head.method;
+    headers::fill_header_map(fields, request.headers_mut())
+        .map_err(|err| Failure::FilterInvalid(err.to_string()))?;
+    let host = head
+        .rewritten_authority
+        .unwrap_or_else(|| upstream_host.clone());
+    request.headers_mut().insert(http::header::HOST, host);
+    Ok(())
+}
+
+/// Fills in the client response from the response headers as the filter left them.
+fn build_client_response(
+    fields: &Headers,
+    response: &mut Response<ProxyBody>,
+) -> Result<(), Failure> {
+    *response.status_mut() =
+        headers::response_status(fields).map_err(|err| Failure::FilterInvalid(err.to_string()))?;
+    headers::fill_header_map(fields, response.headers_mut())
+        .map_err(|err| Failure::FilterInvalid(err.to_string()))
+}
+
+/// The filter's own response: its status, headers and body, nothing from the upstream.
+fn local_reply(reply: LocalReply) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(ProxyBody::full(reply.body));
+    *response.status_mut() = status;
+    if let Err(err) = headers::fill_header_map(&reply.headers, response.headers_mut()) {
+        tracing::warn!(error = %err, "dropped invalid headers from a filter local response");
+        response.headers_mut().clear();
+    }
+    response
+}
+
+/// Reply given to a stream whose filter failed while its body was passing through.
+fn filter_failure_reply() -> LocalReply {
+    let response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error_body("api_error", "request filter unavailable"),
+    );
+    let (parts, body) = response.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    LocalReply {
+        status: parts.status.as_u16(),
+        headers,
+        body,
+    }
+}
+
+/// Moves the client's request body through the filter into the upstream request, chunk by chunk.
+async fn pump_request_body(
+    worker: Rc<Worker>,
+    stream: StreamId,
+    slot: Rc<StreamSlot>,
+    mut client_body: Incoming,
+    sender: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+) {
+    let driver = &worker.driver;
+    let mut holding = false;
+    loop {
+        let next = client_body.frame().await;
+        if slot.is_closed() {
+            return;
+        }
+        let (frame, ends) = match next {
+            Some(Ok(frame)) => (frame, client_body.is_end_stream()),
+            Some(Err(err)) => {
+                let _ = sender.send(Err(Box::new(err))).await;
+                return;
+            }
+            // The body ended without a frame marked as the last (chunked encoding): tell the filter with an
+            // empty last chunk.
+            None => (Frame::data(Bytes::new()), true),
+        };
+        let (data, trailers) = match frame.into_data() {
+            Ok(data) => (Some(data), None),
+            Err(frame) => (None, frame.into_trailers().ok()),
+        };
+        if let Some(data) = data {
+            let verdict = match driver.call(|filter| filter.request_body(stream, &data, ends)) {
+                Ok(verdict) => verdict,
+                Err(fault) => return abort_pump(&slot, &sender, &fault).await,
+            };
+            match verdict {
+                BodyVerdict::Forward(bytes) => {
+                    holding = false;
+                    if !bytes.is_empty() && sender.send(Ok(Frame::data(bytes))).await.is_err() {
+                        return;
+                    }
+                }
+                BodyVerdict::Hold(released) => {
+                    holding = true;
+                    if !released.is_empty() && sender.send(Ok(Frame::data(released))).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                BodyVerdict::Respond(reply) => return answer_pump(&slot, &sender, reply).await,
+            }
+            if ends {
+                if holding {
+                    flush_after_resume(driver, stream, &slot, &sender).await;
+                }
+                return;
+            }
+            continue;
+        }
+        let Some(trailer_map) = trailers else {
+            continue;
+        };
+        let verdict = match driver
+            .call(|filter| filter.request_trailers(stream, headers::trailer_fields(&trailer_map)))
+        {
+            Ok(verdict) => verdict,
+            Err(fault) => return abort_pump(&slot, &sender, &fault).await,
+        };
+        match verdict {
+            Verdict::Continue => {
+                if holding && !send_held(driver, stream, &slot, &sender).await {
+                    return;
+                }
+            }
+            Verdict::Pause => {
+                if !flush_after_resume(driver, stream, &slot, &sender).await {
+                    return;
+                }
+            }
+            Verdict::Respond(reply) => return answer_pump(&slot, &sender, reply).await,
+        }
+        let trailers = driver.call(|filter| {
+            let mut map = HeaderMap::new();
+            if let Some(fields) = filter.headers(stream, HeaderPart::RequestTrailers) {
+                headers::fill_header_map(fields, &mut map)
+                    .map_err(|err| FilterFault(err.to_string()))?;
+            }
+            Ok(map)
+        });
+        let _ = match trailers {
+            Ok(map) => sender.send(Ok(Frame::trailers(map))).await,
+            Err(fault) => sender.send(Err(Box::new(fault))).await,
+        };
+        return;
+    }
+}
+
+/// Waits for the filter to resume the request, then forwards what it held. False when the stream ended.
+async fn flush_after_resume(
+    driver: &Rc<super::driver::FilterDriver>,
+    stream: StreamId,
+    slot: &StreamSlot,
+    sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+) -> bool {
+    match slot.resumed(Direction::Request).await {
+        StreamSignal::Resumed => send_held(driver, stream, slot, sender).await,
+        StreamSignal::Reply(reply) => {
+            answer_pump(slot, sender, reply).await;
+            false
+        }
+        StreamSignal::Closed => false,
+    }
+}
+
+async fn send_held(
+    driver: &Rc<super::driver::FilterDriver>,
+    stream: StreamId,
+    slot: &StreamSlot,
+    sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+) -> bool {
+    match driver.call(|filter| Ok(filter.take_body(stream, Direction::Request))) {
+        Ok(bytes) => bytes.is_empty() || sender.send(Ok(Frame::data(bytes))).await.is_ok(),
+        Err(fault) => {
+            abort_pump(slot, sender, &fault).await;
+            false
+        }
+    }
+}
+
+async fn abort_pump(
+    slot: &StreamSlot,
+    sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    fault: &FilterFault,
+) {
+    tracing::error!(error = %fault, "filter failed on the request body");
+    answer_pump(slot, sender, filter_failure_reply()).await;
+}
+
+/// Hands a local reply to the waiting exchange and cancels the upstream request.
+async fn answer_pump(
+    slot: &StreamSlot,
+    sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    reply: LocalReply,
+) {
+    slot.answer(reply);
+    let _ = sender
+        .send(Err("request answered by the filter".into()))
+        .await;
+}
+
+/// A response body sent to the client.
+pub struct ProxyBody {
+    kind: BodyKind,
+    exchange: Option<Exchange>,
+}
+
+enum BodyKind {
+    Done,
+    Full(Option<Bytes>),
+    Upstream(Box<UpstreamStream>),
+}
+
+/// The upstream's body on its way through `on_response_body`.
+struct UpstreamStream {
+    incoming: Incoming,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+    /// The filter has seen the last chunk (or the trailers).
+    end_sent: bool,
+    /// The filter holds data it has not released yet.
+    holding: bool,
+    /// Waiting for the filter to resume the response.
+    waiting_resume: bool,
+    /// Trailers to send after the held data.
+    pending_trailers: Option<HeaderMap>,
+}
+
+impl ProxyBody {
+    /// A body known in full.
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: if bytes.is_empty() {
+                BodyKind::Done
+            } else {
+                BodyKind::Full(Some(bytes))
+            },
+            exchange: None,
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            kind: BodyKind::Done,
+            exchange: None,
+        }
+    }
+
+    fn upstream(incoming: Incoming, idle_timeout: Duration) -> Self {
+        let idle = Box::pin(tokio::time::sleep(idle_timeout));
+        let stream = UpstreamStream {
+            incoming,
+            idle,
+            idle_timeout,
+            end_sent: false,
+            holding: false,
+            waiting_resume: false,
+            pending_trailers: None,
+        };
+        Self {
+            kind: BodyKind::Upstream(Box::new(stream)),
+            exchange: None,
+        }
+    }
+
+    fn with_exchange(mut self, exchange: Exchange) -> Self {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    fn abort(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.kind = BodyKind::Done;
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.aborted = Some(reason.clone());
+        }
+        Poll::Ready(Some(Err(reason.into())))
+    }
+}
+
+/// What the response stream should do after one step.
+enum Step {
+    Emit(Frame<Bytes>),
+    Again,
+    End,
+    Pending,
+    Abort(String),
+}
+
+impl Step {
+    /// Emits a data frame, or moves on when there is nothing to send.
+    fn data(bytes: Bytes) -> Self {
+        if bytes.is_empty() {
+            Step::Again
+        } else {
+            Step::Emit(Frame::data(bytes))
+        }
+    }
+}
+
+impl UpstreamStream {
+    fn step(&mut self, exchange: &mut Exchange, cx: &mut Context<'_>) -> Step {
+        let Some((stream, slot)) = exchange.stream.as_ref() else {
+            return Step::Abort("response stream without a filter stream".to_owned());
+        };
+        let (stream, slot) = (*stream, Rc::clone(slot));
+        let driver = Rc::clone(&exchange.worker.driver);
+
+        if self.waiting_resume {
+            return match slot.poll_resume(Direction::Response, cx) {
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        return Step::Abort(
+                            "the filter held the response past the idle timeout".to_owned(),
+                        );
+                    }
+                    Step::Pending
+                }
+                Poll::Ready(StreamSignal::Resumed) => {
+                    self.waiting_resume = false;
+                    self.holding = false;
+                    match driver.call(|filter| Ok(filter.take_body(stream, Direction::Response))) {
+                        Ok(bytes) => Step::data(bytes),
+                        Err(fault) => Step::Abort(format!("filter failed: {fault}")),
+                    }
+                }
+                Poll::Ready(StreamSignal::Reply(_) | StreamSignal::Closed) => {
+                    Step::Abort("the filter reset the response".to_owned())
+                }
+            };
+        }
+        if let Some(trailers) = self.pending_trailers.take() {
+            return Step::Emit(Frame::trailers(trailers));
+        }
+        if self.end_sent && !self.holding {
+            return Step::End;
+        }
+
+        let frame = match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Pending => {
+                if self.idle.as_mut().poll(cx).is_ready() {
+                    return Step::Abort(format!(
+                        "upstream sent nothing for {}ms",
+                        self.idle_timeout.as_millis()
+                    ));
+                }
+                return Step::Pending;
+            }
+            Poll::Ready(Some(Err(err))) => {
+                return Step::Abort(format!("upstream body failed: {err}"));
+            }
+            Poll::Ready(None) if self.end_sent => return Step::End,
+            // The body ended without a frame marked as the last (chunked encoding): tell the filter with an
+            // empty last chunk.
+            Poll::Ready(None) => (Frame::data(Bytes::new()), true),
+            Poll::Ready(Some(Ok(frame))) => (frame, self.incoming.is_end_stream()),
+        };
+        let (frame, ends) = frame;
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.idle_timeout);
+        match frame.into_data() {
+            Ok(data) => {
+                self.end_sent |= ends;
+                match driver.call(|filter| filter.response_body(stream, &data, ends)) {
+                    Ok(BodyVerdict::Forward(bytes)) => {
+                        self.holding = false;
+                        Step::data(bytes)
+                    }
+                    Ok(BodyVerdict::Hold(released)) => {
+                        self.holding = true;
+                        self.waiting_resume = ends;
+                        Step::data(released)
+                    }
+                    Ok(BodyVerdict::Respond(_)) => {
+                        Step::Abort("the filter answered after the response had started".to_owned())
+                    }
+                    Err(fault) => Step::Abort(format!("filter failed: {fault}")),
+                }
+            }
+            Err(frame) => {
+                let Ok(trailer_map) = frame.into_trailers() else {
+                    return Step::Again;
+                };
+                self.end_sent = true;
+                let outcome = driver.call(|filter| {
+                    let verdict =
+                        filter.response_trailers(stream, headers::trailer_fields(&trailer_map))?;
+                    let mut map = HeaderMap::new();
+                    if let Some(fields) = filter.headers(stream, HeaderPart::ResponseTrailers) {
+                        headers::fill_header_map(fields, &mut map)
+                            .map_err(|err| FilterFault(format!("invalid trailers: {err}")))?;
+                    }
+                    Ok((verdict, map))
+                });
+                let (verdict, map) = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(fault) => return Step::Abort(format!("filter failed: {fault}")),
+                };
+                match verdict {
+                    Verdict::Continue if self.holding => {
+                        self.holding = false;
+                        self.pending_trailers = Some(map);
+                        match driver
+                            .call(|filter| Ok(filter.take_body(stream, Direction::Response)))
+                        {
+                            Ok(bytes) => Step::data(bytes),
+                            Err(fault) => Step::Abort(format!("filter failed: {fault}")),
+                        }
+                    }
+                    Verdict::Continue => Step::Emit(Frame::trailers(map)),
+                    Verdict::Pause => {
+                        self.pending_trailers = Some(map);
+                        self.waiting_resume = true;
+                        Step::Again
+                    }
+                    Verdict::Respond(_) => {
+                        Step::Abort("the filter answered after the response had started".to_owned())
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let step = match &mut this.kind {
+                BodyKind::Done => return Poll::Ready(None),
+                BodyKind::Full(bytes) => {
+                    let frame = bytes.take().map(|bytes| Ok(Frame::data(bytes)));
+                    this.kind = BodyKind::Done;
+                    return Poll::Ready(frame);
+                }
+                BodyKind::Upstream(upstream) => match this.exchange.as_mut() {
+                    Some(exchange) => upstream.step(exchange, cx),
+                    None => Step::Abort("response stream without its exchange".to_owned()),
+                },
+            };
+            match step {
+                Step::Emit(frame) => return Poll::Ready(Some(Ok(frame))),
+                Step::Again => {}
+                Step::End => {
+                    this.kind = BodyKind::Done;
+                    return Poll::Ready(None);
+                }
+                Step::Pending => return Poll::Pending,
+                Step::Abort(reason) => return this.abort(reason),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Done => true,
+            BodyKind::Full(bytes) => bytes.is_none(),
+            BodyKind::Upstream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Done => SizeHint::with_exact(0),
+            BodyKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
+            }
+            // The filter may change the body's length: never promise the upstream's.
+            BodyKind::Upstream(_) => SizeHint::default(),
+        }
+    }
+}

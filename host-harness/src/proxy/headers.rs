@@ -1,0 +1,337 @@
+//! Header plumbing between hyper and the filter: pseudo-headers, hop-by-hop removal, forwarding headers.
+//!
+//! The filter sees headers the way Envoy shows them: `:method`, `:scheme`, `:authority`, `:path` (or
+//! `:status`) first, then the end-to-end headers in arrival order, with repeated names kept as separate
+//! entries. Hop-by-hop headers never reach the filter nor the other side.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request;
+use http::{Method, StatusCode};
+
+use crate::headers::Headers;
+
+/// Headers that describe one connection, not the message, and so are never forwarded.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why headers could not be turned into an HTTP message.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// A pseudo-header the message needs is missing.
+    #[error("missing {0} pseudo-header")]
+    MissingPseudo(&'static str),
+    /// A pseudo-header's value is not usable.
+    #[error("invalid {name} pseudo-header value")]
+    InvalidPseudo {
+        /// The pseudo-header.
+        name: &'static str,
+    },
+    /// A header name is not a valid HTTP field name.
+    #[error("invalid header name {0:?}")]
+    InvalidName(String),
+    /// A header value is not a valid HTTP field value.
+    #[error("invalid value for header {0:?}")]
+    InvalidValue(String),
+}
+
+/// Whether a header belongs to a single connection (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// Names listed in `Connection` headers: these are hop-by-hop too.
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(text) = value.to_str() {
+            tokens.extend(
+                text.split(',')
+                    .map(|token| token.trim().to_ascii_lowercase())
+                    .filter(|token| !token.is_empty()),
+            );
+        }
+    }
+    tokens
+}
+
+/// Appends the end-to-end headers of `headers` to `fields`, dropping hop-by-hop ones and any in `skip`.
+fn push_end_to_end(headers: &HeaderMap, fields: &mut Headers, skip: &[HeaderName]) {
+    let listed = if headers.contains_key(header::CONNECTION) {
+        connection_tokens(headers)
+    } else {
+        Vec::new()
+    };
+    for (name, value) in headers {
+        if is_hop_by_hop(name)
+            || skip.contains(name)
+            || listed.iter().any(|token| token == name.as_str())
+        {
+            continue;
+        }
+        fields.add(name.as_str(), value.as_bytes());
+    }
+}
+
+/// The client's authority: the `Host` header, or the authority of an absolute-form request target.
+pub fn request_authority(parts: &request::Parts) -> Option<String> {
+    if let Some(host) = parts.headers.get(header::HOST) {
+        return host
+            .to_str()
+            .ok()
+            .filter(|host| !host.is_empty())
+            .map(str::to_owned);
+    }
+    parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+}
+
+/// The request headers the filter sees: pseudo-headers, end-to-end headers, then the proxy's own
+/// `x-forwarded-for` (client address appended), `x-forwarded-proto` and `x-request-id` (kept if present).
+pub fn request_fields(
+    parts: &request::Parts,
+    authority: &str,
+    client_ip: &str,
+    request_id: &str,
+) -> Headers {
+    let mut fields = Headers::new();
+    fields.add(":method", parts.method.as_str());
+    fields.add(":scheme", "http");
+    fields.add(":authority", authority);
+    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    fields.add(":path", path);
+    push_end_to_end(
+        &parts.headers,
+        &mut fields,
+        &[
+            header::HOST,
+            header::EXPECT,
+            HeaderName::from_static("x-forwarded-for"),
+        ],
+    );
+
+    let mut forwarded_for = Vec::new();
+    for value in parts.headers.get_all("x-forwarded-for") {
+        if !forwarded_for.is_empty() {
+            forwarded_for.extend_from_slice(b", ");
+        }
+        forwarded_for.extend_from_slice(value.as_bytes());
+    }
+    if !forwarded_for.is_empty() {
+        forwarded_for.extend_from_slice(b", ");
+    }
+    forwarded_for.extend_from_slice(client_ip.as_bytes());
+    fields.add("x-forwarded-for", forwarded_for);
+    if !parts.headers.contains_key("x-forwarded-proto") {
+        fields.add("x-forwarded-proto", "http");
+    }
+    if !parts.headers.contains_key("x-request-id") {
+        fields.add("x-request-id", request_id);
+    }
+    fields
+}
+
+/// The response headers the filter sees: `:status`, then the end-to-end headers.
+pub fn response_fields(status: StatusCode, headers: &HeaderMap) -> Headers {
+    let mut fields = Headers::new();
+    fields.add(":status", status.as_str());
+    push_end_to_end(headers, &mut fields, &[]);
+    fields
+}
+
+/// Trailers as the filter sees them.
+pub fn trailer_fields(trailers: &HeaderMap) -> Headers {
+    let mut fields = Headers::new();
+    push_end_to_end(trailers, &mut fields, &[]);
+    fields
+}
+
+fn pseudo<'a>(fields: &'a Headers, name: &'static str) -> Option<&'a [u8]> {
+    fields.get(name)
+}
+
+/// Copies the regular headers of `fields` into `headers`, skipping pseudo-headers, `host` and
+/// hop-by-hop headers (a filter may have added one).
+///
+/// # Errors
+/// A name or value the filter produced is not valid HTTP.
+pub fn fill_header_map(fields: &Headers, headers: &mut HeaderMap) -> Result<(), HeaderError> {
+    headers.reserve(fields.len());
+    for (name, value) in fields.iter() {
+        if name.starts_with(b":") {
+            continue;
+        }
+        let header_name = HeaderName::from_bytes(name)
+            .map_err(|_| HeaderError::InvalidName(String::from_utf8_lossy(name).into_owned()))?;
+        if is_hop_by_hop(&header_name) || header_name == header::HOST {
+            continue;
+        }
+        let header_value = HeaderValue::from_bytes(value)
+            .map_err(|_| HeaderError::InvalidValue(header_name.as_str().to_owned()))?;
+        headers.append(header_name, header_value);
+    }
+    Ok(())
+}
+
+/// The parts of the upstream request the filter decides: method, path and the `Host` to send.
+pub struct UpstreamHead {
+    /// `:method` after the filter.
+    pub method: Method,
+    /// `:path` after the filter, always starting with `/`.
+    pub path: String,
+    /// The filter's `:authority` when it rewrote it; otherwise `None` and the upstream's host is used.
+    pub rewritten_authority: Option<HeaderValue>,
+}
+
+/// Reads the pseudo-headers the filter left for the upstream request.
+///
+/// # Errors
+/// `:method` or `:path` is missing or invalid, or `:authority` was rewritten to an invalid value.
+pub fn upstream_head(
+    fields: &Headers,
+    original_authority: &str,
+) -> Result<UpstreamHead, HeaderError> {
+    let method_bytes = pseudo(fields, ":method").ok_or(HeaderError::MissingPseudo(":method"))?;
+    let method = Method::from_bytes(method_bytes)
+        .map_err(|_| HeaderError::InvalidPseudo { name: ":method" })?;
+    let path_bytes = pseudo(fields, ":path").ok_or(HeaderError::MissingPseudo(":path"))?;
+    let path = std::str::from_utf8(path_bytes)
+        .ok()
+        .filter(|path| path.starts_with('/'))
+        .ok_or(HeaderError::InvalidPseudo { name: ":path" })?
+        .to_owned();
+    let rewritten_authority = match pseudo(fields, ":authority") {
+        Some(authority) if authority != original_authority.as_bytes() => Some(
+            HeaderValue::from_bytes(authority)
+                .map_err(|_| HeaderError::InvalidPseudo { name: ":authority" })?,
+        ),
+        _ => None,
+    };
+    Ok(UpstreamHead {
+        method,
+        path,
+        rewritten_authority,
+    })
+}
+
+/// The response status the filter left in `:status`.
+///
+/// # Errors
+/// `:status` is missing or not a valid status code.
+pub fn response_status(fields: &Headers) -> Result<StatusCode, HeaderError> {
+    let status = pseudo(fields, ":status").ok_or(HeaderError::MissingPseudo(":status"))?;
+    StatusCode::from_bytes(status).map_err(|_| HeaderError::InvalidPseudo { name: ":status" })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> request::Parts {
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri("/v1/messages?beta=true");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn names(fields: &Headers) -> Vec<&str> {
+        fields
+            .iter()
+            .map(|(name, _)| std::str::from_utf8(name).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pseudo_headers_come_first_and_hop_by_hop_go() {
+        let parts = parts(&[
+            ("host", "client.example"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept", "a"),
+            ("accept", "b"),
+        ]);
+        let fields = request_fields(&parts, "client.example", "10.0.0.1", "rid");
+        assert_eq!(
+            names(&fields),
+            [
+                ":method",
+                ":scheme",
+                ":authority",
+                ":path",
+                "accept",
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(pseudo(&fields, ":path").unwrap(), b"/v1/messages?beta=true");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let parts = parts(&[
+            ("host", "h"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        let fields = request_fields(&parts, "h", "127.0.0.1", "rid");
+        assert_eq!(
+            pseudo(&fields, "x-forwarded-for").unwrap(),
+            b"1.1.1.1, 2.2.2.2, 127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn authority_rewrite_is_detected() {
+        let mut fields = request_fields(
+            &parts(&[("host", "client.example")]),
+            "client.example",
+            "::1",
+            "rid",
+        );
+        assert!(
+            upstream_head(&fields, "client.example")
+                .unwrap()
+                .rewritten_authority
+                .is_none()
+        );
+        fields.replace(":authority", "other.example");
+        let head = upstream_head(&fields, "client.example").unwrap();
+        assert_eq!(head.rewritten_authority.unwrap(), "other.example");
+        assert_eq!(head.method, Method::POST);
+    }
+
+    #[test]
+    fn filter_added_hop_by_hop_headers_are_not_sent() {
+        let fields = Headers::from([("connection", "close"), ("x-a", "1"), ("x-a", "2")]);
+        let mut map = HeaderMap::new();
+        fill_header_map(&fields, &mut map).unwrap();
+        assert!(!map.contains_key("connection"));
+        assert_eq!(map.get_all("x-a").iter().count(), 2);
+    }
+
+    #[test]
+    fn invalid_filter_header_is_an_error() {
+        let fields = Headers::from([("bad name", "1")]);
+        assert!(fill_header_map(&fields, &mut HeaderMap::new()).is_err());
+        let fields = Headers::from([("x", "a\nb")]);
+        assert!(fill_header_map(&fields, &mut HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Worker threads: each has its own single-threaded runtime, its own filter VM and upstream pool, and
+//! accepts connections from the shared listener. A connection and all its requests stay on one worker.
+//!
+//! Draining: on shutdown a worker stops accepting, asks every open connection to finish its current
+//! request and close (idle keep-alive connections close at once), and returns when none is left. If the
+//! drain timeout passes first, the proxy moves to the closing phase and the worker drops what is left.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use super::config::ProxyConfig;
+use super::driver::FilterDriver;
+use super::exchange::{self, ConnectionInfo};
+use super::filter::{FilterFactory, FilterFault};
+use super::limit::Limiter;
+use super::metrics::ProxyMetrics;
+use super::upstream;
+
+/// Time allowed to read a request head before the connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the proxy is in its life; workers watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting and serving.
+    Running,
+    /// No new connections; open ones finish their requests.
+    Draining,
+    /// The drain timeout passed: drop everything left.
+    Closing,
+}
+
+/// State shared by all workers and the admin listener.
+#[derive(Debug)]
+pub struct Shared {
+    /// The resolved configuration.
+    pub config: ProxyConfig,
+    /// The concurrency limit.
+    pub limiter: Limiter,
+    /// The proxy's metrics.
+    pub metrics: ProxyMetrics,
+    /// Builds worker VMs and reads the filter's metrics.
+    pub factory: Arc<dyn FilterFactory>,
+    /// Every worker has its filter configured.
+    pub configured: AtomicBool,
+    /// Shutdown started.
+    pub draining: AtomicBool,
+    /// Prefix of this process's request ids.
+    pub request_id_prefix: String,
+}
+
+/// One worker's state, owned by its thread.
+pub struct Worker {
+    /// Worker number, from 0.
+    pub index: usize,
+    /// State shared with the other workers.
+    pub shared: Arc<Shared>,
+    /// The worker's filter VM.
+    pub driver: Rc<FilterDriver>,
+    /// The upstream `Host` header used unless the filter rewrites `:authority`.
+    pub upstream_host: HeaderValue,
+    requests: Cell<u64>,
+    connections: Cell<u64>,
+    open_connections: Cell<usize>,
+    all_closed: Notify,
+}
+
+impl Worker {
+    /// A request id unique within this process: prefix, worker, sequence.
+    pub fn next_request_id(&self) -> String {
+        let sequence = self.requests.get().wrapping_add(1);
+        self.requests.set(sequence);
+        format!(
+            "{}-{}-{}",
+            self.shared.request_id_prefix, self.index, sequence
+        )
+    }
+}
+
+/// What a worker reports once its VM is ready (or could not be made).
+pub type Started = Result<(), FilterFault>;
+
+/// Runs worker `index` on the current thread until it has drained; reports start-up on `started`.
+pub fn run_worker(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+    started: std::sync::mpsc::Sender<Started>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = started.send(Err(FilterFault(format!(
+                "worker {index}: cannot start its runtime: {err}"
+            ))));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(index, listener, shared, phase, started));
+}
+
+async fn serve(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+    started: std::sync::mpsc::Sender<Started>,
+) {
+    let setup = || -> Result<(Rc<Worker>, TcpListener), FilterFault> {
+        let listener = TcpListener::from_std(listener).map_err(|err| {
+            FilterFault(format!("worker {index}: cannot use the listener: {err}"))
+        })?;
+        let client = upstream::build_client(shared.config.connect_timeout)
+            .map_err(|err| FilterFault(err.to_string()))?;
+        let filter = shared.factory.create(index)?;
+        let clusters = Arc::new(shared.config.clusters.clone());
+        let driver = FilterDriver::new(index, filter, client, clusters);
+        let upstream_host = HeaderValue::from_str(shared.config.upstream.authority.as_str())
+            .map_err(|err| FilterFault(err.to_string()))?;
+        let worker = Rc::new(Worker {
+            index,
+            shared: Arc::clone(&shared),
+            driver,
+            upstream_host,
+            requests: Cell::new(0),
+            connections: Cell::new(0),
+            open_connections: Cell::new(0),
+            all_closed: Notify::new(),
+        });
+        Ok((worker, listener))
+    };
+    let (worker, listener) = match setup() {
+        Ok(ready) => {
+            let _ = started.send(Ok(()));
+            ready
+        }
+        Err(fault) => {
+            let _ = started.send(Err(fault));
+            return;
+        }
+    };
+    let timers = tokio::task::spawn_local(Rc::clone(&worker.driver).run_timers());
+
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(shared.config.max_request_header_bytes)
+        .max_buf_size(shared.config.max_request_header_bytes.max(400 * 1024))
+        .keep_alive(true);
+    let http = Rc::new(http);
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    tokio::task::spawn_local(serve_connection(Rc::clone(&worker), Rc::clone(&http), stream, client, phase.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and similar: back off briefly instead of spinning.
+                    tracing::warn!(worker = index, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() != Phase::Running {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+
+    // Draining: wait for open connections to finish, unless the proxy moves on to closing.
+    loop {
+        if worker.open_connections.get() == 0 || *phase.borrow() == Phase::Closing {
+            break;
+        }
+        tokio::select! {
+            () = worker.all_closed.notified() => {}
+            changed = phase.changed() => if changed.is_err() { break },
+        }
+    }
+    timers.abort();
+    let left = worker.open_connections.get();
+    if left > 0 {
+        tracing::warn!(
+            worker = index,
+            connections = left,
+            "drain timeout passed; closing connections still open"
+        );
+    }
+}
+
+/// Keeps a worker's open-connection count right whichever way a connection task ends.
+struct OpenConnection(Rc<Worker>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let open = self.0.open_connections.get().saturating_sub(1);
+        self.0.open_connections.set(open);
+        if open == 0 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+async fn serve_connection(
+    worker: Rc<Worker>,
+    http: Rc<http1::Builder>,
+    stream: TcpStream,
+    client: SocketAddr,
+    mut phase: watch::Receiver<Phase>,
+) {
+    worker
+        .open_connections
+        .set(worker.open_connections.get() + 1);
+    let _open = OpenConnection(Rc::clone(&worker));
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(client);
+    let id = worker.connections.get().wrapping_add(1);
+    worker.connections.set(id);
+    let connection = Rc::new(ConnectionInfo {
+        client,
+        client_ip: client.ip().to_string(),
+        local,
+        id,
+    });
+    let service_worker = Rc::clone(&worker);
+    let service = service_fn(move |request| {
+        exchange::handle(request, Rc::clone(&service_worker), Rc::clone(&connection))
+    });
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    if *phase.borrow() != Phase::Running {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(worker = worker.index, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            changed = phase.changed(), if watching => {
+                match changed {
+                    Ok(()) => match *phase.borrow() {
+                        Phase::Running => {}
+                        Phase::Draining => conn.as_mut().graceful_shutdown(),
+                        Phase::Closing => return,
+                    },
+                    Err(_) => watching = false,
+                }
+            }
+        }
+    }
+}
