@@ -1,1 +1,14 @@
-//! Shared fixtures for the integration tests.
+//! Shared fixtures for the integration and end-to-end tests.
+//!
+//! Layout:
+//! - [`upstream`]: a loopback HTTP/1.1 upstream on `127.0.0.1:0` that records requests and answers by
+//!   configurable replies (echo, fixed, SSE stream, delayed, never, OAuth2 token endpoint).
+//! - [`client`]: a bounded HTTP/1.1 client that keeps every header value and each body chunk's arrival time.
+//! - [`envoy`]: real Envoy on 127.0.0.1 with a Wasm filter, its clusters pointing at loopback servers.
+
+pub mod client;
+pub mod envoy;
+pub mod upstream;
+
+#[cfg(test)]
+mod fixture_tests;
