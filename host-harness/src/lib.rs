@@ -42,12 +42,13 @@
 //! - [`shared`]: shared data and queues, scoped by VM id
 //! - [`abi`]: the import table and the host functions, one file per ABI area
 //! - [`error`]: [`HarnessError`] and [`GuestTrap`]
-//! - `state`, `wasi`: the store data and the WASI context of a VM
+//! - `state`, `wasi`, `compile`: a VM's store data, its WASI, and engines/modules shared by the process
 //! - [`proxy`]: the standalone reverse proxy; [`wasi_command`]: runs WASI command modules
 #![forbid(unsafe_code)]
 
 pub mod abi;
 pub mod clock;
+mod compile;
 pub mod error;
 pub mod group;
 pub mod headers;

@@ -6,14 +6,7 @@
 //! is also passed to the `log` crate under the target `wasm`, for embedders that install a logger.
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Log levels of the proxy-wasm ABI, in order of severity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -189,7 +182,8 @@ impl LogCapture {
         }
     }
 
-    fn write_output(&self, source: LogSource, bytes: &[u8]) {
+    /// Appends guest stdout/stderr bytes; each completed line becomes a record.
+    pub(crate) fn write_output(&self, source: LogSource, bytes: &[u8]) {
         let mut lines = Vec::new();
         {
             let mut buffer = self.lock();
@@ -207,13 +201,6 @@ impl LogCapture {
         for line in lines {
             let record = output_record(source, &line);
             self.push(record.level, record.message, source);
-        }
-    }
-
-    pub(crate) fn output_stream(&self, source: LogSource) -> GuestOutput {
-        GuestOutput {
-            capture: self.clone(),
-            source,
         }
     }
 }
@@ -246,69 +233,6 @@ fn output_record(source: LogSource, line: &[u8]) -> LogRecord {
         level,
         message: String::from_utf8_lossy(line).into_owned(),
         source,
-    }
-}
-
-/// The guest's stdout or stderr: lines become log records of the VM.
-#[derive(Clone)]
-pub(crate) struct GuestOutput {
-    capture: LogCapture,
-    source: LogSource,
-}
-
-impl IsTerminal for GuestOutput {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for GuestOutput {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl OutputStream for GuestOutput {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.capture.write_output(self.source, &bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(MAX_LINE_BYTES)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for GuestOutput {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.capture.write_output(self.source, buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }
 

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, ExternType, FuncType, InstancePre, Linker, Module, ValType};
+use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, ValType};
 
 use crate::abi;
 use crate::clock::Clock;
+use crate::compile::EPOCH_TICK;
 use crate::error::HarnessError;
 use crate::http_call::ClusterBackend;
 use crate::logs::LogLevel;
@@ -22,9 +23,6 @@ use crate::metrics::{MetricSnapshot, MetricValue, MetricsRegistry};
 use crate::shared::SharedRegistry;
 use crate::state::HostState;
 use crate::vm::Vm;
-
-/// How often the engine's epoch advances; callback deadlines are counted in these ticks.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// A function the guest can call with `proxy_call_foreign_function`: arguments in, results or an error out.
 pub type ForeignFunction = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
@@ -430,13 +428,11 @@ impl PluginBuilder {
             }
             ModuleSource::Bytes(bytes) => bytes.clone(),
         };
-        let engine = build_engine(self.cache_dir.as_deref())?;
-        let module = Module::new(&engine, &bytes)
-            .map_err(|error| HarnessError::Compile(format!("{error:#}")))?;
+        let (engine, module) = crate::compile::compile(&bytes, self.cache_dir.as_deref())?;
         let exports = check_exports(&module)?;
         check_imports(&module)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut HostState| &mut state.wasi)
+        crate::wasi::add_to_linker(&mut linker)
             .map_err(|error| HarnessError::Engine(format!("linking WASI: {error}")))?;
         abi::add_to_linker(&mut linker).map_err(|error| {
             HarnessError::Engine(format!("linking the proxy-wasm ABI: {error}"))
@@ -444,7 +440,6 @@ impl PluginBuilder {
         let instance_pre = linker
             .instantiate_pre(&module)
             .map_err(|error| HarnessError::Instantiate(format!("{error:#}")))?;
-        start_epoch_ticker(&engine);
 
         let mut env = self.env;
         for key in &self.host_env_keys {
@@ -529,43 +524,6 @@ impl PluginShared {
             .as_nanos()
             .div_ceil(EPOCH_TICK.as_nanos());
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-    }
-}
-
-fn build_engine(cache_dir: Option<&Path>) -> Result<Engine, HarnessError> {
-    let mut config = Config::new();
-    config.epoch_interruption(true);
-    if let Some(dir) = cache_dir {
-        let cache_error = |reason: String| HarnessError::Cache {
-            path: dir.to_path_buf(),
-            reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|error| cache_error(error.to_string()))?;
-        let mut cache_config = wasmtime::CacheConfig::new();
-        cache_config.with_directory(dir);
-        let cache = wasmtime::Cache::new(cache_config)
-            .map_err(|error| cache_error(format!("{error:#}")))?;
-        config.cache(Some(cache));
-    }
-    Engine::new(&config).map_err(|error| HarnessError::Engine(format!("{error:#}")))
-}
-
-/// Advances the engine's epoch so long-running callbacks hit their deadline; stops with the engine.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(error) = spawned {
-        log::error!(
-            "cannot start the epoch thread; callback deadlines will not be enforced: {error}"
-        );
     }
 }
 

@@ -249,7 +249,7 @@ impl Vm {
             refused_growth: None,
         };
         let state = HostState {
-            wasi: crate::wasi::context_for(&shared, &self.log),
+            wasi: crate::wasi::context_for(&shared),
             limits,
             plugin: Arc::clone(&shared),
             guest: GuestExports::default(),

@@ -152,6 +152,42 @@ impl<'a, 'c> HostCall<'a, 'c> {
         Ok(())
     }
 
+    /// The bounds of `ptr..ptr+len` in guest memory, or `None` when they fall outside it (for WASI calls,
+    /// which report EFAULT rather than trap).
+    fn try_range(&self, ptr: u32, len: u32) -> Option<Range<usize>> {
+        let memory = self.caller.data().guest.memory?;
+        let memory_len = memory.data_size(&*self.caller);
+        let start = usize::try_from(ptr).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        (end <= memory_len).then_some(start..end)
+    }
+
+    /// A copy of the guest bytes at `ptr..ptr+len`, or `None` when out of bounds.
+    pub(crate) fn try_read(&mut self, ptr: u32, len: u32) -> Option<Vec<u8>> {
+        let range = self.try_range(ptr, len)?;
+        let memory = self.caller.data().guest.memory?;
+        memory.data(&*self.caller).get(range).map(<[u8]>::to_vec)
+    }
+
+    /// Writes `bytes` at `ptr`; `false` when out of bounds.
+    pub(crate) fn try_write(&mut self, ptr: u32, bytes: &[u8]) -> bool {
+        let Ok(len) = u32::try_from(bytes.len()) else {
+            return false;
+        };
+        let (Some(range), Some(memory)) =
+            (self.try_range(ptr, len), self.caller.data().guest.memory)
+        else {
+            return false;
+        };
+        match memory.data_mut(&mut *self.caller).get_mut(range) {
+            Some(target) => {
+                target.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Writes a little-endian u32 at `ptr`.
     pub(crate) fn write_u32(&mut self, ptr: u32, value: u32, what: &str) -> wasmtime::Result<()> {
         self.write(ptr, &value.to_le_bytes(), what)
