@@ -60,6 +60,13 @@ pub fn run(module: &Path, args: &[String]) -> Result<i32, WasiCommandError> {
     })?;
     let engine = Engine::default();
     let compiled = Module::new(&engine, &bytes).map_err(load_error)?;
+    // Checked before linking: a proxy-wasm filter imports host calls this runner does not provide, and
+    // "not a command" is the useful thing to say about it.
+    if compiled.get_export("_start").is_none() {
+        return Err(WasiCommandError::NotACommand {
+            path: module.to_path_buf(),
+        });
+    }
     let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
     p1::add_to_linker_sync(&mut linker, |ctx| ctx).map_err(load_error)?;
     let wasi = WasiCtxBuilder::new().inherit_stdio().args(args).build_p1();

@@ -1,5 +1,10 @@
 //! Integration tests: the real `filter.wasm` and the probe filter, built from the current sources by
 //! `build.rs`, run through the harness, the standalone proxy and real Envoy. One binary, a module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod cli;
+mod envoy_fixture;
 mod filter;
+mod proxy_admin;
+mod proxy_failures;
+mod proxy_forwarding;
 mod token_refresh;

@@ -55,7 +55,7 @@ pub fn run(args: &DryRunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("{}", super::one_line(&message));
             ExitCode::from(2)
         }
     }

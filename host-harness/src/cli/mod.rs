@@ -10,17 +10,11 @@
 pub mod dry_run;
 pub mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
+use host_harness::proxy::config::default_filter_path;
 use host_harness::{HarnessError, LogLevel, Plugin, Vm};
-
-/// Where the workspace's own filter build lands (`make filter`).
-pub fn default_filter_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target/wasm/wasm32-wasip1/wasm-release/filter.wasm")
-}
 
 /// The filter and its configuration, shared by `validate` and `dry-run`.
 #[derive(Debug, Args)]
@@ -115,6 +109,12 @@ fn filter_complaint(logs: &[host_harness::LogRecord]) -> String {
             || "the filter's on_configure returned false and logged nothing".to_owned(),
             |record| record.message.clone(),
         )
+}
+
+/// An error as one line: multi-line messages (a WAT parse error quotes source) are joined, so scripts can
+/// rely on one line per failure.
+pub fn one_line(error: &dyn std::fmt::Display) -> String {
+    error.to_string().lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" | ")
 }
 
 /// Parses `K=V` (the value may contain `=`; the key may not be empty).

@@ -27,7 +27,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("{err}");
+            eprintln!("{}", super::one_line(&err));
             ExitCode::from(1)
         }
     }
