@@ -10,25 +10,59 @@ use std::process::Command;
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let workspace = manifest_dir.parent().map(PathBuf::from).unwrap_or_default();
-    for watched in ["filter/src", "filter/Cargo.toml", "tests/probe-filter/src", "tests/probe-filter/Cargo.toml", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo::rerun-if-changed={}", workspace.join(watched).display());
+    for watched in [
+        "filter/src",
+        "filter/Cargo.toml",
+        "tests/probe-filter/src",
+        "tests/probe-filter/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!(
+            "cargo::rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     let target_dir = workspace.join("target").join("wasm");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .current_dir(&workspace)
-        .args(["build", "--target", "wasm32-wasip1", "--profile", "wasm-release", "-p", "filter", "-p", "probe-filter", "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm-release",
+            "-p",
+            "filter",
+            "-p",
+            "probe-filter",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // The outer build's flags and target belong to the host build, not to this nested wasm build.
-    for inherited in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", "CARGO_LLVM_COV"] {
+    for inherited in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "CARGO_LLVM_COV",
+    ] {
         build.env_remove(inherited);
     }
     let status = build.status();
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => {
-            eprintln!("building the wasm filters failed ({s}); is the wasm32-wasip1 target installed? (rustup target add wasm32-wasip1)");
+            eprintln!(
+                "building the wasm filters failed ({s}); is the wasm32-wasip1 target installed? (rustup target add wasm32-wasip1)"
+            );
             std::process::exit(1);
         }
         Err(err) => {
@@ -37,6 +71,12 @@ fn main() {
         }
     }
     let out = target_dir.join("wasm32-wasip1").join("wasm-release");
-    println!("cargo::rustc-env=FILTER_WASM={}", out.join("filter.wasm").display());
-    println!("cargo::rustc-env=PROBE_WASM={}", out.join("probe_filter.wasm").display());
+    println!(
+        "cargo::rustc-env=FILTER_WASM={}",
+        out.join("filter.wasm").display()
+    );
+    println!(
+        "cargo::rustc-env=PROBE_WASM={}",
+        out.join("probe_filter.wasm").display()
+    );
 }

@@ -71,7 +71,9 @@ pub fn run(module: &Path, args: &[String]) -> Result<i32, WasiCommandError> {
     p1::add_to_linker_sync(&mut linker, |ctx| ctx).map_err(load_error)?;
     let wasi = WasiCtxBuilder::new().inherit_stdio().args(args).build_p1();
     let mut store = Store::new(&engine, wasi);
-    let instance = linker.instantiate(&mut store, &compiled).map_err(load_error)?;
+    let instance = linker
+        .instantiate(&mut store, &compiled)
+        .map_err(load_error)?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|_| WasiCommandError::NotACommand {

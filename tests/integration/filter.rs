@@ -1,7 +1,9 @@
 //! The product filter (`filter.wasm`, built from the current sources) through the harness: every behaviour
 //! of `specs/filter.md`, bad input included.
 
-use host_harness::{Action, HarnessError, Headers, LogLevel, MetricValue, Plugin, PluginBuilder, StreamInfo, Vm};
+use host_harness::{
+    Action, HarnessError, Headers, LogLevel, MetricValue, Plugin, PluginBuilder, StreamInfo, Vm,
+};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "sk-ant-oat01-test-token-never-logged";
@@ -25,7 +27,13 @@ fn start(config: Value) -> Vm {
 
 /// Request pseudo-headers for a POST to `path`, then `extra`.
 fn request(path: &str, extra: &[(&str, &[u8])]) -> Headers {
-    let mut headers: Headers = [(":method", "POST"), (":path", path), (":authority", "ai"), (":scheme", "http")].into();
+    let mut headers: Headers = [
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "ai"),
+        (":scheme", "http"),
+    ]
+    .into();
     for (name, value) in extra {
         headers.add(name, value);
     }
@@ -36,7 +44,12 @@ fn request(path: &str, extra: &[(&str, &[u8])]) -> Headers {
 fn forwarded(vm: &mut Vm, headers: Headers) -> Headers {
     let mut stream = vm.stream().unwrap();
     let action = stream.request_headers(headers, false).unwrap();
-    assert_eq!(action, Action::Continue, "local response: {:?}", stream.local_response());
+    assert_eq!(
+        action,
+        Action::Continue,
+        "local response: {:?}",
+        stream.local_response()
+    );
     let upstream = stream.upstream_request_headers().unwrap().clone();
     stream.finish().unwrap();
     upstream
@@ -46,14 +59,28 @@ fn forwarded(vm: &mut Vm, headers: Headers) -> Headers {
 fn answered(vm: &mut Vm, info: StreamInfo, headers: Headers) -> (u32, String, Value) {
     let mut stream = vm.stream_with(info).unwrap();
     stream.request_headers(headers, true).unwrap();
-    let local = stream.local_response().cloned().expect("the filter should answer locally");
+    let local = stream
+        .local_response()
+        .cloned()
+        .expect("the filter should answer locally");
     stream.finish().unwrap();
-    let content_type = local.headers.get_str("content-type").unwrap_or_default().to_owned();
-    (local.status, content_type, serde_json::from_slice(&local.body).unwrap())
+    let content_type = local
+        .headers
+        .get_str("content-type")
+        .unwrap_or_default()
+        .to_owned();
+    (
+        local.status,
+        content_type,
+        serde_json::from_slice(&local.body).unwrap(),
+    )
 }
 
 fn values<'a>(headers: &'a Headers, name: &'a str) -> Vec<String> {
-    headers.get_all(name.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+    headers
+        .get_all(name.as_bytes())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
 }
 
 fn counter(plugin: &Plugin, name: &str) -> u64 {
@@ -81,9 +108,19 @@ fn bearer_token_replaces_whatever_the_client_sent() {
     let mut vm = start(anthropic());
     let upstream = forwarded(
         &mut vm,
-        request("/v1/messages", &[("authorization", b"Bearer client-own"), ("authorization", b"Basic second"), ("x-api-key", b"client-key")]),
+        request(
+            "/v1/messages",
+            &[
+                ("authorization", b"Bearer client-own"),
+                ("authorization", b"Basic second"),
+                ("x-api-key", b"client-key"),
+            ],
+        ),
     );
-    assert_eq!(values(&upstream, "authorization"), [format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        values(&upstream, "authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
     assert!(!upstream.contains("x-api-key"));
 }
 
@@ -96,7 +133,15 @@ fn api_key_style_credential_has_no_prefix_and_strips_listed_headers() {
     let mut vm = start(config);
     let upstream = forwarded(
         &mut vm,
-        request("/", &[("x-api-key", b"mine"), ("authorization", b"Bearer mine"), ("x-goog-api-key", b"g"), ("x-keep", b"1")]),
+        request(
+            "/",
+            &[
+                ("x-api-key", b"mine"),
+                ("authorization", b"Bearer mine"),
+                ("x-goog-api-key", b"g"),
+                ("x-keep", b"1"),
+            ],
+        ),
     );
     assert_eq!(values(&upstream, "x-api-key"), ["key-123"]);
     assert!(!upstream.contains("authorization"));
@@ -112,14 +157,24 @@ fn missing_credential_answers_503_in_the_anthropic_error_shape() {
         .build()
         .unwrap();
     let mut vm = plugin.start_vm().unwrap();
-    let (status, content_type, body) = answered(&mut vm, StreamInfo::new(), request("/v1/messages", &[]));
+    let (status, content_type, body) =
+        answered(&mut vm, StreamInfo::new(), request("/v1/messages", &[]));
     assert_eq!(status, 503);
     assert_eq!(content_type, "application/json");
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "credential_unavailable");
-    assert_eq!(counter(&plugin, "credential_filter_credential_unavailable_total"), 1);
-    assert_eq!(counter(&plugin, "credential_filter_credential_available"), 0);
-    assert_eq!(counter(&plugin, "credential_filter_credential_injected_total"), 0);
+    assert_eq!(
+        counter(&plugin, "credential_filter_credential_unavailable_total"),
+        1
+    );
+    assert_eq!(
+        counter(&plugin, "credential_filter_credential_available"),
+        0
+    );
+    assert_eq!(
+        counter(&plugin, "credential_filter_credential_injected_total"),
+        0
+    );
 }
 
 #[test]
@@ -139,10 +194,20 @@ fn empty_credential_counts_as_missing() {
 fn forward_mode_forwards_without_any_credential() {
     let mut config = anthropic();
     config["on_missing_credential"] = json!("forward");
-    let plugin = Plugin::builder().module_file(env!("FILTER_WASM")).plugin_config(config.to_string()).build().unwrap();
+    let plugin = Plugin::builder()
+        .module_file(env!("FILTER_WASM"))
+        .plugin_config(config.to_string())
+        .build()
+        .unwrap();
     let mut vm = plugin.start_vm().unwrap();
-    let upstream = forwarded(&mut vm, request("/", &[("authorization", b"Bearer client")]));
-    assert!(!upstream.contains("authorization"), "client credentials are stripped even when forwarding");
+    let upstream = forwarded(
+        &mut vm,
+        request("/", &[("authorization", b"Bearer client")]),
+    );
+    assert!(
+        !upstream.contains("authorization"),
+        "client credentials are stripped even when forwarding"
+    );
 }
 
 #[test]
@@ -150,17 +215,36 @@ fn preset_adds_version_and_merges_the_oauth_beta_flag_without_duplicates() {
     let mut vm = start(anthropic());
     let upstream = forwarded(
         &mut vm,
-        request("/v1/messages", &[("anthropic-beta", b"tools-2024, oauth-2025-04-20"), ("anthropic-beta", b"files-api,tools-2024")]),
+        request(
+            "/v1/messages",
+            &[
+                ("anthropic-beta", b"tools-2024, oauth-2025-04-20"),
+                ("anthropic-beta", b"files-api,tools-2024"),
+            ],
+        ),
     );
     assert_eq!(values(&upstream, "anthropic-version"), ["2023-06-01"]);
     let beta = values(&upstream, "anthropic-beta");
     assert_eq!(beta.len(), 1, "{beta:?}");
     let flags: Vec<&str> = beta[0].split(',').map(str::trim).collect();
-    assert_eq!(flags.iter().filter(|f| **f == "oauth-2025-04-20").count(), 1);
-    assert!(flags.contains(&"tools-2024") && flags.contains(&"files-api"), "{flags:?}");
+    assert_eq!(
+        flags.iter().filter(|f| **f == "oauth-2025-04-20").count(),
+        1
+    );
+    assert!(
+        flags.contains(&"tools-2024") && flags.contains(&"files-api"),
+        "{flags:?}"
+    );
 
-    let upstream = forwarded(&mut vm, request("/v1/messages", &[("anthropic-version", b"2024-01-01")]));
-    assert_eq!(values(&upstream, "anthropic-version"), ["2024-01-01"], "the client's version is kept");
+    let upstream = forwarded(
+        &mut vm,
+        request("/v1/messages", &[("anthropic-version", b"2024-01-01")]),
+    );
+    assert_eq!(
+        values(&upstream, "anthropic-version"),
+        ["2024-01-01"],
+        "the client's version is kept"
+    );
     assert_eq!(values(&upstream, "anthropic-beta"), ["oauth-2025-04-20"]);
 }
 
@@ -168,7 +252,10 @@ fn preset_adds_version_and_merges_the_oauth_beta_flag_without_duplicates() {
 fn preset_adds_no_oauth_flag_for_an_api_key_credential() {
     let config = json!({"credential": {"header": "x-api-key", "source": {"inline": "k"}}, "preset": "anthropic"});
     let mut vm = start(config);
-    let upstream = forwarded(&mut vm, request("/v1/messages", &[("x-api-key", b"client")]));
+    let upstream = forwarded(
+        &mut vm,
+        request("/v1/messages", &[("x-api-key", b"client")]),
+    );
     assert_eq!(values(&upstream, "x-api-key"), ["k"]);
     assert!(!upstream.contains("anthropic-beta"));
 }
@@ -192,7 +279,15 @@ fn request_rules_set_append_rename_remove_and_rewrite() {
     let mut vm = plugin.start_vm().unwrap();
     let upstream = forwarded(
         &mut vm,
-        request("/anthropic/v1/messages?beta=true", &[("x-tag", b"a"), ("x-present", b"p"), ("x-debug", b"1"), ("x-old", b"o")]),
+        request(
+            "/anthropic/v1/messages?beta=true",
+            &[
+                ("x-tag", b"a"),
+                ("x-present", b"p"),
+                ("x-debug", b"1"),
+                ("x-old", b"o"),
+            ],
+        ),
     );
     assert_eq!(values(&upstream, "x-team"), ["ml"]);
     assert_eq!(values(&upstream, "x-tag"), ["a", "b"]);
@@ -203,7 +298,11 @@ fn request_rules_set_append_rename_remove_and_rewrite() {
     assert_eq!(values(&upstream, "x-new"), ["o"]);
     assert_eq!(values(&upstream, ":path"), ["/v1/messages?beta=true"]);
     assert_eq!(values(&upstream, ":authority"), ["api.anthropic.com"]);
-    assert_eq!(values(&upstream, "x-matched"), ["yes"], "later rules see the rewritten path");
+    assert_eq!(
+        values(&upstream, "x-matched"),
+        ["yes"],
+        "later rules see the rewritten path"
+    );
     assert!(!upstream.contains("x-get-only"));
     assert!(counter(&plugin, "credential_filter_rules_applied_total") >= 8);
 }
@@ -217,13 +316,26 @@ fn response_rules_apply_and_the_credential_never_reaches_the_client() {
     ]);
     let mut vm = start(config);
     let mut stream = vm.stream().unwrap();
-    stream.request_headers(request("/v1/messages", &[]), true).unwrap();
     stream
-        .response_headers([(":status", "200"), ("server", "upstream"), ("authorization", "Bearer echoed"), ("content-type", "text/event-stream")], false)
+        .request_headers(request("/v1/messages", &[]), true)
+        .unwrap();
+    stream
+        .response_headers(
+            [
+                (":status", "200"),
+                ("server", "upstream"),
+                ("authorization", "Bearer echoed"),
+                ("content-type", "text/event-stream"),
+            ],
+            false,
+        )
         .unwrap();
     let client = stream.downstream_response_headers().unwrap().clone();
     let chunk = stream.response_body(b"event: ping\n\n", false).unwrap();
-    assert_eq!(chunk.forward, b"event: ping\n\n", "bodies pass through untouched");
+    assert_eq!(
+        chunk.forward, b"event: ping\n\n",
+        "bodies pass through untouched"
+    );
     stream.finish().unwrap();
     assert!(!client.contains("authorization"));
     assert!(!client.contains("server"));
@@ -235,7 +347,9 @@ fn response_rules_apply_and_the_credential_never_reaches_the_client() {
 fn request_bodies_stream_through_untouched() {
     let mut vm = start(anthropic());
     let mut stream = vm.stream().unwrap();
-    stream.request_headers(request("/v1/messages", &[]), false).unwrap();
+    stream
+        .request_headers(request("/v1/messages", &[]), false)
+        .unwrap();
     let body = vec![b'x'; 64 * 1024];
     let first = stream.request_body(&body, false).unwrap();
     assert_eq!(first.action, Action::Continue);
@@ -248,20 +362,41 @@ fn request_bodies_stream_through_untouched() {
 #[test]
 fn identity_allow_list_admits_listed_callers_and_refuses_others_with_403() {
     let mut config = anthropic();
-    config["access"] = json!({"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]}});
+    config["access"] =
+        json!({"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]}});
     let plugin = filter(config).build().unwrap();
     let mut vm = plugin.start_vm().unwrap();
-    let upstream = forwarded(&mut vm, request("/v1/messages", &[("tailscale-user-login", b"Alice@Example.com")]));
-    assert_eq!(values(&upstream, "authorization"), [format!("Bearer {TOKEN}")]);
+    let upstream = forwarded(
+        &mut vm,
+        request(
+            "/v1/messages",
+            &[("tailscale-user-login", b"Alice@Example.com")],
+        ),
+    );
+    assert_eq!(
+        values(&upstream, "authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
 
-    for extra in [vec![("tailscale-user-login", b"mallory@example.com".as_slice())], vec![], vec![("tailscale-user-login", b"alice@example.com".as_slice()), ("tailscale-user-login", b"x".as_slice())]] {
-        let (status, content_type, body) = answered(&mut vm, StreamInfo::new(), request("/v1/messages", &extra));
+    for extra in [
+        vec![("tailscale-user-login", b"mallory@example.com".as_slice())],
+        vec![],
+        vec![
+            ("tailscale-user-login", b"alice@example.com".as_slice()),
+            ("tailscale-user-login", b"x".as_slice()),
+        ],
+    ] {
+        let (status, content_type, body) =
+            answered(&mut vm, StreamInfo::new(), request("/v1/messages", &extra));
         assert_eq!(status, 403);
         assert_eq!(content_type, "application/json");
         assert_eq!(body["error"]["type"], "permission_error");
     }
     assert_eq!(counter(&plugin, "credential_filter_access_denied_total"), 3);
-    assert_eq!(counter(&plugin, "credential_filter_credential_injected_total"), 1);
+    assert_eq!(
+        counter(&plugin, "credential_filter_credential_injected_total"),
+        1
+    );
 }
 
 #[test]
@@ -270,12 +405,21 @@ fn source_cidrs_read_the_source_address_property() {
     config["access"] = json!({"source_cidrs": ["100.64.0.0/10", "fd7a:115c:a1e0::/48"]});
     let mut vm = start(config);
     for allowed in ["100.101.102.103:40000", "[fd7a:115c:a1e0::1]:443"] {
-        let mut stream = vm.stream_with(StreamInfo::new().source_address(allowed)).unwrap();
-        assert_eq!(stream.request_headers(request("/", &[]), true).unwrap(), Action::Continue, "{allowed}");
+        let mut stream = vm
+            .stream_with(StreamInfo::new().source_address(allowed))
+            .unwrap();
+        assert_eq!(
+            stream.request_headers(request("/", &[]), true).unwrap(),
+            Action::Continue,
+            "{allowed}"
+        );
         assert!(stream.local_response().is_none(), "{allowed}");
         stream.finish().unwrap();
     }
-    for refused in [StreamInfo::new().source_address("192.168.1.10:5555"), StreamInfo::new()] {
+    for refused in [
+        StreamInfo::new().source_address("192.168.1.10:5555"),
+        StreamInfo::new(),
+    ] {
         let (status, _, body) = answered(&mut vm, refused, request("/", &[]));
         assert_eq!(status, 403);
         assert_eq!(body["error"]["type"], "permission_error");
@@ -291,10 +435,19 @@ fn either_check_suffices_when_any_is_required() {
         "require": "any",
     });
     let mut vm = start(config);
-    let mut stream = vm.stream_with(StreamInfo::new().source_address("127.0.0.1:9999")).unwrap();
-    assert_eq!(stream.request_headers(request("/", &[]), true).unwrap(), Action::Continue);
+    let mut stream = vm
+        .stream_with(StreamInfo::new().source_address("127.0.0.1:9999"))
+        .unwrap();
+    assert_eq!(
+        stream.request_headers(request("/", &[]), true).unwrap(),
+        Action::Continue
+    );
     stream.finish().unwrap();
-    let (status, _, _) = answered(&mut vm, StreamInfo::new().source_address("10.0.0.1:1"), request("/", &[]));
+    let (status, _, _) = answered(
+        &mut vm,
+        StreamInfo::new().source_address("10.0.0.1:1"),
+        request("/", &[]),
+    );
     assert_eq!(status, 403);
 }
 
@@ -306,8 +459,14 @@ fn metrics_count_requests_injections_and_availability() {
         forwarded(&mut vm, request("/v1/messages", &[]));
     }
     assert_eq!(counter(&plugin, "credential_filter_requests_total"), 3);
-    assert_eq!(counter(&plugin, "credential_filter_credential_injected_total"), 3);
-    assert_eq!(counter(&plugin, "credential_filter_credential_available"), 1);
+    assert_eq!(
+        counter(&plugin, "credential_filter_credential_injected_total"),
+        3
+    );
+    assert_eq!(
+        counter(&plugin, "credential_filter_credential_available"),
+        1
+    );
     assert_eq!(counter(&plugin, "credential_filter_access_denied_total"), 0);
 }
 
@@ -316,55 +475,132 @@ fn header_values_that_are_not_utf8_pass_through_without_a_panic() {
     let mut config = anthropic();
     config["request_rules"] = json!([{"when": {"header": {"name": "x-bin", "present": true}}, "set": {"name": "x-seen", "value": "1"}}]);
     let mut vm = start(config);
-    let upstream = forwarded(&mut vm, request("/", &[("x-bin", &[0xff, 0xfe, 0x80]), ("authorization", &[0xc3, 0x28])]));
+    let upstream = forwarded(
+        &mut vm,
+        request(
+            "/",
+            &[
+                ("x-bin", &[0xff, 0xfe, 0x80]),
+                ("authorization", &[0xc3, 0x28]),
+            ],
+        ),
+    );
     assert_eq!(upstream.get("x-bin"), Some([0xff, 0xfe, 0x80].as_slice()));
     assert_eq!(values(&upstream, "x-seen"), ["1"]);
-    assert_eq!(values(&upstream, "authorization"), [format!("Bearer {TOKEN}")]);
+    assert_eq!(
+        values(&upstream, "authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
     assert!(!vm.is_failed());
 }
 
 #[test]
 fn the_token_never_appears_in_logs_even_at_debug_level() {
-    let plugin = filter(anthropic()).log_level(LogLevel::Trace).build().unwrap();
+    let plugin = filter(anthropic())
+        .log_level(LogLevel::Trace)
+        .build()
+        .unwrap();
     let mut vm = plugin.start_vm().unwrap();
-    forwarded(&mut vm, request("/v1/messages", &[("authorization", b"Bearer client-secret-value"), ("cookie", b"session=abc")]));
+    forwarded(
+        &mut vm,
+        request(
+            "/v1/messages",
+            &[
+                ("authorization", b"Bearer client-secret-value"),
+                ("cookie", b"session=abc"),
+            ],
+        ),
+    );
     let logs = vm.logs();
-    assert!(logs.iter().any(|r| r.level == LogLevel::Debug), "debug lines say what was done: {logs:?}");
+    assert!(
+        logs.iter().any(|r| r.level == LogLevel::Debug),
+        "debug lines say what was done: {logs:?}"
+    );
     for record in &logs {
-        assert!(!record.message.contains(TOKEN), "token in log: {}", record.message);
-        assert!(!record.message.contains("client-secret-value"), "client credential in log: {}", record.message);
-        assert!(!record.message.contains("session=abc"), "cookie in log: {}", record.message);
+        assert!(
+            !record.message.contains(TOKEN),
+            "token in log: {}",
+            record.message
+        );
+        assert!(
+            !record.message.contains("client-secret-value"),
+            "client credential in log: {}",
+            record.message
+        );
+        assert!(
+            !record.message.contains("session=abc"),
+            "cookie in log: {}",
+            record.message
+        );
     }
 }
 
 #[test]
 fn invalid_configurations_are_refused_with_the_offending_field_named() {
     let cases = [
-        (json!({"credential": {"source": {"env": "T"}}, "bogus": 1}), "bogus"),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "bogus": 1}),
+            "bogus",
+        ),
         (json!({"preset": "anthropic"}), "credential"),
-        (json!({"credential": {"header": "x y", "source": {"env": "T"}}}), "credential.header"),
-        (json!({"credential": {"prefix": "Bearer\r\n", "source": {"env": "T"}}}), "credential.prefix"),
-        (json!({"credential": {"source": {"env": "T"}}, "request_rules": [{"set": {"name": "authorization", "value": "x"}}]}), "request_rules[0]"),
-        (json!({"credential": {"source": {"env": "T"}}, "strip_request_headers": ["x-k"], "request_rules": [{"append": {"name": "x-k", "value": "x"}}]}), "request_rules[0]"),
-        (json!({"credential": {"source": {"env": "T"}}, "request_rules": [{"set": {"name": "x", "value": "a\u{0}b"}}]}), "request_rules[0]"),
-        (json!({"credential": {"source": {"env": "T"}}, "response_rules": [{"set": {"name": "authorization", "value": "x"}}]}), "response_rules[0]"),
-        (json!({"credential": {"source": {"env": "T"}}, "access": {"source_cidrs": ["10.0.0.1/8"]}}), "access.source_cidrs[0]"),
-        (json!({"credential": {"source": {"env": "T"}}, "on_missing_credential": "allow"}), "on_missing_credential"),
+        (
+            json!({"credential": {"header": "x y", "source": {"env": "T"}}}),
+            "credential.header",
+        ),
+        (
+            json!({"credential": {"prefix": "Bearer\r\n", "source": {"env": "T"}}}),
+            "credential.prefix",
+        ),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "request_rules": [{"set": {"name": "authorization", "value": "x"}}]}),
+            "request_rules[0]",
+        ),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "strip_request_headers": ["x-k"], "request_rules": [{"append": {"name": "x-k", "value": "x"}}]}),
+            "request_rules[0]",
+        ),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "request_rules": [{"set": {"name": "x", "value": "a\u{0}b"}}]}),
+            "request_rules[0]",
+        ),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "response_rules": [{"set": {"name": "authorization", "value": "x"}}]}),
+            "response_rules[0]",
+        ),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "access": {"source_cidrs": ["10.0.0.1/8"]}}),
+            "access.source_cidrs[0]",
+        ),
+        (
+            json!({"credential": {"source": {"env": "T"}}, "on_missing_credential": "allow"}),
+            "on_missing_credential",
+        ),
     ];
     for (config, field) in cases {
         let message = rejection(config.clone());
-        assert!(message.contains(field), "{config} should name {field}: {message}");
+        assert!(
+            message.contains(field),
+            "{config} should name {field}: {message}"
+        );
     }
 }
 
 #[test]
 fn malformed_json_and_an_inline_secret_in_the_wrong_place_are_reported_without_echoing_it() {
-    let plugin = Plugin::builder().module_file(env!("FILTER_WASM")).plugin_config("{\"credential\": ").build().unwrap();
+    let plugin = Plugin::builder()
+        .module_file(env!("FILTER_WASM"))
+        .plugin_config("{\"credential\": ")
+        .build()
+        .unwrap();
     match plugin.start_vm() {
-        Err(HarnessError::ConfigureRejected { logs }) => assert!(logs.iter().any(|r| r.message.contains("not valid JSON")), "{logs:?}"),
+        Err(HarnessError::ConfigureRejected { logs }) => assert!(
+            logs.iter().any(|r| r.message.contains("not valid JSON")),
+            "{logs:?}"
+        ),
         other => panic!("expected rejection, got {:?}", other.map(|_| ())),
     }
-    let message = rejection(json!({"credential": {"source": {"inline": "sk-ant-leaked", "env": "X"}}}));
+    let message =
+        rejection(json!({"credential": {"source": {"inline": "sk-ant-leaked", "env": "X"}}}));
     assert!(message.contains("credential.source"), "{message}");
     assert!(!message.contains("sk-ant-leaked"), "{message}");
 }

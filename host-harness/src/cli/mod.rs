@@ -114,7 +114,13 @@ fn filter_complaint(logs: &[host_harness::LogRecord]) -> String {
 /// An error as one line: multi-line messages (a WAT parse error quotes source) are joined, so scripts can
 /// rely on one line per failure.
 pub fn one_line(error: &dyn std::fmt::Display) -> String {
-    error.to_string().lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" | ")
+    error
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Parses `K=V` (the value may contain `=`; the key may not be empty).
