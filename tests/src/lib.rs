@@ -5,9 +5,11 @@
 //!   configurable replies (echo, fixed, SSE stream, delayed, never, OAuth2 token endpoint).
 //! - [`client`]: a bounded HTTP/1.1 client that keeps every header value and each body chunk's arrival time.
 //! - [`envoy`]: real Envoy on 127.0.0.1 with a Wasm filter, its clusters pointing at loopback servers.
+//! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry) on `127.0.0.1:0`.
 
 pub mod client;
 pub mod envoy;
+pub mod proxy_support;
 pub mod upstream;
 
 #[cfg(test)]

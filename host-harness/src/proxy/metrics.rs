@@ -176,9 +176,12 @@ impl Collector for FilterMetrics {
             }
             match metric.value {
                 FilterMetricValue::Counter(value) => {
+                    // The exposition adds `_total` to counters itself; a filter name that has it already
+                    // keeps it once.
+                    let name = name.strip_suffix("_total").unwrap_or(&name);
                     let counter = ConstCounter::new(value);
                     let metric_encoder = encoder.encode_descriptor(
-                        &name,
+                        name,
                         "Counter defined by the filter",
                         None,
                         counter.metric_type(),

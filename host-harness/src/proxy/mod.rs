@@ -35,6 +35,7 @@ pub mod filter;
 pub mod headers;
 pub mod limit;
 pub mod metrics;
+pub mod state_file;
 pub mod upstream;
 pub mod wasm_filter;
 pub mod worker;
@@ -250,12 +251,8 @@ async fn serve_workers(
         "shutting down: draining"
     );
     let _ = phase_sender.send(Phase::Draining);
-    let all_done = async {
-        for done in &mut finished {
-            let _ = done.await;
-        }
-    };
-    if tokio::time::timeout(shared.config.drain_timeout, all_done)
+    let mut running: Vec<Option<oneshot::Receiver<()>>> = finished.into_iter().map(Some).collect();
+    if tokio::time::timeout(shared.config.drain_timeout, wait_for_workers(&mut running))
         .await
         .is_err()
     {
@@ -264,12 +261,21 @@ async fn serve_workers(
             "drain timeout passed; closing the remaining connections"
         );
         let _ = phase_sender.send(Phase::Closing);
-        for done in finished {
-            let _ = done.await;
-        }
+        wait_for_workers(&mut running).await;
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// Waits until every worker thread has finished; a worker seen finished is not waited for again, so the
+/// wait can be cut short by a timeout and resumed.
+async fn wait_for_workers(running: &mut [Option<oneshot::Receiver<()>>]) {
+    for slot in running.iter_mut() {
+        if let Some(done) = slot.as_mut() {
+            let _ = done.await;
+            *slot = None;
+        }
+    }
 }
 
 /// A prefix that makes request ids differ between processes: pid and start time, in hex.

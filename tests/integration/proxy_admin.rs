@@ -1,0 +1,165 @@
+//! `host-harness serve` end to end, the admin side and shutdown: health, readiness from the filter's
+//! credential gauge, Prometheus metrics, and draining with a stream in flight.
+
+use std::time::Duration;
+
+use integration_tests::client::{self, HttpRequest};
+use integration_tests::proxy_support::proxy;
+use integration_tests::upstream::{Reply, Upstream};
+
+const TOKEN: &str = "sk-ant-oat01-proxy-admin";
+
+#[test]
+fn ready_only_with_a_credential_and_healthy_either_way() {
+    let upstream = Upstream::echo().unwrap();
+    let without = proxy().upstream(&upstream.url("")).start().unwrap();
+    assert_eq!(without.admin("/healthz").unwrap().status, 200);
+    let not_ready = without.admin("/readyz").unwrap();
+    assert_eq!(not_ready.status, 503);
+    assert!(
+        not_ready.body_text().contains("credential unavailable"),
+        "{}",
+        not_ready.body_text()
+    );
+
+    let with = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .start()
+        .unwrap();
+    assert_eq!(with.admin("/readyz").unwrap().status, 200);
+    assert_eq!(with.admin("/nope").unwrap().status, 404);
+}
+
+#[test]
+fn metrics_cover_the_proxy_and_the_filter() {
+    let upstream = Upstream::echo().unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .start()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            proxy.send(HttpRequest::get("/v1/models")).unwrap().status,
+            200
+        );
+    }
+    let scrape = proxy.admin("/metrics").unwrap();
+    assert_eq!(scrape.status, 200);
+    let text = scrape.body_text();
+    assert!(!text.contains(TOKEN));
+    assert_eq!(
+        proxy.metric("proxy_requests_total{class=\"2xx\"}").unwrap(),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        proxy
+            .metric("proxy_upstream_latency_seconds_count")
+            .unwrap(),
+        3.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("proxy_upstream_latency_seconds_bucket{le=\"0.005\"}"),
+        "{text}"
+    );
+    assert_eq!(
+        proxy.metric("proxy_in_flight_requests").unwrap(),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        proxy
+            .metric("credential_filter_credential_available")
+            .unwrap(),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        proxy.metric("credential_filter_requests_total").unwrap(),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        proxy
+            .metric("credential_filter_credential_injected_total")
+            .unwrap(),
+        3.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn shutdown_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
+    let upstream = Upstream::builder()
+        .route(
+            "/v1/messages",
+            Reply::sse_numbered(5, Duration::from_millis(200)),
+        )
+        .start()
+        .unwrap();
+    let mut proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("drain_timeout = \"10s\"")
+        .start()
+        .unwrap();
+    let addr = proxy.addr();
+    let stream = std::thread::spawn(move || {
+        client::send(
+            addr,
+            HttpRequest::post("/v1/messages").body("{}"),
+            Duration::from_secs(20),
+        )
+    });
+    upstream
+        .wait_for_requests(1, Duration::from_secs(10))
+        .unwrap();
+
+    proxy.begin_shutdown();
+    let response = stream.join().unwrap().unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body_text().contains("\"n\":5"),
+        "the stream was cut: {}",
+        response.body_text()
+    );
+    // Readiness turns off while draining, so load balancers stop sending traffic.
+    let readiness = proxy.admin("/readyz");
+    assert!(readiness.is_err() || readiness.is_ok_and(|response| response.status == 503));
+    proxy.stop().unwrap();
+    assert!(client::send(addr, HttpRequest::get("/v1/models"), Duration::from_secs(2)).is_err());
+}
+
+#[test]
+fn drain_timeout_bounds_the_wait_for_a_stuck_request() {
+    let upstream = Upstream::builder()
+        .route("/stuck", Reply::Never)
+        .start()
+        .unwrap();
+    let mut proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("drain_timeout = \"300ms\"")
+        .start()
+        .unwrap();
+    let addr = proxy.addr();
+    let stuck = std::thread::spawn(move || {
+        client::send(addr, HttpRequest::get("/stuck"), Duration::from_secs(20))
+    });
+    upstream
+        .wait_for_requests(1, Duration::from_secs(10))
+        .unwrap();
+    let started = std::time::Instant::now();
+    proxy.begin_shutdown();
+    proxy.stop().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // The stuck request's connection is closed, not left hanging.
+    assert!(stuck.join().unwrap().is_err());
+}

@@ -1,0 +1,212 @@
+//! `host-harness serve` end to end, when things go wrong: upstream timeouts and outages, overload,
+//! malformed and oversized requests, and a configuration the filter refuses.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use integration_tests::client::{self, HttpRequest};
+use integration_tests::proxy_support::{closed_port_url, proxy};
+use integration_tests::upstream::{Reply, Upstream};
+
+const TOKEN: &str = "sk-ant-oat01-proxy-failures";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn assert_anthropic_error(response: &client::HttpResponse, error_type: &str) {
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = response.json().unwrap();
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], error_type, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{body}"
+    );
+}
+
+#[test]
+fn upstream_that_never_answers_gets_504() {
+    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("request_timeout = \"300ms\"")
+        .start()
+        .unwrap();
+    let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(response.status, 504);
+    assert_anthropic_error(&response, "timeout_error");
+    assert!(
+        response.body_text().contains("300ms"),
+        "{}",
+        response.body_text()
+    );
+}
+
+#[test]
+fn unreachable_upstream_gets_502() {
+    let proxy = proxy()
+        .upstream(&closed_port_url().unwrap())
+        .token(TOKEN)
+        .start()
+        .unwrap();
+    let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(response.status, 502);
+    assert_anthropic_error(&response, "api_error");
+    assert!(
+        response.body_text().contains("refused"),
+        "{}",
+        response.body_text()
+    );
+    // Nothing about the credential leaks into the error.
+    assert!(!response.body_text().contains(TOKEN));
+}
+
+#[test]
+fn requests_beyond_the_limit_and_queue_get_503_with_retry_after() {
+    let upstream = Upstream::builder()
+        .route("/hold", Reply::Never)
+        .start()
+        .unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("max_concurrency = 1\nqueue = 0")
+        .start()
+        .unwrap();
+    let addr = proxy.addr();
+    let held = std::thread::spawn(move || {
+        client::send(addr, HttpRequest::get("/hold"), Duration::from_secs(20))
+    });
+    upstream.wait_for_requests(1, WAIT).unwrap();
+
+    let refused = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_anthropic_error(&refused, "overloaded_error");
+    assert!(
+        proxy
+            .metric("proxy_errors_total{kind=\"overload\"}")
+            .unwrap()
+            >= 1.0
+    );
+
+    // Admin endpoints are outside the limit.
+    assert_eq!(proxy.admin("/healthz").unwrap().status, 200);
+
+    // Ending the held upstream exchange frees the slot: the held request gets its answer (502) and the
+    // next one goes through.
+    drop(upstream);
+    let held = held.join().unwrap().unwrap();
+    assert_eq!(held.status, 502);
+}
+
+#[test]
+fn queued_request_waits_for_a_free_slot() {
+    let upstream = Upstream::builder()
+        .route(
+            "/slow",
+            Reply::delayed(Duration::from_millis(400), Reply::text(200, "slow")),
+        )
+        .start()
+        .unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("max_concurrency = 1\nqueue = 4")
+        .start()
+        .unwrap();
+    let addr = proxy.addr();
+    let first = std::thread::spawn(move || {
+        client::send(addr, HttpRequest::get("/slow"), Duration::from_secs(20))
+    });
+    upstream.wait_for_requests(1, WAIT).unwrap();
+    let second = proxy.send(HttpRequest::get("/fast")).unwrap();
+    assert_eq!(second.status, 200);
+    assert_eq!(first.join().unwrap().unwrap().status, 200);
+}
+
+/// Writes raw bytes to the proxy and returns what it answers, up to the end of the connection.
+fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                if answer.windows(4).any(|window| window == b"\r\n\r\n") && answer.len() > 12 {
+                    // Enough for the status line; the proxy may keep the connection open.
+                    stream
+                        .set_read_timeout(Some(Duration::from_millis(300)))
+                        .unwrap();
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn malformed_request_gets_400() {
+    let upstream = Upstream::echo().unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .start()
+        .unwrap();
+    let answer = raw_exchange(
+        proxy.addr(),
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = raw_exchange(proxy.addr(), b"GET /v1/models HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid_request_error"), "{answer}");
+    assert_eq!(upstream.request_count(), 0);
+}
+
+#[test]
+fn oversized_request_headers_get_431() {
+    let upstream = Upstream::echo().unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("max_request_header_bytes = 16384")
+        .start()
+        .unwrap();
+    let big = "a".repeat(20 * 1024);
+    let request = format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nx-big: {big}\r\n\r\n");
+    let answer = raw_exchange(proxy.addr(), request.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        answer.lines().next().unwrap_or_default()
+    );
+    assert_eq!(upstream.request_count(), 0);
+    // A request within the limit still works.
+    assert_eq!(
+        proxy
+            .send(HttpRequest::get("/v1/models").header("x-small", &"b".repeat(4096)))
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[test]
+fn configuration_the_filter_rejects_stops_start_up_with_its_reason() {
+    let err = proxy()
+        .plugin_config(r#"{"credential": {}}"#)
+        .start()
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("credential.source"), "{message}");
+}
