@@ -128,7 +128,7 @@ pub fn serve_main(args: ServeArgs) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err @ (ProxyError::Config(_) | ProxyError::Filter(_))) => {
+        Err(err @ (ProxyError::Config(_) | ProxyError::Filter(_) | ProxyError::StateFile(_))) => {
             eprintln!("host-harness serve: {err}");
             ExitCode::from(2)
         }

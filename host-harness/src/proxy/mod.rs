@@ -24,6 +24,7 @@
 //! - [`metrics`]: the proxy's Prometheus metrics and the filter's.
 //! - [`limit`]: the concurrency limit and its bounded queue.
 //! - [`failure`]: the proxy's own error responses.
+//! - [`state_file`]: the filter's OAuth2 token state kept in a file across restarts.
 
 pub mod admin;
 pub mod cli;
@@ -42,7 +43,9 @@ pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, watch};
@@ -103,6 +106,9 @@ pub enum ProxyError {
     /// The filter could not be loaded or rejected its configuration.
     #[error("filter: {0}")]
     Filter(String),
+    /// The token state file exists but cannot be used.
+    #[error(transparent)]
+    StateFile(#[from] state_file::StateFileError),
     /// A worker thread could not be started.
     #[error("cannot start worker {index}: {source}")]
     Worker {
@@ -124,7 +130,60 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     let factory = wasm_filter::WasmFilterFactory::load(&config)
         .map_err(|err| ProxyError::Filter(err.to_string()))?;
-    run_with_filter(listeners, config, Arc::new(factory), shutdown).await
+    let plugin = factory.plugin().clone();
+    let state = match (
+        &config.state_file,
+        state_file::state_key_from_plugin_config(&config.plugin_config),
+    ) {
+        (Some(path), Some(key)) => {
+            let mut file = state_file::StateFile::new(path, plugin.vm_id(), key);
+            if file.load_into(plugin.shared_registry())? {
+                tracing::info!(path = %path.display(), "token state restored from the state file");
+            }
+            Some(Arc::new(Mutex::new(file)))
+        }
+        (Some(path), None) => {
+            tracing::info!(path = %path.display(), "state_file is set but the filter's credential has no token state to keep");
+            None
+        }
+        (None, _) => None,
+    };
+    let persisting = state
+        .as_ref()
+        .map(|file| tokio::spawn(persist_state(Arc::clone(file), plugin.clone())));
+    let result = run_with_filter(listeners, config, Arc::new(factory), shutdown).await;
+    if let Some(task) = persisting {
+        task.abort();
+    }
+    if let Some(file) = state {
+        persist_once(&file, &plugin);
+    }
+    result
+}
+
+/// How often the token state is checked for a rotation to write out.
+const STATE_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the filter's token state to its file whenever it changes, until aborted.
+async fn persist_state(file: Arc<Mutex<state_file::StateFile>>, plugin: crate::plugin::Plugin) {
+    let mut interval = tokio::time::interval(STATE_PERSIST_INTERVAL);
+    loop {
+        interval.tick().await;
+        persist_once(&file, &plugin);
+    }
+}
+
+fn persist_once(file: &Mutex<state_file::StateFile>, plugin: &crate::plugin::Plugin) {
+    let mut file = file
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match file.persist_if_changed(plugin.shared_registry()) {
+        Ok(true) => {
+            tracing::info!(path = %file.path().display(), "token state written to the state file")
+        }
+        Ok(false) => {}
+        Err(err) => tracing::error!(error = %err, "token state not persisted; retrying"),
+    }
 }
 
 /// Runs the proxy with any filter behind the [`FilterFactory`] seam until `shutdown` resolves, then drains.
