@@ -7,4 +7,5 @@ mod filter;
 mod proxy_admin;
 mod proxy_failures;
 mod proxy_forwarding;
+mod token_envoy;
 mod token_refresh;
