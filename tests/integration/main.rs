@@ -7,5 +7,6 @@ mod filter;
 mod proxy_admin;
 mod proxy_failures;
 mod proxy_forwarding;
+mod proxy_oauth;
 mod token_envoy;
 mod token_refresh;

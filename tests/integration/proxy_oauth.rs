@@ -1,0 +1,102 @@
+//! `host-harness serve` end to end with the filter's `oauth2` source: the filter's `dispatch_http_call`
+//! goes out through the proxy's client to a configured cluster, held requests resume when the token
+//! arrives, every worker shares the token, and the rotated refresh token lands in the state file.
+
+use std::time::Duration;
+
+use integration_tests::client::HttpRequest;
+use integration_tests::proxy_support::proxy;
+use integration_tests::upstream::{Reply, TokenEndpoint, Upstream};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn oauth_config() -> String {
+    serde_json::json!({
+        "credential": {"source": {"oauth2": {
+            "token_endpoint": {"cluster": "idp", "authority": "idp.example.com", "path": "/oauth2/token"},
+            "grant_type": "refresh_token",
+            "client_id": "proxy-e2e",
+            "refresh_token": {"env": "REFRESH_TOKEN"}
+        }}},
+        "preset": "anthropic"
+    })
+    .to_string()
+}
+
+#[test]
+fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
+    let endpoint = TokenEndpoint::new();
+    let idp = Upstream::builder()
+        .route("/oauth2/token", Reply::Token(endpoint.clone()))
+        .start()
+        .unwrap();
+    let upstream = Upstream::echo().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state_path = state_dir.path().join("token-state.json");
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .cluster("idp", &idp.url(""))
+        .env("REFRESH_TOKEN", "rt-initial")
+        .plugin_config(&oauth_config())
+        .config(&format!(
+            "state_file = {:?}",
+            state_path.display().to_string()
+        ))
+        .start()
+        .unwrap();
+
+    // The first request waits while the filter fetches a token through the proxy's cluster.
+    let first = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(first.status, 200, "{}", first.body_text());
+    let token_request = &idp.wait_for_requests(1, WAIT).unwrap()[0];
+    assert_eq!(token_request.method, "POST");
+    assert_eq!(token_request.header("host"), Some("idp.example.com"));
+    let form = &endpoint.forms()[0];
+    assert!(
+        form.contains(&("grant_type".to_owned(), "refresh_token".to_owned())),
+        "{form:?}"
+    );
+    assert!(
+        form.contains(&("refresh_token".to_owned(), "rt-initial".to_owned())),
+        "{form:?}"
+    );
+
+    // Both workers use the one token: several requests, one issue.
+    for _ in 0..6 {
+        assert_eq!(
+            proxy.send(HttpRequest::get("/v1/models")).unwrap().status,
+            200
+        );
+    }
+    assert_eq!(endpoint.issued(), 1);
+    let seen = upstream.wait_for_requests(7, WAIT).unwrap();
+    for request in &seen {
+        assert_eq!(
+            request.header_values("authorization"),
+            [format!("Bearer {}", TokenEndpoint::access_token(1))]
+        );
+    }
+    assert_eq!(proxy.admin("/readyz").unwrap().status, 200);
+
+    proxy.stop().unwrap();
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    assert!(
+        state.contains(&TokenEndpoint::refresh_token(1)),
+        "the rotated refresh token was not persisted"
+    );
+}
+
+#[test]
+fn unknown_cluster_leaves_the_filter_without_a_credential() {
+    let upstream = Upstream::echo().unwrap();
+    let config = oauth_config().replace("\"idp\"", "\"not-configured\"");
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .env("REFRESH_TOKEN", "rt-initial")
+        .plugin_config(&config)
+        .start()
+        .unwrap();
+    let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(response.status, 503, "{}", response.body_text());
+    assert_eq!(upstream.request_count(), 0);
+}
