@@ -9,4 +9,5 @@ mod proxy_failures;
 mod proxy_forwarding;
 mod proxy_oauth;
 mod token_envoy;
+mod token_proxy;
 mod token_refresh;
