@@ -476,7 +476,7 @@ impl ProxyConfig {
         };
         if !filter.is_file() {
             let hint = if filter_is_default {
-                " (build it with `make wasm`, or pass --filter)"
+                " (build it with `make filter`, or pass --filter)"
             } else {
                 ""
             };
