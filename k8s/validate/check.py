@@ -20,6 +20,7 @@ check fails. Checks:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import fnmatch
 import functools
 import hashlib
@@ -35,7 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
+
+# kubernetes-validate re-reads its schema files on every call; each is read once here instead.
+kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.utils.schema_contents)
 
 # Kubernetes versions the manifests must be valid for: the oldest supported and the newest known.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
@@ -141,7 +146,7 @@ def render(kubectl: str, target: Path, repo: Path, report: Report) -> Rendered |
     for doc in docs:
         name = dig(doc, "metadata", "name", default="")
         if doc.get("kind") == "ConfigMap" and name.startswith("ai-proxy-config-"):
-            origin[("ConfigMap", name)] = "k8s/standalone/kustomization.yaml (configMapGenerator)"
+            origin[("ConfigMap", name)] = f"{rel}/kustomization.yaml (configMapGenerator)"
     report.ok(f"{rel}: kustomize rendered {len(docs)} objects")
     return Rendered(rel, docs, origin)
 
@@ -273,16 +278,35 @@ def port_of(address: str) -> int:
     return int(str(address).rsplit(":", 1)[-1])
 
 
-def check_standalone(rendered: Rendered, repo: Path, report: Report) -> dict[str, Any]:
-    base = repo / "k8s/standalone"
-    toml_path = base / "proxy.toml"
+def credential_env_names(plugin: dict[str, Any]) -> list[str]:
+    """The VM environment variables the plugin configuration reads its secrets from."""
+    source = dig(plugin, "credential", "source", default={}) or {}
+    names = [source["env"]] if "env" in source else []
+    oauth2 = source.get("oauth2") or {}
+    for key in ("refresh_token", "client_id", "client_secret"):
+        value = oauth2.get(key)
+        if isinstance(value, dict) and "env" in value:
+            names.append(value["env"])
+    return names
+
+
+def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Report) -> dict[str, Any]:
+    """The standalone proxy's kustomization in `directory`, whose proxy.toml and plugin.json it mounts."""
+    base = repo / directory
+    toml_where = f"{directory}/proxy.toml"
     facts: dict[str, Any] = {}
     try:
-        proxy = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        proxy_text = (base / "proxy.toml").read_text(encoding="utf-8")
+        proxy = tomllib.loads(proxy_text)
     except (OSError, tomllib.TOMLDecodeError) as err:
-        report.fail("k8s/standalone/proxy.toml", f"not valid TOML: {err}")
+        report.fail(toml_where, f"not valid TOML: {err}")
         return facts
-    plugin = json.loads((base / "plugin.json").read_text(encoding="utf-8"))
+    plugin_text = (base / "plugin.json").read_text(encoding="utf-8")
+    try:
+        plugin = json.loads(plugin_text)
+    except json.JSONDecodeError as err:
+        report.fail(f"{directory}/plugin.json", f"not valid JSON: {err}")
+        return facts
     facts["proxy"] = proxy
 
     deployments = rendered.of_kind("Deployment")
@@ -309,7 +333,9 @@ def check_standalone(rendered: Rendered, repo: Path, report: Report) -> dict[str
     for pdb in rendered.of_kind("PodDisruptionBudget"):
         report.check(dig(pdb, "spec", "selector", "matchLabels") == selector, rendered.where(pdb), "spec.selector.matchLabels: does not equal the Deployment selector")
         min_available = dig(pdb, "spec", "minAvailable")
-        report.check(isinstance(min_available, int) and min_available < dig(dep, "spec", "replicas", default=1), rendered.where(pdb), f"spec.minAvailable: {min_available!r} must be an integer below the Deployment's replicas, or no pod could ever be evicted")
+        max_unavailable = dig(pdb, "spec", "maxUnavailable")
+        evictable = (isinstance(min_available, int) and min_available < dig(dep, "spec", "replicas", default=1)) or (isinstance(max_unavailable, int) and max_unavailable >= 1)
+        report.check(evictable, rendered.where(pdb), f"spec: minAvailable {min_available!r} / maxUnavailable {max_unavailable!r} would never let a pod be evicted (node drains would block)")
     for tsc in spec.get("topologySpreadConstraints", []) or []:
         report.check(dig(tsc, "labelSelector", "matchLabels") == selector, where, "spec.template.spec.topologySpreadConstraints.labelSelector: does not equal the Deployment selector")
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
@@ -332,7 +358,7 @@ def check_standalone(rendered: Rendered, repo: Path, report: Report) -> dict[str
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         report.check(dig(container, probe, "httpGet", "path") == path, where, f"{probe}.httpGet.path: must be {path}")
         report.check(dig(container, probe, "httpGet", "port") in ("admin", ports.get("admin")), where, f"{probe}.httpGet.port: must be the admin port")
-    drain = parse_duration_seconds(proxy.get("drain_timeout", "5s"), "k8s/standalone/proxy.toml", report)
+    drain = parse_duration_seconds(proxy.get("drain_timeout", "5s"), toml_where, report)
     grace = spec.get("terminationGracePeriodSeconds")
     if drain is not None:
         report.check(grace == int(drain) + 1, where, f"spec.template.spec.terminationGracePeriodSeconds: {grace} must be drain_timeout ({drain:g} s) + 1 s")
@@ -353,21 +379,42 @@ def check_standalone(rendered: Rendered, repo: Path, report: Report) -> dict[str
             for file_path in (config_path, proxy.get("plugin_config")):
                 if file_path:
                     report.check(Path(file_path).name in cm.get("data", {}), rendered.where(cm), f"data: no key {Path(file_path).name!r} for {file_path}")
+            report.check(dig(cm, "data", "proxy.toml") == proxy_text and dig(cm, "data", "plugin.json") == plugin_text, rendered.where(cm), f"data: the mounted files are not {directory}/proxy.toml and plugin.json")
     state_file = proxy.get("state_file")
+    state_volume = None
     if state_file:
         writable = [m for m in mounts.values() if not m.get("readOnly") and str(state_file).startswith(m["mountPath"].rstrip("/") + "/")]
         report.check(bool(writable), where, f"volumeMounts: state_file {state_file!r} needs a writable mount (the root filesystem is read-only)")
+        state_volume = volumes.get(writable[0]["name"]) if writable else None
 
     # The credential: Secret -> container env -> host_env_keys -> plugin source.
-    env_name = dig(plugin, "credential", "source", "env")
-    report.check(env_name in (proxy.get("host_env_keys") or []), "k8s/standalone/proxy.toml", f"host_env_keys: must include {env_name!r}, the variable plugin.json reads")
+    env_names = credential_env_names(plugin)
+    report.check(bool(env_names), f"{directory}/plugin.json", "credential.source: the standalone proxy takes its secrets from the environment (env), never inline")
     env = {e["name"]: e for e in container.get("env", [])}
-    ref = dig(env.get(env_name, {}), "valueFrom", "secretKeyRef", default={})
-    report.check(bool(ref), where, f"env[{env_name}]: must come from a secretKeyRef, never a literal value")
+    refs = []
+    for env_name in env_names:
+        report.check(env_name in (proxy.get("host_env_keys") or []), toml_where, f"host_env_keys: must include {env_name!r}, a variable plugin.json reads")
+        ref = dig(env.get(env_name, {}), "valueFrom", "secretKeyRef", default={})
+        report.check(bool(ref), where, f"env[{env_name}]: must come from a secretKeyRef, never a literal value")
+        refs.append((ref.get("name"), ref.get("key")))
     for e in container.get("env", []):
         report.check("value" not in e or not re.search(r"token|key|secret", e["name"], re.I), where, f"env[{e['name']}]: credentials are never literal values")
-    facts["secret_ref"] = (ref.get("name"), ref.get("key"))
+        report.check(e["name"] in env_names, where, f"env[{e['name']}]: not read by plugin.json; a credential the filter does not use must not be in the pod")
+    facts["secret_refs"] = refs
     facts["plugin"] = plugin
+
+    # oauth2: the token endpoint is a configured cluster; a rotating refresh token lives in one process and
+    # its state file survives restarts.
+    oauth2 = dig(plugin, "credential", "source", "oauth2")
+    if isinstance(oauth2, dict):
+        cluster = dig(oauth2, "token_endpoint", "cluster")
+        report.check(cluster == "upstream" or cluster in (proxy.get("clusters") or {}), toml_where, f"clusters: no cluster {cluster!r}, the token endpoint plugin.json calls")
+        if oauth2.get("grant_type") == "refresh_token":
+            report.check(dig(dep, "spec", "replicas") == 1, where, "spec.replicas: a rotating refresh token must be used by one process only (two would spend each other's tokens)")
+            report.check(dig(dep, "spec", "strategy", "type") == "Recreate", where, "spec.strategy.type: must be Recreate, so a rollout never runs two pods with the same refresh token")
+            report.check(bool(state_file), toml_where, "state_file: required with a rotating refresh token, or a restart goes back to a spent token")
+            claim = dig(state_volume, "persistentVolumeClaim", "claimName")
+            report.check(bool(claim) and any(dig(c, "metadata", "name") == claim for c in rendered.of_kind("PersistentVolumeClaim")), where, f"volumes: the state_file {state_file!r} must be on a PersistentVolumeClaim the kustomization renders")
 
     # Tailnet exposure.
     public = [s for s in rendered.of_kind("Service") if dig(s, "spec", "loadBalancerClass") == "tailscale" or dig(s, "metadata", "annotations", "tailscale.com/expose") == "true"]
@@ -447,7 +494,7 @@ def check_istio(base: Rendered, example: Rendered | None, plugin: dict[str, Any]
             if report.check(proxy is not None, where, "spec.template.spec.containers: the istio-proxy entry carrying the credential is missing"):
                 ref = next((dig(e, "valueFrom", "secretKeyRef") for e in proxy.get("env", []) if e.get("name") == env_name), None)
                 report.check(bool(ref), where, f"containers[istio-proxy].env[{env_name}]: must come from a secretKeyRef")
-                facts["secret_ref"] = (dig(ref, "name"), dig(ref, "key"))
+                facts["secret_refs"] = [(dig(ref, "name"), dig(ref, "key"))]
             for name, container in containers.items():
                 if name == "istio-proxy":
                     continue
@@ -483,7 +530,7 @@ def check_stamped(stamped: Rendered, oci_layout: Path, report: Report) -> None:
 # --- secrets, plugin configuration, Dockerfile ------------------------------------------------------------
 
 
-def check_secret_examples(repo: Path, expected: dict[str, tuple[str | None, str | None]], report: Report) -> None:
+def check_secret_examples(repo: Path, expected: dict[str, list[tuple[str | None, str | None]]], report: Report) -> None:
     referenced: set[str] = set()
 
     def strings(node: Any) -> None:
@@ -499,7 +546,7 @@ def check_secret_examples(repo: Path, expected: dict[str, tuple[str | None, str 
     for kustomization in (repo / "k8s").rglob("kustomization.yaml"):
         for doc in load_yaml_docs(kustomization):
             strings(doc)
-    for example, (name, key) in expected.items():
+    for example, refs in expected.items():
         path = repo / example
         if not report.check(path.is_file(), example, "the Secret example file is missing"):
             continue
@@ -514,9 +561,11 @@ def check_secret_examples(repo: Path, expected: dict[str, tuple[str | None, str 
                 kubernetes_validate.validate(secret, version, strict=True)
             except kubernetes_validate.ValidationError as err:
                 report.fail(example, f"{'.'.join(str(p) for p in err.path)}: {err.message} (Kubernetes {version})")
-        report.check(dig(secret, "metadata", "name") == name, example, f"metadata.name: {dig(secret, 'metadata', 'name')!r} is not the Secret the workload reads ({name!r})")
         values = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
-        report.check(key in values, example, f"stringData: no key {key!r}, which the workload reads")
+        report.check(bool(refs), example, "no workload reads this Secret")
+        for name, key in refs:
+            report.check(dig(secret, "metadata", "name") == name, example, f"metadata.name: {dig(secret, 'metadata', 'name')!r} is not the Secret the workload reads ({name!r})")
+            report.check(key in values, example, f"stringData: no key {key!r}, which the workload reads")
         for k, v in values.items():
             report.check(bool(PLACEHOLDER.match(str(v))), example, f"stringData.{k}: must be a <placeholder ...>, never a real value")
         if report.failures == before:
@@ -642,10 +691,22 @@ def check_dockerfile(repo: Path, proxy: dict[str, Any], report: Report) -> None:
 
 
 def spec_metrics(repo: Path) -> set[str]:
-    """The metric names the filter's spec defines (its Metrics table)."""
+    """The metric names the filter's spec defines (its Metrics table). A templated row such as
+    `credential_filter_token_refresh_failures_<reason>_total` expands to one name per back-quoted reason
+    its text lists."""
     text = (repo / "specs/filter.md").read_text(encoding="utf-8")
     section = text.split("## Metrics", 1)[-1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `(credential_filter_[a-z_]+)` \|", section, flags=re.M))
+    names: set[str] = set()
+    for row in re.findall(r"^\| `(credential_filter_[a-z_<>]+)` \|(.*)$", section, flags=re.M):
+        name, rest = row
+        template = re.fullmatch(r"([a-z_]*)<([a-z]+)>([a-z_]*)", name)
+        if template:
+            after_colon = rest.split(":", 1)[-1]
+            for value in re.findall(r"`([a-z_]+)`", after_colon):
+                names.add(f"{template.group(1)}{value}{template.group(3)}")
+        else:
+            names.add(name)
+    return names
 
 
 def check_monitoring(repo: Path, promtool: str, report: Report) -> None:
@@ -671,12 +732,14 @@ def check_monitoring(repo: Path, promtool: str, report: Report) -> None:
         else:
             report.fail("RUNBOOK.md", "a PromQL query does not parse:\n" + (result.stdout + result.stderr).strip())
     known = spec_metrics(repo)
-    if report.check(len(known) >= 6, "specs/filter.md", f"the Metrics table lists {sorted(known)}; expected the filter's six metrics"):
+    if report.check(len(known) >= 6, "specs/filter.md", f"the Metrics table lists {sorted(known)}; expected at least the filter's six core metrics"):
         for path in (rules, repo / "RUNBOOK.md", repo / "envoy/README.md", repo / "k8s/README.md"):
-            used = set(re.findall(r"\bcredential_filter_[a-z_]*[a-z]", path.read_text(encoding="utf-8")))
+            used = set(re.findall(r"\bcredential_filter_[a-z_]*[a-z](?![a-z_]*<)", path.read_text(encoding="utf-8")))
             unknown = sorted(used - known)
             report.check(not unknown, str(path.relative_to(repo)), f"metric names not defined in specs/filter.md: {unknown}")
-        missing = sorted(known - set(re.findall(r"credential_filter_[a-z_]*[a-z]", runbook)))
+        documented = set(re.findall(r"credential_filter_[a-z_]*[a-z]", runbook))
+        families = re.findall(r"(credential_filter_[a-z_]*)<[a-z]+>([a-z_]*)", runbook)
+        missing = sorted(n for n in known - documented if not any(n.startswith(a) and n.endswith(b) for a, b in families))
         report.check(not missing, "RUNBOOK.md", f"metrics from specs/filter.md not documented: {missing}")
 
 
@@ -692,11 +755,12 @@ def main() -> int:
     repo = args.repo.resolve()
     report = Report()
 
-    standalone = render(args.kubectl, repo / "k8s/standalone", repo, report)
-    istio_base = render(args.kubectl, repo / "k8s/istio/base", repo, report)
-    istio_example = render(args.kubectl, repo / "k8s/istio/example", repo, report)
-    stamped = render(args.kubectl, args.stamped, repo, report) if args.stamped else None
-    all_rendered = [r for r in (standalone, istio_base, istio_example, stamped) if r]
+    targets = [repo / "k8s/standalone", repo / "k8s/standalone-oauth2", repo / "k8s/istio/base", repo / "k8s/istio/example"]
+    targets.append(args.stamped.resolve() if args.stamped else None)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        futures = [pool.submit(render, args.kubectl, t, repo, report) if t else None for t in targets]
+        standalone, standalone_oauth2, istio_base, istio_example, stamped = [f.result() if f else None for f in futures]
+    all_rendered = [r for r in (standalone, standalone_oauth2, istio_base, istio_example, stamped) if r]
 
     for rendered in all_rendered:
         validate_builtin(rendered, report)
@@ -705,16 +769,17 @@ def main() -> int:
 
     plugin: dict[str, Any] = {}
     proxy: dict[str, Any] = {}
-    secrets: dict[str, tuple[str | None, str | None]] = {}
+    secrets: dict[str, list[tuple[str | None, str | None]]] = {}
     if standalone:
-        facts = check_standalone(standalone, repo, report)
+        facts = check_standalone(standalone, "k8s/standalone", repo, report)
         plugin, proxy = facts.get("plugin", {}), facts.get("proxy", {})
-        if "secret_ref" in facts:
-            secrets["k8s/standalone/secret.example.yaml"] = facts["secret_ref"]
+        secrets["k8s/standalone/secret.example.yaml"] = facts.get("secret_refs", [])
+    if standalone_oauth2:
+        facts = check_standalone(standalone_oauth2, "k8s/standalone-oauth2", repo, report)
+        secrets["k8s/standalone-oauth2/secret.example.yaml"] = facts.get("secret_refs", [])
     if istio_base:
         facts = check_istio(istio_base, istio_example, plugin, report)
-        if "secret_ref" in facts:
-            secrets["k8s/istio/secret.example.yaml"] = facts["secret_ref"]
+        secrets["k8s/istio/secret.example.yaml"] = facts.get("secret_refs", [])
     if stamped and args.oci_layout:
         check_stamped(stamped, args.oci_layout, report)
 

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Runs the real `host-harness serve` with k8s/standalone/proxy.toml and plugin.json, on 127.0.0.1 only, to
+# check what the Deployment relies on:
+#   - the proxy accepts the ConfigMap's proxy.toml (only the addresses and paths that differ inside the pod
+#     are overridden with flags: listeners, upstream, filter and plugin paths);
+#   - /healthz answers, /readyz says ready with the token and not ready without it (readiness probe);
+#   - a request reaches the upstream with the credential from the environment and without the client's;
+#   - SIGTERM ends the process cleanly within terminationGracePeriodSeconds (drain_timeout + 1 s).
+#
+# Usage: k8s/validate/standalone-smoke.sh PYTHON   (PYTHON: an interpreter with PyYAML, from deploy_venv)
+# Environment: HOST_HARNESS (default target/debug/host-harness, built when missing), FILTER_WASM.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$repo_root"
+python="$1"
+out="build/validate/standalone"
+mkdir -p "$out"
+failed=0
+pass() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failed=1; }
+
+harness="${HOST_HARNESS:-target/debug/host-harness}"
+if [[ ! -x "$harness" ]]; then
+    echo "building host-harness ($harness is missing)" >&2
+    cargo build -p host-harness >&2
+fi
+wasm="${FILTER_WASM:-target/wasm/wasm32-wasip1/wasm-release/filter.wasm}"
+[[ -f "$wasm" ]] || { echo "FAIL $wasm: the filter module does not exist"; exit 1; }
+if ! "$harness" serve --help >/dev/null 2>&1; then
+    echo "FAIL $harness: no \`serve\` subcommand; the Deployment runs \`host-harness serve --config ...\`"
+    exit 1
+fi
+
+grace="$("$python" -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])' k8s/standalone/deployment.yaml)"
+read -r listen_port admin_port api_port < <("$python" -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+')
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+"$python" k8s/validate/echo_upstream.py "$api_port" 120 >"$out/upstream.log" 2>&1 &
+pids+=($!)
+
+# Starts the proxy with the ConfigMap's files; waits (at most 60 s) for /healthz.
+start_proxy() {
+    local log="$1"
+    shift
+    env "$@" "$harness" serve --config k8s/standalone/proxy.toml \
+        --listen "127.0.0.1:$listen_port" --admin-listen "127.0.0.1:$admin_port" \
+        --upstream "http://127.0.0.1:$api_port" --filter "$wasm" --plugin-config k8s/standalone/plugin.json \
+        >"$log" 2>&1 &
+    proxy_pid=$!
+    pids+=("$proxy_pid")
+    for _ in $(seq 600); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$admin_port/healthz" 2>/dev/null)" == "200" ]] && return 0
+        kill -0 "$proxy_pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+readyz() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$admin_port/readyz" 2>/dev/null || true; }
+
+if start_proxy "$out/proxy.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
+    pass "host-harness serve accepts k8s/standalone/proxy.toml and plugin.json; /healthz answers"
+    ready=""
+    for _ in $(seq 100); do
+        ready="$(readyz)"
+        [[ "$ready" == "200" ]] && break
+        sleep 0.1
+    done
+    if [[ "$ready" == "200" ]]; then pass "/readyz: ready with the token"; else fail "/readyz answered ${ready:-nothing} with the token set (log: $out/proxy.log)"; fi
+    code="$(curl -s --max-time 10 -o "$out/echo.json" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
+        -H 'content-type: application/json' -H 'x-api-key: client-key' -H 'authorization: Bearer client-token' \
+        -d '{"model":"m","max_tokens":1,"messages":[]}')" || code="none"
+    if [[ "$code" == "200" ]] && "$python" - "$out/echo.json" <<'EOF'
+import json, sys
+seen = json.load(open(sys.argv[1]))
+problems = []
+if seen.get("authorization") != "Bearer not-a-real-token":
+    problems.append(f"authorization: {seen.get('authorization')!r}")
+if "x-api-key" in seen:
+    problems.append("x-api-key reached the upstream")
+if seen.get("anthropic-version") != "2023-06-01":
+    problems.append(f"anthropic-version: {seen.get('anthropic-version')!r}")
+for p in problems:
+    print(f"       {p}")
+sys.exit(1 if problems else 0)
+EOF
+    then
+        pass "a request through the proxy reaches the upstream with the proxy's credential only"
+    else
+        fail "request through the proxy answered $code; upstream saw $(cat "$out/echo.json" 2>/dev/null)"
+    fi
+    started="$(date +%s.%N)"
+    kill -TERM "$proxy_pid"
+    status=0
+    wait "$proxy_pid" || status=$?
+    elapsed="$("$python" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")"
+    if [[ "$status" == 0 ]] && "$python" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$elapsed" "$grace"; then
+        pass "SIGTERM: clean exit in ${elapsed} s, within terminationGracePeriodSeconds ($grace s)"
+    else
+        fail "SIGTERM: exit status $status after ${elapsed} s; the pod allows $grace s (log: $out/proxy.log)"
+    fi
+else
+    fail "host-harness serve did not start with k8s/standalone/proxy.toml (log: $out/proxy.log): $(tail -n 3 "$out/proxy.log")"
+fi
+
+if start_proxy "$out/proxy-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
+    sleep 1
+    ready="$(readyz)"
+    if [[ "$ready" != "200" && -n "$ready" && "$ready" != "000" ]]; then
+        pass "/readyz: not ready ($ready) without the token, so Kubernetes sends such a pod no traffic"
+    else
+        fail "/readyz answered ${ready:-nothing} without the token; the readiness probe would admit a pod that answers 503"
+    fi
+    kill -TERM "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+else
+    fail "host-harness serve without the token did not start (log: $out/proxy-no-token.log)"
+fi
+
+exit "$failed"
