@@ -127,7 +127,11 @@ fn classify(
         );
     }
     let message = match error.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
+        // wasmtime prefixes every trap with "wasm trap: "; the callback name already says it is one.
+        Some(trap) => trap
+            .to_string()
+            .trim_start_matches("wasm trap: ")
+            .to_owned(),
         None => format!("{error}"),
     };
     (TrapCause::Guest, message)

@@ -2,8 +2,18 @@
 //!
 //! Layout:
 //! - `support`: the WAT scaffold (memory, allocator, ABI marker) and plugin helpers
-//! - `lifecycle`: start-up, configuration, stream callbacks and their order
+//! - `lifecycle`: start-up, configuration, module checks, stream callbacks and their order
+//! - `headers`: header-map encoding, operations, phases and limits
+//! - `buffers`: bodies, configurations and `proxy_set_buffer_bytes` semantics
+//! - `hostile`: bad pointers, bad allocators, endless loops, memory limits, panics, exits
+//! - `properties`: property paths, encodings and guest-set values
+//! - `http_calls`: validation, mock clusters, the embedder backend, timeouts, pause and resume
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod buffers;
+mod headers;
+mod hostile;
+mod http_calls;
 mod lifecycle;
+mod properties;
 mod support;
