@@ -741,6 +741,14 @@ def check_monitoring(repo: Path, promtool: str, report: Report) -> None:
         families = re.findall(r"(credential_filter_[a-z_]*)<[a-z]+>([a-z_]*)", runbook)
         missing = sorted(n for n in known - documented if not any(n.startswith(a) and n.endswith(b) for a, b in families))
         report.check(not missing, "RUNBOOK.md", f"metrics from specs/filter.md not documented: {missing}")
+    # The standalone proxy's own metrics, as specs/proxy.md names them, in every query and rule.
+    proxy_spec = (repo / "specs/proxy.md").read_text(encoding="utf-8").split("## Metrics", 1)[-1].split("\n## ", 1)[0]
+    proxy_known = set(re.findall(r"^\| `(proxy_[a-z_]+)[{`]", proxy_spec, flags=re.M))
+    if report.check(bool(proxy_known), "specs/proxy.md", "no metric names found in its Metrics table"):
+        expressions = queries + [r.get("expr", "") for g in (yaml.load(rules.read_text(encoding="utf-8"), Loader=LOADER) or {}).get("groups", []) for r in g.get("rules", [])]
+        used = {m for e in expressions for m in re.findall(r"\b(proxy_[a-z_]+)", e)}
+        unknown = sorted(m for m in used if re.sub(r"_(bucket|sum|count)$", "", m) not in proxy_known)
+        report.check(not unknown, "RUNBOOK.md / k8s/monitoring/alerts.yaml", f"proxy metric names not defined in specs/proxy.md: {unknown}")
 
 
 def main() -> int:
