@@ -2,7 +2,7 @@
 
 use host_harness::Action;
 
-use crate::support::{get, plugin, said, vm};
+use crate::support::{StartVm, get, plugin, said, vm};
 
 /// On each request body chunk: logs the body and a range of it, then replaces, appends and tries a middle edit.
 const BODY_EDITOR: &str = r#"
@@ -83,10 +83,7 @@ fn configurations_are_readable_and_read_only() {
     "#)
     .plugin_config("{\"rules\":[]}")
     .vm_config("vm-config")
-    .build()
-    .unwrap()
-    .start_vm()
-    .unwrap();
+    .start();
     assert_eq!(
         said(&mut vm),
         ["0", "{\"rules\":[]}", "0", "vm-config", "2", "0", "12"]

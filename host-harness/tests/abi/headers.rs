@@ -2,7 +2,7 @@
 
 use host_harness::{Headers, TrapCause};
 
-use crate::support::{get, said, vm};
+use crate::support::{StartVm, get, said, vm};
 
 /// Logs every status and the returned bytes, so the test sees exactly what the guest received.
 const ECHO_REQUEST_HEADERS: &str = r#"
@@ -240,7 +240,7 @@ fn adding_past_the_field_limit_traps() {
         max_header_fields: 50,
         ..Default::default()
     };
-    let mut vm = plugin.limits(limits).build().unwrap().start_vm().unwrap();
+    let mut vm = plugin.limits(limits).start();
     vm.stream()
         .unwrap()
         .request_headers(get("/"), true)

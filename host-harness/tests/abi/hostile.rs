@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use host_harness::{Action, Plugin, TrapCause};
 
-use crate::support::{get, module, plugin, said, vm};
+use crate::support::{StartVm, get, module, plugin, said, vm};
 
 /// A stream whose request headers callback runs `body`, on a fresh VM; returns the VM after the step.
 fn run_request_headers(body: &str) -> host_harness::Vm {
@@ -91,12 +91,7 @@ fn an_allocator_returning_garbage_traps() {
             (i32.const 0))
         "#)
         .replace("(local.get $block))", &format!("(drop (local.get $block)) (i32.const {returned}))"));
-        let mut vm = Plugin::builder()
-            .module_bytes(wat)
-            .build()
-            .unwrap()
-            .start_vm()
-            .unwrap();
+        let mut vm = Plugin::builder().module_bytes(wat).start();
         vm.stream()
             .unwrap()
             .request_headers(get("/"), true)
@@ -179,12 +174,7 @@ fn a_guest_panic_message_on_stderr_is_part_of_the_trap() {
           unreachable)
         "#,
     );
-    let mut vm = Plugin::builder()
-        .module_bytes(wat)
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap();
+    let mut vm = Plugin::builder().module_bytes(wat).start();
     vm.stream()
         .unwrap()
         .request_headers(get("/"), true)
@@ -253,12 +243,7 @@ fn proc_exit_from_the_guest_is_a_trap_with_the_exit_code() {
         r#"(import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))"#,
         r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $proc_exit (i32.const 3)) (i32.const 0))"#,
     );
-    let mut vm = Plugin::builder()
-        .module_bytes(wat)
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap();
+    let mut vm = Plugin::builder().module_bytes(wat).start();
     vm.stream()
         .unwrap()
         .request_headers(get("/"), true)

@@ -8,7 +8,7 @@ use host_harness::{
     StreamEvent,
 };
 
-use crate::support::{get, module, said};
+use crate::support::{StartVm, get, module, said};
 
 /// A filter that, on request headers, calls cluster "auth" with `headers` and pauses, remembering which
 /// stream made the call; on the response it logs root id, token, counts, status and body, then resumes that
@@ -69,10 +69,7 @@ fn start(filter: &str, cluster: MockCluster) -> host_harness::Vm {
         .module_bytes(module(filter))
         .clock(host_harness::ManualClock::new())
         .cluster("auth", cluster)
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap()
+        .start()
 }
 
 #[test]
@@ -198,10 +195,7 @@ fn the_embedder_performs_calls_and_hands_back_the_outcome() {
         .module_bytes(module(&calling_filter(&GOOD_HEADERS, 2000)))
         .clock(host_harness::ManualClock::new())
         .embedder_cluster("auth")
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap();
+        .start();
     let first = vm.create_stream(Default::default()).unwrap();
     vm.request_headers(first, get("/").into(), true).unwrap();
     let second = vm.create_stream(Default::default()).unwrap();
@@ -247,10 +241,7 @@ fn an_embedder_call_not_answered_in_time_times_out_on_the_vms_clock() {
         .module_bytes(module(&calling_filter(&GOOD_HEADERS, 50)))
         .clock(host_harness::ManualClock::new())
         .embedder_cluster("auth")
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap();
+        .start();
     vm.stream()
         .unwrap()
         .request_headers(get("/"), true)

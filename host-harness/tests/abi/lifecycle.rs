@@ -2,7 +2,7 @@
 
 use host_harness::{Action, HarnessError, Plugin, StreamId};
 
-use crate::support::{get, module, plugin, said, vm};
+use crate::support::{StartVm, get, module, plugin, said, vm};
 
 /// Callbacks that log their own names, to check the order the host calls them in.
 const LOGGING_CALLBACKS: &str = r#"
@@ -293,12 +293,7 @@ fn vm_malloc() -> host_harness::Vm {
              (i32.const 0))"#,
     )
     .replace("\"proxy_on_memory_allocate\"", "\"malloc\"");
-    Plugin::builder()
-        .module_bytes(wat)
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap()
+    Plugin::builder().module_bytes(wat).start()
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //! - `hostile`: bad pointers, bad allocators, endless loops, memory limits, panics, exits
 //! - `properties`: property paths, encodings and guest-set values
 //! - `http_calls`: validation, mock clusters, the embedder backend, timeouts, pause and resume
+//! - `shared`: shared data, queues and metrics across the VMs of a plugin
+//! - `timers`: the manual clock, ticks, VM groups
+//! - `policies`: fail-closed, fail-open, fail-reload
+//! - `wasi`: environment, captured stdio, descriptor calls
+//! - `statuses`: gRPC, foreign functions, stream control without a stream, the import table
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod buffers;
@@ -15,5 +20,10 @@ mod headers;
 mod hostile;
 mod http_calls;
 mod lifecycle;
+mod policies;
 mod properties;
+mod shared;
+mod statuses;
 mod support;
+mod timers;
+mod wasi;

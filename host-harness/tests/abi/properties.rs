@@ -2,7 +2,7 @@
 
 use host_harness::StreamInfo;
 
-use crate::support::{plugin, said};
+use crate::support::{StartVm, plugin, said};
 
 /// Logs the status and value of each NUL-separated path in the data segment at 0, one per 64 bytes
 /// (length in the first byte, path from the second).
@@ -51,10 +51,7 @@ fn request_properties_come_from_the_headers_and_the_embedders_connection_details
         .root_id("root-a")
         .vm_id("vm-a")
         .property("node.id", "sidecar~10.0.0.1")
-        .build()
-        .unwrap()
-        .start_vm()
-        .unwrap();
+        .start();
     let info = StreamInfo::new()
         .source_address("10.1.2.3:5555")
         .destination_address("10.9.9.9:8080")
@@ -109,10 +106,7 @@ fn integer_properties_are_eight_byte_little_endian() {
              (call $say_num64 (i64.load (i32.load (i32.const 1024))))
              (i32.const 0))"#,
     )
-    .build()
-    .unwrap()
-    .start_vm()
-    .unwrap();
+    .start();
     let info = StreamInfo::new()
         .connection_id(0x0102_0304_0506)
         .source_address("[::1]:40123");
@@ -133,10 +127,7 @@ fn unknown_paths_and_stream_paths_in_the_root_context_are_not_found() {
              (call $say_num (call $proxy_get_property (i32.const 32) (i32.const 7) (i32.const 1024) (i32.const 1028)))
              (i32.const 1))"#,
     )
-    .build()
-    .unwrap()
-    .start_vm()
-    .unwrap();
+    .start();
     assert_eq!(said(&mut vm), ["1", "1"]);
 }
 
@@ -153,10 +144,7 @@ fn a_property_the_guest_sets_is_read_back_in_its_own_context_only() {
              (call $say_num (call $proxy_get_property (i32.const 0) (i32.const 19) (i32.const 1024) (i32.const 1028)))
              (i32.const 0))"#,
     )
-    .build()
-    .unwrap()
-    .start_vm()
-    .unwrap();
+    .start();
     vm.stream()
         .unwrap()
         .request_headers(crate::support::get("/"), true)

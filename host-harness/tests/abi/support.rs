@@ -107,9 +107,21 @@ pub fn plugin(body: &str) -> PluginBuilder {
         .clock(ManualClock::new())
 }
 
+/// Builds the plugin and starts one VM of it, in tests where neither may fail.
+pub trait StartVm {
+    /// The started VM.
+    fn start(self) -> Vm;
+}
+
+impl StartVm for PluginBuilder {
+    fn start(self) -> Vm {
+        self.build().unwrap().start_vm().unwrap()
+    }
+}
+
 /// Starts one VM of a plugin for `body`.
 pub fn vm(body: &str) -> Vm {
-    plugin(body).build().unwrap().start_vm().unwrap()
+    plugin(body).start()
 }
 
 /// What the guest logged through `proxy_log` since the last call, in order.

@@ -1,0 +1,110 @@
+//! WASI as a proxy-wasm guest sees it: configured environment, captured stdio, no files, no sleeping.
+
+use host_harness::{LogLevel, LogSource, Plugin};
+
+use crate::support::{StartVm, module_with, said};
+
+const WASI_IMPORTS: &str = r#"
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+"#;
+
+#[test]
+fn the_environment_holds_configured_variables_and_named_host_variables_only() {
+    // Safety of the test: PATH exists in any test environment; the key below is unique to this test.
+    let wat = module_with(
+        WASI_IMPORTS,
+        r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (call $say_num (call $environ_sizes_get (i32.const 1032) (i32.const 1036)))
+             (call $say_num (i32.load (i32.const 1032)))
+             (drop (call $environ_get (i32.const 4096) (i32.const 8192)))
+             (call $say (i32.const 8192) (i32.load (i32.const 1036)))
+             (i32.const 1))"#,
+    );
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut vm = Plugin::builder()
+        .module_bytes(wat)
+        .env("ANTHROPIC_OAUTH_TOKEN", "sk-test")
+        .host_env_keys(["PATH", "HOST_HARNESS_SURELY_UNSET_VARIABLE"])
+        .start();
+    let expected = format!("ANTHROPIC_OAUTH_TOKEN=sk-test\0PATH={path}\0");
+    assert_eq!(said(&mut vm), ["0", "2", expected.as_str()]);
+}
+
+#[test]
+fn stdout_and_stderr_lines_become_log_records() {
+    let wat = module_with(
+        WASI_IMPORTS,
+        r#"(data (i32.const 0) "to stdout\npartial ")
+           (data (i32.const 32) "line\n")
+           (data (i32.const 48) "to stderr\n")
+           (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+             (i32.store (i32.const 512) (local.get $ptr))
+             (i32.store (i32.const 516) (local.get $len))
+             (call $say_num (call $fd_write (local.get $fd) (i32.const 512) (i32.const 1) (i32.const 520)))
+             (call $say_num (i32.load (i32.const 520))))
+           (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (call $write (i32.const 1) (i32.const 0) (i32.const 18))
+             (call $write (i32.const 1) (i32.const 32) (i32.const 5))
+             (call $write (i32.const 2) (i32.const 48) (i32.const 10))
+             (call $write (i32.const 7) (i32.const 48) (i32.const 10))
+             (i32.const 1))"#,
+    );
+    let vm = Plugin::builder().module_bytes(wat).start();
+    let records: Vec<(LogLevel, LogSource, String)> = vm
+        .logs()
+        .into_iter()
+        .map(|record| (record.level, record.source, record.message))
+        .collect();
+    let output: Vec<_> = records
+        .iter()
+        .filter(|(_, source, _)| *source != LogSource::ProxyLog)
+        .cloned()
+        .collect();
+    assert_eq!(
+        output,
+        [
+            (LogLevel::Info, LogSource::Stdout, "to stdout".to_owned()),
+            (LogLevel::Info, LogSource::Stdout, "partial line".to_owned()),
+            (LogLevel::Error, LogSource::Stderr, "to stderr".to_owned()),
+        ]
+    );
+    let statuses: Vec<&str> = records
+        .iter()
+        .filter(|(_, source, _)| *source == LogSource::ProxyLog)
+        .map(|(_, _, m)| m.as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["0", "18", "0", "5", "0", "10", "8", "10"],
+        "fd 7 is EBADF and writes nothing"
+    );
+}
+
+#[test]
+fn descriptor_calls_answer_without_files_or_sleeping() {
+    let wat = module_with(
+        WASI_IMPORTS,
+        r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (call $say_num (call $fd_read (i32.const 0) (i32.const 512) (i32.const 0) (i32.const 520)))
+             (call $say_num (i32.load (i32.const 520)))
+             (call $say_num (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 520)))
+             (call $say_num (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 520)))
+             (call $say_num (call $fd_prestat_get (i32.const 3) (i32.const 520)))
+             (call $say_num (call $random_get (i32.const 600) (i32.const 16)))
+             (call $say_num (call $fd_write (i32.const 1) (i32.const 200000) (i32.const 1) (i32.const 520)))
+             (i32.const 1))"#,
+    );
+    let mut vm = Plugin::builder().module_bytes(wat).start();
+    assert_eq!(
+        said(&mut vm),
+        ["0", "0", "58", "8", "8", "0", "21"],
+        "EOF, NOTSUP, BADF, BADF, random works, EFAULT"
+    );
+}
