@@ -2,6 +2,8 @@
 //! `build.rs`, run through the harness, the standalone proxy and real Envoy. One binary, a module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod cli;
+mod differential;
+mod differential_runner;
 mod envoy_fixture;
 mod filter;
 mod proxy_admin;

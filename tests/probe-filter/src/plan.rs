@@ -106,6 +106,14 @@ pub enum Op {
         /// Header name.
         name: String,
     },
+    /// `proxy_get_header_map_value` made directly: every status renders, including ones the SDK's
+    /// wrapper would panic on (Envoy: BAD_ARGUMENT for a map not available in this callback).
+    GetHeaderRaw {
+        /// Which map.
+        map: Map,
+        /// Header name.
+        name: String,
+    },
     /// `proxy_get_header_map_pairs`, optionally only names starting with `prefix`.
     GetHeaders {
         /// Which map.
@@ -292,6 +300,11 @@ pub enum Op {
         /// Argument bytes.
         #[serde(default)]
         argument: String,
+    },
+    /// Reads an environment variable through WASI `environ_get` (Envoy: `vm_config.environment_variables`).
+    GetEnv {
+        /// Variable name.
+        name: String,
     },
     /// Adds one header per result so far, `x-probe-<n>` (root results: `x-probe-root-<n>`), to `map`.
     EmitResults {

@@ -226,6 +226,13 @@ fn execute(op: &Op, scope: Scope, args: Args, vm: &Vm, journal: &[String]) -> St
             Ok(None) => "not_found".to_owned(),
             Err(status) => outcome::status_name(status).to_owned(),
         },
+        Op::GetHeaderRaw { map, name } => {
+            match raw::get_header_map_value(map_type(*map) as u32, name) {
+                (0, Some(value)) => outcome::ok_with(&outcome::bytes(&value)),
+                (0, None) => "ok none".to_owned(),
+                (status, _) => outcome::status_code_name(status).to_owned(),
+            }
+        }
         Op::GetHeaders { map, prefix } => match hostcalls::get_map_bytes(map_type(*map)) {
             Ok(pairs) => {
                 let kept: Vec<(String, Vec<u8>)> = pairs
@@ -428,6 +435,10 @@ fn execute(op: &Op, scope: Scope, args: Args, vm: &Vm, journal: &[String]) -> St
                 Err(status) => outcome::status_name(status).to_owned(),
             }
         }
+        Op::GetEnv { name } => match std::env::var_os(name) {
+            Some(value) => outcome::ok_with(&outcome::bytes(value.as_encoded_bytes())),
+            None => "not_found".to_owned(),
+        },
         Op::EmitResults {
             map,
             journal: whose,
@@ -512,6 +523,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::GetCurrentTime => "get_current_time",
         Op::SetTickPeriod { .. } => "set_tick_period",
         Op::GetHeader { .. } => "get_header",
+        Op::GetHeaderRaw { .. } => "get_header_raw",
         Op::GetHeaders { .. } => "get_headers",
         Op::SetHeaders { .. } => "set_headers",
         Op::AddHeader { .. } => "add_header",
@@ -536,6 +548,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::ResumeRequest => "resume_request",
         Op::ResumeResponse => "resume_response",
         Op::CallForeignFunction { .. } => "call_foreign_function",
+        Op::GetEnv { .. } => "get_env",
         Op::EmitResults { .. } => "emit_results",
         Op::Pause { .. } => "pause",
         Op::Reject => "reject",

@@ -1,0 +1,522 @@
+//! Differential conformance: the probe module with the same plan through real Envoy and through the
+//! harness library; every observable (client responses, upstream and http-call requests, plugin logs,
+//! custom metrics) must match. See `differential_runner` for how each side is driven.
+//!
+//! Without `ENVOY_BIN` (outside CI) each scenario still runs on the harness, so the plans stay valid.
+
+use std::time::Duration;
+
+use integration_tests::envoy::FailurePolicy;
+use integration_tests::upstream::{FixedReply, Reply};
+use serde_json::json;
+
+use crate::differential_runner::{Scenario, Settle, request};
+
+/// Results of the probe's operations, as the upstream saw them in `x-probe-<n>` headers.
+fn probe_results(observation: &crate::differential_runner::Observation) -> Vec<String> {
+    observation
+        .upstream_requests
+        .first()
+        .map(|seen| {
+            seen.headers
+                .iter()
+                .filter(|(name, _)| name.starts_with("x-probe-"))
+                .map(|(_, value)| value.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn header_map_calls_agree() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "get_header", "map": "request_headers", "name": "x-test-keep"},
+        {"op": "get_header", "map": "request_headers", "name": "x-test-absent"},
+        {"op": "get_header", "map": "request_headers", "name": ":method"},
+        {"op": "get_header", "map": "request_headers", "name": ":path"},
+        {"op": "get_header", "map": "request_headers", "name": ":authority"},
+        {"op": "get_header", "map": "request_headers", "name": "x-test-twice"},
+        {"op": "add_header", "map": "request_headers", "name": "x-test-multi", "value": "1"},
+        {"op": "add_header", "map": "request_headers", "name": "x-test-multi", "value": "2"},
+        {"op": "replace_header", "map": "request_headers", "name": "x-test-created", "value": "by-replace"},
+        {"op": "remove_header", "map": "request_headers", "name": "x-test-remove"},
+        {"op": "remove_header", "map": "request_headers", "name": "x-test-never-there"},
+        {"op": "get_headers", "map": "request_headers", "prefix": "x-test-"},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    let sent = request("GET", "/headers?q=1")
+        .header("x-test-keep", "kept")
+        .header("x-test-remove", "gone")
+        .header("x-test-twice", "a")
+        .header("x-test-twice", "b");
+    let seen = Scenario::new(plan).requests(vec![sent]).assert_same()?;
+    let results = probe_results(&seen);
+    assert_eq!(
+        results.first().map(String::as_str),
+        Some(r#"on_request_headers#1 get_header: ok "kept""#)
+    );
+    assert_eq!(
+        results.get(1).map(String::as_str),
+        Some("on_request_headers#1 get_header: not_found")
+    );
+    Ok(())
+}
+
+/// Envoy replaces a header by removing every value and appending the new one, so it moves to the end of
+/// the map; the order shows in `get_headers` and on the wire.
+#[test]
+#[ignore = "harness differs: proxy_replace_header_map_value keeps the header in place; Envoy moves it to the end"]
+fn replacing_an_existing_header_moves_it_to_the_end() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "replace_header", "map": "request_headers", "name": "x-test-first", "value": "replaced"},
+        {"op": "get_headers", "map": "request_headers", "prefix": "x-test-"},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    let sent = request("GET", "/replace")
+        .header("x-test-first", "a")
+        .header("x-test-first", "b")
+        .header("x-test-second", "c");
+    let seen = Scenario::new(plan).requests(vec![sent]).assert_same()?;
+    assert_eq!(
+        probe_results(&seen).get(1).map(String::as_str),
+        Some(
+            r#"on_request_headers#1 get_headers: ok ["x-test-second": "c", "x-test-first": "replaced"]"#
+        )
+    );
+    Ok(())
+}
+
+/// The new map keeps `x-forwarded-proto`: Envoy's router finds no route for a request without it (404),
+/// which is routing, not the ABI.
+#[test]
+fn replacing_the_whole_request_header_map_agrees() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "set_headers", "map": "request_headers", "headers": [
+            [":method", "GET"], [":path", "/rewritten"], [":authority", "probe.test"], [":scheme", "http"],
+            ["x-forwarded-proto", "http"], ["x-test-only", "this"]
+        ]},
+        {"op": "get_headers", "map": "request_headers", "prefix": "x-test-"},
+        {"op": "get_header", "map": "request_headers", "name": "x-test-dropped"},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    let sent = request("GET", "/original").header("x-test-dropped", "yes");
+    let seen = Scenario::new(plan).requests(vec![sent]).assert_same()?;
+    assert_eq!(
+        seen.upstream_requests
+            .first()
+            .map(|seen| seen.path.as_str()),
+        Some("/rewritten")
+    );
+    Ok(())
+}
+
+#[test]
+fn request_body_buffer_calls_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "callback_args"},
+            {"op": "remove_header", "map": "request_headers", "name": "content-length"}
+        ],
+        "on_request_body": [
+            {"op": "pause", "until_end_of_stream": true},
+            {"op": "callback_args"},
+            {"op": "get_buffer", "buffer": "request_body"},
+            {"op": "get_buffer", "buffer": "request_body", "start": 6, "size": 3},
+            {"op": "get_buffer", "buffer": "request_body", "start": 100, "size": 3},
+            {"op": "set_buffer", "buffer": "request_body", "start": 0, "size": 5, "data": "HOWDY"},
+            {"op": "set_buffer", "buffer": "request_body", "start": 11, "size": 0, "data": "!"},
+            {"op": "set_buffer", "buffer": "request_body", "start": 3, "size": 1, "data": "x"},
+            {"op": "set_buffer", "buffer": "request_body", "start": 500, "size": 0, "data": "?"},
+            {"op": "get_buffer", "buffer": "request_body"},
+            {"op": "set_buffer", "buffer": "request_body", "start": 0, "size": 100, "data": "short"},
+            {"op": "get_buffer", "buffer": "request_body"}
+        ]
+    });
+    let sent = request("POST", "/body").body("hello world");
+    let seen = Scenario::new(plan).requests(vec![sent]).assert_same()?;
+    assert_eq!(
+        seen.upstream_requests
+            .first()
+            .map(|seen| seen.body.as_str()),
+        Some("short")
+    );
+    Ok(())
+}
+
+#[test]
+fn response_header_and_body_calls_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_response_headers": [
+            {"op": "get_header", "map": "response_headers", "name": ":status"},
+            {"op": "get_header", "map": "response_headers", "name": "x-test-origin"},
+            {"op": "add_header", "map": "response_headers", "name": "x-test-added", "value": "by-probe"},
+            {"op": "remove_header", "map": "response_headers", "name": "content-length"},
+            {"op": "emit_results", "map": "response_headers"}
+        ],
+        "on_response_body": [
+            {"op": "pause", "until_end_of_stream": true},
+            {"op": "get_buffer", "buffer": "response_body"},
+            {"op": "set_buffer", "buffer": "response_body", "start": 0, "size": 8, "data": "replaced"}
+        ],
+        "on_log": [
+            {"op": "get_header", "map": "response_headers", "name": "x-test-added"},
+            {"op": "get_header", "map": "request_headers", "name": ":path"}
+        ]
+    });
+    let upstream = Reply::Fixed(
+        FixedReply::new(200)
+            .header("x-test-origin", "upstream")
+            .body("original body"),
+    );
+    let seen = Scenario::new(plan).upstream(upstream).assert_same()?;
+    assert_eq!(
+        seen.exchanges
+            .first()
+            .map(|exchange| exchange.body.as_str()),
+        Some("replaced body")
+    );
+    Ok(())
+}
+
+/// Which header maps each callback may read, seen through the raw call so that a refusal shows as a status.
+/// Envoy answers BAD_ARGUMENT for a map the callback cannot see: response headers and request trailers
+/// while the request headers are processed, http-call response headers outside their callback, request
+/// headers while the response is processed; in `on_log` both header maps are readable again.
+#[test]
+#[ignore = "harness differs: NOT_FOUND for response headers and absent request trailers during the request, a trap for http-call response headers outside their callback, OK for request headers during the response"]
+fn header_map_availability_per_callback_agrees() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "get_header_raw", "map": "request_headers", "name": ":path"},
+            {"op": "get_header_raw", "map": "response_headers", "name": ":status"},
+            {"op": "get_header_raw", "map": "request_trailers", "name": "x-test-none"},
+            {"op": "get_header_raw", "map": "http_call_response_headers", "name": ":status"}
+        ],
+        "on_response_headers": [
+            {"op": "get_header_raw", "map": "request_headers", "name": ":path"},
+            {"op": "get_header_raw", "map": "response_headers", "name": ":status"},
+            {"op": "emit_results", "map": "response_headers"}
+        ],
+        "on_log": [
+            {"op": "get_header_raw", "map": "request_headers", "name": ":path"},
+            {"op": "get_header_raw", "map": "response_headers", "name": ":status"}
+        ]
+    });
+    Scenario::new(plan).assert_same()?;
+    Ok(())
+}
+
+#[test]
+fn local_responses_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "get_header", "map": "request_headers", "name": ":path"},
+            {"op": "send_local_response", "status": 403, "headers": [["x-test-reason", "denied"], ["x-test-reason", "twice"]], "body": "denied by probe"},
+            {"op": "pause"}
+        ],
+        "on_log": [{"op": "get_header", "map": "request_headers", "name": ":path"}]
+    });
+    let seen = Scenario::new(plan).assert_same()?;
+    assert_eq!(
+        seen.exchanges.first().map(|exchange| exchange.status),
+        Some(403)
+    );
+    assert!(seen.upstream_requests.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_local_response_can_carry_the_journal() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "get_header", "map": "request_headers", "name": ":method"},
+        {"op": "get_property", "path": ["request", "path"]},
+        {"op": "send_local_response", "status": 200, "results_body": true},
+        {"op": "pause"}
+    ]});
+    let seen = Scenario::new(plan)
+        .requests(vec![request("DELETE", "/journal")])
+        .assert_same()?;
+    assert_eq!(
+        seen.exchanges
+            .first()
+            .map(|exchange| exchange.body.as_str()),
+        Some(
+            "on_request_headers#1 get_header: ok \"DELETE\"\non_request_headers#1 get_property: ok \"/journal\""
+        )
+    );
+    Ok(())
+}
+
+#[test]
+fn http_call_round_trips_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "http_call", "cluster": "side", "headers": [
+                [":method", "POST"], [":path", "/side?q=1"], [":authority", "side.test"], ["x-test-call", "yes"]
+            ], "body": "ping", "timeout_ms": 5000},
+            {"op": "pause"}
+        ],
+        "on_http_call_response": [
+            {"op": "get_header", "map": "http_call_response_headers", "name": ":status"},
+            {"op": "get_header", "map": "http_call_response_headers", "name": "x-test-side"},
+            {"op": "get_headers", "map": "http_call_response_headers", "prefix": "x-test-"},
+            {"op": "get_buffer", "buffer": "http_call_response_body"},
+            {"op": "get_buffer", "buffer": "http_call_response_body", "start": 5, "size": 4},
+            {"op": "emit_results", "map": "request_headers"},
+            {"op": "resume_request"}
+        ]
+    });
+    let side = Reply::Fixed(
+        FixedReply::new(201)
+            .header("x-test-side", "pong")
+            .header("x-test-side", "again")
+            .body("side body"),
+    );
+    let seen = Scenario::new(plan).side(side).assert_same()?;
+    assert_eq!(seen.side_requests.len(), 1);
+    assert_eq!(seen.upstream_requests.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn rejected_http_calls_agree() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "http_call", "cluster": "no-such-cluster", "headers": [[":method", "GET"], [":path", "/"], [":authority", "x"]]},
+        {"op": "http_call", "cluster": "side", "headers": [[":method", "GET"], [":path", "/"]]},
+        {"op": "http_call", "cluster": "side", "headers": [[":method", "GET"], [":authority", "x"]]},
+        {"op": "http_call", "cluster": "side", "headers": [[":path", "/"], [":authority", "x"]]},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    let seen = Scenario::new(plan).assert_same()?;
+    assert!(seen.side_requests.is_empty());
+    Ok(())
+}
+
+#[test]
+fn shared_data_cas_outcomes_agree() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "get_shared_data", "key": "probe.k"},
+        {"op": "set_shared_data", "key": "probe.k", "value": "v1"},
+        {"op": "get_shared_data", "key": "probe.k"},
+        {"op": "set_shared_data", "key": "probe.k", "value": "v2", "cas": "last"},
+        {"op": "set_shared_data", "key": "probe.k", "value": "v3", "cas": "last"},
+        {"op": "set_shared_data", "key": "probe.k", "value": "v4", "cas": "stale"},
+        {"op": "get_shared_data", "key": "probe.k"},
+        {"op": "set_shared_data", "key": "probe.k", "value": "v5", "cas": "last"},
+        {"op": "set_shared_data", "key": "probe.k", "value": "v6"},
+        {"op": "get_shared_data", "key": "probe.k"},
+        {"op": "set_shared_data", "key": "probe.fresh", "value": "x", "cas": 12345},
+        {"op": "get_shared_data", "key": "probe.fresh"},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    let seen = Scenario::new(plan).assert_same()?;
+    let results = probe_results(&seen);
+    assert_eq!(
+        results.get(4).map(String::as_str),
+        Some("on_request_headers#1 set_shared_data: cas_mismatch")
+    );
+    Ok(())
+}
+
+#[test]
+fn property_reads_agree() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "get_property", "path": ["request", "path"]},
+        {"op": "get_property", "path": ["request", "url_path"]},
+        {"op": "get_property", "path": ["request", "method"]},
+        {"op": "get_property", "path": ["request", "host"]},
+        {"op": "get_property", "path": ["request", "scheme"]},
+        {"op": "get_property", "path": ["request", "query"]},
+        {"op": "get_property", "path": ["request", "protocol"]},
+        {"op": "get_property", "path": ["plugin_name"]},
+        {"op": "get_property", "path": ["plugin_vm_id"]},
+        {"op": "get_property", "path": ["plugin_root_id"]},
+        {"op": "get_property", "path": ["request", "time"], "render": "length"},
+        {"op": "get_property", "path": ["connection", "id"], "render": "length"},
+        {"op": "get_property", "path": ["no", "such", "property"]},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    Scenario::new(plan)
+        .requests(vec![request("PUT", "/props/a?x=1&y=2")])
+        .assert_same()?;
+    Ok(())
+}
+
+#[test]
+fn metric_calls_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_configure": [
+            {"op": "define_metric", "kind": "counter", "name": "probe_counter"},
+            {"op": "define_metric", "kind": "gauge", "name": "probe_gauge"},
+            {"op": "define_metric", "kind": "histogram", "name": "probe_histogram"}
+        ],
+        "on_request_headers": [
+            {"op": "increment_metric", "metric": "probe_counter", "by": 2},
+            {"op": "get_metric", "metric": "probe_counter"},
+            {"op": "increment_metric", "metric": "probe_counter", "by": -1},
+            {"op": "record_metric", "metric": "probe_counter", "value": 40},
+            {"op": "get_metric", "metric": "probe_counter"},
+            {"op": "record_metric", "metric": "probe_gauge", "value": 7},
+            {"op": "increment_metric", "metric": "probe_gauge", "by": -2},
+            {"op": "get_metric", "metric": "probe_gauge"},
+            {"op": "record_metric", "metric": "probe_histogram", "value": 10},
+            {"op": "increment_metric", "metric": "probe_histogram", "by": 1},
+            {"op": "get_metric", "metric": "probe_histogram"},
+            {"op": "emit_results", "map": "request_headers"}
+        ]
+    });
+    Scenario::new(plan).assert_same()?;
+    Ok(())
+}
+
+/// Envoy keeps the metric kind in the low bits of a metric id, so its answer for an id it never issued
+/// depends on those bits: 999999 (kind bits 3) gives increment BAD_ARGUMENT, record NOT_FOUND, get
+/// BAD_ARGUMENT; 999996 (kind bits 0, a counter id) gives NOT_FOUND for all three.
+#[test]
+#[ignore = "harness differs: unknown metric ids always give NOT_FOUND; Envoy decides by the id's kind bits"]
+fn unknown_metric_ids_agree() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "increment_metric", "metric": 999999, "by": 1},
+        {"op": "record_metric", "metric": 999999, "value": 1},
+        {"op": "get_metric", "metric": 999999},
+        {"op": "increment_metric", "metric": 999996, "by": 1},
+        {"op": "record_metric", "metric": 999996, "value": 1},
+        {"op": "get_metric", "metric": 999996},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    Scenario::new(plan).assert_same()?;
+    Ok(())
+}
+
+#[test]
+fn queue_calls_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_configure": [{"op": "register_queue", "name": "probe-q"}],
+        "on_request_headers": [
+            {"op": "resolve_queue", "vm_id": "probe-vm", "name": "probe-q"},
+            {"op": "resolve_queue", "vm_id": "probe-vm", "name": "no-such-queue"},
+            {"op": "resolve_queue", "vm_id": "other-vm", "name": "probe-q"},
+            {"op": "dequeue", "queue": "probe-q"},
+            {"op": "enqueue", "queue": "probe-q", "value": "first"},
+            {"op": "enqueue", "queue": "probe-q", "value": "second"},
+            {"op": "dequeue", "queue": "probe-q"},
+            {"op": "dequeue", "queue": "probe-q"},
+            {"op": "dequeue", "queue": "probe-q"},
+            {"op": "enqueue", "queue": 987654, "value": "x"},
+            {"op": "dequeue", "queue": 987654},
+            {"op": "emit_results", "map": "request_headers"}
+        ]
+    });
+    Scenario::new(plan).assert_same()?;
+    Ok(())
+}
+
+#[test]
+fn log_calls_and_levels_agree() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "get_log_level"},
+        {"op": "log", "level": "trace", "message": "probe-log trace"},
+        {"op": "log", "level": "debug", "message": "probe-log debug"},
+        {"op": "log", "level": "info", "message": "probe-log info"},
+        {"op": "log", "level": "warn", "message": "probe-log warn"},
+        {"op": "log", "level": "error", "message": "probe-log error"},
+        {"op": "log", "level": "critical", "message": "probe-log critical"},
+        {"op": "get_current_time"},
+        {"op": "emit_results", "map": "request_headers"}
+    ]});
+    let seen = Scenario::new(plan).assert_same()?;
+    assert!(
+        seen.logs
+            .iter()
+            .any(|line| line.level == "warning" && line.message == "probe-log warn")
+    );
+    Ok(())
+}
+
+#[test]
+fn configuration_buffers_and_environment_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_configure": [
+            {"op": "callback_args"},
+            {"op": "get_buffer", "buffer": "plugin_configuration", "start": 0, "size": 16},
+            {"op": "get_env", "name": "PROBE_ENV"}
+        ],
+        "on_request_headers": [
+            {"op": "get_env", "name": "PROBE_ENV"},
+            {"op": "get_env", "name": "PROBE_MISSING"},
+            {"op": "emit_results", "map": "request_headers", "journal": "root"},
+            {"op": "emit_results", "map": "request_headers"}
+        ]
+    });
+    let vm_plan = json!({"on_vm_start": [
+        {"op": "callback_args"},
+        {"op": "get_buffer", "buffer": "vm_configuration", "start": 0, "size": 15}
+    ]});
+    Scenario::new(plan)
+        .vm_plan(vm_plan)
+        .env("PROBE_ENV", "from the vm config")
+        .assert_same()?;
+    Ok(())
+}
+
+#[test]
+fn tick_counts_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_configure": [{"op": "set_tick_period", "ms": 100}],
+        "on_tick": [
+            {"op": "callback_args"},
+            {"op": "set_tick_period", "ms": 0, "when": 3}
+        ],
+        "on_request_headers": [{"op": "emit_results", "map": "request_headers", "journal": "root"}]
+    });
+    let seen = Scenario::new(plan)
+        .without_metrics()
+        .settle(Settle::Ticks {
+            period: Duration::from_millis(100),
+            count: 3,
+        })
+        .assert_same()?;
+    let ticks = seen.upstream_requests.first().map_or(0, |seen| {
+        seen.headers
+            .iter()
+            .filter(|(_, value)| value.starts_with("on_tick#"))
+            .count()
+    });
+    assert_eq!(
+        ticks, 4,
+        "three ticks with one result each, and the third stops the ticks"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_trap_under_fail_closed_agrees() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "get_header", "map": "request_headers", "name": ":path"},
+        {"op": "trap"}
+    ]});
+    let requests = vec![request("GET", "/first"), request("GET", "/second")];
+    let seen = Scenario::new(plan)
+        .requests(requests)
+        .failure_policy(FailurePolicy::FailClosed)
+        .assert_same()?;
+    assert!(seen.upstream_requests.is_empty());
+    Ok(())
+}
+
+/// Under FAIL_OPEN Envoy still answers the stream whose callback trapped with 503; only later streams
+/// skip the plugin.
+#[test]
+#[ignore = "harness differs: under FailOpen the trapping stream passes upstream, with the changes made before the trap"]
+fn a_trap_under_fail_open_agrees() -> anyhow::Result<()> {
+    let plan = json!({"on_request_headers": [
+        {"op": "add_header", "map": "request_headers", "name": "x-test-filtered", "value": "yes"},
+        {"op": "trap"}
+    ]});
+    let requests = vec![request("GET", "/first"), request("GET", "/second")];
+    Scenario::new(plan)
+        .requests(requests)
+        .failure_policy(FailurePolicy::FailOpen)
+        .assert_same()?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The Envoy fixture itself, with the probe module: start-up on free ports, routing to a loopback upstream,
+//! plugin configuration and environment reaching the guest, custom metrics, plugin logs, and clean stops.
+
+use std::time::Duration;
+
+use integration_tests::client::{self, HttpRequest};
+use integration_tests::envoy::{self, Envoy};
+use integration_tests::upstream::Upstream;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn envoy_runs_the_probe_in_front_of_a_loopback_upstream() -> anyhow::Result<()> {
+    let Some(binary) = envoy::binary()? else {
+        return Ok(());
+    };
+    let upstream = Upstream::echo()?;
+    let plan = serde_json::json!({
+        "on_configure": [{"op": "define_metric", "kind": "counter", "name": "fixture_requests"}],
+        "on_request_headers": [
+            {"op": "increment_metric", "metric": "fixture_requests", "by": 1},
+            {"op": "get_env", "name": "PROBE_ENV"},
+            {"op": "get_property", "path": ["plugin_name"]},
+            {"op": "log", "level": "warn", "message": "fixture says hello"},
+            {"op": "emit_results", "map": "request_headers"}
+        ]
+    });
+    let proxy = Envoy::builder(binary, env!("PROBE_WASM"))
+        .plugin_configuration(plan.to_string())
+        .env("PROBE_ENV", "from-envoy")
+        .plugin_name("fixture-probe")
+        .cluster("upstream", upstream.addr())
+        .start()?;
+
+    let response = client::send(proxy.addr(), HttpRequest::get("/hello"), TIMEOUT)?;
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    let seen = upstream.wait_for_requests(1, TIMEOUT)?;
+    assert_eq!(seen[0].path, "/hello");
+    assert_eq!(
+        seen[0].header("x-probe-1"),
+        Some("on_request_headers#1 increment_metric: ok")
+    );
+    assert_eq!(
+        seen[0].header("x-probe-2"),
+        Some(r#"on_request_headers#1 get_env: ok "from-envoy""#)
+    );
+    assert_eq!(
+        seen[0].header("x-probe-3"),
+        Some(r#"on_request_headers#1 get_property: ok "fixture-probe""#)
+    );
+    assert_eq!(
+        seen[0].header("x-probe-4"),
+        Some("on_request_headers#1 log: ok")
+    );
+
+    assert_eq!(proxy.custom_metrics()?.get("fixture_requests"), Some(&1));
+    let logged =
+        proxy.wait_for_wasm_logs(1, TIMEOUT, |line| line.message == "fixture says hello")?;
+    assert_eq!(logged[0].level, "warning");
+    Ok(())
+}
+
+#[test]
+fn envoy_stops_on_drop_and_reports_a_bad_module_with_its_log() -> anyhow::Result<()> {
+    let Some(binary) = envoy::binary()? else {
+        return Ok(());
+    };
+    let upstream = Upstream::echo()?;
+
+    let missing = Envoy::builder(&binary, "/nonexistent/probe.wasm")
+        .cluster("upstream", upstream.addr())
+        .start()
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent/probe.wasm"),
+        "{missing:#}"
+    );
+
+    let rejected = Envoy::builder(&binary, env!("PROBE_WASM"))
+        .plugin_configuration(r#"{"on_configure": [{"op": "reject"}]}"#)
+        .cluster("upstream", upstream.addr())
+        .startup_timeout(Duration::from_secs(20))
+        .start()
+        .unwrap_err();
+    assert!(
+        format!("{rejected:#}").contains("log tail"),
+        "start-up failures quote Envoy's log: {rejected:#}"
+    );
+
+    let mut proxy = Envoy::builder(&binary, env!("PROBE_WASM"))
+        .cluster("upstream", upstream.addr())
+        .start()?;
+    let addr = proxy.addr();
+    assert!(proxy.is_running());
+    proxy.stop();
+    assert!(!proxy.is_running());
+    assert!(
+        client::send(addr, HttpRequest::get("/"), Duration::from_secs(2)).is_err(),
+        "nothing listens after stop"
+    );
+    Ok(())
+}
