@@ -4,6 +4,7 @@
 //! - `support`: the WAT scaffold (memory, allocator, ABI marker) and plugin helpers
 //! - `lifecycle`: start-up, configuration, module checks, stream callbacks and their order
 //! - `headers`: header-map encoding, operations, phases and limits
+//! - `cache`: the on-disk module cache, thread-safety of the handles
 //! - `buffers`: bodies, configurations and `proxy_set_buffer_bytes` semantics
 //! - `hostile`: bad pointers, bad allocators, endless loops, memory limits, panics, exits
 //! - `properties`: property paths, encodings and guest-set values
@@ -16,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod buffers;
+mod cache;
 mod headers;
 mod hostile;
 mod http_calls;
