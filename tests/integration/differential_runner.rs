@@ -51,6 +51,8 @@ pub struct Scenario {
     pub upstream: Reply,
     /// How the http-call target answers.
     pub side: Reply,
+    /// Point the `side` cluster at a port nothing listens on (connection refused).
+    pub side_unreachable: bool,
     /// Failure policy on both hosts.
     pub failure_policy: FailurePolicy,
     /// Whether custom metrics are compared (not when root callbacks, which run once per Envoy VM, count).
@@ -85,6 +87,7 @@ impl Scenario {
             requests: vec![request("GET", "/probe")],
             upstream: Reply::text(200, "from upstream"),
             side: Reply::text(200, "from side"),
+            side_unreachable: false,
             failure_policy: FailurePolicy::FailClosed,
             compare_metrics: true,
             settle: Settle::Nothing,
@@ -106,6 +109,12 @@ impl Scenario {
     /// Sets the http-call target's reply.
     pub fn side(mut self, reply: Reply) -> Self {
         self.side = reply;
+        self
+    }
+
+    /// Points the `side` cluster at a closed port, so http calls to it are refused.
+    pub fn side_unreachable(mut self) -> Self {
+        self.side_unreachable = true;
         self
     }
 
@@ -167,7 +176,7 @@ impl Scenario {
             .plugin_configuration(self.plan.to_string())
             .failure_policy(self.failure_policy)
             .cluster("upstream", servers.upstream.addr())
-            .cluster("side", servers.side.addr());
+            .cluster("side", servers.side_addr);
         if let Some(vm_plan) = &self.vm_plan {
             builder = builder.vm_configuration(vm_plan.to_string());
         }
@@ -237,7 +246,7 @@ impl Scenario {
         let mut vm = plugin.start_vm()?;
         let clusters = Clusters {
             upstream: servers.upstream.addr(),
-            side: servers.side.addr(),
+            side: servers.side_addr,
         };
         if let Settle::Ticks { period, count } = self.settle {
             vm.advance(period * (count + 2))?;
@@ -283,17 +292,26 @@ impl Scenario {
 struct Servers {
     upstream: Upstream,
     side: Upstream,
+    /// Where the `side` cluster points: the side server, or a closed port.
+    side_addr: SocketAddr,
 }
 
 impl Servers {
     fn start(scenario: &Scenario) -> anyhow::Result<Self> {
+        let side = Upstream::builder()
+            .fallback(scenario.side.clone())
+            .start()?;
+        let side_addr = if scenario.side_unreachable {
+            closed_port()?
+        } else {
+            side.addr()
+        };
         Ok(Self {
             upstream: Upstream::builder()
                 .fallback(scenario.upstream.clone())
                 .start()?,
-            side: Upstream::builder()
-                .fallback(scenario.side.clone())
-                .start()?,
+            side,
+            side_addr,
         })
     }
 
@@ -318,6 +336,13 @@ impl Servers {
             metrics,
         }
     }
+}
+
+/// An address on which nothing listens: a port the OS just handed out and that was closed again.
+fn closed_port() -> anyhow::Result<SocketAddr> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding a throwaway port")?;
+    Ok(listener.local_addr()?)
 }
 
 /// A scenario request: `method path` with `host: probe.test`.
