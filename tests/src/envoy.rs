@@ -4,7 +4,8 @@
 //! admin address from `--admin-address-path` and the listener port from the admin API, so parallel tests
 //! never race for ports. Envoy logs to a file in a private temporary directory; [`Envoy::wasm_logs`] picks
 //! out the plugin's log lines. Dropping the [`Envoy`] kills the process and waits for it (no orphans);
-//! if the test is panicking, the tail of Envoy's log is printed first.
+//! if the test is panicking, the tail of Envoy's log is printed first. Should the test process die without
+//! dropping it, Envoy's parent-death signal ends it too (see `envoy_command`).
 //!
 //! The binary comes from `ENVOY_BIN` (`make test` installs Envoy and sets it). See [`binary`] for what
 //! happens when it is unset.
@@ -296,7 +297,7 @@ impl EnvoyBuilder {
         let log_path = dir.path().join("envoy.log");
         std::fs::write(&config_path, bootstrap).context("writing the Envoy bootstrap")?;
         let log_file = std::fs::File::create(&log_path).context("creating Envoy's log file")?;
-        let child = Command::new(&self.binary)
+        let child = envoy_command(&self.binary)
             .arg("--config-path")
             .arg(&config_path)
             .arg("--admin-address-path")
@@ -329,6 +330,23 @@ impl EnvoyBuilder {
         envoy.wait_until_live(deadline)?;
         envoy.listener = Some(envoy.read_listener_addr()?);
         Ok(envoy)
+    }
+}
+
+/// Where util-linux keeps `setpriv` (an essential package on Debian-based machines).
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// The command that runs Envoy. With `setpriv` available, Envoy gets SIGKILL as its parent-death signal,
+/// so a test process that is itself killed (a timeout, ^C) leaves no Envoy behind; `setpriv` execs Envoy,
+/// so the child's pid is Envoy's. Linux sends that signal when the spawning *thread* exits: start and drop
+/// an [`Envoy`] on the same thread (as a test does).
+fn envoy_command(binary: &Path) -> Command {
+    if Path::new(SETPRIV).is_file() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
     }
 }
 
