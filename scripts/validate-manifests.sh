@@ -13,6 +13,9 @@
 #     checks that the WasmPlugin overlay it writes carries exactly that digest;
 #   - runs both plugin.json files (the first is also the WasmPlugin's pluginConfig and Envoy's configuration)
 #     through the real filter with `host-harness validate`, and a broken copy must be rejected;
+#   - runs the real `host-harness serve` with both variants' proxy.toml and plugin.json on 127.0.0.1
+#     (k8s/validate/standalone-smoke.sh): readiness, injection, metrics names, clean SIGTERM within the
+#     grace period, the oauth2 variant's token refresh and state file;
 #   - proves the checks bite: a few broken copies of the manifests must each be rejected.
 #
 # Tools (pinned in k8s/validate/requirements.txt and package-lock.json) are installed under build/ on first
@@ -128,6 +131,13 @@ if "$harness" validate --filter "$wasm" --config build/validate/plugin.broken.js
     failed=1
 else
     echo "ok   host-harness validate rejects a broken copy of plugin.json"
+fi
+if "$harness" serve --help >/dev/null 2>&1; then
+    echo "== the standalone proxy with the ConfigMaps' files, both variants (127.0.0.1 only)"
+    HOST_HARNESS="$harness" k8s/validate/standalone-smoke.sh "$venv/bin/python" || failed=1
+else
+    echo "FAIL $harness has no \`serve\` subcommand: the Deployment's command cannot run"
+    failed=1
 fi
 
 if [[ "$self_test" == 1 ]]; then

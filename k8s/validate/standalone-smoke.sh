@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs the real `host-harness serve` with k8s/standalone/proxy.toml and plugin.json, on 127.0.0.1 only, to
-# check what the Deployment relies on:
+# Runs the real `host-harness serve` with the ConfigMap files of k8s/standalone and k8s/standalone-oauth2, on
+# 127.0.0.1 only, to check what the Deployments rely on:
 #   - the proxy accepts the ConfigMap's proxy.toml (only the addresses and paths that differ inside the pod
 #     are overridden with flags: listeners, upstream, filter and plugin paths);
 #   - /healthz answers, /readyz says ready with the token and not ready without it (readiness probe);
 #   - a request reaches the upstream with the credential from the environment and without the client's;
-#   - SIGTERM ends the process cleanly within terminationGracePeriodSeconds (drain_timeout + 1 s).
+#   - /metrics exports the filter's and the proxy's metrics under the names the runbook and alerts use;
+#   - SIGTERM ends the process cleanly within terminationGracePeriodSeconds (drain_timeout + 1 s);
+#   - the oauth2 variant obtains a token from a local token endpoint with the Secret's refresh token, injects
+#     it, and leaves the rotated refresh token in its state file (mode 0600) at shutdown.
 #
 # Usage: k8s/validate/standalone-smoke.sh PYTHON   (PYTHON: an interpreter with PyYAML, from deploy_venv)
 # Environment: HOST_HARNESS (default target/debug/host-harness, built when missing), FILTER_WASM.
@@ -47,16 +50,22 @@ cleanup() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-"$python" k8s/validate/echo_upstream.py "$api_port" 120 >"$out/upstream.log" 2>&1 &
+rm -f "$out/token-requests" "$out/token-state.json"
+ECHO_TOKEN_LOG="$out/token-requests" "$python" k8s/validate/echo_upstream.py "$api_port" 120 >"$out/upstream.log" 2>&1 &
 pids+=($!)
 
-# Starts the proxy with the ConfigMap's files; waits (at most 60 s) for /healthz.
+# Starts the proxy with a ConfigMap's files (variant directory first, extra flags after --); waits (at most
+# 60 s) for /healthz.
 start_proxy() {
-    local log="$1"
-    shift
-    env "$@" "$harness" serve --config k8s/standalone/proxy.toml \
+    local dir="$1" log="$2"
+    shift 2
+    local envs=() flags=()
+    while [[ $# -gt 0 && "$1" != "--" ]]; do envs+=("$1"); shift; done
+    [[ $# -gt 0 ]] && shift
+    flags=("$@")
+    env "${envs[@]}" "$harness" serve --config "$dir/proxy.toml" \
         --listen "127.0.0.1:$listen_port" --admin-listen "127.0.0.1:$admin_port" \
-        --upstream "http://127.0.0.1:$api_port" --filter "$wasm" --plugin-config k8s/standalone/plugin.json \
+        --upstream "http://127.0.0.1:$api_port" --filter "$wasm" --plugin-config "$dir/plugin.json" "${flags[@]}" \
         >"$log" 2>&1 &
     proxy_pid=$!
     pids+=("$proxy_pid")
@@ -69,7 +78,7 @@ start_proxy() {
 }
 readyz() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$admin_port/readyz" 2>/dev/null || true; }
 
-if start_proxy "$out/proxy.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
+if start_proxy k8s/standalone "$out/proxy.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
     pass "host-harness serve accepts k8s/standalone/proxy.toml and plugin.json; /healthz answers"
     ready=""
     for _ in $(seq 100); do
@@ -100,6 +109,16 @@ EOF
     else
         fail "request through the proxy answered $code; upstream saw $(cat "$out/echo.json" 2>/dev/null)"
     fi
+    metrics="$(curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics")"
+    echo "$metrics" > "$out/metrics.txt"
+    if grep -Eq '^credential_filter_credential_injected_total(\{[^}]*\})? 1(\.0)?$' <<<"$metrics" \
+        && grep -Eq '^credential_filter_credential_available(\{[^}]*\})? 1(\.0)?$' <<<"$metrics" \
+        && grep -Eq '^proxy_requests_total\{class="2xx"\} 1(\.0)?$' <<<"$metrics" \
+        && grep -Eq '^proxy_in_flight_requests ' <<<"$metrics"; then
+        pass "/metrics: credential_filter_* and proxy_* series as the runbook names them (injected 1, 2xx 1)"
+    else
+        fail "/metrics lacks the expected series (see $out/metrics.txt)"
+    fi
     started="$(date +%s.%N)"
     kill -TERM "$proxy_pid"
     status=0
@@ -114,7 +133,7 @@ else
     fail "host-harness serve did not start with k8s/standalone/proxy.toml (log: $out/proxy.log): $(tail -n 3 "$out/proxy.log")"
 fi
 
-if start_proxy "$out/proxy-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
+if start_proxy k8s/standalone "$out/proxy-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
     sleep 1
     ready="$(readyz)"
     if [[ "$ready" != "200" && -n "$ready" && "$ready" != "000" ]]; then
@@ -126,6 +145,32 @@ if start_proxy "$out/proxy-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
     wait "$proxy_pid" 2>/dev/null || true
 else
     fail "host-harness serve without the token did not start (log: $out/proxy-no-token.log)"
+fi
+
+# The oauth2 variant: the token endpoint (cluster anthropic_oauth) is the local stand-in, the state file a
+# local path; everything else is k8s/standalone-oauth2's proxy.toml and plugin.json.
+if start_proxy k8s/standalone-oauth2 "$out/proxy-oauth2.log" -u ANTHROPIC_OAUTH_TOKEN ANTHROPIC_REFRESH_TOKEN=not-a-real-token \
+    -- --cluster "anthropic_oauth=http://127.0.0.1:$api_port" --state-file "$out/token-state.json"; then
+    code="$(curl -s --max-time 20 -o "$out/echo-oauth2.json" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
+        -H 'content-type: application/json' -H 'authorization: Bearer client-token' -d '{}')" || code="none"
+    if [[ "$code" == "200" ]] && grep -q '"authorization": "Bearer smoke-access-' "$out/echo-oauth2.json" \
+        && grep -Eq '"refresh_token": ?"not-a-real-token"' "$out/token-requests" \
+        && grep -Eq '"grant_type": ?"refresh_token"' "$out/token-requests"; then
+        pass "oauth2 variant: the refresh token from the environment buys an access token, which is injected"
+    else
+        fail "oauth2 variant: request answered $code; upstream saw $(cat "$out/echo-oauth2.json" 2>/dev/null); token requests: $(cat "$out/token-requests" 2>/dev/null)"
+    fi
+    [[ "$(readyz)" == "200" ]] && pass "oauth2 variant: /readyz ready once a token is held" || fail "oauth2 variant: /readyz not ready with a token (log: $out/proxy-oauth2.log)"
+    kill -TERM "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+    if [[ -f "$out/token-state.json" && "$(stat -c %a "$out/token-state.json")" == "600" ]] \
+        && grep -q 'smoke-refresh-' "$out/token-state.json"; then
+        pass "oauth2 variant: at shutdown the state file holds the rotated refresh token, mode 0600"
+    else
+        fail "oauth2 variant: no state file with the rotated refresh token at $out/token-state.json (log: $out/proxy-oauth2.log)"
+    fi
+else
+    fail "host-harness serve did not start with k8s/standalone-oauth2 (log: $out/proxy-oauth2.log): $(tail -n 3 "$out/proxy-oauth2.log")"
 fi
 
 exit "$failed"
