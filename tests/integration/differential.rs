@@ -523,6 +523,46 @@ fn queue_calls_agree() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A value enqueued by a stream wakes the root context that registered the queue; a later request reports
+/// what that root context saw.
+#[test]
+fn queue_ready_notifications_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_configure": [{"op": "register_queue", "name": "probe-q"}],
+        "on_queue_ready": [
+            {"op": "callback_args"},
+            {"op": "dequeue", "queue": "probe-q"},
+            {"op": "dequeue", "queue": "probe-q"}
+        ],
+        "on_request_headers": [
+            {"op": "resolve_queue", "vm_id": "probe-vm", "name": "probe-q", "when": 1},
+            {"op": "enqueue", "queue": "probe-q", "value": "wake up"},
+            {"op": "emit_results", "map": "request_headers", "journal": "root"}
+        ]
+    });
+    let seen = Scenario::new(plan)
+        .without_metrics()
+        .requests(vec![request("GET", "/enqueue"), request("GET", "/report")])
+        .assert_same()?;
+    let reported: Vec<String> = seen
+        .upstream_requests
+        .get(1)
+        .map(|seen| {
+            seen.headers
+                .iter()
+                .map(|(_, value)| value.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        reported
+            .iter()
+            .any(|value| value == r#"on_queue_ready#1 dequeue: ok "wake up""#),
+        "{reported:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn log_calls_and_levels_agree() -> anyhow::Result<()> {
     let plan = json!({"on_request_headers": [

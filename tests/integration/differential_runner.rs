@@ -257,6 +257,10 @@ impl Scenario {
         let mut logs = Vec::new();
         for request in &self.requests {
             exchanges.push(clusters.exchange(&mut vm, request)?);
+            // Envoy posts queue notifications to the owning VM's thread, so they run before the next
+            // request arrives; the harness runs them when asked.
+            vm.run_timers();
+            clusters.perform_http_calls(&mut vm)?;
             // Envoy logs the guest's stdout and stderr lines like `proxy_log` messages (a panic message arrives
             // that way), so those count too; the host's own notes do not.
             logs.extend(
