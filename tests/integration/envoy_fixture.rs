@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use integration_tests::client::{self, HttpRequest};
 use integration_tests::envoy::{self, Envoy};
-use integration_tests::upstream::Upstream;
+use integration_tests::upstream::{Reply, Upstream};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,6 +97,68 @@ fn envoy_stops_on_drop_and_reports_a_bad_module_with_its_log() -> anyhow::Result
     assert!(
         client::send(addr, HttpRequest::get("/"), Duration::from_secs(2)).is_err(),
         "nothing listens after stop"
+    );
+    Ok(())
+}
+
+/// Envoy configures the plugin in a base VM and in one VM per thread (the main thread and each worker), so
+/// root callbacks (`on_configure`, ticks) run `workers + 2` times; tests that count them must expect that.
+#[test]
+fn envoy_configures_one_vm_per_thread_plus_the_base_vm() -> anyhow::Result<()> {
+    let Some(binary) = envoy::binary()? else {
+        return Ok(());
+    };
+    let upstream = Upstream::echo()?;
+    let plan = serde_json::json!({
+        "on_configure": [
+            {"op": "define_metric", "kind": "counter", "name": "vms_configured"},
+            {"op": "increment_metric", "metric": "vms_configured", "by": 1}
+        ]
+    });
+    for workers in [1_u32, 3] {
+        let proxy = Envoy::builder(&binary, env!("PROBE_WASM"))
+            .plugin_configuration(plan.to_string())
+            .concurrency(workers)
+            .cluster("upstream", upstream.addr())
+            .start()?;
+        // A request through every worker is not needed: worker VMs are configured before Envoy is ready.
+        let configured = proxy.custom_metrics()?.get("vms_configured").copied();
+        assert_eq!(
+            configured,
+            Some(i64::from(workers) + 2),
+            "with {workers} workers"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn envoy_streams_server_sent_events_through_the_probe() -> anyhow::Result<()> {
+    let Some(binary) = envoy::binary()? else {
+        return Ok(());
+    };
+    let interval = Duration::from_millis(200);
+    let upstream = Upstream::builder()
+        .fallback(Reply::sse_numbered(3, interval))
+        .start()?;
+    let plan = serde_json::json!({"on_response_headers": [{"op": "get_header", "map": "response_headers", "name": "content-type"}]});
+    let proxy = Envoy::builder(binary, env!("PROBE_WASM"))
+        .plugin_configuration(plan.to_string())
+        .cluster("upstream", upstream.addr())
+        .start()?;
+    let response = client::send(proxy.addr(), HttpRequest::get("/v1/messages"), TIMEOUT)?;
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    assert_eq!(response.body_text().matches("event: message").count(), 3);
+    let first = response
+        .chunks
+        .first()
+        .map(|chunk| chunk.at)
+        .unwrap_or(response.finished_at);
+    // Two intervals separate the first event from the last; a buffering proxy would deliver all at once.
+    assert!(
+        response.finished_at.duration_since(first) >= interval,
+        "first event arrived {:?} before the end",
+        response.finished_at.duration_since(first)
     );
     Ok(())
 }
