@@ -61,6 +61,7 @@ oci: filter
 	scripts/build-oci.sh $(if $(REF),--ref $(REF))
 
 lint: wasm-target
+	python3 scripts/check-specs.py --self-test
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p filter -p probe-filter --target $(WASM_TARGET) --target-dir $(WASM_TARGET_DIR) -- -D warnings
