@@ -67,6 +67,15 @@ impl HttpCallResponse {
         self
     }
 
+    /// A response as Envoy makes one up itself: `:status`, `content-length`, `content-type: text/plain`.
+    pub fn local_reply(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        Self::new(status)
+            .header("content-length", body.len().to_string())
+            .header("content-type", "text/plain")
+            .body(body)
+    }
+
     /// The numeric `:status`, if present and valid.
     pub fn status(&self) -> Option<u16> {
         self.headers
@@ -75,7 +84,8 @@ impl HttpCallResponse {
     }
 }
 
-/// Why an http call produced no response; the guest sees each as a response with no headers.
+/// Why an http call produced no response of the upstream's. The guest sees a reset as a response without
+/// headers; the others as well by default, or as Envoy's made-up responses (see [`FailedCalls`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HttpCallFailure {
     /// The call's timeout passed first.
@@ -84,9 +94,25 @@ pub enum HttpCallFailure {
     /// The upstream reset the call.
     #[error("http call was reset")]
     Reset,
-    /// The call could not be made (connection refused, TLS failure, ...).
+    /// The upstream could not be reached (refused, unreachable); Envoy's reason text is "remote connection
+    /// failure".
+    #[error("http call could not connect")]
+    ConnectionFailure,
+    /// The call failed for another reason (TLS, DNS, ...), given as Envoy's "reset reason" text.
     #[error("http call failed: {0}")]
     Failed(String),
+}
+
+/// How a timed-out or unreachable http call reaches the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailedCalls {
+    /// Without headers or body, as the spec describes a failed call (`proxy_get_status` names the failure).
+    #[default]
+    Empty,
+    /// As Envoy delivers it: the response its router makes up, 504 with the body "upstream request
+    /// timeout" for a timeout, 503 with "upstream connect error or disconnect/reset before headers. reset
+    /// reason: ..." for a connection failure. A reset arrives without headers either way.
+    EnvoyReplies,
 }
 
 /// A call queued for the embedder to perform.

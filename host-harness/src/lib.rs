@@ -69,8 +69,8 @@ pub use error::{GuestTrap, HarnessError, TrapCause};
 pub use group::VmGroup;
 pub use headers::Headers;
 pub use http_call::{
-    ClusterBackend, HttpCallFailure, HttpCallRequest, HttpCallResponse, MockCluster, MockReply,
-    PendingHttpCall,
+    ClusterBackend, FailedCalls, HttpCallFailure, HttpCallRequest, HttpCallResponse, MockCluster,
+    MockReply, PendingHttpCall,
 };
 pub use logs::{LogLevel, LogRecord, LogSource};
 pub use metrics::{MetricKind, MetricSnapshot, MetricValue};

@@ -3,7 +3,8 @@
 //! Envoy keys a stat by name, so a counter defined by every worker's VM is one counter. The same holds
 //! here: a definition returns the id of the existing metric of that name and kind. Semantics follow Envoy:
 //! recording on a counter adds, recording on a gauge sets, recording on a histogram adds a sample; a counter
-//! cannot go down; a histogram has no single value to read.
+//! only goes up (by at least 1); a histogram has no single value to read. Like Envoy, an id carries its
+//! kind in the two low bits, and the answer for an id nobody defined depends on those bits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,7 +132,28 @@ pub struct MetricsRegistry {
 #[derive(Debug, Default)]
 struct Metrics {
     by_name: HashMap<(String, MetricKind), u32>,
+    /// Every metric, in definition order.
     entries: Vec<(String, MetricValue)>,
+    /// Per kind, in id order, the index of each metric in `entries`.
+    by_kind: [Vec<usize>; 3],
+}
+
+/// How many low bits of an id hold the kind.
+const KIND_BITS: u32 = 2;
+
+impl MetricKind {
+    fn code(self) -> u32 {
+        match self {
+            MetricKind::Counter => 0,
+            MetricKind::Gauge => 1,
+            MetricKind::Histogram => 2,
+        }
+    }
+}
+
+/// The kind bits of an id: `None` for the fourth value, which no kind uses.
+fn kind_of(id: u32) -> Option<MetricKind> {
+    MetricKind::from_abi(id & ((1 << KIND_BITS) - 1))
 }
 
 impl MetricsRegistry {
@@ -179,21 +201,27 @@ impl MetricsRegistry {
             MetricKind::Gauge => MetricValue::Gauge(0),
             MetricKind::Histogram => MetricValue::Histogram(Histogram::default()),
         };
+        let index = metrics.entries.len();
         metrics.entries.push((name.to_owned(), value));
-        let id = u32::try_from(metrics.entries.len()).unwrap_or(u32::MAX);
+        let kind_list = &mut metrics.by_kind[kind.code() as usize];
+        let position = u32::try_from(kind_list.len()).unwrap_or(u32::MAX >> KIND_BITS);
+        kind_list.push(index);
+        let id = (position << KIND_BITS) | kind.code();
         metrics.by_name.insert(key, id);
         id
     }
 
+    /// Runs `f` on the metric `id`, or reports it missing.
     fn with_entry<R>(
         &self,
         id: u32,
         f: impl FnOnce(&mut MetricValue) -> Result<R, MetricError>,
     ) -> Result<R, MetricError> {
         let mut metrics = self.lock();
-        let index = usize::try_from(id)
-            .ok()
-            .and_then(|id| id.checked_sub(1))
+        let kind = kind_of(id).ok_or(MetricError::NotFound)?;
+        let position = usize::try_from(id >> KIND_BITS).map_err(|_| MetricError::NotFound)?;
+        let index = *metrics.by_kind[kind.code() as usize]
+            .get(position)
             .ok_or(MetricError::NotFound)?;
         let (_, value) = metrics
             .entries
@@ -202,10 +230,18 @@ impl MetricsRegistry {
         f(value)
     }
 
+    /// Envoy: counters go up by a positive delta only, gauges both ways; any other kind is BAD_ARGUMENT
+    /// whether or not the id exists.
     pub(crate) fn increment(&self, id: u32, delta: i64) -> Result<(), MetricError> {
+        if !matches!(kind_of(id), Some(MetricKind::Counter | MetricKind::Gauge)) {
+            return Err(MetricError::BadArgument);
+        }
         self.with_entry(id, |value| match value {
             MetricValue::Counter(total) => {
-                let delta = u64::try_from(delta).map_err(|_| MetricError::BadArgument)?;
+                let delta = u64::try_from(delta)
+                    .ok()
+                    .filter(|delta| *delta > 0)
+                    .ok_or(MetricError::BadArgument)?;
                 *total = total.saturating_add(delta);
                 Ok(())
             }
@@ -221,6 +257,7 @@ impl MetricsRegistry {
         })
     }
 
+    /// Envoy: counters add, gauges take the value, histograms sample it; an unknown id is NOT_FOUND.
     pub(crate) fn record(&self, id: u32, sample: u64) -> Result<(), MetricError> {
         self.with_entry(id, |value| {
             match value {
@@ -232,7 +269,11 @@ impl MetricsRegistry {
         })
     }
 
+    /// Envoy: counters and gauges have a value; any other kind is BAD_ARGUMENT whether or not it exists.
     pub(crate) fn value(&self, id: u32) -> Result<u64, MetricError> {
+        if !matches!(kind_of(id), Some(MetricKind::Counter | MetricKind::Gauge)) {
+            return Err(MetricError::BadArgument);
+        }
         self.with_entry(id, |value| value.as_u64().ok_or(MetricError::BadArgument))
     }
 }
@@ -263,7 +304,21 @@ mod tests {
         let histogram = registry.define(MetricKind::Histogram, "h");
         registry.record(histogram, 7).ok();
         assert_eq!(registry.value(histogram), Err(MetricError::BadArgument));
-        assert_eq!(registry.value(99), Err(MetricError::NotFound));
+        assert_eq!(
+            registry.value(99),
+            Err(MetricError::BadArgument),
+            "kind bits 3: no such kind"
+        );
+        assert_eq!(
+            registry.value(96),
+            Err(MetricError::NotFound),
+            "kind bits 0: an unknown counter"
+        );
+        assert_eq!(
+            registry.increment(counter, 0),
+            Err(MetricError::BadArgument),
+            "a counter goes up by 1 or more"
+        );
         assert!(matches!(
             registry.get("h"),
             Some(MetricValue::Histogram(Histogram {

@@ -17,7 +17,7 @@ use crate::abi;
 use crate::clock::Clock;
 use crate::compile::EPOCH_TICK;
 use crate::error::HarnessError;
-use crate::http_call::ClusterBackend;
+use crate::http_call::{ClusterBackend, FailedCalls};
 use crate::logs::LogLevel;
 use crate::metrics::{MetricSnapshot, MetricValue, MetricsRegistry};
 use crate::shared::SharedRegistry;
@@ -132,6 +132,7 @@ pub(crate) struct PluginShared {
     pub(crate) shared: SharedRegistry,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) reload_backoff: ReloadBackoff,
+    pub(crate) failed_calls: FailedCalls,
     pub(crate) exports: ExportInfo,
     pub(crate) inherit_stdio: bool,
     pub(crate) next_vm_index: AtomicUsize,
@@ -256,6 +257,7 @@ pub struct PluginBuilder {
     limits: Limits,
     failure_policy: FailurePolicy,
     reload_backoff: ReloadBackoff,
+    failed_calls: FailedCalls,
     shared: Option<SharedRegistry>,
     cache_dir: Option<PathBuf>,
     inherit_stdio: bool,
@@ -392,6 +394,12 @@ impl PluginBuilder {
         self
     }
 
+    /// How timed-out and unreachable http calls reach the guest (default [`FailedCalls::Empty`]).
+    pub fn failed_calls(mut self, style: FailedCalls) -> Self {
+        self.failed_calls = style;
+        self
+    }
+
     /// Shares shared data and queues with other plugins holding the same registry (as one Envoy process).
     pub fn shared_registry(mut self, registry: SharedRegistry) -> Self {
         self.shared = Some(registry);
@@ -469,6 +477,7 @@ impl PluginBuilder {
             shared: self.shared.unwrap_or_default(),
             failure_policy: self.failure_policy,
             reload_backoff: self.reload_backoff,
+            failed_calls: self.failed_calls,
             exports,
             inherit_stdio: self.inherit_stdio,
             next_vm_index: AtomicUsize::new(0),

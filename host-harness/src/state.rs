@@ -11,7 +11,7 @@ use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::headers::Headers;
-use crate::http_call::{HttpCallFailure, HttpCallResponse, PendingHttpCall};
+use crate::http_call::{FailedCalls, HttpCallFailure, HttpCallResponse, PendingHttpCall};
 use crate::logs::LogCapture;
 use crate::plugin::PluginShared;
 use crate::shared::QueueInbox;
@@ -185,6 +185,63 @@ pub(crate) struct DeliveredResponse {
     /// The code and message `proxy_get_status` reports during the callback.
     pub(crate) status_code: u32,
     pub(crate) status_message: String,
+}
+
+/// `proxy_get_status` code after a reset call: the ABI's BROKEN_CONNECTION, as Envoy reports it.
+const BROKEN_CONNECTION: u32 = 11;
+
+impl DeliveredResponse {
+    /// What the guest sees for an outcome. A reset arrives without headers, with status BROKEN_CONNECTION
+    /// and message "reset", as Envoy delivers it. A timeout or a connection failure arrives without headers
+    /// too (the spec's "0 headers means the call failed"), or, with [`FailedCalls::EnvoyReplies`], as the
+    /// response Envoy's router makes up for it: 504 "upstream request timeout", or 503 with a "reset reason".
+    pub(crate) fn from_outcome(
+        outcome: Result<HttpCallResponse, HttpCallFailure>,
+        style: FailedCalls,
+    ) -> Self {
+        let failure = match outcome {
+            Ok(response) => return Self::answered(response),
+            Err(failure) => failure,
+        };
+        let reason = match &failure {
+            HttpCallFailure::Reset => "reset".to_owned(),
+            HttpCallFailure::Timeout => "timeout".to_owned(),
+            HttpCallFailure::ConnectionFailure => "remote connection failure".to_owned(),
+            HttpCallFailure::Failed(reason) => reason.clone(),
+        };
+        let made_up = match (&failure, style) {
+            (HttpCallFailure::Reset, _) | (_, FailedCalls::Empty) => None,
+            (HttpCallFailure::Timeout, FailedCalls::EnvoyReplies) => {
+                Some((504, "upstream request timeout".to_owned()))
+            }
+            (_, FailedCalls::EnvoyReplies) => Some((503, connect_error(&reason))),
+        };
+        match made_up {
+            Some((status, body)) => Self::answered(HttpCallResponse::local_reply(status, body)),
+            None => Self {
+                headers: Headers::new(),
+                body: Vec::new(),
+                trailers: Headers::new(),
+                status_code: BROKEN_CONNECTION,
+                status_message: reason,
+            },
+        }
+    }
+
+    fn answered(response: HttpCallResponse) -> Self {
+        Self {
+            headers: response.headers,
+            body: response.body,
+            trailers: response.trailers,
+            status_code: 0,
+            status_message: String::new(),
+        }
+    }
+}
+
+/// Envoy's body for a call whose upstream could not be reached.
+fn connect_error(reason: &str) -> String {
+    format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
 }
 
 impl HttpCalls {

@@ -122,6 +122,14 @@ pub(crate) struct Direction {
     pub(crate) paused: bool,
     /// The pause came from the headers callback, so later body callbacks cannot lift it by continuing.
     pub(crate) headers_held: bool,
+    /// The headers went on to the next hop (their callback continued, or the filter resumed them).
+    pub(crate) headers_released: bool,
+    /// The filter may reach the headers now: from their callback until it returns Continue, or until it
+    /// resumes the stream after pausing it (Envoy keeps its pointer to them that long).
+    pub(crate) headers_open: bool,
+    /// The filter may reach the trailers now: during their callback (or a body callback at the end of the
+    /// stream, where trailers can be added) until it returns Continue.
+    pub(crate) trailers_open: bool,
 }
 
 impl Direction {
@@ -129,6 +137,10 @@ impl Direction {
     pub(crate) fn resume(&mut self) {
         self.paused = false;
         self.headers_held = false;
+        self.headers_released |= self.headers_seen;
+        // Envoy lets go of the maps when the filter resumes the stream.
+        self.headers_open = false;
+        self.trailers_open = false;
         let held = std::mem::take(&mut self.body);
         self.released.extend_from_slice(&held);
     }
@@ -148,6 +160,8 @@ pub struct StreamState {
     pub(crate) custom_properties: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) awaiting_done: bool,
     pub(crate) done_signalled: bool,
+    /// `proxy_on_log` is running: headers (not request trailers) are readable again, read-only.
+    pub(crate) logging: bool,
 }
 
 impl StreamState {
@@ -164,6 +178,7 @@ impl StreamState {
             custom_properties: Vec::new(),
             awaiting_done: false,
             done_signalled: false,
+            logging: false,
         }
     }
 

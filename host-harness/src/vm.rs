@@ -391,7 +391,7 @@ fn apply_failure_policy(policy: FailurePolicy, stream: &mut StreamState) -> Opti
             }
         }
         FailurePolicy::FailClosed | FailurePolicy::FailReload => {
-            if stream.response.headers_seen && !stream.response.paused {
+            if stream.response.headers_released {
                 stream.reset = true;
                 return Some(StreamEvent::Reset(id));
             }
@@ -527,7 +527,14 @@ impl Vm {
         self.events.append(&mut state.events);
         let policy = self.plugin.failure_policy();
         for (id, mut stream) in state.contexts.streams.drain() {
-            let event = apply_failure_policy(policy, &mut stream);
+            // Envoy answers the stream whose callback trapped with 503 even under fail-open; only the
+            // others skip the filter.
+            let stream_policy = if current_stream == Some(id) {
+                FailurePolicy::FailClosed
+            } else {
+                policy
+            };
+            let event = apply_failure_policy(stream_policy, &mut stream);
             if let Some(event) = event
                 && current_stream != Some(id)
             {
@@ -823,9 +830,11 @@ impl Vm {
         if phase == Phase::Headers {
             dir.headers = fields;
             dir.headers_seen = true;
+            dir.headers_open = true;
         } else {
             dir.trailers = fields;
             dir.trailers_seen = true;
+            dir.trailers_open = true;
         }
         dir.end_seen = end_of_stream;
         if let Some(bypassed) = self.step_target(id)? {
@@ -910,6 +919,8 @@ impl Vm {
         let dir = direction(stream, side);
         dir.body.extend_from_slice(chunk);
         dir.end_seen = end_of_stream;
+        // At the end of a stream without trailers, the filter may add some (Envoy creates the map then).
+        dir.trailers_open = end_of_stream && !dir.trailers_seen;
         let size = len_u32(dir.body.len());
         let action = if let Some(bypassed) = self.step_target(id)? {
             if bypassed {
@@ -987,6 +998,16 @@ impl Vm {
             return Ok(Action::Pause);
         }
         let dir = direction(stream, side);
+        if action == Action::Continue {
+            // Envoy lets go of what it handed the filter once the filter continues.
+            match phase {
+                Phase::Headers => {
+                    dir.headers_open = false;
+                    dir.headers_released = true;
+                }
+                Phase::Body | Phase::Trailers => dir.trailers_open = false,
+            }
+        }
         match (phase, action) {
             (Phase::Headers, Action::Pause) => {
                 dir.paused = true;
@@ -1046,6 +1067,9 @@ impl Vm {
     /// `proxy_on_log` then `proxy_on_delete` for a stream, then forgets it.
     fn finish_context(&mut self, id: u32) {
         for (name, is_log) in [("proxy_on_log", true), ("proxy_on_delete", false)] {
+            if let Some(stream) = self.stream_state_mut(StreamId(id)) {
+                stream.logging = is_log;
+            }
             let Some(instance) = self.live.as_mut() else {
                 break;
             };
@@ -1315,22 +1339,7 @@ impl Vm {
         let Some(instance) = self.live.as_mut() else {
             return;
         };
-        let delivered = match outcome {
-            Ok(response) => DeliveredResponse {
-                status_code: response.status().map_or(0, u32::from),
-                status_message: String::new(),
-                headers: response.headers,
-                body: response.body,
-                trailers: response.trailers,
-            },
-            Err(failure) => DeliveredResponse {
-                status_code: 0,
-                status_message: failure.to_string(),
-                headers: Headers::new(),
-                body: Vec::new(),
-                trailers: Headers::new(),
-            },
-        };
+        let delivered = DeliveredResponse::from_outcome(outcome, self.plugin.shared.failed_calls);
         let counts = (
             len_u32(delivered.headers.len()),
             len_u32(delivered.body.len()),

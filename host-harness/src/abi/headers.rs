@@ -2,10 +2,13 @@
 //! `proxy_get_header_map_value`, `proxy_add_header_map_value`, `proxy_replace_header_map_value`,
 //! `proxy_remove_header_map_value`.
 //!
-//! Stream maps exist only in a stream context; http-call response maps only during
-//! `proxy_on_http_call_response`. Reaching for a map outside its phase traps with a message naming where
-//! it is available. gRPC metadata maps are always empty: this host makes no gRPC calls. Maps the guest sends
-//! are held to the plugin's field and byte limits.
+//! A map is reachable only where Envoy lets a filter reach it: stream headers from their callback until it
+//! returns Continue (a pause keeps them reachable), trailers during their callback (and a body callback at
+//! the end of the stream, to add them), every header map but the request trailers read-only in
+//! `proxy_on_log`, http-call response maps during `proxy_on_http_call_response`. Elsewhere, as in Envoy,
+//! the call is BAD_ARGUMENT (the Rust SDK panics on it, as it does in Envoy); in `proxy_on_log` a missing
+//! map reads as empty and a value in it as NOT_FOUND. gRPC metadata maps are always empty: this host
+//! makes no gRPC calls. Maps the guest leaves behind are held to the plugin's field and byte limits.
 
 use wasmtime::{Caller, Linker};
 
@@ -63,81 +66,81 @@ impl MapType {
             _ => return None,
         })
     }
-
-    fn name(self) -> &'static str {
-        match self {
-            MapType::RequestHeaders => "HTTP_REQUEST_HEADERS",
-            MapType::RequestTrailers => "HTTP_REQUEST_TRAILERS",
-            MapType::ResponseHeaders => "HTTP_RESPONSE_HEADERS",
-            MapType::ResponseTrailers => "HTTP_RESPONSE_TRAILERS",
-            MapType::GrpcMetadata => "GRPC_CALL_METADATA",
-            MapType::HttpCallResponseHeaders => "HTTP_CALL_RESPONSE_HEADERS",
-            MapType::HttpCallResponseTrailers => "HTTP_CALL_RESPONSE_TRAILERS",
-        }
-    }
-
-    fn allowed(self) -> &'static str {
-        match self {
-            MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers => {
-                "during proxy_on_http_call_response"
-            }
-            _ => {
-                "in a stream context (HTTP stream callbacks, or after proxy_set_effective_context to a stream)"
-            }
-        }
-    }
 }
 
-/// The map `map` in the effective context, or `None` when it does not exist there. gRPC metadata is
+/// Why a map cannot be reached from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unreachable {
+    /// Not available in this callback: BAD_ARGUMENT, as in Envoy.
+    Elsewhere,
+    /// Not available in `proxy_on_log`, where a read sees an empty map.
+    InLog,
+}
+
+/// The map `map` in the effective context, for reading or (with `write`) changing it. gRPC metadata is
 /// served from `empty`, which stays empty.
 fn resolve<'s>(
     state: &'s mut HostState,
     map: MapType,
+    write: bool,
     empty: &'s mut Headers,
-) -> Option<&'s mut Headers> {
+) -> Result<&'s mut Headers, Unreachable> {
+    let delivering = &mut state.http.delivering;
     match map {
-        MapType::HttpCallResponseHeaders => state
-            .http
-            .delivering
-            .as_mut()
-            .map(|response| &mut response.headers),
-        MapType::HttpCallResponseTrailers => state
-            .http
-            .delivering
-            .as_mut()
-            .map(|response| &mut response.trailers),
-        MapType::GrpcMetadata => Some(empty),
-        MapType::RequestHeaders => state
-            .contexts
-            .effective_stream()
-            .map(|stream| &mut stream.request.headers),
-        MapType::RequestTrailers => state
-            .contexts
-            .effective_stream()
-            .map(|stream| &mut stream.request.trailers),
-        MapType::ResponseHeaders => state
-            .contexts
-            .effective_stream()
-            .map(|stream| &mut stream.response.headers),
-        MapType::ResponseTrailers => state
-            .contexts
-            .effective_stream()
-            .map(|stream| &mut stream.response.trailers),
+        MapType::HttpCallResponseHeaders => {
+            return delivering
+                .as_mut()
+                .map(|r| &mut r.headers)
+                .ok_or(Unreachable::Elsewhere);
+        }
+        MapType::HttpCallResponseTrailers => {
+            return delivering
+                .as_mut()
+                .map(|r| &mut r.trailers)
+                .ok_or(Unreachable::Elsewhere);
+        }
+        MapType::GrpcMetadata => return Ok(empty),
+        _ => {}
+    }
+    let stream = state
+        .contexts
+        .effective_stream()
+        .ok_or(Unreachable::Elsewhere)?;
+    let readable_in_log = stream.logging && !write;
+    let refused = if stream.logging {
+        Unreachable::InLog
+    } else {
+        Unreachable::Elsewhere
+    };
+    let (direction, is_headers) = match map {
+        MapType::RequestHeaders => (&mut stream.request, true),
+        MapType::RequestTrailers => (&mut stream.request, false),
+        MapType::ResponseHeaders => (&mut stream.response, true),
+        _ => (&mut stream.response, false),
+    };
+    match (is_headers, map) {
+        (true, _) if direction.headers_open || readable_in_log => Ok(&mut direction.headers),
+        (false, MapType::ResponseTrailers) if direction.trailers_open || readable_in_log => {
+            Ok(&mut direction.trailers)
+        }
+        (false, _) if direction.trailers_open => Ok(&mut direction.trailers),
+        _ => Err(refused),
     }
 }
 
-/// Applies `f` to the map, trapping when the map does not exist in this phase.
+/// Applies `f` to the map; `Err` with the reason when it cannot be reached from here.
 fn with_map<R>(
     call: &mut HostCall<'_, '_>,
     map: MapType,
+    write: bool,
     f: impl FnOnce(&mut Headers, &mut Vec<u8>) -> R,
-) -> wasmtime::Result<R> {
+) -> Result<R, Unreachable> {
     let mut empty = Headers::new();
     let state = call.state();
     let mut scratch = std::mem::take(&mut state.scratch);
-    let result = resolve(state, map, &mut empty).map(|headers| f(headers, &mut scratch));
+    let result = resolve(state, map, write, &mut empty).map(|headers| f(headers, &mut scratch));
     call.state().scratch = scratch;
-    result.ok_or_else(|| call.phase_trap(map.name(), map.allowed()))
+    result
 }
 
 /// Checks a map the guest is about to leave behind against the plugin's limits.
@@ -167,9 +170,13 @@ fn proxy_get_header_map_size(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    let size = with_map(&mut call, map, |headers, _| {
+    let size = match with_map(&mut call, map, false, |headers, _| {
         encoded_map_len(headers.fields())
-    })?;
+    }) {
+        Ok(size) => size,
+        Err(Unreachable::InLog) => 0,
+        Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
+    };
     let size = u32::try_from(size)
         .map_err(|_| call.trap("map is larger than a 32-bit guest can address"))?;
     call.write_u32(return_size, size, "return_size")?;
@@ -187,9 +194,13 @@ fn proxy_get_header_map_pairs(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    with_map(&mut call, map, |headers, scratch| {
+    match with_map(&mut call, map, false, |headers, scratch| {
         encode_map(headers.fields(), scratch)
-    })?;
+    }) {
+        Ok(()) => {}
+        Err(Unreachable::InLog) => call.state().scratch.clear(),
+        Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
+    }
     call.return_scratch(return_data, return_size)?;
     ret(Status::Ok)
 }
@@ -211,10 +222,12 @@ fn proxy_set_header_map_pairs(
     })?;
     let fields = decoded.map_err(|error| call.trap(error))?;
     check_limits(&call, fields.len(), encoded_map_len(&fields))?;
-    with_map(&mut call, map, |headers, _| {
+    match with_map(&mut call, map, true, |headers, _| {
         *headers = Headers::from_fields(fields)
-    })?;
-    ret(Status::Ok)
+    }) {
+        Ok(()) => ret(Status::Ok),
+        Err(_) => ret(Status::BadArgument),
+    }
 }
 
 /// Returns the first value of a key (case-insensitive), or NOT_FOUND.
@@ -231,14 +244,16 @@ fn proxy_get_header_map_value(
         return ret(Status::BadArgument);
     };
     let key = call.read(key_ptr, key_len, "key")?;
-    let value = with_map(&mut call, map, |headers, scratch| {
+    let found = with_map(&mut call, map, false, |headers, scratch| {
         headers.get(&key).map(|value| {
             scratch.clear();
             scratch.extend_from_slice(value);
         })
-    })?;
-    if value.is_none() {
-        return ret(Status::NotFound);
+    });
+    match found {
+        Ok(Some(())) => {}
+        Ok(None) | Err(Unreachable::InLog) => return ret(Status::NotFound),
+        Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
     }
     call.return_scratch(return_data, return_size)?;
     ret(Status::Ok)
@@ -260,10 +275,13 @@ fn update_value(
         (value.0, value.1, "value"),
         |key, value, _| (key.to_vec(), value.to_vec()),
     )?;
-    let (fields, bytes) = with_map(call, map, |headers, _| {
+    let updated = with_map(call, map, true, |headers, _| {
         update(headers, &key, &value);
         (headers.len(), encoded_map_len(headers.fields()))
-    })?;
+    });
+    let Ok((fields, bytes)) = updated else {
+        return ret(Status::BadArgument);
+    };
     check_limits(call, fields, bytes)?;
     ret(Status::Ok)
 }
@@ -286,6 +304,7 @@ fn proxy_add_header_map_value(
     )
 }
 
+/// Sets one value for the name, at the end of the map, as Envoy does.
 fn proxy_replace_header_map_value(
     mut caller: Caller<'_, HostState>,
     map_type: u32,
@@ -300,7 +319,11 @@ fn proxy_replace_header_map_value(
         map_type,
         (key_ptr, key_len),
         (value_ptr, value_len),
-        |headers, key, value| headers.replace(key, value),
+        // Envoy replaces by removing every value and appending the new one: the header moves to the end.
+        |headers, key, value| {
+            headers.remove(key);
+            headers.add(key, value);
+        },
     )
 }
 
@@ -316,6 +339,8 @@ fn proxy_remove_header_map_value(
         return ret(Status::BadArgument);
     };
     let key = call.read(key_ptr, key_len, "key")?;
-    with_map(&mut call, map, |headers, _| headers.remove(&key))?;
-    ret(Status::Ok)
+    match with_map(&mut call, map, true, |headers, _| headers.remove(&key)) {
+        Ok(()) => ret(Status::Ok),
+        Err(_) => ret(Status::BadArgument),
+    }
 }

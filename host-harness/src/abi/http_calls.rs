@@ -115,8 +115,9 @@ fn proxy_http_call(
     ret(Status::Ok)
 }
 
-/// Reports the status of the call being answered: the HTTP status (0 when the call failed) and a message
-/// naming the failure; outside `proxy_on_http_call_response` it reports 0 and no message.
+/// Reports the status of the call being answered as Envoy does: 0 and no message for a response,
+/// BROKEN_CONNECTION (11) and the failure ("reset", "timeout", ...) for a call delivered without headers;
+/// outside `proxy_on_http_call_response`, 0 and no message.
 fn proxy_get_status(
     mut caller: Caller<'_, HostState>,
     return_code: u32,

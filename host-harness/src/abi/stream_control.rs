@@ -114,8 +114,9 @@ fn proxy_close_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> Ho
     })
 }
 
-/// Answers the stream with a local response. Only the first one counts; once response headers went
-/// downstream a local response is impossible and the stream is reset instead, as Envoy does.
+/// Answers the stream with a local response, replacing the upstream's response if it has not gone
+/// downstream yet (from `proxy_on_response_headers` included). Only the first one counts; once response
+/// headers went downstream a local response is impossible and the stream is reset instead, as Envoy does.
 #[allow(clippy::too_many_arguments)]
 fn proxy_send_local_response(
     mut caller: Caller<'_, HostState>,
@@ -145,13 +146,21 @@ fn proxy_send_local_response(
         return ret(Status::Ok);
     }
     let id = StreamId(stream.id);
-    let event = if stream.response.headers_seen && !stream.response.paused {
+    let event = if stream.response.headers_released {
         stream.reset = true;
         StreamEvent::Reset(id)
     } else {
+        let headers = Headers::from_fields(headers);
+        // The local response is now the response: `proxy_on_log` reads its status, as in Envoy.
+        let mut response_headers = Headers::new();
+        response_headers.add(":status", status_code.to_string());
+        for (name, value) in headers.iter() {
+            response_headers.add(name, value);
+        }
+        stream.response.headers = response_headers;
         stream.local_response = Some(LocalResponse {
             status: status_code,
-            headers: Headers::from_fields(headers),
+            headers,
             body,
             details: String::from_utf8_lossy(&details).into_owned(),
             grpc_status: (grpc_status >= 0).then_some(grpc_status),

@@ -152,49 +152,83 @@ fn grpc_metadata_maps_are_empty() {
     assert_eq!(said(&mut vm), ["0", "0"]);
 }
 
+/// Reads `:path` from the request headers and `:status` from the response headers, and the request
+/// trailer `t`, logging each status; in `on_log` also tries to add a request header.
+const AVAILABILITY_PROBE: &str = r#"
+  (data (i32.const 0) ":path")
+  (data (i32.const 16) ":status")
+  (data (i32.const 32) "t")
+  (func $probe
+    (call $say_num (call $proxy_get_header_map_value (i32.const 0) (i32.const 0) (i32.const 5) (i32.const 1024) (i32.const 1028)))
+    (call $say_num (call $proxy_get_header_map_value (i32.const 2) (i32.const 16) (i32.const 7) (i32.const 1024) (i32.const 1028)))
+    (call $say_num (call $proxy_get_header_map_value (i32.const 1) (i32.const 32) (i32.const 1) (i32.const 1024) (i32.const 1028))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $probe) (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param i32 i32) (result i32) (call $probe) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (call $probe) (i32.const 0))
+  (func (export "proxy_on_log") (param i32)
+    (call $probe)
+    (call $say_num (call $proxy_add_header_map_value (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 32) (i32.const 1)))
+    (call $say_num (call $proxy_get_header_map_pairs (i32.const 1) (i32.const 1024) (i32.const 1028)))
+    (call $say_num (i32.load (i32.const 1028))))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (call $say_num (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 1024) (i32.const 1028)))
+    (call $say_num (call $proxy_get_header_map_pairs (i32.const 6) (i32.const 1024) (i32.const 1028)))
+    (i32.const 1))
+"#;
+
 #[test]
-fn stream_maps_in_the_root_context_trap_naming_where_they_exist() {
-    let mut vm = vm(r#"
-      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
-        (drop (call $proxy_set_tick_period_milliseconds (i32.const 5))) (i32.const 1))
-      (func (export "proxy_on_tick") (param i32)
-        (drop (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 1024) (i32.const 1028))))
-    "#);
-    vm.advance(std::time::Duration::from_millis(5)).unwrap();
-    let trap = vm.failure().expect("the tick traps");
-    assert_eq!(trap.callback, "proxy_on_tick");
+fn maps_are_reachable_only_where_envoy_lets_a_filter_reach_them() {
+    let mut vm = vm(AVAILABILITY_PROBE);
     assert_eq!(
-        trap.cause,
-        TrapCause::HostCall {
-            call: "proxy_get_header_map_pairs"
-        }
+        said(&mut vm),
+        ["2", "2"],
+        "no stream map, no http-call map in the root context"
     );
-    assert_eq!(
-        trap.message,
-        "proxy_get_header_map_pairs (context 1): HTTP_REQUEST_HEADERS is available only in a stream context \
-         (HTTP stream callbacks, or after proxy_set_effective_context to a stream); called from proxy_on_tick in the root context"
+    let mut stream = vm.stream().unwrap();
+    stream.request_headers(get("/"), false).unwrap();
+    stream.request_trailers([("t", "1")]).unwrap();
+    stream.response_headers([(":status", "200")], true).unwrap();
+    stream.finish().unwrap();
+    let expected = [
+        "0", "2", "2", // request headers: only the request headers
+        "2", "2", "0", // request trailers: only the trailers (the headers were let go)
+        "2", "0", "2", // response headers: only the response headers
+        "0", "0", "1", "2", "0",
+        "0", // on_log: headers readable, request trailers absent, nothing writable
+    ];
+    assert_eq!(said(&mut vm), expected);
+    assert!(
+        !vm.is_failed(),
+        "a map out of reach is a status, not a trap"
     );
 }
 
 #[test]
-fn http_call_response_maps_outside_the_response_callback_trap() {
+fn headers_held_by_a_pause_stay_reachable_from_other_callbacks() {
     let mut vm = vm(r#"
-      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-        (drop (call $proxy_get_header_map_pairs (i32.const 6) (i32.const 1024) (i32.const 1028)))
-        (i32.const 0))
+      (data (i32.const 0) "x-token")
+      (data (i32.const 16) "granted")
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (drop (call $proxy_set_tick_period_milliseconds (i32.const 1))) (i32.const 1))
+      (func (export "proxy_on_tick") (param i32)
+        (drop (call $proxy_set_tick_period_milliseconds (i32.const 0)))
+        (call $say_num (call $proxy_set_effective_context (i32.const 2)))
+        (call $say_num (call $proxy_add_header_map_value (i32.const 0) (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 7)))
+        (call $say_num (call $proxy_continue_stream (i32.const 0))))
     "#);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    let trap = vm.failure().unwrap();
-    assert!(
-        trap.message.contains(
-            "HTTP_CALL_RESPONSE_HEADERS is available only during proxy_on_http_call_response"
-        ),
-        "{}",
-        trap.message
+    let id = vm.create_stream(Default::default()).unwrap();
+    vm.request_headers(id, get("/").into(), true).unwrap();
+    vm.advance(std::time::Duration::from_millis(1)).unwrap();
+    assert_eq!(said(&mut vm), ["0", "0", "0"]);
+    assert_eq!(
+        vm.stream_state(id)
+            .unwrap()
+            .request_headers()
+            .get_str("x-token"),
+        Some("granted")
     );
+    assert!(!vm.stream_state(id).unwrap().is_request_paused());
 }
 
 #[test]

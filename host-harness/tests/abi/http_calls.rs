@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use host_harness::{
-    Action, HarnessError, HttpCallFailure, HttpCallResponse, MockCluster, MockReply, Plugin,
-    StreamEvent,
+    Action, FailedCalls, HarnessError, HttpCallFailure, HttpCallResponse, MockCluster, MockReply,
+    Plugin, StreamEvent,
 };
 
 use crate::support::{StartVm, get, module, said};
@@ -65,11 +65,25 @@ const GOOD_HEADERS: [(&str, &str); 3] = [
 ];
 
 fn start(filter: &str, cluster: MockCluster) -> host_harness::Vm {
+    start_as(filter, cluster, FailedCalls::Empty)
+}
+
+fn start_as(filter: &str, cluster: MockCluster, failed_calls: FailedCalls) -> host_harness::Vm {
     Plugin::builder()
         .module_bytes(module(filter))
         .clock(host_harness::ManualClock::new())
         .cluster("auth", cluster)
+        .failed_calls(failed_calls)
         .start()
+}
+
+/// The filter answered the stream with 401 after its call failed, and the embedder is told.
+fn assert_answered_401(vm: &mut host_harness::Vm, id: host_harness::StreamId) {
+    let local = vm
+        .stream_state(id)
+        .and_then(|state| state.local_response().cloned());
+    assert_eq!(local.map(|local| local.status), Some(401));
+    assert_eq!(vm.take_stream_events(), [StreamEvent::LocalResponse(id)]);
 }
 
 #[test]
@@ -100,13 +114,14 @@ fn a_response_after_a_virtual_delay_resumes_the_paused_stream() {
     vm.advance(Duration::from_millis(29)).unwrap();
     assert!(vm.stream_state(id).unwrap().is_request_paused());
     vm.advance(Duration::from_millis(1)).unwrap();
-    assert_eq!(said(&mut vm), ["1", "1", "2", "3", "200", "", "tok"]);
+    // Root context 1, token 1, two headers, three body bytes; proxy_get_status is 0 and empty for a response.
+    assert_eq!(said(&mut vm), ["1", "1", "2", "3", "0", "", "tok"]);
     assert!(!vm.stream_state(id).unwrap().is_request_paused());
     assert_eq!(vm.take_stream_events(), [StreamEvent::RequestResumed(id)]);
 }
 
 #[test]
-fn a_call_that_never_answers_fails_at_its_timeout_with_no_headers() {
+fn a_call_that_never_answers_fails_at_its_timeout_without_headers() {
     let mut vm = start(&calling_filter(&GOOD_HEADERS, 500), MockCluster::silent());
     let id = vm.create_stream(Default::default()).unwrap();
     vm.request_headers(id, get("/").into(), true).unwrap();
@@ -114,34 +129,63 @@ fn a_call_that_never_answers_fails_at_its_timeout_with_no_headers() {
     vm.advance(Duration::from_millis(499)).unwrap();
     assert!(said(&mut vm).is_empty());
     vm.advance(Duration::from_millis(1)).unwrap();
-    assert_eq!(
-        said(&mut vm),
-        ["1", "1", "0", "0", "0", "http call timed out", ""]
-    );
-    assert_eq!(
-        vm.stream_state(id)
-            .unwrap()
-            .local_response()
-            .unwrap()
-            .status,
-        401
-    );
-    assert_eq!(vm.take_stream_events(), [StreamEvent::LocalResponse(id)]);
+    assert_eq!(said(&mut vm), ["1", "1", "0", "0", "11", "timeout", ""]);
+    assert_answered_401(&mut vm, id);
 }
 
 #[test]
-fn a_reset_is_delivered_as_a_failure() {
-    let mut vm = start(
-        &calling_filter(&GOOD_HEADERS, 0),
-        MockCluster::new(|_| MockReply::reset().after(Duration::from_millis(5))),
+fn with_envoy_replies_a_timeout_arrives_as_envoys_made_up_504() {
+    let mut vm = start_as(
+        &calling_filter(&GOOD_HEADERS, 500),
+        MockCluster::silent(),
+        FailedCalls::EnvoyReplies,
+    );
+    let id = vm.create_stream(Default::default()).unwrap();
+    vm.request_headers(id, get("/").into(), true).unwrap();
+    said(&mut vm);
+    vm.advance(Duration::from_millis(500)).unwrap();
+    assert_eq!(
+        said(&mut vm),
+        ["1", "1", "3", "24", "0", "", "upstream request timeout"]
+    );
+    assert_eq!(vm.take_stream_events(), [StreamEvent::RequestResumed(id)]);
+}
+
+#[test]
+fn a_reset_arrives_without_headers_and_the_filter_can_answer_the_stream() {
+    let reset = MockCluster::new(|_| MockReply::reset().after(Duration::from_millis(5)));
+    let mut vm = start(&calling_filter(&GOOD_HEADERS, 0), reset);
+    let id = vm.create_stream(Default::default()).unwrap();
+    vm.request_headers(id, get("/").into(), true).unwrap();
+    said(&mut vm);
+    vm.advance(Duration::from_millis(5)).unwrap();
+    // No headers, no body; proxy_get_status says BROKEN_CONNECTION, "reset", as Envoy does.
+    assert_eq!(said(&mut vm), ["1", "1", "0", "0", "11", "reset", ""]);
+    assert_answered_401(&mut vm, id);
+}
+
+#[test]
+fn with_envoy_replies_a_connection_failure_arrives_as_envoys_made_up_503() {
+    let refused = MockCluster::new(|_| MockReply::Fail {
+        failure: HttpCallFailure::ConnectionFailure,
+        after: Duration::ZERO,
+    });
+    let mut vm = start_as(
+        &calling_filter(&GOOD_HEADERS, 100),
+        refused,
+        FailedCalls::EnvoyReplies,
     );
     vm.stream()
         .unwrap()
         .request_headers(get("/"), true)
         .unwrap();
     said(&mut vm);
-    vm.advance(Duration::from_millis(5)).unwrap();
-    assert_eq!(said(&mut vm)[2..6], ["0", "0", "0", "http call was reset"]);
+    vm.advance(Duration::ZERO).unwrap();
+    let body = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+    assert_eq!(
+        said(&mut vm)[2..],
+        ["3", &body.len().to_string(), "0", "", body]
+    );
 }
 
 #[test]
@@ -157,7 +201,7 @@ fn a_response_later_than_the_timeout_is_a_timeout() {
     said(&mut vm);
     vm.advance(Duration::from_secs(10)).unwrap();
     let said = said(&mut vm);
-    assert_eq!(said[5], "http call timed out");
+    assert_eq!(said[5], "timeout");
     assert_eq!(vm.http_calls_in_flight(), 0);
 }
 
@@ -217,12 +261,9 @@ fn the_embedder_performs_calls_and_hands_back_the_outcome() {
         said(&mut vm)[..3],
         ["1", &pending[1].token.to_string(), "1"]
     );
-    vm.deliver_http_call_response(
-        pending[0].token,
-        Err(HttpCallFailure::Failed("connection refused".into())),
-    )
-    .unwrap();
-    assert_eq!(said(&mut vm)[5], "http call failed: connection refused");
+    vm.deliver_http_call_response(pending[0].token, Err(HttpCallFailure::Reset))
+        .unwrap();
+    assert_eq!(said(&mut vm)[5], "reset");
     let late = vm.deliver_http_call_response(pending[0].token, Ok(HttpCallResponse::new(200)));
     assert!(matches!(late, Err(HarnessError::UnknownHttpCall(_))));
     let events = vm.take_stream_events();

@@ -77,7 +77,7 @@ fn fail_closed_answers_503_for_the_trapping_stream_the_held_ones_and_every_later
 }
 
 #[test]
-fn fail_open_skips_the_filter_for_every_stream_of_the_failed_vm() {
+fn fail_open_answers_the_trapping_stream_with_503_and_skips_the_filter_for_the_others() {
     let clock = ManualClock::new();
     let mut vm = fragile(FailurePolicy::FailOpen, &clock).start_vm().unwrap();
     let held = vm.create_stream(Default::default()).unwrap();
@@ -86,12 +86,20 @@ fn fail_open_skips_the_filter_for_every_stream_of_the_failed_vm() {
     let mut boom = vm.stream().unwrap();
     assert_eq!(
         boom.request_headers(get("/boom"), false).unwrap(),
-        Action::Continue
+        Action::Pause
     );
-    assert!(boom.state().unwrap().is_bypassed());
-    assert_eq!(boom.request_body(b"data", true).unwrap().forward, b"data");
+    assert_eq!(
+        boom.local_response().unwrap().status,
+        503,
+        "as Envoy, even under fail-open"
+    );
     boom.finish().unwrap();
     assert_eq!(vm.take_stream_events(), [StreamEvent::RequestResumed(held)]);
+    assert!(vm.stream_state(held).unwrap().is_bypassed());
+    assert_eq!(
+        vm.request_body(held, b"data", true).unwrap().forward,
+        b"data"
+    );
     let mut later = vm.stream().unwrap();
     assert_eq!(
         later.request_headers(get("/ok"), true).unwrap(),

@@ -237,7 +237,7 @@ fn metrics_defined_by_every_vm_are_one_metric_with_envoys_semantics() {
         .unwrap();
     assert_eq!(
         said(&mut first),
-        ["0", "2", "0", "0", "0", "2", "2", "1", "1", "0", "1"]
+        ["0", "2", "0", "0", "0", "2", "2", "2", "1", "0", "1"]
     );
     assert_eq!(
         said(&mut second).last().map(String::as_str),
