@@ -455,6 +455,27 @@ fn property_reads_agree() -> anyhow::Result<()> {
 }
 
 #[test]
+fn property_writes_agree() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "get_property", "path": ["probe_custom"]},
+            {"op": "set_property", "path": ["probe_custom"], "value": "written"},
+            {"op": "get_property", "path": ["probe_custom"]},
+            {"op": "set_property", "path": ["probe_custom"], "value": "rewritten"},
+            {"op": "get_property", "path": ["probe_custom"]},
+            {"op": "emit_results", "map": "request_headers"}
+        ],
+        "on_log": [{"op": "get_property", "path": ["probe_custom"]}]
+    });
+    let seen = Scenario::new(plan).assert_same()?;
+    assert_eq!(
+        probe_results(&seen).get(4).map(String::as_str),
+        Some(r#"on_request_headers#1 get_property: ok "rewritten""#)
+    );
+    Ok(())
+}
+
+#[test]
 fn metric_calls_agree() -> anyhow::Result<()> {
     let plan = json!({
         "on_configure": [
