@@ -6,6 +6,7 @@ mod differential;
 mod differential_runner;
 mod envoy_fixture;
 mod filter;
+mod host_probe;
 mod proxy_admin;
 mod proxy_failures;
 mod proxy_forwarding;
