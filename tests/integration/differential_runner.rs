@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use host_harness::{
-    HttpCallFailure, HttpCallResponse, LogLevel, LogSource, ManualClock, MetricValue, Plugin,
-    StreamId, StreamInfo, Vm,
+    FailedCalls, HttpCallFailure, HttpCallResponse, LogLevel, LogSource, ManualClock, MetricValue,
+    Plugin, StreamId, StreamInfo, Vm,
 };
 use integration_tests::client::{self, HttpRequest, HttpResponse};
 use integration_tests::envoy::{self, Envoy, FailurePolicy};
@@ -235,6 +235,8 @@ impl Scenario {
             .failure_policy(harness_policy(self.failure_policy))
             .embedder_cluster("upstream")
             .embedder_cluster("side")
+            // Envoy's router answers a timed-out or refused call itself (504 / 503); the harness can too.
+            .failed_calls(FailedCalls::EnvoyReplies)
             .clock(clock.clone());
         if let Some(vm_plan) = &self.vm_plan {
             builder = builder.vm_config(vm_plan.to_string());
@@ -612,7 +614,7 @@ impl Clusters {
                                 }
                                 Ok(delivered)
                             }
-                            Err(err) => Err(HttpCallFailure::Failed(format!("{err:#}"))),
+                            Err(err) => Err(call_failure(&err)),
                         }
                     }
                     None => Err(HttpCallFailure::Failed(format!(
@@ -631,6 +633,25 @@ impl Clusters {
 enum Side {
     Request,
     Response,
+}
+
+/// How a call the runner could not complete failed, in the harness's terms.
+fn call_failure(err: &anyhow::Error) -> HttpCallFailure {
+    let refused = |cause: &(dyn std::error::Error + 'static)| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    };
+    if err
+        .chain()
+        .any(|cause| cause.is::<tokio::time::error::Elapsed>())
+    {
+        HttpCallFailure::Timeout
+    } else if err.chain().any(refused) {
+        HttpCallFailure::ConnectionFailure
+    } else {
+        HttpCallFailure::Failed(format!("{err:#}"))
+    }
 }
 
 /// Turns pseudo-header form (`:method`, `:path`, `:authority`) into a request for the client.
