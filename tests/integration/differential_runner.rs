@@ -33,6 +33,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The `:authority` every scenario request carries, so both hosts see the same one.
 pub const AUTHORITY: &str = "probe.test";
 
+/// Envoy VMs that receive ticks with one worker: the main thread's and the worker's.
+const TICKING_VMS: usize = 2;
+
 /// The Envoy plugin name and VM id; the harness plugin gets the same.
 const PLUGIN_NAME: &str = "probe";
 const VM_ID: &str = "probe-vm";
@@ -186,7 +189,9 @@ impl Scenario {
         let proxy = builder.start()?;
         if let Settle::Ticks { period, count } = self.settle {
             let last = format!("on_tick#{count} ");
-            proxy.wait_for_wasm_logs(1, TIMEOUT, |line| {
+            // Ticks reach the main thread's VM and the worker's (the base VM gets none): wait for both,
+            // the worker's being the one that serves the requests.
+            proxy.wait_for_wasm_logs(TICKING_VMS, TIMEOUT, |line| {
                 line.message.starts_with("probe root ") && line.message.contains(&last)
             })?;
             // Two more periods: a tick the plan should have stopped would show up by then.

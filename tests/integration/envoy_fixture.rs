@@ -102,7 +102,8 @@ fn envoy_stops_on_drop_and_reports_a_bad_module_with_its_log() -> anyhow::Result
 }
 
 /// Envoy configures the plugin in a base VM and in one VM per thread (the main thread and each worker), so
-/// root callbacks (`on_configure`, ticks) run `workers + 2` times; tests that count them must expect that.
+/// `on_configure` runs `workers + 2` times; ticks reach only the thread VMs, `workers + 1` of them. Tests
+/// that count root callbacks must expect that.
 #[test]
 fn envoy_configures_one_vm_per_thread_plus_the_base_vm() -> anyhow::Result<()> {
     let Some(binary) = envoy::binary()? else {
@@ -112,7 +113,13 @@ fn envoy_configures_one_vm_per_thread_plus_the_base_vm() -> anyhow::Result<()> {
     let plan = serde_json::json!({
         "on_configure": [
             {"op": "define_metric", "kind": "counter", "name": "vms_configured"},
-            {"op": "increment_metric", "metric": "vms_configured", "by": 1}
+            {"op": "increment_metric", "metric": "vms_configured", "by": 1},
+            {"op": "define_metric", "kind": "counter", "name": "vms_ticked"},
+            {"op": "set_tick_period", "ms": 50}
+        ],
+        "on_tick": [
+            {"op": "increment_metric", "metric": "vms_ticked", "by": 1},
+            {"op": "set_tick_period", "ms": 0}
         ]
     });
     for workers in [1_u32, 3] {
@@ -121,12 +128,22 @@ fn envoy_configures_one_vm_per_thread_plus_the_base_vm() -> anyhow::Result<()> {
             .concurrency(workers)
             .cluster("upstream", upstream.addr())
             .start()?;
-        // A request through every worker is not needed: worker VMs are configured before Envoy is ready.
-        let configured = proxy.custom_metrics()?.get("vms_configured").copied();
+        let ticking = usize::try_from(workers)? + 1;
+        proxy.wait_for_wasm_logs(ticking, TIMEOUT, |line| {
+            line.message.contains("on_tick#1 set_tick_period: ok")
+        })?;
+        // A VM that ticked although it should not would show up within a few more periods.
+        std::thread::sleep(Duration::from_millis(200));
+        let metrics = proxy.custom_metrics()?;
         assert_eq!(
-            configured,
+            metrics.get("vms_configured").copied(),
             Some(i64::from(workers) + 2),
-            "with {workers} workers"
+            "configured VMs with {workers} workers"
+        );
+        assert_eq!(
+            metrics.get("vms_ticked").copied(),
+            Some(i64::from(workers) + 1),
+            "ticking VMs with {workers} workers"
         );
     }
     Ok(())
