@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::clock::duration_nanos;
 use crate::error::HarnessError;
 use crate::plugin::Plugin;
-use crate::vm::Vm;
+use crate::vm::{MAX_TIMER_ROUNDS, Vm};
 
 /// VMs of one plugin sharing its clock, metrics, shared data and queues; timers fire across all of them
 /// in time order.
@@ -51,7 +51,7 @@ impl VmGroup {
             .cloned()
             .ok_or(HarnessError::NotManualClock("VmGroup::advance"))?;
         let target = manual.now_nanos().saturating_add(duration_nanos(by));
-        loop {
+        for _ in 0..MAX_TIMER_ROUNDS {
             let next = self
                 .vms
                 .iter()

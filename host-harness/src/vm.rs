@@ -26,6 +26,10 @@ use crate::stream::{
     Action, BodyChunk, LocalResponse, Stream, StreamEvent, StreamId, StreamInfo, StreamState,
 };
 
+/// Timer rounds one `advance` runs at most: a plugin that keeps making work for itself at the same instant
+/// (a queue it refills from `proxy_on_queue_ready`, say) would otherwise never let virtual time move on.
+pub(crate) const MAX_TIMER_ROUNDS: usize = 1_000_000;
+
 /// The status Envoy answers with when a failed VM fails a stream closed.
 const FAIL_CLOSED_STATUS: u32 = 503;
 
@@ -513,7 +517,7 @@ impl Vm {
         self.queues.set_waker(waker);
     }
 
-    fn host_log(&self, level: LogLevel, message: String) {
+    pub(crate) fn host_log(&self, level: LogLevel, message: String) {
         self.log.push(level, message, LogSource::Host);
     }
 
@@ -1237,9 +1241,18 @@ impl Vm {
             .cloned()
             .ok_or(HarnessError::NotManualClock("Vm::advance"))?;
         let target = manual.now_nanos().saturating_add(duration_nanos(by));
+        let mut rounds = 0usize;
         while let Some(due) = self.next_due_nanos().filter(|due| *due <= target) {
             manual.set_nanos(due);
             if !self.fire_due(manual.now_nanos()) {
+                break;
+            }
+            rounds += 1;
+            if rounds >= MAX_TIMER_ROUNDS {
+                self.host_log(
+                    LogLevel::Warn,
+                    format!("host: stopped advancing after {rounds} timer rounds"),
+                );
                 break;
             }
         }
