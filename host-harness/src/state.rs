@@ -110,6 +110,8 @@ pub(crate) struct Contexts {
     pub(crate) root_awaiting_done: bool,
     /// The root context called `proxy_done` after `proxy_on_done` returned false.
     pub(crate) root_done_signalled: bool,
+    /// Some stream called `proxy_done` since the host last finished deferred streams.
+    pub(crate) done_signalled: bool,
 }
 
 impl Contexts {
@@ -122,6 +124,7 @@ impl Contexts {
             effective: root_id,
             root_awaiting_done: false,
             root_done_signalled: false,
+            done_signalled: false,
         }
     }
 

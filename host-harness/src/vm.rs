@@ -57,6 +57,9 @@ struct Callbacks {
     on_delete: Option<TypedFunc<u32, ()>>,
 }
 
+/// Picks one callback out of an instance's callbacks.
+type Pick<P, R> = fn(&Callbacks) -> Option<&TypedFunc<P, R>>;
+
 /// A running instance: the store and the callbacks resolved in it.
 struct Instance {
     store: Store<HostState>,
@@ -149,10 +152,13 @@ impl Instance {
         log: &LogCapture,
         callback: &'static str,
         context_id: u32,
-        func: Option<TypedFunc<P, R>>,
+        pick: Pick<P, R>,
         params: P,
     ) -> Result<Option<R>, GuestTrap> {
-        let Some(func) = func else { return Ok(None) };
+        // Borrowed, not cloned: cloning a typed function touches atomics shared by every VM of the engine.
+        let Some(func) = pick(&self.callbacks) else {
+            return Ok(None);
+        };
         let mark = log.mark();
         {
             let state = self.store.data_mut();
@@ -312,13 +318,13 @@ impl Vm {
         let plugin = self.plugin.clone();
         let log = self.log.clone();
         let startup_mark = log.mark();
-        let initialize = instance.callbacks.initialize.clone();
+        let initialize: Pick<_, _> = |callbacks| callbacks.initialize.as_ref();
         instance.invoke(&plugin, &log, "_initialize", root_id, initialize, ())?;
         if shared.exports.has_initialize {
-            let main = instance.callbacks.main.clone();
+            let main: Pick<_, _> = |callbacks| callbacks.main.as_ref();
             instance.invoke(&plugin, &log, "main", root_id, main, (0, 0))?;
         }
-        let create = instance.callbacks.on_context_create.clone();
+        let create: Pick<_, _> = |callbacks| callbacks.on_context_create.as_ref();
         instance.invoke(
             &plugin,
             &log,
@@ -328,7 +334,7 @@ impl Vm {
             (root_id, 0),
         )?;
         let vm_config_len = len_u32(shared.settings.vm_config.len());
-        let vm_start = instance.callbacks.on_vm_start.clone();
+        let vm_start: Pick<_, _> = |callbacks| callbacks.on_vm_start.as_ref();
         if instance.invoke(
             &plugin,
             &log,
@@ -343,7 +349,7 @@ impl Vm {
             });
         }
         let plugin_config_len = len_u32(shared.settings.plugin_config.len());
-        let configure = instance.callbacks.on_configure.clone();
+        let configure: Pick<_, _> = |callbacks| callbacks.on_configure.as_ref();
         if instance.invoke(
             &plugin,
             &log,
@@ -643,7 +649,7 @@ impl Vm {
             .contexts
             .streams
             .insert(id, stream);
-        let create = instance.callbacks.on_context_create.clone();
+        let create: Pick<_, _> = |callbacks| callbacks.on_context_create.as_ref();
         let root = instance.root_id;
         if let Err(trap) = instance.invoke(
             &self.plugin,
@@ -857,11 +863,10 @@ impl Vm {
         let Some(instance) = self.live.as_mut() else {
             return Err(HarnessError::UnknownStream(id.0));
         };
-        let callbacks = &instance.callbacks;
         let eos = u32::from(end_of_stream);
         let result = match (side, phase) {
             (Side::Request, Phase::Headers) => {
-                let func = callbacks.on_request_headers.clone();
+                let func: Pick<_, _> = |callbacks| callbacks.on_request_headers.as_ref();
                 instance.invoke(
                     &self.plugin,
                     &self.log,
@@ -872,7 +877,7 @@ impl Vm {
                 )
             }
             (Side::Response, Phase::Headers) => {
-                let func = callbacks.on_response_headers.clone();
+                let func: Pick<_, _> = |callbacks| callbacks.on_response_headers.as_ref();
                 instance.invoke(
                     &self.plugin,
                     &self.log,
@@ -883,7 +888,7 @@ impl Vm {
                 )
             }
             (Side::Request, _) => {
-                let func = callbacks.on_request_trailers.clone();
+                let func: Pick<_, _> = |callbacks| callbacks.on_request_trailers.as_ref();
                 instance.invoke(
                     &self.plugin,
                     &self.log,
@@ -894,7 +899,7 @@ impl Vm {
                 )
             }
             (Side::Response, _) => {
-                let func = callbacks.on_response_trailers.clone();
+                let func: Pick<_, _> = |callbacks| callbacks.on_response_trailers.as_ref();
                 instance.invoke(
                     &self.plugin,
                     &self.log,
@@ -944,15 +949,13 @@ impl Vm {
             let Some(instance) = self.live.as_mut() else {
                 return Err(HarnessError::UnknownStream(id.0));
             };
-            let (name, func) = match side {
-                Side::Request => (
-                    "proxy_on_request_body",
-                    instance.callbacks.on_request_body.clone(),
-                ),
-                Side::Response => (
-                    "proxy_on_response_body",
-                    instance.callbacks.on_response_body.clone(),
-                ),
+            let (name, func): (&str, Pick<_, _>) = match side {
+                Side::Request => ("proxy_on_request_body", |callbacks| {
+                    callbacks.on_request_body.as_ref()
+                }),
+                Side::Response => ("proxy_on_response_body", |callbacks| {
+                    callbacks.on_response_body.as_ref()
+                }),
             };
             let result = instance.invoke(
                 &self.plugin,
@@ -1044,7 +1047,7 @@ impl Vm {
         if !instance.store.data().contexts.streams.contains_key(&id.0) {
             return Err(HarnessError::UnknownStream(id.0));
         }
-        let on_done = instance.callbacks.on_done.clone();
+        let on_done: Pick<_, _> = |callbacks| callbacks.on_done.as_ref();
         match instance.invoke(
             &self.plugin,
             &self.log,
@@ -1077,10 +1080,10 @@ impl Vm {
             let Some(instance) = self.live.as_mut() else {
                 break;
             };
-            let func = if is_log {
-                instance.callbacks.on_log.clone()
+            let func: Pick<_, _> = if is_log {
+                |callbacks| callbacks.on_log.as_ref()
             } else {
-                instance.callbacks.on_delete.clone()
+                |callbacks| callbacks.on_delete.as_ref()
             };
             if let Err(trap) = instance.invoke(&self.plugin, &self.log, name, id, func, id) {
                 self.fail(trap, Some(id));
@@ -1100,13 +1103,18 @@ impl Vm {
                 return;
             };
             let contexts = &mut instance.store.data_mut().contexts;
+            let root_ready = contexts.root_awaiting_done && contexts.root_done_signalled;
+            // Most steps end with nothing to finish; only a `proxy_done` makes the scan worth it.
+            if !contexts.done_signalled && !root_ready {
+                return;
+            }
+            contexts.done_signalled = false;
             let ready: Vec<u32> = contexts
                 .streams
                 .values()
                 .filter(|stream| stream.done_signalled)
                 .map(|stream| stream.id)
                 .collect();
-            let root_ready = contexts.root_awaiting_done && contexts.root_done_signalled;
             if ready.is_empty() && !root_ready {
                 return;
             }
@@ -1134,7 +1142,7 @@ impl Vm {
             return;
         };
         let root = instance.root_id;
-        let on_delete = instance.callbacks.on_delete.clone();
+        let on_delete: Pick<_, _> = |callbacks| callbacks.on_delete.as_ref();
         if let Err(trap) = instance.invoke(
             &self.plugin,
             &self.log,
@@ -1167,7 +1175,7 @@ impl Vm {
             return Ok(true);
         };
         let root = instance.root_id;
-        let on_done = instance.callbacks.on_done.clone();
+        let on_done: Pick<_, _> = |callbacks| callbacks.on_done.as_ref();
         match instance.invoke(
             &self.plugin,
             &self.log,
@@ -1269,7 +1277,7 @@ impl Vm {
                 break;
             };
             let root = instance.root_id;
-            let func = instance.callbacks.on_queue_ready.clone();
+            let func: Pick<_, _> = |callbacks| callbacks.on_queue_ready.as_ref();
             fired = true;
             if let Err(trap) = instance.invoke(
                 &self.plugin,
@@ -1323,7 +1331,7 @@ impl Vm {
             now.saturating_add(ticks.period_nanos)
         });
         let root = instance.root_id;
-        let func = instance.callbacks.on_tick.clone();
+        let func: Pick<_, _> = |callbacks| callbacks.on_tick.as_ref();
         if let Err(trap) =
             instance.invoke(&self.plugin, &self.log, "proxy_on_tick", root, func, root)
         {
@@ -1360,7 +1368,7 @@ impl Vm {
         );
         instance.store.data_mut().http.delivering = Some(delivered);
         let root = instance.root_id;
-        let func = instance.callbacks.on_http_call_response.clone();
+        let func: Pick<_, _> = |callbacks| callbacks.on_http_call_response.as_ref();
         let result = instance.invoke(
             &self.plugin,
             &self.log,

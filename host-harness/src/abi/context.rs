@@ -37,6 +37,7 @@ fn proxy_done(mut caller: Caller<'_, HostState>) -> HostResult {
         && stream.awaiting_done
     {
         stream.done_signalled = true;
+        contexts.done_signalled = true;
     }
     ret(Status::Ok)
 }

@@ -207,10 +207,14 @@ impl<'a, 'c> HostCall<'a, 'c> {
 
     /// Allocates `size` bytes in the guest with its own allocator and checks what comes back.
     fn allocate(&mut self, size: u32) -> wasmtime::Result<u32> {
-        let allocate = self.caller.data().guest.allocate.clone().ok_or_else(|| {
-            self.trap("the module exports no allocator (proxy_on_memory_allocate or malloc)")
+        // Taken out for the call rather than cloned (a clone touches atomics every VM of the engine shares);
+        // an allocator that re-enters a host call needing an allocation finds none and traps.
+        let allocate = self.caller.data_mut().guest.allocate.take().ok_or_else(|| {
+            self.trap("the module exports no allocator (proxy_on_memory_allocate or malloc), or it called back into the host")
         })?;
-        let ptr = allocate.call(&mut *self.caller, size)?;
+        let called = allocate.call(&mut *self.caller, size);
+        self.caller.data_mut().guest.allocate = Some(allocate);
+        let ptr = called?;
         let memory = self.memory()?;
         let memory_len = memory.data_size(&*self.caller);
         let in_bounds = usize::try_from(ptr)
