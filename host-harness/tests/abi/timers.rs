@@ -86,3 +86,21 @@ fn advancing_needs_a_manual_clock() {
     ));
     vm.run_timers();
 }
+
+#[test]
+fn on_the_system_clock_the_next_deadline_is_one_period_ahead_and_nothing_is_due_yet() {
+    let before = std::time::SystemTime::now();
+    let mut vm = Plugin::builder()
+        .module_bytes(module(&ticking(60_000)))
+        .start();
+    let deadline = vm.next_deadline().unwrap();
+    let after = std::time::SystemTime::now();
+    assert!(
+        deadline >= before + Duration::from_secs(60) && deadline <= after + Duration::from_secs(60)
+    );
+    vm.run_timers();
+    assert!(
+        said(&mut vm).is_empty(),
+        "a tick a minute away has not fired"
+    );
+}
