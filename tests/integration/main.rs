@@ -11,6 +11,7 @@ mod proxy_admin;
 mod proxy_failures;
 mod proxy_forwarding;
 mod proxy_oauth;
+mod proxy_process;
 mod token_envoy;
 mod token_proxy;
 mod token_refresh;

@@ -81,6 +81,13 @@ impl Listeners {
     }
 }
 
+/// Where the listeners actually listen.
+#[derive(Debug, Clone, Copy)]
+struct BoundAddresses {
+    proxy: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
 /// Why the proxy could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -210,6 +217,10 @@ pub async fn run_with_filter(
             which: "admin",
             source,
         })?;
+    let bound = BoundAddresses {
+        proxy: listeners.proxy.local_addr().map_err(|source| ProxyError::Listener { which: "proxy", source })?,
+        admin: listeners.admin.local_addr().map_err(|source| ProxyError::Listener { which: "admin", source })?,
+    };
     let admin_listener = tokio::net::TcpListener::from_std(listeners.admin).map_err(|source| {
         ProxyError::Listener {
             which: "admin",
@@ -231,13 +242,14 @@ pub async fn run_with_filter(
         config,
     });
     let admin = tokio::spawn(admin::serve(admin_listener, Arc::clone(&shared)));
-    let result = serve_workers(listeners.proxy, &shared, shutdown).await;
+    let result = serve_workers(listeners.proxy, bound, &shared, shutdown).await;
     admin.abort();
     result
 }
 
 async fn serve_workers(
     proxy: std::net::TcpListener,
+    bound: BoundAddresses,
     shared: &Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
@@ -300,7 +312,8 @@ async fn serve_workers(
         return Err(error);
     }
     shared.configured.store(true, Ordering::Release);
-    tracing::info!(workers = expected, listen = %shared.config.listen, upstream = %shared.config.upstream, "proxy ready");
+    // The bound addresses, not the configured ones: with port 0 this line is how a caller learns the port.
+    tracing::info!(workers = expected, listen = %bound.proxy, admin_listen = %bound.admin, upstream = %shared.config.upstream, "proxy ready");
 
     shutdown.await;
     shared.draining.store(true, Ordering::Release);

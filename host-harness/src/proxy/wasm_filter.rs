@@ -41,6 +41,7 @@ impl WasmFilterFactory {
             .module_file(&config.filter)
             .plugin_config(&config.plugin_config)
             .name("credential-filter")
+            .log_level(guest_log_level())
             .failure_policy(FailurePolicy::FailReload);
         for (key, value) in &config.vm_env {
             builder = builder.env(key.clone(), value.expose());
@@ -79,6 +80,20 @@ impl FilterFactory for WasmFilterFactory {
                 value: metric_value(snapshot.value),
             })
             .collect()
+    }
+}
+
+/// The level reported to the guest: what the proxy's logs would show, so a filter never formats debug
+/// lines that are then thrown away (that costs more than the rest of a request). Errors are always kept:
+/// they carry the filter's own reason when it rejects its configuration.
+fn guest_log_level() -> LogLevel {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::TRACE => LogLevel::Trace,
+        LevelFilter::DEBUG => LogLevel::Debug,
+        LevelFilter::INFO => LogLevel::Info,
+        LevelFilter::WARN => LogLevel::Warn,
+        _ => LogLevel::Error,
     }
 }
 

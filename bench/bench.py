@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Throughput and latency of `host-harness serve` against nginx and Envoy, on 127.0.0.1 only.
+
+One run measures, interleaved round by round, the same small-response workload with the same header
+injection through:
+
+  direct   the upstream itself (an nginx answering a fixed JSON body), the ceiling
+  harness  `host-harness serve` (release build) running filter.wasm with the Anthropic preset
+  nginx    nginx with proxy_set_header for the same headers and a keep-alive upstream pool
+  envoy    Envoy with the same filter.wasm (V8), when scripts/install-envoy.sh can provide it
+
+Load comes from wrk (one thread) at 1 and 32 connections. Every proxy gets the same number of
+workers. Reported per target and connection count: requests per second and p50/p99 latency
+(medians over the rounds), and each proxy's ratio to nginx.
+
+Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
+BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT / "target" / "release" / "host-harness"))
+FILTER = ROOT / "target" / "wasm" / "wasm32-wasip1" / "wasm-release" / "filter.wasm"
+RESULTS = ROOT / "build" / "bench" / "results.json"
+
+TOKEN = "sk-ant-oat01-bench-token"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+DURATION = int(os.environ.get("BENCH_DURATION", "5"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 2)))
+CONNECTIONS = [1, 32]
+RESPONSE_BODY = '{"id":"msg_bench","type":"message","role":"assistant","content":[{"type":"text","text":"ok"}]}'
+PLUGIN_CONFIG = (
+    '{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},'
+    '"preset":"anthropic"}'
+)
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ensure_debian_tools():
+    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    if not missing:
+        return
+    log(f"installing {' '.join(missing)} with apt-get")
+    # Keep the package's init script from starting a system nginx on port 80.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created_policy = False
+    if not policy.exists():
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        created_policy = True
+    try:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+    finally:
+        if created_policy:
+            policy.unlink()
+
+
+def nginx_binary():
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def wait_http(url, accept=(200,), timeout=60.0, what="service"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status in accept:
+                    return
+                last = f"status {response.status}"
+        except urllib.error.HTTPError as error:
+            if error.code in accept:
+                return
+            last = f"status {error.code}"
+        except OSError as error:
+            last = str(error)
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} at {url} did not come up: {last}")
+
+
+class Service:
+    """A child process started for the benchmark and stopped at the end, whatever happens."""
+
+    def __init__(self, name, argv, env=None, cwd=None):
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+        self.log_file = open(self.log_path, "wb")
+        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def check_alive(self):
+        if self.process.poll() is not None:
+            output = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{output}")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+
+
+def nginx_config(directory, body):
+    return f"""
+worker_processes {WORKERS};
+daemon off;
+pid {directory}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+{body}
+}}
+"""
+
+
+def start_upstream(directory, port):
+    directory.mkdir(parents=True, exist_ok=True)
+    body = f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{
+            default_type application/json;
+            return 200 '{RESPONSE_BODY}';
+        }}
+    }}"""
+    conf = directory / "nginx.conf"
+    # The upstream gets one worker in every measurement, so it costs every target the same.
+    conf.write_text(nginx_config(directory, body).replace(f"worker_processes {WORKERS};", "worker_processes 1;"))
+    return Service("upstream", [nginx_binary(), "-p", str(directory), "-c", str(conf), "-e", "stderr"])
+
+
+def start_nginx_proxy(directory, port, upstream_port):
+    directory.mkdir(parents=True, exist_ok=True)
+    body = f"""
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_buffering off;
+            proxy_set_header Connection "";
+            proxy_set_header Host 127.0.0.1:{upstream_port};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header Authorization "Bearer {TOKEN}";
+            proxy_set_header X-Api-Key "";
+            proxy_set_header Anthropic-Version "2023-06-01";
+            proxy_set_header Anthropic-Beta "oauth-2025-04-20";
+        }}
+    }}"""
+    conf = directory / "nginx.conf"
+    conf.write_text(nginx_config(directory, body))
+    return Service("nginx", [nginx_binary(), "-p", str(directory), "-c", str(conf), "-e", "stderr"])
+
+
+def start_harness(port, admin_port, upstream_port):
+    env = dict(os.environ, ANTHROPIC_OAUTH_TOKEN=TOKEN)
+    env.pop("RUST_LOG", None)
+    argv = [
+        str(HARNESS), "serve",
+        "--listen", f"127.0.0.1:{port}",
+        "--admin-listen", f"127.0.0.1:{admin_port}",
+        "--upstream", f"http://127.0.0.1:{upstream_port}",
+        "--filter", str(FILTER),
+        "--workers", str(WORKERS),
+        "--log-level", "warn",
+    ]
+    service = Service("harness", argv, env=env)
+    wait_http(f"http://127.0.0.1:{admin_port}/readyz", what="host-harness serve")
+    return service
+
+
+def envoy_binary():
+    if os.environ.get("BENCH_SKIP_ENVOY") == "1":
+        return None
+    script = ROOT / "scripts" / "install-envoy.sh"
+    if not script.exists():
+        log("envoy: scripts/install-envoy.sh is missing; skipping Envoy")
+        return None
+    result = subprocess.run([str(script)], capture_output=True, text=True)
+    path = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    if result.returncode != 0 or not path or not Path(path).exists():
+        log(f"envoy: not available ({result.stderr.strip()[-300:]}); skipping Envoy")
+        return None
+    return path
+
+
+def start_envoy(binary, directory, port, admin_port, upstream_port):
+    directory.mkdir(parents=True, exist_ok=True)
+    bootstrap = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "codec_type": "AUTO",
+                        "route_config": {"name": "local", "virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "auto_host_rewrite": True}}],
+                        }]},
+                        "http_filters": [
+                            {"name": "envoy.filters.http.wasm", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                "config": {
+                                    "name": "credential-filter",
+                                    "root_id": "",
+                                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": PLUGIN_CONFIG},
+                                    "vm_config": {
+                                        "vm_id": "credential-filter",
+                                        "runtime": "envoy.wasm.runtime.v8",
+                                        "environment_variables": {"key_values": {"ANTHROPIC_OAUTH_TOKEN": TOKEN}},
+                                        "code": {"local": {"filename": str(FILTER)}},
+                                    },
+                                },
+                            }},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "upstream",
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+    config = directory / "envoy.json"
+    config.write_text(json.dumps(bootstrap))
+    argv = [binary, "-c", str(config), "--concurrency", str(WORKERS), "--log-level", "warn", "--base-id", str(os.getpid() % 60000)]
+    service = Service("envoy", argv)
+    wait_http(f"http://127.0.0.1:{admin_port}/ready", what="envoy")
+    return service
+
+
+def to_ms(text):
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def run_wrk(port, connections, duration):
+    argv = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+        "-H", "x-api-key: client-supplied-key",
+        "-H", "content-type: application/json",
+        f"http://127.0.0.1:{port}/v1/messages",
+    ]
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    in_distribution = False
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Latency Distribution"):
+            in_distribution = True
+            continue
+        if in_distribution and stripped.startswith("50%"):
+            result["p50_ms"] = to_ms(stripped.split()[1])
+        elif in_distribution and stripped.startswith("99%"):
+            result["p99_ms"] = to_ms(stripped.split()[1])
+            in_distribution = False
+        elif stripped.startswith("Requests/sec:"):
+            result["rps"] = float(stripped.split()[1])
+        elif stripped.startswith("Non-2xx or 3xx responses:"):
+            result["errors"] += int(stripped.split()[-1])
+        elif stripped.startswith("Socket errors:"):
+            result["errors"] += sum(int(part.strip().split()[-1]) for part in stripped.split(":", 1)[1].split(","))
+    if result["p99_ms"] is None:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    return result
+
+
+def check_target(name, port):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/messages", headers={"x-api-key": "client-supplied-key"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read().decode()
+        if response.status != 200 or "msg_bench" not in body:
+            raise RuntimeError(f"{name}: unexpected answer {response.status} {body[:200]}")
+
+
+def main():
+    for path, hint in ((HARNESS, "make build"), (FILTER, "make filter")):
+        if not path.exists():
+            sys.exit(f"bench: {path} is missing; run `{hint}` first")
+    ensure_debian_tools()
+    envoy = envoy_binary()
+
+    work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    services = []
+    try:
+        upstream_port = free_port()
+        services.append(start_upstream(work / "upstream", upstream_port))
+        wait_http(f"http://127.0.0.1:{upstream_port}/", what="upstream nginx")
+        targets = {"direct": upstream_port}
+
+        harness_port, harness_admin = free_port(), free_port()
+        services.append(start_harness(harness_port, harness_admin, upstream_port))
+        targets["harness"] = harness_port
+
+        nginx_port = free_port()
+        services.append(start_nginx_proxy(work / "nginx", nginx_port, upstream_port))
+        wait_http(f"http://127.0.0.1:{nginx_port}/", what="nginx")
+        targets["nginx"] = nginx_port
+
+        if envoy:
+            envoy_port, envoy_admin = free_port(), free_port()
+            try:
+                services.append(start_envoy(envoy, work / "envoy", envoy_port, envoy_admin, upstream_port))
+                targets["envoy"] = envoy_port
+            except RuntimeError as error:
+                log(f"envoy: {error}; skipping Envoy")
+
+        for name, port in targets.items():
+            check_target(name, port)
+
+        log(f"warming up ({', '.join(targets)})")
+        for port in targets.values():
+            run_wrk(port, 32, 2)
+
+        samples = {(name, c): [] for name in targets for c in CONNECTIONS}
+        names = list(targets)
+        for round_index in range(ROUNDS):
+            # Rotate the order every round so no target always runs right after another.
+            order = names[round_index % len(names):] + names[: round_index % len(names)]
+            for connections in CONNECTIONS:
+                for name in order:
+                    for service in services:
+                        service.check_alive()
+                    result = run_wrk(targets[name], connections, DURATION)
+                    samples[(name, connections)].append(result)
+                    log(f"round {round_index + 1}/{ROUNDS} c={connections:>2} {name:<8} {result['rps']:>10.0f} rps  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms")
+    finally:
+        for service in reversed(services):
+            service.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    summary = {}
+    for (name, connections), results in samples.items():
+        summary[f"{name}/c{connections}"] = {
+            "rps": statistics.median(r["rps"] for r in results),
+            "p50_ms": statistics.median(r["p50_ms"] for r in results),
+            "p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "errors": sum(r["errors"] for r in results),
+        }
+
+    print()
+    print(f"{ROUNDS} rounds x {DURATION}s, {WORKERS} workers per proxy, wrk -t1, medians; ratios are target/nginx")
+    print(f"{'target':<9}{'conns':>6}{'rps':>12}{'p50 ms':>10}{'p99 ms':>10}{'rps/nginx':>11}{'p99/nginx':>11}{'errors':>8}")
+    for connections in CONNECTIONS:
+        reference = summary.get(f"nginx/c{connections}")
+        for name in targets:
+            row = summary[f"{name}/c{connections}"]
+            rps_ratio = row["rps"] / reference["rps"] if reference and reference["rps"] else float("nan")
+            p99_ratio = row["p99_ms"] / reference["p99_ms"] if reference and reference["p99_ms"] else float("nan")
+            print(f"{name:<9}{connections:>6}{row['rps']:>12.0f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}{rps_ratio:>11.2f}{p99_ratio:>11.2f}{row['errors']:>8}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "results": summary}, indent=2))
+    print(f"\nresults: {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
