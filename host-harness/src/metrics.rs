@@ -138,6 +138,9 @@ struct Metrics {
     by_kind: [Vec<usize>; 3],
 }
 
+/// Most metrics one registry holds: a plugin defining names without end cannot grow the host without end.
+pub const MAX_METRICS: usize = 10_000;
+
 /// How many low bits of an id hold the kind.
 const KIND_BITS: u32 = 2;
 
@@ -190,11 +193,15 @@ impl MetricsRegistry {
     }
 
     /// Defines (or finds) the metric `name` of `kind` and returns its id (ids start at 1).
-    pub(crate) fn define(&self, kind: MetricKind, name: &str) -> u32 {
+    /// `None` once the registry holds [`MAX_METRICS`] metrics.
+    pub(crate) fn define(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let mut metrics = self.lock();
         let key = (name.to_owned(), kind);
         if let Some(id) = metrics.by_name.get(&key) {
-            return *id;
+            return Some(*id);
+        }
+        if metrics.entries.len() >= MAX_METRICS {
+            return None;
         }
         let value = match kind {
             MetricKind::Counter => MetricValue::Counter(0),
@@ -208,7 +215,7 @@ impl MetricsRegistry {
         kind_list.push(index);
         let id = (position << KIND_BITS) | kind.code();
         metrics.by_name.insert(key, id);
-        id
+        Some(id)
     }
 
     /// Runs `f` on the metric `id`, or reports it missing.
@@ -285,8 +292,12 @@ mod tests {
     #[test]
     fn defining_a_name_twice_returns_the_same_metric() {
         let registry = MetricsRegistry::new();
-        let first = registry.define(MetricKind::Counter, "requests");
-        let second = registry.define(MetricKind::Counter, "requests");
+        let first = registry
+            .define(MetricKind::Counter, "requests")
+            .unwrap_or(u32::MAX);
+        let second = registry
+            .define(MetricKind::Counter, "requests")
+            .unwrap_or(u32::MAX);
         assert_eq!(first, second);
         assert_eq!(registry.snapshot().len(), 1);
     }
@@ -294,14 +305,18 @@ mod tests {
     #[test]
     fn counters_refuse_to_go_down_and_histograms_have_no_value() {
         let registry = MetricsRegistry::new();
-        let counter = registry.define(MetricKind::Counter, "c");
+        let counter = registry
+            .define(MetricKind::Counter, "c")
+            .unwrap_or(u32::MAX);
         assert_eq!(
             registry.increment(counter, -1),
             Err(MetricError::BadArgument)
         );
         registry.record(counter, 5).ok();
         assert_eq!(registry.value(counter), Ok(5));
-        let histogram = registry.define(MetricKind::Histogram, "h");
+        let histogram = registry
+            .define(MetricKind::Histogram, "h")
+            .unwrap_or(u32::MAX);
         registry.record(histogram, 7).ok();
         assert_eq!(registry.value(histogram), Err(MetricError::BadArgument));
         assert_eq!(
@@ -332,7 +347,7 @@ mod tests {
     #[test]
     fn gauges_move_both_ways_and_record_sets_them() {
         let registry = MetricsRegistry::new();
-        let gauge = registry.define(MetricKind::Gauge, "g");
+        let gauge = registry.define(MetricKind::Gauge, "g").unwrap_or(u32::MAX);
         registry.increment(gauge, 5).ok();
         registry.increment(gauge, -2).ok();
         assert_eq!(registry.value(gauge), Ok(3));

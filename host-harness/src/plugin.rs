@@ -82,6 +82,10 @@ pub struct Limits {
     pub max_header_map_bytes: usize,
     /// Log records kept per VM (the oldest go first).
     pub log_records: usize,
+    /// Http calls a VM may have waiting at once; beyond, `proxy_http_call` answers INTERNAL_FAILURE.
+    pub max_http_calls_in_flight: usize,
+    /// Properties the guest may set per context.
+    pub max_guest_properties: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +97,8 @@ impl Default for Limits {
             max_header_fields: 1024,
             max_header_map_bytes: 1024 * 1024,
             log_records: 2048,
+            max_http_calls_in_flight: 1024,
+            max_guest_properties: 256,
         }
     }
 }

@@ -8,6 +8,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Most queues one registry holds.
+pub const MAX_QUEUES: usize = 1024;
+
 /// Default cap on the bytes held by a registry (keys, values and queued items together).
 pub const DEFAULT_SHARED_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -183,14 +186,23 @@ impl SharedRegistry {
     }
 
     /// Registers (or re-opens) the queue `name` of `vm_id`; the last VM to register it gets its notifications.
-    pub(crate) fn register_queue(&self, vm_id: &str, name: &[u8], owner: &Arc<QueueInbox>) -> u32 {
+    /// `None` once the registry holds [`MAX_QUEUES`] queues.
+    pub(crate) fn register_queue(
+        &self,
+        vm_id: &str,
+        name: &[u8],
+        owner: &Arc<QueueInbox>,
+    ) -> Option<u32> {
         let mut state = self.lock();
         let key = (vm_id.to_owned(), name.to_vec());
         if let Some(&id) = state.queue_ids.get(&key) {
             if let Some(queue) = state.queue_mut(id) {
                 queue.owner = Arc::clone(owner);
             }
-            return id;
+            return Some(id);
+        }
+        if state.queues.len() >= MAX_QUEUES {
+            return None;
         }
         state.queues.push(Queue {
             items: VecDeque::new(),
@@ -198,7 +210,7 @@ impl SharedRegistry {
         });
         let id = u32::try_from(state.queues.len()).unwrap_or(u32::MAX);
         state.queue_ids.insert(key, id);
-        id
+        Some(id)
     }
 
     pub(crate) fn resolve_queue(&self, vm_id: &[u8], name: &[u8]) -> Option<u32> {
@@ -321,6 +333,7 @@ mod tests {
         let second = Arc::new(QueueInbox::default());
         let id = registry.register_queue("vm", b"q", &first);
         assert_eq!(registry.register_queue("vm", b"q", &second), id);
+        let id = id.unwrap_or(u32::MAX);
         assert_eq!(registry.resolve_queue(b"vm", b"q"), Some(id));
         assert_eq!(registry.enqueue(id, b"item"), Ok(()));
         assert!(!first.has_ready());

@@ -83,6 +83,10 @@ fn proxy_http_call(
     };
 
     let state = call.state();
+    if state.http.in_flight.len() >= state.plugin.limits.max_http_calls_in_flight {
+        // The host cannot take another call: the spec's "failed to send", which the SDK accepts.
+        return ret(Status::InternalFailure);
+    }
     let now = state.plugin.clock.now_nanos();
     let token = state.http.next_token();
     let deadline = timeout.map(|timeout| now.saturating_add(duration_nanos(timeout)));

@@ -6,7 +6,7 @@ use wasmtime::{Caller, Linker};
 use super::ENV;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
-use crate::metrics::{MetricError, MetricKind};
+use crate::metrics::{MAX_METRICS, MetricError, MetricKind};
 use crate::state::HostState;
 
 /// Links the metrics import `name`; `Ok(false)` when it is not one of this area's.
@@ -49,6 +49,11 @@ fn proxy_define_metric(
             .plugin
             .metrics
             .define(kind, &String::from_utf8_lossy(name))
+    })?;
+    let id = id.ok_or_else(|| {
+        call.trap(format!(
+            "the host keeps at most {MAX_METRICS} metrics per plugin"
+        ))
     })?;
     call.write_u32(return_id, id, "return_id")?;
     ret(Status::Ok)

@@ -155,7 +155,8 @@ fn proxy_set_property(
     value_len: u32,
 ) -> HostResult {
     let mut call = HostCall::new(&mut caller, "proxy_set_property");
-    call.with_two(
+    let limit = call.state_ref().plugin.limits.max_guest_properties;
+    let stored = call.with_two(
         (path_ptr, path_len, "path"),
         (value_ptr, value_len, "value"),
         |path, value, state| {
@@ -164,11 +165,20 @@ fn proxy_set_property(
                 Some(stream) => &mut stream.custom_properties,
                 None => &mut state.root_properties,
             };
-            match entries.iter_mut().find(|(key, _)| key == path) {
-                Some(entry) => entry.1 = value.to_vec(),
-                None => entries.push((path.to_vec(), value.to_vec())),
+            if let Some(entry) = entries.iter_mut().find(|(key, _)| key == path) {
+                entry.1 = value.to_vec();
+            } else if entries.len() >= limit {
+                return false;
+            } else {
+                entries.push((path.to_vec(), value.to_vec()));
             }
+            true
         },
     )?;
+    if !stored {
+        return Err(call.trap(format!(
+            "the host keeps at most {limit} properties per context"
+        )));
+    }
     ret(Status::Ok)
 }

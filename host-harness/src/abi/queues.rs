@@ -8,7 +8,7 @@ use wasmtime::{Caller, Linker};
 use super::ENV;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
-use crate::shared::QueueError;
+use crate::shared::{MAX_QUEUES, QueueError};
 use crate::state::HostState;
 
 /// Links the queue import `name`; `Ok(false)` when it is not one of this area's.
@@ -44,6 +44,8 @@ fn proxy_register_shared_queue(
             .shared
             .register_queue(&state.plugin.settings.vm_id, name, &inbox)
     })?;
+    let id =
+        id.ok_or_else(|| call.trap(format!("the host keeps at most {MAX_QUEUES} shared queues")))?;
     call.write_u32(return_id, id, "return_id")?;
     ret(Status::Ok)
 }

@@ -250,3 +250,122 @@ fn proc_exit_from_the_guest_is_a_trap_with_the_exit_code() {
         .unwrap();
     assert_eq!(vm.failure().unwrap().cause, TrapCause::Exit(3));
 }
+
+/// Writes a three-letter name for `$n` at offset 0 (17 576 distinct names).
+const NAME_OF_N: &str = r#"
+  (func $name_of (param $n i32)
+    (i32.store8 (i32.const 0) (i32.add (i32.const 97) (i32.rem_u (local.get $n) (i32.const 26))))
+    (i32.store8 (i32.const 1) (i32.add (i32.const 97) (i32.rem_u (i32.div_u (local.get $n) (i32.const 26)) (i32.const 26))))
+    (i32.store8 (i32.const 2) (i32.add (i32.const 97) (i32.div_u (local.get $n) (i32.const 676)))))
+"#;
+
+#[test]
+fn a_plugin_defining_metrics_without_end_is_stopped() {
+    let vm_body = format!(
+        r#"{NAME_OF_N}
+        (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+          (local $n i32)
+          (loop $more
+            (call $name_of (local.get $n))
+            (drop (call $proxy_define_metric (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 1024)))
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (br_if $more (i32.lt_u (local.get $n) (i32.const 10001))))
+          (i32.const 1))"#
+    );
+    let error = plugin(&vm_body).build().unwrap().start_vm().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .ends_with("the host keeps at most 10000 metrics per plugin"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_plugin_registering_queues_without_end_is_stopped() {
+    let vm_body = format!(
+        r#"{NAME_OF_N}
+        (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+          (local $n i32)
+          (loop $more
+            (call $name_of (local.get $n))
+            (drop (call $proxy_register_shared_queue (i32.const 0) (i32.const 3) (i32.const 1024)))
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (br_if $more (i32.lt_u (local.get $n) (i32.const 1025))))
+          (i32.const 1))"#
+    );
+    let error = plugin(&vm_body).build().unwrap().start_vm().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .ends_with("the host keeps at most 1024 shared queues"),
+        "{error}"
+    );
+}
+
+#[test]
+fn properties_set_without_end_are_stopped_at_the_limit() {
+    let body = format!(
+        r#"{NAME_OF_N}
+        (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+          (local $n i32)
+          (loop $more
+            (call $name_of (local.get $n))
+            (drop (call $proxy_set_property (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 3)))
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (br_if $more (i32.lt_u (local.get $n) (i32.const 3))))
+          (i32.const 0))"#
+    );
+    let limits = host_harness::Limits {
+        max_guest_properties: 2,
+        ..Default::default()
+    };
+    let mut vm = plugin(&body).limits(limits).start();
+    vm.stream()
+        .unwrap()
+        .request_headers(get("/"), true)
+        .unwrap();
+    let trap = vm.failure().unwrap();
+    assert_eq!(
+        trap.cause,
+        TrapCause::HostCall {
+            call: "proxy_set_property"
+        }
+    );
+    assert!(
+        trap.message
+            .ends_with("the host keeps at most 2 properties per context"),
+        "{}",
+        trap.message
+    );
+}
+
+#[test]
+fn http_calls_beyond_the_in_flight_limit_are_internal_failures() {
+    let body = r#"
+      (data (i32.const 0) "\03\00\00\00\07\00\00\00\04\00\00\00\05\00\00\00\01\00\00\00\0a\00\00\00\01\00\00\00:method\00POST\00:path\00/\00:authority\00a\00")
+      (data (i32.const 100) "side")
+      (func $call (result i32)
+        (call $proxy_http_call (i32.const 100) (i32.const 4) (i32.const 0) (i32.const 62)
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 1032)))
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (call $say_num (call $call))
+        (call $say_num (call $call))
+        (call $say_num (call $call))
+        (i32.const 0))
+    "#;
+    let limits = host_harness::Limits {
+        max_http_calls_in_flight: 2,
+        ..Default::default()
+    };
+    let mut vm = plugin(body)
+        .limits(limits)
+        .cluster("side", host_harness::MockCluster::silent())
+        .start();
+    vm.stream()
+        .unwrap()
+        .request_headers(get("/"), true)
+        .unwrap();
+    assert_eq!(said(&mut vm), ["0", "0", "10"]);
+    assert_eq!(vm.http_calls_in_flight(), 2);
+}
