@@ -202,7 +202,11 @@ impl AccessPolicy {
     ///
     /// # Errors
     /// The reason of the first failing check when the request is refused.
-    pub fn check(&self, headers: &HeaderList, source: Option<IpAddr>) -> Result<(), DenyReason> {
+    pub fn check(
+        &self,
+        headers: &HeaderList<'_>,
+        source: Option<IpAddr>,
+    ) -> Result<(), DenyReason> {
         let identity = self.identity.as_ref().map(|rule| rule.check(headers));
         let source = self
             .source_ranges
@@ -228,7 +232,7 @@ impl AccessPolicy {
 }
 
 impl IdentityRule {
-    fn check(&self, headers: &HeaderList) -> Result<(), DenyReason> {
+    fn check(&self, headers: &HeaderList<'_>) -> Result<(), DenyReason> {
         let mut values = headers.get_all(&self.header);
         let value = values.next().ok_or(DenyReason::IdentityMissing)?;
         if values.next().is_some() {

@@ -57,6 +57,17 @@ pub struct FilterConfig {
     pub access: Option<AccessPolicy>,
     /// What to do when no credential is available.
     pub on_missing_credential: MissingCredential,
+    /// Every request header the request pipeline may change: the stripped
+    /// headers (the credential header among them), those written by request
+    /// rules and by the preset. Only these are compared when the changes go
+    /// back to the host, so nothing else is looked at per request.
+    pub request_header_names: Vec<String>,
+    /// Every response header the response pipeline may change: the credential
+    /// header and those written by response rules.
+    pub response_header_names: Vec<String>,
+    /// Whether a response rule tests the request's method, path or authority,
+    /// so the client's request must be kept until the response arrives.
+    pub response_rules_read_request: bool,
 }
 
 /// What to do with a request when no credential is available.
@@ -467,6 +478,18 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         .map(|access| validate_access(access, &credential.header))
         .transpose()?;
 
+    let mut request_header_names = stripped.clone();
+    let preset_names = preset
+        .iter()
+        .flat_map(|preset| preset.written_request_headers().iter().copied());
+    add_names(
+        &mut request_header_names,
+        written_names(&request_rules).chain(preset_names),
+    );
+    let mut response_header_names = vec![credential.header.clone()];
+    add_names(&mut response_header_names, written_names(&response_rules));
+    let response_rules_read_request = response_rules.iter().any(|rule| rule.when.reads_request());
+
     Ok(FilterConfig {
         credential,
         stripped_request_headers: stripped,
@@ -475,7 +498,27 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         response_rules,
         access,
         on_missing_credential: raw.on_missing_credential,
+        request_header_names,
+        response_header_names,
+        response_rules_read_request,
     })
+}
+
+/// Every header name the rules may write, in rule order.
+fn written_names(rules: &[Rule]) -> impl Iterator<Item = &str> {
+    rules
+        .iter()
+        .flat_map(|rule| rule.action.written_names())
+        .flatten()
+}
+
+/// Adds each name not in `names` yet.
+fn add_names<'n>(names: &mut Vec<String>, more: impl Iterator<Item = &'n str>) {
+    for name in more {
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    }
 }
 
 fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigError> {

@@ -14,6 +14,10 @@
 //! 6. the credential header is set.
 //!
 //! Response pipeline: the credential header is removed, then response rules run.
+//!
+//! The header lists a pipeline returns borrow from its inputs (the host's
+//! headers, the configuration, the credential): only what a step computes,
+//! such as a merged beta line or a rewritten path, is allocated.
 
 use serde::Serialize;
 
@@ -28,28 +32,30 @@ use crate::token::manager::NoToken;
 
 /// What to do with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestDecision {
+pub enum RequestDecision<'a> {
     /// Forward upstream with these headers.
-    Forward(Forward),
+    Forward(Forward<'a>),
     /// Answer the client locally; nothing is forwarded.
     Respond(LocalResponse),
 }
 
 /// A request to forward and what was done to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Forward {
-    /// The complete header list to send upstream.
-    pub headers: HeaderList,
+pub struct Forward<'a> {
+    /// The complete header list to send upstream. Only the names in
+    /// [`FilterConfig::request_header_names`] can differ from the request.
+    pub headers: HeaderList<'a>,
     /// Whether the credential header was set.
     pub credential_injected: bool,
     /// Names of client headers that were removed by stripping.
-    pub stripped: Vec<String>,
+    pub stripped: Vec<&'a str>,
     /// Indices of request rules that changed something.
     pub rules_applied: Vec<usize>,
     /// What the preset changed, if a preset is configured.
     pub preset: Option<PresetOutcome>,
-    /// The request as the client sent it, for response rules.
-    pub request: RequestSummary,
+    /// The request as the client sent it, kept only when a response rule
+    /// tests it ([`FilterConfig::response_rules_read_request`]).
+    pub request: Option<RequestSummary>,
 }
 
 /// Why the filter answered locally.
@@ -78,9 +84,10 @@ pub struct LocalResponse {
 
 /// Response headers after the response pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResponseOutcome {
-    /// The complete response header list.
-    pub headers: HeaderList,
+pub struct ResponseOutcome<'a> {
+    /// The complete response header list. Only the names in
+    /// [`FilterConfig::response_header_names`] can differ from the response.
+    pub headers: HeaderList<'a>,
     /// Whether an upstream credential header was removed.
     pub credential_removed: bool,
     /// Indices of response rules that changed something.
@@ -107,12 +114,12 @@ pub fn no_token_message(cause: NoToken) -> &'static str {
 }
 
 /// Runs the request pipeline.
-pub fn handle_request(
-    config: &FilterConfig,
-    credential: Option<&Credential>,
-    request: &HeaderList,
+pub fn handle_request<'a>(
+    config: &'a FilterConfig,
+    credential: Option<&'a Credential>,
+    request: &'a HeaderList<'_>,
     source_address: Option<&[u8]>,
-) -> RequestDecision {
+) -> RequestDecision<'a> {
     run_request(
         config,
         credential,
@@ -123,12 +130,12 @@ pub fn handle_request(
 }
 
 /// Runs the request pipeline for a request that got no token; `message` explains the 503.
-pub fn handle_request_without_token(
-    config: &FilterConfig,
-    request: &HeaderList,
+pub fn handle_request_without_token<'a>(
+    config: &'a FilterConfig,
+    request: &'a HeaderList<'_>,
     source_address: Option<&[u8]>,
     message: &str,
-) -> RequestDecision {
+) -> RequestDecision<'a> {
     run_request(config, None, request, source_address, message)
 }
 
@@ -139,7 +146,7 @@ pub fn handle_request_without_token(
 /// The `403` to answer when the access policy refuses the caller.
 pub fn check_access(
     config: &FilterConfig,
-    request: &HeaderList,
+    request: &HeaderList<'_>,
     source_address: Option<&[u8]>,
 ) -> Result<(), LocalResponse> {
     if let Some(access) = &config.access {
@@ -149,13 +156,13 @@ pub fn check_access(
     Ok(())
 }
 
-fn run_request(
-    config: &FilterConfig,
-    credential: Option<&Credential>,
-    request: &HeaderList,
+fn run_request<'a>(
+    config: &'a FilterConfig,
+    credential: Option<&'a Credential>,
+    request: &'a HeaderList<'_>,
     source_address: Option<&[u8]>,
     missing_message: &str,
-) -> RequestDecision {
+) -> RequestDecision<'a> {
     if let Err(response) = check_access(config, request, source_address) {
         return RequestDecision::Respond(response);
     }
@@ -163,12 +170,13 @@ fn run_request(
         return RequestDecision::Respond(credential_unavailable(missing_message));
     }
 
-    let mut headers = request.clone();
+    // Room for every header the pipeline may add, so the list never grows.
+    let mut headers = request.view_with_room(config.request_header_names.len());
     let stripped = config
         .stripped_request_headers
         .iter()
         .filter(|name| headers.remove(name))
-        .cloned()
+        .map(String::as_str)
         .collect();
     let rules_applied = apply_request_rules(&config.request_rules, &mut headers);
     let bearer = credential.is_some() && config.credential.is_bearer();
@@ -184,17 +192,19 @@ fn run_request(
         stripped,
         rules_applied,
         preset,
-        request: RequestSummary::from_request(request),
+        request: config
+            .response_rules_read_request
+            .then(|| RequestSummary::from_request(request)),
     })
 }
 
 /// Runs the response pipeline over response headers.
-pub fn handle_response(
-    config: &FilterConfig,
-    response: &HeaderList,
+pub fn handle_response<'a>(
+    config: &'a FilterConfig,
+    response: &'a HeaderList<'_>,
     request: &RequestSummary,
-) -> ResponseOutcome {
-    let mut headers = response.clone();
+) -> ResponseOutcome<'a> {
+    let mut headers = response.view_with_room(config.response_header_names.len());
     let credential_removed = headers.remove(&config.credential.header);
     let rules_applied = apply_response_rules(&config.response_rules, &mut headers, request);
     ResponseOutcome {
@@ -206,17 +216,24 @@ pub fn handle_response(
 
 /// Request trailers with every stripped header (the credential header
 /// included) removed, so a client cannot smuggle a credential in trailers.
-pub fn handle_request_trailers(config: &FilterConfig, trailers: &HeaderList) -> HeaderList {
-    let mut trailers = trailers.clone();
+/// Only the names in [`FilterConfig::stripped_request_headers`] change.
+pub fn handle_request_trailers<'a>(
+    config: &FilterConfig,
+    trailers: &'a HeaderList<'_>,
+) -> HeaderList<'a> {
+    let mut trailers = trailers.view();
     for name in &config.stripped_request_headers {
         trailers.remove(name);
     }
     trailers
 }
 
-/// Response trailers without the credential header.
-pub fn handle_response_trailers(config: &FilterConfig, trailers: &HeaderList) -> HeaderList {
-    let mut trailers = trailers.clone();
+/// Response trailers without the credential header, the only name that changes.
+pub fn handle_response_trailers<'a>(
+    config: &FilterConfig,
+    trailers: &'a HeaderList<'_>,
+) -> HeaderList<'a> {
+    let mut trailers = trailers.view();
     trailers.remove(&config.credential.header);
     trailers
 }
@@ -275,29 +292,38 @@ fn error_body(kind: &str, message: &str) -> String {
     serde_json::to_string(&body).unwrap_or_else(|_| String::from("{}"))
 }
 
-impl RequestDecision {
-    /// Counter increments this decision accounts for.
-    pub fn counter_increments(&self, config: &FilterConfig) -> Vec<(Metric, u64)> {
-        let mut increments = vec![(Metric::Requests, 1)];
-        match self {
+impl RequestDecision<'_> {
+    /// Counter increments this decision accounts for, in order.
+    pub fn counter_increments(
+        &self,
+        config: &FilterConfig,
+    ) -> impl Iterator<Item = (Metric, u64)> + use<> {
+        let outcome = match self {
             Self::Forward(forward) => {
                 if forward.credential_injected {
-                    increments.push((Metric::CredentialInjected, 1));
+                    Some((Metric::CredentialInjected, 1))
                 } else if config.on_missing_credential == MissingCredential::Forward {
-                    increments.push((Metric::CredentialUnavailable, 1));
-                }
-                if !forward.rules_applied.is_empty() {
-                    increments.push((Metric::RulesApplied, count(forward.rules_applied.len())));
+                    Some((Metric::CredentialUnavailable, 1))
+                } else {
+                    None
                 }
             }
-            Self::Respond(response) => increments.push(match response.reason {
+            Self::Respond(response) => Some(match response.reason {
                 LocalReason::AccessDenied(_) => (Metric::AccessDenied, 1),
                 LocalReason::CredentialUnavailable | LocalReason::NotConfigured => {
                     (Metric::CredentialUnavailable, 1)
                 }
             }),
-        }
-        increments
+        };
+        let rules = match self {
+            Self::Forward(forward) if !forward.rules_applied.is_empty() => {
+                Some((Metric::RulesApplied, count(forward.rules_applied.len())))
+            }
+            _ => None,
+        };
+        [Some((Metric::Requests, 1)), outcome, rules]
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -311,18 +337,21 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::config::parse;
-    use crate::headers::test_list as list;
+    use crate::headers::{all_names, diff, test_list as list};
     use crate::secret::Secret;
+    use std::sync::LazyLock;
 
     fn config(json: &str) -> FilterConfig {
         parse(json.as_bytes()).unwrap()
     }
 
-    fn bearer() -> Credential {
-        Credential::new("Bearer ", &Secret::new("sk-ant-oat01-token"))
+    fn bearer() -> &'static Credential {
+        static BEARER: LazyLock<Credential> =
+            LazyLock::new(|| Credential::new("Bearer ", &Secret::new("sk-ant-oat01-token")));
+        &BEARER
     }
 
-    fn client_request() -> HeaderList {
+    fn client_request() -> HeaderList<'static> {
         list(&[
             (":method", "POST"),
             (":path", "/v1/messages"),
@@ -353,12 +382,8 @@ mod tests {
     #[test]
     fn anthropic_bearer_request_is_rewritten_end_to_end() {
         let config = config(ANTHROPIC);
-        let forward = forward(handle_request(
-            &config,
-            Some(&bearer()),
-            &client_request(),
-            None,
-        ));
+        let request = client_request();
+        let forward = forward(handle_request(&config, Some(bearer()), &request, None));
         let headers = &forward.headers;
         assert_eq!(
             headers.get_all("authorization").collect::<Vec<_>>(),
@@ -382,10 +407,14 @@ mod tests {
         );
     }
 
-    impl Forward {
+    impl Forward<'_> {
         fn counter_increments_for_test(&self, config: &FilterConfig) -> Vec<(Metric, u64)> {
-            RequestDecision::Forward(self.clone()).counter_increments(config)
+            increments(&RequestDecision::Forward(self.clone()), config)
         }
+    }
+
+    fn increments(decision: &RequestDecision<'_>, config: &FilterConfig) -> Vec<(Metric, u64)> {
+        decision.counter_increments(config).collect()
     }
 
     #[test]
@@ -394,12 +423,8 @@ mod tests {
             r#"{"credential": {"header": "x-api-key", "source": {"env": "T"}}, "preset": "anthropic"}"#,
         );
         let credential = Credential::new("", &Secret::new("sk-ant-api03-key"));
-        let forward = forward(handle_request(
-            &config,
-            Some(&credential),
-            &client_request(),
-            None,
-        ));
+        let request = client_request();
+        let forward = forward(handle_request(&config, Some(&credential), &request, None));
         assert_eq!(
             forward.headers.get_all("x-api-key").collect::<Vec<_>>(),
             vec![&b"sk-ant-api03-key"[..]]
@@ -427,7 +452,7 @@ mod tests {
         assert!(body["error"]["message"].as_str().unwrap().len() > 10);
         let decision = RequestDecision::Respond(response);
         assert_eq!(
-            decision.counter_increments(&config),
+            increments(&decision, &config),
             vec![(Metric::Requests, 1), (Metric::CredentialUnavailable, 1)]
         );
     }
@@ -437,9 +462,10 @@ mod tests {
         let config = config(
             r#"{"credential": {"source": {"env": "T"}}, "preset": "anthropic", "on_missing_credential": "forward"}"#,
         );
-        let decision = handle_request(&config, None, &client_request(), None);
+        let request = client_request();
+        let decision = handle_request(&config, None, &request, None);
         assert_eq!(
-            decision.counter_increments(&config),
+            increments(&decision, &config),
             vec![(Metric::Requests, 1), (Metric::CredentialUnavailable, 1)]
         );
         let forward = forward(decision);
@@ -464,7 +490,7 @@ mod tests {
             ("authorization", "Bearer b"),
             ("x-goog-api-key", "k"),
         ]);
-        let forward = forward(handle_request(&config, Some(&bearer()), &request, None));
+        let forward = forward(handle_request(&config, Some(bearer()), &request, None));
         assert_eq!(forward.headers.count("authorization"), 1);
         assert_eq!(
             forward.headers.first("authorization"),
@@ -484,7 +510,7 @@ mod tests {
         request.append("tailscale-user-login", "eve@example.com");
         let response = respond(handle_request(
             &config,
-            Some(&bearer()),
+            Some(bearer()),
             &request,
             Some(b"100.100.1.1:5555"),
         ));
@@ -497,19 +523,19 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
         assert_eq!(body["error"]["type"], "permission_error");
         assert_eq!(
-            RequestDecision::Respond(response).counter_increments(&config),
+            increments(&RequestDecision::Respond(response), &config),
             vec![(Metric::Requests, 1), (Metric::AccessDenied, 1)]
         );
 
         let mut alice = client_request();
         alice.append("tailscale-user-login", "alice@example.com");
         assert!(matches!(
-            handle_request(&config, Some(&bearer()), &alice, Some(b"100.100.1.1:5555")),
+            handle_request(&config, Some(bearer()), &alice, Some(b"100.100.1.1:5555")),
             RequestDecision::Forward(_)
         ));
         let outside = respond(handle_request(
             &config,
-            Some(&bearer()),
+            Some(bearer()),
             &alice,
             Some(b"[2001:db8::1]:80"),
         ));
@@ -517,7 +543,7 @@ mod tests {
             outside.reason,
             LocalReason::AccessDenied(DenyReason::SourceNotAllowed)
         );
-        let unknown = respond(handle_request(&config, Some(&bearer()), &alice, None));
+        let unknown = respond(handle_request(&config, Some(bearer()), &alice, None));
         assert_eq!(
             unknown.reason,
             LocalReason::AccessDenied(DenyReason::SourceUnknown)
@@ -533,7 +559,7 @@ mod tests {
         );
         let mut alice = client_request();
         alice.append("tailscale-user-login", "alice@example.com");
-        let forward = forward(handle_request(&config, Some(&bearer()), &alice, None));
+        let forward = forward(handle_request(&config, Some(bearer()), &alice, None));
         assert!(!forward.headers.contains("tailscale-user-login"));
     }
 
@@ -560,11 +586,13 @@ mod tests {
                     {"remove": {"name": "anthropic-beta"}},
                     {"when": {"path_prefix": "/v1/"}, "rewrite_path_prefix": {"from": "/v1/", "to": "/v2/"}},
                     {"when": {"method": "GET"}, "set": {"name": "x-never", "value": "1"}}
-                ]}"#,
+                ],
+                "response_rules": [{"when": {"path_prefix": "/v1/"}, "set": {"name": "x-v1", "value": "1"}}]}"#,
         );
-        let decision = handle_request(&config, Some(&bearer()), &client_request(), None);
+        let request = client_request();
+        let decision = handle_request(&config, Some(bearer()), &request, None);
         assert_eq!(
-            decision.counter_increments(&config),
+            increments(&decision, &config),
             vec![
                 (Metric::Requests, 1),
                 (Metric::CredentialInjected, 1),
@@ -583,7 +611,39 @@ mod tests {
         );
         assert_eq!(forward.headers.first(":path"), Some(&b"/v2/messages"[..]));
         assert!(!forward.headers.contains("x-never"));
-        assert_eq!(forward.request.path.as_deref(), Some(&b"/v1/messages"[..]));
+        // Response rules match the request as the client sent it, not as rewritten.
+        let sent = forward
+            .request
+            .as_ref()
+            .and_then(|request| request.path.as_deref());
+        assert_eq!(sent, Some(&b"/v1/messages"[..]));
+    }
+
+    #[test]
+    fn the_request_is_kept_only_for_response_rules_that_read_it() {
+        let request = client_request();
+        for (response_rules, kept) in [
+            ("[]", false),
+            (r#"[{"set": {"name": "x-a", "value": "1"}}]"#, false),
+            (
+                r#"[{"when": {"header": {"name": "x-a"}}, "remove": {"name": "x-a"}}]"#,
+                false,
+            ),
+            (
+                r#"[{"when": {"method": "POST"}, "set": {"name": "x-a", "value": "1"}}]"#,
+                true,
+            ),
+            (
+                r#"[{"when": {"authority": "ai"}, "set": {"name": "x-a", "value": "1"}}]"#,
+                true,
+            ),
+        ] {
+            let config = config(&format!(
+                r#"{{"credential": {{"source": {{"env": "T"}}}}, "response_rules": {response_rules}}}"#
+            ));
+            let forward = forward(handle_request(&config, Some(bearer()), &request, None));
+            assert_eq!(forward.request.is_some(), kept, "{response_rules}");
+        }
     }
 
     #[test]
@@ -623,6 +683,87 @@ mod tests {
         );
     }
 
+    /// A deterministic xorshift source for the randomised tests.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    #[test]
+    fn edits_compare_only_configured_names_and_miss_nothing() {
+        // Every kind of action, on both sides, so each kind's names must be in the configured lists.
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}}, "preset": "anthropic",
+                "strip_request_headers": ["x-strip"],
+                "request_rules": [
+                    {"when": {"header": {"name": "x", "present": true}}, "set": {"name": "x-set", "value": "1"}},
+                    {"append": {"name": "x", "value": "more"}},
+                    {"set_if_absent": {"name": "x-maybe", "value": "m"}},
+                    {"when": {"path_prefix": "/a"}, "remove": {"name": "x-set"}},
+                    {"rename": {"from": "x-old", "to": "x-new"}},
+                    {"rewrite_path_prefix": {"from": "/a", "to": "/b"}},
+                    {"when": {"method": "GET"}, "set_authority": {"value": "up.example"}}
+                ],
+                "response_rules": [
+                    {"when": {"path_prefix": "/a"}, "set": {"name": "x-resp", "value": "1"}},
+                    {"rename": {"from": "x-old", "to": "x-new"}},
+                    {"remove": {"name": "server"}}
+                ]}"#,
+        );
+        let names = [
+            ":path",
+            ":method",
+            ":authority",
+            "host",
+            "authorization",
+            "x-api-key",
+            "x-strip",
+            "anthropic-beta",
+            "anthropic-version",
+            "x",
+            "x-set",
+            "x-maybe",
+            "x-old",
+            "x-new",
+            "x-resp",
+            "server",
+            "other",
+        ];
+        let values: [&[u8]; 6] = [b"/a/1", b"GET", b"1", b"m", b"", b"x,oauth-2025-04-20"];
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let mut request = HeaderList::new();
+            for _ in 0..(next() % 10) {
+                let name = names[(next() % names.len() as u64) as usize];
+                let value = values[(next() % values.len() as u64) as usize];
+                request.append(name, value);
+            }
+            let RequestDecision::Forward(forward) =
+                handle_request(&config, Some(bearer()), &request, None)
+            else {
+                panic!("no access policy, a credential: always forwarded");
+            };
+            let every = all_names(&request, &forward.headers);
+            assert_eq!(
+                diff(&request, &forward.headers, &config.request_header_names).collect::<Vec<_>>(),
+                diff(&request, &forward.headers, &every).collect::<Vec<_>>(),
+                "{request:?}"
+            );
+            let summary = forward.request.unwrap_or_default();
+            let outcome = handle_response(&config, &request, &summary);
+            let every = all_names(&request, &outcome.headers);
+            assert_eq!(
+                diff(&request, &outcome.headers, &config.response_header_names).collect::<Vec<_>>(),
+                diff(&request, &outcome.headers, &every).collect::<Vec<_>>(),
+                "{request:?}"
+            );
+        }
+    }
+
     #[test]
     fn random_requests_never_leak_or_duplicate_the_credential() {
         let config = config(
@@ -658,7 +799,7 @@ mod tests {
             let source: Vec<u8> = (0..(next() % 20))
                 .map(|_| b"0123456789.:[]abcdef"[(next() % 20) as usize])
                 .collect();
-            match handle_request(&config, Some(&bearer()), &request, Some(&source)) {
+            match handle_request(&config, Some(bearer()), &request, Some(&source)) {
                 RequestDecision::Forward(forward) => {
                     assert_eq!(
                         forward.headers.get_all("authorization").collect::<Vec<_>>(),
@@ -682,7 +823,7 @@ mod tests {
         request.append("anthropic-beta", vec![0xc3, 0x28]);
         let forward = forward(handle_request(
             &config,
-            Some(&bearer()),
+            Some(bearer()),
             &request,
             Some(&[0xff]),
         ));

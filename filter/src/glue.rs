@@ -398,6 +398,7 @@ impl HttpContext for FilterStream {
         self.clean_trailers(
             MapType::HttpRequestTrailers,
             engine::handle_request_trailers,
+            |config| &config.stripped_request_headers,
         );
         if self.shared.held.get() {
             Action::Pause
@@ -410,6 +411,7 @@ impl HttpContext for FilterStream {
         self.clean_trailers(
             MapType::HttpResponseTrailers,
             engine::handle_response_trailers,
+            |config| std::slice::from_ref(&config.credential.header),
         );
         Action::Continue
     }
@@ -445,8 +447,14 @@ impl HttpContext for FilterStream {
                 self.context_id, outcome.credential_removed, outcome.rules_applied
             );
         }
-        for edit in diff(&response, &outcome.headers) {
-            apply_edit(self.context_id, MapType::HttpResponseHeaders, edit);
+        let names = &state.config.response_header_names;
+        for edit in diff(&response, &outcome.headers, names) {
+            apply_edit(
+                self.context_id,
+                MapType::HttpResponseHeaders,
+                &outcome.headers,
+                edit,
+            );
         }
         Action::Continue
     }
@@ -457,8 +465,8 @@ impl FilterStream {
     fn finish(
         &self,
         state: &Configured,
-        request: &HeaderList,
-        decision: RequestDecision,
+        request: &HeaderList<'_>,
+        decision: RequestDecision<'_>,
     ) -> Action {
         finish_request(
             state,
@@ -477,8 +485,14 @@ impl FilterStream {
         Action::Pause
     }
 
-    /// Applies a trailer pass of the engine to one trailer map.
-    fn clean_trailers(&self, map: MapType, pass: fn(&FilterConfig, &HeaderList) -> HeaderList) {
+    /// Applies a trailer pass of the engine to one trailer map; `names` are the names the pass may
+    /// change.
+    fn clean_trailers(
+        &self,
+        map: MapType,
+        pass: for<'t> fn(&FilterConfig, &'t HeaderList<'_>) -> HeaderList<'t>,
+        names: fn(&FilterConfig) -> &[String],
+    ) {
         let Some(state) = self.state.as_ref() else {
             return;
         };
@@ -486,8 +500,9 @@ impl FilterStream {
             return;
         };
         let trailers = HeaderList::from_pairs(pairs);
-        for edit in diff(&trailers, &pass(&state.config, &trailers)) {
-            apply_edit(self.context_id, map, edit);
+        let cleaned = pass(&state.config, &trailers);
+        for edit in diff(&trailers, &cleaned, names(&state.config)) {
+            apply_edit(self.context_id, map, &cleaned, edit);
         }
     }
 }
@@ -500,8 +515,8 @@ fn finish_request(
     metrics: MetricIds,
     shared: &StreamShared,
     context_id: u32,
-    request: &HeaderList,
-    decision: RequestDecision,
+    request: &HeaderList<'_>,
+    decision: RequestDecision<'_>,
     count_request: bool,
 ) -> Action {
     for (metric, by) in decision.counter_increments(&state.config) {
@@ -534,11 +549,17 @@ fn finish_request(
                     render_headers(&forward.headers, &state.config.credential.header),
                 );
             }
-            for edit in diff(request, &forward.headers) {
-                apply_edit(context_id, MapType::HttpRequestHeaders, edit);
+            let names = &state.config.request_header_names;
+            for edit in diff(request, &forward.headers, names) {
+                apply_edit(
+                    context_id,
+                    MapType::HttpRequestHeaders,
+                    &forward.headers,
+                    edit,
+                );
             }
-            if !state.config.response_rules.is_empty() {
-                *shared.request.borrow_mut() = Some(forward.request);
+            if forward.request.is_some() {
+                *shared.request.borrow_mut() = forward.request;
             }
             Action::Continue
         }
@@ -555,24 +576,21 @@ fn send_local(response: &LocalResponse) {
     }
 }
 
-/// Carries out one header edit on a request or response header or trailer map.
-fn apply_edit(context_id: u32, map: MapType, edit: HeaderEdit) {
-    let name = match &edit {
-        HeaderEdit::Remove { name } | HeaderEdit::Replace { name, .. } => name.as_str(),
-    };
-    let result = match &edit {
-        HeaderEdit::Remove { name } => hostcalls::remove_map_value(map, name),
-        HeaderEdit::Replace { name, values } => match values.as_slice() {
-            [single] => hostcalls::set_map_value_bytes(map, name, Some(single)),
-            _ => hostcalls::remove_map_value(map, name).and_then(|()| {
-                values
-                    .iter()
-                    .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
-            }),
-        },
+/// Carries out one header edit on a request or response header or trailer map; `after` holds the
+/// new values. One value (the usual case) is one host call.
+fn apply_edit(context_id: u32, map: MapType, after: &HeaderList<'_>, edit: HeaderEdit<'_>) {
+    let result = match edit {
+        HeaderEdit::Remove(name) => hostcalls::remove_map_value(map, name),
+        HeaderEdit::Set(name, value) => hostcalls::set_map_value_bytes(map, name, Some(value)),
+        HeaderEdit::Replace(name) => hostcalls::remove_map_value(map, name).and_then(|()| {
+            after
+                .get_all(name)
+                .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
+        }),
     };
     if let Err(status) = result {
         // Only the name: the value may be the credential.
+        let name = edit.name();
         warn!("context {context_id}: changing header {name} failed: {status:?}");
     }
 }

@@ -5,54 +5,124 @@
 //! values can never make the filter panic. The order of entries and repeated
 //! names are kept: `append` really adds a second line.
 //!
-//! [`diff`] turns "before" and "after" lists into the minimal per-name edits a
-//! host must apply, so the glue touches only the headers that changed.
+//! Names and values are borrowed wherever they can be: [`HeaderList::view`]
+//! gives the pipeline a list to rewrite that points into the host's headers,
+//! and values set from the configuration point into the configuration, so a
+//! request is rewritten without copying the headers it leaves alone.
+//!
+//! [`diff`] turns "before" and "after" lists into the per-name edits a host
+//! must apply, so the glue touches only the headers that changed.
 
-/// An ordered list of header entries `(lower-case name, value bytes)`.
+use std::borrow::Cow;
+
+/// An ordered list of header entries `(lower-case name, value bytes)`, each
+/// borrowed for `'a` or owned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeaderList {
-    entries: Vec<(String, Vec<u8>)>,
+pub struct HeaderList<'a> {
+    entries: Vec<(Cow<'a, str>, Cow<'a, [u8]>)>,
 }
 
 /// One change to apply to a host header map, per header name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HeaderEdit {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderEdit<'h> {
     /// Remove every value of the header.
-    Remove {
-        /// Lower-case header name.
-        name: String,
-    },
-    /// Replace every value of the header with these values, in order.
-    Replace {
-        /// Lower-case header name.
-        name: String,
-        /// The new values; never empty.
-        values: Vec<Vec<u8>>,
-    },
+    Remove(&'h str),
+    /// Give the header exactly this one value.
+    Set(&'h str, &'h [u8]),
+    /// Replace every value of the header with the values the "after" list
+    /// holds for it, in order (more than one).
+    Replace(&'h str),
 }
 
-impl HeaderList {
+impl<'h> HeaderEdit<'h> {
+    /// The header the edit changes.
+    pub fn name(self) -> &'h str {
+        match self {
+            Self::Remove(name) | Self::Set(name, _) | Self::Replace(name) => name,
+        }
+    }
+}
+
+/// A header value as the list takes it: text or bytes, borrowed when possible.
+pub trait IntoValue<'a> {
+    /// The value as bytes.
+    fn into_value(self) -> Cow<'a, [u8]>;
+}
+
+impl<'a> IntoValue<'a> for &'a str {
+    fn into_value(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl<'a> IntoValue<'a> for &'a [u8] {
+    fn into_value(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a> IntoValue<'a> for Vec<u8> {
+    fn into_value(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self)
+    }
+}
+
+/// Whether a stored (lower-case) name is `name`, compared ASCII case-insensitively.
+/// Only `name` needs folding: the stored side is lower-case already.
+#[inline(always)]
+fn is_named(stored: &str, name: &str) -> bool {
+    // Lengths settle almost every comparison; the configuration's names are lower-case, so an equal
+    // length is nearly always an exact match or a mismatch in the first bytes.
+    stored.len() == name.len() && (stored == name || stored.eq_ignore_ascii_case(name))
+}
+
+/// `name` as stored: borrowed when it is lower-case already, which every
+/// validated configuration name is.
+fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, str> {
+    let mut name = name.into();
+    if name.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        name.to_mut().make_ascii_lowercase();
+    }
+    name
+}
+
+impl<'a> HeaderList<'a> {
     /// An empty list.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Builds a list from host pairs, lower-casing the names.
+    /// Builds a list from host pairs, lower-casing the names. Owned pairs are
+    /// moved in, borrowed ones stay borrowed.
     pub fn from_pairs<N, V, I>(pairs: I) -> Self
     where
-        N: Into<String>,
-        V: Into<Vec<u8>>,
+        N: Into<Cow<'a, str>>,
+        V: Into<Cow<'a, [u8]>>,
         I: IntoIterator<Item = (N, V)>,
     {
         let entries = pairs
             .into_iter()
-            .map(|(name, value)| {
-                let mut name: String = name.into();
-                name.make_ascii_lowercase();
-                (name, value.into())
-            })
+            .map(|(name, value)| (stored_name(name), value.into()))
             .collect();
         Self { entries }
+    }
+
+    /// A list with the same entries that borrows them from this one: the
+    /// starting point of a rewrite that copies nothing it leaves alone.
+    pub fn view(&self) -> HeaderList<'_> {
+        self.view_with_room(0)
+    }
+
+    /// [`HeaderList::view`] with room for `extra` more lines, so a rewrite
+    /// that adds headers does not grow the list.
+    pub fn view_with_room(&self, extra: usize) -> HeaderList<'_> {
+        let mut entries = Vec::with_capacity(self.entries.len() + extra);
+        entries.extend(
+            self.entries
+                .iter()
+                .map(|(name, value)| (Cow::Borrowed(&**name), Cow::Borrowed(&**value))),
+        );
+        HeaderList { entries }
     }
 
     /// Number of entries (header lines).
@@ -67,20 +137,18 @@ impl HeaderList {
 
     /// All entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
+        self.entries.iter().map(|(name, value)| (&**name, &**value))
     }
 
     /// Every value of `name`, in order.
-    pub fn get_all<'a, 'n>(
-        &'a self,
+    pub fn get_all<'s, 'n>(
+        &'s self,
         name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    ) -> impl Iterator<Item = &'s [u8]> + Clone + use<'s, 'a, 'n> {
         self.entries
             .iter()
-            .filter(move |(entry, _)| entry.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_slice())
+            .filter(move |(entry, _)| is_named(entry, name))
+            .map(|(_, value)| &**value)
     }
 
     /// The first value of `name`.
@@ -90,7 +158,7 @@ impl HeaderList {
 
     /// Whether `name` has at least one value.
     pub fn contains(&self, name: &str) -> bool {
-        self.get_all(name).next().is_some()
+        self.position(name).is_some()
     }
 
     /// How many values `name` has.
@@ -98,19 +166,27 @@ impl HeaderList {
         self.get_all(name).count()
     }
 
+    /// The value of the line at `index`.
+    fn value_at(&self, index: usize) -> Option<&[u8]> {
+        self.entries.get(index).map(|(_, value)| &**value)
+    }
+
+    /// Index of the first line of `name`.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|(entry, _)| is_named(entry, name))
+    }
+
     /// Replaces every value of `name` with `value`, keeping the position of the
     /// first existing line (or appending when absent).
-    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        let value = value.into();
-        match self
-            .entries
-            .iter()
-            .position(|(entry, _)| entry.eq_ignore_ascii_case(name))
-        {
+    pub fn set(&mut self, name: &'a str, value: impl IntoValue<'a>) {
+        let value = value.into_value();
+        match self.position(name) {
             Some(first) => {
                 let mut index = 0;
                 self.entries.retain(|(entry, _)| {
-                    let keep = index <= first || !entry.eq_ignore_ascii_case(name);
+                    let keep = index <= first || !is_named(entry, name);
                     index += 1;
                     keep
                 });
@@ -118,34 +194,33 @@ impl HeaderList {
                     entry.1 = value;
                 }
             }
-            None => self.entries.push((name.to_ascii_lowercase(), value)),
+            None => self.entries.push((stored_name(name), value)),
         }
     }
 
     /// Adds one more line for `name`, after any existing ones.
-    pub fn append(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        self.entries.push((name.to_ascii_lowercase(), value.into()));
+    pub fn append(&mut self, name: &'a str, value: impl IntoValue<'a>) {
+        self.entries.push((stored_name(name), value.into_value()));
     }
 
     /// Removes every value of `name`; returns whether anything was removed.
     pub fn remove(&mut self, name: &str) -> bool {
         let before = self.entries.len();
-        self.entries
-            .retain(|(entry, _)| !entry.eq_ignore_ascii_case(name));
+        self.entries.retain(|(entry, _)| !is_named(entry, name));
         self.entries.len() != before
     }
 
     /// Moves every value of `from` to `to`, replacing any existing `to` values.
     /// Returns false, changing nothing, when `from` is absent.
-    pub fn rename(&mut self, from: &str, to: &str) -> bool {
+    pub fn rename(&mut self, from: &str, to: &'a str) -> bool {
         if !self.contains(from) {
             return false;
         }
         if !from.eq_ignore_ascii_case(to) {
             self.remove(to);
-            let to = to.to_ascii_lowercase();
+            let to = stored_name(to);
             for (entry, _) in &mut self.entries {
-                if entry.eq_ignore_ascii_case(from) {
+                if is_named(entry, from) {
                     entry.clone_from(&to);
                 }
             }
@@ -156,50 +231,126 @@ impl HeaderList {
     /// The entries as owned pairs.
     pub fn into_pairs(self) -> Vec<(String, Vec<u8>)> {
         self.entries
-    }
-
-    /// Names in order of first appearance, each once.
-    fn distinct_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = Vec::new();
-        for (name, _) in &self.entries {
-            if !names.contains(&name.as_str()) {
-                names.push(name);
-            }
-        }
-        names
+            .into_iter()
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect()
     }
 }
 
-/// The per-name edits that turn `before` into `after`, ignoring the relative
-/// order of different names (which carries no meaning in HTTP).
-pub fn diff(before: &HeaderList, after: &HeaderList) -> Vec<HeaderEdit> {
-    let mut edits = Vec::new();
-    for name in before.distinct_names() {
-        if !after.contains(name) {
-            edits.push(HeaderEdit::Remove {
-                name: name.to_owned(),
-            });
+/// The per-name edits that turn `before` into `after`, looking only at `names`
+/// (distinct, lower-case): the caller names every header its rewrite may have
+/// touched, so nothing else needs comparing.
+///
+/// Removals come first, in the order the names appear in `before`, then
+/// the other edits in the order the names appear in `after`, so a host
+/// appends new names in list order. The relative order of different names
+/// carries no meaning in HTTP.
+pub fn diff<'h>(
+    before: &HeaderList<'_>,
+    after: &'h HeaderList<'_>,
+    names: &'h [String],
+) -> impl Iterator<Item = HeaderEdit<'h>> + use<'h> {
+    // Where each name's lines are in both lists, from one pass over each list: most names have one
+    // line, which then needs no further search.
+    let mut pending: Vec<Pending<'h>> = names
+        .iter()
+        .map(|name| Pending {
+            name,
+            before: Lines::default(),
+            after: Lines::default(),
+        })
+        .collect();
+    for (list, is_after) in [(before, false), (after, true)] {
+        for (index, (line, _)) in list.entries.iter().enumerate() {
+            if let Some(found) = pending.iter_mut().find(|found| is_named(line, found.name)) {
+                let lines = if is_after {
+                    &mut found.after
+                } else {
+                    &mut found.before
+                };
+                lines.add(index);
+            }
         }
     }
-    for name in after.distinct_names() {
-        if !before.get_all(name).eq(after.get_all(name)) {
-            edits.push(HeaderEdit::Replace {
-                name: name.to_owned(),
-                values: after.get_all(name).map(<[u8]>::to_vec).collect(),
-            });
+    pending.retain(|found| found.changed(before, after));
+    pending.sort_unstable_by_key(Pending::order);
+    pending.into_iter().map(move |found| found.edit(after))
+}
+
+/// Where one name's lines are in a list: the first line and how many there are.
+#[derive(Clone, Copy, Default)]
+struct Lines {
+    first: usize,
+    count: usize,
+}
+
+impl Lines {
+    fn add(&mut self, index: usize) {
+        if self.count == 0 {
+            self.first = index;
+        }
+        self.count += 1;
+    }
+}
+
+/// One name [`diff`] compares, with its lines in both lists.
+struct Pending<'h> {
+    name: &'h str,
+    before: Lines,
+    after: Lines,
+}
+
+impl<'h> Pending<'h> {
+    fn changed(&self, before: &HeaderList<'_>, after: &HeaderList<'_>) -> bool {
+        match (self.before.count, self.after.count) {
+            (0, 0) => false,
+            (was, now) if was != now => true,
+            (1, 1) => before.value_at(self.before.first) != after.value_at(self.after.first),
+            _ => !before.get_all(self.name).eq(after.get_all(self.name)),
         }
     }
-    edits
+
+    /// Removals first, by their line in "before"; then the rest by their line in "after".
+    fn order(&self) -> (bool, usize) {
+        if self.after.count == 0 {
+            (false, self.before.first)
+        } else {
+            (true, self.after.first)
+        }
+    }
+
+    fn edit(self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
+        match self.after.count {
+            0 => HeaderEdit::Remove(self.name),
+            1 => HeaderEdit::Set(
+                self.name,
+                after.value_at(self.after.first).unwrap_or_default(),
+            ),
+            _ => HeaderEdit::Replace(self.name),
+        }
+    }
 }
 
 /// Test shorthand: a header list from text pairs.
 #[cfg(test)]
-pub(crate) fn test_list(pairs: &[(&str, &str)]) -> HeaderList {
+pub(crate) fn test_list(pairs: &[(&str, &str)]) -> HeaderList<'static> {
     HeaderList::from_pairs(
         pairs
             .iter()
-            .map(|(name, value)| (*name, value.as_bytes().to_vec())),
+            .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec())),
     )
+}
+
+/// Test reference: every distinct name of both lists, so [`diff`] compares all of them.
+#[cfg(test)]
+pub(crate) fn all_names(before: &HeaderList<'_>, after: &HeaderList<'_>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in before.iter().chain(after.iter()) {
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -276,34 +427,80 @@ mod tests {
             ("multi", "2"),
             ("new", "n"),
         ]);
-        let edits = diff(&before, &after);
+        let names = all_names(&before, &after);
+        let edits: Vec<_> = diff(&before, &after, &names).collect();
         assert_eq!(
             edits,
             vec![
-                HeaderEdit::Remove {
-                    name: "gone".into()
-                },
-                HeaderEdit::Replace {
-                    name: ":path".into(),
-                    values: vec![b"/b".to_vec()]
-                },
-                HeaderEdit::Replace {
-                    name: "multi".into(),
-                    values: vec![b"1".to_vec(), b"2".to_vec()]
-                },
-                HeaderEdit::Replace {
-                    name: "new".into(),
-                    values: vec![b"n".to_vec()]
-                },
+                HeaderEdit::Remove("gone"),
+                HeaderEdit::Set(":path", b"/b"),
+                HeaderEdit::Replace("multi"),
+                HeaderEdit::Set("new", b"n"),
             ]
         );
-        assert!(diff(&after, &after).is_empty());
+        let names = all_names(&after, &after);
+        assert_eq!(diff(&after, &after, &names).count(), 0);
+    }
+
+    #[test]
+    fn diff_orders_edits_by_list_position_not_by_given_names() {
+        let before = list(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let after = list(&[("a", "9"), ("x", "1"), ("y", "2")]);
+        let names: Vec<String> = ["y", "c", "x", "b", "a"].map(String::from).into();
+        let edits: Vec<_> = diff(&before, &after, &names).collect();
+        assert_eq!(
+            edits,
+            vec![
+                HeaderEdit::Remove("b"),
+                HeaderEdit::Remove("c"),
+                HeaderEdit::Set("a", b"9"),
+                HeaderEdit::Set("x", b"1"),
+                HeaderEdit::Set("y", b"2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_looks_only_at_the_given_names() {
+        let before = list(&[("a", "1"), ("b", "2")]);
+        let after = list(&[("a", "2"), ("b", "3")]);
+        let names = vec!["b".to_owned()];
+        let edits: Vec<_> = diff(&before, &after, &names).collect();
+        assert_eq!(edits, vec![HeaderEdit::Set("b", b"3")]);
+    }
+
+    #[test]
+    fn diff_compares_every_value_of_repeated_names() {
+        let before = list(&[("a", "1"), ("b", "x"), ("a", "2")]);
+        let same = list(&[("a", "1"), ("a", "2"), ("b", "x")]);
+        let swapped = list(&[("a", "2"), ("a", "1"), ("b", "x")]);
+        let fewer = list(&[("a", "1"), ("b", "x")]);
+        assert_eq!(diff(&before, &same, &all_names(&before, &same)).count(), 0);
+        let names = all_names(&before, &swapped);
+        let edits: Vec<_> = diff(&before, &swapped, &names).collect();
+        assert_eq!(edits, vec![HeaderEdit::Replace("a")]);
+        let names = all_names(&before, &fewer);
+        let edits: Vec<_> = diff(&before, &fewer, &names).collect();
+        assert_eq!(edits, vec![HeaderEdit::Set("a", b"1")]);
     }
 
     #[test]
     fn diff_ignores_reordering_between_names() {
         let before = list(&[("a", "1"), ("b", "2")]);
         let after = list(&[("b", "2"), ("a", "1")]);
-        assert!(diff(&before, &after).is_empty());
+        assert_eq!(
+            diff(&before, &after, &all_names(&before, &after)).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_view_borrows_and_rewrites_without_touching_the_original() {
+        let original = list(&[("a", "1"), ("b", "2")]);
+        let mut view = original.view();
+        view.set("a", "9");
+        view.append("C", b"3".to_vec());
+        assert_eq!(view, list(&[("a", "9"), ("b", "2"), ("c", "3")]));
+        assert_eq!(original, list(&[("a", "1"), ("b", "2")]));
     }
 }

@@ -48,9 +48,16 @@ impl Preset {
         }
     }
 
+    /// Request headers the preset may add or change.
+    pub fn written_request_headers(self) -> &'static [&'static str] {
+        match self {
+            Self::Anthropic => &[ANTHROPIC_VERSION_HEADER, ANTHROPIC_BETA_HEADER],
+        }
+    }
+
     /// Applies the preset to request headers. `bearer` says whether a bearer
     /// token is being injected into `authorization`.
-    pub fn apply(self, headers: &mut HeaderList, bearer: bool) -> PresetOutcome {
+    pub fn apply(self, headers: &mut HeaderList<'_>, bearer: bool) -> PresetOutcome {
         match self {
             Self::Anthropic => {
                 let mut outcome = PresetOutcome::default();
@@ -75,21 +82,32 @@ impl Preset {
 /// Joins the comma-separated flags of every header line into one line, drops
 /// empty and repeated flags, and adds `flag` when missing. Returns the line and
 /// whether `flag` was added.
-pub fn merge_flags<'a>(lines: impl Iterator<Item = &'a [u8]>, flag: &[u8]) -> (Vec<u8>, bool) {
-    let mut flags: Vec<&[u8]> = Vec::new();
+pub fn merge_flags<'a>(
+    lines: impl Iterator<Item = &'a [u8]> + Clone,
+    flag: &[u8],
+) -> (Vec<u8>, bool) {
+    // One buffer, sized up front: the flags seen so far are the merged line itself.
+    let capacity = lines.clone().map(|line| line.len() + 1).sum::<usize>() + flag.len();
+    let mut merged = Vec::with_capacity(capacity);
     for line in lines {
         for part in line.split(|byte| *byte == b',') {
-            let part = part.trim_ascii();
-            if !part.is_empty() && !flags.contains(&part) {
-                flags.push(part);
-            }
+            push_flag(&mut merged, part.trim_ascii());
         }
     }
-    let added = !flags.contains(&flag);
-    if added {
-        flags.push(flag);
+    let added = push_flag(&mut merged, flag);
+    (merged, added)
+}
+
+/// Appends `flag` to a merged line unless it is empty or already there; returns whether it was added.
+fn push_flag(merged: &mut Vec<u8>, flag: &[u8]) -> bool {
+    if flag.is_empty() || merged.split(|byte| *byte == b',').any(|seen| seen == flag) {
+        return false;
     }
-    (flags.join(&b","[..]), added)
+    if !merged.is_empty() {
+        merged.push(b',');
+    }
+    merged.extend_from_slice(flag);
+    true
 }
 
 #[cfg(test)]

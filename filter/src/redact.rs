@@ -24,7 +24,7 @@ pub fn is_sensitive(name: &str, credential_header: &str) -> bool {
 }
 
 /// Renders headers as `name: value` pairs with sensitive values replaced by `[REDACTED]`.
-pub fn render_headers(headers: &HeaderList, credential_header: &str) -> String {
+pub fn render_headers(headers: &HeaderList<'_>, credential_header: &str) -> String {
     let mut out = String::from("{");
     for (index, (name, value)) in headers.iter().enumerate() {
         if index > 0 {

@@ -122,7 +122,7 @@ pub struct RequestSummary {
 
 impl RequestSummary {
     /// Captures method, path and authority from request headers.
-    pub fn from_request(headers: &HeaderList) -> Self {
+    pub fn from_request(headers: &HeaderList<'_>) -> Self {
         Self {
             method: headers.first(METHOD).map(<[u8]>::to_vec),
             path: headers.first(PATH).map(<[u8]>::to_vec),
@@ -131,21 +131,16 @@ impl RequestSummary {
     }
 }
 
-fn authority_of(headers: &HeaderList) -> Option<&[u8]> {
+fn authority_of<'h>(headers: &'h HeaderList<'_>) -> Option<&'h [u8]> {
     headers.first(AUTHORITY).or_else(|| headers.first(HOST))
 }
 
 /// Runs request rules over request headers; returns the indices of the rules
 /// that changed something.
-pub fn apply_request_rules(rules: &[Rule], headers: &mut HeaderList) -> Vec<usize> {
+pub fn apply_request_rules<'a>(rules: &'a [Rule], headers: &mut HeaderList<'a>) -> Vec<usize> {
     let mut applied = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
-        let request = RequestView {
-            method: headers.first(METHOD),
-            path: headers.first(PATH),
-            authority: authority_of(headers),
-        };
-        if rule.when.holds(&request, headers) && rule.action.apply(headers) {
+        if rule.when.holds(&Request::Headers(headers), headers) && rule.action.apply(headers) {
             applied.push(index);
         }
     }
@@ -154,54 +149,83 @@ pub fn apply_request_rules(rules: &[Rule], headers: &mut HeaderList) -> Vec<usiz
 
 /// Runs response rules over response headers, matching request conditions
 /// against `request`; returns the indices of the rules that changed something.
-pub fn apply_response_rules(
-    rules: &[Rule],
-    headers: &mut HeaderList,
+pub fn apply_response_rules<'a>(
+    rules: &'a [Rule],
+    headers: &mut HeaderList<'a>,
     request: &RequestSummary,
 ) -> Vec<usize> {
-    let view = RequestView {
-        method: request.method.as_deref(),
-        path: request.path.as_deref(),
-        authority: request.authority.as_deref(),
-    };
     let mut applied = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
-        if rule.when.holds(&view, headers) && rule.action.apply(headers) {
+        if rule.when.holds(&Request::Summary(request), headers) && rule.action.apply(headers) {
             applied.push(index);
         }
     }
     applied
 }
 
-struct RequestView<'a> {
-    method: Option<&'a [u8]>,
-    path: Option<&'a [u8]>,
-    authority: Option<&'a [u8]>,
+/// Where request conditions look: the request headers themselves (request
+/// rules, which see earlier rules' changes) or the client's request as it was
+/// sent (response rules). Looked up only when a condition asks.
+enum Request<'r> {
+    Headers(&'r HeaderList<'r>),
+    Summary(&'r RequestSummary),
+}
+
+impl Request<'_> {
+    fn method(&self) -> Option<&[u8]> {
+        match self {
+            Self::Headers(headers) => headers.first(METHOD),
+            Self::Summary(summary) => summary.method.as_deref(),
+        }
+    }
+
+    fn path(&self) -> Option<&[u8]> {
+        match self {
+            Self::Headers(headers) => headers.first(PATH),
+            Self::Summary(summary) => summary.path.as_deref(),
+        }
+    }
+
+    fn authority(&self) -> Option<&[u8]> {
+        match self {
+            Self::Headers(headers) => authority_of(headers),
+            Self::Summary(summary) => summary.authority.as_deref(),
+        }
+    }
 }
 
 impl Conditions {
-    fn holds(&self, request: &RequestView<'_>, headers: &HeaderList) -> bool {
+    fn holds(&self, request: &Request<'_>, headers: &HeaderList<'_>) -> bool {
         let path_ok = self.path_prefix.as_ref().is_none_or(|prefix| {
             request
-                .path
+                .path()
                 .is_some_and(|path| path.starts_with(prefix.as_bytes()))
         });
-        let method_ok = self.methods.is_empty()
-            || request
-                .method
-                .is_some_and(|method| self.methods.iter().any(|m| m.as_bytes() == method));
-        let authority_ok = self.authority.as_ref().is_none_or(|authority| {
-            request
-                .authority
-                .is_some_and(|value| authority.matches(value))
-        });
+        let method_ok = || {
+            self.methods.is_empty()
+                || request
+                    .method()
+                    .is_some_and(|method| self.methods.iter().any(|m| m.as_bytes() == method))
+        };
+        let authority_ok = || {
+            self.authority.as_ref().is_none_or(|authority| {
+                request
+                    .authority()
+                    .is_some_and(|value| authority.matches(value))
+            })
+        };
         path_ok
-            && method_ok
-            && authority_ok
+            && method_ok()
+            && authority_ok()
             && self
                 .headers
                 .iter()
                 .all(|condition| condition.holds(headers))
+    }
+
+    /// Whether a condition looks at the request's method, path or authority.
+    pub fn reads_request(&self) -> bool {
+        self.path_prefix.is_some() || !self.methods.is_empty() || self.authority.is_some()
     }
 }
 
@@ -233,7 +257,7 @@ fn strip_port(authority: &[u8]) -> &[u8] {
 }
 
 impl HeaderCondition {
-    fn holds(&self, headers: &HeaderList) -> bool {
+    fn holds(&self, headers: &HeaderList<'_>) -> bool {
         match self {
             Self::Present(name) => headers.contains(name),
             Self::Absent(name) => !headers.contains(name),
@@ -244,21 +268,22 @@ impl HeaderCondition {
 
 impl Action {
     /// Applies the action; returns whether it changed anything it was meant to.
-    fn apply(&self, headers: &mut HeaderList) -> bool {
+    /// Names and values are borrowed from the rule, never copied.
+    fn apply<'a>(&'a self, headers: &mut HeaderList<'a>) -> bool {
         match self {
             Self::Set { name, value } => {
-                headers.set(name, value.as_bytes());
+                headers.set(name, value.as_str());
                 true
             }
             Self::Append { name, value } => {
-                headers.append(name, value.as_bytes());
+                headers.append(name, value.as_str());
                 true
             }
             Self::SetIfAbsent { name, value } => {
                 if headers.contains(name) {
                     false
                 } else {
-                    headers.set(name, value.as_bytes());
+                    headers.set(name, value.as_str());
                     true
                 }
             }
@@ -278,12 +303,25 @@ impl Action {
                 true
             }
             Self::SetAuthority { value } => {
-                headers.set(AUTHORITY, value.as_bytes());
+                headers.set(AUTHORITY, value.as_str());
                 if headers.contains(HOST) {
-                    headers.set(HOST, value.as_bytes());
+                    headers.set(HOST, value.as_str());
                 }
                 true
             }
+        }
+    }
+
+    /// The header names the action may write (set, add, remove or rename).
+    pub fn written_names(&self) -> [Option<&str>; 2] {
+        match self {
+            Self::Set { name, .. }
+            | Self::Append { name, .. }
+            | Self::SetIfAbsent { name, .. }
+            | Self::Remove { name } => [Some(name), None],
+            Self::Rename { from, to } => [Some(from), Some(to)],
+            Self::RewritePathPrefix { .. } => [Some(PATH), None],
+            Self::SetAuthority { .. } => [Some(AUTHORITY), Some(HOST)],
         }
     }
 }
@@ -294,7 +332,7 @@ mod tests {
     use super::*;
     use crate::headers::test_list as list;
 
-    fn request() -> HeaderList {
+    fn request() -> HeaderList<'static> {
         list(&[
             (":method", "POST"),
             (":path", "/anthropic/v1/messages?beta=true"),
@@ -407,9 +445,9 @@ mod tests {
             },
         ] {
             let mut headers = request();
+            let rules = [rule(broken.clone(), set("x-hit", "1"))];
             assert!(
-                apply_request_rules(&[rule(broken.clone(), set("x-hit", "1"))], &mut headers)
-                    .is_empty(),
+                apply_request_rules(&rules, &mut headers).is_empty(),
                 "{broken:?}"
             );
             assert!(!headers.contains("x-hit"));

@@ -4,15 +4,22 @@
 //! Run with `cargo bench -p integration-tests --bench harness` (or `make bench`). Figures are printed, never
 //! asserted: wall-clock time on a shared machine drifts, so the two sides of each comparison are measured
 //! interleaved, batch by batch, in the same run, and the ratio is the figure to read.
+//!
+//! Knobs for profiling runs (under `valgrind --tool=callgrind`, say), all optional environment variables:
+//! `BENCH_BATCHES` and `BENCH_PER_BATCH` (default 30 and 2000), `BENCH_FILTER_WASM` (another build of the
+//! filter, to compare two builds with one benchmark binary), `BENCH_ONLY=harness` or `native` (measure one
+//! side only, so a profile holds nothing else), `BENCH_VM_START=0` (skip the VM start figures),
+//! `BENCH_CACHE_DIR` (compile the measured plugin through this module cache: a profiled run then skips
+//! compiling, and the cached module's symbols name the guest's compiled functions).
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use filter::config::FilterConfig;
 use filter::credential::Credential;
 use filter::engine::{RequestDecision, handle_request, handle_response};
-use filter::headers::HeaderList;
+use filter::headers::{HeaderEdit, HeaderList, diff};
 use host_harness::{HarnessError, Headers, LogLevel, Plugin, Vm};
 
 /// The flagship configuration, with a rule on each side so the rule engine is on the measured path.
@@ -40,11 +47,45 @@ const RESPONSE: [(&str, &str); 4] = [
     ("server", "upstream"),
 ];
 
-const BATCHES: usize = 30;
-const PER_BATCH: u32 = 2_000;
+/// How much to measure; the defaults are the benchmark as documented, the environment can narrow it.
+struct Knobs {
+    batches: usize,
+    per_batch: u32,
+    wasm: PathBuf,
+    harness: bool,
+    native: bool,
+    vm_start: bool,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Knobs {
+    fn from_env() -> Self {
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        Self {
+            batches: env_number("BENCH_BATCHES").unwrap_or(30),
+            per_batch: env_number("BENCH_PER_BATCH").unwrap_or(2_000),
+            wasm: std::env::var_os("BENCH_FILTER_WASM")
+                .map_or_else(|| PathBuf::from(env!("FILTER_WASM")), PathBuf::from),
+            harness: only != "native",
+            native: only != "harness",
+            vm_start: std::env::var("BENCH_VM_START").map_or(true, |value| value != "0"),
+            cache_dir: std::env::var_os("BENCH_CACHE_DIR").map(PathBuf::from),
+        }
+    }
+}
+
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let value = std::env::var(name).ok()?;
+    match value.parse() {
+        Ok(number) => Some(number),
+        Err(_) => exit(&format!("{name}={value}: not a number")),
+    }
+}
 
 fn main() -> Result<(), HarnessError> {
-    let wasm = Path::new(env!("FILTER_WASM"));
+    let knobs = Knobs::from_env();
+    let (batches, per_batch) = (knobs.batches, knobs.per_batch);
+    let wasm = knobs.wasm.as_path();
     println!(
         "filter: {} ({} bytes)",
         wasm.display(),
@@ -52,33 +93,40 @@ fn main() -> Result<(), HarnessError> {
     );
 
     // Info, as a proxy runs in production: at debug level the filter also formats a line per request.
-    let plugin = Plugin::builder()
+    let mut builder = Plugin::builder()
         .module_file(wasm)
         .plugin_config(CONFIG)
         .env("ANTHROPIC_OAUTH_TOKEN", TOKEN)
-        .log_level(LogLevel::Info)
-        .build()?;
+        .log_level(LogLevel::Info);
+    if let Some(dir) = &knobs.cache_dir {
+        builder = builder.cache_dir(dir);
+    }
+    let plugin = builder.build()?;
     let mut vm = plugin.start_vm()?;
     let (config, credential) = native_filter();
     let request: Headers = REQUEST.into();
     let response: Headers = RESPONSE.into();
 
     // Interleave harness and native batches so drift hits both sides alike.
-    let mut harness_ns = Vec::with_capacity(BATCHES);
-    let mut native_ns = Vec::with_capacity(BATCHES);
-    for _ in 0..BATCHES {
-        harness_ns.push(per_iteration(|| {
-            harness_round_trip(&mut vm, &request, &response)
-        })?);
-        native_ns.push(per_iteration(|| {
-            native_round_trip(&config, &credential);
-            Ok(())
-        })?);
+    let mut harness_ns = Vec::with_capacity(batches);
+    let mut native_ns = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        if knobs.harness {
+            harness_ns.push(per_iteration(per_batch, || {
+                harness_round_trip(&mut vm, &request, &response)
+            })?);
+        }
+        if knobs.native {
+            native_ns.push(per_iteration(per_batch, || {
+                native_round_trip(&config, &credential);
+                Ok(())
+            })?);
+        }
     }
     let harness = median(&mut harness_ns);
     let native = median(&mut native_ns);
     println!();
-    println!("request + response header round trip (median of {BATCHES} batches of {PER_BATCH}):");
+    println!("request + response header round trip (median of {batches} batches of {per_batch}):");
     println!(
         "  through the harness (filter.wasm)   {:>9.2} µs",
         harness / 1000.0
@@ -92,6 +140,9 @@ fn main() -> Result<(), HarnessError> {
         harness / native
     );
 
+    if !knobs.vm_start {
+        return Ok(());
+    }
     let cache = tempfile_dir()?;
     let mut cold = Vec::new();
     let mut warm = Vec::new();
@@ -148,24 +199,58 @@ fn native_filter() -> (FilterConfig, Credential) {
     (config, credential)
 }
 
-/// The same pipeline the glue runs, without the ABI: build the header lists, decide, rewrite the response.
+/// The same pipeline the glue runs, without the ABI: build the header lists from owned pairs (as the
+/// host hands them over), decide, compute the edits for the host, rewrite the response.
 fn native_round_trip(config: &FilterConfig, credential: &Credential) {
-    let request = HeaderList::from_pairs(REQUEST.iter().map(|(n, v)| (*n, v.as_bytes())));
+    let request = HeaderList::from_pairs(
+        REQUEST
+            .iter()
+            .map(|(n, v)| (String::from(*n), v.as_bytes().to_vec())),
+    );
     let decision = handle_request(config, Some(credential), &request, None);
     let RequestDecision::Forward(forward) = decision else {
         exit("the benchmark request was not forwarded");
     };
-    let response = HeaderList::from_pairs(RESPONSE.iter().map(|(n, v)| (*n, v.as_bytes())));
-    black_box(handle_response(config, &response, &forward.request));
+    black_box(edits(
+        &request,
+        &forward.headers,
+        &config.request_header_names,
+    ));
+    let response = HeaderList::from_pairs(
+        RESPONSE
+            .iter()
+            .map(|(n, v)| (String::from(*n), v.as_bytes().to_vec())),
+    );
+    let summary = forward.request.unwrap_or_default();
+    let outcome = handle_response(config, &response, &summary);
+    black_box(edits(
+        &response,
+        &outcome.headers,
+        &config.response_header_names,
+    ));
+}
+
+/// Walks the edits the glue would hand to the host: every changed name and its new values.
+fn edits(before: &HeaderList<'_>, after: &HeaderList<'_>, names: &[String]) -> usize {
+    diff(before, after, names)
+        .map(|edit| match edit {
+            HeaderEdit::Remove(name) => name.len(),
+            HeaderEdit::Set(_, value) => value.len(),
+            HeaderEdit::Replace(name) => after.get_all(name).map(<[u8]>::len).sum(),
+        })
+        .sum()
 }
 
 /// Nanoseconds per call of `step`, over one batch.
-fn per_iteration(mut step: impl FnMut() -> Result<(), HarnessError>) -> Result<f64, HarnessError> {
+fn per_iteration(
+    per_batch: u32,
+    mut step: impl FnMut() -> Result<(), HarnessError>,
+) -> Result<f64, HarnessError> {
     let started = Instant::now();
-    for _ in 0..PER_BATCH {
+    for _ in 0..per_batch {
         step()?;
     }
-    Ok(started.elapsed().as_nanos() as f64 / f64::from(PER_BATCH))
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(per_batch))
 }
 
 /// Nanoseconds to build a plugin with an on-disk cache and start one VM.
