@@ -103,7 +103,13 @@ impl ServeArgs {
 
 /// Runs `serve` to completion: JSON logs on stdout, the proxy until SIGTERM/SIGINT, then drain.
 pub fn serve_main(args: ServeArgs) -> ExitCode {
-    init_logging(&args.log_level);
+    // Log lines go through a writer thread, so a request never waits on a write to stdout; the guard
+    // flushes what is queued when `serve` returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("proxy-log-writer")
+        .finish(std::io::stdout());
+    init_logging(&args.log_level, writer);
     let config = match args.load_config() {
         Ok(config) => config,
         Err(err) => {
@@ -139,7 +145,7 @@ pub fn serve_main(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_logging(default_filter: &str) {
+fn init_logging(default_filter: &str, writer: tracing_appender::non_blocking::NonBlocking) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -149,7 +155,7 @@ fn init_logging(default_filter: &str) {
         .with_current_span(false)
         .with_span_list(false)
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .try_init();
 }
 
