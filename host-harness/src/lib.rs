@@ -12,8 +12,9 @@
 //! # fn main() -> Result<(), host_harness::HarnessError> {
 //! let clock = ManualClock::new();
 //! let plugin = Plugin::builder()
-//!     .module_file("target/wasm32-wasip1/release/filter.wasm")
-//!     .plugin_config(r#"{"upstream": "api"}"#)
+//!     .module_file("target/wasm/wasm32-wasip1/wasm-release/filter.wasm")
+//!     .plugin_config(r#"{"credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}}, "preset": "anthropic"}"#)
+//!     .env("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-example")
 //!     .cluster("auth", MockCluster::responding(HttpCallResponse::new(200).body("token")))
 //!     .clock(clock.clone())
 //!     .build()?;
@@ -24,7 +25,9 @@
 //! assert!(stream.upstream_request_headers()?.get("authorization").is_some());
 //! stream.finish()?;
 //! vm.advance(Duration::from_secs(60))?;
-//! println!("{:?}", plugin.metric("requests"));
+//! for metric in plugin.metrics() {
+//!     println!("{} = {:?}", metric.name, metric.value);
+//! }
 //! # Ok(())
 //! # }
 //! ```
