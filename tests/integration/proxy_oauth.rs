@@ -45,8 +45,11 @@ fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
         .start()
         .unwrap();
 
-    // The first request waits while the filter fetches a token through the proxy's cluster.
-    let first = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    // The first request waits while the filter fetches a token through the proxy's cluster; its body
+    // waits with it and arrives intact.
+    let first = proxy
+        .send(HttpRequest::post("/v1/messages").body(r#"{"held":true}"#))
+        .unwrap();
     assert_eq!(first.status, 200, "{}", first.body_text());
     let token_request = &idp.wait_for_requests(1, WAIT).unwrap()[0];
     assert_eq!(token_request.method, "POST");
@@ -70,6 +73,7 @@ fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
     }
     assert_eq!(endpoint.issued(), 1);
     let seen = upstream.wait_for_requests(7, WAIT).unwrap();
+    assert_eq!(seen[0].body_text(), r#"{"held":true}"#);
     for request in &seen {
         assert_eq!(
             request.header_values("authorization"),

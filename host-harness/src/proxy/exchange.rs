@@ -744,6 +744,19 @@ impl UpstreamStream {
     }
 }
 
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or its connection was closed) mid-response.
+        if matches!(self.kind, BodyKind::Upstream(_))
+            && let Some(exchange) = self.exchange.as_mut()
+            && exchange.aborted.is_none()
+        {
+            exchange.aborted =
+                Some("the client connection closed before the response ended".to_owned());
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
