@@ -218,8 +218,20 @@ pub async fn run_with_filter(
             source,
         })?;
     let bound = BoundAddresses {
-        proxy: listeners.proxy.local_addr().map_err(|source| ProxyError::Listener { which: "proxy", source })?,
-        admin: listeners.admin.local_addr().map_err(|source| ProxyError::Listener { which: "admin", source })?,
+        proxy: listeners
+            .proxy
+            .local_addr()
+            .map_err(|source| ProxyError::Listener {
+                which: "proxy",
+                source,
+            })?,
+        admin: listeners
+            .admin
+            .local_addr()
+            .map_err(|source| ProxyError::Listener {
+                which: "admin",
+                source,
+            })?,
     };
     let admin_listener = tokio::net::TcpListener::from_std(listeners.admin).map_err(|source| {
         ProxyError::Listener {
