@@ -2,7 +2,7 @@
 
 use host_harness::Action;
 
-use crate::support::{StartVm, get, plugin, said, vm};
+use crate::support::{StartVm, get, plugin, said, send_request_headers, vm};
 
 /// On each request body chunk: logs the body and a range of it, then replaces, appends and tries a middle edit.
 const BODY_EDITOR: &str = r#"
@@ -106,10 +106,7 @@ fn buffers_that_do_not_exist_are_not_found_and_unknown_types_are_bad_arguments()
         (i32.const 1))
     "#);
     assert_eq!(said(&mut vm), ["1"], "no request body in the root context");
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(said(&mut vm), ["1", "1", "1", "2", "1", "1"]);
 }
 

@@ -2,7 +2,7 @@
 
 use host_harness::{Headers, TrapCause};
 
-use crate::support::{StartVm, get, said, vm};
+use crate::support::{StartVm, get, said, send_request_headers, trap_on_request_headers, vm};
 
 /// Logs every status and the returned bytes, so the test sees exactly what the guest received.
 const ECHO_REQUEST_HEADERS: &str = r#"
@@ -130,10 +130,7 @@ fn an_unknown_map_type_is_bad_argument() {
         (call $say_num (call $proxy_remove_header_map_value (i32.const 99) (i32.const 0) (i32.const 0)))
         (i32.const 0))
     "#);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(said(&mut vm), ["2", "2"]);
 }
 
@@ -145,10 +142,7 @@ fn grpc_metadata_maps_are_empty() {
         (call $say_num (i32.load (i32.const 1028)))
         (i32.const 0))
     "#);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(said(&mut vm), ["0", "0"]);
 }
 
@@ -239,11 +233,7 @@ fn a_map_with_more_fields_than_the_limit_is_refused() {
         (drop (call $proxy_set_header_map_pairs (i32.const 0) (i32.const 0) (i32.const 4)))
         (i32.const 0))
     "#);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    let trap = vm.failure().unwrap();
+    let trap = trap_on_request_headers(&mut vm);
     assert_eq!(
         trap.cause,
         TrapCause::HostCall {
@@ -275,11 +265,7 @@ fn adding_past_the_field_limit_traps() {
         ..Default::default()
     };
     let mut vm = plugin.limits(limits).start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    let trap = vm.failure().unwrap();
+    let trap = trap_on_request_headers(&mut vm);
     assert!(
         trap.message
             .ends_with("the map would hold 51 fields; the host accepts at most 50"),
@@ -296,10 +282,7 @@ fn a_truncated_map_is_refused() {
         (drop (call $proxy_set_header_map_pairs (i32.const 0) (i32.const 0) (i32.const 14)))
         (i32.const 0))
     "#);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert!(
         vm.failure()
             .unwrap()

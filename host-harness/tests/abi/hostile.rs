@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use host_harness::{Action, Plugin, TrapCause};
 
-use crate::support::{StartVm, get, module, plugin, said, vm};
+use crate::support::{
+    StartVm, get, module, plugin, said, send_request_headers, trap_on_request_headers, vm,
+};
 
 /// A stream whose request headers callback runs `body`, on a fresh VM; returns the VM after the step.
 fn run_request_headers(body: &str) -> host_harness::Vm {
@@ -13,10 +15,7 @@ fn run_request_headers(body: &str) -> host_harness::Vm {
         r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) {body} (i32.const 0))"#
     );
     let mut vm = vm(&callback);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     vm
 }
 
@@ -92,11 +91,7 @@ fn an_allocator_returning_garbage_traps() {
         "#)
         .replace("(local.get $block))", &format!("(drop (local.get $block)) (i32.const {returned}))"));
         let mut vm = Plugin::builder().module_bytes(wat).start();
-        vm.stream()
-            .unwrap()
-            .request_headers(get("/"), true)
-            .unwrap();
-        let trap = vm.failure().unwrap();
+        let trap = trap_on_request_headers(&mut vm);
         assert_eq!(
             trap.cause,
             TrapCause::HostCall {
@@ -149,11 +144,7 @@ fn memory_growth_past_the_limit_is_refused_and_the_trap_says_so() {
     .build()
     .unwrap();
     let mut vm = plugin.start_vm().unwrap();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    let trap = vm.failure().unwrap();
+    let trap = trap_on_request_headers(&mut vm);
     assert_eq!(trap.cause, TrapCause::MemoryLimit);
     assert_eq!(
         trap.message,
@@ -175,11 +166,7 @@ fn a_guest_panic_message_on_stderr_is_part_of_the_trap() {
         "#,
     );
     let mut vm = Plugin::builder().module_bytes(wat).start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    let trap = vm.failure().unwrap();
+    let trap = trap_on_request_headers(&mut vm);
     assert_eq!(trap.cause, TrapCause::Guest);
     assert_eq!(
         trap.message,
@@ -244,10 +231,7 @@ fn proc_exit_from_the_guest_is_a_trap_with_the_exit_code() {
         r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $proc_exit (i32.const 3)) (i32.const 0))"#,
     );
     let mut vm = Plugin::builder().module_bytes(wat).start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(vm.failure().unwrap().cause, TrapCause::Exit(3));
 }
 
@@ -321,11 +305,7 @@ fn properties_set_without_end_are_stopped_at_the_limit() {
         ..Default::default()
     };
     let mut vm = plugin(&body).limits(limits).start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    let trap = vm.failure().unwrap();
+    let trap = trap_on_request_headers(&mut vm);
     assert_eq!(
         trap.cause,
         TrapCause::HostCall {
@@ -362,10 +342,7 @@ fn http_calls_beyond_the_in_flight_limit_are_internal_failures() {
         .limits(limits)
         .cluster("side", host_harness::MockCluster::silent())
         .start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(said(&mut vm), ["0", "0", "10"]);
     assert_eq!(vm.http_calls_in_flight(), 2);
 }

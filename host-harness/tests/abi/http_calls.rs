@@ -8,7 +8,7 @@ use host_harness::{
     Plugin, StreamEvent,
 };
 
-use crate::support::{StartVm, get, module, said};
+use crate::support::{StartVm, get, module, said, send_request_headers};
 
 /// A filter that, on request headers, calls cluster "auth" with `headers` and pauses, remembering which
 /// stream made the call; on the response it logs root id, token, counts, status and body, then resumes that
@@ -175,10 +175,7 @@ fn with_envoy_replies_a_connection_failure_arrives_as_envoys_made_up_503() {
         refused,
         FailedCalls::EnvoyReplies,
     );
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     said(&mut vm);
     vm.advance(Duration::ZERO).unwrap();
     let body = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
@@ -194,10 +191,7 @@ fn a_response_later_than_the_timeout_is_a_timeout() {
         MockReply::respond(HttpCallResponse::new(200)).after(Duration::from_secs(5))
     });
     let mut vm = start(&calling_filter(&GOOD_HEADERS, 100), late);
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     said(&mut vm);
     vm.advance(Duration::from_secs(10)).unwrap();
     let said = said(&mut vm);
@@ -214,10 +208,7 @@ fn missing_pseudo_headers_or_an_unknown_cluster_are_bad_arguments() {
         &[(":method", "POST"), (":path", ""), (":authority", "a")][..],
     ] {
         let mut vm = start(&calling_filter(headers, 100), MockCluster::silent());
-        vm.stream()
-            .unwrap()
-            .request_headers(get("/"), true)
-            .unwrap();
+        send_request_headers(&mut vm);
         assert_eq!(said(&mut vm)[0], "2", "headers {headers:?}");
         assert_eq!(vm.http_calls_in_flight(), 0);
     }
@@ -226,10 +217,7 @@ fn missing_pseudo_headers_or_an_unknown_cluster_are_bad_arguments() {
         "(i32.const 620) (i32.const 15) (i32.const 0)",
     );
     let mut vm = start(&unknown, MockCluster::silent());
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(said(&mut vm)[0], "2");
 }
 
@@ -283,10 +271,7 @@ fn an_embedder_call_not_answered_in_time_times_out_on_the_vms_clock() {
         .clock(host_harness::ManualClock::new())
         .embedder_cluster("auth")
         .start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     let token = vm.take_pending_http_calls()[0].token;
     vm.advance(Duration::from_millis(50)).unwrap();
     assert!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use host_harness::{MetricValue, Plugin, SharedRegistry, VmGroup};
 
-use crate::support::{get, module, plugin, said};
+use crate::support::{module, plugin, said, send_request_headers};
 
 /// On request headers: reads key "k" (status, cas, value), then sets it to the request's `:path` with the
 /// cas the request header `cas` carries in its first byte ('0' + n), logging the status.
@@ -225,16 +225,8 @@ fn metrics_defined_by_every_vm_are_one_metric_with_envoys_semantics() {
         ["2"],
         "an unknown metric type is BAD_ARGUMENT"
     );
-    first
-        .stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
-    second
-        .stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut first);
+    send_request_headers(&mut second);
     assert_eq!(
         said(&mut first),
         ["0", "2", "0", "0", "0", "2", "2", "2", "1", "0", "1"]

@@ -3,7 +3,7 @@
 
 use host_harness::{MockCluster, Plugin, abi::HOST_IMPORTS};
 
-use crate::support::{StartVm, get, module, said};
+use crate::support::{StartVm, get, module, said, send_request_headers};
 
 #[test]
 fn grpc_calls_are_refused_with_statuses_the_sdk_accepts() {
@@ -25,10 +25,7 @@ fn grpc_calls_are_refused_with_statuses_the_sdk_accepts() {
         "#))
         .cluster("known", MockCluster::silent())
         .start();
-    vm.stream()
-        .unwrap()
-        .request_headers(get("/"), true)
-        .unwrap();
+    send_request_headers(&mut vm);
     assert_eq!(said(&mut vm), ["4", "10", "4", "1", "1", "1"]);
     assert!(!vm.is_failed());
 }

@@ -6,7 +6,7 @@
 //! memory from 64 KiB on. Helpers: `$say(ptr, len)` logs bytes at INFO, `$say_num(n)` / `$say_num64(n)` log a
 //! number in decimal, `$say_returned` logs the data whose pointer and size sit at 1024/1028.
 
-use host_harness::{LogSource, ManualClock, Plugin, PluginBuilder, Vm};
+use host_harness::{GuestTrap, LogSource, ManualClock, Plugin, PluginBuilder, Vm};
 
 /// Every host function of ABI v0.2.1, as `$name`.
 pub const PROXY_IMPORTS: &str = r#"
@@ -140,4 +140,19 @@ pub fn get(path: &str) -> [(&'static str, String); 3] {
         (":path", path.to_owned()),
         (":authority", "example.test".to_owned()),
     ]
+}
+
+/// Runs the request headers of a plain `GET /` (ending the stream) on a new stream of `vm`.
+pub fn send_request_headers(vm: &mut Vm) {
+    vm.stream()
+        .unwrap()
+        .request_headers(get("/"), true)
+        .unwrap();
+}
+
+/// The trap that failed `vm` while it ran the request headers of a plain `GET /`, for tests of a callback
+/// that must trap.
+pub fn trap_on_request_headers(vm: &mut Vm) -> &GuestTrap {
+    send_request_headers(vm);
+    vm.failure().unwrap()
 }
