@@ -45,6 +45,39 @@ fn upstream_that_never_answers_gets_504() {
 }
 
 #[test]
+fn upstream_that_accepts_no_connection_in_time_gets_504() {
+    // A listener with a backlog of one whose accept queue is full: the kernel drops further SYNs, so a
+    // connect neither succeeds nor fails until it times out.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _queued: Vec<TcpStream> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+        .collect();
+    let proxy = proxy()
+        .upstream(&format!("http://{addr}"))
+        .token(TOKEN)
+        .config("connect_timeout = \"300ms\"")
+        .start()
+        .unwrap();
+    let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(response.status, 504, "{}", response.body_text());
+    assert_anthropic_error(&response, "timeout_error");
+    assert!(
+        response.body_text().contains("connect timeout after 300ms"),
+        "{}",
+        response.body_text()
+    );
+    drop(listener);
+}
+
+#[test]
 fn unreachable_upstream_gets_502() {
     let proxy = proxy()
         .upstream(&closed_port_url().unwrap())
