@@ -627,6 +627,9 @@ impl UpstreamStream {
         let (stream, slot) = (*stream, Rc::clone(slot));
         let driver = Rc::clone(&exchange.worker.driver);
 
+        if slot.is_closed() {
+            return Step::Abort("the filter reset the stream".to_owned());
+        }
         if self.waiting_resume {
             return match slot.poll_resume(Direction::Response, cx) {
                 Poll::Pending => {
