@@ -27,6 +27,25 @@ fn probe_results(observation: &crate::differential_runner::Observation) -> Vec<S
         .unwrap_or_default()
 }
 
+/// A plan that pauses the request on one http call to `path` on the side cluster and, in the call's
+/// callback, reports its arguments, the raw `:status` and the body, then resumes; the scenarios that
+/// use it make the call fail, so what is reported is the answer the host made up.
+fn failing_http_call_plan(path: &str, timeout_ms: u64) -> serde_json::Value {
+    json!({
+        "on_request_headers": [
+            {"op": "http_call", "cluster": "side", "headers": [[":method", "GET"], [":path", path], [":authority", "side.test"]], "timeout_ms": timeout_ms},
+            {"op": "pause"}
+        ],
+        "on_http_call_response": [
+            {"op": "callback_args"},
+            {"op": "get_header_raw", "map": "http_call_response_headers", "name": ":status"},
+            {"op": "get_buffer", "buffer": "http_call_response_body"},
+            {"op": "emit_results", "map": "request_headers"},
+            {"op": "resume_request"}
+        ]
+    })
+}
+
 #[test]
 fn header_map_calls_agree() -> anyhow::Result<()> {
     let plan = json!({"on_request_headers": [
@@ -280,19 +299,7 @@ fn http_call_round_trips_agree() -> anyhow::Result<()> {
 /// the body `upstream request timeout`, not with a callback without headers.
 #[test]
 fn a_timed_out_http_call_agrees() -> anyhow::Result<()> {
-    let plan = json!({
-        "on_request_headers": [
-            {"op": "http_call", "cluster": "side", "headers": [[":method", "GET"], [":path", "/slow"], [":authority", "side.test"]], "timeout_ms": 300},
-            {"op": "pause"}
-        ],
-        "on_http_call_response": [
-            {"op": "callback_args"},
-            {"op": "get_header_raw", "map": "http_call_response_headers", "name": ":status"},
-            {"op": "get_buffer", "buffer": "http_call_response_body"},
-            {"op": "emit_results", "map": "request_headers"},
-            {"op": "resume_request"}
-        ]
-    });
+    let plan = failing_http_call_plan("/slow", 300);
     let side = Reply::delayed(Duration::from_secs(30), Reply::text(200, "too late"));
     let seen = Scenario::new(plan).side(side).assert_same()?;
     assert_eq!(seen.side_requests.len(), 1);
@@ -304,19 +311,7 @@ fn a_timed_out_http_call_agrees() -> anyhow::Result<()> {
 /// remote connection failure`.
 #[test]
 fn a_refused_http_call_agrees() -> anyhow::Result<()> {
-    let plan = json!({
-        "on_request_headers": [
-            {"op": "http_call", "cluster": "side", "headers": [[":method", "GET"], [":path", "/refused"], [":authority", "side.test"]], "timeout_ms": 2000},
-            {"op": "pause"}
-        ],
-        "on_http_call_response": [
-            {"op": "callback_args"},
-            {"op": "get_header_raw", "map": "http_call_response_headers", "name": ":status"},
-            {"op": "get_buffer", "buffer": "http_call_response_body"},
-            {"op": "emit_results", "map": "request_headers"},
-            {"op": "resume_request"}
-        ]
-    });
+    let plan = failing_http_call_plan("/refused", 2000);
     Scenario::new(plan).side_unreachable().assert_same()?;
     Ok(())
 }
