@@ -5,10 +5,12 @@
 //!   configurable replies (echo, fixed, SSE stream, delayed, never, OAuth2 token endpoint).
 //! - [`client`]: a bounded HTTP/1.1 client that keeps every header value and each body chunk's arrival time.
 //! - [`envoy`]: real Envoy on 127.0.0.1 with a Wasm filter, its clusters pointing at loopback servers.
+//! - `header_list`: case-insensitive lookups in an ordered header list, for the client and the upstream.
 //! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry) on `127.0.0.1:0`.
 
 pub mod client;
 pub mod envoy;
+mod header_list;
 pub mod proxy_support;
 pub mod upstream;
 
