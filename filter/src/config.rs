@@ -68,6 +68,10 @@ pub struct FilterConfig {
     /// Whether a response rule tests the request's method, path or authority,
     /// so the client's request must be kept until the response arrives.
     pub response_rules_read_request: bool,
+    /// Whether a response rule needs the response headers (see
+    /// [`Rule::reads_response`]); when none does, responses are rewritten
+    /// without reading them.
+    pub response_rules_read_response: bool,
 }
 
 /// What to do with a request when no credential is available.
@@ -489,6 +493,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     let mut response_header_names = vec![credential.header.clone()];
     add_names(&mut response_header_names, written_names(&response_rules));
     let response_rules_read_request = response_rules.iter().any(|rule| rule.when.reads_request());
+    let response_rules_read_response = response_rules.iter().any(Rule::reads_response);
 
     Ok(FilterConfig {
         credential,
@@ -501,6 +506,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         request_header_names,
         response_header_names,
         response_rules_read_request,
+        response_rules_read_response,
     })
 }
 

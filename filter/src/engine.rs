@@ -24,10 +24,12 @@ use serde::Serialize;
 use crate::access::{DenyReason, parse_source_address};
 use crate::config::{FilterConfig, MissingCredential};
 use crate::credential::Credential;
-use crate::headers::HeaderList;
+use crate::headers::{HeaderEdit, HeaderList};
 use crate::metrics::Metric;
 use crate::preset::PresetOutcome;
-use crate::rules::{RequestSummary, apply_request_rules, apply_response_rules};
+use crate::rules::{
+    RequestSummary, apply_request_rules, apply_response_rules, unread_response_rule_edits,
+};
 use crate::token::manager::NoToken;
 
 /// What to do with a request.
@@ -212,6 +214,22 @@ pub fn handle_response<'a>(
         credential_removed,
         rules_applied,
     }
+}
+
+/// The response pipeline for a response that is not read, possible when no
+/// response rule needs it ([`FilterConfig::response_rules_read_response`] is
+/// false): the credential header is removed, then each response rule whose
+/// request conditions hold sets or adds its header. `apply` gets these edits in
+/// order; carried out on the host's map they leave it as [`handle_response`]
+/// and [`diff`](crate::headers::diff) would, without a copy of the response.
+/// Returns how many rules applied.
+pub fn unread_response_edits<'a>(
+    config: &'a FilterConfig,
+    request: &RequestSummary,
+    mut apply: impl FnMut(HeaderEdit<'a>),
+) -> usize {
+    apply(HeaderEdit::Remove(&config.credential.header));
+    unread_response_rule_edits(&config.response_rules, request, apply)
 }
 
 /// Request trailers with every stripped header (the credential header
@@ -761,6 +779,87 @@ mod tests {
                 diff(&request, &outcome.headers, &every).collect::<Vec<_>>(),
                 "{request:?}"
             );
+        }
+    }
+
+    /// Carries out edits the way a host does: per name, in order.
+    fn carry_out<'a>(map: &mut HeaderList<'a>, after: &HeaderList<'a>, edit: HeaderEdit<'a>) {
+        match edit {
+            HeaderEdit::Remove(name) => {
+                map.remove(name);
+            }
+            HeaderEdit::Set(name, value) => map.set(name, value),
+            HeaderEdit::Add(name, value) => map.append(name, value),
+            HeaderEdit::Replace(name) => {
+                map.remove(name);
+                for value in after.get_all(name) {
+                    map.append(name, value.to_vec());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unread_responses_end_up_as_read_ones() {
+        let config = config(
+            r#"{"credential": {"source": {"env": "T"}},
+                "response_rules": [
+                    {"when": {"path_prefix": "/a"}, "set": {"name": "x-a", "value": "1"}},
+                    {"append": {"name": "x-a", "value": "2"}},
+                    {"when": {"method": ["GET"]}, "set": {"name": "x-b", "value": "b"}},
+                    {"append": {"name": "x-c", "value": "c"}},
+                    {"set": {"name": "x-c", "value": "c"}}
+                ]}"#,
+        );
+        assert!(!config.response_rules_read_response);
+        let names = ["authorization", "x-a", "x-b", "x-c", ":status", "server"];
+        let values: [&[u8]; 4] = [b"1", b"2", b"c", b"Bearer echoed"];
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        for _ in 0..2000 {
+            let mut response = HeaderList::new();
+            for _ in 0..(next() % 8) {
+                let name = names[(next() % names.len() as u64) as usize];
+                response.append(name, values[(next() % values.len() as u64) as usize]);
+            }
+            let request = RequestSummary {
+                method: next().is_multiple_of(2).then(|| b"GET".to_vec()),
+                path: next().is_multiple_of(2).then(|| b"/a/b".to_vec()),
+                authority: None,
+            };
+            let outcome = handle_response(&config, &response, &request);
+            let mut read = response.clone();
+            for edit in diff(&response, &outcome.headers, &config.response_header_names) {
+                carry_out(&mut read, &outcome.headers, edit);
+            }
+            let mut unread = response.clone();
+            let empty = HeaderList::new();
+            let applied = unread_response_edits(&config, &request, |edit| {
+                carry_out(&mut unread, &empty, edit);
+            });
+            assert_eq!(applied, outcome.rules_applied.len());
+            for name in names {
+                assert_eq!(
+                    read.get_all(name).collect::<Vec<_>>(),
+                    unread.get_all(name).collect::<Vec<_>>(),
+                    "{name} in {response:?}"
+                );
+            }
+            assert_eq!(read.len(), unread.len());
+        }
+    }
+
+    #[test]
+    fn responses_are_read_when_a_rule_needs_them() {
+        for rules in [
+            r#"[{"when": {"header": {"name": "server"}}, "set": {"name": "x-a", "value": "1"}}]"#,
+            r#"[{"remove": {"name": "server"}}]"#,
+            r#"[{"set_if_absent": {"name": "x-a", "value": "1"}}]"#,
+            r#"[{"rename": {"from": "server", "to": "x-server"}}]"#,
+        ] {
+            let config = config(&format!(
+                r#"{{"credential": {{"source": {{"env": "T"}}}}, "response_rules": {rules}}}"#
+            ));
+            assert!(config.response_rules_read_response, "{rules}");
         }
     }
 

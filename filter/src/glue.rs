@@ -423,19 +423,33 @@ impl HttpContext for FilterStream {
         let Some(state) = self.state.clone() else {
             return Action::Continue;
         };
-        let response = HeaderList::from_pairs(self.get_http_response_headers_bytes());
-        if let (Some(tokens), Some(generation)) =
-            (state.tokens.clone(), self.shared.generation.get())
-            && response.first(":status") == Some(&b"401"[..])
-        {
-            let commands =
-                tokens
-                    .manager
-                    .borrow_mut()
-                    .on_unauthorized(&mut HostPort, now_ms(), generation);
-            carry_out(&state, &tokens, self.metrics, commands, self.context_id);
-        }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
+        // Unless a rule needs the response (or debug logs say what was removed), its edits are
+        // known without reading it: the response is not copied into the guest.
+        if !state.config.response_rules_read_response && !log_enabled!(Level::Debug) {
+            if self.watches_for_401(&state) {
+                // Bytes, not the string getter: it panics on a non-UTF-8 value.
+                let status =
+                    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+                        .ok()
+                        .flatten();
+                self.on_status(&state, status.as_deref());
+            }
+            let applied = engine::unread_response_edits(&state.config, &request, |edit| {
+                apply_edit(
+                    self.context_id,
+                    MapType::HttpResponseHeaders,
+                    &HeaderList::new(),
+                    edit,
+                );
+            });
+            if applied > 0 {
+                self.metrics.increment(Metric::RulesApplied, count(applied));
+            }
+            return Action::Continue;
+        }
+        let response = HeaderList::from_pairs(self.get_http_response_headers_bytes());
+        self.on_status(&state, response.first(":status"));
         let outcome = engine::handle_response(&state.config, &response, &request);
         if !outcome.rules_applied.is_empty() {
             self.metrics
@@ -461,6 +475,26 @@ impl HttpContext for FilterStream {
 }
 
 impl FilterStream {
+    /// Whether a response status matters: an upstream 401 may drop the token this request was sent
+    /// with.
+    fn watches_for_401(&self, state: &Configured) -> bool {
+        state.tokens.is_some() && self.shared.generation.get().is_some()
+    }
+
+    /// Tells the token manager about an upstream 401 for the token this request was sent with.
+    fn on_status(&self, state: &Configured, status: Option<&[u8]>) {
+        if let (Some(tokens), Some(generation)) = (&state.tokens, self.shared.generation.get())
+            && status == Some(&b"401"[..])
+        {
+            let commands =
+                tokens
+                    .manager
+                    .borrow_mut()
+                    .on_unauthorized(&mut HostPort, now_ms(), generation);
+            carry_out(state, tokens, self.metrics, commands, self.context_id);
+        }
+    }
+
     /// Carries out a decision for this stream's own request.
     fn finish(
         &self,
@@ -582,6 +616,7 @@ fn apply_edit(context_id: u32, map: MapType, after: &HeaderList<'_>, edit: Heade
     let result = match edit {
         HeaderEdit::Remove(name) => hostcalls::remove_map_value(map, name),
         HeaderEdit::Set(name, value) => hostcalls::set_map_value_bytes(map, name, Some(value)),
+        HeaderEdit::Add(name, value) => hostcalls::add_map_value_bytes(map, name, value),
         HeaderEdit::Replace(name) => hostcalls::remove_map_value(map, name).and_then(|()| {
             after
                 .get_all(name)

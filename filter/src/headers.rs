@@ -29,6 +29,8 @@ pub enum HeaderEdit<'h> {
     Remove(&'h str),
     /// Give the header exactly this one value.
     Set(&'h str, &'h [u8]),
+    /// Add one more value to the header, keeping the ones it has.
+    Add(&'h str, &'h [u8]),
     /// Replace every value of the header with the values the "after" list
     /// holds for it, in order (more than one).
     Replace(&'h str),
@@ -38,7 +40,9 @@ impl<'h> HeaderEdit<'h> {
     /// The header the edit changes.
     pub fn name(self) -> &'h str {
         match self {
-            Self::Remove(name) | Self::Set(name, _) | Self::Replace(name) => name,
+            Self::Remove(name) | Self::Set(name, _) | Self::Add(name, _) | Self::Replace(name) => {
+                name
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! conditions match. Which headers a rule may touch is checked at configure
 //! time (see `config`), so applying a rule cannot fail.
 
-use crate::headers::HeaderList;
+use crate::headers::{HeaderEdit, HeaderList};
 
 /// The request pseudo-header holding the path (with query).
 pub const PATH: &str = ":path";
@@ -163,6 +163,38 @@ pub fn apply_response_rules<'a>(
     applied
 }
 
+/// Response rules for a response that is not read: each rule whose request
+/// conditions hold is handed to `apply` as its edit of the host's map, in
+/// order; returns how many applied. Only for rules none of which reads the
+/// response ([`Rule::reads_response`]); a rule that would is skipped.
+pub fn unread_response_rule_edits<'a>(
+    rules: &'a [Rule],
+    request: &RequestSummary,
+    mut apply: impl FnMut(HeaderEdit<'a>),
+) -> usize {
+    let nothing = HeaderList::new();
+    let mut applied = 0;
+    for rule in rules {
+        if let Some(edit) = rule.action.unread_edit()
+            && rule.when.headers.is_empty()
+            && rule.when.holds(&Request::Summary(request), &nothing)
+        {
+            apply(edit);
+            applied += 1;
+        }
+    }
+    applied
+}
+
+impl Rule {
+    /// Whether the rule needs the headers it rewrites: a header condition, or
+    /// an action whose effect depends on what is there (only `set` and
+    /// `append` do not).
+    pub fn reads_response(&self) -> bool {
+        !self.when.headers.is_empty() || self.action.unread_edit().is_none()
+    }
+}
+
 /// Where request conditions look: the request headers themselves (request
 /// rules, which see earlier rules' changes) or the client's request as it was
 /// sent (response rules). Looked up only when a condition asks.
@@ -309,6 +341,16 @@ impl Action {
                 }
                 true
             }
+        }
+    }
+
+    /// The action as an edit of a host map it does not need to read: `set` and
+    /// `append` only.
+    fn unread_edit(&self) -> Option<HeaderEdit<'_>> {
+        match self {
+            Self::Set { name, value } => Some(HeaderEdit::Set(name, value.as_bytes())),
+            Self::Append { name, value } => Some(HeaderEdit::Add(name, value.as_bytes())),
+            _ => None,
         }
     }
 

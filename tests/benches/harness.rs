@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use filter::config::FilterConfig;
 use filter::credential::Credential;
-use filter::engine::{RequestDecision, handle_request, handle_response};
+use filter::engine::{RequestDecision, handle_request, handle_response, unread_response_edits};
 use filter::headers::{HeaderEdit, HeaderList, diff};
 use host_harness::{HarnessError, Headers, LogLevel, Plugin, Vm};
 
@@ -199,8 +199,8 @@ fn native_filter() -> (FilterConfig, Credential) {
     (config, credential)
 }
 
-/// The same pipeline the glue runs, without the ABI: build the header lists from owned pairs (as the
-/// host hands them over), decide, compute the edits for the host, rewrite the response.
+/// The same pipeline the glue runs, without the ABI: build the request's header list from owned pairs
+/// (as the host hands them over), decide, compute the edits for the host, rewrite the response.
 fn native_round_trip(config: &FilterConfig, credential: &Credential) {
     let request = HeaderList::from_pairs(
         REQUEST
@@ -216,12 +216,19 @@ fn native_round_trip(config: &FilterConfig, credential: &Credential) {
         &forward.headers,
         &config.request_header_names,
     ));
+    let summary = forward.request.unwrap_or_default();
+    if !config.response_rules_read_response {
+        // Below debug level the glue rewrites such a response without reading it.
+        black_box(unread_response_edits(config, &summary, |edit| {
+            black_box(edit);
+        }));
+        return;
+    }
     let response = HeaderList::from_pairs(
         RESPONSE
             .iter()
             .map(|(n, v)| (String::from(*n), v.as_bytes().to_vec())),
     );
-    let summary = forward.request.unwrap_or_default();
     let outcome = handle_response(config, &response, &summary);
     black_box(edits(
         &response,
@@ -235,7 +242,7 @@ fn edits(before: &HeaderList<'_>, after: &HeaderList<'_>, names: &[String]) -> u
     diff(before, after, names)
         .map(|edit| match edit {
             HeaderEdit::Remove(name) => name.len(),
-            HeaderEdit::Set(_, value) => value.len(),
+            HeaderEdit::Set(_, value) | HeaderEdit::Add(_, value) => value.len(),
             HeaderEdit::Replace(name) => after.get_all(name).map(<[u8]>::len).sum(),
         })
         .sum()

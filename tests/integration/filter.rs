@@ -344,6 +344,52 @@ fn response_rules_apply_and_the_credential_never_reaches_the_client() {
 }
 
 #[test]
+fn responses_end_up_the_same_whether_or_not_debug_logs_make_the_filter_read_them() {
+    // Below debug level, with response rules that only set or append, the filter rewrites a response
+    // without reading it; at debug level it reads it to log what it removed.
+    let mut config = anthropic();
+    config["response_rules"] = json!([
+        {"set": {"name": "x-served-by", "value": "ai-proxy"}},
+        {"when": {"path_prefix": "/v1/"}, "append": {"name": "x-trace", "value": "v1"}},
+        {"when": {"method": "GET"}, "set": {"name": "x-get", "value": "1"}},
+    ]);
+    let upstream: Headers = [
+        (":status", "200"),
+        ("authorization", "Bearer echoed"),
+        ("x-served-by", "upstream"),
+        ("authorization", "Bearer echoed again"),
+        ("x-trace", "upstream"),
+        ("content-type", "text/event-stream"),
+    ]
+    .into();
+    let mut client = Vec::new();
+    for level in [LogLevel::Info, LogLevel::Trace] {
+        let plugin = filter(config.clone()).log_level(level).build().unwrap();
+        let mut vm = plugin.start_vm().unwrap();
+        let mut stream = vm.stream().unwrap();
+        let sent = request("/v1/messages", &[]);
+        stream.request_headers(sent, true).unwrap();
+        stream.response_headers(upstream.clone(), false).unwrap();
+        let headers = stream.downstream_response_headers().unwrap().clone();
+        stream.finish().unwrap();
+        assert!(!headers.contains("authorization"), "{level:?}");
+        assert_eq!(values(&headers, "x-served-by"), ["ai-proxy"], "{level:?}");
+        assert_eq!(values(&headers, "x-trace"), ["upstream", "v1"], "{level:?}");
+        assert!(!headers.contains("x-get"), "{level:?}");
+        assert_eq!(
+            counter(&plugin, "credential_filter_rules_applied_total"),
+            2,
+            "{level:?}"
+        );
+        // The same lines per name; the order between different names carries no meaning in HTTP.
+        let mut pairs = headers.to_string_pairs();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        client.push(pairs);
+    }
+    assert_eq!(client[0], client[1]);
+}
+
+#[test]
 fn request_bodies_stream_through_untouched() {
     let mut vm = start(anthropic());
     let mut stream = vm.stream().unwrap();

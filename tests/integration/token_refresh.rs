@@ -634,6 +634,30 @@ fn an_upstream_401_drops_the_token_and_triggers_one_refresh() {
 }
 
 #[test]
+fn an_upstream_401_is_noticed_below_debug_level_too() {
+    // Below debug level the filter reads only the status of a response, not the whole response.
+    let clock = ManualClock::new();
+    let issuer = Issuer::new(&clock, 3600);
+    let plugin = builder(oauth2(json!({"refresh_on_unauthorized": true})), &issuer)
+        .log_level(LogLevel::Info)
+        .build()
+        .unwrap();
+    let mut vm = plugin.start_vm().unwrap();
+    vm.advance(Duration::from_secs(1)).unwrap();
+    let (id, action) = send(&mut vm, true);
+    assert_eq!(action, Action::Continue);
+    vm.response_headers(id, [(":status", "401")].into(), true)
+        .unwrap();
+    vm.finish_stream(id).unwrap();
+    assert_eq!(
+        metric(&plugin, "credential_filter_token_invalidated_total"),
+        1
+    );
+    let (_, action) = send(&mut vm, true);
+    assert_eq!(action, Action::Pause, "the dropped token is not used again");
+}
+
+#[test]
 fn a_401_is_passed_on_without_a_refresh_unless_configured() {
     let clock = ManualClock::new();
     let issuer = Issuer::new(&clock, 3600);
