@@ -78,6 +78,47 @@ fn upstream_that_accepts_no_connection_in_time_gets_504() {
 }
 
 #[test]
+fn a_stream_silent_past_the_idle_timeout_is_cut_off() {
+    let upstream = Upstream::builder()
+        .route(
+            "/v1/messages",
+            Reply::sse_numbered(3, Duration::from_millis(900)),
+        )
+        .start()
+        .unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("idle_timeout = \"300ms\"")
+        .start()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let cut = proxy.send(HttpRequest::post("/v1/messages").body("{}"));
+    assert!(
+        cut.is_err(),
+        "the stream was not cut: {:?}",
+        cut.map(|response| response.body_text())
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "cut only after {:?}",
+        started.elapsed()
+    );
+    // A response that keeps talking is not affected.
+    upstream.set_route(
+        "/v1/messages",
+        Reply::sse_numbered(3, Duration::from_millis(100)),
+    );
+    assert_eq!(
+        proxy
+            .send(HttpRequest::post("/v1/messages").body("{}"))
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+#[test]
 fn unreachable_upstream_gets_502() {
     let proxy = proxy()
         .upstream(&closed_port_url().unwrap())

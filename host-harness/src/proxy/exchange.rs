@@ -535,7 +535,8 @@ enum BodyKind {
 /// The upstream's body on its way through `on_response_body`.
 struct UpstreamStream {
     incoming: Incoming,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    /// Started the first time the stream has to wait, so responses that never wait need no timer.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_timeout: Duration,
     /// The filter has seen the last chunk (or the trailers).
     end_sent: bool,
@@ -569,7 +570,7 @@ impl ProxyBody {
     }
 
     fn upstream(incoming: Incoming, idle_timeout: Duration) -> Self {
-        let idle = Box::pin(tokio::time::sleep(idle_timeout));
+        let idle = None;
         let stream = UpstreamStream {
             incoming,
             idle,
@@ -620,6 +621,15 @@ impl Step {
 }
 
 impl UpstreamStream {
+    /// Polls the idle timer, starting it on the first wait.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.idle_timeout;
+        let idle = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        idle.as_mut().poll(cx).is_ready()
+    }
+
     fn step(&mut self, exchange: &mut Exchange, cx: &mut Context<'_>) -> Step {
         let Some((stream, slot)) = exchange.stream.as_ref() else {
             return Step::Abort("response stream without a filter stream".to_owned());
@@ -633,7 +643,7 @@ impl UpstreamStream {
         if self.waiting_resume {
             return match slot.poll_resume(Direction::Response, cx) {
                 Poll::Pending => {
-                    if self.idle.as_mut().poll(cx).is_ready() {
+                    if self.idle_expired(cx) {
                         return Step::Abort(
                             "the filter held the response past the idle timeout".to_owned(),
                         );
@@ -662,7 +672,7 @@ impl UpstreamStream {
 
         let frame = match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Pending => {
-                if self.idle.as_mut().poll(cx).is_ready() {
+                if self.idle_expired(cx) {
                     return Step::Abort(format!(
                         "upstream sent nothing for {}ms",
                         self.idle_timeout.as_millis()
@@ -680,9 +690,10 @@ impl UpstreamStream {
             Poll::Ready(Some(Ok(frame))) => (frame, self.incoming.is_end_stream()),
         };
         let (frame, ends) = frame;
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + self.idle_timeout);
+        if let Some(idle) = self.idle.as_mut() {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + self.idle_timeout);
+        }
         match frame.into_data() {
             Ok(data) => {
                 self.end_sent |= ends;
