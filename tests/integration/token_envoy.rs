@@ -2,11 +2,12 @@
 //! endpoint is a second cluster on a loopback token server; one refresh serves every worker, and each
 //! rotated refresh token is sent exactly once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::client::{self, HttpRequest};
 use integration_tests::envoy::{self, Envoy};
 use integration_tests::upstream::{Reply, TokenEndpoint, Upstream};
+use integration_tests::wait;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,14 +47,6 @@ fn sent_refresh_tokens(tokens: &TokenEndpoint) -> Vec<String> {
         .collect()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn envoy_workers_share_one_refresh_and_each_rotation_is_used_once() -> anyhow::Result<()> {
     let Some(binary) = envoy::binary()? else {
@@ -77,7 +70,7 @@ fn envoy_workers_share_one_refresh_and_each_rotation_is_used_once() -> anyhow::R
         .start()?;
 
     // Every VM starts without a token and wants one at once: exactly one of them asks.
-    wait_until("the first token", || tokens.issued() >= 1);
+    wait::until("the first token", TIMEOUT, || tokens.issued() >= 1)?;
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         tokens.issued(),
@@ -105,7 +98,7 @@ fn envoy_workers_share_one_refresh_and_each_rotation_is_used_once() -> anyhow::R
     }
 
     // Proactive refreshes: every rotated refresh token is sent exactly once, in order.
-    wait_until("two proactive refreshes", || tokens.issued() >= 3);
+    wait::until("two proactive refreshes", TIMEOUT, || tokens.issued() >= 3)?;
     let metrics = proxy.custom_metrics()?;
     let sent = sent_refresh_tokens(&tokens);
     let expected: Vec<String> = std::iter::once("rt-0".to_owned())

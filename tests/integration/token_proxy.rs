@@ -2,11 +2,12 @@
 //! upstream on 127.0.0.1; the rotated refresh token is written to the state file, and the restarted proxy
 //! continues from it, never sending the spent one again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
 use integration_tests::proxy_support::{RunningProxy, proxy};
 use integration_tests::upstream::{Reply, TokenEndpoint, Upstream};
+use integration_tests::wait;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -49,14 +50,6 @@ fn sent_refresh_tokens(tokens: &TokenEndpoint) -> Vec<String> {
         .collect()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn authorization_of_one_request(proxy: &RunningProxy, upstream: &Upstream) -> String {
     let before = upstream.request_count();
     let response = proxy
@@ -84,9 +77,10 @@ fn a_restarted_proxy_continues_from_the_rotated_refresh_token() {
         authorization_of_one_request(&first, &upstream),
         "Bearer at-1"
     );
-    wait_until("the rotated refresh token in the state file", || {
+    wait::until("the rotated refresh token in the state file", WAIT, || {
         std::fs::read_to_string(&state_path).is_ok_and(|state| state.contains("\"rt-1\""))
-    });
+    })
+    .unwrap();
     first.stop().unwrap();
     assert_eq!(
         sent_refresh_tokens(&tokens),
@@ -106,7 +100,7 @@ fn a_restarted_proxy_continues_from_the_rotated_refresh_token() {
         authorization_of_one_request(&second, &upstream),
         "Bearer at-1"
     );
-    wait_until("a refresh after the restart", || tokens.issued() >= 2);
+    wait::until("a refresh after the restart", WAIT, || tokens.issued() >= 2).unwrap();
     assert_eq!(
         sent_refresh_tokens(&tokens)[..2],
         ["rt-0", "rt-1"],
@@ -116,9 +110,10 @@ fn a_restarted_proxy_continues_from_the_rotated_refresh_token() {
         authorization_of_one_request(&second, &upstream),
         "Bearer at-2"
     );
-    wait_until("rt-2 in the state file", || {
+    wait::until("rt-2 in the state file", WAIT, || {
         std::fs::read_to_string(&state_path).is_ok_and(|state| state.contains("\"rt-2\""))
-    });
+    })
+    .unwrap();
     second.stop().unwrap();
     let sent = sent_refresh_tokens(&tokens);
     let mut unique = sent.clone();

@@ -7,12 +7,14 @@
 //! - [`envoy`]: real Envoy on 127.0.0.1 with a Wasm filter, its clusters pointing at loopback servers.
 //! - `header_list`: case-insensitive lookups in an ordered header list, for the client and the upstream.
 //! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry) on `127.0.0.1:0`.
+//! - [`wait`]: polling with a deadline for a condition brought about in the background.
 
 pub mod client;
 pub mod envoy;
 mod header_list;
 pub mod proxy_support;
 pub mod upstream;
+pub mod wait;
 
 #[cfg(test)]
 mod fixture_tests;
