@@ -243,18 +243,37 @@ const NAME_OF_N: &str = r#"
     (i32.store8 (i32.const 2) (i32.add (i32.const 97) (i32.div_u (local.get $n) (i32.const 676)))))
 "#;
 
-#[test]
-fn a_plugin_defining_metrics_without_end_is_stopped() {
-    let vm_body = format!(
+/// The signature of the VM start callback, for [`for_each_name`].
+const VM_START: &str = r#"(export "proxy_on_vm_start") (param i32 i32) (result i32)"#;
+
+/// The signature of the request headers callback, for [`for_each_name`].
+const REQUEST_HEADERS: &str =
+    r#"(export "proxy_on_request_headers") (param i32 i32 i32) (result i32)"#;
+
+/// [`NAME_OF_N`] and a callback with `signature` that, for each `$n` below `times`, writes the name of `$n`
+/// at offset 0 and makes host call `call` (its status dropped), then returns `result`: a guest that keeps
+/// asking the host for something new until a limit stops it.
+fn for_each_name(signature: &str, times: u32, call: &str, result: u32) -> String {
+    format!(
         r#"{NAME_OF_N}
-        (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (func {signature}
           (local $n i32)
           (loop $more
             (call $name_of (local.get $n))
-            (drop (call $proxy_define_metric (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 1024)))
+            (drop {call})
             (local.set $n (i32.add (local.get $n) (i32.const 1)))
-            (br_if $more (i32.lt_u (local.get $n) (i32.const 10001))))
-          (i32.const 1))"#
+            (br_if $more (i32.lt_u (local.get $n) (i32.const {times}))))
+          (i32.const {result}))"#
+    )
+}
+
+#[test]
+fn a_plugin_defining_metrics_without_end_is_stopped() {
+    let vm_body = for_each_name(
+        VM_START,
+        10001,
+        r#"(call $proxy_define_metric (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 1024))"#,
+        1,
     );
     let error = plugin(&vm_body).build().unwrap().start_vm().unwrap_err();
     assert!(
@@ -267,16 +286,11 @@ fn a_plugin_defining_metrics_without_end_is_stopped() {
 
 #[test]
 fn a_plugin_registering_queues_without_end_is_stopped() {
-    let vm_body = format!(
-        r#"{NAME_OF_N}
-        (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
-          (local $n i32)
-          (loop $more
-            (call $name_of (local.get $n))
-            (drop (call $proxy_register_shared_queue (i32.const 0) (i32.const 3) (i32.const 1024)))
-            (local.set $n (i32.add (local.get $n) (i32.const 1)))
-            (br_if $more (i32.lt_u (local.get $n) (i32.const 1025))))
-          (i32.const 1))"#
+    let vm_body = for_each_name(
+        VM_START,
+        1025,
+        r#"(call $proxy_register_shared_queue (i32.const 0) (i32.const 3) (i32.const 1024))"#,
+        1,
     );
     let error = plugin(&vm_body).build().unwrap().start_vm().unwrap_err();
     assert!(
@@ -289,16 +303,11 @@ fn a_plugin_registering_queues_without_end_is_stopped() {
 
 #[test]
 fn properties_set_without_end_are_stopped_at_the_limit() {
-    let body = format!(
-        r#"{NAME_OF_N}
-        (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-          (local $n i32)
-          (loop $more
-            (call $name_of (local.get $n))
-            (drop (call $proxy_set_property (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 3)))
-            (local.set $n (i32.add (local.get $n) (i32.const 1)))
-            (br_if $more (i32.lt_u (local.get $n) (i32.const 3))))
-          (i32.const 0))"#
+    let body = for_each_name(
+        REQUEST_HEADERS,
+        3,
+        r#"(call $proxy_set_property (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 3))"#,
+        0,
     );
     let limits = host_harness::Limits {
         max_guest_properties: 2,
