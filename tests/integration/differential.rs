@@ -187,12 +187,7 @@ fn response_header_and_body_calls_agree() -> anyhow::Result<()> {
             .body("original body"),
     );
     let seen = Scenario::new(plan).upstream(upstream).assert_same()?;
-    assert_eq!(
-        seen.exchanges
-            .first()
-            .map(|exchange| exchange.body.as_str()),
-        Some("replaced body")
-    );
+    assert_eq!(seen.first_response_body(), Some("replaced body"));
     Ok(())
 }
 
@@ -254,9 +249,7 @@ fn a_local_response_can_carry_the_journal() -> anyhow::Result<()> {
         .requests(vec![request("DELETE", "/journal")])
         .assert_same()?;
     assert_eq!(
-        seen.exchanges
-            .first()
-            .map(|exchange| exchange.body.as_str()),
+        seen.first_response_body(),
         Some(
             "on_request_headers#1 get_header: ok \"DELETE\"\non_request_headers#1 get_property: ok \"/journal\""
         )
@@ -333,12 +326,7 @@ fn a_paused_response_resumed_from_an_http_call_agrees() -> anyhow::Result<()> {
     let seen = Scenario::new(plan)
         .side(Reply::text(200, "side says hi"))
         .assert_same()?;
-    assert_eq!(
-        seen.exchanges
-            .first()
-            .map(|exchange| exchange.body.as_str()),
-        Some("from upstream")
-    );
+    assert_eq!(seen.first_response_body(), Some("from upstream"));
     Ok(())
 }
 

@@ -396,6 +396,15 @@ pub struct Observation {
     pub metrics: BTreeMap<String, i64>,
 }
 
+impl Observation {
+    /// The body the client saw for the first request (empty when no response arrived); `None` without requests.
+    pub fn first_response_body(&self) -> Option<&str> {
+        self.exchanges
+            .first()
+            .map(|exchange| exchange.body.as_str())
+    }
+}
+
 /// One response as the client saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Exchange {
