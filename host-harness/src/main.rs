@@ -31,7 +31,7 @@ enum Command {
     /// Run one request through the filter and print the outcome as JSON.
     DryRun(cli::dry_run::DryRunArgs),
     /// Run the filter as a standalone streaming reverse proxy (see specs/proxy.md).
-    Serve(host_harness::proxy::cli::ServeArgs),
+    Serve(Box<host_harness::proxy::cli::ServeArgs>),
     /// Run a WASI preview 1 command module (e.g. a test binary built for wasm32-wasip1) and exit with its code.
     WasiRun {
         /// The `.wasm` command module.
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => cli::validate::run(&args),
         Command::DryRun(args) => cli::dry_run::run(&args),
-        Command::Serve(args) => host_harness::proxy::cli::serve_main(args),
+        Command::Serve(args) => host_harness::proxy::cli::serve_main(*args),
         Command::WasiRun { module, args } => wasi_run(&module, args),
     }
 }

@@ -125,10 +125,8 @@ fn sensitive_headers(config: &[u8]) -> Vec<String> {
                 .as_str()
                 .map(str::to_ascii_lowercase)
         });
-    if let Some(name) = configured {
-        if !names.contains(&name) {
-            names.push(name);
-        }
+    if let Some(name) = configured.filter(|name| !names.contains(name)) {
+        names.push(name);
     }
     names
 }
