@@ -4,6 +4,7 @@
 mod cli;
 mod differential;
 mod differential_runner;
+mod envoy_filter;
 mod envoy_fixture;
 mod filter;
 mod host_probe;
