@@ -181,10 +181,10 @@ fn run_request<'a>(
         .map(String::as_str)
         .collect();
     let rules_applied = apply_request_rules(&config.request_rules, &mut headers);
-    let bearer = credential.is_some() && config.credential.is_bearer();
-    let preset = config
-        .preset
-        .map(|preset| preset.apply(&mut headers, bearer));
+    let preset = config.preset.map(|preset| {
+        let bearer = credential.is_some() && config.credential.is_bearer();
+        preset.apply(&mut headers, bearer)
+    });
     if let Some(credential) = credential {
         headers.set(&config.credential.header, credential.header_value());
     }
