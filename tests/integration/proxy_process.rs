@@ -176,6 +176,36 @@ fn sigterm_lets_the_stream_in_flight_finish_then_exits_zero() {
     assert!(!access.contains(TOKEN));
 }
 
+#[test]
+fn a_complete_sized_response_is_logged_as_served_not_aborted() {
+    let upstream = Upstream::builder()
+        .route(
+            "/v1/messages",
+            Reply::json(200, &serde_json::json!({"id": "msg_1"})),
+        )
+        .start()
+        .unwrap();
+    let proxy = ServeProcess::start(&upstream);
+    let response = client::send(
+        proxy.addr,
+        HttpRequest::get("/v1/messages"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response.body_text().contains("msg_1"));
+
+    let access = wait_for_line(
+        &proxy.lines,
+        "\"target\":\"access\"",
+        Duration::from_secs(10),
+    );
+    let record: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(record["message"], "request", "{access}");
+    assert_eq!(record["level"], "INFO", "{access}");
+    assert!(record.get("aborted").is_none(), "{access}");
+}
+
 /// Runs `serve` with arguments that must be refused; returns (exit code, stderr).
 fn refused(args: &[&str]) -> (Option<i32>, String) {
     let output = serve().args(args).stdin(Stdio::null()).output().unwrap();

@@ -621,6 +621,11 @@ impl Step {
 }
 
 impl UpstreamStream {
+    /// The filter has seen the end and released everything: nothing is left to send.
+    fn finished(&self) -> bool {
+        self.end_sent && !self.holding && !self.waiting_resume && self.pending_trailers.is_none()
+    }
+
     /// Polls the idle timer, starting it on the first wait.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let timeout = self.idle_timeout;
@@ -794,7 +799,16 @@ impl Body for ProxyBody {
                 },
             };
             match step {
-                Step::Emit(frame) => return Poll::Ready(Some(Ok(frame))),
+                Step::Emit(frame) => {
+                    // hyper stops polling once a sized body is written: mark the end now, or the drop
+                    // would read as a client that went away.
+                    if let BodyKind::Upstream(upstream) = &this.kind
+                        && upstream.finished()
+                    {
+                        this.kind = BodyKind::Done;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 Step::Again => {}
                 Step::End => {
                     this.kind = BodyKind::Done;
