@@ -10,8 +10,9 @@ injection through:
   envoy    Envoy with the same filter.wasm (V8), when scripts/install-envoy.sh can provide it
 
 Load comes from wrk (one thread) at 1 and 32 connections. Every proxy gets the same number of
-workers. Reported per target and connection count: requests per second and p50/p99 latency
-(medians over the rounds), and each proxy's ratio to nginx.
+workers. Reported per target and connection count: requests per second, p50/p99 latency and the
+target's own CPU time per request (medians over the rounds), and each proxy's ratio to nginx. CPU per
+request is the steadier figure on a shared machine: it does not depend on what else got the cores.
 
 Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
 BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1.
@@ -278,6 +279,24 @@ def start_envoy(binary, directory, port, admin_port, upstream_port):
     return service
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(session):
+    """User plus system CPU time of every live process in a session (a service and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which is in parentheses and may contain spaces.
+        fields = text[text.rfind(")") + 2:].split()
+        if int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
 def to_ms(text):
     for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
         if text.endswith(unit):
@@ -293,7 +312,7 @@ def run_wrk(port, connections, duration):
         f"http://127.0.0.1:{port}/v1/messages",
     ]
     output = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
-    result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    result = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": 0}
     in_distribution = False
     for line in output.splitlines():
         stripped = line.strip()
@@ -305,6 +324,8 @@ def run_wrk(port, connections, duration):
         elif in_distribution and stripped.startswith("99%"):
             result["p99_ms"] = to_ms(stripped.split()[1])
             in_distribution = False
+        elif "requests in" in stripped:
+            result["requests"] = int(stripped.split()[0])
         elif stripped.startswith("Requests/sec:"):
             result["rps"] = float(stripped.split()[1])
         elif stripped.startswith("Non-2xx or 3xx responses:"):
@@ -336,23 +357,27 @@ def main():
     try:
         upstream_port = free_port()
         services.append(start_upstream(work / "upstream", upstream_port))
+        owners = {"direct": services[-1]}
         wait_http(f"http://127.0.0.1:{upstream_port}/", what="upstream nginx")
         targets = {"direct": upstream_port}
 
         harness_port, harness_admin = free_port(), free_port()
         services.append(start_harness(harness_port, harness_admin, upstream_port))
         targets["harness"] = harness_port
+        owners["harness"] = services[-1]
 
         nginx_port = free_port()
         services.append(start_nginx_proxy(work / "nginx", nginx_port, upstream_port))
         wait_http(f"http://127.0.0.1:{nginx_port}/", what="nginx")
         targets["nginx"] = nginx_port
+        owners["nginx"] = services[-1]
 
         if envoy:
             envoy_port, envoy_admin = free_port(), free_port()
             try:
                 services.append(start_envoy(envoy, work / "envoy", envoy_port, envoy_admin, upstream_port))
                 targets["envoy"] = envoy_port
+                owners["envoy"] = services[-1]
             except RuntimeError as error:
                 log(f"envoy: {error}; skipping Envoy")
 
@@ -372,9 +397,13 @@ def main():
                 for name in order:
                     for service in services:
                         service.check_alive()
+                    session = owners[name].process.pid
+                    cpu_before = session_cpu_seconds(session)
                     result = run_wrk(targets[name], connections, DURATION)
+                    cpu = session_cpu_seconds(session) - cpu_before
+                    result["cpu_us"] = cpu * 1e6 / result["requests"] if result["requests"] else float("nan")
                     samples[(name, connections)].append(result)
-                    log(f"round {round_index + 1}/{ROUNDS} c={connections:>2} {name:<8} {result['rps']:>10.0f} rps  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms")
+                    log(f"round {round_index + 1}/{ROUNDS} c={connections:>2} {name:<8} {result['rps']:>10.0f} rps  p50 {result['p50_ms']:.3f} ms  p99 {result['p99_ms']:.3f} ms  cpu {result['cpu_us']:.1f} us/req")
     finally:
         for service in reversed(services):
             service.stop()
@@ -387,18 +416,20 @@ def main():
             "p50_ms": statistics.median(r["p50_ms"] for r in results),
             "p99_ms": statistics.median(r["p99_ms"] for r in results),
             "errors": sum(r["errors"] for r in results),
+            "cpu_us": statistics.median(r["cpu_us"] for r in results),
         }
 
     print()
-    print(f"{ROUNDS} rounds x {DURATION}s, {WORKERS} workers per proxy, wrk -t1, medians; ratios are target/nginx")
-    print(f"{'target':<9}{'conns':>6}{'rps':>12}{'p50 ms':>10}{'p99 ms':>10}{'rps/nginx':>11}{'p99/nginx':>11}{'errors':>8}")
+    print(f"{ROUNDS} rounds x {DURATION}s, {WORKERS} workers per proxy, wrk -t1, medians; ratios are target/nginx;")
+    print("cpu: the target's own CPU time (user + system, all its processes) per request; for direct, the upstream's")
+    print(f"{'target':<9}{'conns':>6}{'rps':>12}{'p50 ms':>10}{'p99 ms':>10}{'rps/nginx':>11}{'p99/nginx':>11}{'cpu us':>9}{'errors':>8}")
     for connections in CONNECTIONS:
         reference = summary.get(f"nginx/c{connections}")
         for name in targets:
             row = summary[f"{name}/c{connections}"]
             rps_ratio = row["rps"] / reference["rps"] if reference and reference["rps"] else float("nan")
             p99_ratio = row["p99_ms"] / reference["p99_ms"] if reference and reference["p99_ms"] else float("nan")
-            print(f"{name:<9}{connections:>6}{row['rps']:>12.0f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}{rps_ratio:>11.2f}{p99_ratio:>11.2f}{row['errors']:>8}")
+            print(f"{name:<9}{connections:>6}{row['rps']:>12.0f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}{rps_ratio:>11.2f}{p99_ratio:>11.2f}{row['cpu_us']:>9.1f}{row['errors']:>8}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "results": summary}, indent=2))
     print(f"\nresults: {RESULTS.relative_to(ROOT)}")
