@@ -28,7 +28,8 @@ use crate::headers::{HeaderEdit, HeaderList};
 use crate::metrics::Metric;
 use crate::preset::PresetOutcome;
 use crate::rules::{
-    RequestSummary, apply_request_rules, apply_response_rules, unread_response_rule_edits,
+    AppliedRules, RequestSummary, apply_request_rules, apply_response_rules,
+    unread_response_rule_edits,
 };
 use crate::token::manager::NoToken;
 
@@ -49,10 +50,8 @@ pub struct Forward<'a> {
     pub headers: HeaderList<'a>,
     /// Whether the credential header was set.
     pub credential_injected: bool,
-    /// Names of client headers that were removed by stripping.
-    pub stripped: Vec<&'a str>,
     /// Indices of request rules that changed something.
-    pub rules_applied: Vec<usize>,
+    pub rules_applied: AppliedRules,
     /// What the preset changed, if a preset is configured.
     pub preset: Option<PresetOutcome>,
     /// The request as the client sent it, kept only when a response rule
@@ -93,7 +92,7 @@ pub struct ResponseOutcome<'a> {
     /// Whether an upstream credential header was removed.
     pub credential_removed: bool,
     /// Indices of response rules that changed something.
-    pub rules_applied: Vec<usize>,
+    pub rules_applied: AppliedRules,
 }
 
 /// What a 503 says when no credential is configured at all.
@@ -174,12 +173,7 @@ fn run_request<'a>(
 
     // Room for every header the pipeline may add, so the list never grows.
     let mut headers = request.view_with_room(config.request_header_names.len());
-    let stripped = config
-        .stripped_request_headers
-        .iter()
-        .filter(|name| headers.remove(name))
-        .map(String::as_str)
-        .collect();
+    strip(config, &mut headers);
     let rules_applied = apply_request_rules(&config.request_rules, &mut headers);
     let preset = config.preset.map(|preset| {
         let bearer = credential.is_some() && config.credential.is_bearer();
@@ -191,7 +185,6 @@ fn run_request<'a>(
     RequestDecision::Forward(Forward {
         headers,
         credential_injected: credential.is_some(),
-        stripped,
         rules_applied,
         preset,
         request: config
@@ -240,10 +233,28 @@ pub fn handle_request_trailers<'a>(
     trailers: &'a HeaderList<'_>,
 ) -> HeaderList<'a> {
     let mut trailers = trailers.view();
-    for name in &config.stripped_request_headers {
-        trailers.remove(name);
-    }
+    strip(config, &mut trailers);
     trailers
+}
+
+/// Removes every stripped header (the credential header included).
+fn strip(config: &FilterConfig, headers: &mut HeaderList<'_>) {
+    for name in &config.stripped_request_headers {
+        headers.remove(name);
+    }
+}
+
+/// The stripped headers a request carries, which the request pipeline removes: worked out only
+/// when a debug log names them, so a request pays nothing for it.
+pub fn stripped_headers<'c>(
+    config: &'c FilterConfig,
+    request: &HeaderList<'_>,
+) -> impl Iterator<Item = &'c str> {
+    config
+        .stripped_request_headers
+        .iter()
+        .filter(|name| request.contains(name))
+        .map(String::as_str)
 }
 
 /// Response trailers without the credential header, the only name that changes.
@@ -418,7 +429,10 @@ mod tests {
             Some(&b"application/json"[..])
         );
         assert!(forward.credential_injected);
-        assert_eq!(forward.stripped, vec!["authorization", "x-api-key"]);
+        assert_eq!(
+            stripped_headers(&config, &request).collect::<Vec<_>>(),
+            vec!["authorization", "x-api-key"]
+        );
         assert_eq!(
             forward.counter_increments_for_test(&config),
             vec![(Metric::Requests, 1), (Metric::CredentialInjected, 1)]

@@ -577,7 +577,7 @@ fn finish_request(
                     } else {
                         "missing"
                     },
-                    forward.stripped,
+                    engine::stripped_headers(&state.config, request).collect::<Vec<_>>(),
                     forward.rules_applied,
                     describe_preset(&state.config, forward.preset),
                     render_headers(&forward.headers, &state.config.credential.header),

@@ -6,6 +6,8 @@
 //! conditions match. Which headers a rule may touch is checked at configure
 //! time (see `config`), so applying a rule cannot fail.
 
+use std::fmt;
+
 use crate::headers::{HeaderEdit, HeaderList};
 
 /// The request pseudo-header holding the path (with query).
@@ -135,10 +137,63 @@ fn authority_of<'h>(headers: &'h HeaderList<'_>) -> Option<&'h [u8]> {
     headers.first(AUTHORITY).or_else(|| headers.first(HOST))
 }
 
+/// The indices of the rules that changed something, in ascending order.
+///
+/// Every request runs the rules, so the first 64 indices are bits and take no
+/// allocation; later ones go to a list.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AppliedRules {
+    /// Bit `i` is rule `i`, for rules below 64.
+    first: u64,
+    /// Indices from 64 on.
+    rest: Vec<usize>,
+}
+
+impl AppliedRules {
+    /// Records rule `index`, which is above every index recorded so far.
+    fn push(&mut self, index: usize) {
+        match u32::try_from(index) {
+            Ok(bit) if bit < u64::BITS => self.first |= 1 << bit,
+            _ => self.rest.push(index),
+        }
+    }
+
+    /// How many rules applied.
+    pub fn len(&self) -> usize {
+        self.first.count_ones() as usize + self.rest.len()
+    }
+
+    /// Whether no rule applied.
+    pub fn is_empty(&self) -> bool {
+        self.first == 0 && self.rest.is_empty()
+    }
+
+    /// The indices, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..u64::BITS as usize)
+            .filter(|bit| self.first & (1 << bit) != 0)
+            .chain(self.rest.iter().copied())
+    }
+}
+
+/// Written as the list of indices, as logs show it.
+impl fmt::Debug for AppliedRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+impl PartialEq<Vec<usize>> for AppliedRules {
+    fn eq(&self, other: &Vec<usize>) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+
 /// Runs request rules over request headers; returns the indices of the rules
 /// that changed something.
-pub fn apply_request_rules<'a>(rules: &'a [Rule], headers: &mut HeaderList<'a>) -> Vec<usize> {
-    let mut applied = Vec::new();
+pub fn apply_request_rules<'a>(rules: &'a [Rule], headers: &mut HeaderList<'a>) -> AppliedRules {
+    let mut applied = AppliedRules::default();
     for (index, rule) in rules.iter().enumerate() {
         if rule.when.holds(&Request::Headers(headers), headers) && rule.action.apply(headers) {
             applied.push(index);
@@ -153,8 +208,8 @@ pub fn apply_response_rules<'a>(
     rules: &'a [Rule],
     headers: &mut HeaderList<'a>,
     request: &RequestSummary,
-) -> Vec<usize> {
-    let mut applied = Vec::new();
+) -> AppliedRules {
+    let mut applied = AppliedRules::default();
     for (index, rule) in rules.iter().enumerate() {
         if rule.when.holds(&Request::Summary(request), headers) && rule.action.apply(headers) {
             applied.push(index);
@@ -594,6 +649,19 @@ mod tests {
             headers,
             list(&[(":status", "200"), ("x-route", "anthropic")])
         );
+    }
+
+    #[test]
+    fn applied_rules_keep_every_index_in_order() {
+        let mut applied = AppliedRules::default();
+        assert!(applied.is_empty());
+        for index in [0, 5, 63, 64, 200] {
+            applied.push(index);
+        }
+        assert_eq!(applied.len(), 5);
+        assert!(!applied.is_empty());
+        assert_eq!(applied, vec![0, 5, 63, 64, 200]);
+        assert_eq!(format!("{applied:?}"), "[0, 5, 63, 64, 200]");
     }
 
     #[test]
