@@ -72,6 +72,9 @@ pub struct FilterConfig {
     /// [`Rule::reads_response`]); when none does, responses are rewritten
     /// without reading them.
     pub response_rules_read_response: bool,
+    /// Whether the credential is a bearer token ([`CredentialConfig::is_bearer`]), worked out once
+    /// rather than per request.
+    pub credential_is_bearer: bool,
 }
 
 /// What to do with a request when no credential is available.
@@ -496,6 +499,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     let response_rules_read_response = response_rules.iter().any(Rule::reads_response);
 
     Ok(FilterConfig {
+        credential_is_bearer: credential.is_bearer(),
         credential,
         stripped_request_headers: stripped,
         preset,

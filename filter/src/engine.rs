@@ -176,7 +176,7 @@ fn run_request<'a>(
     strip(config, &mut headers);
     let rules_applied = apply_request_rules(&config.request_rules, &mut headers);
     let preset = config.preset.map(|preset| {
-        let bearer = credential.is_some() && config.credential.is_bearer();
+        let bearer = credential.is_some() && config.credential_is_bearer;
         preset.apply(&mut headers, bearer)
     });
     if let Some(credential) = credential {

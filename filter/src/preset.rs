@@ -62,7 +62,8 @@ impl Preset {
             Self::Anthropic => {
                 let mut outcome = PresetOutcome::default();
                 if !headers.contains(ANTHROPIC_VERSION_HEADER) {
-                    headers.set(ANTHROPIC_VERSION_HEADER, ANTHROPIC_DEFAULT_VERSION);
+                    // Absent, so appending is setting without looking for it again.
+                    headers.append(ANTHROPIC_VERSION_HEADER, ANTHROPIC_DEFAULT_VERSION);
                     outcome.added_version = true;
                 }
                 if bearer {
