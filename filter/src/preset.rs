@@ -83,14 +83,12 @@ impl Preset {
 /// Joins the comma-separated flags of every header line into one line, drops
 /// empty and repeated flags, and adds `flag` when missing. Returns the line and
 /// whether `flag` was added.
-pub fn merge_flags<'a>(
-    lines: impl Iterator<Item = &'a [u8]> + Clone,
-    flag: &[u8],
-) -> (Vec<u8>, bool) {
-    // One buffer, sized up front: the flags seen so far are the merged line itself.
-    let capacity = lines.clone().map(|line| line.len() + 1).sum::<usize>() + flag.len();
-    let mut merged = Vec::with_capacity(capacity);
-    for line in lines {
+pub fn merge_flags<'a>(mut lines: impl Iterator<Item = &'a [u8]>, flag: &[u8]) -> (Vec<u8>, bool) {
+    // One buffer, sized for the usual single line without a second look at the headers (a further
+    // line grows it): the flags seen so far are the merged line itself.
+    let first = lines.next().unwrap_or_default();
+    let mut merged = Vec::with_capacity(first.len() + 1 + flag.len());
+    for line in std::iter::once(first).chain(lines) {
         for part in line.split(|byte| *byte == b',') {
             push_flag(&mut merged, part.trim_ascii());
         }
