@@ -79,6 +79,36 @@ struct StreamShared {
     source: RefCell<Option<Vec<u8>>>,
 }
 
+/// A stream's [`StreamShared`]: its own until the root context must finish the request too, then
+/// behind an `Rc`. Most requests are never held, and so cost no second allocation.
+enum Shared {
+    Own(StreamShared),
+    WithRoot(Rc<StreamShared>),
+}
+
+impl Shared {
+    /// The state for the root context to keep, moved behind an `Rc` the first time.
+    fn share(&mut self) -> Rc<StreamShared> {
+        let shared = match std::mem::replace(self, Self::Own(StreamShared::default())) {
+            Self::Own(own) => Rc::new(own),
+            Self::WithRoot(shared) => shared,
+        };
+        *self = Self::WithRoot(Rc::clone(&shared));
+        shared
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = StreamShared;
+
+    fn deref(&self) -> &StreamShared {
+        match self {
+            Self::Own(own) => own,
+            Self::WithRoot(shared) => shared,
+        }
+    }
+}
+
 /// Host ids of the metrics, by [`Metric::index`]; `None` when definition failed.
 #[derive(Clone, Copy, Default)]
 struct MetricIds([Option<u32>; Metric::ALL.len()]);
@@ -278,7 +308,7 @@ impl RootContext for FilterRoot {
             context_id,
             state: self.state.clone(),
             metrics: self.metrics.unwrap_or_default(),
-            shared: Rc::new(StreamShared::default()),
+            shared: Shared::Own(StreamShared::default()),
         }))
     }
 
@@ -291,7 +321,7 @@ struct FilterStream {
     context_id: u32,
     state: Option<Rc<Configured>>,
     metrics: MetricIds,
-    shared: Rc<StreamShared>,
+    shared: Shared,
 }
 
 impl Context for FilterStream {}
@@ -366,7 +396,7 @@ impl HttpContext for FilterStream {
                 tokens
                     .held
                     .borrow_mut()
-                    .insert(self.context_id, Rc::clone(&self.shared));
+                    .insert(self.context_id, self.shared.share());
                 debug!("request {}: held until a token arrives", self.context_id);
                 Action::Pause
             }
