@@ -290,3 +290,44 @@ fn upstream_base_path_prefixes_every_request() {
         "/api/v1/models?limit=2"
     );
 }
+
+#[test]
+fn upstream_connections_are_kept_alive_and_reused() {
+    let upstream = Upstream::echo().unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .workers(1)
+        .start()
+        .unwrap();
+    for _ in 0..5 {
+        let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+        assert_eq!(response.status, 200, "{}", response.body_text());
+    }
+    upstream.wait_for_requests(5, WAIT).unwrap();
+    assert_eq!(upstream.connections_accepted(), 1);
+}
+
+#[test]
+fn an_upstream_that_closes_after_each_response_gets_a_fresh_connection_each_time() {
+    let upstream = Upstream::builder()
+        .fallback(Reply::Fixed(
+            FixedReply::new(200)
+                .header("connection", "close")
+                .body("bye"),
+        ))
+        .start()
+        .unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .workers(1)
+        .start()
+        .unwrap();
+    for _ in 0..3 {
+        let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+        assert_eq!(response.status, 200, "{}", response.body_text());
+        assert_eq!(response.body_text(), "bye");
+    }
+    assert_eq!(upstream.connections_accepted(), 3);
+}

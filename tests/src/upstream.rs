@@ -19,6 +19,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -397,6 +398,7 @@ impl UpstreamBuilder {
             requests: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             count_tx,
+            connections: AtomicUsize::new(0),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let serving = Arc::clone(&shared);
@@ -428,6 +430,7 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     arrived: Condvar,
     count_tx: watch::Sender<usize>,
+    connections: AtomicUsize,
 }
 
 impl Shared {
@@ -523,6 +526,11 @@ impl Upstream {
             .clone()
     }
 
+    /// How many TCP connections were accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     /// How many requests were received so far.
     pub fn request_count(&self) -> usize {
         self.shared
@@ -609,6 +617,7 @@ async fn accept_loop(
             _ = &mut stop => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| serve(Arc::clone(&shared), request));

@@ -3,30 +3,35 @@
 //!
 //! Each worker owns one client, so pooled connections stay on the worker that made them, as in Envoy.
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::mpsc;
+use tower_service::Service;
 
 use super::failure::Failure;
 
 /// Errors carried through body streams.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The client every worker sends upstream requests and filter http calls through.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Pooled connections kept per worker; more concurrent requests than this still work, the extra
+/// connections just close after their response.
+const POOL_MAX_CONNECTIONS: usize = 512;
 
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,51 @@ pub enum ClientError {
     /// The TLS configuration was refused by rustls.
     #[error("tls setup failed: {0}")]
     Tls(#[from] rustls::Error),
+}
+
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The request's URI has no scheme or authority to connect to.
+    #[error("the upstream URI {0} is not absolute")]
+    NotAbsolute(Uri),
+    /// No connection could be made (refused, unresolvable, timed out, TLS handshake failed).
+    #[error("cannot connect to the upstream")]
+    Connect(#[source] BoxError),
+    /// The connection broke before the response headers arrived.
+    #[error("upstream request failed")]
+    Request(#[from] hyper::Error),
+}
+
+/// Scheme and authority: which pooled connections can carry a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+/// A keep-alive connection in the pool, busy or idle.
+struct Pooled {
+    origin: Origin,
+    sender: SendRequest<UpstreamBody>,
+    last_used: Instant,
+}
+
+/// One worker's upstream client: keep-alive HTTP/1.1 connections (plain or TLS with the webpki roots)
+/// pooled per origin. The worker is single-threaded, so the pool is a plain list without locks, and a
+/// connection is reused as soon as its previous response has been read to the end.
+pub struct UpstreamClient {
+    connector: HttpsConnector<HttpConnector>,
+    pool: RefCell<Vec<Pooled>>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("UpstreamClient")
+            .field("pooled", &self.pool.borrow().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds one worker's client: TCP connect timeout, keep-alive pool, TLS via rustls with webpki roots.
@@ -47,33 +97,141 @@ pub fn build_client(connect_timeout: Duration) -> Result<UpstreamClient, ClientE
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(provider)?
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .set_host(false)
-        .build(https))
+    Ok(UpstreamClient {
+        connector,
+        pool: RefCell::new(Vec::new()),
+    })
+}
+
+impl UpstreamClient {
+    /// Sends `request` (absolute URI; its `Host` header as the caller set it) on a pooled connection to
+    /// its origin, or a new one, and returns the response once its headers arrived.
+    ///
+    /// A pooled connection that the upstream closed before taking the request (an idle keep-alive race)
+    /// is retried once on a fresh connection; the request was never sent, so that is always safe.
+    ///
+    /// # Errors
+    /// The URI is not absolute, no connection could be made, or the connection failed before the
+    /// response headers.
+    pub async fn request(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let uri = request.uri().clone();
+        let origin = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => Origin {
+                scheme: scheme.clone(),
+                authority: authority.clone(),
+            },
+            _ => return Err(UpstreamError::NotAbsolute(uri)),
+        };
+        // HTTP/1.1 to an origin server: the request target is the path, in origin form.
+        *request.uri_mut() = Uri::from(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        if let Some(mut sender) = self.checkout(&origin) {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.check_in(origin, sender);
+                    return Ok(response);
+                }
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(UpstreamError::Request(failed.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(&uri).await?;
+        let response = sender.send_request(request).await?;
+        self.check_in(origin, sender);
+        Ok(response)
+    }
+
+    /// Takes a ready connection to `origin` out of the pool, dropping closed and long-idle ones on the way.
+    fn checkout(&self, origin: &Origin) -> Option<SendRequest<UpstreamBody>> {
+        let mut pool = self.pool.borrow_mut();
+        let now = Instant::now();
+        let mut index = pool.len();
+        while index > 0 {
+            index -= 1;
+            let Some(entry) = pool.get(index) else {
+                break;
+            };
+            if entry.sender.is_closed() {
+                pool.swap_remove(index);
+                continue;
+            }
+            if &entry.origin != origin || !entry.sender.is_ready() {
+                continue;
+            }
+            let entry = pool.swap_remove(index);
+            if now.duration_since(entry.last_used) > POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            return Some(entry.sender);
+        }
+        None
+    }
+
+    /// Returns a connection to the pool; it is busy until its response has been read to the end.
+    fn check_in(&self, origin: Origin, sender: SendRequest<UpstreamBody>) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() < POOL_MAX_CONNECTIONS {
+            pool.push(Pooled {
+                origin,
+                sender,
+                last_used: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a connection (TCP, then TLS for https) and starts its HTTP/1.1 driver on this worker.
+    async fn connect(&self, uri: &Uri) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let io = connector
+            .call(uri.clone())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|err| UpstreamError::Connect(Box::new(err)))?;
+        tokio::task::spawn_local(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
 }
 
 /// Maps a client error to the failure the client sees: timeouts 504, everything else 502.
-pub fn classify(error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> Failure {
+pub fn classify(error: &UpstreamError, connect_timeout: Duration) -> Failure {
     let cause = root_cause(error);
-    if error.is_connect() {
-        if has_io_kind(error, std::io::ErrorKind::TimedOut) {
-            return Failure::ConnectTimeout(connect_timeout);
+    match error {
+        UpstreamError::Connect(inner) => {
+            if has_io_kind(inner.as_ref(), std::io::ErrorKind::TimedOut) {
+                Failure::ConnectTimeout(connect_timeout)
+            } else {
+                Failure::Unreachable(cause)
+            }
         }
-        return Failure::Unreachable(cause);
+        UpstreamError::NotAbsolute(_) | UpstreamError::Request(_) => Failure::UpstreamBroken(cause),
     }
-    Failure::UpstreamBroken(cause)
 }
 
 /// One line saying what went wrong with an upstream call, for logs and filter http call failures.
-pub fn describe(error: &hyper_util::client::legacy::Error) -> String {
+pub fn describe(error: &UpstreamError) -> String {
     root_cause(error)
 }
 
