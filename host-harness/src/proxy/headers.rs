@@ -10,16 +10,8 @@ use http::{Method, StatusCode};
 
 use crate::headers::Headers;
 
-/// Headers that describe one connection, not the message, and so are never forwarded.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Hop-by-hop headers outside the standard set of the `http` crate (legacy, but still sent).
+const HOP_BY_HOP_LEGACY: [&str; 2] = ["keep-alive", "proxy-connection"];
 
 /// Why headers could not be turned into an HTTP message.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +35,13 @@ pub enum HeaderError {
 
 /// Whether a header belongs to a single connection (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    // Standard names compare as enum values, cheaper than comparing every name's text.
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || HOP_BY_HOP_LEGACY.contains(&name.as_str())
 }
 
 /// Names listed in `Connection` headers: these are hop-by-hop too.
