@@ -2,8 +2,12 @@
 //!
 //! Names are stored lower-case, as Envoy stores them, so lookups are case-insensitive; values are bytes, since
 //! HTTP allows values that are not UTF-8. `Debug` output redacts credential-bearing headers.
+//!
+//! A map is one byte buffer holding every name and value back to back, plus one span per field: copying a
+//! map costs two allocations however many fields it has, and a filter's edits change it in place.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Header names whose values never appear in `Debug` output.
 const REDACTED_NAMES: [&str; 4] = [
@@ -13,13 +17,35 @@ const REDACTED_NAMES: [&str; 4] = [
     "cookie",
 ];
 
-/// One field as stored: lower-case name, raw value.
-pub(crate) type Field = (Vec<u8>, Vec<u8>);
+/// Where one field sits in the map's buffer: the name at `start`, the value right after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    name_len: usize,
+    value_len: usize,
+}
+
+impl Span {
+    fn name(self) -> Range<usize> {
+        self.start..self.start + self.name_len
+    }
+
+    fn value(self) -> Range<usize> {
+        self.start + self.name_len..self.end()
+    }
+
+    fn end(self) -> usize {
+        self.start + self.name_len + self.value_len
+    }
+}
 
 /// Ordered header fields; a name may repeat.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Headers {
-    fields: Vec<Field>,
+    /// Every field's lower-case name and value, back to back in field order, with no gaps: its length is
+    /// the total size of the names and values.
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
 }
 
 impl Headers {
@@ -28,23 +54,63 @@ impl Headers {
         Self::default()
     }
 
+    /// An empty map with room for `fields` fields of `bytes` bytes of names and values in all.
+    pub(crate) fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(fields),
+        }
+    }
+
     /// The number of fields (repeated names count once per field).
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.spans.len()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.spans.is_empty()
+    }
+
+    /// The total size of every name and value, the part of a map's size that is not per-field overhead.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn slice(&self, range: Range<usize>) -> &[u8] {
+        // Spans always lie inside the buffer; an empty slice stands in for the impossible case.
+        self.bytes.get(range).unwrap_or_default()
+    }
+
+    fn name_of(&self, span: Span) -> &[u8] {
+        self.slice(span.name())
+    }
+
+    /// The index of the first field named `name`.
+    pub(crate) fn position(&self, name: &[u8]) -> Option<usize> {
+        self.position_from(0, name)
+    }
+
+    /// The index of the first field named `name` at or after `from`.
+    fn position_from(&self, from: usize, name: &[u8]) -> Option<usize> {
+        let later = self.spans.get(from..)?;
+        // Lengths first: most names differ in length, which settles them without reading a byte.
+        let offset = later.iter().position(|span| {
+            span.name_len == name.len() && self.name_of(*span).eq_ignore_ascii_case(name)
+        })?;
+        Some(from + offset)
+    }
+
+    /// Field `index`'s name and value.
+    pub(crate) fn field(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        let span = *self.spans.get(index)?;
+        Some((self.name_of(span), self.slice(span.value())))
     }
 
     /// The first value of `name`.
     pub fn get(&self, name: impl AsRef<[u8]>) -> Option<&[u8]> {
-        let name = name.as_ref();
-        self.fields
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_slice())
+        self.field(self.position(name.as_ref())?)
+            .map(|(_, value)| value)
     }
 
     /// The first value of `name` as UTF-8 text, if it is present and valid UTF-8.
@@ -55,68 +121,71 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
-            .iter()
+        self.iter()
             .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_slice())
+            .map(|(_, value)| value)
     }
 
     /// Whether `name` is present.
     pub fn contains(&self, name: impl AsRef<[u8]>) -> bool {
-        self.get(name).is_some()
+        self.position(name.as_ref()).is_some()
     }
 
     /// All fields in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
+        self.spans
             .iter()
-            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+            .map(|span| (self.name_of(*span), self.slice(span.value())))
     }
 
     /// Appends a field, keeping any existing values of the name.
     pub fn add(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.fields
-            .push((name.as_ref().to_ascii_lowercase(), value.as_ref().to_vec()));
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        if let Some(stored) = self.bytes.get_mut(start..) {
+            stored.make_ascii_lowercase();
+        }
+        self.bytes.extend_from_slice(value);
+        self.spans.push(Span {
+            start,
+            name_len: name.len(),
+            value_len: value.len(),
+        });
     }
 
     /// Sets `name` to one value: the first field keeps its position, later ones go.
     pub fn replace(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         let name = name.as_ref();
-        match self
-            .fields
-            .iter()
-            .position(|(key, _)| key.eq_ignore_ascii_case(name))
-        {
-            Some(first) => {
-                if let Some(field) = self.fields.get_mut(first) {
-                    field.1 = value.as_ref().to_vec();
-                }
-                let mut index = 0;
-                self.fields.retain(|(key, _)| {
-                    let keep = index <= first || !key.eq_ignore_ascii_case(name);
-                    index += 1;
-                    keep
-                });
-            }
-            None => self.add(name, value),
+        let Some(first) = self.position(name) else {
+            self.add(name, value);
+            return;
+        };
+        self.set_value(first, value.as_ref());
+        if let Some(repeat) = self.position_from(first + 1, name) {
+            self.remove_from(repeat, name);
         }
     }
 
     /// Removes every field named `name`; removing an absent name is not an error.
     pub fn remove(&mut self, name: impl AsRef<[u8]>) {
         let name = name.as_ref();
-        self.fields
-            .retain(|(key, _)| !key.eq_ignore_ascii_case(name));
+        if let Some(first) = self.position(name) {
+            self.remove_from(first, name);
+        }
     }
 
     /// Removes every field.
     pub fn clear(&mut self) {
-        self.fields.clear();
+        self.bytes.clear();
+        self.spans.clear();
     }
 
     /// The fields as owned pairs.
     pub fn into_vec(self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.fields
+        self.iter()
+            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+            .collect()
     }
 
     /// The fields as text pairs, with invalid UTF-8 replaced; handy in assertions.
@@ -131,23 +200,70 @@ impl Headers {
             .collect()
     }
 
-    pub(crate) fn fields(&self) -> &[Field] {
-        &self.fields
+    /// Gives field `index` a new value in place, moving the fields after it as its length changes.
+    fn set_value(&mut self, index: usize, value: &[u8]) {
+        let Some(span) = self.spans.get_mut(index) else {
+            return;
+        };
+        let old = span.value();
+        span.value_len = value.len();
+        if old.len() == value.len() {
+            if let Some(stored) = self.bytes.get_mut(old) {
+                stored.copy_from_slice(value);
+            }
+            return;
+        }
+        let (old_len, new_len) = (old.len(), value.len());
+        self.bytes.splice(old, value.iter().copied());
+        for later in self.spans.iter_mut().skip(index + 1) {
+            // Every later field starts past the old value, so the subtraction cannot underflow.
+            later.start = later.start - old_len + new_len;
+        }
     }
 
-    /// Builds a map from fields already in host order, lower-casing names.
-    pub(crate) fn from_fields(mut fields: Vec<Field>) -> Self {
-        for (key, _) in &mut fields {
-            key.make_ascii_lowercase();
+    /// Removes the fields named `name` from index `first` (the first of them) on, closing the gaps in one
+    /// pass; the fields before `first` do not move.
+    fn remove_from(&mut self, first: usize, name: &[u8]) {
+        let Some(mut write) = self.spans.get(first).map(|span| span.start) else {
+            return;
+        };
+        let mut kept = first;
+        for index in first..self.spans.len() {
+            let Some(span) = self.spans.get(index).copied() else {
+                break;
+            };
+            if span.name_len == name.len() && self.name_of(span).eq_ignore_ascii_case(name) {
+                continue;
+            }
+            if span.start != write {
+                self.bytes.copy_within(span.start..span.end(), write);
+            }
+            if let Some(slot) = self.spans.get_mut(kept) {
+                *slot = Span {
+                    start: write,
+                    ..span
+                };
+            }
+            write += span.end() - span.start;
+            kept += 1;
         }
-        Self { fields }
+        self.spans.truncate(kept);
+        self.bytes.truncate(write);
     }
 }
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_list();
-        for (key, value) in &self.fields {
+        for (key, value) in self.iter() {
             let key_text = String::from_utf8_lossy(key);
             if REDACTED_NAMES
                 .iter()
@@ -228,5 +344,37 @@ mod tests {
         assert!(!printed.contains("secret-token"));
         assert!(!printed.contains("\"k\""));
         assert!(printed.contains("*/*"));
+    }
+
+    #[test]
+    fn edits_in_the_middle_keep_the_other_fields_intact() {
+        let mut headers = Headers::from([("a", "1"), ("b", "22"), ("a", "333"), ("c", "4")]);
+        headers.replace("a", "a-much-longer-value");
+        assert_eq!(
+            headers.to_string_pairs(),
+            vec![
+                ("a".into(), "a-much-longer-value".into()),
+                ("b".into(), "22".into()),
+                ("c".into(), "4".into())
+            ]
+        );
+        headers.replace("b", "");
+        headers.remove("a");
+        headers.add("D", "5");
+        assert_eq!(headers, Headers::from([("b", ""), ("c", "4"), ("d", "5")]));
+        assert_eq!(headers.byte_len(), "bc4d5".len());
+        headers.remove("absent");
+        assert_eq!(headers.len(), 3);
+        headers.clear();
+        assert!(headers.is_empty() && headers.byte_len() == 0);
+    }
+
+    #[test]
+    fn equal_maps_compare_equal_however_they_were_built() {
+        let mut edited = Headers::from([("x", "old"), ("y", "1")]);
+        edited.remove("x");
+        edited.add("z", "2");
+        assert_eq!(edited, Headers::from([("y", "1"), ("z", "2")]));
+        assert_ne!(edited, Headers::from([("z", "2"), ("y", "1")]));
     }
 }

@@ -5,6 +5,7 @@
 //! `plugin`, an `Arc` of data that is read-only or guarded by its own lock.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
@@ -16,6 +17,35 @@ use crate::logs::LogCapture;
 use crate::plugin::PluginShared;
 use crate::shared::QueueInbox;
 use crate::stream::{StreamEvent, StreamState};
+
+/// A map keyed by ids the host hands out itself (context ids, call tokens): keys no guest or peer chooses, so
+/// it needs none of the default hasher's defence against chosen keys, and is looked up on every host call.
+pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes one `u32` id with a single multiplication (Fibonacci hashing), which spreads sequential ids over
+/// both the bucket bits and the tag bits of the table.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+/// 2^64 divided by the golden ratio, the multiplier of Fibonacci hashing.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than a lone u32; kept correct rather than fast.
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(GOLDEN);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = (self.0 ^ u64::from(id)).wrapping_mul(GOLDEN);
+    }
+}
 
 /// Everything a VM's host functions work on.
 pub(crate) struct HostState {
@@ -99,7 +129,7 @@ pub(crate) struct GuestExports {
 /// The VM's contexts and the callback frame.
 pub(crate) struct Contexts {
     pub(crate) root_id: u32,
-    pub(crate) streams: HashMap<u32, StreamState>,
+    pub(crate) streams: IdMap<StreamState>,
     /// The callback running now (`"none"` between callbacks).
     pub(crate) callback: &'static str,
     /// The context the running callback was invoked for.
@@ -118,7 +148,7 @@ impl Contexts {
     pub(crate) fn new(root_id: u32) -> Self {
         Self {
             root_id,
-            streams: HashMap::new(),
+            streams: IdMap::default(),
             callback: "none",
             callback_context: root_id,
             effective: root_id,
@@ -155,7 +185,7 @@ pub(crate) struct TickTimer {
 #[derive(Default)]
 pub(crate) struct HttpCalls {
     pub(crate) last_token: u32,
-    pub(crate) in_flight: HashMap<u32, InFlightCall>,
+    pub(crate) in_flight: IdMap<InFlightCall>,
     pub(crate) for_embedder: Vec<PendingHttpCall>,
     /// The response being delivered to `proxy_on_http_call_response`.
     pub(crate) delivering: Option<DeliveredResponse>,

@@ -91,12 +91,10 @@ fn proxy_get_buffer_bytes(
         .unwrap_or(usize::MAX)
         .min(available - start);
     call.return_with(return_data, return_size, len, |state, target| {
-        // Looked up again after the guest allocated: the allocator cannot reach host buffers, so the range holds.
-        if let Some(source) =
-            readable(state, buffer).and_then(|bytes| bytes.get(start..start + len))
-        {
-            target.copy_from_slice(source);
-        }
+        // Looked up again after the guest allocated: its allocator may have changed the buffer meanwhile.
+        let source = readable(state, buffer).and_then(|bytes| bytes.get(start..start + len))?;
+        target.copy_from_slice(source);
+        Some(())
     })?;
     ret(Status::Ok)
 }

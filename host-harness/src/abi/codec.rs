@@ -4,7 +4,7 @@
 //! `key\0value\0`. An empty map goes to the guest as zero bytes: the Rust SDK slices the first four bytes of
 //! any non-empty input, so the spec's one-byte empty form would panic it.
 
-use crate::headers::Field;
+use crate::headers::Headers;
 
 /// Why a serialized map from the guest was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,34 +25,56 @@ pub(crate) enum MapDecodeError {
     MissingTerminator(usize),
 }
 
-/// The encoded size of `fields`; 0 for an empty map.
-pub(crate) fn encoded_map_len(fields: &[Field]) -> usize {
-    if fields.is_empty() {
+/// The encoded size of `headers`; 0 for an empty map. Constant time: the map keeps its byte total.
+pub(crate) fn encoded_map_len(headers: &Headers) -> usize {
+    if headers.is_empty() {
         return 0;
     }
-    fields.iter().fold(4, |total, (key, value)| {
-        total.saturating_add(8 + key.len() + 1 + value.len() + 1)
-    })
+    // A count, then per field two sizes and two NUL terminators, then the names and values themselves.
+    headers
+        .len()
+        .saturating_mul(10)
+        .saturating_add(4)
+        .saturating_add(headers.byte_len())
 }
 
-/// Encodes `fields` into `out` (cleared first); an empty map encodes as nothing.
-pub(crate) fn encode_map(fields: &[Field], out: &mut Vec<u8>) {
-    out.clear();
-    if fields.is_empty() {
-        return;
+/// Encodes `headers` into `out`, which must be exactly [`encoded_map_len`] bytes long (an empty map
+/// encodes as nothing); `None` when it is not.
+pub(crate) fn encode_map(headers: &Headers, mut out: &mut [u8]) -> Option<()> {
+    if out.len() != encoded_map_len(headers) {
+        return None;
     }
-    out.reserve(encoded_map_len(fields));
-    out.extend_from_slice(&len_u32(fields.len()).to_le_bytes());
-    for (key, value) in fields {
-        out.extend_from_slice(&len_u32(key.len()).to_le_bytes());
-        out.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+    if headers.is_empty() {
+        return Some(());
     }
-    for (key, value) in fields {
-        out.extend_from_slice(key);
-        out.push(0);
-        out.extend_from_slice(value);
-        out.push(0);
+    put(&mut out, &len_u32(headers.len()).to_le_bytes())?;
+    for (key, value) in headers.iter() {
+        put(&mut out, &len_u32(key.len()).to_le_bytes())?;
+        put(&mut out, &len_u32(value.len()).to_le_bytes())?;
     }
+    for (key, value) in headers.iter() {
+        put(&mut out, key)?;
+        put_nul(&mut out)?;
+        put(&mut out, value)?;
+        put_nul(&mut out)?;
+    }
+    Some(())
+}
+
+/// Writes the NUL that ends a key or value; a byte store, where [`put`] would call `memcpy` for one byte.
+fn put_nul(out: &mut &mut [u8]) -> Option<()> {
+    let (nul, tail) = std::mem::take(out).split_first_mut()?;
+    *nul = 0;
+    *out = tail;
+    Some(())
+}
+
+/// Writes `bytes` at the front of `out` and moves `out` past them; `None` when they do not fit.
+fn put(out: &mut &mut [u8], bytes: &[u8]) -> Option<()> {
+    let (head, tail) = std::mem::take(out).split_at_mut_checked(bytes.len())?;
+    head.copy_from_slice(bytes);
+    *out = tail;
+    Some(())
 }
 
 fn len_u32(len: usize) -> u32 {
@@ -60,11 +82,12 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// Decodes a map the guest sent. Both empty forms (no bytes, or a zero count) give an empty map.
-pub(crate) fn decode_map(bytes: &[u8], max_fields: usize) -> Result<Vec<Field>, MapDecodeError> {
+/// Decodes a map the guest sent, lower-casing names. Both empty forms (no bytes, or a zero count) give an
+/// empty map.
+pub(crate) fn decode_map(bytes: &[u8], max_fields: usize) -> Result<Headers, MapDecodeError> {
     if bytes.len() < 4 {
         // Zero bytes or the spec's single NUL byte: the empty map.
-        return Ok(Vec::new());
+        return Ok(Headers::new());
     }
     let (count_bytes, rest) = bytes.split_at(4);
     let count = u64::from(read_u32(count_bytes));
@@ -82,14 +105,14 @@ pub(crate) fn decode_map(bytes: &[u8], max_fields: usize) -> Result<Vec<Field>, 
         return Err(MapDecodeError::Truncated("field sizes"));
     }
     let (sizes, mut data) = rest.split_at(sizes_len);
-    let mut fields = Vec::with_capacity(count);
+    let mut headers = Headers::with_capacity(count, data.len());
     for (index, size_pair) in sizes.chunks_exact(8).enumerate() {
         let (key_len, value_len) = size_pair.split_at(4);
         let key = take_terminated(&mut data, read_u32(key_len), index)?;
         let value = take_terminated(&mut data, read_u32(value_len), index)?;
-        fields.push((key.to_vec(), value.to_vec()));
+        headers.add(key, value);
     }
-    Ok(fields)
+    Ok(headers)
 }
 
 fn take_terminated<'a>(
@@ -130,17 +153,14 @@ pub(crate) fn split_path(path: &[u8]) -> Vec<&[u8]> {
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> Vec<Field> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect()
+    fn encoded(headers: &Headers) -> Vec<u8> {
+        let mut out = vec![0; encoded_map_len(headers)];
+        assert_eq!(encode_map(headers, &mut out), Some(()));
+        out
     }
 
     #[test]
     fn the_spec_example_encodes_byte_for_byte() {
-        let mut out = Vec::new();
-        encode_map(&fields(&[("a", "1"), ("b", "22")]), &mut out);
         let expected: Vec<u8> = [
             &2u32.to_le_bytes()[..],
             &1u32.to_le_bytes(),
@@ -150,28 +170,40 @@ mod tests {
             b"a\x001\x00b\x0022\x00",
         ]
         .concat();
-        assert_eq!(out, expected);
-        assert_eq!(
-            encoded_map_len(&fields(&[("a", "1"), ("b", "22")])),
-            expected.len()
-        );
+        let headers = Headers::from([("a", "1"), ("b", "22")]);
+        assert_eq!(encoded_map_len(&headers), expected.len());
+        assert_eq!(encoded(&headers), expected);
+    }
+
+    #[test]
+    fn encoding_refuses_a_target_of_the_wrong_size() {
+        let headers = Headers::from([("a", "1")]);
+        let len = encoded_map_len(&headers);
+        assert_eq!(encode_map(&headers, &mut vec![0; len - 1]), None);
+        assert_eq!(encode_map(&headers, &mut vec![0; len + 1]), None);
     }
 
     #[test]
     fn an_empty_map_encodes_as_nothing_and_both_empty_forms_decode() {
-        let mut out = vec![1, 2, 3];
-        encode_map(&[], &mut out);
-        assert!(out.is_empty());
-        assert_eq!(decode_map(&[], 10), Ok(vec![]));
-        assert_eq!(decode_map(&[0], 10), Ok(vec![]));
+        assert!(encoded(&Headers::new()).is_empty());
+        assert_eq!(decode_map(&[], 10), Ok(Headers::new()));
+        assert_eq!(decode_map(&[0], 10), Ok(Headers::new()));
     }
 
     #[test]
-    fn decoding_round_trips_and_refuses_malformed_input() {
-        let original = fields(&[(":path", "/v1"), ("x", "")]);
-        let mut out = Vec::new();
-        encode_map(&original, &mut out);
+    fn decoding_round_trips_lower_cases_names_and_refuses_malformed_input() {
+        let original = Headers::from([(":path", "/v1"), ("x", "")]);
+        let out = encoded(&original);
         assert_eq!(decode_map(&out, 10), Ok(original));
+        let upper = encoded(&Headers::from([("X-Upper", "V")]));
+        let mut shouting = upper.clone();
+        if let Some(name) = shouting.get_mut(12..19) {
+            name.copy_from_slice(b"X-UPPER");
+        }
+        assert_eq!(
+            decode_map(&shouting, 10),
+            Ok(Headers::from([("x-upper", "V")]))
+        );
         assert!(matches!(
             decode_map(&out[..out.len() - 1], 10),
             Err(MapDecodeError::Truncated(_))

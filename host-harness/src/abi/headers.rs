@@ -128,19 +128,32 @@ fn resolve<'s>(
     }
 }
 
+/// Applies `f` to the map in `state`; `Err` with the reason when it cannot be reached from here.
+fn with_map_in<R>(
+    state: &mut HostState,
+    map: MapType,
+    write: bool,
+    f: impl FnOnce(&mut Headers) -> R,
+) -> Result<R, Unreachable> {
+    // gRPC metadata reads as this map, which never allocates and is dropped with whatever was written to it.
+    let mut empty = Headers::new();
+    resolve(state, map, write, &mut empty).map(f)
+}
+
 /// Applies `f` to the map; `Err` with the reason when it cannot be reached from here.
 fn with_map<R>(
     call: &mut HostCall<'_, '_>,
     map: MapType,
     write: bool,
-    f: impl FnOnce(&mut Headers, &mut Vec<u8>) -> R,
+    f: impl FnOnce(&mut Headers) -> R,
 ) -> Result<R, Unreachable> {
-    let mut empty = Headers::new();
-    let state = call.state();
-    let mut scratch = std::mem::take(&mut state.scratch);
-    let result = resolve(state, map, write, &mut empty).map(|headers| f(headers, &mut scratch));
-    call.state().scratch = scratch;
-    result
+    with_map_in(call.state(), map, write, f)
+}
+
+/// Copies `source` into the guest's block, which was sized for it before the guest allocated; `None` when
+/// the guest changed the map from its allocator so the sizes no longer match.
+fn fill(target: &mut [u8], source: &[u8]) -> Option<()> {
+    (target.len() == source.len()).then(|| target.copy_from_slice(source))
 }
 
 /// Checks a map the guest is about to leave behind against the plugin's limits.
@@ -170,9 +183,7 @@ fn proxy_get_header_map_size(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    let size = match with_map(&mut call, map, false, |headers, _| {
-        encoded_map_len(headers.fields())
-    }) {
+    let size = match with_map(&mut call, map, false, |headers| encoded_map_len(headers)) {
         Ok(size) => size,
         Err(Unreachable::InLog) => 0,
         Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
@@ -183,7 +194,7 @@ fn proxy_get_header_map_size(
     ret(Status::Ok)
 }
 
-/// Returns the whole map, serialized; an empty map as zero bytes.
+/// Returns the whole map, serialized straight into the guest's block; an empty map as zero bytes.
 fn proxy_get_header_map_pairs(
     mut caller: Caller<'_, HostState>,
     map_type: u32,
@@ -194,14 +205,16 @@ fn proxy_get_header_map_pairs(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    match with_map(&mut call, map, false, |headers, scratch| {
-        encode_map(headers.fields(), scratch)
-    }) {
-        Ok(()) => {}
-        Err(Unreachable::InLog) => call.state().scratch.clear(),
+    let len = match with_map(&mut call, map, false, |headers| encoded_map_len(headers)) {
+        Ok(len) => len,
+        Err(Unreachable::InLog) => 0,
         Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
-    }
-    call.return_scratch(return_data, return_size)?;
+    };
+    call.return_with(return_data, return_size, len, |state, target| {
+        with_map_in(state, map, false, |headers| encode_map(headers, target))
+            .ok()
+            .flatten()
+    })?;
     ret(Status::Ok)
 }
 
@@ -220,11 +233,9 @@ fn proxy_set_header_map_pairs(
     let decoded = call.with_bytes(data_ptr, data_len, "map", |bytes, _| {
         decode_map(bytes, max_fields)
     })?;
-    let fields = decoded.map_err(|error| call.trap(error))?;
-    check_limits(&call, fields.len(), encoded_map_len(&fields))?;
-    match with_map(&mut call, map, true, |headers, _| {
-        *headers = Headers::from_fields(fields)
-    }) {
+    let decoded = decoded.map_err(|error| call.trap(error))?;
+    check_limits(&call, decoded.len(), encoded_map_len(&decoded))?;
+    match with_map(&mut call, map, true, |headers| *headers = decoded) {
         Ok(()) => ret(Status::Ok),
         Err(_) => ret(Status::BadArgument),
     }
@@ -243,19 +254,26 @@ fn proxy_get_header_map_value(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    let key = call.read(key_ptr, key_len, "key")?;
-    let found = with_map(&mut call, map, false, |headers, scratch| {
-        headers.get(&key).map(|value| {
-            scratch.clear();
-            scratch.extend_from_slice(value);
+    let found = call.with_bytes(key_ptr, key_len, "key", |key, state| {
+        with_map_in(state, map, false, |headers| {
+            let index = headers.position(key)?;
+            Some((index, headers.field(index)?.1.len()))
         })
-    });
-    match found {
-        Ok(Some(())) => {}
+    })?;
+    let (index, len) = match found {
+        Ok(Some(found)) => found,
         Ok(None) | Err(Unreachable::InLog) => return ret(Status::NotFound),
         Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
-    }
-    call.return_scratch(return_data, return_size)?;
+    };
+    call.return_with(return_data, return_size, len, |state, target| {
+        with_map_in(state, map, false, |headers| {
+            headers
+                .field(index)
+                .and_then(|(_, value)| fill(target, value))
+        })
+        .ok()
+        .flatten()
+    })?;
     ret(Status::Ok)
 }
 
@@ -270,15 +288,16 @@ fn update_value(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    let (key, value) = call.with_two(
+    let updated = call.with_two(
         (key.0, key.1, "key"),
         (value.0, value.1, "value"),
-        |key, value, _| (key.to_vec(), value.to_vec()),
+        |key, value, state| {
+            with_map_in(state, map, true, |headers| {
+                update(headers, key, value);
+                (headers.len(), encoded_map_len(headers))
+            })
+        },
     )?;
-    let updated = with_map(call, map, true, |headers, _| {
-        update(headers, &key, &value);
-        (headers.len(), encoded_map_len(headers.fields()))
-    });
     let Ok((fields, bytes)) = updated else {
         return ret(Status::BadArgument);
     };
@@ -338,8 +357,10 @@ fn proxy_remove_header_map_value(
     let Some(map) = MapType::from_abi(map_type) else {
         return ret(Status::BadArgument);
     };
-    let key = call.read(key_ptr, key_len, "key")?;
-    match with_map(&mut call, map, true, |headers, _| headers.remove(&key)) {
+    let removed = call.with_bytes(key_ptr, key_len, "key", |key, state| {
+        with_map_in(state, map, true, |headers| headers.remove(key))
+    })?;
+    match removed {
         Ok(()) => ret(Status::Ok),
         Err(_) => ret(Status::BadArgument),
     }

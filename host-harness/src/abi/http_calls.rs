@@ -13,7 +13,6 @@ use super::codec::decode_map;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::clock::duration_nanos;
-use crate::headers::Headers;
 use crate::http_call::{ClusterBackend, HttpCallRequest, MockReply, PendingHttpCall};
 use crate::state::{HostState, InFlightCall};
 
@@ -66,7 +65,6 @@ fn proxy_http_call(
     let Some(backend) = call.state_ref().plugin.clusters.get(&cluster).cloned() else {
         return ret(Status::BadArgument);
     };
-    let headers = Headers::from_fields(headers);
     if REQUIRED_PSEUDO_HEADERS
         .iter()
         .any(|name| headers.get(name).is_none_or(<[u8]>::is_empty))
@@ -78,7 +76,7 @@ fn proxy_http_call(
         cluster,
         headers,
         body,
-        trailers: Headers::from_fields(trailers),
+        trailers,
         timeout,
     };
 

@@ -232,13 +232,15 @@ impl<'a, 'c> HostCall<'a, 'c> {
 
     /// Hands `len` bytes to the guest: allocates them in the guest, lets `fill` write them from the host
     /// state, and stores `(ptr, len)` at the two return pointers. Empty data is returned as `(0, 0)` without
-    /// allocating, which the SDK reads as "none" for buffers and as empty for values.
+    /// allocating, which the SDK reads as "none" for buffers and as empty for values. `fill` returns `None`
+    /// when the data no longer has the length the block was allocated for (the guest's allocator changed
+    /// it through another host call), which traps.
     pub(crate) fn return_with(
         &mut self,
         ptr_ptr: u32,
         size_ptr: u32,
         len: usize,
-        fill: impl FnOnce(&HostState, &mut [u8]),
+        fill: impl FnOnce(&mut HostState, &mut [u8]) -> Option<()>,
     ) -> wasmtime::Result<()> {
         self.check_slot(ptr_ptr, 4, "return data pointer")?;
         self.check_slot(size_ptr, 4, "return size pointer")?;
@@ -260,7 +262,9 @@ impl<'a, 'c> HostCall<'a, 'c> {
         let target = data
             .get_mut(range)
             .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
-        fill(state, target);
+        fill(state, target).ok_or_else(|| {
+            self.trap("the data to return changed while the guest allocated room for it")
+        })?;
         self.write_u32(ptr_ptr, ptr, "return data pointer")?;
         self.write_u32(size_ptr, size, "return size pointer")
     }
@@ -273,7 +277,8 @@ impl<'a, 'c> HostCall<'a, 'c> {
         bytes: &[u8],
     ) -> wasmtime::Result<()> {
         self.return_with(ptr_ptr, size_ptr, bytes.len(), |_, target| {
-            target.copy_from_slice(bytes)
+            target.copy_from_slice(bytes);
+            Some(())
         })
     }
 
@@ -281,7 +286,7 @@ impl<'a, 'c> HostCall<'a, 'c> {
     pub(crate) fn return_scratch(&mut self, ptr_ptr: u32, size_ptr: u32) -> wasmtime::Result<()> {
         let len = self.state_ref().scratch.len();
         self.return_with(ptr_ptr, size_ptr, len, |state, target| {
-            target.copy_from_slice(&state.scratch)
+            (target.len() == state.scratch.len()).then(|| target.copy_from_slice(&state.scratch))
         })
     }
 }

@@ -150,7 +150,6 @@ fn proxy_send_local_response(
         stream.reset = true;
         StreamEvent::Reset(id)
     } else {
-        let headers = Headers::from_fields(headers);
         // The local response is now the response: `proxy_on_log` reads its status, as in Envoy.
         let mut response_headers = Headers::new();
         response_headers.add(":status", status_code.to_string());

@@ -14,7 +14,6 @@ mod failure;
 mod streams;
 mod timers;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::error::{GuestTrap, HarnessError, HostCallTrap, TrapCause};
 use crate::logs::{LogCapture, LogLevel, LogRecord, LogSource};
 use crate::plugin::Plugin;
 use crate::shared::QueueInbox;
-use crate::state::{Contexts, GuestExports, GuestLimits, HostState, HttpCalls, TickTimer};
+use crate::state::{Contexts, GuestExports, GuestLimits, HostState, HttpCalls, IdMap, TickTimer};
 use crate::stream::{StreamEvent, StreamId, StreamState};
 
 /// Timer rounds one `advance` runs at most: a plugin that keeps making work for itself at the same instant
@@ -77,7 +76,7 @@ pub struct Vm {
     next_context_id: u32,
     live: Option<Instance>,
     /// Streams of a failed instance, kept so the embedder can finish them under the failure policy.
-    detached: HashMap<u32, StreamState>,
+    detached: IdMap<StreamState>,
     failure: Option<GuestTrap>,
     consecutive_failures: u32,
     total_failures: u32,
@@ -221,7 +220,7 @@ impl Vm {
             queues: Arc::new(QueueInbox::default()),
             next_context_id: 1,
             live: None,
-            detached: HashMap::new(),
+            detached: IdMap::default(),
             failure: None,
             consecutive_failures: 0,
             total_failures: 0,
