@@ -71,7 +71,8 @@ pub(crate) struct HostState {
     pub(crate) root_properties: Vec<(Vec<u8>, Vec<u8>)>,
     /// Changes to streams made outside their own callbacks, for the embedder.
     pub(crate) events: Vec<StreamEvent>,
-    /// Reused for serializing maps, so returning headers does not allocate on the host each time.
+    /// Reused for a value copied out from under a lock (shared data) before it goes to the guest, so such a
+    /// read does not allocate on the host each time.
     pub(crate) scratch: Vec<u8>,
 }
 
