@@ -189,6 +189,24 @@ fn access_policy_refusal_is_a_local_403() {
 }
 
 #[test]
+fn access_policy_admits_a_client_inside_the_allowed_network() {
+    let upstream = Upstream::echo().unwrap();
+    let config = r#"{
+        "credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}},
+        "access": {"source_cidrs": ["127.0.0.0/8"]}
+    }"#;
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .plugin_config(config)
+        .start()
+        .unwrap();
+    let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    assert_eq!(upstream.request_count(), 1);
+}
+
+#[test]
 fn sse_events_reach_the_client_while_the_upstream_is_still_sending() {
     let upstream = Upstream::builder()
         .route(

@@ -44,6 +44,10 @@ pub struct ConnectionInfo {
     pub client: SocketAddr,
     /// The client's IP as text, for `x-forwarded-for`.
     pub client_ip: String,
+    /// The client's address as text, for the filter's `source.address`.
+    pub client_address: String,
+    /// The proxy's address as text, for the filter's `destination.address`.
+    pub local_address: String,
     /// The proxy address the client connected to.
     pub local: SocketAddr,
     /// Per-worker connection number.
@@ -194,8 +198,8 @@ async fn proxy(
 
     let driver = &worker.driver;
     let info = StreamInfo {
-        client: connection.client,
-        local: connection.local,
+        client_address: &connection.client_address,
+        local_address: &connection.local_address,
         connection_id: connection.id,
     };
     let (stream, slot) = driver.open(&info).map_err(|fault| filter_failed(&fault))?;

@@ -6,7 +6,6 @@
 //! request pipeline be read without any ABI detail.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -131,13 +130,14 @@ pub enum FilterEvent {
     },
 }
 
-/// Facts about a request the filter can read as properties.
-#[derive(Debug, Clone)]
-pub struct StreamInfo {
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The proxy address the client connected to.
-    pub local: SocketAddr,
+/// Facts about a request the filter can read as properties; the addresses are formatted once per
+/// connection, not per request.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamInfo<'a> {
+    /// The client's address as "ip:port".
+    pub client_address: &'a str,
+    /// The proxy address the client connected to, as "ip:port".
+    pub local_address: &'a str,
     /// Per-worker connection number.
     pub connection_id: u64,
 }

@@ -260,6 +260,8 @@ async fn serve_connection(
     let connection = Rc::new(ConnectionInfo {
         client,
         client_ip: client.ip().to_string(),
+        client_address: client.to_string(),
+        local_address: local.to_string(),
         local,
         id,
     });
