@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
-use integration_tests::proxy_support::proxy;
+use integration_tests::proxy_support::{RunningProxy, proxy};
 use integration_tests::upstream::{FixedReply, Reply, Upstream};
 
 const TOKEN: &str = "sk-ant-oat01-proxy-e2e-token";
@@ -166,19 +166,25 @@ fn without_a_token_the_filter_answers_503_and_nothing_is_forwarded() {
     assert_eq!(upstream.request_count(), 0);
 }
 
-#[test]
-fn access_policy_refusal_is_a_local_403() {
+/// A proxy whose filter admits only clients from `cidr`, in front of an echoing upstream.
+fn proxy_admitting(cidr: &str) -> (Upstream, RunningProxy) {
     let upstream = Upstream::echo().unwrap();
-    let config = r#"{
+    let config = serde_json::json!({
         "credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}},
-        "access": {"source_cidrs": ["10.0.0.0/8"]}
-    }"#;
+        "access": {"source_cidrs": [cidr]}
+    });
     let proxy = proxy()
         .upstream(&upstream.url(""))
         .token(TOKEN)
-        .plugin_config(config)
+        .plugin_config(&config.to_string())
         .start()
         .unwrap();
+    (upstream, proxy)
+}
+
+#[test]
+fn access_policy_refusal_is_a_local_403() {
+    let (upstream, proxy) = proxy_admitting("10.0.0.0/8");
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
     assert_eq!(response.status, 403, "{}", response.body_text());
     assert_eq!(
@@ -190,17 +196,7 @@ fn access_policy_refusal_is_a_local_403() {
 
 #[test]
 fn access_policy_admits_a_client_inside_the_allowed_network() {
-    let upstream = Upstream::echo().unwrap();
-    let config = r#"{
-        "credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}},
-        "access": {"source_cidrs": ["127.0.0.0/8"]}
-    }"#;
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .plugin_config(config)
-        .start()
-        .unwrap();
+    let (upstream, proxy) = proxy_admitting("127.0.0.0/8");
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
     assert_eq!(response.status, 200, "{}", response.body_text());
     assert_eq!(upstream.request_count(), 1);
