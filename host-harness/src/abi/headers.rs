@@ -174,19 +174,25 @@ fn check_limits(call: &HostCall<'_, '_>, fields: usize, bytes: usize) -> wasmtim
     Ok(())
 }
 
+/// The map a read call names and its encoded length (zero in `proxy_on_log`, where reads see an empty
+/// map); `None` when the type is unknown or the map is not available here (BAD_ARGUMENT).
+fn readable_map_len(call: &mut HostCall<'_, '_>, map_type: u32) -> Option<(MapType, usize)> {
+    let map = MapType::from_abi(map_type)?;
+    match with_map(call, map, false, |headers| encoded_map_len(headers)) {
+        Ok(len) => Some((map, len)),
+        Err(Unreachable::InLog) => Some((map, 0)),
+        Err(Unreachable::Elsewhere) => None,
+    }
+}
+
 fn proxy_get_header_map_size(
     mut caller: Caller<'_, HostState>,
     map_type: u32,
     return_size: u32,
 ) -> HostResult {
     let mut call = HostCall::new(&mut caller, "proxy_get_header_map_size");
-    let Some(map) = MapType::from_abi(map_type) else {
+    let Some((_, size)) = readable_map_len(&mut call, map_type) else {
         return ret(Status::BadArgument);
-    };
-    let size = match with_map(&mut call, map, false, |headers| encoded_map_len(headers)) {
-        Ok(size) => size,
-        Err(Unreachable::InLog) => 0,
-        Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
     };
     let size = u32::try_from(size)
         .map_err(|_| call.trap("map is larger than a 32-bit guest can address"))?;
@@ -202,13 +208,8 @@ fn proxy_get_header_map_pairs(
     return_size: u32,
 ) -> HostResult {
     let mut call = HostCall::new(&mut caller, "proxy_get_header_map_pairs");
-    let Some(map) = MapType::from_abi(map_type) else {
+    let Some((map, len)) = readable_map_len(&mut call, map_type) else {
         return ret(Status::BadArgument);
-    };
-    let len = match with_map(&mut call, map, false, |headers| encoded_map_len(headers)) {
-        Ok(len) => len,
-        Err(Unreachable::InLog) => 0,
-        Err(Unreachable::Elsewhere) => return ret(Status::BadArgument),
     };
     call.return_with(return_data, return_size, len, |state, target| {
         with_map_in(state, map, false, |headers| encode_map(headers, target))
