@@ -10,6 +10,13 @@ use http::{Method, StatusCode};
 
 use crate::headers::Headers;
 
+/// Forwarding headers the proxy maintains, parsed once: lookups by `&str` would parse the name each time.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The names above: a request carries them even when the client sent none, so none is parsed per request.
+const PROXY_NAMES: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID];
+
 /// Hop-by-hop headers outside the standard set of the `http` crate (legacy, but still sent).
 const HOP_BY_HOP_LEGACY: [&str; 2] = ["keep-alive", "proxy-connection"];
 
@@ -109,15 +116,11 @@ pub fn request_fields(
     push_end_to_end(
         &parts.headers,
         &mut fields,
-        &[
-            header::HOST,
-            header::EXPECT,
-            HeaderName::from_static("x-forwarded-for"),
-        ],
+        &[header::HOST, header::EXPECT, X_FORWARDED_FOR],
     );
 
     let mut forwarded_for = Vec::new();
-    for value in parts.headers.get_all("x-forwarded-for") {
+    for value in parts.headers.get_all(X_FORWARDED_FOR) {
         if !forwarded_for.is_empty() {
             forwarded_for.extend_from_slice(b", ");
         }
@@ -127,12 +130,12 @@ pub fn request_fields(
         forwarded_for.extend_from_slice(b", ");
     }
     forwarded_for.extend_from_slice(client_ip.as_bytes());
-    fields.add("x-forwarded-for", forwarded_for);
-    if !parts.headers.contains_key("x-forwarded-proto") {
-        fields.add("x-forwarded-proto", "http");
+    fields.add(X_FORWARDED_FOR.as_str(), forwarded_for);
+    if !parts.headers.contains_key(X_FORWARDED_PROTO) {
+        fields.add(X_FORWARDED_PROTO.as_str(), "http");
     }
-    if !parts.headers.contains_key("x-request-id") {
-        fields.add("x-request-id", request_id);
+    if !parts.headers.contains_key(X_REQUEST_ID) {
+        fields.add(X_REQUEST_ID.as_str(), request_id);
     }
     fields
 }
@@ -167,8 +170,15 @@ pub fn fill_header_map(fields: &Headers, headers: &mut HeaderMap) -> Result<(), 
         if name.starts_with(b":") {
             continue;
         }
-        let header_name = HeaderName::from_bytes(name)
-            .map_err(|_| HeaderError::InvalidName(String::from_utf8_lossy(name).into_owned()))?;
+        let header_name = match PROXY_NAMES
+            .iter()
+            .find(|known| known.as_str().as_bytes() == name)
+        {
+            Some(known) => known.clone(),
+            None => HeaderName::from_bytes(name).map_err(|_| {
+                HeaderError::InvalidName(String::from_utf8_lossy(name).into_owned())
+            })?,
+        };
         if is_hop_by_hop(&header_name) || header_name == header::HOST {
             continue;
         }
@@ -331,5 +341,16 @@ mod tests {
         assert!(fill_header_map(&fields, &mut HeaderMap::new()).is_err());
         let fields = Headers::from([("x", "a\nb")]);
         assert!(fill_header_map(&fields, &mut HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn the_proxy_forwarding_headers_are_sent_under_their_names() {
+        let fields = request_fields(&parts(&[("host", "h")]), "h", "10.0.0.1", "rid-1");
+        let mut map = HeaderMap::new();
+        fill_header_map(&fields, &mut map).unwrap();
+        assert_eq!(map.get("x-forwarded-for").unwrap(), "10.0.0.1");
+        assert_eq!(map.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(map.get("x-request-id").unwrap(), "rid-1");
+        assert_eq!(map.len(), 3);
     }
 }
