@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -40,16 +39,12 @@ const REQUEST_BODY_CHANNEL: usize = 4;
 /// The client side of one connection, as the filter's properties and the logs see it.
 #[derive(Debug)]
 pub struct ConnectionInfo {
-    /// The client's address.
-    pub client: SocketAddr,
     /// The client's IP as text, for `x-forwarded-for`.
     pub client_ip: String,
     /// The client's address as text, for the filter's `source.address`.
     pub client_address: String,
     /// The proxy's address as text, for the filter's `destination.address`.
     pub local_address: String,
-    /// The proxy address the client connected to.
-    pub local: SocketAddr,
     /// Per-worker connection number.
     pub id: u64,
 }

@@ -257,12 +257,11 @@ async fn serve_connection(
     let local = stream.local_addr().unwrap_or(client);
     let id = worker.connections.get().wrapping_add(1);
     worker.connections.set(id);
+    // Formatted once per connection: every request on it hands these to the filter.
     let connection = Rc::new(ConnectionInfo {
-        client,
         client_ip: client.ip().to_string(),
         client_address: client.to_string(),
         local_address: local.to_string(),
-        local,
         id,
     });
     let service_worker = Rc::clone(&worker);
