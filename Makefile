@@ -53,6 +53,7 @@ test: filter envoy
 # A run that executes no test fails: a runner that silently finds nothing proves nothing.
 test-wasm-units: wasm-target
 	@mkdir -p $(BUILD_DIR)
+	$(CARGO) build --workspace --bin host-harness
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(CURDIR)/$(HARNESS_DEBUG) wasi-run" \
 	  $(CARGO) test -p filter --lib --target $(WASM_TARGET) --target-dir $(WASM_TARGET_DIR) 2>&1 | tee $(BUILD_DIR)/wasm-unit-tests.log
 	@grep -Eq '^test result: ok\. [1-9][0-9]* passed' $(BUILD_DIR)/wasm-unit-tests.log \

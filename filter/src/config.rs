@@ -205,7 +205,7 @@ fn json_error(path: Option<String>, error: serde_json::Error) -> ConfigError {
     let (line, column) = (error.line(), error.column());
     let full = error.to_string();
     let suffix = format!(" at line {line} column {column}");
-    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+    let message = without_quoted_values(full.strip_suffix(&suffix).unwrap_or(&full));
     match (error.classify(), path) {
         (serde_json::error::Category::Data, Some(path)) => ConfigError::Shape {
             path: if path == "." {
@@ -223,6 +223,50 @@ fn json_error(path: Option<String>, error: serde_json::Error) -> ConfigError {
             message,
         },
     }
+}
+
+/// A serde message with the offending string value left out: `invalid type: string "…"` and
+/// `unknown variant `…`` quote what was written, which may be a token pasted into the wrong field.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string_at = rest.find("string \"");
+        let variant_at = rest.find("unknown variant `");
+        match (string_at, variant_at) {
+            (Some(at), variant) if variant.is_none_or(|variant| at < variant) => {
+                let (before, quoted) = rest.split_at(at + "string ".len());
+                out.push_str(before.trim_end());
+                rest = after_debug_string(quoted);
+            }
+            (_, Some(at)) => {
+                let (before, quoted) = rest.split_at(at + "unknown variant".len());
+                out.push_str(before);
+                let value = quoted.get(2..).unwrap_or_default();
+                let end = value
+                    .find("`, expected")
+                    .or_else(|| value.find("`, there are no variants"));
+                rest = end.map_or("", |end| value.get(end + 1..).unwrap_or_default());
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// What follows the `Debug`-quoted string that `text` starts with (`"` … unescaped `"`).
+fn after_debug_string(text: &str) -> &str {
+    let mut escaped = false;
+    for (index, character) in text.char_indices().skip(1) {
+        match character {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => return text.get(index + 1..).unwrap_or_default(),
+            _ => escaped = false,
+        }
+    }
+    ""
 }
 
 // ---------------------------------------------------------------------------
@@ -598,7 +642,7 @@ fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
                     reason: "must not be empty".into(),
                 });
             }
-            header_value(path, token)?;
+            header_value(path, token.trim())?;
             Ok(CredentialSource::Inline(Secret::new(token.trim())))
         }
         "env" => {
@@ -609,10 +653,10 @@ fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
                     reason: "must be the name of an environment variable".into(),
                 });
             };
-            if name.is_empty() || name.contains(['=', '\0']) || name.trim() != name {
+            if let Some(reason) = env_name_problem(name) {
                 return Err(ConfigError::Invalid {
                     path: path.into(),
-                    reason: format!("{name:?} is not a valid environment variable name"),
+                    reason: reason.into(),
                 });
             }
             Ok(CredentialSource::Env(name.clone()))
@@ -955,6 +999,31 @@ fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// Longest environment variable name accepted: a longer "name" is more likely a pasted token.
+const ENV_NAME_MAX: usize = 64;
+
+/// Why `name` is not an environment variable name (ASCII letters, digits and `_`, not starting with a
+/// digit, at most [`ENV_NAME_MAX`] long), or `None` when it is one. The reason never quotes the
+/// name: a token pasted where a name belongs must not reach the logs.
+pub(crate) fn env_name_problem(name: &str) -> Option<&'static str> {
+    let identifier = name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > ENV_NAME_MAX {
+        Some(
+            "is too long for an environment variable name (at most 64 characters); is it the token itself?",
+        )
+    } else if !identifier || name.starts_with(|first: char| first.is_ascii_digit()) {
+        Some(
+            "is not an environment variable name (ASCII letters, digits and '_', not starting with a digit)",
+        )
+    } else {
+        None
+    }
+}
+
 pub(crate) fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
     match forbidden_value_char(value) {
         Some(what) => Err(ConfigError::InvalidHeaderValue {
@@ -1158,6 +1227,87 @@ mod tests {
         assert!(
             error_of(r#"{"credential": {"source": {"env": ""}}}"#)
                 .starts_with("credential.source.env:")
+        );
+    }
+
+    #[test]
+    fn a_token_pasted_in_the_wrong_place_is_never_echoed() {
+        let token = "sk-ant-oat01-PASTEDbyMISTAKE";
+        for config in [
+            format!(r#"{{"credential": "{token}"}}"#),
+            format!(r#"{{"credential": {{"header": "x", "source": {{"env": "{token}"}}}}}}"#),
+            format!(
+                r#"{{"credential": {{"source": {{"env": "{}"}}}}}}"#,
+                "ANTHROPICOAUTHTOKEN".repeat(4)
+            ),
+            with(&format!(r#""preset": "{token}""#)),
+            with(&format!(r#""on_missing_credential": "{token}""#)),
+            with(&format!(
+                r#""request_rules": [{{"set": {{"name": "x", "value": {{"a": "{token}"}}}}}}]"#
+            )),
+        ] {
+            let message = error_of(&config);
+            assert!(!message.contains("PASTED"), "{message}");
+            assert!(!message.contains("OAUTHTOKENANTHROPIC"), "{message}");
+            assert!(message.contains(':'), "names the field: {message}");
+        }
+        assert!(
+            error_of(&format!(r#"{{"credential": "{token}"}}"#))
+                .starts_with("credential: invalid type: string, expected an object")
+        );
+        assert!(
+            error_of(&with(&format!(r#""preset": "{token}""#)))
+                .contains("unknown variant, expected `anthropic`")
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_cut_from_serde_messages() {
+        assert_eq!(
+            without_quoted_values(r#"invalid type: string "a \"b\" c", expected a map"#),
+            "invalid type: string, expected a map"
+        );
+        assert_eq!(
+            without_quoted_values("unknown variant `x`, y`, expected `a` or `b`"),
+            "unknown variant, expected `a` or `b`"
+        );
+        assert_eq!(
+            without_quoted_values("unknown field `extra`, expected `credential`"),
+            "unknown field `extra`, expected `credential`"
+        );
+        assert_eq!(
+            without_quoted_values(r#"invalid type: string "unterminated"#),
+            "invalid type: string"
+        );
+    }
+
+    #[test]
+    fn env_names_are_identifiers() {
+        for name in ["ANTHROPIC_OAUTH_TOKEN", "token_2", "_T"] {
+            assert!(env_name_problem(name).is_none(), "{name}");
+        }
+        for name in [
+            "",
+            "A=B",
+            "sk-ant-oat01-x",
+            "2FA",
+            " T",
+            "T\n",
+            &"T".repeat(65),
+        ] {
+            assert!(env_name_problem(name).is_some(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn inline_tokens_are_trimmed_before_their_characters_are_checked() {
+        let config = parse(br#"{"credential": {"source": {"inline": "tok\n"}}}"#).unwrap();
+        assert_eq!(
+            config.credential.source,
+            CredentialSource::Inline(Secret::new("tok"))
+        );
+        assert!(
+            error_of(r#"{"credential": {"source": {"inline": "t\nk"}}}"#).contains("line feed")
         );
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::config::{ConfigError, authority_text, header_value, path_text};
+use crate::config::{ConfigError, authority_text, env_name_problem, header_value, path_text};
 use crate::secret::Secret;
 
 /// The path of the source object in the configuration.
@@ -249,22 +249,20 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
             }
             Grant::ClientCredentials
         }
-        other => {
+        _ => {
             return Err(invalid(
                 "grant_type",
-                format!(
-                    "unknown grant {other:?}; expected \"refresh_token\" or \"client_credentials\""
-                ),
+                "unknown grant; expected \"refresh_token\" or \"client_credentials\"",
             ));
         }
     };
     let client_auth = match optional_string(map, "client_auth")?.as_deref() {
         None | Some("basic") => ClientAuth::Basic,
         Some("body") => ClientAuth::Body,
-        Some(other) => {
+        Some(_) => {
             return Err(invalid(
                 "client_auth",
-                format!("unknown value {other:?}; expected \"basic\" or \"body\""),
+                "unknown value; expected \"basic\" or \"body\"",
             ));
         }
     };
@@ -277,10 +275,10 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let body_format = match optional_string(map, "body_format")?.as_deref() {
         None | Some("form") => BodyFormat::Form,
         Some("json") => BodyFormat::Json,
-        Some(other) => {
+        Some(_) => {
             return Err(invalid(
                 "body_format",
-                format!("unknown value {other:?}; expected \"form\" or \"json\""),
+                "unknown value; expected \"form\" or \"json\"",
             ));
         }
     };
@@ -437,15 +435,10 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
 
 fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     match value {
-        Some(Value::String(name))
-            if !name.is_empty() && !name.contains(['=', '\0']) && name.trim() == name =>
-        {
-            Ok(name.clone())
-        }
-        Some(Value::String(name)) => Err(invalid(
-            field,
-            format!("{name:?} is not a valid environment variable name"),
-        )),
+        Some(Value::String(name)) => match env_name_problem(name) {
+            None => Ok(name.clone()),
+            Some(reason) => Err(invalid(field, reason)),
+        },
         _ => Err(invalid(
             field,
             "must be the name of an environment variable",
@@ -463,7 +456,7 @@ fn value_source(map: &Map<String, Value>, field: &str) -> Result<ValueSource, Co
             if text.trim().is_empty() {
                 return Err(invalid(field, "must not be empty"));
             }
-            header_value(&field_path(field), text)?;
+            header_value(&field_path(field), text.trim())?;
             Ok(ValueSource::Inline(text.trim().to_owned()))
         }
         Some(Value::Object(inner)) if inner.len() == 1 && inner.contains_key("env") => Ok(
@@ -497,7 +490,7 @@ fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
             if token.trim().is_empty() {
                 return Err(invalid("refresh_token.inline", "must not be empty"));
             }
-            header_value(&field_path("refresh_token.inline"), token)?;
+            header_value(&field_path("refresh_token.inline"), token.trim())?;
             Ok(SecretSource::Inline(Secret::new(token.trim())))
         }
         _ => Err(invalid(
@@ -803,8 +796,13 @@ mod tests {
                 .unwrap(),
             "credential.source.oauth2: unknown field \"tokn_endpoint\""
         );
-        assert!(
-            error(with("grant_type", json!("password"))).contains("unknown grant \"password\"")
+        assert_eq!(
+            error(with("grant_type", json!("sk-ant-ort01-pasted"))),
+            "credential.source.oauth2.grant_type: unknown grant; expected \"refresh_token\" or \"client_credentials\""
+        );
+        assert_eq!(
+            error(with("refresh_token", json!({"env": "sk-ant-ort01-pasted"}))),
+            "credential.source.oauth2.refresh_token.env: is not an environment variable name (ASCII letters, digits and '_', not starting with a digit)"
         );
         assert!(
             error(with(

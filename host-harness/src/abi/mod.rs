@@ -200,7 +200,7 @@ pub const HOST_IMPORTS: [HostImport; 39] = [
         "proxy_http_call",
         A::HttpCalls,
         Yes,
-        &[S::Ok, S::BadArgument],
+        &[S::Ok, S::BadArgument, S::InternalFailure],
     ),
     import(
         "proxy_grpc_call",
