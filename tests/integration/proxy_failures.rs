@@ -1,5 +1,6 @@
 //! `host-harness serve` end to end, when things go wrong: upstream timeouts and outages, overload,
-//! malformed and oversized requests, and a configuration the filter refuses.
+//! malformed and oversized requests, a filter that traps or resets, and a configuration the filter
+//! refuses.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -273,6 +274,52 @@ fn oversized_request_headers_get_431() {
             .status,
         200
     );
+}
+
+/// What a request gets from a proxy running the probe filter with `plan`: the response, the
+/// `filter_failure` count, and how many requests reached the upstream.
+fn through_probe(plan: &str) -> (client::HttpResponse, f64, usize) {
+    let upstream = Upstream::echo().unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .filter(env!("PROBE_WASM"))
+        .plugin_config(plan)
+        .workers(1)
+        .start()
+        .unwrap();
+    let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    let failures = proxy
+        .metric(r#"proxy_errors_total{kind="filter_failure"}"#)
+        .unwrap();
+    (response, failures, upstream.requests().len())
+}
+
+#[test]
+fn a_filter_that_traps_gets_the_proxys_503_and_counts_as_a_filter_failure() {
+    let (response, failures, forwarded) =
+        through_probe(r#"{"on_request_headers": [{"op": "trap"}]}"#);
+    assert_eq!(response.status, 503);
+    assert_anthropic_error(&response, "api_error");
+    assert!(
+        response.body_text().contains("request filter unavailable"),
+        "{}",
+        response.body_text()
+    );
+    assert_eq!((failures, forwarded), (1.0, 0));
+}
+
+#[test]
+fn a_filter_that_resets_the_request_gets_500() {
+    let (response, failures, forwarded) =
+        through_probe(r#"{"on_request_headers": [{"op": "reset_request"}]}"#);
+    assert_eq!(response.status, 500);
+    assert_anthropic_error(&response, "api_error");
+    assert!(
+        response.body_text().contains("reset by the filter"),
+        "{}",
+        response.body_text()
+    );
+    assert_eq!((failures, forwarded), (0.0, 0));
 }
 
 #[test]

@@ -71,6 +71,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Another filter module instead of the workspace's filter (e.g. the probe filter).
+    pub fn filter(mut self, path: &str) -> Self {
+        self.overrides.filter = Some(PathBuf::from(path));
+        self
+    }
+
     /// The plugin configuration (JSON) instead of the embedded default.
     pub fn plugin_config(mut self, json: &str) -> Self {
         self.plugin_config = Some(json.to_owned());

@@ -303,14 +303,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string())
+    bounded_seconds(seconds)
+}
+
+/// Longest duration any setting takes: a day. Far longer ones are typos, and would overflow deadlines.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+fn bounded_seconds(seconds: f64) -> Result<Duration, String> {
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string())?;
+    if duration > MAX_DURATION {
+        return Err("must be at most 24h".to_owned());
+    }
+    Ok(duration)
 }
 
 impl DurationText {
     fn resolve(&self, field: &str) -> Result<Duration, ConfigError> {
         match self {
-            Self::Seconds(seconds) => Duration::try_from_secs_f64(*seconds)
-                .map_err(|err| ConfigError::invalid(field, seconds, err)),
+            Self::Seconds(seconds) => {
+                bounded_seconds(*seconds).map_err(|err| ConfigError::invalid(field, seconds, err))
+            }
             Self::Text(text) => {
                 parse_duration(text).map_err(|reason| ConfigError::invalid(field, text, reason))
             }
@@ -465,9 +477,9 @@ impl ProxyConfig {
             (None, Some(field)) => ("upstream", field.as_str()),
             (None, None) => ("upstream", DEFAULT_UPSTREAM),
         };
-        let upstream: Target = upstream_text
-            .parse()
-            .map_err(|reason| ConfigError::invalid(upstream_field, upstream_text, reason))?;
+        let upstream: Target = upstream_text.parse().map_err(|reason| {
+            ConfigError::invalid(upstream_field, without_user_info(upstream_text), reason)
+        })?;
 
         let (filter, filter_is_default) = match (&overrides.filter, &file.filter) {
             (Some(flag), _) => (flag.clone(), false),
@@ -621,9 +633,9 @@ impl ProxyConfig {
                     "the cluster name is empty",
                 ));
             }
-            let target = url
-                .parse()
-                .map_err(|reason| ConfigError::invalid("--cluster", entry, reason))?;
+            let target = url.parse().map_err(|reason| {
+                ConfigError::invalid("--cluster", without_user_info(entry), reason)
+            })?;
             clusters.insert(name.to_owned(), target);
         }
 
@@ -698,6 +710,23 @@ fn pick_address(
     };
     text.parse()
         .map_err(|_| ConfigError::invalid(name, text, "expected IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+/// `text` with the user information of a URL in it (`scheme://user:password@host`) replaced, so an
+/// error that quotes the URL never prints a password.
+fn without_user_info(text: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = text.find("://") else {
+        return text.into();
+    };
+    let (head, rest) = text.split_at(scheme_end + 3);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest
+        .get(..authority_end)
+        .and_then(|authority| authority.rfind('@'))
+    {
+        Some(at) => format!("{head}[REDACTED]{}", rest.get(at..).unwrap_or_default()).into(),
+        None => text.into(),
+    }
 }
 
 fn pick_duration(
@@ -875,6 +904,44 @@ mod tests {
         let config = load_text("", &overrides).unwrap();
         assert!(!format!("{config:?}").contains("sk-secret-value"));
         assert!(!format!("{config:?}").contains("host-token"));
+    }
+
+    #[test]
+    fn a_url_with_a_password_is_refused_without_printing_it() {
+        let overrides = Overrides {
+            upstream: Some("https://user:hunter2@api.example.com/v1".into()),
+            clusters: vec!["auth=http://id:hunter2@127.0.0.1:9/".into()],
+            ..with_filter()
+        };
+        let err = load_text("", &overrides).unwrap_err().to_string();
+        assert!(
+            err.contains("https://[REDACTED]@api.example.com/v1"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        let overrides = Overrides {
+            clusters: vec!["auth=http://id:hunter2@127.0.0.1:9/".into()],
+            ..with_filter()
+        };
+        let err = load_text("", &overrides).unwrap_err().to_string();
+        assert!(err.contains("auth=http://[REDACTED]@127.0.0.1:9/"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(without_user_info("http://a/b@c"), "http://a/b@c");
+        assert_eq!(without_user_info("no url"), "no url");
+    }
+
+    #[test]
+    fn durations_over_a_day_are_refused() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("25h").unwrap_err(), "must be at most 24h");
+        assert!(parse_duration("1e19").is_err());
+        let err = load_text("idle_timeout = 1e12\n", &with_filter())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("idle_timeout") && err.contains("at most 24h"),
+            "{err}"
+        );
     }
 
     #[test]

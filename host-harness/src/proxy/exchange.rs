@@ -23,9 +23,10 @@ use tokio::sync::mpsc;
 
 use super::config::Target;
 use super::driver::{StreamSignal, StreamSlot};
-use super::failure::{Failure, error_body, json_response};
+use super::failure::Failure;
 use super::filter::{
-    BodyVerdict, Direction, FilterFault, HeaderPart, LocalReply, StreamId, StreamInfo, Verdict,
+    BodyVerdict, Direction, FilterFault, HeaderPart, LocalReply, ReplyOrigin, StreamId, StreamInfo,
+    Verdict,
 };
 use super::headers;
 use super::limit::Slot;
@@ -207,12 +208,12 @@ async fn proxy(
         .map_err(|fault| filter_failed(&fault))?
     {
         Verdict::Continue => {}
-        Verdict::Respond(reply) => return Ok(local_reply(reply)),
+        Verdict::Respond(reply) => return local_reply(reply),
         Verdict::Pause => {
             match tokio::time::timeout(request_timeout, slot.resumed(Direction::Request)).await {
                 Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
                 Ok(StreamSignal::Resumed) => {}
-                Ok(StreamSignal::Reply(reply)) => return Ok(local_reply(reply)),
+                Ok(StreamSignal::Reply(reply)) => return local_reply(reply),
                 Ok(StreamSignal::Closed) => return Err(Failure::Reset),
             }
         }
@@ -252,7 +253,7 @@ async fn proxy(
     let upstream_response = tokio::select! {
         biased;
         signal = slot.interrupted() => return match signal {
-            StreamSignal::Reply(reply) => Ok(local_reply(reply)),
+            StreamSignal::Reply(reply) => local_reply(reply),
             StreamSignal::Resumed | StreamSignal::Closed => Err(Failure::Reset),
         },
         result = tokio::time::timeout(request_timeout, driver.client().request(upstream_request)) => result,
@@ -275,7 +276,7 @@ async fn proxy(
         .map_err(|fault| filter_failed(&fault))?
     {
         Verdict::Continue => {}
-        Verdict::Respond(reply) => return Ok(local_reply(reply)),
+        Verdict::Respond(reply) => return local_reply(reply),
         Verdict::Pause => match tokio::time::timeout(
             shared.config.idle_timeout,
             slot.resumed(Direction::Response),
@@ -284,7 +285,7 @@ async fn proxy(
         {
             Err(_) => return Err(Failure::ResponseTimeout(shared.config.idle_timeout)),
             Ok(StreamSignal::Resumed) => {}
-            Ok(StreamSignal::Reply(reply)) => return Ok(local_reply(reply)),
+            Ok(StreamSignal::Reply(reply)) => return local_reply(reply),
             Ok(StreamSignal::Closed) => return Err(Failure::Reset),
         },
     }
@@ -339,8 +340,14 @@ fn build_client_response(
         .map_err(|err| Failure::FilterInvalid(err.to_string()))
 }
 
-/// The filter's own response: its status, headers and body, nothing from the upstream.
-fn local_reply(reply: LocalReply) -> Response<ProxyBody> {
+/// The filter's own response: its status, headers and body, nothing from the upstream. A stream the
+/// filter failed on or reset gets the proxy's own error instead.
+fn local_reply(reply: LocalReply) -> Result<Response<ProxyBody>, Failure> {
+    match reply.origin {
+        ReplyOrigin::Filter => {}
+        ReplyOrigin::FilterFailed => return Err(Failure::FilterFailed),
+        ReplyOrigin::Reset => return Err(Failure::Reset),
+    }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(ProxyBody::full(reply.body));
     *response.status_mut() = status;
@@ -348,26 +355,7 @@ fn local_reply(reply: LocalReply) -> Response<ProxyBody> {
         tracing::warn!(error = %err, "dropped invalid headers from a filter local response");
         response.headers_mut().clear();
     }
-    response
-}
-
-/// Reply given to a stream whose filter failed while its body was passing through.
-fn filter_failure_reply() -> LocalReply {
-    let response = json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        error_body("api_error", "request filter unavailable"),
-    );
-    let (parts, body) = response.into_parts();
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    LocalReply {
-        status: parts.status.as_u16(),
-        headers,
-        body,
-    }
+    Ok(response)
 }
 
 /// Moves the client's request body through the filter into the upstream request, chunk by chunk.
@@ -504,7 +492,7 @@ async fn abort_pump(
     fault: &FilterFault,
 ) {
     tracing::error!(error = %fault, "filter failed on the request body");
-    answer_pump(slot, sender, filter_failure_reply()).await;
+    answer_pump(slot, sender, LocalReply::filter_failed()).await;
 }
 
 /// Hands a local reply to the waiting exchange and cancels the upstream request.

@@ -60,15 +60,51 @@ pub enum BodyVerdict {
     Respond(LocalReply),
 }
 
-/// A response the filter produced itself (`proxy_send_local_response`).
+/// A response the filter produced itself (`proxy_send_local_response`), or the end the host made of
+/// a stream whose filter failed or reset it.
 #[derive(Debug, Clone)]
 pub struct LocalReply {
+    /// Who ended the stream; only [`ReplyOrigin::Filter`] replies are sent as they are.
+    pub origin: ReplyOrigin,
     /// HTTP status code.
     pub status: u16,
     /// Extra response headers.
     pub headers: Headers,
     /// Response body.
     pub body: Bytes,
+}
+
+/// Why a stream ended without the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOrigin {
+    /// The filter's own local response.
+    Filter,
+    /// The filter failed and the failure policy ended the stream: the proxy answers
+    /// `503 request filter unavailable` and counts a filter failure.
+    FilterFailed,
+    /// The filter reset the stream: the proxy answers `500`.
+    Reset,
+}
+
+impl LocalReply {
+    /// The end of a stream whose filter failed.
+    pub fn filter_failed() -> Self {
+        Self::ended(ReplyOrigin::FilterFailed, 503)
+    }
+
+    /// The end of a stream the filter reset.
+    pub fn reset() -> Self {
+        Self::ended(ReplyOrigin::Reset, 500)
+    }
+
+    fn ended(origin: ReplyOrigin, status: u16) -> Self {
+        Self {
+            origin,
+            status,
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
+    }
 }
 
 /// A request the filter wants sent to a named cluster (`proxy_http_call`).

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use super::config::ProxyConfig;
 use super::filter::{
     BodyVerdict, CallOutcome, Direction, FilterEvent, FilterFactory, FilterFault, FilterMetric,
-    FilterMetricValue, HeaderPart, LocalReply, OutgoingCall, StreamId, StreamInfo, Verdict,
-    WorkerFilter,
+    FilterMetricValue, HeaderPart, LocalReply, OutgoingCall, ReplyOrigin, StreamId, StreamInfo,
+    Verdict, WorkerFilter,
 };
 use crate::headers::Headers;
 use crate::http_call::{HttpCallFailure, HttpCallResponse};
@@ -22,7 +22,7 @@ use crate::logs::{LogLevel, LogRecord};
 use crate::metrics::{HISTOGRAM_BUCKET_BOUNDS, MetricValue};
 use crate::plugin::{FailurePolicy, Plugin};
 use crate::stream::{Action, BodyChunk, LocalResponse, StreamEvent, StreamState};
-use crate::vm::Vm;
+use crate::vm::{FAIL_STREAM_DETAILS, Vm};
 use crate::{HarnessError, stream};
 
 /// Compiles the filter once and starts a VM per worker.
@@ -137,7 +137,7 @@ impl WasmWorkerFilter {
                 return Ok(Verdict::Respond(local_reply(response)));
             }
             if state.is_reset() {
-                return Err(FilterFault("the filter reset the stream".to_owned()));
+                return Ok(Verdict::Respond(LocalReply::reset()));
             }
         }
         Ok(match action {
@@ -166,8 +166,13 @@ fn fault(error: HarnessError) -> FilterFault {
     FilterFault(error.to_string())
 }
 
+/// The filter's local response, or the failure policy's (which the proxy answers with its own error).
 fn local_reply(response: &LocalResponse) -> LocalReply {
+    if response.details == FAIL_STREAM_DETAILS {
+        return LocalReply::filter_failed();
+    }
     LocalReply {
+        origin: ReplyOrigin::Filter,
         status: u16::try_from(response.status).unwrap_or(500),
         headers: response.headers.clone(),
         body: Bytes::copy_from_slice(&response.body),

@@ -1,6 +1,6 @@
 //! What a trap means for a VM's streams (the failure policy), and replacing a failed instance.
 
-use super::{FAIL_CLOSED_STATUS, Vm};
+use super::{FAIL_CLOSED_STATUS, FAIL_STREAM_DETAILS, Vm};
 use crate::clock::duration_nanos;
 use crate::error::GuestTrap;
 use crate::headers::Headers;
@@ -41,7 +41,7 @@ pub(super) fn apply_failure_policy(
                 status: FAIL_CLOSED_STATUS,
                 headers: Headers::new(),
                 body: Vec::new(),
-                details: "wasm_fail_stream".to_owned(),
+                details: FAIL_STREAM_DETAILS.to_owned(),
                 grpc_status: None,
             });
             stream.request.paused = false;

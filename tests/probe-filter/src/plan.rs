@@ -293,6 +293,8 @@ pub enum Op {
     ResumeRequest,
     /// `proxy_continue_stream(HttpResponse)`.
     ResumeResponse,
+    /// `proxy_close_stream(HttpRequest)`: resets the stream.
+    ResetRequest,
     /// `proxy_call_foreign_function`.
     CallForeignFunction {
         /// Function name.

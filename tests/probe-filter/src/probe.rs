@@ -429,6 +429,7 @@ fn execute(op: &Op, scope: Scope, args: Args, vm: &Vm, journal: &[String]) -> St
         }
         Op::ResumeRequest => outcome::unit(hostcalls::resume_http_request()),
         Op::ResumeResponse => outcome::unit(hostcalls::resume_http_response()),
+        Op::ResetRequest => outcome::unit(hostcalls::reset_http_request()),
         Op::CallForeignFunction { name, argument } => {
             match hostcalls::call_foreign_function(name, Some(argument.as_bytes())) {
                 Ok(value) => outcome::ok_with(&outcome::optional_bytes(value.as_deref())),
@@ -547,6 +548,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::SendLocalResponse { .. } => "send_local_response",
         Op::ResumeRequest => "resume_request",
         Op::ResumeResponse => "resume_response",
+        Op::ResetRequest => "reset_request",
         Op::CallForeignFunction { .. } => "call_foreign_function",
         Op::GetEnv { .. } => "get_env",
         Op::EmitResults { .. } => "emit_results",
