@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use integration_tests::client::{self, HttpRequest};
 use integration_tests::proxy_support::{closed_port_url, proxy};
-use integration_tests::upstream::{Reply, Upstream};
+use integration_tests::upstream::{FixedReply, Reply, Upstream};
 
 const TOKEN: &str = "sk-ant-oat01-proxy-failures";
 const WAIT: Duration = Duration::from_secs(10);
@@ -117,6 +117,41 @@ fn a_stream_silent_past_the_idle_timeout_is_cut_off() {
             .status,
         200
     );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
+    // Far more than the loopback socket buffers hold, so the proxy's writes to the client block.
+    let big = vec![b'x'; 64 << 20];
+    let upstream = Upstream::builder()
+        .route("/big", Reply::Fixed(FixedReply::new(200).body(big)))
+        .start()
+        .unwrap();
+    let proxy = proxy()
+        .upstream(&upstream.url(""))
+        .token(TOKEN)
+        .config("max_concurrency = 1\nqueue = 0\nidle_timeout = \"300ms\"")
+        .start()
+        .unwrap();
+    let mut stalled = TcpStream::connect(proxy.addr()).unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nhost: ai\r\n\r\n")
+        .unwrap();
+    upstream.wait_for_requests(1, WAIT).unwrap();
+
+    // While the stalled response holds the only slot, others are refused; once the send timeout cuts
+    // it off, the slot is free again.
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = proxy.send(HttpRequest::get("/v1/models")).unwrap().status;
+        if status != 503 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "the stalled client still holds the slot");
+    assert_eq!(proxy.metric("proxy_in_flight_requests").unwrap(), 0.0);
+    drop(stalled);
 }
 
 #[test]

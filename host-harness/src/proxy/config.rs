@@ -168,9 +168,9 @@ pub struct ProxyConfig {
     pub queue: usize,
     /// How long a queued request waits for a slot before it gets 503.
     pub queue_timeout: Duration,
-    /// Limit on establishing an upstream connection (TCP and TLS).
+    /// Limit on establishing an upstream TCP connection (a TLS handshake counts against `request_timeout`).
     pub connect_timeout: Duration,
-    /// Limit from sending a request upstream (or pausing it in the filter) to the upstream's response headers.
+    /// One deadline from the filter receiving the request headers to the upstream's response headers.
     pub request_timeout: Duration,
     /// Longest silence allowed inside a streaming upstream response body.
     pub idle_timeout: Duration,

@@ -203,6 +203,8 @@ async fn proxy(
 
     let request_ends_here = client_body.is_end_stream();
     let request_timeout = shared.config.request_timeout;
+    // One deadline for the filter holding the request and the upstream's answer together.
+    let deadline = tokio::time::Instant::now() + request_timeout;
     match driver
         .call(|filter| filter.request_headers(stream, fields, request_ends_here))
         .map_err(|fault| filter_failed(&fault))?
@@ -210,7 +212,7 @@ async fn proxy(
         Verdict::Continue => {}
         Verdict::Respond(reply) => return local_reply(reply),
         Verdict::Pause => {
-            match tokio::time::timeout(request_timeout, slot.resumed(Direction::Request)).await {
+            match tokio::time::timeout_at(deadline, slot.resumed(Direction::Request)).await {
                 Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
                 Ok(StreamSignal::Resumed) => {}
                 Ok(StreamSignal::Reply(reply)) => return local_reply(reply),
@@ -256,16 +258,17 @@ async fn proxy(
             StreamSignal::Reply(reply) => local_reply(reply),
             StreamSignal::Resumed | StreamSignal::Closed => Err(Failure::Reset),
         },
-        result = tokio::time::timeout(request_timeout, driver.client().request(upstream_request)) => result,
+        result = tokio::time::timeout_at(deadline, driver.client().request(upstream_request)) => result,
     };
     let latency = sent.elapsed();
     exchange.upstream_latency = Some(latency);
-    shared.metrics.observe_upstream_latency(latency);
     let upstream_response = match upstream_response {
         Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
         Ok(Err(error)) => return Err(upstream::classify(&error, shared.config.connect_timeout)),
         Ok(Ok(response)) => response,
     };
+    // Only answers: a timeout or a refused connection says nothing about how fast the upstream is.
+    shared.metrics.observe_upstream_latency(latency);
 
     let (parts, upstream_body) = upstream_response.into_parts();
     let fields = headers::response_fields(parts.status, &parts.headers);

@@ -36,6 +36,7 @@ pub mod filter;
 pub mod headers;
 pub mod limit;
 pub mod metrics;
+pub mod send_timeout;
 pub mod state_file;
 pub mod upstream;
 pub mod wasm_filter;

@@ -25,6 +25,7 @@ use super::exchange::{self, ConnectionInfo};
 use super::filter::{FilterFactory, FilterFault};
 use super::limit::Limiter;
 use super::metrics::ProxyMetrics;
+use super::send_timeout::SendTimeout;
 use super::upstream;
 
 /// Time allowed to read a request head before the connection is closed.
@@ -268,7 +269,8 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         exchange::handle(request, Rc::clone(&service_worker), Rc::clone(&connection))
     });
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let io = SendTimeout::new(stream, worker.shared.config.idle_timeout);
+    let conn = http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     if *phase.borrow() != Phase::Running {
         conn.as_mut().graceful_shutdown();
