@@ -45,6 +45,10 @@ struct ServeProcess {
 
 impl ServeProcess {
     fn start(upstream: &Upstream) -> Self {
+        Self::with_drain_timeout(upstream, "10s")
+    }
+
+    fn with_drain_timeout(upstream: &Upstream, drain_timeout: &str) -> Self {
         let mut child = serve()
             .args([
                 "--listen",
@@ -64,7 +68,7 @@ impl ServeProcess {
                 "--env",
                 &format!("ANTHROPIC_OAUTH_TOKEN={TOKEN}"),
                 "--drain-timeout",
-                "10s",
+                drain_timeout,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -89,6 +93,27 @@ impl ServeProcess {
             addr,
             admin,
         }
+    }
+
+    /// Starts a streaming request, waits until the upstream has it, then sends SIGTERM; the handle
+    /// yields the client's result.
+    fn terminate_during_a_stream(
+        &self,
+        upstream: &Upstream,
+    ) -> std::thread::JoinHandle<anyhow::Result<client::HttpResponse>> {
+        let addr = self.addr;
+        let stream = std::thread::spawn(move || {
+            client::send(
+                addr,
+                HttpRequest::post("/v1/messages").body("{}"),
+                Duration::from_secs(30),
+            )
+        });
+        upstream
+            .wait_for_requests(1, Duration::from_secs(10))
+            .unwrap();
+        self.terminate();
+        stream
     }
 
     fn terminate(&self) {
@@ -140,18 +165,7 @@ fn sigterm_lets_the_stream_in_flight_finish_then_exits_zero() {
         200
     );
 
-    let addr = proxy.addr;
-    let stream = std::thread::spawn(move || {
-        client::send(
-            addr,
-            HttpRequest::post("/v1/messages").body("{}"),
-            Duration::from_secs(30),
-        )
-    });
-    upstream
-        .wait_for_requests(1, Duration::from_secs(10))
-        .unwrap();
-    proxy.terminate();
+    let stream = proxy.terminate_during_a_stream(&upstream);
     wait_for_line(&proxy.lines, "draining", Duration::from_secs(10));
 
     let response = stream.join().unwrap().unwrap();
@@ -174,6 +188,32 @@ fn sigterm_lets_the_stream_in_flight_finish_then_exits_zero() {
     assert_eq!(record["status"], 200);
     assert_eq!(record["path"], "/v1/messages");
     assert!(!access.contains(TOKEN));
+}
+
+#[test]
+fn a_stream_still_running_at_the_drain_timeout_is_logged_as_cut_by_it() {
+    let upstream = Upstream::builder()
+        .route(
+            "/v1/messages",
+            Reply::sse_numbered(50, Duration::from_millis(100)),
+        )
+        .start()
+        .unwrap();
+    let mut proxy = ServeProcess::with_drain_timeout(&upstream, "300ms");
+    let stream = proxy.terminate_during_a_stream(&upstream);
+    let status = proxy.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(stream.join().unwrap().is_err(), "the stream was not cut");
+    let access = wait_for_line(
+        &proxy.lines,
+        "\"target\":\"access\"",
+        Duration::from_secs(5),
+    );
+    let record: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(
+        record["aborted"], "the drain timeout passed before the response ended",
+        "{access}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -82,12 +83,21 @@ impl Exchange {
     }
 }
 
+/// Why a request still open when the drain timeout passed was logged as aborted.
+const DRAIN_CUT: &str = "the drain timeout passed before the response ended";
+
 impl Drop for Exchange {
     fn drop(&mut self) {
         if let Some((stream, _)) = self.stream.take() {
             self.worker.driver.close(stream);
         }
         self.slot.take();
+        if self.aborted.is_none()
+            && self.status.is_none()
+            && self.worker.shared.closing.load(Ordering::Acquire)
+        {
+            self.aborted = Some(DRAIN_CUT.to_owned());
+        }
         let metrics = &self.worker.shared.metrics;
         metrics.request_finished();
         // 499: the client went away before a response was chosen (nginx's convention).
@@ -760,8 +770,12 @@ impl Drop for ProxyBody {
             && let Some(exchange) = self.exchange.as_mut()
             && exchange.aborted.is_none()
         {
-            exchange.aborted =
-                Some("the client connection closed before the response ended".to_owned());
+            let reason = if exchange.worker.shared.closing.load(Ordering::Acquire) {
+                DRAIN_CUT
+            } else {
+                "the client connection closed before the response ended"
+            };
+            exchange.aborted = Some(reason.to_owned());
         }
     }
 }

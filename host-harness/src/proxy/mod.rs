@@ -251,6 +251,7 @@ pub async fn run_with_filter(
         factory,
         configured: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         request_id_prefix: request_id_prefix(),
         config,
     });
@@ -345,6 +346,7 @@ async fn serve_workers(
             in_flight = shared.metrics.in_flight(),
             "drain timeout passed; closing the remaining connections"
         );
+        shared.closing.store(true, Ordering::Release);
         let _ = phase_sender.send(Phase::Closing);
         wait_for_workers(&mut running).await;
     }

@@ -57,6 +57,8 @@ pub struct Shared {
     pub configured: AtomicBool,
     /// Shutdown started.
     pub draining: AtomicBool,
+    /// The drain timeout passed: what is still open is being dropped.
+    pub closing: AtomicBool,
     /// Prefix of this process's request ids.
     pub request_id_prefix: String,
 }
