@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
-use integration_tests::proxy_support::proxy;
+use integration_tests::proxy_support::{ProxyBuilder, proxy};
 use integration_tests::upstream::{Reply, TokenEndpoint, Upstream};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -23,6 +23,19 @@ fn oauth_config() -> String {
     .to_string()
 }
 
+/// A proxy whose filter gets tokens from `idp` (cluster `idp`, refresh token `rt-initial`) and
+/// persists the rotation to `state_path`.
+fn oauth_proxy(idp: &Upstream, state_path: &std::path::Path) -> ProxyBuilder {
+    proxy()
+        .cluster("idp", &idp.url(""))
+        .env("REFRESH_TOKEN", "rt-initial")
+        .plugin_config(&oauth_config())
+        .config(&format!(
+            "state_file = {:?}",
+            state_path.display().to_string()
+        ))
+}
+
 #[test]
 fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
     let endpoint = TokenEndpoint::new();
@@ -33,15 +46,8 @@ fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
     let upstream = Upstream::echo().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     let state_path = state_dir.path().join("token-state.json");
-    let proxy = proxy()
+    let proxy = oauth_proxy(&idp, &state_path)
         .upstream(&upstream.url(""))
-        .cluster("idp", &idp.url(""))
-        .env("REFRESH_TOKEN", "rt-initial")
-        .plugin_config(&oauth_config())
-        .config(&format!(
-            "state_file = {:?}",
-            state_path.display().to_string()
-        ))
         .start()
         .unwrap();
 
@@ -87,6 +93,33 @@ fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
     assert!(
         state.contains(&TokenEndpoint::refresh_token(1)),
         "the rotated refresh token was not persisted"
+    );
+}
+
+#[test]
+fn shutdown_waits_for_a_token_refresh_in_flight_and_persists_its_rotation() {
+    let endpoint = TokenEndpoint::new();
+    let idp = Upstream::builder()
+        .route(
+            "/oauth2/token",
+            Reply::Delayed {
+                delay: Duration::from_millis(800),
+                then: Box::new(Reply::Token(endpoint.clone())),
+            },
+        )
+        .start()
+        .unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state_path = state_dir.path().join("token-state.json");
+    let proxy = oauth_proxy(&idp, &state_path).start().unwrap();
+    // The refresh started at configuration is on its way when the shutdown begins, with no request
+    // open: the worker must still wait for its answer.
+    idp.wait_for_requests(1, WAIT).unwrap();
+    proxy.stop().unwrap();
+    let state = std::fs::read_to_string(&state_path).unwrap_or_default();
+    assert!(
+        state.contains(&TokenEndpoint::refresh_token(1)),
+        "the rotation that arrived during the drain was lost: {state}"
     );
 }
 

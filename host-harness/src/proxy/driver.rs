@@ -153,6 +153,9 @@ pub struct FilterDriver {
     /// When the timer loop plans to wake next; a callback that sets an earlier timer wakes it sooner.
     timer_planned: Cell<Option<SystemTime>>,
     timers_changed: Arc<Notify>,
+    /// The filter's http calls not answered yet; a draining worker waits for them.
+    calls_in_flight: Cell<usize>,
+    calls_settled: Notify,
 }
 
 impl FilterDriver {
@@ -175,6 +178,8 @@ impl FilterDriver {
             clusters,
             timer_planned: Cell::new(None),
             timers_changed,
+            calls_in_flight: Cell::new(0),
+            calls_settled: Notify::new(),
         })
     }
 
@@ -213,6 +218,7 @@ impl FilterDriver {
         for event in events {
             match event {
                 FilterEvent::HttpCall(call) => {
+                    self.calls_in_flight.set(self.calls_in_flight.get() + 1);
                     tokio::task::spawn_local(Rc::clone(self).run_call(call));
                 }
                 FilterEvent::Resume { stream, direction } => {
@@ -281,6 +287,21 @@ impl FilterDriver {
             filter.complete_call(token, outcome);
             Ok(())
         });
+        let left = self.calls_in_flight.get().saturating_sub(1);
+        self.calls_in_flight.set(left);
+        if left == 0 {
+            self.calls_settled.notify_waiters();
+        }
+    }
+
+    /// The filter's http calls still waiting for an answer (a token refresh, say).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls_in_flight.get()
+    }
+
+    /// Resolves the next time the last outstanding http call is answered.
+    pub async fn calls_settled(&self) {
+        self.calls_settled.notified().await;
     }
 
     async fn send_call(&self, call: OutgoingCall) -> Result<CallOutcome, String> {

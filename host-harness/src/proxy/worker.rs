@@ -211,13 +211,16 @@ async fn serve(
     }
     drop(listener);
 
-    // Draining: wait for open connections to finish, unless the proxy moves on to closing.
+    // Draining: wait for open connections to finish, and for the filter's http calls (a token refresh
+    // whose rotated refresh token must reach the state file), unless the proxy moves on to closing.
     loop {
-        if worker.open_connections.get() == 0 || *phase.borrow() == Phase::Closing {
+        let idle = worker.open_connections.get() == 0 && worker.driver.calls_in_flight() == 0;
+        if idle || *phase.borrow() == Phase::Closing {
             break;
         }
         tokio::select! {
             () = worker.all_closed.notified() => {}
+            () = worker.driver.calls_settled() => {}
             changed = phase.changed() => if changed.is_err() { break },
         }
     }
