@@ -163,3 +163,26 @@ fn drain_timeout_bounds_the_wait_for_a_stuck_request() {
     // The stuck request's connection is closed, not left hanging.
     assert!(stuck.join().unwrap().is_err());
 }
+
+#[test]
+fn admin_connections_are_capped_and_freed_when_their_clients_leave() {
+    let proxy = proxy().token(TOKEN).start().unwrap();
+    // Clients that connect and send nothing: they hold connections until the head timeout.
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(proxy.admin_addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        proxy.admin("/healthz").is_err(),
+        "a 65th admin connection was served"
+    );
+    drop(idle);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while proxy.admin("/healthz").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin endpoint did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

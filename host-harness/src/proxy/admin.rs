@@ -14,10 +14,16 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::filter::FilterMetricValue;
+
+/// Admin connections open at once; more are closed on accept, so slow clients cannot pile up.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Time an admin client gets to send a request head.
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use super::worker::Shared;
 
 /// The gauge the credential filter sets to 1 while it holds a usable credential.
@@ -101,6 +107,11 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<By
 
 /// Serves admin connections until the future is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
+    let http = Arc::new(http);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -110,16 +121,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!("admin connection refused: {MAX_ADMIN_CONNECTIONS} already open");
+            continue;
+        };
         let shared = Arc::clone(&shared);
+        let http = Arc::clone(&http);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let response = respond(&shared, request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }
             });
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(err) = http.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %err, "admin connection ended with an error");
             }
         });
