@@ -360,8 +360,10 @@ def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Rep
         report.check(dig(container, probe, "httpGet", "port") in ("admin", ports.get("admin")), where, f"{probe}.httpGet.port: must be the admin port")
     drain = parse_duration_seconds(proxy.get("drain_timeout", "5s"), toml_where, report)
     grace = spec.get("terminationGracePeriodSeconds")
+    pre_stop = dig(container, "lifecycle", "preStop", "sleep", "seconds", default=0) or 0
+    report.check(pre_stop > 0, where, "lifecycle.preStop.sleep.seconds: must give the endpoint removal time to propagate before SIGTERM")
     if drain is not None:
-        report.check(grace == int(drain) + 1, where, f"spec.template.spec.terminationGracePeriodSeconds: {grace} must be drain_timeout ({drain:g} s) + 1 s")
+        report.check(grace == pre_stop + int(drain) + 1, where, f"spec.template.spec.terminationGracePeriodSeconds: {grace} must be the preStop sleep ({pre_stop} s) + drain_timeout ({drain:g} s) + 1 s")
     args = container.get("args", [])
     config_path = args[args.index("--config") + 1] if "--config" in args else None
     report.check(config_path is not None, where, "args: must pass --config <path of proxy.toml>")

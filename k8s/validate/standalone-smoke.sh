@@ -6,7 +6,8 @@
 #   - /healthz answers, /readyz says ready with the token and not ready without it (readiness probe);
 #   - a request reaches the upstream with the credential from the environment and without the client's;
 #   - /metrics exports the filter's and the proxy's metrics under the names the runbook and alerts use;
-#   - SIGTERM ends the process cleanly within terminationGracePeriodSeconds (drain_timeout + 1 s);
+#   - SIGTERM ends the process cleanly within what terminationGracePeriodSeconds leaves after the preStop
+#     sleep (drain_timeout + 1 s);
 #   - the oauth2 variant obtains a token from a local token endpoint with the Secret's refresh token, injects
 #     it, and leaves the rotated refresh token in its state file (mode 0600) at shutdown.
 #
@@ -35,7 +36,8 @@ if ! "$harness" serve --help >/dev/null 2>&1; then
     exit 1
 fi
 
-grace="$("$python" -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); print(d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])' k8s/standalone/deployment.yaml)"
+# SIGTERM arrives after the preStop sleep: the drain gets the rest of the grace period.
+grace="$("$python" -c 'import sys, yaml; s = yaml.safe_load(open(sys.argv[1]))["spec"]["template"]["spec"]; print(s["terminationGracePeriodSeconds"] - s["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0))' k8s/standalone/deployment.yaml)"
 read -r listen_port admin_port api_port < <("$python" -c '
 import socket
 socks = [socket.socket() for _ in range(3)]
@@ -125,7 +127,7 @@ EOF
     wait "$proxy_pid" || status=$?
     elapsed="$("$python" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")"
     if [[ "$status" == 0 ]] && "$python" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$elapsed" "$grace"; then
-        pass "SIGTERM: clean exit in ${elapsed} s, within terminationGracePeriodSeconds ($grace s)"
+        pass "SIGTERM: clean exit in ${elapsed} s, within the $grace s terminationGracePeriodSeconds leaves after the preStop sleep"
     else
         fail "SIGTERM: exit status $status after ${elapsed} s; the pod allows $grace s (log: $out/proxy.log)"
     fi
