@@ -71,6 +71,9 @@ pub(crate) struct HostState {
     pub(crate) root_properties: Vec<(Vec<u8>, Vec<u8>)>,
     /// Changes to streams made outside their own callbacks, for the embedder.
     pub(crate) events: Vec<StreamEvent>,
+    /// Streams answered locally before their response started: the local response still goes through
+    /// the response callbacks once the running callback returns, as Envoy sends it through its encoders.
+    pub(crate) local_encodes: Vec<u32>,
     /// Reused for a value copied out from under a lock (shared data) before it goes to the guest, so such a
     /// read does not allocate on the host each time.
     pub(crate) scratch: Vec<u8>,

@@ -43,7 +43,7 @@ impl Action {
 pub struct LocalResponse {
     /// HTTP status code.
     pub status: u32,
-    /// Headers the filter added.
+    /// Response headers without `:status`: the filter's, `content-length`/`content-type` for a body, and what the response callbacks changed.
     pub headers: Headers,
     /// Body.
     pub body: Vec<u8>,
@@ -212,7 +212,7 @@ impl StreamState {
         &self.response.trailers
     }
 
-    /// The local response the filter sent, if any.
+    /// The local response the filter sent, as its response callbacks left it, if any.
     pub fn local_response(&self) -> Option<&LocalResponse> {
         self.local_response.as_ref()
     }

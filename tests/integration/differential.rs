@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use integration_tests::envoy::FailurePolicy;
 use integration_tests::upstream::{FixedReply, Reply};
 use serde_json::json;
@@ -226,6 +227,8 @@ fn local_responses_agree() -> anyhow::Result<()> {
             {"op": "send_local_response", "status": 403, "headers": [["x-test-reason", "denied"], ["x-test-reason", "twice"]], "body": "denied by probe"},
             {"op": "pause"}
         ],
+        "on_response_headers": [{"op": "get_headers", "map": "response_headers"}],
+        "on_response_body": [{"op": "get_buffer", "buffer": "response_body"}],
         "on_log": [{"op": "get_header", "map": "request_headers", "name": ":path"}]
     });
     let seen = Scenario::new(plan).assert_same()?;
@@ -234,6 +237,61 @@ fn local_responses_agree() -> anyhow::Result<()> {
         Some(403)
     );
     assert!(seen.upstream_requests.is_empty());
+    Ok(())
+}
+
+/// Envoy sends a local response through the response callbacks: the filter sees it as the response
+/// (with the `content-length` and `content-type` Envoy adds to a body) and may change it.
+#[test]
+fn a_local_response_passes_the_response_callbacks_which_may_change_it() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "send_local_response", "status": 403, "headers": [["content-type", "application/json"]], "body": "{\"denied\":true}"},
+            {"op": "pause"}
+        ],
+        "on_response_headers": [
+            {"op": "get_headers", "map": "response_headers"},
+            {"op": "replace_header", "map": "response_headers", "name": ":status", "value": "429"},
+            {"op": "add_header", "map": "response_headers", "name": "x-test-encoded", "value": "yes"},
+            // Envoy sends as many body bytes as `content-length` says, so a filter that changes the
+            // body's length fixes it here.
+            {"op": "replace_header", "map": "response_headers", "name": "content-length", "value": "21"}
+        ],
+        "on_response_body": [
+            {"op": "get_buffer", "buffer": "response_body"},
+            {"op": "set_buffer", "buffer": "response_body", "start": 0, "size": 0, "data": "note: "}
+        ]
+    });
+    let seen = Scenario::new(plan).assert_same()?;
+    let exchange = seen.exchanges.first().context("no exchange")?;
+    assert_eq!(exchange.status, 429);
+    assert_eq!(exchange.body, "note: {\"denied\":true}");
+    assert!(
+        exchange
+            .headers
+            .contains(&("x-test-encoded".to_owned(), "yes".to_owned())),
+        "{:?}",
+        exchange.headers
+    );
+    Ok(())
+}
+
+/// Without a body, the response callbacks see only the headers, and the stream ends there.
+#[test]
+fn a_local_response_without_a_body_ends_with_its_headers() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "send_local_response", "status": 204, "headers": [["x-test-reason", "empty"]]},
+            {"op": "pause"}
+        ],
+        "on_response_headers": [{"op": "callback_args"}, {"op": "get_headers", "map": "response_headers"}],
+        "on_response_body": [{"op": "get_buffer", "buffer": "response_body"}]
+    });
+    let seen = Scenario::new(plan).assert_same()?;
+    assert_eq!(
+        seen.exchanges.first().map(|exchange| exchange.status),
+        Some(204)
+    );
     Ok(())
 }
 

@@ -344,6 +344,20 @@ fn a_filter_that_traps_gets_the_proxys_503_and_counts_as_a_filter_failure() {
 }
 
 #[test]
+fn a_local_response_passes_the_filters_response_callbacks_as_in_envoy() {
+    let (response, failures, forwarded) = through_probe(
+        r#"{"on_request_headers": [{"op": "send_local_response", "status": 403, "body": "denied"}, {"op": "pause"}],
+            "on_response_headers": [{"op": "add_header", "map": "response_headers", "name": "x-test-encoded", "value": "yes"}],
+            "on_response_body": [{"op": "set_buffer", "buffer": "response_body", "start": 0, "size": 0, "data": "request "}]}"#,
+    );
+    assert_eq!(response.status, 403);
+    assert_eq!(response.header("x-test-encoded"), Some("yes"));
+    assert_eq!(response.header("content-type"), Some("text/plain"));
+    assert_eq!(response.body_text(), "request denied");
+    assert_eq!((failures, forwarded), (0.0, 0));
+}
+
+#[test]
 fn a_filter_that_resets_the_request_gets_500() {
     let (response, failures, forwarded) =
         through_probe(r#"{"on_request_headers": [{"op": "reset_request"}]}"#);

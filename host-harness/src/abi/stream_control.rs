@@ -146,11 +146,22 @@ fn proxy_send_local_response(
         return ret(Status::Ok);
     }
     let id = StreamId(stream.id);
+    // Sent before the response started, it still passes the response callbacks; one that replaces the
+    // upstream's response headers from their own callback does not pass them again.
+    let encode = !stream.response.headers_seen;
     let event = if stream.response.headers_released {
         stream.reset = true;
         StreamEvent::Reset(id)
     } else {
-        // The local response is now the response: `proxy_on_log` reads its status, as in Envoy.
+        // The local response is now the response: `proxy_on_log` reads its status, as in Envoy, which
+        // also describes a body the way it sends it.
+        let mut headers = headers;
+        if !body.is_empty() {
+            headers.replace("content-length", body.len().to_string());
+            if !headers.contains("content-type") {
+                headers.add("content-type", "text/plain");
+            }
+        }
         let mut response_headers = Headers::new();
         response_headers.add(":status", status_code.to_string());
         for (name, value) in headers.iter() {
@@ -168,8 +179,13 @@ fn proxy_send_local_response(
         stream.response.paused = false;
         StreamEvent::LocalResponse(id)
     };
+    let answered = matches!(event, StreamEvent::LocalResponse(_));
+    let state = call.state();
+    if answered && encode {
+        state.local_encodes.push(id.0);
+    }
     if is_async {
-        call.state().events.push(event);
+        state.events.push(event);
     }
     ret(Status::Ok)
 }

@@ -368,6 +368,8 @@ fn local_reply(reply: LocalReply) -> Result<Response<ProxyBody>, Failure> {
         tracing::warn!(error = %err, "dropped invalid headers from a filter local response");
         response.headers_mut().clear();
     }
+    // Framing follows the body as the filter left it, whatever its headers say.
+    response.headers_mut().remove(http::header::CONTENT_LENGTH);
     Ok(response)
 }
 

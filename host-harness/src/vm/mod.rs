@@ -270,6 +270,7 @@ impl Vm {
             queues: Arc::clone(&self.queues),
             root_properties: Vec::new(),
             events: Vec::new(),
+            local_encodes: Vec::new(),
             scratch: Vec::new(),
         };
         let mut store = Store::new(&shared.engine, state);

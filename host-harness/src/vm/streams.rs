@@ -522,8 +522,104 @@ impl Vm {
         self.detached.remove(&id);
     }
 
-    /// Finishes contexts whose plugin called `proxy_done` after deferring in `proxy_on_done`.
+    /// Runs the response callbacks for the local responses sent since the last step, as Envoy sends a
+    /// local response through its encoder filters: `proxy_on_response_headers` with its headers, then
+    /// `proxy_on_response_body` with its body. What the filter leaves is the response.
+    fn encode_local_responses(&mut self) {
+        loop {
+            let Some(instance) = self.live.as_mut() else {
+                return;
+            };
+            let Some(id) = instance.store.data_mut().local_encodes.pop() else {
+                return;
+            };
+            self.encode_local_response(StreamId(id));
+        }
+    }
+
+    fn encode_local_response(&mut self, id: StreamId) {
+        let Some(stream) = self.stream_state_mut(id) else {
+            return;
+        };
+        let Some(local) = stream.local_response.as_mut() else {
+            return;
+        };
+        let body = std::mem::take(&mut local.body);
+        let fields = len_u32(stream.response.headers.len());
+        let ends_with_headers = body.is_empty();
+        stream.response.headers_open = true;
+        stream.response.body.clear();
+        stream.response.released.clear();
+        let Some(instance) = self.live.as_mut() else {
+            return;
+        };
+        let headers: Pick<_, _> = |callbacks| callbacks.on_response_headers.as_ref();
+        let params = (id.0, fields, u32::from(ends_with_headers));
+        let mut result = instance
+            .invoke(
+                &self.plugin,
+                &self.log,
+                "proxy_on_response_headers",
+                id.0,
+                headers,
+                params,
+            )
+            .map(drop);
+        if result.is_ok() && !ends_with_headers {
+            let size = len_u32(body.len());
+            if let Some(stream) = self.stream_state_mut(id) {
+                stream.response.headers_open = false;
+                stream.response.body = body;
+            }
+            if let Some(instance) = self.live.as_mut() {
+                let on_body: Pick<_, _> = |callbacks| callbacks.on_response_body.as_ref();
+                result = instance
+                    .invoke(
+                        &self.plugin,
+                        &self.log,
+                        "proxy_on_response_body",
+                        id.0,
+                        on_body,
+                        (id.0, size, 1),
+                    )
+                    .map(drop);
+            }
+        }
+        if let Err(trap) = result {
+            self.fail(trap, Some(id.0));
+            return;
+        }
+        let Some(stream) = self.stream_state_mut(id) else {
+            return;
+        };
+        stream.response.headers_open = false;
+        let mut body = std::mem::take(&mut stream.response.released);
+        body.append(&mut stream.response.body);
+        let mut headers = Headers::new();
+        let mut status = None;
+        for (name, value) in stream.response.headers.iter() {
+            if name == b":status" {
+                status = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| text.parse().ok());
+            } else if !name.starts_with(b":") {
+                headers.add(name, value);
+            }
+        }
+        if headers.contains("content-length") {
+            headers.replace("content-length", body.len().to_string());
+        }
+        if let Some(local) = stream.local_response.as_mut() {
+            local.status = status.unwrap_or(local.status);
+            local.headers = headers;
+            local.body = body;
+        }
+    }
+
+    /// Finishes what the last callback left: local responses to pass through the response callbacks,
+    /// and contexts whose plugin called `proxy_done` after deferring in `proxy_on_done`.
     pub(super) fn settle(&mut self) {
+        self.encode_local_responses();
         loop {
             let Some(instance) = self.live.as_mut() else {
                 return;
