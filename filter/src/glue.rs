@@ -653,6 +653,8 @@ fn apply_edit(context_id: u32, map: MapType, after: &HeaderList<'_>, edit: Heade
                 .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
         }),
     };
+    // The SDK aborts the VM on a status it does not expect (the host's failure policy then closes the
+    // stream, so a request never leaves half-edited); what it does return is logged here.
     if let Err(status) = result {
         // Only the name: the value may be the credential.
         let name = edit.name();
