@@ -358,6 +358,17 @@ fn a_local_response_passes_the_filters_response_callbacks_as_in_envoy() {
 }
 
 #[test]
+fn a_filter_that_traps_on_its_own_local_response_gets_the_proxys_503() {
+    let (response, failures, forwarded) = through_probe(
+        r#"{"on_request_headers": [{"op": "send_local_response", "status": 401, "body": "no"}, {"op": "pause"}],
+            "on_response_headers": [{"op": "trap"}]}"#,
+    );
+    assert_eq!(response.status, 503);
+    assert_anthropic_error(&response, "api_error");
+    assert_eq!((failures, forwarded), (1.0, 0));
+}
+
+#[test]
 fn a_filter_that_resets_the_request_gets_500() {
     let (response, failures, forwarded) =
         through_probe(r#"{"on_request_headers": [{"op": "reset_request"}]}"#);

@@ -327,7 +327,7 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
             if !valid {
                 return Err(invalid(
                     "shared_key",
-                    format!("{key:?} must be 1 to 128 letters, digits, '-', '_', '.' or ':'"),
+                    "must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
                 ));
             }
             key
@@ -420,7 +420,7 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     {
         return Err(invalid(
             "token_endpoint.cluster",
-            format!("{cluster:?} is not a valid cluster name"),
+            "is not a valid cluster name",
         ));
     }
     let authority = authority_text(&field_path("token_endpoint.authority"), &text("authority")?)?;
@@ -520,7 +520,7 @@ fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
         if !valid {
             return Err(invalid(
                 &field,
-                format!("{scope:?} is not a valid scope (no spaces, quotes or backslashes)"),
+                "is not a valid scope (no spaces, quotes or backslashes)",
             ));
         }
         if !scopes.contains(scope) {

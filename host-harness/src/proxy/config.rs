@@ -619,9 +619,9 @@ impl ProxyConfig {
         let mut clusters = BTreeMap::new();
         clusters.insert(UPSTREAM_CLUSTER.to_owned(), upstream.clone());
         for (name, url) in &file.clusters {
-            let target = url
-                .parse()
-                .map_err(|reason| ConfigError::invalid(&format!("clusters.{name}"), url, reason))?;
+            let target = url.parse().map_err(|reason| {
+                ConfigError::invalid(&format!("clusters.{name}"), without_user_info(url), reason)
+            })?;
             clusters.insert(name.clone(), target);
         }
         for entry in &overrides.clusters {
@@ -629,7 +629,7 @@ impl ProxyConfig {
             if name.is_empty() {
                 return Err(ConfigError::invalid(
                     "--cluster",
-                    entry,
+                    without_user_info(entry),
                     "the cluster name is empty",
                 ));
             }
@@ -719,11 +719,8 @@ fn without_user_info(text: &str) -> std::borrow::Cow<'_, str> {
         return text.into();
     };
     let (head, rest) = text.split_at(scheme_end + 3);
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest
-        .get(..authority_end)
-        .and_then(|authority| authority.rfind('@'))
-    {
+    // Up to the last `@` anywhere: a password may hold a `/` too, and hiding a bit of path is harmless.
+    match rest.rfind('@') {
         Some(at) => format!("{head}[REDACTED]{}", rest.get(at..).unwrap_or_default()).into(),
         None => text.into(),
     }
@@ -749,9 +746,13 @@ fn split_pair<'a>(
     entry: &'a str,
     shape: &str,
 ) -> Result<(&'a str, &'a str), ConfigError> {
-    entry
-        .split_once('=')
-        .ok_or_else(|| ConfigError::invalid(flag, redact_value(entry), format!("expected {shape}")))
+    entry.split_once('=').ok_or_else(|| {
+        ConfigError::invalid(
+            flag,
+            without_user_info(&redact_value(entry)),
+            format!("expected {shape}"),
+        )
+    })
 }
 
 /// Shows the key of a `K=V` entry but never its value, which may be a credential.
@@ -926,7 +927,29 @@ mod tests {
         let err = load_text("", &overrides).unwrap_err().to_string();
         assert!(err.contains("auth=http://[REDACTED]@127.0.0.1:9/"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
-        assert_eq!(without_user_info("http://a/b@c"), "http://a/b@c");
+        assert_eq!(
+            without_user_info("http://u:a/b@host/"),
+            "http://[REDACTED]@host/"
+        );
+        let overrides = Overrides {
+            clusters: vec![
+                "=http://id:hunter2@127.0.0.1:9/".into(),
+                "http://id:hunter2@h".into(),
+            ],
+            ..with_filter()
+        };
+        let err = load_text("", &overrides).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load_text(
+            "[clusters]\nauth = \"ftp://id:hunter2@h\"\n",
+            &with_filter(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("clusters.auth") && !err.contains("hunter2"),
+            "{err}"
+        );
         assert_eq!(without_user_info("no url"), "no url");
     }
 

@@ -158,6 +158,26 @@ pub struct FilterDriver {
     calls_settled: Notify,
 }
 
+/// Counts one filter http call as in flight until dropped, however its task ends.
+struct CallInFlight(Rc<FilterDriver>);
+
+impl CallInFlight {
+    fn new(driver: &Rc<FilterDriver>) -> Self {
+        driver.calls_in_flight.set(driver.calls_in_flight.get() + 1);
+        Self(Rc::clone(driver))
+    }
+}
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        let left = self.0.calls_in_flight.get().saturating_sub(1);
+        self.0.calls_in_flight.set(left);
+        if left == 0 {
+            self.0.calls_settled.notify_waiters();
+        }
+    }
+}
+
 impl FilterDriver {
     /// Wraps a freshly created worker filter.
     pub fn new(
@@ -218,8 +238,8 @@ impl FilterDriver {
         for event in events {
             match event {
                 FilterEvent::HttpCall(call) => {
-                    self.calls_in_flight.set(self.calls_in_flight.get() + 1);
-                    tokio::task::spawn_local(Rc::clone(self).run_call(call));
+                    let in_flight = CallInFlight::new(self);
+                    tokio::task::spawn_local(Rc::clone(self).run_call(call, in_flight));
                 }
                 FilterEvent::Resume { stream, direction } => {
                     if let Some(slot) = self.slot(stream) {
@@ -272,7 +292,7 @@ impl FilterDriver {
     }
 
     /// Sends one outgoing call and hands the result to the filter.
-    async fn run_call(self: Rc<Self>, call: OutgoingCall) {
+    async fn run_call(self: Rc<Self>, call: OutgoingCall, _in_flight: CallInFlight) {
         let token = call.token;
         let limit = call.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
         let outcome = match tokio::time::timeout(limit, self.send_call(call)).await {
@@ -287,11 +307,6 @@ impl FilterDriver {
             filter.complete_call(token, outcome);
             Ok(())
         });
-        let left = self.calls_in_flight.get().saturating_sub(1);
-        self.calls_in_flight.set(left);
-        if left == 0 {
-            self.calls_settled.notify_waiters();
-        }
     }
 
     /// The filter's http calls still waiting for an answer (a token refresh, say).

@@ -609,6 +609,8 @@ enum Step {
     End,
     Pending,
     Abort(String),
+    /// An abort because the filter failed: counted as a filter failure too.
+    FilterFailed(String),
 }
 
 impl Step {
@@ -662,7 +664,7 @@ impl UpstreamStream {
                     self.holding = false;
                     match driver.call(|filter| Ok(filter.take_body(stream, Direction::Response))) {
                         Ok(bytes) => Step::data(bytes),
-                        Err(fault) => Step::Abort(format!("filter failed: {fault}")),
+                        Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
                     }
                 }
                 Poll::Ready(StreamSignal::Reply(_) | StreamSignal::Closed) => {
@@ -714,10 +716,8 @@ impl UpstreamStream {
                         self.waiting_resume = ends;
                         Step::data(released)
                     }
-                    Ok(BodyVerdict::Respond(_)) => {
-                        Step::Abort("the filter answered after the response had started".to_owned())
-                    }
-                    Err(fault) => Step::Abort(format!("filter failed: {fault}")),
+                    Ok(BodyVerdict::Respond(reply)) => late_reply(&reply),
+                    Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
                 }
             }
             Err(frame) => {
@@ -737,7 +737,7 @@ impl UpstreamStream {
                 });
                 let (verdict, map) = match outcome {
                     Ok(outcome) => outcome,
-                    Err(fault) => return Step::Abort(format!("filter failed: {fault}")),
+                    Err(fault) => return Step::FilterFailed(format!("filter failed: {fault}")),
                 };
                 match verdict {
                     Verdict::Continue if self.holding => {
@@ -747,7 +747,7 @@ impl UpstreamStream {
                             .call(|filter| Ok(filter.take_body(stream, Direction::Response)))
                         {
                             Ok(bytes) => Step::data(bytes),
-                            Err(fault) => Step::Abort(format!("filter failed: {fault}")),
+                            Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
                         }
                     }
                     Verdict::Continue => Step::Emit(Frame::trailers(map)),
@@ -756,13 +756,25 @@ impl UpstreamStream {
                         self.waiting_resume = true;
                         Step::Again
                     }
-                    Verdict::Respond(_) => {
-                        Step::Abort("the filter answered after the response had started".to_owned())
-                    }
+                    Verdict::Respond(reply) => late_reply(&reply),
                 }
             }
         }
     }
+}
+
+/// How a response that already started ends when the filter answers, fails or resets it.
+fn late_reply(reply: &LocalReply) -> Step {
+    Step::Abort(
+        match reply.origin {
+            ReplyOrigin::Filter => "the filter answered after the response had started",
+            ReplyOrigin::FilterFailed => {
+                return Step::FilterFailed("filter failed: the VM trapped".to_owned());
+            }
+            ReplyOrigin::Reset => "the filter reset the response",
+        }
+        .to_owned(),
+    )
 }
 
 impl Drop for ProxyBody {
@@ -822,6 +834,12 @@ impl Body for ProxyBody {
                 }
                 Step::Pending => return Poll::Pending,
                 Step::Abort(reason) => return this.abort(reason),
+                Step::FilterFailed(reason) => {
+                    if let Some(exchange) = this.exchange.as_ref() {
+                        exchange.worker.shared.metrics.count_filter_failure();
+                    }
+                    return this.abort(reason);
+                }
             }
         }
     }

@@ -586,6 +586,10 @@ impl Vm {
             }
         }
         if let Err(trap) = result {
+            // The local response never made it through: the trap answers the stream instead (Envoy's 503).
+            if let Some(stream) = self.stream_state_mut(id) {
+                stream.local_response = None;
+            }
             self.fail(trap, Some(id.0));
             return;
         }
