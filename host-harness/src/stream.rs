@@ -53,6 +53,14 @@ pub struct LocalResponse {
     pub grpc_status: Option<i32>,
 }
 
+impl LocalResponse {
+    /// Whether the failure policy sent it for a failed VM (Envoy's `wasm_fail_stream`), rather than
+    /// the filter.
+    pub fn is_from_failure_policy(&self) -> bool {
+        self.details == crate::vm::FAIL_STREAM_DETAILS
+    }
+}
+
 /// What the embedder knows about a stream's connection, readable by the filter as properties.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamInfo {

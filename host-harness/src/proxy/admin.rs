@@ -18,13 +18,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::filter::FilterMetricValue;
+use super::worker::Shared;
 
 /// Admin connections open at once; more are closed on accept, so slow clients cannot pile up.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// Time an admin client gets to send a request head.
 const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use super::worker::Shared;
 
 /// The gauge the credential filter sets to 1 while it holds a usable credential.
 pub const CREDENTIAL_GAUGE: &str = "credential_filter_credential_available";

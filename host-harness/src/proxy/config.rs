@@ -477,9 +477,7 @@ impl ProxyConfig {
             (None, Some(field)) => ("upstream", field.as_str()),
             (None, None) => ("upstream", DEFAULT_UPSTREAM),
         };
-        let upstream: Target = upstream_text.parse().map_err(|reason| {
-            ConfigError::invalid(upstream_field, without_user_info(upstream_text), reason)
-        })?;
+        let upstream = parse_target(upstream_field, upstream_text, upstream_text)?;
 
         let (filter, filter_is_default) = match (&overrides.filter, &file.filter) {
             (Some(flag), _) => (flag.clone(), false),
@@ -619,9 +617,7 @@ impl ProxyConfig {
         let mut clusters = BTreeMap::new();
         clusters.insert(UPSTREAM_CLUSTER.to_owned(), upstream.clone());
         for (name, url) in &file.clusters {
-            let target = url.parse().map_err(|reason| {
-                ConfigError::invalid(&format!("clusters.{name}"), without_user_info(url), reason)
-            })?;
+            let target = parse_target(&format!("clusters.{name}"), url, url)?;
             clusters.insert(name.clone(), target);
         }
         for entry in &overrides.clusters {
@@ -633,9 +629,7 @@ impl ProxyConfig {
                     "the cluster name is empty",
                 ));
             }
-            let target = url.parse().map_err(|reason| {
-                ConfigError::invalid("--cluster", without_user_info(entry), reason)
-            })?;
+            let target = parse_target("--cluster", entry, url)?;
             clusters.insert(name.to_owned(), target);
         }
 
@@ -710,6 +704,13 @@ fn pick_address(
     };
     text.parse()
         .map_err(|_| ConfigError::invalid(name, text, "expected IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+/// Parses the URL `url` of setting `field`; an error quotes `written` (the setting as given) without
+/// the URL's user information.
+fn parse_target(field: &str, written: &str, url: &str) -> Result<Target, ConfigError> {
+    url.parse()
+        .map_err(|reason| ConfigError::invalid(field, without_user_info(written), reason))
 }
 
 /// `text` with the user information of a URL in it (`scheme://user:password@host`) replaced, so an

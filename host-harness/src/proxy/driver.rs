@@ -22,6 +22,7 @@ use super::filter::{
     StreamInfo, WorkerFilter,
 };
 use super::headers;
+use super::in_flight::{InFlight, InFlightGuard};
 use super::upstream::{UpstreamBody, UpstreamClient};
 
 /// Largest response body an outgoing filter call may return.
@@ -154,28 +155,7 @@ pub struct FilterDriver {
     timer_planned: Cell<Option<SystemTime>>,
     timers_changed: Arc<Notify>,
     /// The filter's http calls not answered yet; a draining worker waits for them.
-    calls_in_flight: Cell<usize>,
-    calls_settled: Notify,
-}
-
-/// Counts one filter http call as in flight until dropped, however its task ends.
-struct CallInFlight(Rc<FilterDriver>);
-
-impl CallInFlight {
-    fn new(driver: &Rc<FilterDriver>) -> Self {
-        driver.calls_in_flight.set(driver.calls_in_flight.get() + 1);
-        Self(Rc::clone(driver))
-    }
-}
-
-impl Drop for CallInFlight {
-    fn drop(&mut self) {
-        let left = self.0.calls_in_flight.get().saturating_sub(1);
-        self.0.calls_in_flight.set(left);
-        if left == 0 {
-            self.0.calls_settled.notify_waiters();
-        }
-    }
+    calls: Rc<InFlight>,
 }
 
 impl FilterDriver {
@@ -198,8 +178,7 @@ impl FilterDriver {
             clusters,
             timer_planned: Cell::new(None),
             timers_changed,
-            calls_in_flight: Cell::new(0),
-            calls_settled: Notify::new(),
+            calls: Rc::default(),
         })
     }
 
@@ -238,7 +217,7 @@ impl FilterDriver {
         for event in events {
             match event {
                 FilterEvent::HttpCall(call) => {
-                    let in_flight = CallInFlight::new(self);
+                    let in_flight = self.calls.enter();
                     tokio::task::spawn_local(Rc::clone(self).run_call(call, in_flight));
                 }
                 FilterEvent::Resume { stream, direction } => {
@@ -292,7 +271,7 @@ impl FilterDriver {
     }
 
     /// Sends one outgoing call and hands the result to the filter.
-    async fn run_call(self: Rc<Self>, call: OutgoingCall, _in_flight: CallInFlight) {
+    async fn run_call(self: Rc<Self>, call: OutgoingCall, _in_flight: InFlightGuard) {
         let token = call.token;
         let limit = call.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
         let outcome = match tokio::time::timeout(limit, self.send_call(call)).await {
@@ -310,13 +289,8 @@ impl FilterDriver {
     }
 
     /// The filter's http calls still waiting for an answer (a token refresh, say).
-    pub fn calls_in_flight(&self) -> usize {
-        self.calls_in_flight.get()
-    }
-
-    /// Resolves the next time the last outstanding http call is answered.
-    pub async fn calls_settled(&self) {
-        self.calls_settled.notified().await;
+    pub fn calls(&self) -> &InFlight {
+        &self.calls
     }
 
     async fn send_call(&self, call: OutgoingCall) -> Result<CallOutcome, String> {

@@ -765,16 +765,13 @@ impl UpstreamStream {
 
 /// How a response that already started ends when the filter answers, fails or resets it.
 fn late_reply(reply: &LocalReply) -> Step {
-    Step::Abort(
-        match reply.origin {
-            ReplyOrigin::Filter => "the filter answered after the response had started",
-            ReplyOrigin::FilterFailed => {
-                return Step::FilterFailed("filter failed: the VM trapped".to_owned());
-            }
-            ReplyOrigin::Reset => "the filter reset the response",
+    match reply.origin {
+        ReplyOrigin::Filter => {
+            Step::Abort("the filter answered after the response had started".to_owned())
         }
-        .to_owned(),
-    )
+        ReplyOrigin::FilterFailed => Step::FilterFailed("filter failed: the VM trapped".to_owned()),
+        ReplyOrigin::Reset => Step::Abort("the filter reset the response".to_owned()),
+    }
 }
 
 impl Drop for ProxyBody {

@@ -34,6 +34,7 @@ pub mod exchange;
 pub mod failure;
 pub mod filter;
 pub mod headers;
+pub mod in_flight;
 pub mod limit;
 pub mod metrics;
 pub mod send_timeout;

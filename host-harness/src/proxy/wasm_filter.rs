@@ -22,7 +22,7 @@ use crate::logs::{LogLevel, LogRecord};
 use crate::metrics::{HISTOGRAM_BUCKET_BOUNDS, MetricValue};
 use crate::plugin::{FailurePolicy, Plugin};
 use crate::stream::{Action, BodyChunk, LocalResponse, StreamEvent, StreamState};
-use crate::vm::{FAIL_STREAM_DETAILS, Vm};
+use crate::vm::Vm;
 use crate::{HarnessError, stream};
 
 /// Compiles the filter once and starts a VM per worker.
@@ -168,7 +168,7 @@ fn fault(error: HarnessError) -> FilterFault {
 
 /// The filter's local response, or the failure policy's (which the proxy answers with its own error).
 fn local_reply(response: &LocalResponse) -> LocalReply {
-    if response.details == FAIL_STREAM_DETAILS {
+    if response.is_from_failure_policy() {
         return LocalReply::filter_failed();
     }
     LocalReply {

@@ -17,12 +17,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::config::ProxyConfig;
 use super::driver::FilterDriver;
 use super::exchange::{self, ConnectionInfo};
 use super::filter::{FilterFactory, FilterFault};
+use super::in_flight::InFlight;
 use super::limit::Limiter;
 use super::metrics::ProxyMetrics;
 use super::send_timeout::SendTimeout;
@@ -77,8 +78,7 @@ pub struct Worker {
     request_id_stem: String,
     requests: Cell<u64>,
     connections: Cell<u64>,
-    open_connections: Cell<usize>,
-    all_closed: Notify,
+    open_connections: Rc<InFlight>,
 }
 
 impl Worker {
@@ -165,8 +165,7 @@ async fn serve(
             request_id_stem: format!("{}-{index}-", shared.request_id_prefix),
             requests: Cell::new(0),
             connections: Cell::new(0),
-            open_connections: Cell::new(0),
-            all_closed: Notify::new(),
+            open_connections: Rc::default(),
         });
         Ok((worker, listener))
     };
@@ -214,37 +213,24 @@ async fn serve(
     // Draining: wait for open connections to finish, and for the filter's http calls (a token refresh
     // whose rotated refresh token must reach the state file), unless the proxy moves on to closing.
     loop {
-        let idle = worker.open_connections.get() == 0 && worker.driver.calls_in_flight() == 0;
+        let idle = worker.open_connections.count() == 0 && worker.driver.calls().count() == 0;
         if idle || *phase.borrow() == Phase::Closing {
             break;
         }
         tokio::select! {
-            () = worker.all_closed.notified() => {}
-            () = worker.driver.calls_settled() => {}
+            () = worker.open_connections.none_left() => {}
+            () = worker.driver.calls().none_left() => {}
             changed = phase.changed() => if changed.is_err() { break },
         }
     }
     timers.abort();
-    let left = worker.open_connections.get();
+    let left = worker.open_connections.count();
     if left > 0 {
         tracing::warn!(
             worker = index,
             connections = left,
             "drain timeout passed; closing connections still open"
         );
-    }
-}
-
-/// Keeps a worker's open-connection count right whichever way a connection task ends.
-struct OpenConnection(Rc<Worker>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        let open = self.0.open_connections.get().saturating_sub(1);
-        self.0.open_connections.set(open);
-        if open == 0 {
-            self.0.all_closed.notify_waiters();
-        }
     }
 }
 
@@ -255,10 +241,8 @@ async fn serve_connection(
     client: SocketAddr,
     mut phase: watch::Receiver<Phase>,
 ) {
-    worker
-        .open_connections
-        .set(worker.open_connections.get() + 1);
-    let _open = OpenConnection(Rc::clone(&worker));
+    // Counted whichever way the connection task ends.
+    let _open = worker.open_connections.enter();
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(client);
     let id = worker.connections.get().wrapping_add(1);

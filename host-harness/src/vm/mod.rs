@@ -34,7 +34,7 @@ pub(crate) const MAX_TIMER_ROUNDS: usize = 1_000_000;
 const FAIL_CLOSED_STATUS: u32 = 503;
 
 /// The details of the local response the failure policy sends for a failed VM, as Envoy names it.
-pub const FAIL_STREAM_DETAILS: &str = "wasm_fail_stream";
+pub(crate) const FAIL_STREAM_DETAILS: &str = "wasm_fail_stream";
 
 /// `proxy_on_http_call_response(root_id, token, headers, body_size, trailers)`.
 type HttpCallResponseParams = (u32, u32, u32, u32, u32);
