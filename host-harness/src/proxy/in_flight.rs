@@ -50,6 +50,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use crate::proxy::poll_once;
 
     #[tokio::test]
     async fn the_last_guard_dropped_wakes_the_waiter() {
@@ -64,17 +65,5 @@ mod tests {
         drop(second);
         assert_eq!(work.count(), 0);
         assert!(poll_once(waiter.as_mut()).await.is_some());
-    }
-
-    /// Polls `future` once: `Some` when it was ready.
-    async fn poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
-        let mut future = future;
-        std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
-                std::task::Poll::Ready(output) => Some(output),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await
     }
 }

@@ -81,6 +81,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use crate::proxy::poll_once;
 
     #[tokio::test(start_paused = true)]
     async fn full_queue_refuses_at_once_and_queued_requests_time_out() {
@@ -88,7 +89,7 @@ mod tests {
         let held = limiter.admit().await.unwrap();
         let queued = limiter.admit();
         tokio::pin!(queued);
-        assert!(futures_poll_once(queued.as_mut()).await.is_none());
+        assert!(poll_once(queued.as_mut()).await.is_none());
         assert_eq!(limiter.queued(), 1);
         assert_eq!(limiter.admit().await.unwrap_err(), Overloaded);
         // Paused time: the queued request times out when the clock passes the queue timeout.
@@ -104,19 +105,8 @@ mod tests {
         let held = limiter.admit().await.unwrap();
         let queued = limiter.admit();
         tokio::pin!(queued);
-        assert!(futures_poll_once(queued.as_mut()).await.is_none());
+        assert!(poll_once(queued.as_mut()).await.is_none());
         drop(held);
         assert!(queued.await.is_ok());
-    }
-
-    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
-        let mut future = future;
-        std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
-                std::task::Poll::Ready(value) => Some(value),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await
     }
 }

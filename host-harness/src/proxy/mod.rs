@@ -43,6 +43,19 @@ pub mod upstream;
 pub mod wasm_filter;
 pub mod worker;
 
+/// Polls `future` once: `Some` with its output when it was ready (tests of the proxy's waiting parts).
+#[cfg(test)]
+pub(crate) async fn poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
+    let mut future = future;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
