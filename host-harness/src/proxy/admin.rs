@@ -17,6 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use super::config::DefaultCredential;
 use super::filter::FilterMetricValue;
 use super::worker::Shared;
 
@@ -75,9 +76,21 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<By
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match readiness(shared) {
-            Readiness::Ready => text(StatusCode::OK, "ready\n"),
-            Readiness::NotReady(reason) => text(
+        // With the embedded default, say which credential is in use (or wanted), never its value.
+        "/readyz" => match (readiness(shared), shared.config.default_credential) {
+            (Readiness::Ready, None) => text(StatusCode::OK, "ready\n"),
+            (Readiness::Ready, Some(credential)) => {
+                text(StatusCode::OK, format!("ready: credential {credential}\n"))
+            }
+            (Readiness::NotReady(reason @ "credential unavailable"), Some(_)) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: {reason} (set {} or {})\n",
+                    DefaultCredential::ApiKey.env_var(),
+                    DefaultCredential::OAuthToken.env_var()
+                ),
+            ),
+            (Readiness::NotReady(reason), _) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {reason}\n"),
             ),

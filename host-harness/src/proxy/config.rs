@@ -15,12 +15,70 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use serde::Deserialize;
 
-/// The plugin configuration used when none is configured: the Anthropic preset with the bearer token taken
-/// from `ANTHROPIC_OAUTH_TOKEN` in the VM environment.
-pub const DEFAULT_PLUGIN_CONFIG: &str = r#"{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},"preset":"anthropic"}"#;
+/// Host environment variables passed through to the VM when `host_env_keys` is not configured: the two
+/// credentials the embedded default can use.
+pub const DEFAULT_HOST_ENV_KEYS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_OAUTH_TOKEN"];
 
-/// Host environment variable passed through to the VM when `host_env_keys` is not configured.
-pub const DEFAULT_HOST_ENV_KEY: &str = "ANTHROPIC_OAUTH_TOKEN";
+/// The credential of the embedded default plugin configuration, chosen at start-up from the VM
+/// environment: an API key when `ANTHROPIC_API_KEY` is set, else an OAuth token when
+/// `ANTHROPIC_OAUTH_TOKEN` is set, else the API key (the filter then reports it missing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultCredential {
+    /// `ANTHROPIC_API_KEY`, sent as `x-api-key`.
+    ApiKey,
+    /// `ANTHROPIC_OAUTH_TOKEN`, sent as `authorization: Bearer` with the OAuth beta flag.
+    OAuthToken,
+}
+
+impl DefaultCredential {
+    /// Picks the credential whose variable holds a non-blank value, the API key first.
+    pub fn choose(vm_env: &BTreeMap<String, Secret>) -> Self {
+        let set = |key: &str| {
+            vm_env
+                .get(key)
+                .is_some_and(|value| !value.expose().trim().is_empty())
+        };
+        if !set(Self::ApiKey.env_var()) && set(Self::OAuthToken.env_var()) {
+            Self::OAuthToken
+        } else {
+            Self::ApiKey
+        }
+    }
+
+    /// The environment variable the credential is read from.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Self::ApiKey => "ANTHROPIC_API_KEY",
+            Self::OAuthToken => "ANTHROPIC_OAUTH_TOKEN",
+        }
+    }
+
+    /// The header that carries it upstream.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::ApiKey => "x-api-key",
+            Self::OAuthToken => "authorization",
+        }
+    }
+
+    /// The plugin configuration: the Anthropic preset with this credential from the VM environment.
+    pub fn plugin_config(self) -> &'static str {
+        match self {
+            Self::ApiKey => {
+                r#"{"credential":{"header":"x-api-key","prefix":"","source":{"env":"ANTHROPIC_API_KEY"}},"strip_request_headers":["authorization"],"preset":"anthropic"}"#
+            }
+            Self::OAuthToken => {
+                r#"{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},"strip_request_headers":["x-api-key"],"preset":"anthropic"}"#
+            }
+        }
+    }
+}
+
+impl fmt::Display for DefaultCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} as {}", self.env_var(), self.header())
+    }
+}
 
 /// Upstream used when none is configured.
 pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
@@ -160,6 +218,8 @@ pub struct ProxyConfig {
     pub filter: PathBuf,
     /// Plugin configuration bytes handed to `on_configure` verbatim.
     pub plugin_config: Vec<u8>,
+    /// The embedded default's credential, when no plugin configuration was given.
+    pub default_credential: Option<DefaultCredential>,
     /// Worker threads, each with its own VM and event loop.
     pub workers: NonZeroUsize,
     /// Requests processed at once across all workers.
@@ -199,6 +259,7 @@ impl fmt::Debug for ProxyConfig {
                 "plugin_config",
                 &format_args!("<{} bytes>", self.plugin_config.len()),
             )
+            .field("default_credential", &self.default_credential)
             .field("workers", &self.workers)
             .field("max_concurrency", &self.max_concurrency)
             .field("queue", &self.queue)
@@ -499,9 +560,11 @@ impl ProxyConfig {
             (None, None) => None,
         };
         let plugin_config = match plugin_config_path {
-            Some(path) => std::fs::read(&path)
-                .map_err(|source| ConfigError::ReadPluginConfig { path, source })?,
-            None => DEFAULT_PLUGIN_CONFIG.as_bytes().to_vec(),
+            Some(path) => Some(
+                std::fs::read(&path)
+                    .map_err(|source| ConfigError::ReadPluginConfig { path, source })?,
+            ),
+            None => None,
         };
 
         let workers_value = overrides
@@ -593,7 +656,7 @@ impl ProxyConfig {
             overrides.host_env_keys.clone()
         } else {
             file.host_env_keys
-                .unwrap_or_else(|| vec![DEFAULT_HOST_ENV_KEY.to_owned()])
+                .unwrap_or_else(|| DEFAULT_HOST_ENV_KEYS.map(str::to_owned).to_vec())
         };
         for key in &host_env_keys {
             check_env_key("host_env_keys", key)?;
@@ -613,6 +676,15 @@ impl ProxyConfig {
             check_env_key("--env", key)?;
             vm_env.insert(key.to_owned(), Secret::new(value));
         }
+
+        // Without a plugin configuration the embedded default takes whichever credential the VM gets.
+        let (plugin_config, default_credential) = match plugin_config {
+            Some(bytes) => (bytes, None),
+            None => {
+                let credential = DefaultCredential::choose(&vm_env);
+                (credential.plugin_config().as_bytes().to_vec(), Some(credential))
+            }
+        };
 
         let mut clusters = BTreeMap::new();
         clusters.insert(UPSTREAM_CLUSTER.to_owned(), upstream.clone());
@@ -645,6 +717,7 @@ impl ProxyConfig {
             upstream,
             filter,
             plugin_config,
+            default_credential,
             workers,
             max_concurrency,
             queue,
@@ -805,7 +878,13 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.admin_listen, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(config.upstream.to_string(), "https://api.anthropic.com");
-        assert_eq!(config.plugin_config, DEFAULT_PLUGIN_CONFIG.as_bytes());
+        // Only the OAuth token is in the host environment, so the default uses it.
+        assert_eq!(config.default_credential, Some(DefaultCredential::OAuthToken));
+        assert_eq!(
+            config.plugin_config,
+            DefaultCredential::OAuthToken.plugin_config().as_bytes()
+        );
+        assert_eq!(config.host_env_keys, DEFAULT_HOST_ENV_KEYS);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(
             config
@@ -815,6 +894,66 @@ mod tests {
             Some("host-token")
         );
         assert!(config.clusters.contains_key(UPSTREAM_CLUSTER));
+    }
+
+    fn default_credential_with(host: &[(&str, &str)]) -> ProxyConfig {
+        ProxyConfig::from_toml(
+            Path::new("proxy.toml"),
+            "",
+            Path::new("."),
+            &with_filter(),
+            |key| {
+                host.iter()
+                    .find(|(name, _)| *name == key)
+                    .map(|(_, value)| (*value).to_owned())
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_default_prefers_the_api_key_and_falls_back_to_the_oauth_token() {
+        let both = default_credential_with(&[
+            ("ANTHROPIC_API_KEY", "sk-ant-api03-x"),
+            ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
+        ]);
+        assert_eq!(both.default_credential, Some(DefaultCredential::ApiKey));
+        assert_eq!(
+            both.plugin_config,
+            DefaultCredential::ApiKey.plugin_config().as_bytes()
+        );
+        let oauth = default_credential_with(&[("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y")]);
+        assert_eq!(oauth.default_credential, Some(DefaultCredential::OAuthToken));
+        // A blank API key does not count as set.
+        let blank_key = default_credential_with(&[
+            ("ANTHROPIC_API_KEY", " \n"),
+            ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
+        ]);
+        assert_eq!(blank_key.default_credential, Some(DefaultCredential::OAuthToken));
+        // Neither: the API key, the path the provider's terms allow for sharing, is what is asked for.
+        let neither = default_credential_with(&[]);
+        assert_eq!(neither.default_credential, Some(DefaultCredential::ApiKey));
+        assert_eq!(
+            DefaultCredential::ApiKey.to_string(),
+            "ANTHROPIC_API_KEY as x-api-key"
+        );
+    }
+
+    #[test]
+    fn a_configured_plugin_configuration_has_no_default_credential() {
+        let plugin = std::env::temp_dir().join(format!(
+            "host-harness-config-test-{}-plugin.json",
+            std::process::id()
+        ));
+        std::fs::write(&plugin, b"{}").unwrap();
+        let overrides = Overrides {
+            plugin_config: Some(plugin),
+            ..with_filter()
+        };
+        let config = load_text("", &overrides).unwrap();
+        let _ = std::fs::remove_file(overrides.plugin_config.as_deref().unwrap());
+        assert_eq!(config.default_credential, None);
+        assert_eq!(config.plugin_config, b"{}");
     }
 
     #[test]

@@ -341,7 +341,12 @@ async fn serve_workers(
     }
     shared.configured.store(true, Ordering::Release);
     // The bound addresses, not the configured ones: with port 0 this line is how a caller learns the port.
-    tracing::info!(workers = expected, listen = %bound.proxy, admin_listen = %bound.admin, upstream = %shared.config.upstream, "proxy ready");
+    // The embedded default's credential by variable and header, never its value.
+    let credential = shared
+        .config
+        .default_credential
+        .map_or_else(|| "from the plugin configuration".to_owned(), |c| c.to_string());
+    tracing::info!(workers = expected, listen = %bound.proxy, admin_listen = %bound.admin, upstream = %shared.config.upstream, credential = %credential, "proxy ready");
 
     shutdown.await;
     shared.draining.store(true, Ordering::Release);
