@@ -25,6 +25,7 @@ use crate::credential::{
 use crate::preset::Preset;
 use crate::rules::{Action, AuthorityMatch, Conditions, HeaderCondition, Rule};
 use crate::secret::Secret;
+use crate::usage::{DEFAULT_MAX_CALLERS, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_MODELS, UsageConfig};
 
 /// Headers the proxy itself manages; rules and strip lists may not touch them.
 pub const MANAGED_HEADERS: &[&str] = &[
@@ -75,6 +76,8 @@ pub struct FilterConfig {
     /// Whether the credential is a bearer token ([`CredentialConfig::is_bearer`]), worked out once
     /// rather than per request.
     pub credential_is_bearer: bool,
+    /// Token usage accounting; `None` when it is off.
+    pub usage: Option<UsageConfig>,
 }
 
 /// What to do with a request when no credential is available.
@@ -290,6 +293,19 @@ struct RawConfig {
     access: Option<RawAccess>,
     #[serde(default)]
     on_missing_credential: MissingCredential,
+    usage: Option<RawUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object such as {\"enabled\": true, \"max_callers\": 64, \"max_models\": 16, \"max_event_bytes\": 65536}"
+)]
+struct RawUsage {
+    enabled: Option<bool>,
+    max_callers: Option<u64>,
+    max_models: Option<u64>,
+    max_event_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +557,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     add_names(&mut response_header_names, written_names(&response_rules));
     let response_rules_read_request = response_rules.iter().any(|rule| rule.when.reads_request());
     let response_rules_read_response = response_rules.iter().any(Rule::reads_response);
+    let usage = validate_usage(raw.usage, preset)?;
 
     Ok(FilterConfig {
         credential_is_bearer: credential.is_bearer(),
@@ -555,7 +572,57 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         response_header_names,
         response_rules_read_request,
         response_rules_read_response,
+        usage,
     })
+}
+
+/// The `usage` section: on by default with the Anthropic preset, off otherwise; the limits in range.
+fn validate_usage(
+    raw: Option<RawUsage>,
+    preset: Option<Preset>,
+) -> Result<Option<UsageConfig>, ConfigError> {
+    let raw = raw.unwrap_or(RawUsage {
+        enabled: None,
+        max_callers: None,
+        max_models: None,
+        max_event_bytes: None,
+    });
+    let limit = |field: &str, value: Option<u64>, default: usize, min: u64, max: u64| {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        if !(min..=max).contains(&value) {
+            return Err(ConfigError::Invalid {
+                path: format!("usage.{field}"),
+                reason: format!("must be a whole number from {min} to {max}"),
+            });
+        }
+        usize::try_from(value).map_err(|_| ConfigError::Invalid {
+            path: format!("usage.{field}"),
+            reason: "is too large for this platform".into(),
+        })
+    };
+    let config = UsageConfig {
+        max_callers: limit(
+            "max_callers",
+            raw.max_callers,
+            DEFAULT_MAX_CALLERS,
+            1,
+            1_000,
+        )?,
+        max_models: limit("max_models", raw.max_models, DEFAULT_MAX_MODELS, 1, 100)?,
+        max_event_bytes: limit(
+            "max_event_bytes",
+            raw.max_event_bytes,
+            DEFAULT_MAX_EVENT_BYTES,
+            1_024,
+            1_048_576,
+        )?,
+    };
+    let enabled = raw
+        .enabled
+        .unwrap_or(matches!(preset, Some(Preset::Anthropic)));
+    Ok(enabled.then_some(config))
 }
 
 /// Every header name the rules may write, in rule order.
@@ -1342,6 +1409,71 @@ mod tests {
             error_of(r#"{"credential": {"header": "", "source": {"env": "T"}}}"#)
                 .starts_with("credential.header:")
         );
+    }
+
+    #[test]
+    fn usage_is_on_with_the_anthropic_preset_and_validated() {
+        let defaults = UsageConfig {
+            max_callers: 64,
+            max_models: 16,
+            max_event_bytes: 65_536,
+        };
+        assert_eq!(
+            parse(with(r#""preset": "anthropic""#).as_bytes())
+                .unwrap()
+                .usage,
+            Some(defaults)
+        );
+        let plain = format!("{{{}}}", env_credential());
+        assert_eq!(parse(plain.as_bytes()).unwrap().usage, None);
+        assert_eq!(
+            parse(with(r#""usage": {"enabled": true, "max_callers": 2, "max_models": 3, "max_event_bytes": 1024}"#).as_bytes())
+                .unwrap()
+                .usage,
+            Some(UsageConfig {
+                max_callers: 2,
+                max_models: 3,
+                max_event_bytes: 1024
+            })
+        );
+        assert_eq!(
+            parse(with(r#""preset": "anthropic", "usage": {"enabled": false}"#).as_bytes())
+                .unwrap()
+                .usage,
+            None
+        );
+        assert_eq!(
+            parse(with(r#""usage": {}"#).as_bytes()).unwrap().usage,
+            None
+        );
+        let cases = [
+            (
+                r#""usage": {"enabled": true, "max_callers": 0}"#,
+                "usage.max_callers: must be a whole number from 1 to 1000",
+            ),
+            (
+                r#""usage": {"max_models": 101}"#,
+                "usage.max_models: must be a whole number from 1 to 100",
+            ),
+            (
+                r#""usage": {"max_event_bytes": 10}"#,
+                "usage.max_event_bytes: must be a whole number from 1024 to 1048576",
+            ),
+            (r#""usage": {"max_callers": -1}"#, "usage.max_callers:"),
+            (r#""usage": {"enabled": "yes"}"#, "usage.enabled:"),
+            (
+                r#""usage": {"max_caller": 5}"#,
+                "usage.max_caller: unknown field `max_caller`",
+            ),
+            (r#""usage": true"#, "usage: invalid type"),
+        ];
+        for (usage, expected) in cases {
+            let message = error_of(&with(usage));
+            assert!(
+                message.starts_with(expected),
+                "{message}\nexpected: {expected}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`metrics`]: metric names and kinds.
 //! - [`redact`]: header rendering for debug logs.
 //! - [`token`]: the `oauth2` source: token requests, shared state, single-flight refresh.
+//! - [`usage`]: token usage per caller read from responses ([`usage::parse`]: the pure body readers).
 //! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts.
 //!
 //! Everything but `glue` is pure (no host calls, no I/O) and unit-tested natively
@@ -36,6 +37,7 @@ pub mod redact;
 pub mod rules;
 pub mod secret;
 pub mod token;
+pub mod usage;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod glue;

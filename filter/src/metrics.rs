@@ -1,7 +1,11 @@
 //! Every metric the filter defines, in one place.
 //!
-//! Metrics are defined once per VM. In Envoy statistics they appear with the
+//! The metrics of [`Metric`] are defined once per VM. In Envoy statistics they appear with the
 //! `wasmcustom.` prefix, e.g. `wasmcustom.credential_filter_requests_total`.
+//!
+//! The usage metrics (`USAGE_*`) carry labels through tagged names
+//! (`<base>;caller=...;model=...`, see [`crate::usage::labels`]) and are defined per label set when a
+//! request first needs it; only their base names live here.
 
 /// Counter: requests seen by the filter.
 pub const REQUESTS_TOTAL: &str = "credential_filter_requests_total";
@@ -54,6 +58,28 @@ pub const REQUESTS_HELD_TOTAL: &str = "credential_filter_requests_held_total";
 /// Counter: requests that got no token (waited too long, or none could come).
 pub const REQUESTS_FAILED_NO_TOKEN_TOTAL: &str = "credential_filter_requests_failed_no_token_total";
 
+/// Counter, tagged `caller`, `model`, `type` (`input`, `output`, `cache_read`, `cache_creation`):
+/// tokens used.
+pub const USAGE_TOKENS_TOTAL: &str = "credential_filter_usage_tokens_total";
+/// Counter, tagged `caller`, `model`, `status_class` (`1xx` to `5xx`): observed requests.
+pub const USAGE_REQUESTS_TOTAL: &str = "credential_filter_usage_requests_total";
+/// Counter, untagged: successful responses whose usage could not be read.
+pub const USAGE_UNPARSED_TOTAL: &str = "credential_filter_usage_unparsed_total";
+/// Histogram, tagged `model`: milliseconds from the request to the response headers.
+pub const USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS: &str =
+    "credential_filter_usage_time_to_first_byte_milliseconds";
+
+/// Every usage metric base name with its kind.
+pub const USAGE_METRICS: [(&str, MetricKind); 4] = [
+    (USAGE_TOKENS_TOTAL, MetricKind::Counter),
+    (USAGE_REQUESTS_TOTAL, MetricKind::Counter),
+    (USAGE_UNPARSED_TOTAL, MetricKind::Counter),
+    (USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, MetricKind::Histogram),
+];
+
+/// The label keys of the tagged usage metrics, in the order names carry them.
+pub const USAGE_LABEL_KEYS: [&str; 4] = ["caller", "model", "type", "status_class"];
+
 /// The kind of a metric, as the host understands it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -61,6 +87,8 @@ pub enum MetricKind {
     Counter,
     /// A value that is set, not added to.
     Gauge,
+    /// A distribution of recorded samples.
+    Histogram,
 }
 
 /// A metric of the filter.
@@ -197,6 +225,15 @@ mod tests {
         assert_eq!(Metric::CredentialAvailable.kind(), MetricKind::Gauge);
         assert_eq!(Metric::Requests.kind(), MetricKind::Counter);
         assert_eq!(Metric::TokenSecondsToExpiry.kind(), MetricKind::Gauge);
+        for (name, kind) in USAGE_METRICS {
+            assert!(name.starts_with("credential_filter_usage_"));
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == MetricKind::Counter,
+                "{name}"
+            );
+            assert!(Metric::ALL.iter().all(|metric| metric.name() != name));
+        }
         for metric in Metric::ALL {
             let counter = metric.name().ends_with("_total");
             assert_eq!(

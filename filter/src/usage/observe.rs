@@ -1,0 +1,344 @@
+//! Which requests are observed, and one observed request from its arrival to its record.
+//!
+//! A request is observed when its path (query removed) ends in `/v1/messages`: a generation. Token
+//! counting (`/v1/messages/count_tokens`) generates and bills nothing, so it is not observed. An
+//! [`Observation`] is fed what the host reports (response headers, every body chunk as it passes)
+//! and turns it into a [`UsageRecord`] at the end of the stream. It only reads: the bytes it is shown
+//! are never held or changed.
+
+use crate::usage::UsageConfig;
+use crate::usage::parse::{BodyKind, Encoding, Limits, Observed, TokenCounts, UsageParser};
+use crate::usage::record::{MAX_LOG_VALUE_BYTES, MAX_REQUEST_ID_BYTES, UsageRecord, log_text};
+
+/// The path suffix of a generation.
+const MESSAGES_SUFFIX: &[u8] = b"/v1/messages";
+
+/// Whether a request with this `:path` is observed.
+pub fn observes(path: &[u8]) -> bool {
+    let end = path
+        .iter()
+        .position(|&byte| byte == b'?' || byte == b'#')
+        .unwrap_or(path.len());
+    path.get(..end)
+        .is_some_and(|path| path.ends_with(MESSAGES_SUFFIX))
+}
+
+/// How the body is framed: an absent `content-type` is read as JSON, one the parser does not read
+/// (an HTML error page, say) is not read at all.
+fn body_kind(content_type: Option<&[u8]>) -> Option<BodyKind> {
+    match content_type {
+        None => Some(BodyKind::Json),
+        Some(value) => BodyKind::from_content_type(std::str::from_utf8(value).ok()?),
+    }
+}
+
+/// The body's encoding; a value that is not text is one the parser cannot read.
+fn encoding(content_encoding: Option<&[u8]>) -> Encoding {
+    match content_encoding.map(std::str::from_utf8) {
+        None => Encoding::Identity,
+        Some(Ok(value)) => Encoding::from_content_encoding(value),
+        Some(Err(_)) => Encoding::Unsupported,
+    }
+}
+
+/// What the host reported about a response's start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseStart<'a> {
+    /// `:status`.
+    pub status: Option<&'a [u8]>,
+    /// `content-type`.
+    pub content_type: Option<&'a [u8]>,
+    /// `content-encoding`.
+    pub content_encoding: Option<&'a [u8]>,
+}
+
+/// One observed request.
+pub struct Observation {
+    started_ms: u64,
+    caller: String,
+    request_id: Option<String>,
+    status: u16,
+    ttfb_ms: Option<u64>,
+    streamed: bool,
+    parser: Option<UsageParser>,
+    /// The body ended (end of stream or trailers) rather than being cut off.
+    complete: bool,
+    /// The parser's result, once the body has ended.
+    observed: Option<Observed>,
+}
+
+impl Observation {
+    /// A request that arrived at `now_ms`, from `caller` (its identity as resolved, `None` when
+    /// unknown), with header `x-request-id` = `request_id`.
+    pub fn start(now_ms: u64, caller: Option<&[u8]>, request_id: Option<&[u8]>) -> Self {
+        let caller = caller.filter(|caller| !caller.is_empty()).map_or_else(
+            || crate::usage::labels::UNKNOWN.to_owned(),
+            |caller| log_text(caller, MAX_LOG_VALUE_BYTES),
+        );
+        Self {
+            started_ms: now_ms,
+            caller,
+            request_id: request_id.map(|id| log_text(id, MAX_REQUEST_ID_BYTES)),
+            status: 0,
+            ttfb_ms: None,
+            streamed: false,
+            parser: None,
+            complete: false,
+            observed: None,
+        }
+    }
+
+    /// The caller identity as resolved (`unknown` when absent).
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// The response headers arrived at `now_ms`; `end_of_stream` when there is no body.
+    pub fn response_headers(
+        &mut self,
+        now_ms: u64,
+        response: ResponseStart<'_>,
+        end_of_stream: bool,
+        config: &UsageConfig,
+    ) {
+        self.status = response
+            .status
+            .and_then(|status| std::str::from_utf8(status).ok()?.trim().parse().ok())
+            .unwrap_or(0);
+        self.ttfb_ms = Some(now_ms.saturating_sub(self.started_ms));
+        let kind = body_kind(response.content_type);
+        self.streamed = kind == Some(BodyKind::EventStream);
+        let limits = Limits {
+            max_event_bytes: config.max_event_bytes,
+        };
+        self.parser =
+            kind.map(|kind| UsageParser::new(kind, encoding(response.content_encoding), limits));
+        self.observed = None;
+        self.complete = false;
+        if end_of_stream {
+            self.end_of_body();
+        }
+    }
+
+    /// A body chunk passed; `end_of_stream` when it is the last.
+    pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) {
+        if let Some(parser) = self.parser.as_mut() {
+            parser.feed(chunk);
+        }
+        if end_of_stream {
+            self.end_of_body();
+        }
+    }
+
+    /// The body is complete (its last chunk, or the response trailers, arrived).
+    pub fn end_of_body(&mut self) {
+        self.complete = true;
+        if let Some(parser) = self.parser.take() {
+            self.observed = Some(parser.finish(true));
+        }
+    }
+
+    /// Whether the response body is still being read.
+    pub fn reading_body(&self) -> bool {
+        self.parser.is_some()
+    }
+
+    /// The record of the request, at the end of the stream (`now_ms`). A body that never ended is read
+    /// as cut short: counts seen so far are kept, the response counts as unparsed.
+    pub fn finish(self, now_ms: u64) -> UsageRecord {
+        let observed = match (self.observed, self.parser) {
+            (Some(observed), _) => Some(observed),
+            (None, Some(parser)) => Some(parser.finish(self.complete)),
+            (None, None) => None,
+        };
+        let (model, tokens, stop_reason, parsed) = match observed {
+            Some(observed) => (
+                observed.model,
+                observed.tokens,
+                observed.stop_reason,
+                observed.unparsed.is_none(),
+            ),
+            None => (None, TokenCounts::default(), None, false),
+        };
+        UsageRecord {
+            time_ms: self.started_ms,
+            request_id: self.request_id,
+            caller: self.caller,
+            model: model.filter(|model| !model.is_empty()).map_or_else(
+                || crate::usage::labels::UNKNOWN.to_owned(),
+                |model| log_text(model.as_bytes(), MAX_LOG_VALUE_BYTES),
+            ),
+            status: self.status,
+            tokens,
+            stop_reason: stop_reason.map(|reason| log_text(reason.as_bytes(), MAX_LOG_VALUE_BYTES)),
+            duration_ms: now_ms.saturating_sub(self.started_ms),
+            ttfb_ms: self.ttfb_ms,
+            streamed: self.streamed,
+            parsed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":7,\"output_tokens\":1}}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    fn sse_start() -> ResponseStart<'static> {
+        ResponseStart {
+            status: Some(b"200"),
+            content_type: Some(b"text/event-stream; charset=utf-8"),
+            content_encoding: None,
+        }
+    }
+
+    #[test]
+    fn generations_are_observed_token_counting_is_not() {
+        for path in [
+            &b"/v1/messages"[..],
+            b"/v1/messages?beta=true",
+            b"/anthropic/v1/messages",
+            b"/v1/messages#x",
+        ] {
+            assert!(observes(path), "{}", String::from_utf8_lossy(path));
+        }
+        for path in [
+            &b"/v1/messages/count_tokens"[..],
+            b"/v1/messages/count_tokens?beta=true",
+            b"/v1/messages/",
+            b"/v1/models",
+            b"/v1/messages/batches",
+            b"",
+            b"?/v1/messages",
+        ] {
+            assert!(!observes(path), "{}", String::from_utf8_lossy(path));
+        }
+    }
+
+    #[test]
+    fn a_stream_fed_byte_by_byte_yields_the_full_record() {
+        let mut observation = Observation::start(1_000, Some(b"alice@example.com"), Some(b"r-1"));
+        observation.response_headers(1_250, sse_start(), false, &UsageConfig::default());
+        for byte in STREAM.as_bytes() {
+            observation.response_body(std::slice::from_ref(byte), false);
+        }
+        observation.response_body(b"", true);
+        let record = observation.finish(3_000);
+        assert_eq!(
+            record,
+            UsageRecord {
+                time_ms: 1_000,
+                request_id: Some("r-1".into()),
+                caller: "alice@example.com".into(),
+                model: "claude-sonnet-4-5".into(),
+                status: 200,
+                tokens: TokenCounts {
+                    input: 25,
+                    output: 15,
+                    cache_creation_input: 3,
+                    cache_read_input: 7
+                },
+                stop_reason: Some("end_turn".into()),
+                duration_ms: 2_000,
+                ttfb_ms: Some(250),
+                streamed: true,
+                parsed: true,
+            }
+        );
+    }
+
+    #[test]
+    fn a_json_answer_and_an_answer_without_end_of_stream() {
+        let body = br#"{"id":"msg_2","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"hi"}],"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":20}}"#;
+        let json = ResponseStart {
+            status: Some(b"200"),
+            content_type: Some(b"application/json"),
+            content_encoding: None,
+        };
+        let mut observation = Observation::start(0, None, None);
+        assert_eq!(observation.caller(), "unknown");
+        observation.response_headers(5, json, false, &UsageConfig::default());
+        observation.response_body(body, true);
+        assert!(!observation.reading_body());
+        let record = observation.finish(9);
+        assert_eq!(record.model, "claude-haiku-4-5");
+        assert_eq!(record.tokens.output, 20);
+        assert_eq!(record.stop_reason.as_deref(), Some("max_tokens"));
+        assert!(record.parsed && !record.streamed);
+        assert_eq!(record.request_id, None);
+
+        // The client went away mid-stream: counts so far are kept, the response is unparsed.
+        let mut cut = Observation::start(0, Some(b"bob"), None);
+        cut.response_headers(1, sse_start(), false, &UsageConfig::default());
+        cut.response_body(&STREAM.as_bytes()[..STREAM.len() / 2], false);
+        let record = cut.finish(2);
+        assert!(!record.parsed);
+        assert_eq!(record.tokens.input, 25);
+        assert_eq!(record.stop_reason, None);
+    }
+
+    #[test]
+    fn unreadable_or_missing_responses_are_unparsed() {
+        let mut html = Observation::start(0, Some(b""), None);
+        html.response_headers(
+            3,
+            ResponseStart {
+                status: Some(b"502"),
+                content_type: Some(b"text/html"),
+                content_encoding: None,
+            },
+            false,
+            &UsageConfig::default(),
+        );
+        assert!(!html.reading_body());
+        html.response_body(b"<html>bad gateway</html>", true);
+        let record = html.finish(4);
+        assert_eq!(
+            (record.status, record.parsed, record.ttfb_ms),
+            (502, false, Some(3))
+        );
+        assert_eq!(
+            (record.caller.as_str(), record.model.as_str()),
+            ("unknown", "unknown")
+        );
+
+        let none = Observation::start(10, Some(b"carol"), None).finish(15);
+        assert_eq!((none.status, none.ttfb_ms, none.parsed), (0, None, false));
+        assert_eq!(none.duration_ms, 5);
+
+        let mut brotli = Observation::start(0, Some(b"dave"), None);
+        brotli.response_headers(
+            1,
+            ResponseStart {
+                content_encoding: Some(b"br"),
+                ..sse_start()
+            },
+            false,
+            &UsageConfig::default(),
+        );
+        brotli.response_body(STREAM.as_bytes(), true);
+        let record = brotli.finish(2);
+        assert!(!record.parsed && record.streamed);
+        assert_eq!(record.tokens, TokenCounts::default());
+    }
+
+    #[test]
+    fn long_identities_and_request_ids_are_cut_for_the_log() {
+        let caller = vec![b'a'; 1_000];
+        let id = vec![b'i'; 1_000];
+        let record = Observation::start(0, Some(&caller), Some(&id)).finish(0);
+        assert_eq!(record.caller.len(), MAX_LOG_VALUE_BYTES);
+        assert_eq!(record.request_id.unwrap().len(), MAX_REQUEST_ID_BYTES);
+    }
+}

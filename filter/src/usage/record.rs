@@ -1,0 +1,362 @@
+//! The usage record of one request: its log line and the metric updates it accounts for.
+//!
+//! The log line is `usage ` followed by one JSON object whose keys keep the documented order; the
+//! time is written by hand from the host clock (RFC 3339, UTC, milliseconds). It never holds a prompt,
+//! response text or credential: only the caller, the model, counts, status and timings.
+
+use serde::Serialize;
+
+use crate::metrics::{
+    MetricKind, USAGE_REQUESTS_TOTAL, USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, USAGE_TOKENS_TOTAL,
+    USAGE_UNPARSED_TOTAL,
+};
+use crate::usage::labels::tagged;
+use crate::usage::parse::TokenCounts;
+
+/// Longest caller, model or stop reason written to the log, in bytes; longer values are cut.
+pub const MAX_LOG_VALUE_BYTES: usize = 256;
+
+/// Longest request id written to the log, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// What one observed request used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// When the request arrived, milliseconds since the Unix epoch (host clock).
+    pub time_ms: u64,
+    /// The request's `x-request-id`, if it had one.
+    pub request_id: Option<String>,
+    /// The caller identity as resolved (not capped; `unknown` when absent).
+    pub caller: String,
+    /// The model the response names (`unknown` when it names none).
+    pub model: String,
+    /// The response status; 0 when no response arrived.
+    pub status: u16,
+    /// Token counts read from the response (0 where absent).
+    pub tokens: TokenCounts,
+    /// Why generation stopped, when the response says so.
+    pub stop_reason: Option<String>,
+    /// From the request's arrival to the end of the stream, in milliseconds.
+    pub duration_ms: u64,
+    /// From the request's arrival to the response headers, in milliseconds; `None` without a response.
+    pub ttfb_ms: Option<u64>,
+    /// Whether the response was an event stream.
+    pub streamed: bool,
+    /// Whether the response's usage could be read.
+    pub parsed: bool,
+}
+
+/// What to do with one metric: define it (once) under `name`, then add to it or record a sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricUpdate {
+    /// The tagged metric name.
+    pub name: String,
+    /// Counter (the value is added) or histogram (the value is a sample).
+    pub kind: MetricKind,
+    /// The increment or the sample.
+    pub value: u64,
+}
+
+/// The status class label of a status: `1xx` to `5xx`, `unknown` otherwise (no response).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "unknown",
+    }
+}
+
+impl UsageRecord {
+    /// The log line: `usage {...}`.
+    pub fn log_line(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            time: String,
+            request_id: Option<&'a str>,
+            caller: &'a str,
+            model: &'a str,
+            status: u16,
+            input_tokens: u64,
+            output_tokens: u64,
+            cache_creation_input_tokens: u64,
+            cache_read_input_tokens: u64,
+            stop_reason: Option<&'a str>,
+            duration_ms: u64,
+            ttfb_ms: Option<u64>,
+            streamed: bool,
+            parsed: bool,
+        }
+        let line = Line {
+            time: rfc3339_millis(self.time_ms),
+            request_id: self.request_id.as_deref(),
+            caller: &self.caller,
+            model: &self.model,
+            status: self.status,
+            input_tokens: self.tokens.input,
+            output_tokens: self.tokens.output,
+            cache_creation_input_tokens: self.tokens.cache_creation_input,
+            cache_read_input_tokens: self.tokens.cache_read_input,
+            stop_reason: self.stop_reason.as_deref(),
+            duration_ms: self.duration_ms,
+            ttfb_ms: self.ttfb_ms,
+            streamed: self.streamed,
+            parsed: self.parsed,
+        };
+        // Serialising owned strings and numbers cannot fail; an empty object is still a valid line.
+        let json = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));
+        format!("usage {json}")
+    }
+
+    /// The metric updates this record accounts for, given the caller and model labels after the caps:
+    /// one request by status class, each non-zero token count by type, the time to first byte by model,
+    /// and an unparsed response when a successful (2xx) response's usage could not be read.
+    pub fn metric_updates(&self, caller: &str, model: &str) -> Vec<MetricUpdate> {
+        let counter = |name: String, value: u64| MetricUpdate {
+            name,
+            kind: MetricKind::Counter,
+            value,
+        };
+        let mut updates = vec![counter(
+            tagged(
+                USAGE_REQUESTS_TOTAL,
+                &[
+                    ("caller", caller),
+                    ("model", model),
+                    ("status_class", status_class(self.status)),
+                ],
+            ),
+            1,
+        )];
+        let tokens = [
+            ("input", self.tokens.input),
+            ("output", self.tokens.output),
+            ("cache_read", self.tokens.cache_read_input),
+            ("cache_creation", self.tokens.cache_creation_input),
+        ];
+        for (kind, value) in tokens {
+            if value > 0 {
+                updates.push(counter(
+                    tagged(
+                        USAGE_TOKENS_TOTAL,
+                        &[("caller", caller), ("model", model), ("type", kind)],
+                    ),
+                    value,
+                ));
+            }
+        }
+        if let Some(ttfb) = self.ttfb_ms {
+            updates.push(MetricUpdate {
+                name: tagged(USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, &[("model", model)]),
+                kind: MetricKind::Histogram,
+                value: ttfb,
+            });
+        }
+        if !self.parsed && (200..300).contains(&self.status) {
+            updates.push(counter(USAGE_UNPARSED_TOTAL.to_owned(), 1));
+        }
+        updates
+    }
+}
+
+/// `bytes` as text for the log: invalid UTF-8 replaced, cut at `max` bytes on a character boundary.
+pub fn log_text(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds: `2026-12-03T09:08:29.123Z`.
+pub fn rfc3339_millis(ms: u64) -> String {
+    let days = ms / 86_400_000;
+    let of_day = ms % 86_400_000;
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1000 % 60,
+        of_day % 1000
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01: the date is counted in 400-year eras
+/// (146,097 days each) from 0000-03-01, so that the leap day falls at the end of each counted year.
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    // 719,468 days from 0000-03-01 to 1970-01-01.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months counted from March: 0 = March ... 11 = February.
+    let march_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
+    let month = if march_month < 10 {
+        march_month + 3
+    } else {
+        march_month - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn record() -> UsageRecord {
+        UsageRecord {
+            time_ms: 1_764_752_909_123,
+            request_id: Some("req-1".into()),
+            caller: "alice@example.com".into(),
+            model: "claude-sonnet-4-5".into(),
+            status: 200,
+            tokens: TokenCounts {
+                input: 12,
+                output: 34,
+                cache_creation_input: 0,
+                cache_read_input: 5,
+            },
+            stop_reason: Some("end_turn".into()),
+            duration_ms: 1500,
+            ttfb_ms: Some(250),
+            streamed: true,
+            parsed: true,
+        }
+    }
+
+    #[test]
+    fn rfc3339_is_exact_across_epochs_leap_days_and_centuries() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_868_799_999), "2000-02-29T23:59:59.999Z");
+        assert_eq!(
+            rfc3339_millis(1_709_251_199_001),
+            "2024-02-29T23:59:59.001Z"
+        );
+        assert_eq!(
+            rfc3339_millis(1_764_752_909_123),
+            "2025-12-03T09:08:29.123Z"
+        );
+        assert_eq!(
+            rfc3339_millis(4_107_542_400_000),
+            "2100-03-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn civil_dates_agree_with_day_by_day_counting() {
+        let month_days = |year: u64, month: u64| match month {
+            2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let (mut year, mut month, mut day) = (1970, 1, 1);
+        for days in 0..200_000 {
+            assert_eq!(civil_date(days), (year, month, day), "{days}");
+            day += 1;
+            if day > month_days(year, month) {
+                day = 1;
+                month += 1;
+                if month > 12 {
+                    month = 1;
+                    year += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_log_line_has_every_key_in_order() {
+        assert_eq!(
+            record().log_line(),
+            r#"usage {"time":"2025-12-03T09:08:29.123Z","request_id":"req-1","caller":"alice@example.com","model":"claude-sonnet-4-5","status":200,"input_tokens":12,"output_tokens":34,"cache_creation_input_tokens":0,"cache_read_input_tokens":5,"stop_reason":"end_turn","duration_ms":1500,"ttfb_ms":250,"streamed":true,"parsed":true}"#
+        );
+        let bare = UsageRecord {
+            request_id: None,
+            stop_reason: None,
+            ttfb_ms: None,
+            caller: "a\"b\n".into(),
+            ..record()
+        };
+        let line = bare.log_line();
+        let json: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("usage ").unwrap()).unwrap();
+        assert_eq!(json["request_id"], serde_json::Value::Null);
+        assert_eq!(json["stop_reason"], serde_json::Value::Null);
+        assert_eq!(json["ttfb_ms"], serde_json::Value::Null);
+        assert_eq!(json["caller"], "a\"b\n");
+    }
+
+    #[test]
+    fn metric_updates_name_every_label_and_skip_zero_counts() {
+        let updates = record().metric_updates("alice@example.com", "claude-sonnet-4-5");
+        let rendered: Vec<(String, MetricKind, u64)> = updates
+            .into_iter()
+            .map(|update| (update.name, update.kind, update.value))
+            .collect();
+        let counter = MetricKind::Counter;
+        assert_eq!(
+            rendered,
+            vec![
+                ("credential_filter_usage_requests_total;caller=alice@example.com;model=claude-sonnet-4-5;status_class=2xx".to_owned(), counter, 1),
+                ("credential_filter_usage_tokens_total;caller=alice@example.com;model=claude-sonnet-4-5;type=input".to_owned(), counter, 12),
+                ("credential_filter_usage_tokens_total;caller=alice@example.com;model=claude-sonnet-4-5;type=output".to_owned(), counter, 34),
+                ("credential_filter_usage_tokens_total;caller=alice@example.com;model=claude-sonnet-4-5;type=cache_read".to_owned(), counter, 5),
+                ("credential_filter_usage_time_to_first_byte_milliseconds;model=claude-sonnet-4-5".to_owned(), MetricKind::Histogram, 250),
+            ]
+        );
+    }
+
+    #[test]
+    fn unparsed_counts_only_successful_responses() {
+        let unparsed = UsageRecord {
+            parsed: false,
+            ..record()
+        };
+        let names = |record: &UsageRecord| {
+            record
+                .metric_updates("c", "m")
+                .into_iter()
+                .map(|update| update.name)
+                .collect::<Vec<_>>()
+        };
+        assert!(names(&unparsed).contains(&USAGE_UNPARSED_TOTAL.to_owned()));
+        let error = UsageRecord {
+            parsed: false,
+            status: 529,
+            tokens: TokenCounts::default(),
+            ..record()
+        };
+        let error_names = names(&error);
+        assert!(!error_names.contains(&USAGE_UNPARSED_TOTAL.to_owned()));
+        assert_eq!(
+            error_names[0],
+            "credential_filter_usage_requests_total;caller=c;model=m;status_class=5xx"
+        );
+        assert_eq!(error_names.len(), 2, "{error_names:?}");
+    }
+
+    #[test]
+    fn status_classes_and_log_text() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(429), "4xx");
+        assert_eq!(status_class(0), "unknown");
+        assert_eq!(status_class(600), "unknown");
+        assert_eq!(log_text("aé".as_bytes(), 2), "a");
+        assert_eq!(log_text(b"\xffz", 10), "\u{fffd}z");
+    }
+}
