@@ -558,8 +558,9 @@ const fn sig(name: &'static str, params: usize, results: usize) -> Signature {
 }
 
 /// Every export this host calls, with its signature.
-const CALLED_EXPORTS: [Signature; 21] = [
+const CALLED_EXPORTS: [Signature; 22] = [
     sig("_initialize", 0, 0),
+    sig("_start", 0, 0),
     sig("main", 2, 1),
     sig("proxy_on_memory_allocate", 1, 1),
     sig("malloc", 1, 1),
@@ -595,12 +596,24 @@ fn describe(ty: &FuncType) -> String {
 fn check_exports(module: &Module) -> Result<ExportInfo, HarnessError> {
     let mut info = ExportInfo::default();
     let mut has_memory = false;
-    let mut abi_markers: Vec<String> = Vec::new();
+    // The ABI marker is checked first: a module built for another ABI version has other callback
+    // signatures, and the version it declares is the one line its author needs.
+    let abi_markers: Vec<String> = module
+        .exports()
+        .filter_map(|export| export.name().strip_prefix("proxy_abi_version_"))
+        .map(|version| version.replace('_', "."))
+        .collect();
+    if !abi_markers
+        .iter()
+        .any(|version| version == "0.2.1" || version == "0.2.0")
+    {
+        return Err(match abi_markers.into_iter().next() {
+            Some(other) => HarnessError::UnsupportedAbi(other),
+            None => HarnessError::MissingAbiMarker,
+        });
+    }
     for export in module.exports() {
         let name = export.name();
-        if let Some(version) = name.strip_prefix("proxy_abi_version_") {
-            abi_markers.push(version.replace('_', "."));
-        }
         match export.ty() {
             ExternType::Memory(_) if name == "memory" => has_memory = true,
             ExternType::Func(ty) => {
@@ -629,6 +642,7 @@ fn check_exports(module: &Module) -> Result<ExportInfo, HarnessError> {
                 }
                 match expected.name {
                     "_initialize" => info.has_initialize = true,
+                    "_start" => {}
                     "main" => info.has_main = true,
                     "proxy_on_memory_allocate" => info.allocator = Some(expected.name),
                     "malloc" => {
@@ -639,15 +653,6 @@ fn check_exports(module: &Module) -> Result<ExportInfo, HarnessError> {
             }
             _ => {}
         }
-    }
-    if !abi_markers
-        .iter()
-        .any(|version| version == "0.2.1" || version == "0.2.0")
-    {
-        return Err(match abi_markers.into_iter().next() {
-            Some(other) => HarnessError::UnsupportedAbi(other),
-            None => HarnessError::MissingAbiMarker,
-        });
     }
     if !has_memory {
         return Err(HarnessError::BadExport {
@@ -669,7 +674,7 @@ fn check_imports(module: &Module) -> Result<(), HarnessError> {
     for import in module.imports() {
         let known = match import.module() {
             abi::ENV => abi::host_import(import.name()).is_some(),
-            "wasi_snapshot_preview1" => true,
+            crate::wasi::WASI | crate::wasi::WASI_UNSTABLE => true,
             _ => false,
         };
         if !known {

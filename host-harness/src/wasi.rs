@@ -10,8 +10,11 @@
 //! which panics when the embedder calls the guest from inside its own runtime (as the standalone proxy's
 //! workers do); a guest's panic message, written to stderr, would then take the worker down. A proxy-wasm
 //! guest has only stdin, stdout and stderr, so the host answers these calls itself, as Envoy does: writes to
-//! stdout/stderr are captured, stdin is empty, every other descriptor is EBADF, sleeping (`poll_oneoff`) is
-//! not supported.
+//! stdout/stderr are captured, stdin is empty, every other descriptor is EBADF, sleeping (`poll_oneoff`)
+//! returns at once with no event.
+//!
+//! Modules built by older toolchains (AssemblyScript's `proxy-runtime`) import WASI as `wasi_unstable`;
+//! as Envoy does, the same functions answer under that name.
 
 use std::io::Write;
 
@@ -26,7 +29,9 @@ use crate::plugin::PluginShared;
 use crate::state::HostState;
 
 /// The WASI import module.
-const WASI: &str = "wasi_snapshot_preview1";
+pub(crate) const WASI: &str = "wasi_snapshot_preview1";
+/// The pre-snapshot name of the same module, still imported by older toolchains.
+pub(crate) const WASI_UNSTABLE: &str = "wasi_unstable";
 
 /// WASI errno values this host returns.
 mod errno {
@@ -118,11 +123,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "fd_renumber",
         |_: Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(
-        WASI,
-        "poll_oneoff",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| Ok(errno::NOTSUP),
-    )?;
+    linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?;
     linker.func_wrap(
         WASI,
         "path_create_directory",
@@ -187,6 +188,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
     linker.allow_shadowing(false);
+    linker.alias_module(WASI, WASI_UNSTABLE)?;
     Ok(())
 }
 
@@ -261,6 +263,25 @@ fn fd_write(
         state.log.write_output(source, &bytes);
     }
     Ok(errno::SUCCESS)
+}
+
+/// Sleeping and waiting: as in Envoy, success with no event, at once. A host must never block a worker
+/// for a guest, and the Go runtime throws (its panics turn into "panic during panic") when the call
+/// fails, so every Go filter that sleeps, yields or panics needs this answer.
+fn poll_oneoff(
+    mut caller: Caller<'_, HostState>,
+    _subscriptions: i32,
+    _events: i32,
+    _count: i32,
+    nevents: i32,
+) -> wasmtime::Result<i32> {
+    let mut call = HostCall::new(&mut caller, "poll_oneoff");
+    let written = u32::try_from(nevents).is_ok_and(|ptr| call.try_write(ptr, &0u32.to_le_bytes()));
+    Ok(if written {
+        errno::SUCCESS
+    } else {
+        errno::FAULT
+    })
 }
 
 /// stdin is empty: reads return end of file.

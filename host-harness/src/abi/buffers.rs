@@ -101,7 +101,9 @@ fn proxy_get_buffer_bytes(
 
 /// Envoy's semantics: `start` 0 replaces the first `size` bytes with the data (so the body may grow or
 /// shrink), a start at or past the end appends, any other start is BAD_ARGUMENT. Read-only buffers are
-/// BAD_ARGUMENT, absent ones NOT_FOUND.
+/// BAD_ARGUMENT, absent ones NOT_FOUND. The body of the other direction is BAD_ARGUMENT from a request or
+/// response callback: Envoy holds no buffer of it there (its `copyFrom` on an empty buffer refuses), so a
+/// write that could only be lost is refused instead.
 fn proxy_set_buffer_bytes(
     mut caller: Caller<'_, HostState>,
     buffer_type: u32,
@@ -115,6 +117,9 @@ fn proxy_set_buffer_bytes(
         return ret(Status::BadArgument);
     };
     let status = call.with_bytes(data_ptr, data_len, "data", |data, state| {
+        if other_direction(state.contexts.callback, buffer) {
+            return Status::BadArgument;
+        }
         let body = match buffer {
             BufferType::RequestBody => state
                 .contexts
@@ -148,6 +153,25 @@ fn proxy_set_buffer_bytes(
         }
     })?;
     ret(status)
+}
+
+/// Whether `buffer` is the body of the direction the running stream callback does not process.
+fn other_direction(callback: &str, buffer: BufferType) -> bool {
+    const REQUEST: [&str; 3] = [
+        "proxy_on_request_headers",
+        "proxy_on_request_body",
+        "proxy_on_request_trailers",
+    ];
+    const RESPONSE: [&str; 3] = [
+        "proxy_on_response_headers",
+        "proxy_on_response_body",
+        "proxy_on_response_trailers",
+    ];
+    match buffer {
+        BufferType::RequestBody => RESPONSE.contains(&callback),
+        BufferType::ResponseBody => REQUEST.contains(&callback),
+        _ => false,
+    }
 }
 
 /// Reports a buffer's size (and flags, always 0).

@@ -1,7 +1,8 @@
 //! Http calls: `proxy_http_call`, and `proxy_get_status` which reports on the call being answered.
 //!
 //! As in Envoy, a call needs a known cluster and `:method`, `:path` and `:authority` headers, or it is
-//! BAD_ARGUMENT. Its response goes to the root context's `proxy_on_http_call_response` (the SDK routes it on
+//! BAD_ARGUMENT; Envoy checks only that each is present, so an empty value (the Go SDK's examples send an
+//! empty `:authority`) is accepted. Its response goes to the root context's `proxy_on_http_call_response` (the SDK routes it on
 //! to the context that dispatched it); the host delivers it later, never inside the dispatching callback.
 
 use std::time::Duration;
@@ -67,7 +68,7 @@ fn proxy_http_call(
     };
     if REQUIRED_PSEUDO_HEADERS
         .iter()
-        .any(|name| headers.get(name).is_none_or(<[u8]>::is_empty))
+        .any(|name| headers.get(name).is_none())
     {
         return ret(Status::BadArgument);
     }

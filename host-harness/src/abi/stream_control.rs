@@ -118,6 +118,59 @@ fn proxy_close_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> Ho
 /// downstream yet (from `proxy_on_response_headers` included). Only the first one counts; once response
 /// headers went downstream a local response is impossible and the stream is reset instead, as Envoy does.
 #[allow(clippy::too_many_arguments)]
+/// Whether Envoy treats the request as gRPC: its `content-type` is `application/grpc`, or that followed
+/// by `+` or `;`.
+fn is_grpc_request(headers: &Headers) -> bool {
+    headers.get("content-type").is_some_and(|value| {
+        value
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"))
+    })
+}
+
+/// Envoy's gRPC status for an HTTP status (`Grpc::Utility::httpToGrpcStatus`).
+fn grpc_status_for(http_status: u32) -> u32 {
+    match http_status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// Turns a local response to a gRPC request into the trailers-only reply Envoy sends: HTTP 200,
+/// `content-type: application/grpc`, `grpc-status` (the filter's, else mapped from the HTTP status) and
+/// the body, percent-encoded and without a trailing newline, as `grpc-message`; no body. Returns the
+/// status and body to send.
+fn as_grpc_reply(
+    headers: &mut Headers,
+    status_code: u32,
+    body: &[u8],
+    grpc_status: i32,
+) -> (u32, Vec<u8>) {
+    headers.replace("content-type", "application/grpc");
+    if !headers.contains("grpc-status") {
+        let status = u32::try_from(grpc_status).unwrap_or_else(|_| grpc_status_for(status_code));
+        headers.replace("grpc-status", status.to_string());
+    }
+    let message = body.strip_suffix(b"\n").unwrap_or(body);
+    if !message.is_empty() {
+        let mut encoded = String::with_capacity(message.len());
+        for &byte in message {
+            if (b' '..=b'~').contains(&byte) && byte != b'%' {
+                encoded.push(char::from(byte));
+            } else {
+                encoded.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        headers.replace("grpc-message", encoded);
+    }
+    headers.remove("content-length");
+    (200, Vec::new())
+}
+
 fn proxy_send_local_response(
     mut caller: Caller<'_, HostState>,
     status_code: u32,
@@ -156,7 +209,11 @@ fn proxy_send_local_response(
         // The local response is now the response: `proxy_on_log` reads its status, as in Envoy, which
         // also describes a body the way it sends it.
         let mut headers = headers;
-        if !body.is_empty() {
+        let mut status_code = status_code;
+        let mut body = body;
+        if is_grpc_request(&stream.request.headers) {
+            (status_code, body) = as_grpc_reply(&mut headers, status_code, &body, grpc_status);
+        } else if !body.is_empty() {
             headers.replace("content-length", body.len().to_string());
             if !headers.contains("content-type") {
                 headers.add("content-type", "text/plain");

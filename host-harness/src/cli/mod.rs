@@ -28,6 +28,15 @@ pub struct FilterArgs {
     /// A variable of the VM's environment (like Envoy's `vm_config.environment_variables`); repeatable.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,
+    /// The root id (Envoy's `root_id`; SDKs such as AssemblyScript's pick their root context by it).
+    #[arg(long, value_name = "ID")]
+    pub root_id: Option<String>,
+    /// The VM id (Envoy's `vm_config.vm_id`), which scopes shared data and queues.
+    #[arg(long, value_name = "ID")]
+    pub vm_id: Option<String>,
+    /// The VM configuration file (Envoy's `vm_config.configuration`), passed verbatim.
+    #[arg(long, value_name = "PATH")]
+    pub vm_config: Option<PathBuf>,
 }
 
 /// Why a filter could not be loaded with its configuration.
@@ -83,6 +92,19 @@ impl FilterArgs {
         let mut builder = Plugin::builder()
             .module_file(&module)
             .plugin_config(&config);
+        if let Some(root_id) = &self.root_id {
+            builder = builder.root_id(root_id.clone());
+        }
+        if let Some(vm_id) = &self.vm_id {
+            builder = builder.vm_id(vm_id.clone());
+        }
+        if let Some(path) = &self.vm_config {
+            let vm_config = std::fs::read(path).map_err(|source| LoadError::ReadConfig {
+                path: path.clone(),
+                source,
+            })?;
+            builder = builder.vm_config(vm_config);
+        }
         for (key, value) in &self.env {
             builder = builder.env(key.clone(), value.clone());
         }

@@ -530,6 +530,8 @@ pub struct ProxyBody {
 
 enum BodyKind {
     Done,
+    /// The filter failed mid-body: the error follows once what was sent is flushed.
+    Failing(String),
     Full(Option<Bytes>),
     Upstream(Box<UpstreamStream>),
 }
@@ -803,6 +805,10 @@ impl Body for ProxyBody {
         loop {
             let step = match &mut this.kind {
                 BodyKind::Done => return Poll::Ready(None),
+                BodyKind::Failing(reason) => {
+                    let reason = std::mem::take(reason);
+                    return this.abort(reason);
+                }
                 BodyKind::Full(bytes) => {
                     let frame = bytes.take().map(|bytes| Ok(Frame::data(bytes)));
                     this.kind = BodyKind::Done;
@@ -832,10 +838,15 @@ impl Body for ProxyBody {
                 Step::Pending => return Poll::Pending,
                 Step::Abort(reason) => return this.abort(reason),
                 Step::FilterFailed(reason) => {
-                    if let Some(exchange) = this.exchange.as_ref() {
+                    if let Some(exchange) = this.exchange.as_mut() {
                         exchange.worker.shared.metrics.count_filter_failure();
+                        exchange.aborted = Some(reason.clone());
                     }
-                    return this.abort(reason);
+                    // As Envoy, the client gets the headers and the body sent so far before the cut:
+                    // hyper flushes what it holds when the body waits, so wait once before failing.
+                    this.kind = BodyKind::Failing(reason);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
             }
         }
@@ -845,7 +856,7 @@ impl Body for ProxyBody {
         match &self.kind {
             BodyKind::Done => true,
             BodyKind::Full(bytes) => bytes.is_none(),
-            BodyKind::Upstream(_) => false,
+            BodyKind::Upstream(_) | BodyKind::Failing(_) => false,
         }
     }
 
@@ -856,7 +867,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
             }
             // The filter may change the body's length: never promise the upstream's.
-            BodyKind::Upstream(_) => SizeHint::default(),
+            BodyKind::Upstream(_) | BodyKind::Failing(_) => SizeHint::default(),
         }
     }
 }

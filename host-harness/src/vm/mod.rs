@@ -42,6 +42,8 @@ type HttpCallResponseParams = (u32, u32, u32, u32, u32);
 /// The guest's callbacks, resolved once per instance; absent ones are `None` and get the spec's default.
 struct Callbacks {
     initialize: Option<TypedFunc<(), ()>>,
+    /// `_start`, run instead of `_initialize` when a module has only it (a WASI command).
+    start: Option<TypedFunc<(), ()>>,
     main: Option<TypedFunc<(u32, u32), u32>>,
     on_context_create: Option<TypedFunc<(u32, u32), ()>>,
     on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
@@ -289,6 +291,7 @@ impl Vm {
         store.data_mut().guest = GuestExports { memory, allocate };
         let callbacks = Callbacks {
             initialize: typed(&instance, &mut store, "_initialize"),
+            start: typed(&instance, &mut store, "_start"),
             main: typed(&instance, &mut store, "main"),
             on_context_create: typed(&instance, &mut store, "proxy_on_context_create"),
             on_vm_start: typed(&instance, &mut store, "proxy_on_vm_start"),
@@ -315,11 +318,16 @@ impl Vm {
         let plugin = self.plugin.clone();
         let log = self.log.clone();
         let startup_mark = log.mark();
-        let initialize: Pick<_, _> = |callbacks| callbacks.initialize.as_ref();
-        instance.invoke(&plugin, &log, "_initialize", root_id, initialize, ())?;
         if shared.exports.has_initialize {
+            let initialize: Pick<_, _> = |callbacks| callbacks.initialize.as_ref();
+            instance.invoke(&plugin, &log, "_initialize", root_id, initialize, ())?;
             let main: Pick<_, _> = |callbacks| callbacks.main.as_ref();
             instance.invoke(&plugin, &log, "main", root_id, main, (0, 0))?;
+        } else {
+            // A module built as a WASI command (TinyGo's default, for one) sets itself up in `_start`;
+            // Envoy runs it when there is no `_initialize`.
+            let start: Pick<_, _> = |callbacks| callbacks.start.as_ref();
+            instance.invoke(&plugin, &log, "_start", root_id, start, ())?;
         }
         let create: Pick<_, _> = |callbacks| callbacks.on_context_create.as_ref();
         instance.invoke(

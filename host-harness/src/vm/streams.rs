@@ -458,8 +458,9 @@ impl Vm {
         Ok(action)
     }
 
-    /// Ends a stream: `proxy_on_done`, then (unless the plugin defers with `false` until it calls
-    /// `proxy_done`) `proxy_on_log` and `proxy_on_delete`.
+    /// Ends a stream as Envoy does: `proxy_on_log` (the stream's access log), then `proxy_on_done`, then
+    /// `proxy_on_delete`, unless the plugin defers with `false` from `proxy_on_done` until it calls
+    /// `proxy_done`.
     ///
     /// # Errors
     /// [`HarnessError::UnknownStream`].
@@ -473,15 +474,29 @@ impl Vm {
         if !instance.store.data().contexts.streams.contains_key(&id.0) {
             return Err(HarnessError::UnknownStream(id.0));
         }
-        let on_done: Pick<_, _> = |callbacks| callbacks.on_done.as_ref();
-        match instance.invoke(
-            &self.plugin,
-            &self.log,
-            "proxy_on_done",
-            id.0,
-            on_done,
-            id.0,
-        ) {
+        if let Some(stream) = self.stream_state_mut(id) {
+            stream.logging = true;
+        }
+        let Some(instance) = self.live.as_mut() else {
+            return Err(HarnessError::UnknownStream(id.0));
+        };
+        let on_log: Pick<_, _> = |callbacks| callbacks.on_log.as_ref();
+        let logged = instance.invoke(&self.plugin, &self.log, "proxy_on_log", id.0, on_log, id.0);
+        let done = match logged {
+            Err(trap) => Err(trap),
+            Ok(_) => {
+                let on_done: Pick<_, _> = |callbacks| callbacks.on_done.as_ref();
+                instance.invoke(
+                    &self.plugin,
+                    &self.log,
+                    "proxy_on_done",
+                    id.0,
+                    on_done,
+                    id.0,
+                )
+            }
+        };
+        match done {
             Err(trap) => {
                 self.fail(trap, Some(id.0));
                 self.detached.remove(&id.0);
@@ -497,23 +512,14 @@ impl Vm {
         Ok(())
     }
 
-    /// `proxy_on_log` then `proxy_on_delete` for a stream, then forgets it.
+    /// `proxy_on_delete` for a stream whose `proxy_on_log` and `proxy_on_done` ran, then forgets it.
     pub(super) fn finish_context(&mut self, id: u32) {
-        for (name, is_log) in [("proxy_on_log", true), ("proxy_on_delete", false)] {
-            if let Some(stream) = self.stream_state_mut(StreamId(id)) {
-                stream.logging = is_log;
-            }
-            let Some(instance) = self.live.as_mut() else {
-                break;
-            };
-            let func: Pick<_, _> = if is_log {
-                |callbacks| callbacks.on_log.as_ref()
-            } else {
-                |callbacks| callbacks.on_delete.as_ref()
-            };
-            if let Err(trap) = instance.invoke(&self.plugin, &self.log, name, id, func, id) {
+        if let Some(instance) = self.live.as_mut() {
+            let on_delete: Pick<_, _> = |callbacks| callbacks.on_delete.as_ref();
+            if let Err(trap) =
+                instance.invoke(&self.plugin, &self.log, "proxy_on_delete", id, on_delete, id)
+            {
                 self.fail(trap, Some(id));
-                break;
             }
         }
         if let Some(instance) = self.live.as_mut() {

@@ -1,0 +1,3 @@
+module example.com/harness-go-module
+
+go 1.24
