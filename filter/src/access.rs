@@ -1,10 +1,19 @@
 //! Caller access policy: an identity allow-list and source-address ranges.
 //!
-//! The identity header is expected to be set by a trusted front proxy (for
-//! example `tailscale-user-login` from Tailscale Serve); the source address
-//! is the downstream peer the host reports as the `source.address` property.
-//! With `require: all` (the default) every configured check must pass; with
-//! `require: any` one passing check is enough.
+//! The caller identity comes from a source the client cannot write: a host
+//! property ([`IdentitySource::Property`], e.g. `caller.id` that
+//! `host-harness serve` sets from tailscaled's WhoIs, or `source.principal`
+//! that Envoy and Istio set from the mTLS peer), or a header the operator
+//! declared trusted because a front proxy removes and sets it
+//! ([`IdentitySource::TrustedHeader`]). The source address is the downstream
+//! peer the host reports as the `source.address` property. With `require:
+//! all` (the default) every configured check must pass; with `require: any`
+//! one passing check is enough.
+//!
+//! Nothing here calls the host: the glue fetches the properties the policy
+//! names ([`AccessPolicy::identity_property`],
+//! [`AccessPolicy::needs_source_address`]) into [`CallerFacts`] and hands them
+//! to [`AccessPolicy::check`].
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,14 +31,113 @@ pub struct AccessPolicy {
     pub require: Requirement,
 }
 
-/// Allow callers whose identity header holds one of the listed identities.
+/// Allow callers whose identity, read from [`IdentityRule::source`], is on the list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityRule {
-    /// Lower-case name of the header carrying the caller identity.
-    pub header: String,
+    /// Where the caller identity is read.
+    pub source: IdentitySource,
     /// Allowed identities, compared ASCII case-insensitively.
     pub allow: Vec<String>,
 }
+
+/// Where a request's caller identity is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A host property the client cannot write (`caller.id`, `source.principal`).
+    Property(PropertyPath),
+    /// A request header (lower-case name) that a front proxy removes and sets on every request, as
+    /// the operator declared with `"trusted": true`.
+    TrustedHeader(String),
+}
+
+/// A host property path: dot-separated names such as `caller.id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyPath(String);
+
+/// Why a property path was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PropertyPathError {
+    /// Empty, an empty segment, or a character outside `[A-Za-z0-9_-]` in a segment.
+    #[error(
+        "is not a property path (dot-separated names of letters, digits, '_' and '-', such as \"caller.id\")"
+    )]
+    Syntax,
+    /// A property the host fills from the request, which the client writes.
+    #[error(
+        "names a property the host fills from the request itself, which the client writes: use a property set from the connection, such as \"caller.id\" or \"source.principal\""
+    )]
+    ClientWritten,
+}
+
+/// Property roots the host fills from what the client sent (Envoy's request attributes and
+/// everything derived from them).
+const CLIENT_WRITTEN_ROOTS: &[&str] = &["request"];
+
+impl PropertyPath {
+    /// Parses a dotted path such as `caller.id` or `source.principal`.
+    ///
+    /// # Errors
+    /// [`PropertyPathError::Syntax`] for a malformed path, [`PropertyPathError::ClientWritten`]
+    /// for a property under `request.` (headers, path, user agent: all sent by the client).
+    pub fn parse(text: &str) -> Result<Self, PropertyPathError> {
+        let well_formed = text.split('.').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+        });
+        if !well_formed {
+            return Err(PropertyPathError::Syntax);
+        }
+        let root = text.split('.').next().unwrap_or_default();
+        if CLIENT_WRITTEN_ROOTS.contains(&root) {
+            return Err(PropertyPathError::ClientWritten);
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The path's segments, as `proxy_get_property` takes them (`["caller", "id"]`).
+    pub fn segments(&self) -> Vec<&str> {
+        self.0.split('.').collect()
+    }
+
+    /// The dotted form, as configured.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PropertyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the host reported about a request's caller, fetched by the glue only when the policy
+/// needs it (the values are the raw property bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallerFacts {
+    /// The `source.address` property, when `source_cidrs` is configured and the host had it.
+    pub source_address: Option<Vec<u8>>,
+    /// The identity property ([`AccessPolicy::identity_property`]), when the host had it.
+    pub identity_property: Option<Vec<u8>>,
+}
+
+/// The identity source the access policy reads, if it has an identity check.
+///
+/// Usage accounting attributes a request to the same caller the policy checked: when this is
+/// `Some`, read the caller from it (the property's value, or the trusted header's single value);
+/// when `None`, fall back to the first present of the `caller.id` and `source.principal`
+/// properties ([`DEFAULT_CALLER_PROPERTIES`]).
+pub fn identity_source(policy: Option<&AccessPolicy>) -> Option<&IdentitySource> {
+    policy
+        .and_then(|policy| policy.identity.as_ref())
+        .map(|rule| &rule.source)
+}
+
+/// The properties that name the caller when the access policy has no identity source, in order:
+/// `host-harness serve`'s resolved caller, then Envoy's mTLS peer.
+pub const DEFAULT_CALLER_PROPERTIES: [&str; 2] = ["caller.id", "source.principal"];
 
 /// How the configured checks combine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,9 +275,9 @@ pub fn parse_source_address(raw: &[u8]) -> Option<IpAddr> {
 /// Why a caller was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DenyReason {
-    /// The identity header is absent.
+    /// The identity property or trusted header is absent or empty.
     IdentityMissing,
-    /// The identity header appears more than once, so it cannot be trusted.
+    /// The trusted identity header appears more than once, so it cannot be trusted.
     IdentityAmbiguous,
     /// The identity is not on the allow list.
     IdentityNotAllowed,
@@ -198,20 +306,34 @@ impl AccessPolicy {
         self.source_ranges.is_some()
     }
 
-    /// Checks a request. `source` is the parsed `source.address`, if any.
+    /// The property the identity check reads, when its source is a property: the glue fetches it
+    /// into [`CallerFacts::identity_property`]. Nothing is fetched otherwise.
+    pub fn identity_property(&self) -> Option<&PropertyPath> {
+        match self.identity.as_ref().map(|rule| &rule.source) {
+            Some(IdentitySource::Property(path)) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Checks a request against the headers as the client sent them and what the host reported.
     ///
     /// # Errors
     /// The reason of the first failing check when the request is refused.
     pub fn check(
         &self,
         headers: &HeaderList<'_>,
-        source: Option<IpAddr>,
+        facts: Option<&CallerFacts>,
     ) -> Result<(), DenyReason> {
-        let identity = self.identity.as_ref().map(|rule| rule.check(headers));
-        let source = self
-            .source_ranges
+        let identity = self
+            .identity
             .as_ref()
-            .map(|ranges| check_source(ranges, source));
+            .map(|rule| rule.check(headers, facts));
+        let source = self.source_ranges.as_ref().map(|ranges| {
+            let address = facts
+                .and_then(|facts| facts.source_address.as_deref())
+                .and_then(parse_source_address);
+            check_source(ranges, address)
+        });
         let results = [identity, source].into_iter().flatten();
         match self.require {
             Requirement::All => results.collect(),
@@ -232,22 +354,54 @@ impl AccessPolicy {
 }
 
 impl IdentityRule {
-    fn check(&self, headers: &HeaderList<'_>) -> Result<(), DenyReason> {
-        let mut values = headers.get_all(&self.header);
-        let value = values.next().ok_or(DenyReason::IdentityMissing)?;
-        if values.next().is_some() {
-            return Err(DenyReason::IdentityAmbiguous);
-        }
-        let value = value.trim_ascii();
-        if self
-            .allow
+    fn check(
+        &self,
+        headers: &HeaderList<'_>,
+        facts: Option<&CallerFacts>,
+    ) -> Result<(), DenyReason> {
+        let value = match &self.source {
+            IdentitySource::Property(_) => facts
+                .and_then(|facts| facts.identity_property.as_deref())
+                .ok_or(DenyReason::IdentityMissing)?,
+            IdentitySource::TrustedHeader(name) => {
+                let mut values = headers.get_all(name);
+                let value = values.next().ok_or(DenyReason::IdentityMissing)?;
+                if values.next().is_some() {
+                    return Err(DenyReason::IdentityAmbiguous);
+                }
+                value
+            }
+        };
+        identity_allowed(value, &self.allow)
+    }
+}
+
+/// The allow-list match: `value` is split on `,`, each part trimmed (ASCII whitespace); the check
+/// passes when a part equals an allowed entry ASCII case-insensitively. A tagged node whose
+/// identity is `tag:ci,tag:server` thus passes an allow list holding `tag:ci`. A value with no
+/// non-blank part carries no identity.
+///
+/// # Errors
+/// [`DenyReason::IdentityMissing`] for a blank value, [`DenyReason::IdentityNotAllowed`] when no
+/// part is allowed.
+pub fn identity_allowed(value: &[u8], allow: &[String]) -> Result<(), DenyReason> {
+    let mut parts = value
+        .split(|byte| *byte == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|part| !part.is_empty())
+        .peekable();
+    if parts.peek().is_none() {
+        return Err(DenyReason::IdentityMissing);
+    }
+    let allowed = parts.any(|part| {
+        allow
             .iter()
-            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(value))
-        {
-            Ok(())
-        } else {
-            Err(DenyReason::IdentityNotAllowed)
-        }
+            .any(|entry| entry.as_bytes().eq_ignore_ascii_case(part))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(DenyReason::IdentityNotAllowed)
     }
 }
 
@@ -270,15 +424,37 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn policy(identity: bool, ranges: &[&str], require: Requirement) -> AccessPolicy {
+    fn facts(source: Option<&str>, identity: Option<&str>) -> CallerFacts {
+        CallerFacts {
+            source_address: source.map(|text| text.as_bytes().to_vec()),
+            identity_property: identity.map(|text| text.as_bytes().to_vec()),
+        }
+    }
+
+    fn allow(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|entry| (*entry).to_owned()).collect()
+    }
+
+    fn property_policy(ranges: &[&str], require: Requirement) -> AccessPolicy {
         AccessPolicy {
-            identity: identity.then(|| IdentityRule {
-                header: "tailscale-user-login".into(),
-                allow: vec!["alice@example.com".into(), "bob@example.com".into()],
+            identity: Some(IdentityRule {
+                source: IdentitySource::Property(PropertyPath::parse("caller.id").unwrap()),
+                allow: allow(&["alice@example.com", "bob@example.com", "tag:ci"]),
             }),
             source_ranges: (!ranges.is_empty())
                 .then(|| ranges.iter().map(|r| Cidr::parse(r).unwrap()).collect()),
             require,
+        }
+    }
+
+    fn header_policy() -> AccessPolicy {
+        AccessPolicy {
+            identity: Some(IdentityRule {
+                source: IdentitySource::TrustedHeader("x-user".into()),
+                allow: allow(&["alice@example.com"]),
+            }),
+            source_ranges: None,
+            require: Requirement::All,
         }
     }
 
@@ -361,17 +537,139 @@ mod tests {
     }
 
     #[test]
-    fn identity_allow_list() {
-        let policy = policy(true, &[], Requirement::All);
+    fn property_paths_parse_and_split() {
+        let path = PropertyPath::parse("caller.id").unwrap();
+        assert_eq!(path.segments(), vec!["caller", "id"]);
+        assert_eq!(path.to_string(), "caller.id");
         assert_eq!(
-            policy.check(
-                &list(&[("tailscale-user-login", "Alice@Example.com")]),
-                None
-            ),
+            PropertyPath::parse("source.principal").unwrap().segments(),
+            vec!["source", "principal"]
+        );
+        assert_eq!(
+            PropertyPath::parse("connection.uri_san_peer_certificate")
+                .unwrap()
+                .as_str(),
+            "connection.uri_san_peer_certificate"
+        );
+        for bad in [
+            "",
+            ".",
+            "caller.",
+            ".id",
+            "caller..id",
+            "caller id",
+            "caller.id\n",
+            "caller/id",
+        ] {
+            assert_eq!(
+                PropertyPath::parse(bad),
+                Err(PropertyPathError::Syntax),
+                "{bad:?}"
+            );
+        }
+        for client in ["request.headers.x-user", "request.useragent", "request"] {
+            assert_eq!(
+                PropertyPath::parse(client),
+                Err(PropertyPathError::ClientWritten),
+                "{client:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_matching_splits_trims_and_ignores_ascii_case() {
+        let list = allow(&["alice@example.com", "tag:ci"]);
+        for passing in [
+            &b"alice@example.com"[..],
+            b"ALICE@EXAMPLE.COM",
+            b" \talice@example.com ",
+            b"tag:ci",
+            b"tag:ci,tag:server",
+            b"tag:server, TAG:CI",
+            b",,tag:ci,",
+        ] {
+            assert_eq!(identity_allowed(passing, &list), Ok(()), "{passing:?}");
+        }
+        for refused in [
+            &b"eve@example.com"[..],
+            b"tag:server",
+            b"alice@example.com.evil",
+            b"alice@example.co",
+            b"tag:ci2",
+            b"alice@example.com;tag:ci",
+            b"alice",
+        ] {
+            assert_eq!(
+                identity_allowed(refused, &list),
+                Err(DenyReason::IdentityNotAllowed),
+                "{refused:?}"
+            );
+        }
+        for blank in [&b""[..], b" ", b",", b" , \t"] {
+            assert_eq!(
+                identity_allowed(blank, &list),
+                Err(DenyReason::IdentityMissing),
+                "{blank:?}"
+            );
+        }
+        // Non-ASCII bytes compare exactly; they never panic.
+        assert_eq!(
+            identity_allowed(&[0xff, b',', 0xc3], &list),
+            Err(DenyReason::IdentityNotAllowed)
+        );
+    }
+
+    #[test]
+    fn property_identity_is_read_from_the_facts_never_from_headers() {
+        let policy = property_policy(&[], Requirement::All);
+        assert_eq!(
+            policy.identity_property().map(PropertyPath::as_str),
+            Some("caller.id")
+        );
+        assert!(!policy.needs_source_address());
+        let alice = facts(None, Some("alice@example.com"));
+        assert_eq!(policy.check(&list(&[]), Some(&alice)), Ok(()));
+        let ci = facts(None, Some("tag:ci,tag:server"));
+        assert_eq!(policy.check(&list(&[]), Some(&ci)), Ok(()));
+        assert_eq!(
+            policy.check(&list(&[]), Some(&facts(None, Some("eve@example.com")))),
+            Err(DenyReason::IdentityNotAllowed)
+        );
+        // A client header named like the property, or like Tailscale's identity header, is not
+        // a source: without the property the caller has no identity.
+        let forged = list(&[
+            ("caller.id", "alice@example.com"),
+            ("caller-id", "alice@example.com"),
+            ("tailscale-user-login", "alice@example.com"),
+        ]);
+        assert_eq!(
+            policy.check(&forged, Some(&facts(None, None))),
+            Err(DenyReason::IdentityMissing)
+        );
+        assert_eq!(
+            policy.check(&forged, None),
+            Err(DenyReason::IdentityMissing)
+        );
+        assert_eq!(
+            policy.check(&forged, Some(&facts(None, Some("eve@example.com")))),
+            Err(DenyReason::IdentityNotAllowed)
+        );
+        assert_eq!(
+            policy.check(&list(&[]), Some(&facts(None, Some("")))),
+            Err(DenyReason::IdentityMissing)
+        );
+    }
+
+    #[test]
+    fn trusted_header_identity() {
+        let policy = header_policy();
+        assert_eq!(policy.identity_property(), None);
+        assert_eq!(
+            policy.check(&list(&[("X-User", " Alice@Example.com")]), None),
             Ok(())
         );
         assert_eq!(
-            policy.check(&list(&[("tailscale-user-login", "eve@example.com")]), None),
+            policy.check(&list(&[("x-user", "eve@example.com")]), None),
             Err(DenyReason::IdentityNotAllowed)
         );
         assert_eq!(
@@ -381,39 +679,78 @@ mod tests {
         assert_eq!(
             policy.check(
                 &list(&[
-                    ("tailscale-user-login", "alice@example.com"),
-                    ("tailscale-user-login", "eve@example.com")
+                    ("x-user", "alice@example.com"),
+                    ("x-user", "eve@example.com")
                 ]),
                 None
             ),
             Err(DenyReason::IdentityAmbiguous)
         );
+        // The property is not this policy's source.
+        assert_eq!(
+            policy.check(&list(&[]), Some(&facts(None, Some("alice@example.com")))),
+            Err(DenyReason::IdentityMissing)
+        );
+    }
+
+    #[test]
+    fn identity_source_tells_usage_where_the_caller_is() {
+        assert_eq!(identity_source(None), None);
+        let sources = AccessPolicy {
+            identity: None,
+            source_ranges: Some(vec![Cidr::parse("10.0.0.0/8").unwrap()]),
+            require: Requirement::All,
+        };
+        assert_eq!(identity_source(Some(&sources)), None);
+        assert!(matches!(
+            identity_source(Some(&property_policy(&[], Requirement::All))),
+            Some(IdentitySource::Property(path)) if path.as_str() == "caller.id"
+        ));
+        assert_eq!(
+            identity_source(Some(&header_policy())),
+            Some(&IdentitySource::TrustedHeader("x-user".into()))
+        );
+        assert_eq!(DEFAULT_CALLER_PROPERTIES, ["caller.id", "source.principal"]);
     }
 
     #[test]
     fn require_all_needs_every_check() {
-        let policy = policy(true, &["100.64.0.0/10"], Requirement::All);
-        let alice = list(&[("tailscale-user-login", "alice@example.com")]);
-        assert_eq!(policy.check(&alice, Some(ip("100.100.1.1"))), Ok(()));
+        let policy = property_policy(&["100.64.0.0/10"], Requirement::All);
+        let inside = facts(Some("100.100.1.1:5555"), Some("alice@example.com"));
+        assert_eq!(policy.check(&list(&[]), Some(&inside)), Ok(()));
         assert_eq!(
-            policy.check(&alice, Some(ip("192.168.1.1"))),
+            policy.check(
+                &list(&[]),
+                Some(&facts(Some("192.168.1.1:1"), Some("alice@example.com")))
+            ),
             Err(DenyReason::SourceNotAllowed)
         );
-        assert_eq!(policy.check(&alice, None), Err(DenyReason::SourceUnknown));
         assert_eq!(
-            policy.check(&list(&[]), Some(ip("100.100.1.1"))),
+            policy.check(&list(&[]), Some(&facts(None, Some("alice@example.com")))),
+            Err(DenyReason::SourceUnknown)
+        );
+        assert_eq!(
+            policy.check(&list(&[]), Some(&facts(Some("100.100.1.1:1"), None))),
             Err(DenyReason::IdentityMissing)
         );
     }
 
     #[test]
     fn require_any_needs_one_check() {
-        let policy = policy(true, &["127.0.0.0/8", "::1"], Requirement::Any);
-        let alice = list(&[("tailscale-user-login", "alice@example.com")]);
-        assert_eq!(policy.check(&alice, Some(ip("192.168.1.1"))), Ok(()));
-        assert_eq!(policy.check(&list(&[]), Some(ip("::1"))), Ok(()));
+        let policy = property_policy(&["127.0.0.0/8", "::1"], Requirement::Any);
         assert_eq!(
-            policy.check(&list(&[]), Some(ip("192.168.1.1"))),
+            policy.check(
+                &list(&[]),
+                Some(&facts(Some("192.168.1.1:1"), Some("alice@example.com")))
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check(&list(&[]), Some(&facts(Some("[::1]:80"), None))),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check(&list(&[]), Some(&facts(Some("192.168.1.1:1"), None))),
             Err(DenyReason::IdentityMissing)
         );
         assert!(policy.needs_source_address());

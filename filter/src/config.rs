@@ -18,7 +18,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::access::{AccessPolicy, Cidr, IdentityRule, Requirement};
+use crate::access::{AccessPolicy, Cidr, IdentityRule, IdentitySource, PropertyPath, Requirement};
 use crate::credential::{
     CredentialConfig, CredentialSource, DEFAULT_HEADER, DEFAULT_PREFIX, forbidden_value_char,
 };
@@ -418,10 +418,12 @@ struct RawAccess {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an object such as {\"header\": \"tailscale-user-login\", \"allow\": [\"alice@example.com\"]}"
+    expecting = "an object such as {\"property\": \"caller.id\", \"allow\": [\"alice@example.com\"]}"
 )]
 struct RawIdentity {
-    header: String,
+    property: Option<String>,
+    header: Option<String>,
+    trusted: Option<bool>,
     allow: Vec<String>,
 }
 
@@ -973,14 +975,7 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
     let identity = raw
         .identity
         .map(|identity| {
-            let header = header_name("access.identity.header", &identity.header)?;
-            if header == credential_header {
-                return Err(ConfigError::ForbiddenHeader {
-                    path: "access.identity.header".into(),
-                    name: header,
-                    why: "is the credential header and cannot carry a caller identity",
-                });
-            }
+            let source = identity_source(&identity, credential_header)?;
             if identity.allow.is_empty() {
                 return Err(ConfigError::Invalid {
                     path: "access.identity.allow".into(),
@@ -1000,11 +995,17 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
                             reason: "must not be empty".into(),
                         });
                     }
+                    if trimmed.contains(',') {
+                        return Err(ConfigError::Invalid {
+                            path,
+                            reason: "must not contain ',': identities are split on commas, so it could never match; list each identity on its own".into(),
+                        });
+                    }
                     header_value(&path, trimmed)?;
                     Ok(trimmed.to_owned())
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(IdentityRule { header, allow })
+            Ok(IdentityRule { source, allow })
         })
         .transpose()?;
     let source_ranges = raw
@@ -1036,6 +1037,57 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
             RawRequire::Any => Requirement::Any,
         },
     })
+}
+
+/// Why a header alone cannot name the caller, and what to use instead.
+const UNTRUSTED_HEADER: &str = "any client can send a header, so it cannot identify the caller on its own: use {\"property\": \"caller.id\"} (host-harness serve with an [identity] mode) or {\"property\": \"source.principal\"} (Envoy or Istio with mTLS), or add \"trusted\": true only when a front proxy removes this header from every request and sets it itself";
+
+/// The one identity source of `access.identity`: a property, or a header declared trusted.
+fn identity_source(
+    identity: &RawIdentity,
+    credential_header: &str,
+) -> Result<IdentitySource, ConfigError> {
+    match (&identity.property, &identity.header) {
+        (None, None) => Err(ConfigError::Invalid {
+            path: "access.identity".into(),
+            reason: "give exactly one source: {\"property\": \"caller.id\"} or {\"header\": \"...\", \"trusted\": true}".into(),
+        }),
+        (Some(_), Some(_)) => Err(ConfigError::Invalid {
+            path: "access.identity".into(),
+            reason: "give exactly one source, \"property\" or \"header\", not both".into(),
+        }),
+        (Some(property), None) => {
+            if identity.trusted.is_some() {
+                return Err(ConfigError::Invalid {
+                    path: "access.identity.trusted".into(),
+                    reason: "applies to \"header\" only: a property is set by the host, never by the client".into(),
+                });
+            }
+            PropertyPath::parse(property)
+                .map(IdentitySource::Property)
+                .map_err(|error| ConfigError::Invalid {
+                    path: "access.identity.property".into(),
+                    reason: format!("{property:?} {error}"),
+                })
+        }
+        (None, Some(header)) => {
+            let name = header_name("access.identity.header", header)?;
+            if name == credential_header {
+                return Err(ConfigError::ForbiddenHeader {
+                    path: "access.identity.header".into(),
+                    name,
+                    why: "is the credential header and cannot carry a caller identity",
+                });
+            }
+            if identity.trusted != Some(true) {
+                return Err(ConfigError::Invalid {
+                    path: "access.identity.header".into(),
+                    reason: format!("{name:?}: {UNTRUSTED_HEADER}"),
+                });
+            }
+            Ok(IdentitySource::TrustedHeader(name))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1732,24 +1784,76 @@ mod tests {
     #[test]
     fn access_policy_parses_and_validates() {
         let config = parse(
-            with(r#""access": {"identity": {"header": "Tailscale-User-Login", "allow": ["alice@example.com"]},
+            with(r#""access": {"identity": {"property": "caller.id", "allow": [" Alice@example.com ", "tag:ci"]},
                                "source_cidrs": ["100.64.0.0/10", "fd7a:115c:a1e0::/48"], "require": "any"}"#)
             .as_bytes(),
         )
         .unwrap();
         let access = config.access.as_ref().unwrap();
+        let identity = access.identity.as_ref().unwrap();
         assert_eq!(
-            access.identity.as_ref().unwrap().header,
-            "tailscale-user-login"
+            identity.source,
+            IdentitySource::Property(PropertyPath::parse("caller.id").unwrap())
         );
+        assert_eq!(identity.allow, vec!["Alice@example.com", "tag:ci"]);
         assert_eq!(access.require, Requirement::Any);
         assert!(config.needs_source_address());
+
+        let config = parse(
+            with(r#""access": {"identity": {"header": "X-User", "trusted": true, "allow": ["alice@example.com"]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.access.unwrap().identity.unwrap().source,
+            IdentitySource::TrustedHeader("x-user".into())
+        );
 
         let cases = [
             (r#""access": {}"#, "access: configure"),
             (
-                r#""access": {"identity": {"header": "x-user", "allow": []}}"#,
+                r#""access": {"identity": {"property": "caller.id", "allow": []}}"#,
                 "access.identity.allow: must list",
+            ),
+            (
+                r#""access": {"identity": {"property": "caller.id", "allow": ["tag:ci,tag:server"]}}"#,
+                "access.identity.allow[0]: must not contain ','",
+            ),
+            (
+                r#""access": {"identity": {"allow": ["a"]}}"#,
+                "access.identity: give exactly one source",
+            ),
+            (
+                r#""access": {"identity": {"property": "caller.id", "header": "x-user", "trusted": true, "allow": ["a"]}}"#,
+                "access.identity: give exactly one source, \"property\" or \"header\", not both",
+            ),
+            (
+                r#""access": {"identity": {"header": "tailscale-user-login", "allow": ["a"]}}"#,
+                "access.identity.header: \"tailscale-user-login\": any client can send a header, so it cannot identify the caller on its own: use {\"property\": \"caller.id\"}",
+            ),
+            (
+                r#""access": {"identity": {"header": "x-user", "trusted": false, "allow": ["a"]}}"#,
+                "access.identity.header: \"x-user\": any client can send a header",
+            ),
+            (
+                r#""access": {"identity": {"property": "caller.id", "trusted": true, "allow": ["a"]}}"#,
+                "access.identity.trusted: applies to \"header\" only",
+            ),
+            (
+                r#""access": {"identity": {"property": "caller..id", "allow": ["a"]}}"#,
+                "access.identity.property: \"caller..id\" is not a property path",
+            ),
+            (
+                r#""access": {"identity": {"property": "request.headers.x-user", "allow": ["a"]}}"#,
+                "access.identity.property: \"request.headers.x-user\" names a property the host fills from the request",
+            ),
+            (
+                r#""access": {"identity": {"property": "caller.id", "trusted": "yes", "allow": ["a"]}}"#,
+                "access.identity.trusted:",
+            ),
+            (
+                r#""access": {"identity": {"property": "caller.id", "allow": ["a"], "header_name": "x"}}"#,
+                "access.identity.header_name: unknown field",
             ),
             (
                 r#""access": {"source_cidrs": []}"#,
@@ -1764,7 +1868,7 @@ mod tests {
                 "access.source_cidrs[0]: \"banana\": \"banana\" is not an IP address",
             ),
             (
-                r#""access": {"identity": {"header": "authorization", "allow": ["a"]}}"#,
+                r#""access": {"identity": {"header": "authorization", "trusted": true, "allow": ["a"]}}"#,
                 "access.identity.header: \"authorization\" is the credential header",
             ),
             (

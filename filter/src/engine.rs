@@ -6,7 +6,8 @@
 //! response headers. The glue only fetches inputs and carries out decisions.
 //!
 //! Request pipeline, in order:
-//! 1. access policy on the headers as the client sent them (403 on failure);
+//! 1. access policy on the headers as the client sent them and what the host
+//!    reported about the caller (403 on failure);
 //! 2. credential availability (503 unless `on_missing_credential: forward`);
 //! 3. removal of the credential header and every stripped header;
 //! 4. request rules, in order;
@@ -21,7 +22,7 @@
 
 use serde::Serialize;
 
-use crate::access::{DenyReason, parse_source_address};
+use crate::access::{CallerFacts, DenyReason};
 use crate::config::{FilterConfig, MissingCredential};
 use crate::credential::Credential;
 use crate::headers::{HeaderEdit, HeaderList};
@@ -119,25 +120,19 @@ pub fn handle_request<'a>(
     config: &'a FilterConfig,
     credential: Option<&'a Credential>,
     request: &'a HeaderList<'_>,
-    source_address: Option<&[u8]>,
+    caller: Option<&CallerFacts>,
 ) -> RequestDecision<'a> {
-    run_request(
-        config,
-        credential,
-        request,
-        source_address,
-        NO_CREDENTIAL_MESSAGE,
-    )
+    run_request(config, credential, request, caller, NO_CREDENTIAL_MESSAGE)
 }
 
 /// Runs the request pipeline for a request that got no token; `message` explains the 503.
 pub fn handle_request_without_token<'a>(
     config: &'a FilterConfig,
     request: &'a HeaderList<'_>,
-    source_address: Option<&[u8]>,
+    caller: Option<&CallerFacts>,
     message: &str,
 ) -> RequestDecision<'a> {
-    run_request(config, None, request, source_address, message)
+    run_request(config, None, request, caller, message)
 }
 
 /// Runs only the access check, before a request waits for a token: a caller who will be refused
@@ -148,11 +143,10 @@ pub fn handle_request_without_token<'a>(
 pub fn check_access(
     config: &FilterConfig,
     request: &HeaderList<'_>,
-    source_address: Option<&[u8]>,
+    caller: Option<&CallerFacts>,
 ) -> Result<(), LocalResponse> {
     if let Some(access) = &config.access {
-        let source = source_address.and_then(parse_source_address);
-        access.check(request, source).map_err(access_denied)?;
+        access.check(request, caller).map_err(access_denied)?;
     }
     Ok(())
 }
@@ -161,10 +155,10 @@ fn run_request<'a>(
     config: &'a FilterConfig,
     credential: Option<&'a Credential>,
     request: &'a HeaderList<'_>,
-    source_address: Option<&[u8]>,
+    caller: Option<&CallerFacts>,
     missing_message: &str,
 ) -> RequestDecision<'a> {
-    if let Err(response) = check_access(config, request, source_address) {
+    if let Err(response) = check_access(config, request, caller) {
         return RequestDecision::Respond(response);
     }
     if credential.is_none() && config.on_missing_credential == MissingCredential::Deny {
@@ -531,20 +525,33 @@ mod tests {
         assert!(!forward.headers.contains("x-goog-api-key"));
     }
 
+    fn from(source: &str) -> CallerFacts {
+        CallerFacts {
+            source_address: Some(source.as_bytes().to_vec()),
+            identity_property: None,
+        }
+    }
+
     #[test]
     fn access_denied_is_403_without_credential() {
         let config = config(
             r#"{"credential": {"source": {"env": "T"}},
-                "access": {"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]},
+                "access": {"identity": {"property": "caller.id", "allow": ["alice@example.com"]},
                            "source_cidrs": ["100.64.0.0/10"]}}"#,
         );
         let mut request = client_request();
-        request.append("tailscale-user-login", "eve@example.com");
+        // A client header named like the identity is never read.
+        request.append("caller.id", "alice@example.com");
+        request.append("tailscale-user-login", "alice@example.com");
+        let eve = CallerFacts {
+            identity_property: Some(b"eve@example.com".to_vec()),
+            ..from("100.100.1.1:5555")
+        };
         let response = respond(handle_request(
             &config,
             Some(bearer()),
             &request,
-            Some(b"100.100.1.1:5555"),
+            Some(&eve),
         ));
         assert_eq!(response.status, 403);
         assert_eq!(
@@ -558,24 +565,47 @@ mod tests {
             increments(&RequestDecision::Respond(response), &config),
             vec![(Metric::Requests, 1), (Metric::AccessDenied, 1)]
         );
+        let nobody = respond(handle_request(
+            &config,
+            Some(bearer()),
+            &request,
+            Some(&from("100.100.1.1:5555")),
+        ));
+        assert_eq!(
+            nobody.reason,
+            LocalReason::AccessDenied(DenyReason::IdentityMissing)
+        );
 
-        let mut alice = client_request();
-        alice.append("tailscale-user-login", "alice@example.com");
+        let alice = CallerFacts {
+            identity_property: Some(b"alice@example.com".to_vec()),
+            ..from("100.100.1.1:5555")
+        };
         assert!(matches!(
-            handle_request(&config, Some(bearer()), &alice, Some(b"100.100.1.1:5555")),
+            handle_request(&config, Some(bearer()), &client_request(), Some(&alice)),
             RequestDecision::Forward(_)
         ));
         let outside = respond(handle_request(
             &config,
             Some(bearer()),
-            &alice,
-            Some(b"[2001:db8::1]:80"),
+            &client_request(),
+            Some(&CallerFacts {
+                source_address: Some(b"[2001:db8::1]:80".to_vec()),
+                ..alice.clone()
+            }),
         ));
         assert_eq!(
             outside.reason,
             LocalReason::AccessDenied(DenyReason::SourceNotAllowed)
         );
-        let unknown = respond(handle_request(&config, Some(bearer()), &alice, None));
+        let unknown = respond(handle_request(
+            &config,
+            Some(bearer()),
+            &client_request(),
+            Some(&CallerFacts {
+                source_address: None,
+                ..alice
+            }),
+        ));
         assert_eq!(
             unknown.reason,
             LocalReason::AccessDenied(DenyReason::SourceUnknown)
@@ -583,16 +613,16 @@ mod tests {
     }
 
     #[test]
-    fn identity_header_can_be_checked_and_then_stripped() {
+    fn trusted_identity_header_can_be_checked_and_then_stripped() {
         let config = config(
             r#"{"credential": {"source": {"env": "T"}},
-                "strip_request_headers": ["tailscale-user-login"],
-                "access": {"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]}}}"#,
+                "strip_request_headers": ["x-user"],
+                "access": {"identity": {"header": "x-user", "trusted": true, "allow": ["alice@example.com"]}}}"#,
         );
         let mut alice = client_request();
-        alice.append("tailscale-user-login", "alice@example.com");
+        alice.append("x-user", "alice@example.com");
         let forward = forward(handle_request(&config, Some(bearer()), &alice, None));
-        assert!(!forward.headers.contains("tailscale-user-login"));
+        assert!(!forward.headers.contains("x-user"));
     }
 
     #[test]
@@ -604,7 +634,7 @@ mod tests {
             &config,
             None,
             &client_request(),
-            Some(b"192.168.0.1:1"),
+            Some(&from("192.168.0.1:1")),
         ));
         assert_eq!(response.status, 403);
     }
@@ -909,9 +939,14 @@ mod tests {
                 let value: Vec<u8> = (0..(next() % 12)).map(|_| (next() & 0xff) as u8).collect();
                 request.append(name, value);
             }
-            let source: Vec<u8> = (0..(next() % 20))
-                .map(|_| b"0123456789.:[]abcdef"[(next() % 20) as usize])
-                .collect();
+            let source = CallerFacts {
+                source_address: Some(
+                    (0..(next() % 20))
+                        .map(|_| b"0123456789.:[]abcdef"[(next() % 20) as usize])
+                        .collect(),
+                ),
+                identity_property: None,
+            };
             match handle_request(&config, Some(bearer()), &request, Some(&source)) {
                 RequestDecision::Forward(forward) => {
                     assert_eq!(
@@ -938,7 +973,10 @@ mod tests {
             &config,
             Some(bearer()),
             &request,
-            Some(&[0xff]),
+            Some(&CallerFacts {
+                source_address: Some(vec![0xff]),
+                identity_property: Some(vec![0xff]),
+            }),
         ));
         assert_eq!(
             forward.headers.first("x-binary"),

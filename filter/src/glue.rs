@@ -27,6 +27,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
+use crate::access::CallerFacts;
 use crate::config::{self, FilterConfig, MissingCredential};
 use crate::credential::{self, Credential, CredentialSource};
 use crate::engine::{self, LocalResponse, RequestDecision, count};
@@ -75,8 +76,8 @@ struct StreamShared {
     held: Cell<bool>,
     /// The token generation injected, to report a 401 against.
     generation: Cell<Option<u64>>,
-    /// `source.address`, when the access policy needs it.
-    source: RefCell<Option<Vec<u8>>>,
+    /// What the access policy needs from the host (`source.address`, the identity property).
+    source: RefCell<Option<CallerFacts>>,
 }
 
 /// A stream's [`StreamShared`]: its own until the root context must finish the request too, then
@@ -347,26 +348,17 @@ impl HttpContext for FilterStream {
             return self.respond(&engine::not_configured());
         };
         let request = HeaderList::from_pairs(self.get_http_request_headers_bytes());
-        let source = if state.config.needs_source_address() {
-            // Called directly: the SDK wrapper panics on the statuses a host may
-            // legitimately return for an unavailable property.
-            hostcalls::get_property(vec!["source", "address"]).unwrap_or_else(|status| {
-                debug!("request {}: no source.address: {status:?}", self.context_id);
-                None
-            })
-        } else {
-            None
-        };
+        let source = caller_facts(&state.config, self.context_id);
         let Some(tokens) = state.tokens.clone() else {
             let decision = engine::handle_request(
                 &state.config,
                 state.credential.as_ref(),
                 &request,
-                source.as_deref(),
+                source.as_ref(),
             );
             return self.finish(&state, &request, decision);
         };
-        if let Err(denied) = engine::check_access(&state.config, &request, source.as_deref()) {
+        if let Err(denied) = engine::check_access(&state.config, &request, source.as_ref()) {
             let decision = RequestDecision::Respond(denied);
             return self.finish(&state, &request, decision);
         }
@@ -385,7 +377,7 @@ impl HttpContext for FilterStream {
                     &state.config,
                     Some(&credential),
                     &request,
-                    source.as_deref(),
+                    source.as_ref(),
                 );
                 self.finish(&state, &request, decision)
             }
@@ -404,7 +396,7 @@ impl HttpContext for FilterStream {
                 let decision = engine::handle_request_without_token(
                     &state.config,
                     &request,
-                    source.as_deref(),
+                    source.as_ref(),
                     engine::no_token_message(cause),
                 );
                 debug!("request {}: no token ({cause:?})", self.context_id);
@@ -730,12 +722,12 @@ fn finish_held(
     let decision = match (&current, cause) {
         (Some((credential, generation)), _) => {
             shared.generation.set(Some(*generation));
-            engine::handle_request(&state.config, Some(credential), &request, source.as_deref())
+            engine::handle_request(&state.config, Some(credential), &request, source.as_ref())
         }
         (None, cause) => engine::handle_request_without_token(
             &state.config,
             &request,
-            source.as_deref(),
+            source.as_ref(),
             engine::no_token_message(cause.unwrap_or(NoToken::TimedOut)),
         ),
     };
@@ -748,6 +740,31 @@ fn finish_held(
         warn!("request {context_id}: resuming failed: {status:?}");
     }
     true
+}
+
+/// Fetches what the access policy reads from the host, and nothing it does not: `source.address`
+/// with `source_cidrs`, the identity property with a property identity source.
+fn caller_facts(config: &FilterConfig, context_id: u32) -> Option<CallerFacts> {
+    let access = config.access.as_ref()?;
+    let property = access.identity_property();
+    if property.is_none() && !access.needs_source_address() {
+        return None;
+    }
+    // Called directly: the SDK wrapper panics on the statuses a host may legitimately return for
+    // an unavailable property.
+    let fetch = |path: Vec<&str>| {
+        hostcalls::get_property(path.clone()).unwrap_or_else(|status| {
+            debug!("request {context_id}: no {}: {status:?}", path.join("."));
+            None
+        })
+    };
+    Some(CallerFacts {
+        source_address: access
+            .needs_source_address()
+            .then(|| fetch(vec!["source", "address"]))
+            .flatten(),
+        identity_property: property.and_then(|path| fetch(path.segments())),
+    })
 }
 
 /// The shared-data and http-call host calls the token manager needs.

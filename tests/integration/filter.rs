@@ -409,31 +409,35 @@ fn request_bodies_stream_through_untouched() {
 fn identity_allow_list_admits_listed_callers_and_refuses_others_with_403() {
     let mut config = anthropic();
     config["access"] =
-        json!({"identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]}});
+        json!({"identity": {"property": "caller.id", "allow": ["alice@example.com"]}});
     let plugin = filter(config).build().unwrap();
     let mut vm = plugin.start_vm().unwrap();
-    let upstream = forwarded(
-        &mut vm,
-        request(
-            "/v1/messages",
-            &[("tailscale-user-login", b"Alice@Example.com")],
-        ),
-    );
+    let mut stream = vm
+        .stream_with(StreamInfo::new().property("caller.id", "Alice@Example.com"))
+        .unwrap();
+    let action = stream
+        .request_headers(request("/v1/messages", &[]), false)
+        .unwrap();
+    assert_eq!(action, Action::Continue, "{:?}", stream.local_response());
     assert_eq!(
-        values(&upstream, "authorization"),
+        values(stream.upstream_request_headers().unwrap(), "authorization"),
         [format!("Bearer {TOKEN}")]
     );
+    stream.finish().unwrap();
 
-    for extra in [
-        vec![("tailscale-user-login", b"mallory@example.com".as_slice())],
-        vec![],
-        vec![
-            ("tailscale-user-login", b"alice@example.com".as_slice()),
-            ("tailscale-user-login", b"x".as_slice()),
-        ],
+    for (info, extra) in [
+        (
+            StreamInfo::new().property("caller.id", "mallory@example.com"),
+            vec![],
+        ),
+        (StreamInfo::new(), vec![]),
+        (
+            StreamInfo::new(),
+            vec![("tailscale-user-login", b"alice@example.com".as_slice())],
+        ),
     ] {
         let (status, content_type, body) =
-            answered(&mut vm, StreamInfo::new(), request("/v1/messages", &extra));
+            answered(&mut vm, info, request("/v1/messages", &extra));
         assert_eq!(status, 403);
         assert_eq!(content_type, "application/json");
         assert_eq!(body["error"]["type"], "permission_error");
@@ -476,13 +480,25 @@ fn source_cidrs_read_the_source_address_property() {
 fn either_check_suffices_when_any_is_required() {
     let mut config = anthropic();
     config["access"] = json!({
-        "identity": {"header": "tailscale-user-login", "allow": ["alice@example.com"]},
+        "identity": {"property": "caller.id", "allow": ["alice@example.com"]},
         "source_cidrs": ["127.0.0.1"],
         "require": "any",
     });
     let mut vm = start(config);
     let mut stream = vm
         .stream_with(StreamInfo::new().source_address("127.0.0.1:9999"))
+        .unwrap();
+    assert_eq!(
+        stream.request_headers(request("/", &[]), true).unwrap(),
+        Action::Continue
+    );
+    stream.finish().unwrap();
+    let mut stream = vm
+        .stream_with(
+            StreamInfo::new()
+                .source_address("10.0.0.1:1")
+                .property("caller.id", "alice@example.com"),
+        )
         .unwrap();
     assert_eq!(
         stream.request_headers(request("/", &[]), true).unwrap(),
