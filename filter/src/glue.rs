@@ -4,7 +4,9 @@
 //! defines the metrics; each HTTP context fetches headers (as bytes, so
 //! non-UTF-8 values are fine), asks [`crate::engine`] what to do and carries
 //! the decision out. Trailers lose the credential and stripped headers too.
-//! Bodies are never looked at.
+//! Request bodies are never looked at; with usage accounting on, the response
+//! bodies of generations are read as they pass (see [`usage`]), never held or
+//! changed.
 //!
 //! With the `oauth2` source the root context also owns the VM's
 //! [`TokenManager`]: it ticks it, starts its token requests (only the root
@@ -40,6 +42,9 @@ use crate::token::endpoint::{Client, TokenRequest};
 use crate::token::manager::{
     Command, Host, Level as TokenLevel, NoToken, SetError, TokenManager, Verdict, Write,
 };
+use crate::usage::observe::Observation;
+
+mod usage;
 
 /// Registers the root context with the SDK; called once from `_initialize`.
 pub fn start() {
@@ -57,6 +62,8 @@ struct Configured {
     config: FilterConfig,
     credential: Option<Credential>,
     tokens: Option<Rc<Tokens>>,
+    /// Usage accounting, when on.
+    usage: Option<usage::UsageState>,
 }
 
 /// The `oauth2` source's run-time state in this VM.
@@ -121,6 +128,7 @@ impl MetricIds {
             let kind = match metric.kind() {
                 MetricKind::Counter => MetricType::Counter,
                 MetricKind::Gauge => MetricType::Gauge,
+                MetricKind::Histogram => MetricType::Histogram,
             };
             match hostcalls::define_metric(kind, metric.name()) {
                 Ok(id) => {
@@ -260,6 +268,7 @@ impl RootContext for FilterRoot {
                 }
             };
             let state = Rc::new(Configured {
+                usage: config.usage.map(usage::UsageState::new),
                 config,
                 credential: None,
                 tokens: tokens.clone(),
@@ -286,6 +295,7 @@ impl RootContext for FilterRoot {
         };
         metrics.record(Metric::CredentialAvailable, u64::from(credential.is_some()));
         self.state = Some(Rc::new(Configured {
+            usage: config.usage.map(usage::UsageState::new),
             config,
             credential,
             tokens: None,
@@ -310,6 +320,7 @@ impl RootContext for FilterRoot {
             state: self.state.clone(),
             metrics: self.metrics.unwrap_or_default(),
             shared: Shared::Own(StreamShared::default()),
+            usage: None,
         }))
     }
 
@@ -323,6 +334,8 @@ struct FilterStream {
     state: Option<Rc<Configured>>,
     metrics: MetricIds,
     shared: Shared,
+    /// The usage observation of a generation, when usage is on.
+    usage: Option<Box<Observation>>,
 }
 
 impl Context for FilterStream {}
@@ -349,6 +362,13 @@ impl HttpContext for FilterStream {
         };
         let request = HeaderList::from_pairs(self.get_http_request_headers_bytes());
         let source = caller_facts(&state.config, self.context_id);
+        self.usage = usage::start(
+            &state.config,
+            state.usage.as_ref(),
+            &request,
+            source.as_ref(),
+            self.context_id,
+        );
         let Some(tokens) = state.tokens.clone() else {
             let decision = engine::handle_request(
                 &state.config,
@@ -429,7 +449,31 @@ impl HttpContext for FilterStream {
         }
     }
 
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(observation) = self.usage.as_deref_mut() {
+            usage::response_body(observation, body_size, end_of_stream);
+        }
+        // Always: the body is read on the side, never held.
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(observation) = self.usage.take() else {
+            return;
+        };
+        // A request the filter answered itself never reached the upstream: nothing was used.
+        if self.shared.answered_locally.get() {
+            return;
+        }
+        if let Some(usage) = self.state.as_ref().and_then(|state| state.usage.as_ref()) {
+            usage::finish(*observation, usage);
+        }
+    }
+
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(observation) = self.usage.as_deref_mut() {
+            observation.end_of_body();
+        }
         self.clean_trailers(
             MapType::HttpResponseTrailers,
             engine::handle_response_trailers,
@@ -438,13 +482,17 @@ impl HttpContext for FilterStream {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.shared.answered_locally.get() {
             return Action::Continue;
         }
         let Some(state) = self.state.clone() else {
             return Action::Continue;
         };
+        if let (Some(observation), Some(usage)) = (self.usage.as_deref_mut(), state.usage.as_ref())
+        {
+            usage::response_headers(observation, usage, end_of_stream);
+        }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
         // Unless a rule needs the response (or debug logs say what was removed), its edits are
         // known without reading it: the response is not copied into the guest.

@@ -1,0 +1,202 @@
+//! The host side of usage accounting: what the pure [`crate::usage`] core needs from the host, and
+//! what it asks the host to do.
+//!
+//! A stream of an observed request carries an [`Observation`]: started in `on_http_request_headers`,
+//! told the response status, content type, encoding and time to first byte in
+//! `on_http_response_headers`, shown every response body chunk in `on_http_response_body` (which
+//! always continues: the bytes are copied out for reading, never held, delayed or changed), and turned
+//! into a record in `on_log`: one `info` line and the metric updates, each metric defined the first time
+//! its label set occurs in this VM. With usage off none of this exists and nothing is read.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use log::{debug, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+
+use super::{HostPort, now_ms};
+use crate::access::CallerFacts;
+use crate::config::FilterConfig;
+use crate::headers::HeaderList;
+use crate::metrics::{MetricKind, USAGE_UNPARSED_TOTAL};
+use crate::token::manager::{SetError, Write};
+use crate::usage::UsageConfig;
+use crate::usage::admission::{Admission, CALLERS_KEY, MODELS_KEY, SharedStore};
+use crate::usage::labels::sanitize;
+use crate::usage::observe::{Observation, ResponseStart, observes};
+use crate::usage::{caller, record::MetricUpdate};
+
+/// Most usage metrics one VM defines. The caps bound the label sets; this keeps a host with a limit
+/// on metrics (the harness allows 10,000 per plugin) from ever being asked for more.
+const MAX_USAGE_METRICS: usize = 8_192;
+
+/// A VM's usage accounting state, shared by its streams through the configured root state.
+pub(super) struct UsageState {
+    config: UsageConfig,
+    callers: RefCell<Admission>,
+    models: RefCell<Admission>,
+    /// Host ids of the usage metrics this VM has defined, by tagged name.
+    metric_ids: RefCell<HashMap<String, u32>>,
+}
+
+impl UsageState {
+    /// The state for a configuration with usage on; defines the unlabelled unparsed counter, so it
+    /// reads 0 until something goes wrong.
+    pub(super) fn new(config: UsageConfig) -> Self {
+        let state = Self {
+            config,
+            callers: RefCell::new(Admission::new(CALLERS_KEY, config.max_callers)),
+            models: RefCell::new(Admission::new(MODELS_KEY, config.max_models)),
+            metric_ids: RefCell::new(HashMap::new()),
+        };
+        state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
+        state
+    }
+
+    /// The host id of the metric `name`, defined now if this VM has not yet.
+    fn metric_id(&self, name: &str, kind: MetricKind) -> Option<u32> {
+        let mut ids = self.metric_ids.borrow_mut();
+        if let Some(id) = ids.get(name) {
+            return Some(*id);
+        }
+        if ids.len() >= MAX_USAGE_METRICS {
+            debug!("usage metric {name} not defined: this VM holds {MAX_USAGE_METRICS} already");
+            return None;
+        }
+        let host_kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        match hostcalls::define_metric(host_kind, name) {
+            Ok(id) => {
+                ids.insert(name.to_owned(), id);
+                Some(id)
+            }
+            Err(status) => {
+                warn!("cannot define metric {name}: {status:?}");
+                None
+            }
+        }
+    }
+
+    fn apply(&self, update: &MetricUpdate) {
+        let Some(id) = self.metric_id(&update.name, update.kind) else {
+            return;
+        };
+        let result = match update.kind {
+            MetricKind::Counter => {
+                hostcalls::increment_metric(id, i64::try_from(update.value).unwrap_or(i64::MAX))
+            }
+            MetricKind::Gauge | MetricKind::Histogram => hostcalls::record_metric(id, update.value),
+        };
+        if let Err(status) = result {
+            debug!("cannot update {}: {status:?}", update.name);
+        }
+    }
+}
+
+/// Starts observing a request, when usage is on and the request is a generation.
+pub(super) fn start(
+    config: &FilterConfig,
+    usage: Option<&UsageState>,
+    request: &HeaderList<'_>,
+    facts: Option<&CallerFacts>,
+    context_id: u32,
+) -> Option<Box<Observation>> {
+    usage?;
+    if !observes(request.first(":path").unwrap_or_default()) {
+        return None;
+    }
+    let caller = caller::resolve(config.access.as_ref(), request, facts, |segments| {
+        // Called directly: the SDK wrapper panics on statuses a host may return for an absent
+        // property.
+        hostcalls::get_property(segments.to_vec()).unwrap_or_else(|status| {
+            debug!(
+                "request {context_id}: no {}: {status:?}",
+                segments.join(".")
+            );
+            None
+        })
+    });
+    Some(Box::new(Observation::start(
+        now_ms(),
+        caller.as_deref(),
+        request.first("x-request-id"),
+    )))
+}
+
+/// The response headers arrived: status, framing, encoding, time to first byte.
+pub(super) fn response_headers(
+    observation: &mut Observation,
+    usage: &UsageState,
+    end_of_stream: bool,
+) {
+    let value = |name: &str| {
+        // Bytes, not the string getter: it panics on a non-UTF-8 value.
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+    };
+    let status = value(":status");
+    let content_type = value("content-type");
+    let content_encoding = value("content-encoding");
+    let start = ResponseStart {
+        status: status.as_deref(),
+        content_type: content_type.as_deref(),
+        content_encoding: content_encoding.as_deref(),
+    };
+    observation.response_headers(now_ms(), start, end_of_stream, &usage.config);
+}
+
+/// A response body chunk of `size` bytes passed; it is read, never changed.
+pub(super) fn response_body(observation: &mut Observation, size: usize, end_of_stream: bool) {
+    if !observation.reading_body() {
+        return;
+    }
+    let chunk = if size == 0 {
+        None
+    } else {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
+    };
+    observation.response_body(chunk.as_deref().unwrap_or_default(), end_of_stream);
+}
+
+/// The stream is over: the usage line and the metric updates.
+pub(super) fn finish(observation: Observation, usage: &UsageState) {
+    let record = observation.finish(now_ms());
+    let mut store = HostPort;
+    let caller = sanitize(Some(record.caller.as_bytes()));
+    let model = sanitize(Some(record.model.as_bytes()));
+    let caller_label = usage.callers.borrow_mut().label(&mut store, &caller);
+    let model_label = usage.models.borrow_mut().label(&mut store, &model);
+    for update in record.metric_updates(caller_label, model_label) {
+        usage.apply(&update);
+    }
+    info!("{}", record.log_line());
+}
+
+impl SharedStore for HostPort {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], write: Write) -> Result<(), SetError> {
+        // As for the token state: a cas no stored value can have inserts an absent key only.
+        let cas = match write {
+            Write::IfAbsent => u32::MAX,
+            Write::IfCas(cas) => cas,
+        };
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Failed),
+        }
+    }
+}
