@@ -61,17 +61,17 @@ pub enum BodyKind {
 impl BodyKind {
     /// The framing a `content-type` value names, if it is one the parser reads.
     pub fn from_content_type(value: &str) -> Option<BodyKind> {
-        let essence = value.split(';').next().unwrap_or("").trim();
-        if essence.eq_ignore_ascii_case("text/event-stream") {
-            Some(BodyKind::EventStream)
-        } else if essence.eq_ignore_ascii_case("application/json")
-            || essence
-                .get(essence.len().saturating_sub(5)..)
-                .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
-        {
-            Some(BodyKind::Json)
-        } else {
-            None
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "text/event-stream" => Some(BodyKind::EventStream),
+            "application/json" => Some(BodyKind::Json),
+            json if json.ends_with("+json") => Some(BodyKind::Json),
+            _ => None,
         }
     }
 }
@@ -92,15 +92,11 @@ pub enum Encoding {
 impl Encoding {
     /// The encoding a `content-encoding` value names (absent: pass `""`).
     pub fn from_content_encoding(value: &str) -> Encoding {
-        let value = value.trim();
-        if value.is_empty() || value.eq_ignore_ascii_case("identity") {
-            Encoding::Identity
-        } else if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
-            Encoding::Gzip
-        } else if value.eq_ignore_ascii_case("deflate") {
-            Encoding::Deflate
-        } else {
-            Encoding::Unsupported
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "identity" => Encoding::Identity,
+            "gzip" | "x-gzip" => Encoding::Gzip,
+            "deflate" => Encoding::Deflate,
+            _ => Encoding::Unsupported,
         }
     }
 }
