@@ -728,3 +728,303 @@ fn a_trap_under_fail_open_agrees() -> anyhow::Result<()> {
         .assert_same()?;
     Ok(())
 }
+
+/// The Go SDK's examples send http calls with an empty `:authority`; Envoy only requires the header to be
+/// there.
+#[test]
+fn an_http_call_with_an_empty_authority_is_dispatched() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "http_call", "cluster": "side", "headers": [[":method", "GET"], [":path", "/no-authority"], [":authority", ""]]},
+            {"op": "pause"}
+        ],
+        "on_http_call_response": [
+            {"op": "get_header", "map": "http_call_response_headers", "name": ":status"},
+            {"op": "get_buffer", "buffer": "http_call_response_body"},
+            {"op": "emit_results", "map": "request_headers"},
+            {"op": "resume_request"}
+        ]
+    });
+    let seen = Scenario::new(plan).assert_same()?;
+    assert_eq!(seen.side_requests.len(), 1);
+    assert_eq!(
+        seen.exchanges.first().map(|exchange| exchange.status),
+        Some(200)
+    );
+    Ok(())
+}
+
+/// Envoy holds no request body buffer while the response is processed (nor a response body while the
+/// request is): a write there is BAD_ARGUMENT, not a write that is silently lost.
+#[test]
+fn writing_the_other_directions_body_is_refused() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "set_buffer", "buffer": "response_body", "start": 0, "size": 0, "data": "early"},
+            {"op": "emit_results", "map": "request_headers"}
+        ],
+        "on_request_body": [
+            {"op": "set_buffer", "buffer": "response_body", "start": 0, "size": 0, "data": "early"}
+        ],
+        "on_response_headers": [
+            {"op": "set_buffer", "buffer": "request_body", "start": 0, "size": 0, "data": "late"},
+            {"op": "emit_results", "map": "response_headers"}
+        ],
+        "on_response_body": [
+            {"op": "set_buffer", "buffer": "request_body", "start": 0, "size": 0, "data": "late"},
+            {"op": "set_buffer", "buffer": "request_body", "start": 5, "size": 0, "data": "late"}
+        ]
+    });
+    let sent = request("POST", "/both-bodies").body("request body");
+    let seen = Scenario::new(plan).requests(vec![sent]).assert_same()?;
+    let refusals = seen
+        .logs
+        .iter()
+        .filter(|line| line.message.ends_with("set_buffer: bad_argument"))
+        .count();
+    assert!(refusals >= 3, "{:?}", seen.logs);
+    Ok(())
+}
+
+/// Envoy runs a stream's access log (`proxy_on_log`) before it tears the filter down (`proxy_on_done`).
+#[test]
+fn on_log_runs_before_on_done() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_log": [{"op": "log", "level": "info", "message": "probe-order on_log"}],
+        "on_done": [{"op": "log", "level": "info", "message": "probe-order on_done"}]
+    });
+    let seen = Scenario::new(plan).assert_same()?;
+    let order: Vec<&str> = seen
+        .logs
+        .iter()
+        .filter(|line| line.message.starts_with("probe-order "))
+        .map(|line| line.message.as_str())
+        .collect();
+    assert_eq!(order, ["probe-order on_log", "probe-order on_done"]);
+    Ok(())
+}
+
+/// A local response to a gRPC request becomes Envoy's trailers-only gRPC reply: HTTP 200,
+/// `content-type: application/grpc`, `grpc-status` mapped from the HTTP status (or the filter's), and the
+/// body as `grpc-message`. The response callbacks see it that way too.
+#[test]
+fn a_local_response_to_a_grpc_request_is_a_grpc_reply() -> anyhow::Result<()> {
+    let plan = json!({
+        "on_request_headers": [
+            {"op": "send_local_response", "status": 403, "headers": [["x-test-reason", "denied"]], "body": "denied: 100%\n"},
+            {"op": "pause"}
+        ],
+        "on_response_headers": [
+            {"op": "callback_args"},
+            {"op": "get_headers", "map": "response_headers"}
+        ],
+        "on_response_body": [{"op": "get_buffer", "buffer": "response_body"}]
+    });
+    let grpc = request("POST", "/pkg.Service/Method")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0, 0, 0, 0, 0]);
+    let seen = Scenario::new(plan).requests(vec![grpc]).assert_same()?;
+    let exchange = seen.exchanges.first().context("no exchange")?;
+    assert_eq!(exchange.status, 200);
+    assert!(
+        exchange
+            .headers
+            .contains(&("grpc-status".to_owned(), "7".to_owned())),
+        "{:?}",
+        exchange.headers
+    );
+    Ok(())
+}
+
+/// Envoy sends the response headers before it runs `on_http_response_body`, so a trap there leaves the
+/// client with the headers and a cut body, not with nothing. Compared here between Envoy and `serve`, the
+/// harness's own proxy, reading the raw bytes off the connection.
+#[test]
+fn a_trap_in_the_response_body_leaves_the_client_the_headers() -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+
+    let plan = json!({"on_response_body": [{"op": "trap"}]}).to_string();
+    let upstream = integration_tests::upstream::Upstream::builder()
+        .fallback(Reply::text(200, "from upstream"))
+        .start()?;
+    let raw_get = |addr: std::net::SocketAddr| -> anyhow::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /cut HTTP/1.1\r\nhost: probe.test\r\nconnection: close\r\n\r\n")?;
+        let mut seen = Vec::new();
+        // A reset after the headers is the expected end: keep what arrived.
+        let _ = stream.read_to_end(&mut seen);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        Ok(text.lines().next().unwrap_or("(nothing)").to_owned())
+    };
+    let serve = integration_tests::proxy_support::proxy()
+        .filter(env!("PROBE_WASM"))
+        .plugin_config(&plan)
+        .upstream(&format!("http://{}", upstream.addr()))
+        .workers(1)
+        .start()?;
+    let from_serve = raw_get(serve.addr())?;
+    assert_eq!(from_serve, "HTTP/1.1 200 OK", "serve");
+    if let Some(binary) = integration_tests::envoy::binary()? {
+        let envoy = integration_tests::envoy::Envoy::builder(binary, env!("PROBE_WASM"))
+            .plugin_configuration(plan)
+            .cluster("upstream", upstream.addr())
+            .start()?;
+        let from_envoy = raw_get(envoy.addr())?;
+        assert_eq!(from_envoy, from_serve, "envoy and serve differ");
+    }
+    Ok(())
+}
+
+/// The Go module's log lines, and the first line of a Go panic (the stack trace below it names addresses).
+fn go_module_lines(message: &str) -> bool {
+    message.starts_with("go http ") || message.starts_with("panic: ")
+}
+
+/// A Go module (`tests/modules/go`, built for wasip1 as a reactor): sleeping and yielding go through WASI
+/// `poll_oneoff`, goroutines through the Go scheduler, then the clock and the environment; a local
+/// response; `on_log` before `on_done` on every stream.
+#[test]
+fn a_go_module_sleeps_yields_and_reads_clock_and_environment_as_in_envoy() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("go_module.wasm")? else {
+        return Ok(());
+    };
+    let requests = ["/sleep", "/goroutine", "/clock", "/env", "/deny"]
+        .into_iter()
+        .map(|path| request("GET", path))
+        .collect();
+    let seen = Scenario::module(&module, json!(""))
+        .system_clock()
+        .env("GO_MODULE_ENV", "from the vm config")
+        .logs_where(go_module_lines)
+        .requests(requests)
+        .assert_same()?;
+    let header = |index: usize, name: &str| {
+        seen.upstream_requests.get(index).and_then(|request| {
+            request
+                .headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+    };
+    assert_eq!(header(0, "x-test-slept").as_deref(), Some("at least 20ms"));
+    assert_eq!(header(1, "x-test-goroutine").as_deref(), Some("handed over"));
+    assert_eq!(
+        header(2, "x-test-clock").as_deref(),
+        Some("wall clock after 2020, monotonic clock steady")
+    );
+    assert_eq!(header(3, "x-test-env").as_deref(), Some("from the vm config"));
+    assert_eq!(seen.exchanges.get(4).map(|exchange| exchange.status), Some(403));
+    Ok(())
+}
+
+/// The Go SDK's `multiple_dispatches` pattern: several http calls with an empty `:authority`, the request
+/// resumed when the last answers.
+#[test]
+fn a_go_module_dispatching_calls_without_authority_agrees() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("go_module.wasm")? else {
+        return Ok(());
+    };
+    let seen = Scenario::module(&module, json!(""))
+        .system_clock()
+        .logs_where(go_module_lines)
+        .requests(vec![request("GET", "/callouts")])
+        .assert_same()?;
+    assert_eq!(seen.side_requests.len(), 3);
+    assert_eq!(
+        seen.exchanges.first().map(|exchange| exchange.status),
+        Some(200)
+    );
+    Ok(())
+}
+
+/// A Go panic prints its message (the runtime needs `poll_oneoff` for that) and exits: the VM fails, and
+/// under fail-closed this and later streams get 503.
+#[test]
+fn a_go_panic_fails_the_vm_as_in_envoy() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("go_module.wasm")? else {
+        return Ok(());
+    };
+    let seen = Scenario::module(&module, json!(""))
+        .system_clock()
+        .logs_where(go_module_lines)
+        .requests(vec![request("GET", "/panic"), request("GET", "/env")])
+        .assert_same()?;
+    assert!(
+        seen.logs
+            .iter()
+            .any(|line| line.message == "panic: go module panics on request"),
+        "{:?}",
+        seen.logs
+    );
+    assert_eq!(
+        seen.exchanges
+            .iter()
+            .map(|exchange| exchange.status)
+            .collect::<Vec<_>>(),
+        [503, 503]
+    );
+    Ok(())
+}
+
+/// The AssemblyScript module's log lines, and the SDK's own line when the module aborts.
+fn assemblyscript_module_lines(message: &str) -> bool {
+    message.starts_with("as http ") || message.starts_with("the assemblyscript module aborts")
+}
+
+/// An AssemblyScript `proxy-runtime` module: it imports `wasi_unstable`, declares ABI 0.2.0 and picks its
+/// root context by root id, as the SDK's README configures it.
+#[test]
+fn an_assemblyscript_module_runs_under_its_root_id_as_in_envoy() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("assemblyscript_module.wasm")?
+    else {
+        return Ok(());
+    };
+    let seen = Scenario::module(&module, json!("as-config-value"))
+        .root_id("harness_as")
+        .logs_where(assemblyscript_module_lines)
+        .requests(vec![request("GET", "/headers"), request("GET", "/deny")])
+        .assert_same()?;
+    assert_eq!(
+        seen.upstream_requests
+            .first()
+            .map(|request| request.headers.clone()),
+        Some(vec![(
+            "x-test-as-config".to_owned(),
+            "as-config-value".to_owned()
+        )])
+    );
+    assert_eq!(
+        seen.exchanges
+            .iter()
+            .map(|exchange| exchange.status)
+            .collect::<Vec<_>>(),
+        [200, 403]
+    );
+    Ok(())
+}
+
+/// An AssemblyScript module that throws logs through the SDK and exits through `wasi_unstable`'s
+/// `proc_exit`: the VM fails as in Envoy.
+#[test]
+fn an_assemblyscript_abort_fails_the_vm_as_in_envoy() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("assemblyscript_module.wasm")?
+    else {
+        return Ok(());
+    };
+    let seen = Scenario::module(&module, json!("as-config-value"))
+        .root_id("harness_as")
+        .logs_where(assemblyscript_module_lines)
+        .requests(vec![request("GET", "/abort"), request("GET", "/headers")])
+        .assert_same()?;
+    assert_eq!(
+        seen.exchanges
+            .iter()
+            .map(|exchange| exchange.status)
+            .collect::<Vec<_>>(),
+        [503, 503]
+    );
+    Ok(())
+}

@@ -8,19 +8,20 @@
 //! response callbacks, and performs the filter's http calls (registered as embedder clusters) against the
 //! side server, delivering the real responses.
 //!
-//! Only names starting `x-probe-` or `x-test-` count among headers: everything else (`date`, `server`,
-//! `x-request-id`, `x-envoy-*`, ...) is the proxy's own business, not the filter's.
+//! Only names starting `x-probe-` or `x-test-` (and `grpc-status` / `grpc-message`, what a local response
+//! to a gRPC request becomes) count among headers: everything else (`date`, `server`, `x-request-id`,
+//! `x-envoy-*`, ...) is the proxy's own business, not the filter's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use host_harness::{
-    FailedCalls, HttpCallFailure, HttpCallResponse, LogLevel, LogSource, ManualClock, MetricValue,
-    Plugin, StreamId, StreamInfo, Vm,
+    Clock, FailedCalls, HttpCallFailure, HttpCallResponse, LogLevel, LogSource, ManualClock,
+    MetricValue, Plugin, StreamId, StreamInfo, Vm,
 };
 use integration_tests::client::{self, HttpRequest, HttpResponse};
 use integration_tests::envoy::{self, Envoy, FailurePolicy};
@@ -40,8 +41,54 @@ const TICKING_VMS: usize = 2;
 const PLUGIN_NAME: &str = "probe";
 const VM_ID: &str = "probe-vm";
 
-/// One scenario: a probe plan, the requests to send, and how the loopback servers answer.
+/// Where `scripts/build-test-modules.sh` puts the third-party-style modules unless `TEST_MODULES_DIR`
+/// says otherwise.
+const DEFAULT_TEST_MODULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../build/test-modules");
+
+/// A module built by `scripts/build-test-modules.sh` (`go_module.wasm`, `assemblyscript_module.wasm`).
+/// `None` when it was not built and no Envoy is configured either (a plain `cargo test`); with
+/// `ENVOY_BIN` set (as `make test` sets it) a missing module is an error, so the corpus cannot silently
+/// drop out of the suite.
+///
+/// # Errors
+/// The module is missing while `ENVOY_BIN` is set.
+pub fn test_module(file: &str) -> anyhow::Result<Option<PathBuf>> {
+    let dir = std::env::var_os("TEST_MODULES_DIR")
+        .map_or_else(|| PathBuf::from(DEFAULT_TEST_MODULES_DIR), PathBuf::from);
+    let path = dir.join(file);
+    if path.is_file() {
+        return Ok(Some(path));
+    }
+    if envoy::binary()?.is_some() {
+        bail!(
+            "{} is missing: run scripts/build-test-modules.sh (make test does)",
+            path.display()
+        );
+    }
+    eprintln!(
+        "skipped: {} not built (scripts/build-test-modules.sh)",
+        path.display()
+    );
+    Ok(None)
+}
+
+/// Which log lines are compared: the default drops the probe's root-context lines, which repeat once per
+/// Envoy VM.
+fn not_from_the_probe_root(message: &str) -> bool {
+    !message.starts_with("probe root ")
+}
+
+/// One scenario: a module (the probe by default) and its configuration, the requests to send, and how
+/// the loopback servers answer.
 pub struct Scenario {
+    /// The module both hosts run.
+    pub module: PathBuf,
+    /// The root id both hosts pass (empty by default, as in Envoy).
+    pub root_id: String,
+    /// Run the harness on the system clock instead of a manual one (for guests that sleep).
+    pub system_clock: bool,
+    /// Which plugin log lines count.
+    pub log_filter: fn(&str) -> bool,
     /// The plugin configuration (the probe plan).
     pub plan: serde_json::Value,
     /// The VM configuration (its `on_vm_start` operations).
@@ -84,6 +131,10 @@ impl Scenario {
     /// would carry the proxy's own headers into the body), and nothing else.
     pub fn new(plan: serde_json::Value) -> Self {
         Self {
+            module: PathBuf::from(env!("PROBE_WASM")),
+            root_id: String::new(),
+            system_clock: false,
+            log_filter: not_from_the_probe_root,
             plan,
             vm_plan: None,
             env: Vec::new(),
@@ -94,6 +145,40 @@ impl Scenario {
             failure_policy: FailurePolicy::FailClosed,
             compare_metrics: true,
             settle: Settle::Nothing,
+        }
+    }
+
+    /// A scenario for another module: `configuration` is its plugin configuration, verbatim when a JSON
+    /// string, else as JSON text.
+    pub fn module(module: &Path, configuration: serde_json::Value) -> Self {
+        let mut scenario = Self::new(configuration);
+        scenario.module = module.to_path_buf();
+        scenario
+    }
+
+    /// Sets the root id on both hosts.
+    pub fn root_id(mut self, root_id: &str) -> Self {
+        self.root_id = root_id.to_owned();
+        self
+    }
+
+    /// Runs the harness on the system clock (a guest that sleeps waits for real time, as in Envoy).
+    pub fn system_clock(mut self) -> Self {
+        self.system_clock = true;
+        self
+    }
+
+    /// Compares only the plugin log lines `keep` accepts.
+    pub fn logs_where(mut self, keep: fn(&str) -> bool) -> Self {
+        self.log_filter = keep;
+        self
+    }
+
+    /// The plugin configuration as both hosts receive it: a JSON string verbatim, anything else as JSON.
+    fn configuration(&self) -> String {
+        match &self.plan {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
         }
     }
 
@@ -173,10 +258,11 @@ impl Scenario {
 
     fn run_envoy(&self, binary: PathBuf, harness: &Observation) -> anyhow::Result<Observation> {
         let servers = Servers::start(self)?;
-        let mut builder = Envoy::builder(binary, env!("PROBE_WASM"))
+        let mut builder = Envoy::builder(binary, &self.module)
             .plugin_name(PLUGIN_NAME)
+            .root_id(&self.root_id)
             .vm_id(VM_ID)
-            .plugin_configuration(self.plan.to_string())
+            .plugin_configuration(self.configuration())
             .failure_policy(self.failure_policy)
             .cluster("upstream", servers.upstream.addr())
             .cluster("side", servers.side_addr);
@@ -208,13 +294,14 @@ impl Scenario {
         // on_log runs after the response went out; wait for as many lines as the harness logged, then
         // take whatever Envoy has (more or fewer lines show up in the comparison).
         let expected = harness.logs.len();
+        let keep = self.log_filter;
         let _ = proxy.wait_for_wasm_logs(expected, Duration::from_secs(3), |line| {
-            !line.message.starts_with("probe root ")
+            keep(&line.message)
         });
         let logs = proxy
             .wasm_logs()?
             .into_iter()
-            .filter(|line| !line.message.starts_with("probe root "))
+            .filter(|line| keep(&line.message))
             .map(|line| LogLine {
                 level: line.level,
                 message: line.message,
@@ -232,17 +319,22 @@ impl Scenario {
         let servers = Servers::start(self)?;
         let clock = ManualClock::new();
         let mut builder = Plugin::builder()
-            .module_file(env!("PROBE_WASM"))
+            .module_file(&self.module)
             .name(PLUGIN_NAME)
+            .root_id(self.root_id.clone())
             .vm_id(VM_ID)
-            .plugin_config(self.plan.to_string())
+            .plugin_config(self.configuration())
             .log_level(LogLevel::Trace)
             .failure_policy(harness_policy(self.failure_policy))
             .embedder_cluster("upstream")
             .embedder_cluster("side")
             // Envoy's router answers a timed-out or refused call itself (504 / 503); the harness can too.
             .failed_calls(FailedCalls::EnvoyReplies)
-            .clock(clock.clone());
+            .clock(if self.system_clock {
+                Clock::System
+            } else {
+                Clock::Manual(clock.clone())
+            });
         if let Some(vm_plan) = &self.vm_plan {
             builder = builder.vm_config(vm_plan.to_string());
         }
@@ -280,7 +372,7 @@ impl Scenario {
                     }),
             );
         }
-        logs.retain(|line| !line.message.starts_with("probe root "));
+        logs.retain(|line| (self.log_filter)(&line.message));
         let metrics = if self.compare_metrics {
             plugin
                 .metrics()
@@ -466,12 +558,19 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// The headers of a gRPC local reply, which the proxy makes from the filter's local response.
+const GRPC_REPLY_HEADERS: [&str; 2] = ["grpc-status", "grpc-message"];
+
 /// The headers that belong to the filter or the test, sorted by name (values keep their order).
 fn probe_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
     let mut kept: Vec<(String, String)> = headers
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
-        .filter(|(name, _)| name.starts_with("x-probe-") || name.starts_with("x-test-"))
+        .filter(|(name, _)| {
+            name.starts_with("x-probe-")
+                || name.starts_with("x-test-")
+                || GRPC_REPLY_HEADERS.contains(&name.as_str())
+        })
         .collect();
     kept.sort_by_key(|(name, _)| natural_order(name));
     kept

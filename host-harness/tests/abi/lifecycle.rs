@@ -67,7 +67,7 @@ fn start_up_runs_initialize_then_root_context_creation_vm_start_and_configure_wi
 }
 
 #[test]
-fn a_stream_sees_every_callback_in_order_and_ends_with_done_log_delete() {
+fn a_stream_sees_every_callback_in_order_and_ends_with_log_done_delete() {
     let mut vm = vm(LOGGING_CALLBACKS);
     said(&mut vm);
     let mut stream = vm.stream().unwrap();
@@ -100,8 +100,8 @@ fn a_stream_sees_every_callback_in_order_and_ends_with_done_log_delete() {
         "2",
         "response_body",
         "3",
-        "done",
         "log",
+        "done",
         "delete",
     ];
     assert_eq!(said(&mut vm), expected);
@@ -197,10 +197,12 @@ fn a_rejected_configuration_carries_the_plugins_own_error_line() {
 }
 
 #[test]
-fn on_done_false_defers_log_and_delete_until_proxy_done() {
+fn on_done_false_defers_delete_until_proxy_done() {
     let mut vm = vm(r#"
       (global $waiting (mut i32) (i32.const 0))
       (data (i32.const 0) "log")
+      (data (i32.const 8) "delete")
+      (func (export "proxy_on_delete") (param i32) (call $say (i32.const 8) (i32.const 6)))
       (func (export "proxy_on_done") (param $id i32) (result i32) (global.set $waiting (local.get $id)) (i32.const 0))
       (func (export "proxy_on_log") (param i32) (call $say (i32.const 0) (i32.const 3)))
       (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
@@ -214,9 +216,9 @@ fn on_done_false_defers_log_and_delete_until_proxy_done() {
     let id = vm.create_stream(Default::default()).unwrap();
     vm.finish_stream(id).unwrap();
     assert_eq!(vm.stream_ids(), vec![id], "the stream waits for proxy_done");
-    assert!(said(&mut vm).is_empty());
+    assert_eq!(said(&mut vm), ["log"], "on_log runs before on_done, as in Envoy");
     vm.advance(std::time::Duration::from_millis(10)).unwrap();
-    assert_eq!(said(&mut vm), ["log"]);
+    assert_eq!(said(&mut vm), ["delete"]);
     assert!(vm.stream_ids().is_empty());
 }
 
@@ -315,4 +317,45 @@ fn a_missing_module_file_names_the_path() {
         .build()
         .unwrap_err();
     assert!(matches!(error, HarnessError::Compile(_)), "{error}");
+}
+
+#[test]
+fn abi_0_1_0_modules_with_their_own_callback_signatures_are_refused_naming_the_version() {
+    // ABI 0.1.0 callbacks have other signatures (`proxy_on_request_headers(context, headers)` without
+    // end_of_stream); the version is what the author needs to hear, not a signature mismatch.
+    let wat = module(
+        r#"(func (export "proxy_on_request_headers") (param i32 i32) (result i32) (i32.const 0))
+           (func (export "proxy_on_response_headers") (param i32 i32) (result i32) (i32.const 0))"#,
+    )
+    .replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
+    let error = Plugin::builder().module_bytes(wat).build().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "module declares proxy-wasm ABI 0.1.0; this host runs ABI 0.2.1 (and the compatible 0.2.0)"
+    );
+}
+
+#[test]
+fn a_module_with_start_and_no_initialize_is_started_through_start() {
+    // TinyGo and other WASI-command builds set themselves up in `_start`; Envoy runs it when there is no
+    // `_initialize`, before any proxy-wasm callback.
+    let mut vm = vm(r#"
+      (data (i32.const 0) "start")
+      (data (i32.const 8) "vm_start")
+      (func (export "_start") (call $say (i32.const 0) (i32.const 5)))
+      (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+        (call $say (i32.const 8) (i32.const 8)) (i32.const 1))
+    "#);
+    assert_eq!(said(&mut vm), ["start", "vm_start"]);
+}
+
+#[test]
+fn start_is_not_run_when_initialize_exists() {
+    let mut vm = vm(r#"
+      (data (i32.const 0) "start")
+      (data (i32.const 8) "initialize")
+      (func (export "_start") (call $say (i32.const 0) (i32.const 5)))
+      (func (export "_initialize") (call $say (i32.const 8) (i32.const 10)))
+    "#);
+    assert_eq!(said(&mut vm), ["initialize"]);
 }

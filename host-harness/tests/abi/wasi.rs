@@ -88,13 +88,15 @@ fn stdout_and_stderr_lines_become_log_records() {
 }
 
 #[test]
-fn descriptor_calls_answer_without_files_or_sleeping() {
+fn descriptor_calls_answer_without_files_and_sleeping_returns_at_once() {
     let wat = module_with(
         WASI_IMPORTS,
         r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
              (call $say_num (call $fd_read (i32.const 0) (i32.const 512) (i32.const 0) (i32.const 520)))
              (call $say_num (i32.load (i32.const 520)))
+             (i32.store (i32.const 520) (i32.const 7))
              (call $say_num (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 520)))
+             (call $say_num (i32.load (i32.const 520)))
              (call $say_num (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 520)))
              (call $say_num (call $fd_prestat_get (i32.const 3) (i32.const 520)))
              (call $say_num (call $random_get (i32.const 600) (i32.const 16)))
@@ -104,7 +106,31 @@ fn descriptor_calls_answer_without_files_or_sleeping() {
     let mut vm = Plugin::builder().module_bytes(wat).start();
     assert_eq!(
         said(&mut vm),
-        ["0", "0", "58", "8", "8", "0", "21"],
-        "EOF, NOTSUP, BADF, BADF, random works, EFAULT"
+        ["0", "0", "0", "0", "8", "8", "0", "21"],
+        "EOF, poll_oneoff returns at once with no event (as Envoy), BADF, BADF, random works, EFAULT"
+    );
+}
+
+#[test]
+fn wasi_unstable_imports_answer_as_the_preview_1_functions() {
+    // AssemblyScript's proxy-runtime imports WASI under its pre-snapshot name; Envoy answers it there too.
+    let wat = module_with(
+        r#"(import "wasi_unstable" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+           (import "wasi_unstable" "proc_exit" (func $proc_exit (param i32)))"#,
+        r#"(data (i32.const 0) "from wasi_unstable\n")
+           (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (i32.store (i32.const 512) (i32.const 0))
+             (i32.store (i32.const 516) (i32.const 19))
+             (call $say_num (call $fd_write (i32.const 1) (i32.const 512) (i32.const 1) (i32.const 520)))
+             (i32.const 1))"#,
+    );
+    let mut vm = Plugin::builder().module_bytes(wat).start();
+    let records = vm.take_logs();
+    assert!(
+        records
+            .iter()
+            .any(|record| record.source == LogSource::Stdout
+                && record.message == "from wasi_unstable"),
+        "{records:?}"
     );
 }

@@ -207,6 +207,11 @@ impl Context for ProbeHttp {
             |plan| &plan.on_http_call_response,
         );
     }
+
+    fn on_done(&mut self) -> bool {
+        self.run("on_done", Args::None, |plan| &plan.on_done);
+        true
+    }
 }
 
 impl HttpContext for ProbeHttp {

@@ -51,6 +51,9 @@ pub struct Plan {
     /// Run by each HTTP context on `proxy_on_log`.
     #[serde(default)]
     pub on_log: Vec<Step>,
+    /// Run by each HTTP context on `proxy_on_done` (which then returns true).
+    #[serde(default)]
+    pub on_done: Vec<Step>,
 }
 
 impl Plan {
