@@ -313,6 +313,10 @@ impl UsageParser {
     }
 
     /// The end of the body (end_of_stream, or the stream ended early: `complete == false`).
+    ///
+    /// Whether the body was cut short is read from the body itself (a JSON document not
+    /// closed, no `message_stop` or `error` event, compressed data not ended); `complete`
+    /// only tells an empty body (no usage) from one cut before its first byte.
     pub fn finish(self, complete: bool) -> Observed {
         match self.decoder {
             Decoder::Refused => Observed {
