@@ -44,7 +44,11 @@ kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.
 
 # Kubernetes versions the manifests must be valid for: the oldest supported and the newest known.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
-BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")
+BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1")
+# Namespaced sysctls the restricted (and baseline) Pod Security Standard allows, and that a pod here may set.
+ALLOWED_SYSCTLS = {"net.ipv4.ip_unprivileged_port_start"}
+# The tailscaled image the sidecar runs (official image, pinned by tag).
+TAILSCALE_IMAGE = "tailscale/tailscale:"
 ISTIO_GROUP_SUFFIX = ".istio.io"
 # Restricted profile: the volume types it allows.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
@@ -225,7 +229,7 @@ def check_restricted(where: str, pod: dict[str, Any], report: Report, skip_conta
     report.check(psc.get("runAsUser", 1) != 0, where, "spec.securityContext.runAsUser: must not be 0")
     report.check(dig(psc, "seccompProfile", "type") == "RuntimeDefault", where, "spec.securityContext.seccompProfile.type: must be RuntimeDefault at pod level")
     for sysctl in psc.get("sysctls", []) or []:
-        report.fail(where, f"spec.securityContext.sysctls: {sysctl.get('name')} is not needed and not allowed here")
+        report.check(sysctl.get("name") in ALLOWED_SYSCTLS, where, f"spec.securityContext.sysctls: {sysctl.get('name')} is not needed and not allowed here (only {sorted(ALLOWED_SYSCTLS)})")
     for volume in spec.get("volumes", []) or []:
         kinds = [k for k in volume if k != "name"]
         for kind in kinds:
@@ -353,7 +357,6 @@ def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Rep
                 report.check(named in ports or named in ports.values(), pw, f"spec.ingress.ports: {named!r} is not a port of the proxy container")
 
     # proxy.toml <-> container ports, probes, mounts, grace period.
-    report.check(ports.get("http") == port_of(proxy.get("listen", ":8080")), where, f"ports[http]: containerPort {ports.get('http')} differs from proxy.toml listen {proxy.get('listen')!r}")
     report.check(ports.get("admin") == port_of(proxy.get("admin_listen", ":9901")), where, f"ports[admin]: containerPort {ports.get('admin')} differs from proxy.toml admin_listen {proxy.get('admin_listen')!r}")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         report.check(dig(container, probe, "httpGet", "path") == path, where, f"{probe}.httpGet.path: must be {path}")
@@ -401,6 +404,8 @@ def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Rep
         refs.append((ref.get("name"), ref.get("key")))
     for e in container.get("env", []):
         report.check("value" not in e or not re.search(r"token|key|secret", e["name"], re.I), where, f"env[{e['name']}]: credentials are never literal values")
+        if dig(e, "valueFrom", "fieldRef"):
+            continue  # the downward API (the pod's own address), not a credential
         report.check(e["name"] in env_names, where, f"env[{e['name']}]: not read by plugin.json; a credential the filter does not use must not be in the pod")
     facts["secret_refs"] = refs
     facts["plugin"] = plugin
@@ -418,17 +423,9 @@ def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Rep
             claim = dig(state_volume, "persistentVolumeClaim", "claimName")
             report.check(bool(claim) and any(dig(c, "metadata", "name") == claim for c in rendered.of_kind("PersistentVolumeClaim")), where, f"volumes: the state_file {state_file!r} must be on a PersistentVolumeClaim the kustomization renders")
 
-    # Tailnet exposure.
-    public = [s for s in rendered.of_kind("Service") if dig(s, "spec", "loadBalancerClass") == "tailscale" or dig(s, "metadata", "annotations", "tailscale.com/expose") == "true"]
-    if report.check(len(public) == 1, rendered.target, f"exactly one Service must be exposed through the Tailscale operator, found {len(public)}"):
-        svc = public[0]
-        sw = rendered.where(svc)
-        if dig(svc, "spec", "type") == "LoadBalancer":
-            report.check(dig(svc, "spec", "allocateLoadBalancerNodePorts") is False, sw, "spec.allocateLoadBalancerNodePorts: must be false (no node port next to the tailnet exposure)")
-        report.check(dig(svc, "metadata", "annotations", "tailscale.com/hostname") == "ai", sw, "metadata.annotations.tailscale.com/hostname: must be 'ai' (the proxy is http://ai/)")
-        svc_ports = dig(svc, "spec", "ports", default=[])
-        report.check(any(p.get("port") == 80 and p.get("targetPort") in ("http", ports.get("http")) for p in svc_ports), sw, "spec.ports: port 80 must target the proxy's http port")
-        report.check(all(p.get("targetPort") not in ("admin", ports.get("admin")) for p in svc_ports), sw, "spec.ports: the admin port must not be on the tailnet")
+    # Tailnet exposure and caller identity: a tailscaled sidecar hands tailnet connections to the proxy on
+    # loopback and answers its WhoIs; nothing else can reach the proxy's listener.
+    facts["tailscale_secret_refs"] = check_tailscale_sidecar(rendered, dep, container, proxy, toml_where, report)
 
     namespaces = rendered.of_kind("Namespace")
     for ns in namespaces:
@@ -437,6 +434,70 @@ def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Rep
     report.check(dig(spec, "automountServiceAccountToken") is False, where, "spec.template.spec.automountServiceAccountToken: must be false (the proxy never calls the API server)")
     facts["container"] = container
     return facts
+
+
+def check_tailscale_sidecar(rendered: Rendered, dep: dict[str, Any], proxy_container: dict[str, Any], proxy: dict[str, Any], toml_where: str, report: Report) -> list[tuple[str | None, str | None]]:
+    """The identity chain of the standalone proxy: tailscaled as a native sidecar (userspace networking, node
+    `ai`, state in one Secret it alone may touch, auth key from a Secret), its LocalAPI socket shared with the
+    proxy, the proxy in WhoIs mode listening on loopback only, and no Service or operator proxy in front that
+    would hide the caller. Returns the (Secret, key) the sidecar reads its auth key from."""
+    where = rendered.where(dep)
+    before = report.failures
+    spec = dig(dep, "spec", "template", "spec", default={})
+    identity = proxy.get("identity") or {}
+    report.check(identity.get("mode") == "whois", toml_where, f"identity.mode: {identity.get('mode')!r}; the standalone proxy must resolve callers with tailscaled's WhoIs (\"whois\")")
+    listen = str(proxy.get("listen", ""))
+    report.check(listen.rsplit(":", 1)[0] in ("127.0.0.1", "[::1]"), toml_where, f"listen: {listen!r} must be loopback: only the tailscaled sidecar may reach the proxy, or a client around it would have no identity")
+    for svc in rendered.of_kind("Service"):
+        sw = rendered.where(svc)
+        report.check(dig(svc, "spec", "loadBalancerClass") != "tailscale" and dig(svc, "metadata", "annotations", "tailscale.com/expose") != "true", sw, "the Tailscale operator must not expose the proxy: its proxy would hide the caller (WhoIs would see the operator's address)")
+        report.check(all(p.get("targetPort") not in ("http", port_of(listen)) for p in dig(svc, "spec", "ports", default=[])), sw, "spec.ports: no Service may target the proxy's client port; clients come through the tailnet sidecar")
+    args = proxy_container.get("args", [])
+    admin_flag = args[args.index("--admin-listen") + 1] if "--admin-listen" in args else None
+    admin_port = next((p["containerPort"] for p in proxy_container.get("ports", []) if p.get("name") == "admin"), None)
+    report.check(admin_flag == f"$(POD_IP):{admin_port}", where, f"containers[proxy].args: --admin-listen must be $(POD_IP):{admin_port}; on loopback (or 0.0.0.0) tailscaled would hand tailnet connections to the admin port")
+    pod_ip = {e.get("name"): e for e in proxy_container.get("env", [])}.get("POD_IP", {})
+    report.check(dig(pod_ip, "valueFrom", "fieldRef", "fieldPath") == "status.podIP", where, "containers[proxy].env[POD_IP]: must come from fieldRef status.podIP (used by --admin-listen)")
+
+    sidecars = [c for c in spec.get("initContainers", []) or [] if str(c.get("image", "")).startswith(TAILSCALE_IMAGE)]
+    if not report.check(len(sidecars) == 1, where, f"spec.template.spec.initContainers: exactly one {TAILSCALE_IMAGE}<version> sidecar is required, found {len(sidecars)}"):
+        return []
+    ts = sidecars[0]
+    at = f"initContainers[{ts.get('name')}]"
+    report.check(ts.get("restartPolicy") == "Always", where, f"{at}.restartPolicy: must be Always (a native sidecar: up before the proxy starts, stopped after it exits)")
+    env = {e.get("name"): e for e in ts.get("env", [])}
+    value = lambda name: dig(env, name, "value")  # noqa: E731
+    report.check(value("TS_HOSTNAME") == "ai", where, f"{at}.env[TS_HOSTNAME]: must be 'ai' (clients call http://ai/)")
+    report.check(value("TS_USERSPACE") == "true", where, f"{at}.env[TS_USERSPACE]: must be \"true\": userspace networking hands tailnet connections to loopback and remembers their peer for WhoIs")
+    auth = dig(env, "TS_AUTHKEY", "valueFrom", "secretKeyRef", default={})
+    report.check(bool(auth) and "value" not in env.get("TS_AUTHKEY", {}), where, f"{at}.env[TS_AUTHKEY]: must come from a secretKeyRef, never a literal value")
+    socket = value("TS_SOCKET") or "/tmp/tailscaled.sock"
+    whois_socket = str(identity.get("whois_socket", "/var/run/tailscale/tailscaled.sock"))
+    report.check(socket == whois_socket, where, f"{at}.env[TS_SOCKET]: {socket!r} is not proxy.toml identity.whois_socket {whois_socket!r}")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    ts_mounts = {m["mountPath"]: m["name"] for m in ts.get("volumeMounts", [])}
+    proxy_mounts = {m["mountPath"]: m["name"] for m in proxy_container.get("volumeMounts", [])}
+    directory = str(Path(whois_socket).parent)
+    shared = ts_mounts.get(directory)
+    report.check(shared is not None and proxy_mounts.get(directory) == shared and "emptyDir" in volumes.get(shared, {}), where, f"volumes: the LocalAPI socket directory {directory} must be one emptyDir mounted by both the proxy and {at}")
+    # State: one Secret, which the sidecar's service account may read and write and nothing more.
+    state_secret = value("TS_KUBE_SECRET")
+    report.check(bool(state_secret), where, f"{at}.env[TS_KUBE_SECRET]: the node state belongs in a Secret (a restart must not register a new node)")
+    account = spec.get("serviceAccountName")
+    bound_roles = {dig(b, "roleRef", "name") for b in rendered.of_kind("RoleBinding") if any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in b.get("subjects", []))}
+    rules = [r for role in rendered.of_kind("Role") if dig(role, "metadata", "name") in bound_roles for r in role.get("rules", [])]
+    report.check(any("secrets" in r.get("resources", []) and state_secret in (r.get("resourceNames") or []) for r in rules), rendered.target, f"Role: the pod's service account {account!r} must be allowed to read and write the Secret {state_secret!r}")
+    for rule in rules:
+        names = rule.get("resourceNames") or []
+        report.check(bool(names) and set(names) <= {state_secret}, rendered.target, f"Role: rule {rule} must name the state Secret {state_secret!r} and nothing else")
+        report.check(set(rule.get("verbs", [])) <= {"get", "update", "patch"}, rendered.target, f"Role: verbs {rule.get('verbs')} beyond get, update, patch")
+    # The API token: only in the tailscale container.
+    token_volumes = {n for n, v in volumes.items() if any("serviceAccountToken" in src for src in dig(v, "projected", "sources", default=[]) or [])}
+    report.check(bool(token_volumes & set(ts_mounts.values())), where, f"{at}.volumeMounts: the projected service account token must be mounted (its state lives in a Secret)")
+    report.check(not (token_volumes & set(proxy_mounts.values())), where, "containers[proxy].volumeMounts: the service account token must not be mounted in the proxy container")
+    if report.failures == before:
+        report.ok(f"{where}: tailscaled sidecar checked (WhoIs over a shared socket, loopback listener, state Secret scoped by RBAC)")
+    return [(auth.get("name"), auth.get("key"))]
 
 
 # --- Istio ------------------------------------------------------------------------------------------------
@@ -663,7 +724,8 @@ def check_dockerfile(repo: Path, proxy: dict[str, Any], report: Report) -> None:
     report.check("host-harness" in entry and "serve" in entry, where, "ENTRYPOINT/CMD: must run `host-harness serve`")
     exposed = {int(p.split("/")[0]) for _, word, args in final if word == "EXPOSE" for p in args.split()}
     for key in ("listen", "admin_listen"):
-        if key in proxy:
+        # A loopback listener (the client port behind the tailscaled sidecar) is reached inside the pod only.
+        if key in proxy and str(proxy[key]).rsplit(":", 1)[0] not in ("127.0.0.1", "[::1]"):
             report.check(port_of(proxy[key]) in exposed, where, f"EXPOSE: port {port_of(proxy[key])} (proxy.toml {key}) is not exposed")
     copied_dirs = []
     for line, word, args in instructions:
@@ -784,6 +846,7 @@ def main() -> int:
         facts = check_standalone(standalone, "k8s/standalone", repo, report)
         plugin, proxy = facts.get("plugin", {}), facts.get("proxy", {})
         secrets["k8s/standalone/secret.example.yaml"] = facts.get("secret_refs", [])
+        secrets["k8s/standalone/tailscale-secret.example.yaml"] = facts.get("tailscale_secret_refs", [])
     if standalone_oauth2:
         facts = check_standalone(standalone_oauth2, "k8s/standalone-oauth2", repo, report)
         secrets["k8s/standalone-oauth2/secret.example.yaml"] = facts.get("secret_refs", [])

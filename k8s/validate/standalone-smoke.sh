@@ -5,6 +5,9 @@
 #     are overridden with flags: listeners, upstream, filter and plugin paths);
 #   - /healthz answers, /readyz says ready with the token and not ready without it (readiness probe);
 #   - a request reaches the upstream with the credential from the environment and without the client's;
+#   - the caller is resolved through a stand-in of tailscaled's LocalAPI WhoIs on a unix socket (identity mode
+#     whois, as in the pod), a client's tailscale-user-login header never reaches the upstream, and without
+#     the daemon the proxy refuses with 503 identity_unavailable and counts it;
 #   - /metrics exports the filter's and the proxy's metrics under the names the runbook and alerts use;
 #   - SIGTERM ends the process cleanly within what terminationGracePeriodSeconds leaves after the preStop
 #     sleep (drain_timeout + 1 s);
@@ -52,7 +55,17 @@ cleanup() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-rm -f "$out/token-requests" "$out/token-state.json"
+rm -f "$out/token-requests" "$out/token-state.json" "$out/tailscaled.sock.log"
+whois_socket="$out/tailscaled.sock"
+start_whois() {
+    rm -f "$whois_socket"
+    "$python" k8s/validate/whois_standin.py "$whois_socket" 120 >"$out/whois.log" 2>&1 &
+    whois_pid=$!
+    pids+=("$whois_pid")
+    for _ in $(seq 100); do [[ -S "$whois_socket" ]] && return 0; sleep 0.05; done
+    return 1
+}
+start_whois || fail "the WhoIs stand-in did not start (log: $out/whois.log)"
 ECHO_TOKEN_LOG="$out/token-requests" "$python" k8s/validate/echo_upstream.py "$api_port" 120 >"$out/upstream.log" 2>&1 &
 pids+=($!)
 
@@ -67,7 +80,8 @@ start_proxy() {
     flags=("$@")
     env "${envs[@]}" "$harness" serve --config "$dir/proxy.toml" \
         --listen "127.0.0.1:$listen_port" --admin-listen "127.0.0.1:$admin_port" \
-        --upstream "http://127.0.0.1:$api_port" --filter "$wasm" --plugin-config "$dir/plugin.json" "${flags[@]}" \
+        --upstream "http://127.0.0.1:$api_port" --filter "$wasm" --plugin-config "$dir/plugin.json" \
+        --whois-socket "$whois_socket" "${flags[@]}" \
         >"$log" 2>&1 &
     proxy_pid=$!
     pids+=("$proxy_pid")
@@ -91,7 +105,7 @@ if start_proxy k8s/standalone "$out/proxy.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-
     if [[ "$ready" == "200" ]]; then pass "/readyz: ready with the token"; else fail "/readyz answered ${ready:-nothing} with the token set (log: $out/proxy.log)"; fi
     code="$(curl -s --max-time 10 -o "$out/echo.json" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
         -H 'content-type: application/json' -H 'x-api-key: client-key' -H 'authorization: Bearer client-token' \
-        -d '{"model":"m","max_tokens":1,"messages":[]}')" || code="none"
+        -H 'tailscale-user-login: mallory@example.com' -d '{"model":"m","max_tokens":1,"messages":[]}')" || code="none"
     if [[ "$code" == "200" ]] && "$python" - "$out/echo.json" <<'EOF'
 import json, sys
 seen = json.load(open(sys.argv[1]))
@@ -100,6 +114,8 @@ if seen.get("authorization") != "Bearer not-a-real-token":
     problems.append(f"authorization: {seen.get('authorization')!r}")
 if "x-api-key" in seen:
     problems.append("x-api-key reached the upstream")
+if "tailscale-user-login" in seen:
+    problems.append("the client's tailscale-user-login reached the upstream")
 if seen.get("anthropic-version") != "2023-06-01":
     problems.append(f"anthropic-version: {seen.get('anthropic-version')!r}")
 for p in problems:
@@ -107,9 +123,14 @@ for p in problems:
 sys.exit(1 if problems else 0)
 EOF
     then
-        pass "a request through the proxy reaches the upstream with the proxy's credential only"
+        pass "a request through the proxy reaches the upstream with the proxy's credential only, no client identity header"
     else
         fail "request through the proxy answered $code; upstream saw $(cat "$out/echo.json" 2>/dev/null)"
+    fi
+    if grep -q '^127\.0\.0\.1:' "$out/tailscaled.sock.log" 2>/dev/null; then
+        pass "identity mode whois: the proxy asked the LocalAPI socket who its loopback peer is"
+    else
+        fail "identity mode whois: no WhoIs lookup reached the stand-in (log: $out/tailscaled.sock.log)"
     fi
     metrics="$(curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics")"
     echo "$metrics" > "$out/metrics.txt"
@@ -121,6 +142,19 @@ EOF
     else
         fail "/metrics lacks the expected series (see $out/metrics.txt)"
     fi
+    # tailscaled down: the proxy refuses rather than serve an unidentified caller, and counts it.
+    kill "$whois_pid" 2>/dev/null || true
+    wait "$whois_pid" 2>/dev/null || true
+    code="$(curl -s --max-time 10 -o "$out/no-whois.json" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
+        -H 'content-type: application/json' -d '{}')" || code="none"
+    errors="$(curl -s --max-time 5 "http://127.0.0.1:$admin_port/metrics" | grep '^proxy_errors_total{kind="identity_unavailable"}' || true)"
+    if [[ "$code" == "503" ]] && grep -q '"api_error"' "$out/no-whois.json" && grep -q 'caller identity lookup failed' "$out/no-whois.json" \
+        && [[ "$errors" =~ \ 1(\.0)?$ ]]; then
+        pass "tailscaled down: 503 api_error \"caller identity lookup failed\", counted as proxy_errors_total{kind=\"identity_unavailable\"}"
+    else
+        fail "tailscaled down: answered $code $(cat "$out/no-whois.json" 2>/dev/null); metric: ${errors:-none}"
+    fi
+    start_whois || fail "the WhoIs stand-in did not restart (log: $out/whois.log)"
     started="$(date +%s.%N)"
     kill -TERM "$proxy_pid"
     status=0
