@@ -25,9 +25,10 @@
 //! with `max_event_bytes`: no event and no part of a JSON body is held. The JSON scanner
 //! follows only the objects on known paths (at most 3 deep) and steps over every other
 //! value with a bracket counter, so a 100 MB `content` array costs nothing. What is held:
-//! captured `model`/`stop_reason`/`type` strings up to 256 bytes each, one key up to 32
-//! bytes, an event name up to 32 bytes and a few integers: under 1 KiB. `gzip`/`deflate`
-//! add the inflate state (about 11 KiB) and its 32 KiB window.
+//! captured `type`/`model`/`stop_reason` strings up to 256 bytes each (for the document
+//! being read and for the stream's totals), one 256-byte string buffer, an event name up
+//! to 32 bytes and a few integers: under 2 KiB. `gzip`/`deflate` add the inflate state
+//! (about 11 KiB) and its 32 KiB window.
 //!
 //! `max_event_bytes` ([`Limits`]) still caps the data of a kept event (`message_start`,
 //! `message_delta`): a larger one ends reading with [`Unparsed::TooLarge`], since no real
