@@ -17,3 +17,4 @@ mod proxy_process;
 mod token_envoy;
 mod token_proxy;
 mod token_refresh;
+mod usage_harness;

@@ -6,6 +6,7 @@
 //! - [`client`]: a bounded HTTP/1.1 client that keeps every header value and each body chunk's arrival time.
 //! - [`envoy`]: real Envoy on 127.0.0.1 with a Wasm filter, its clusters pointing at loopback servers.
 //! - `header_list`: case-insensitive lookups in an ordered header list, for the client and the upstream.
+//! - [`messages_api`]: a loopback fake of the Messages API with known usage (JSON, SSE, gzip, errors).
 //! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry) on `127.0.0.1:0`.
 //! - [`wait`]: polling with a deadline for a condition brought about in the background.
 //! - [`whois`]: a stand-in for tailscaled's LocalAPI WhoIs on a unix socket.
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod envoy;
 mod header_list;
+pub mod messages_api;
 pub mod proxy_support;
 pub mod upstream;
 pub mod wait;
