@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use super::config::{Overrides, ProxyConfig};
+use super::identity::IdentityOverrides;
 use super::{Listeners, ProxyError};
 
 /// Flags of `host-harness serve`; each overrides the matching field of the configuration file.
@@ -63,6 +64,15 @@ pub struct ServeArgs {
     /// Where a rotated refresh token is persisted.
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
+    /// Where the caller identity comes from: none, whois or trusted_proxy [default: none].
+    #[arg(long, value_name = "MODE")]
+    pub identity: Option<String>,
+    /// tailscaled's LocalAPI socket for --identity whois [default: /var/run/tailscale/tailscaled.sock].
+    #[arg(long, value_name = "PATH")]
+    pub whois_socket: Option<PathBuf>,
+    /// A front proxy allowed to set the identity headers, for --identity trusted_proxy (repeatable).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<String>,
     /// Log filter (tracing directives, e.g. `info` or `warn,access=off`); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     pub log_level: String,
@@ -87,6 +97,11 @@ impl ServeArgs {
             state_file: self.state_file.clone(),
             env: self.env.clone(),
             clusters: self.clusters.clone(),
+            identity: IdentityOverrides {
+                mode: self.identity.clone(),
+                whois_socket: self.whois_socket.clone(),
+                trusted_proxies: self.trusted_proxies.clone(),
+            },
         }
     }
 

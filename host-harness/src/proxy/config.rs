@@ -15,6 +15,8 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use serde::Deserialize;
 
+use super::identity::{IdentityConfig, IdentityFile, IdentityOverrides};
+
 /// Host environment variables passed through to the VM when `host_env_keys` is not configured: the two
 /// credentials the embedded default can use.
 pub const DEFAULT_HOST_ENV_KEYS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_OAUTH_TOKEN"];
@@ -246,6 +248,8 @@ pub struct ProxyConfig {
     pub clusters: BTreeMap<String, Target>,
     /// Where a rotated refresh token is persisted, when configured.
     pub state_file: Option<PathBuf>,
+    /// Where the caller identity comes from, and the identity headers removed from every request.
+    pub identity: IdentityConfig,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -273,6 +277,7 @@ impl fmt::Debug for ProxyConfig {
             .field("vm_env", &self.vm_env)
             .field("clusters", &self.clusters)
             .field("state_file", &self.state_file)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -327,7 +332,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(field: &str, value: impl fmt::Display, reason: impl fmt::Display) -> Self {
+    pub(crate) fn invalid(
+        field: &str,
+        value: impl fmt::Display,
+        reason: impl fmt::Display,
+    ) -> Self {
         Self::InvalidValue {
             field: field.to_owned(),
             value: value.to_string(),
@@ -339,7 +348,7 @@ impl ConfigError {
 /// A duration written as `"250ms"`, `"5s"`, `"2m"`, `"1h"` or a number of seconds.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum DurationText {
+pub(crate) enum DurationText {
     Seconds(f64),
     Text(String),
 }
@@ -379,7 +388,7 @@ fn bounded_seconds(seconds: f64) -> Result<Duration, String> {
 }
 
 impl DurationText {
-    fn resolve(&self, field: &str) -> Result<Duration, ConfigError> {
+    pub(crate) fn resolve(&self, field: &str) -> Result<Duration, ConfigError> {
         match self {
             Self::Seconds(seconds) => {
                 bounded_seconds(*seconds).map_err(|err| ConfigError::invalid(field, seconds, err))
@@ -411,6 +420,7 @@ struct FileConfig {
     max_request_header_bytes: Option<usize>,
     host_env_keys: Option<Vec<String>>,
     state_file: Option<PathBuf>,
+    identity: Option<IdentityFile>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -450,6 +460,8 @@ pub struct Overrides {
     pub env: Vec<String>,
     /// `--cluster NAME=URL`, repeatable; added over the file's `[clusters]`.
     pub clusters: Vec<String>,
+    /// `--identity`, `--whois-socket`, `--trusted-proxy`.
+    pub identity: IdentityOverrides,
 }
 
 /// Defaults for the numeric limits.
@@ -710,6 +722,7 @@ impl ProxyConfig {
             (None, Some(field)) => Some(base_dir.join(field)),
             (None, None) => None,
         };
+        let identity = IdentityConfig::resolve(file.identity, &overrides.identity, base_dir)?;
 
         Ok(Self {
             listen,
@@ -731,6 +744,7 @@ impl ProxyConfig {
             vm_env,
             clusters,
             state_file,
+            identity,
         })
     }
 }

@@ -30,6 +30,7 @@ use super::filter::{
     Verdict,
 };
 use super::headers;
+use super::identity::{self, Caller, ConnectionIdentity, IdentityRefusal};
 use super::limit::Slot;
 use super::upstream::{self, BoxError, UpstreamBody};
 use super::worker::Worker;
@@ -49,6 +50,8 @@ pub struct ConnectionInfo {
     pub local_address: String,
     /// Per-worker connection number.
     pub id: u64,
+    /// The peer as the identity step sees it, with the connection's cached WhoIs answer.
+    pub identity: ConnectionIdentity,
 }
 
 /// Everything a request owns until its response is sent or abandoned; dropping it ends the request.
@@ -63,6 +66,8 @@ pub struct Exchange {
     stream: Option<(StreamId, Rc<StreamSlot>)>,
     slot: Option<Slot>,
     aborted: Option<String>,
+    /// The resolved caller, for the access log's `caller` field.
+    caller: Option<Rc<Caller>>,
 }
 
 impl Exchange {
@@ -79,6 +84,7 @@ impl Exchange {
             stream: None,
             slot: None,
             aborted: None,
+            caller: None,
         }
     }
 }
@@ -107,6 +113,7 @@ impl Drop for Exchange {
         let upstream_ms = self
             .upstream_latency
             .map(|latency| latency.as_secs_f64() * 1000.0);
+        let caller = self.caller.as_deref().map(|caller| caller.id.as_str());
         match &self.aborted {
             None => tracing::info!(
                 target: "access",
@@ -116,6 +123,7 @@ impl Drop for Exchange {
                 status,
                 duration_ms,
                 upstream_ms,
+                caller,
                 "request"
             ),
             Some(reason) => tracing::warn!(
@@ -126,6 +134,7 @@ impl Drop for Exchange {
                 status,
                 duration_ms,
                 upstream_ms,
+                caller,
                 aborted = %reason,
                 "request aborted"
             ),
@@ -164,6 +173,8 @@ fn record_failure(worker: &Worker, failure: &Failure) {
             metrics.count_upstream_unreachable()
         }
         Failure::FilterFailed => metrics.count_filter_failure(),
+        Failure::Identity(IdentityRefusal::Unavailable(_)) => metrics.count_identity_unavailable(),
+        Failure::Identity(IdentityRefusal::Unknown) => metrics.count_identity_unknown(),
         Failure::BadRequest(_) | Failure::FilterInvalid(_) | Failure::Reset => {}
     }
 }
@@ -188,7 +199,16 @@ async fn proxy(
             .map_err(|_| Failure::Overloaded)?,
     );
 
-    let (parts, client_body) = request.into_parts();
+    let (mut parts, client_body) = request.into_parts();
+    // Before anything reads the headers: no client-sent identity header survives this.
+    let caller = identity::resolve(
+        &shared.config.identity,
+        &connection.identity,
+        &mut parts.headers,
+    )
+    .await
+    .map_err(Failure::Identity)?;
+    exchange.caller.clone_from(&caller);
     if parts.method == Method::CONNECT {
         return Err(Failure::BadRequest("CONNECT is not supported"));
     }
@@ -207,6 +227,7 @@ async fn proxy(
         client_address: &connection.client_address,
         local_address: &connection.local_address,
         connection_id: connection.id,
+        caller: caller.as_deref(),
     };
     let (stream, slot) = driver.open(&info).map_err(|fault| filter_failed(&fault))?;
     exchange.stream = Some((stream, Rc::clone(&slot)));
@@ -251,13 +272,19 @@ async fn proxy(
             let fields = filter
                 .headers(stream, HeaderPart::RequestHeaders)
                 .ok_or_else(|| FilterFault("request headers vanished".to_owned()))?;
-            Ok(build_upstream_request(
+            let built = build_upstream_request(
                 fields,
                 &authority,
                 target,
                 &worker.upstream_host,
                 &mut upstream_request,
-            ))
+            );
+            identity::forward(
+                &shared.config.identity,
+                caller.as_deref(),
+                upstream_request.headers_mut(),
+            );
+            Ok(built)
         })
         .map_err(|fault| filter_failed(&fault))??;
 

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::identity::IdentityRefusal;
+
 /// A request the proxy answers itself; each variant maps to one status code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -40,6 +42,9 @@ pub enum Failure {
     /// The filter reset the stream.
     #[error("request was reset by the filter")]
     Reset,
+    /// The caller's identity could not be resolved (mode `whois`).
+    #[error(transparent)]
+    Identity(IdentityRefusal),
 }
 
 fn seconds(duration: Duration) -> String {
@@ -60,6 +65,8 @@ impl Failure {
             Self::Unreachable(_) | Self::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::FilterInvalid(_) | Self::Reset => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Identity(IdentityRefusal::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Identity(IdentityRefusal::Unknown) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -69,6 +76,7 @@ impl Failure {
             Self::Overloaded => "overloaded_error",
             Self::BadRequest(_) => "invalid_request_error",
             Self::ConnectTimeout(_) | Self::ResponseTimeout(_) => "timeout_error",
+            Self::Identity(IdentityRefusal::Unknown) => "permission_error",
             _ => "api_error",
         }
     }
@@ -135,5 +143,28 @@ mod tests {
             502
         );
         assert_eq!(Failure::BadRequest("missing Host header").status(), 400);
+    }
+
+    #[test]
+    fn identity_refusals_say_what_failed_and_never_who() {
+        let unknown = Failure::Identity(IdentityRefusal::Unknown).to_response();
+        assert_eq!(unknown.status(), 403);
+        let body: serde_json::Value = serde_json::from_slice(unknown.body()).unwrap();
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert_eq!(
+            body["error"]["message"],
+            "the caller is not a known tailnet peer"
+        );
+        let down = Failure::Identity(IdentityRefusal::Unavailable(
+            "tailscaled unreachable".into(),
+        ))
+        .to_response();
+        assert_eq!(down.status(), 503);
+        let body: serde_json::Value = serde_json::from_slice(down.body()).unwrap();
+        assert_eq!(body["error"]["type"], "api_error");
+        assert_eq!(
+            body["error"]["message"],
+            "caller identity lookup failed: tailscaled unreachable"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use super::identity::Caller;
 use crate::headers::Headers;
 
 /// Identifies one request's stream inside a worker's VM.
@@ -176,6 +177,8 @@ pub struct StreamInfo<'a> {
     pub local_address: &'a str,
     /// Per-worker connection number.
     pub connection_id: u64,
+    /// The resolved caller, set as the `caller.*` properties; `None` sets none.
+    pub caller: Option<&'a Caller>,
 }
 
 /// A failure the request cannot recover from: the filter could not be created or refused a step.

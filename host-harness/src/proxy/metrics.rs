@@ -39,6 +39,8 @@ pub struct ProxyMetrics {
     upstream_timeouts: Counter,
     upstream_unreachable: Counter,
     filter_failures: Counter,
+    identity_unavailable: Counter,
+    identity_unknown: Counter,
 }
 
 impl ProxyMetrics {
@@ -75,6 +77,9 @@ impl ProxyMetrics {
         let upstream_unreachable =
             errors.get_or_create_owned(&vec![("kind", "upstream_unreachable")]);
         let filter_failures = errors.get_or_create_owned(&vec![("kind", "filter_failure")]);
+        let identity_unavailable =
+            errors.get_or_create_owned(&vec![("kind", "identity_unavailable")]);
+        let identity_unknown = errors.get_or_create_owned(&vec![("kind", "identity_unknown")]);
         registry.register(
             "proxy_errors",
             "Requests the proxy answered itself, by reason",
@@ -91,6 +96,8 @@ impl ProxyMetrics {
             upstream_timeouts,
             upstream_unreachable,
             filter_failures,
+            identity_unavailable,
+            identity_unknown,
         }
     }
 
@@ -147,6 +154,16 @@ impl ProxyMetrics {
     /// A request failed because the filter trapped.
     pub fn count_filter_failure(&self) {
         self.filter_failures.inc();
+    }
+
+    /// A request got 503 because the caller's identity lookup failed.
+    pub fn count_identity_unavailable(&self) {
+        self.identity_unavailable.inc();
+    }
+
+    /// A request got 403 because tailscaled does not know the caller.
+    pub fn count_identity_unknown(&self) {
+        self.identity_unknown.inc();
     }
 
     /// The whole exposition in the OpenMetrics text format (which Prometheus scrapes).

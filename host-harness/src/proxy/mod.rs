@@ -18,6 +18,8 @@
 //! - [`driver`]: one worker's filter: serialised callbacks, stream wake-ups, filter http calls, ticks.
 //! - [`exchange`]: one request through the filter and the upstream, streaming both ways.
 //! - [`headers`]: pseudo-headers, hop-by-hop removal, forwarding headers.
+//! - [`identity`]: the caller identity (modes none, whois, trusted_proxy) and identity header removal.
+//! - [`whois`]: tailscaled's LocalAPI WhoIs over its unix socket.
 //! - [`upstream`]: the pooled HTTP/HTTPS client and upstream error mapping.
 //! - [`worker`]: worker threads, accepting, connection draining.
 //! - [`admin`]: health, readiness and metrics endpoints.
@@ -34,6 +36,7 @@ pub mod exchange;
 pub mod failure;
 pub mod filter;
 pub mod headers;
+pub mod identity;
 pub mod in_flight;
 pub mod limit;
 pub mod metrics;
@@ -41,6 +44,7 @@ pub mod send_timeout;
 pub mod state_file;
 pub mod upstream;
 pub mod wasm_filter;
+pub mod whois;
 pub mod worker;
 
 /// Polls `future` once: `Some` with its output when it was ready (tests of the proxy's waiting parts).

@@ -194,11 +194,16 @@ fn emit_log(worker: usize, record: &LogRecord) {
 
 impl WorkerFilter for WasmWorkerFilter {
     fn open_stream(&mut self, info: &StreamInfo) -> Result<StreamId, FilterFault> {
-        let details = stream::StreamInfo::new()
+        let mut details = stream::StreamInfo::new()
             .source_address(info.client_address)
             .destination_address(info.local_address)
             .protocol("HTTP/1.1")
             .connection_id(info.connection_id);
+        if let Some(caller) = info.caller {
+            for (path, value) in caller.properties() {
+                details = details.property(path, value);
+            }
+        }
         self.vm.create_stream(details).map(|id| id.0).map_err(fault)
     }
 

@@ -23,6 +23,7 @@ use super::config::ProxyConfig;
 use super::driver::FilterDriver;
 use super::exchange::{self, ConnectionInfo};
 use super::filter::{FilterFactory, FilterFault};
+use super::identity::ConnectionIdentity;
 use super::in_flight::InFlight;
 use super::limit::Limiter;
 use super::metrics::ProxyMetrics;
@@ -253,6 +254,7 @@ async fn serve_connection(
         client_address: client.to_string(),
         local_address: local.to_string(),
         id,
+        identity: ConnectionIdentity::new(&worker.shared.config.identity, client),
     });
     let service_worker = Rc::clone(&worker);
     let service = service_fn(move |request| {
