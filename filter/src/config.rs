@@ -1401,69 +1401,6 @@ mod tests {
     }
 
     #[test]
-    fn env_names_are_identifiers() {
-        for name in ["ANTHROPIC_OAUTH_TOKEN", "token_2", "_T"] {
-            assert!(env_name_problem(name).is_none(), "{name}");
-        }
-        for name in [
-            "",
-            "A=B",
-            "sk-ant-oat01-x",
-            "2FA",
-            " T",
-            "T\n",
-            &"T".repeat(65),
-        ] {
-            assert!(env_name_problem(name).is_some(), "{name:?}");
-        }
-    }
-
-    #[test]
-    fn inline_tokens_are_trimmed_before_their_characters_are_checked() {
-        let config = parse(br#"{"credential": {"source": {"inline": "tok\n"}}}"#).unwrap();
-        assert_eq!(
-            config.credential.source,
-            CredentialSource::Inline(Secret::new("tok"))
-        );
-        assert!(
-            error_of(r#"{"credential": {"source": {"inline": "t\nk"}}}"#).contains("line feed")
-        );
-    }
-
-    #[test]
-    fn header_names_must_be_tokens_and_are_lower_cased() {
-        let message = error_of(&with(
-            r#""request_rules": [{}, {}, {"set": {"name": "x y", "value": "v"}}]"#,
-        ));
-        assert!(
-            message.starts_with("request_rules[0]: no action"),
-            "{message}"
-        );
-        let message = error_of(&with(
-            r#""request_rules": [{"set": {"name": "x y", "value": "v"}}]"#,
-        ));
-        assert_eq!(
-            message,
-            "request_rules[0].set.name: \"x y\" is not a valid header name (use letters, digits and !#$%&'*+-.^_`|~)"
-        );
-        let config = parse(
-            with(r#""request_rules": [{"set": {"name": "X-Team", "value": "ml"}}]"#).as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(
-            config.request_rules[0].action,
-            Action::Set {
-                name: "x-team".into(),
-                value: "ml".into()
-            }
-        );
-        assert!(
-            error_of(r#"{"credential": {"header": "", "source": {"env": "T"}}}"#)
-                .starts_with("credential.header:")
-        );
-    }
-
-    #[test]
     fn usage_is_on_with_the_anthropic_preset_and_validated() {
         let defaults = UsageConfig {
             max_callers: 64,
@@ -1526,6 +1463,69 @@ mod tests {
                 "{message}\nexpected: {expected}"
             );
         }
+    }
+
+    #[test]
+    fn env_names_are_identifiers() {
+        for name in ["ANTHROPIC_OAUTH_TOKEN", "token_2", "_T"] {
+            assert!(env_name_problem(name).is_none(), "{name}");
+        }
+        for name in [
+            "",
+            "A=B",
+            "sk-ant-oat01-x",
+            "2FA",
+            " T",
+            "T\n",
+            &"T".repeat(65),
+        ] {
+            assert!(env_name_problem(name).is_some(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn inline_tokens_are_trimmed_before_their_characters_are_checked() {
+        let config = parse(br#"{"credential": {"source": {"inline": "tok\n"}}}"#).unwrap();
+        assert_eq!(
+            config.credential.source,
+            CredentialSource::Inline(Secret::new("tok"))
+        );
+        assert!(
+            error_of(r#"{"credential": {"source": {"inline": "t\nk"}}}"#).contains("line feed")
+        );
+    }
+
+    #[test]
+    fn header_names_must_be_tokens_and_are_lower_cased() {
+        let message = error_of(&with(
+            r#""request_rules": [{}, {}, {"set": {"name": "x y", "value": "v"}}]"#,
+        ));
+        assert!(
+            message.starts_with("request_rules[0]: no action"),
+            "{message}"
+        );
+        let message = error_of(&with(
+            r#""request_rules": [{"set": {"name": "x y", "value": "v"}}]"#,
+        ));
+        assert_eq!(
+            message,
+            "request_rules[0].set.name: \"x y\" is not a valid header name (use letters, digits and !#$%&'*+-.^_`|~)"
+        );
+        let config = parse(
+            with(r#""request_rules": [{"set": {"name": "X-Team", "value": "ml"}}]"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.request_rules[0].action,
+            Action::Set {
+                name: "x-team".into(),
+                value: "ml".into()
+            }
+        );
+        assert!(
+            error_of(r#"{"credential": {"header": "", "source": {"env": "T"}}}"#)
+                .starts_with("credential.header:")
+        );
     }
 
     #[test]
