@@ -142,8 +142,7 @@ fn grpc_status_for(http_status: u32) -> u32 {
 
 /// Turns a local response to a gRPC request into the trailers-only reply Envoy sends: HTTP 200,
 /// `content-type: application/grpc`, `grpc-status` (the filter's, else mapped from the HTTP status) and
-/// the body, percent-encoded and without a trailing newline, as `grpc-message`; no body. Returns the
-/// status and body to send.
+/// the body, percent-encoded, as `grpc-message`; no body. Returns the status and body to send.
 fn as_grpc_reply(
     headers: &mut Headers,
     status_code: u32,
@@ -155,10 +154,9 @@ fn as_grpc_reply(
         let status = u32::try_from(grpc_status).unwrap_or_else(|_| grpc_status_for(status_code));
         headers.replace("grpc-status", status.to_string());
     }
-    let message = body.strip_suffix(b"\n").unwrap_or(body);
-    if !message.is_empty() {
-        let mut encoded = String::with_capacity(message.len());
-        for &byte in message {
+    if !body.is_empty() {
+        let mut encoded = String::with_capacity(body.len());
+        for &byte in body {
             if (b' '..=b'~').contains(&byte) && byte != b'%' {
                 encoded.push(char::from(byte));
             } else {

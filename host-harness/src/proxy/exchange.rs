@@ -622,6 +622,21 @@ impl ProxyBody {
         self
     }
 
+    /// Ends the body with an error once hyper has flushed what it holds (it does when the body waits): as
+    /// Envoy, a client cut off mid-response still gets the headers and the body sent so far.
+    fn abort_after_flush(
+        &mut self,
+        reason: String,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.aborted = Some(reason.clone());
+        }
+        self.kind = BodyKind::Failing(reason);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     fn abort(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.kind = BodyKind::Done;
         if let Some(exchange) = self.exchange.as_mut() {
@@ -863,17 +878,12 @@ impl Body for ProxyBody {
                     return Poll::Ready(None);
                 }
                 Step::Pending => return Poll::Pending,
-                Step::Abort(reason) => return this.abort(reason),
+                Step::Abort(reason) => return this.abort_after_flush(reason, cx),
                 Step::FilterFailed(reason) => {
-                    if let Some(exchange) = this.exchange.as_mut() {
+                    if let Some(exchange) = this.exchange.as_ref() {
                         exchange.worker.shared.metrics.count_filter_failure();
-                        exchange.aborted = Some(reason.clone());
                     }
-                    // As Envoy, the client gets the headers and the body sent so far before the cut:
-                    // hyper flushes what it holds when the body waits, so wait once before failing.
-                    this.kind = BodyKind::Failing(reason);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    return this.abort_after_flush(reason, cx);
                 }
             }
         }
