@@ -15,6 +15,9 @@ check fails. Checks:
   value appears in any deployment file;
 - the plugin configuration is the same for Envoy, Istio and the standalone proxy;
 - the Dockerfile builds what the manifests run (paths, ports, non-root user, pinned base images, context).
+- the standalone proxy's caller identity: the tailscaled sidecar, the shared LocalAPI socket, WhoIs mode, a
+  loopback-only listener, no operator Service in front, the state Secret scoped by RBAC;
+- the Grafana dashboard: every query parses and names only metrics the code emits.
 """
 
 from __future__ import annotations
@@ -761,7 +764,7 @@ def spec_metrics(repo: Path) -> set[str]:
     text = (repo / "specs/filter.md").read_text(encoding="utf-8")
     section = text.split("## Metrics", 1)[-1].split("\n## ", 1)[0]
     names: set[str] = set()
-    for row in re.findall(r"^\| `(credential_filter_[a-z_<>]+)` \|(.*)$", section, flags=re.M):
+    for row in re.findall(r"^\| `(credential_filter_[a-z_<>]+)(?:\{[^`]*\})?` \|(.*)$", section, flags=re.M):
         name, rest = row
         template = re.fullmatch(r"([a-z_]*)<([a-z]+)>([a-z_]*)", name)
         if template:
@@ -799,6 +802,8 @@ def check_monitoring(repo: Path, promtool: str, report: Report) -> None:
     if report.check(len(known) >= 6, "specs/filter.md", f"the Metrics table lists {sorted(known)}; expected at least the filter's six core metrics"):
         for path in (rules, repo / "RUNBOOK.md", repo / "envoy/README.md", repo / "k8s/README.md"):
             used = set(re.findall(r"\bcredential_filter_[a-z_]*[a-z](?![a-z_]*<)", path.read_text(encoding="utf-8")))
+            # A histogram's series: <name>_bucket, _sum, _count.
+            used = {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in known else n for n in used}
             unknown = sorted(used - known)
             report.check(not unknown, str(path.relative_to(repo)), f"metric names not defined in specs/filter.md: {unknown}")
         documented = set(re.findall(r"credential_filter_[a-z_]*[a-z]", runbook))
@@ -813,6 +818,92 @@ def check_monitoring(repo: Path, promtool: str, report: Report) -> None:
         used = {m for e in expressions for m in re.findall(r"\b(proxy_[a-z_]+)", e)}
         unknown = sorted(m for m in used if re.sub(r"_(bucket|sum|count)$", "", m) not in proxy_known)
         report.check(not unknown, "RUNBOOK.md / k8s/monitoring/alerts.yaml", f"proxy metric names not defined in specs/proxy.md: {unknown}")
+
+
+# Grafana's built-in interval variables, replaced by a fixed duration so promtool can parse a query.
+GRAFANA_DURATIONS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1d"}
+
+
+def emitted_metrics(repo: Path) -> set[str]:
+    """The series names the standalone proxy's /metrics can carry, read from the code that defines them (not
+    from a list kept by hand): the filter's `pub const ...: &str = "credential_filter_..."` names in
+    filter/src/metrics.rs (a histogram, named with `MetricKind::Histogram` next to its constant, as
+    `_bucket`, `_sum` and `_count`), and the proxy's `registry.register("proxy_...", ...)` calls in
+    host-harness/src/proxy/metrics.rs (a Counter family gains `_total`, a Histogram the three series)."""
+    names: set[str] = set()
+    histogram_suffixes = ("_bucket", "_sum", "_count")
+    filter_src = (repo / "filter/src/metrics.rs").read_text(encoding="utf-8")
+    constants = dict(re.findall(r'pub const ([A-Z0-9_]+): &str =\s*"(credential_filter_[a-z0-9_]+)";', filter_src))
+    histograms = set(re.findall(r"\(\s*([A-Z0-9_]+),\s*MetricKind::Histogram\s*\)", filter_src))
+    for constant, name in constants.items():
+        if constant in histograms:
+            names.update(name + suffix for suffix in histogram_suffixes)
+        else:
+            names.add(name)
+    proxy_src = (repo / "host-harness/src/proxy/metrics.rs").read_text(encoding="utf-8")
+    for name, variable in re.findall(r'register\(\s*"(proxy_[a-z0-9_]+)",\s*"[^"]*",\s*([a-z_]+)', proxy_src):
+        declaration = re.search(rf"let {variable}\b[^;]*;", proxy_src)
+        text = declaration.group(0) if declaration else ""
+        if "Histogram" in text:
+            names.update(name + suffix for suffix in histogram_suffixes)
+        elif "Counter" in text:
+            names.add(name if name.endswith("_total") else name + "_total")
+        else:
+            names.add(name)
+    return names
+
+
+def check_dashboard(repo: Path, promtool: str, report: Report) -> None:
+    """k8s/monitoring/dashboard.json: valid JSON with panels; every query parses (promtool, with Grafana's
+    variables replaced) and names only metrics the code emits (`emitted_metrics`), so renaming a metric in
+    the code fails here until the dashboard follows."""
+    where = "k8s/monitoring/dashboard.json"
+    try:
+        dashboard = json.loads((repo / where).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        report.fail(where, f"not valid JSON: {err}")
+        return
+    variables = {v.get("name") for v in dig(dashboard, "templating", "list", default=[]) or []}
+    exprs: list[tuple[str, str]] = []
+
+    def collect(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            collect(panel.get("panels", []) or [])
+            for target in panel.get("targets", []) or []:
+                if target.get("expr"):
+                    exprs.append((f"panel {panel.get('title')!r} target {target.get('refId')}", target["expr"]))
+    collect(dashboard.get("panels", []) or [])
+    for variable in dig(dashboard, "templating", "list", default=[]) or []:
+        query = dig(variable, "query", "query") if isinstance(variable.get("query"), dict) else None
+        if variable.get("type") == "query" and query:
+            inner = re.fullmatch(r"label_values\((.*),\s*[a-z_]+\)", query) or re.fullmatch(r"label_values\(([a-z_]+)\)", query)
+            if report.check(inner is not None, where, f"templating {variable.get('name')!r}: {query!r} is not label_values(<selector>, <label>)"):
+                exprs.append((f"variable {variable.get('name')!r}", inner.group(1)))
+    if not report.check(bool(exprs), where, "no PromQL expression found in the panels"):
+        return
+    known = emitted_metrics(repo)
+    if not report.check(any(n.startswith("credential_filter_usage_") for n in known) and any(n.startswith("proxy_") for n in known), "filter/src/metrics.rs, host-harness/src/proxy/metrics.rs", f"could not read the emitted metric names from the code (found {sorted(known)})"):
+        return
+    rules = []
+    before = report.failures
+    for label, expr in exprs:
+        for used in sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expr)) - {v.lstrip("$") for v in GRAFANA_DURATIONS}):
+            report.check(used in variables, where, f"{label}: ${used} is not a dashboard variable")
+        for name in sorted(set(re.findall(r"\b((?:credential_filter|proxy)_[a-z0-9_]+)", expr))):
+            report.check(name in known, where, f"{label}: {name} is not a metric the code emits (filter/src/metrics.rs, host-harness/src/proxy/metrics.rs)")
+        parsed = expr
+        for variable, duration in GRAFANA_DURATIONS.items():
+            parsed = parsed.replace(variable, duration)
+        parsed = re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", ".*", parsed)
+        rules.append({"record": f"dashboard:query_{len(rules) + 1}", "expr": parsed})
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, handle)
+    result = subprocess.run([promtool, "check", "rules", handle.name], capture_output=True, text=True, check=False)
+    Path(handle.name).unlink()
+    if result.returncode != 0:
+        report.fail(where, "a PromQL query does not parse:\n" + (result.stdout + result.stderr).strip())
+    elif report.failures == before:
+        report.ok(f"{where}: {len(rules)} queries parse (promtool) and use only the {len(known)} series names the code emits")
 
 
 def main() -> int:
@@ -860,6 +951,7 @@ def main() -> int:
         report.check(envoy_config == plugin, "envoy/envoy.yaml", "configuration (StringValue): differs from k8s/standalone/plugin.json (one plugin configuration for every deployment)")
     promtool = str(Path(args.promtool).resolve()) if "/" in args.promtool else args.promtool
     check_monitoring(repo, promtool, report)
+    check_dashboard(repo, promtool, report)
     check_secret_examples(repo, secrets, report)
     scan_for_tokens(repo, report)
     if proxy:
