@@ -17,4 +17,6 @@ mod proxy_process;
 mod token_envoy;
 mod token_proxy;
 mod token_refresh;
+mod usage_envoy;
 mod usage_harness;
+mod usage_proxy;

@@ -9,6 +9,8 @@
 //! # anyhow::Ok(())
 //! ```
 //!
+//! [`serve_process`] starts the real binary instead, for tests that read its log lines.
+//!
 //! The host environment never reaches the proxy under test: a developer's real token cannot leak into a
 //! test, and a test's token is always the one it set.
 
@@ -271,4 +273,229 @@ pub fn closed_port_url() -> anyhow::Result<String> {
     let addr = listener.local_addr()?;
     drop(listener);
     Ok(format!("http://{addr}"))
+}
+
+/// `host-harness serve` as a child process, for tests that read what an operator sees: its JSON log
+/// lines (the filter's among them) on stdout. Killed on drop.
+///
+/// The binary is `target/<profile>/host-harness` next to the test binary (`make test` builds it; so
+/// does `cargo build -p host-harness`).
+#[derive(Debug)]
+pub struct ServeProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// What to start `serve` with; see [`serve_process`].
+#[derive(Debug, Clone, Default)]
+pub struct ServeProcessBuilder {
+    args: Vec<String>,
+    plugin_config: Option<String>,
+}
+
+/// A `serve` child on `127.0.0.1:0` (proxy and admin) with two workers and the workspace's filter.
+pub fn serve_process() -> ServeProcessBuilder {
+    ServeProcessBuilder::default().args(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--filter",
+        env!("FILTER_WASM"),
+    ])
+}
+
+impl ServeProcessBuilder {
+    /// More command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        self
+    }
+
+    /// The plugin configuration (JSON), written to a file for `--plugin-config`.
+    pub fn plugin_config(mut self, json: &str) -> Self {
+        self.plugin_config = Some(json.to_owned());
+        self
+    }
+
+    /// Starts the process and waits for its `proxy ready` line.
+    ///
+    /// # Errors
+    /// The binary is missing, the process cannot start, or it is not ready within a minute.
+    pub fn start(self) -> anyhow::Result<ServeProcess> {
+        let exe = std::env::current_exe()?;
+        let binary = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("host-harness"))
+            .context("locating the host-harness binary")?;
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build -p host-harness` (make test does)",
+            binary.display()
+        );
+        let dir = tempfile::tempdir()?;
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("serve")
+            .args(&self.args)
+            .env_remove("RUST_LOG")
+            .env_remove("ANTHROPIC_OAUTH_TOKEN")
+            .env_remove("ANTHROPIC_API_KEY");
+        if let Some(json) = &self.plugin_config {
+            let path = dir.path().join("plugin.json");
+            std::fs::write(&path, json)?;
+            command.arg("--plugin-config").arg(path);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .context("starting host-harness serve")?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = ServeProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _dir: dir,
+        };
+        let ready = process.wait_for_lines(1, START_TIMEOUT, |record| {
+            record["message"] == "proxy ready"
+        })?;
+        let address = |field: &str| -> anyhow::Result<SocketAddr> {
+            ready[0][field]
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .with_context(|| format!("no {field} in the ready line {}", ready[0]))
+        };
+        process.addr = address("listen")?;
+        process.admin_addr = address("admin_listen")?;
+        Ok(process)
+    }
+}
+
+impl ServeProcess {
+    /// The proxy listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Sends one request through the proxy.
+    ///
+    /// # Errors
+    /// Connection failure, protocol error or timeout.
+    pub fn send(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        client::send(self.addr, request, Duration::from_secs(20))
+    }
+
+    /// The `/metrics` exposition.
+    ///
+    /// # Errors
+    /// The scrape fails.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let response = client::send(
+            self.admin_addr,
+            HttpRequest::get("/metrics"),
+            Duration::from_secs(10),
+        )?;
+        Ok(response.body_text())
+    }
+
+    /// Waits until `count` JSON log lines satisfy `matches` (counting every line logged since start),
+    /// and returns them.
+    ///
+    /// # Errors
+    /// When `timeout` passes first; the message lists what was logged.
+    pub fn wait_for_lines(
+        &mut self,
+        count: usize,
+        timeout: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<serde_json::Value> = self
+                .seen
+                .iter()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .filter(|record| matches(record))
+                .collect();
+            if found.len() >= count {
+                return Ok(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => anyhow::bail!(
+                    "{} of {count} expected log lines within {timeout:?}; logged:\n{}",
+                    found.len(),
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn logged(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the sample of `name` whose labels are exactly `labels`, in any order, in a Prometheus
+/// exposition (`serve`'s `/metrics` or Envoy's `/stats/prometheus`). Label values must not hold `"`.
+pub fn labelled_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<(&str, &str)> = labels.to_vec();
+    wanted.sort_unstable();
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(inside) => inside.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let mut found: Vec<(&str, &str)> = set
+            .split("\",")
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once("=\"")?;
+                Some((key, value.trim_end_matches('"')))
+            })
+            .collect();
+        found.sort_unstable();
+        (found == wanted).then(|| value.trim().parse().ok())?
+    })
 }
