@@ -917,13 +917,22 @@ fn a_go_module_sleeps_yields_and_reads_clock_and_environment_as_in_envoy() -> an
         })
     };
     assert_eq!(header(0, "x-test-slept").as_deref(), Some("at least 20ms"));
-    assert_eq!(header(1, "x-test-goroutine").as_deref(), Some("handed over"));
+    assert_eq!(
+        header(1, "x-test-goroutine").as_deref(),
+        Some("handed over")
+    );
     assert_eq!(
         header(2, "x-test-clock").as_deref(),
         Some("wall clock after 2020, monotonic clock steady")
     );
-    assert_eq!(header(3, "x-test-env").as_deref(), Some("from the vm config"));
-    assert_eq!(seen.exchanges.get(4).map(|exchange| exchange.status), Some(403));
+    assert_eq!(
+        header(3, "x-test-env").as_deref(),
+        Some("from the vm config")
+    );
+    assert_eq!(
+        seen.exchanges.get(4).map(|exchange| exchange.status),
+        Some(403)
+    );
     Ok(())
 }
 
@@ -970,7 +979,9 @@ fn a_go_panic_fails_the_vm_as_in_envoy() -> anyhow::Result<()> {
         "{messages:?}"
     );
     assert!(
-        !messages.iter().any(|line| line.contains("panic during panic")),
+        !messages
+            .iter()
+            .any(|line| line.contains("panic during panic")),
         "{messages:?}"
     );
     assert_eq!(

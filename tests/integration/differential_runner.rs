@@ -43,7 +43,8 @@ const VM_ID: &str = "probe-vm";
 
 /// Where `scripts/build-test-modules.sh` puts the third-party-style modules unless `TEST_MODULES_DIR`
 /// says otherwise.
-const DEFAULT_TEST_MODULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../build/test-modules");
+const DEFAULT_TEST_MODULES_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../build/test-modules");
 
 /// A module built by `scripts/build-test-modules.sh` (`go_module.wasm`, `assemblyscript_module.wasm`).
 /// `None` when it was not built and no Envoy is configured either (a plain `cargo test`); with
@@ -303,9 +304,8 @@ impl Scenario {
         // take whatever Envoy has (more or fewer lines show up in the comparison).
         let expected = harness.logs.len();
         let keep = self.log_filter;
-        let _ = proxy.wait_for_wasm_logs(expected, Duration::from_secs(3), |line| {
-            keep(&line.message)
-        });
+        let _ =
+            proxy.wait_for_wasm_logs(expected, Duration::from_secs(3), |line| keep(&line.message));
         let logs = proxy
             .wasm_logs()?
             .into_iter()

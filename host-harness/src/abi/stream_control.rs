@@ -117,7 +117,6 @@ fn proxy_close_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> Ho
 /// Answers the stream with a local response, replacing the upstream's response if it has not gone
 /// downstream yet (from `proxy_on_response_headers` included). Only the first one counts; once response
 /// headers went downstream a local response is impossible and the stream is reset instead, as Envoy does.
-#[allow(clippy::too_many_arguments)]
 /// Whether Envoy treats the request as gRPC: its `content-type` is `application/grpc`, or that followed
 /// by `+` or `;`.
 fn is_grpc_request(headers: &Headers) -> bool {
@@ -169,6 +168,7 @@ fn as_grpc_reply(
     (200, Vec::new())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn proxy_send_local_response(
     mut caller: Caller<'_, HostState>,
     status_code: u32,

@@ -516,9 +516,14 @@ impl Vm {
     pub(super) fn finish_context(&mut self, id: u32) {
         if let Some(instance) = self.live.as_mut() {
             let on_delete: Pick<_, _> = |callbacks| callbacks.on_delete.as_ref();
-            if let Err(trap) =
-                instance.invoke(&self.plugin, &self.log, "proxy_on_delete", id, on_delete, id)
-            {
+            if let Err(trap) = instance.invoke(
+                &self.plugin,
+                &self.log,
+                "proxy_on_delete",
+                id,
+                on_delete,
+                id,
+            ) {
                 self.fail(trap, Some(id));
             }
         }

@@ -216,7 +216,11 @@ fn on_done_false_defers_delete_until_proxy_done() {
     let id = vm.create_stream(Default::default()).unwrap();
     vm.finish_stream(id).unwrap();
     assert_eq!(vm.stream_ids(), vec![id], "the stream waits for proxy_done");
-    assert_eq!(said(&mut vm), ["log"], "on_log runs before on_done, as in Envoy");
+    assert_eq!(
+        said(&mut vm),
+        ["log"],
+        "on_log runs before on_done, as in Envoy"
+    );
     vm.advance(std::time::Duration::from_millis(10)).unwrap();
     assert_eq!(said(&mut vm), ["delete"]);
     assert!(vm.stream_ids().is_empty());
