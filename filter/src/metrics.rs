@@ -226,7 +226,10 @@ mod tests {
         assert_eq!(Metric::Requests.kind(), MetricKind::Counter);
         assert_eq!(Metric::TokenSecondsToExpiry.kind(), MetricKind::Gauge);
         for (name, kind) in USAGE_METRICS {
-            assert!(name.starts_with("credential_filter_usage_"));
+            assert!(
+                name.strip_prefix("credential_filter_")
+                    .is_some_and(|rest| rest.starts_with("usage_"))
+            );
             assert_eq!(
                 name.ends_with("_total"),
                 kind == MetricKind::Counter,
