@@ -4,7 +4,6 @@
 //! (no label lookups, no locks except the histogram's short one). The filter's metrics are read from the
 //! harness at scrape time by a collector, so they are never copied on the request path.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::filter::{FilterFactory, FilterMetricValue};
+use super::filter::{FilterFactory, FilterMetric, FilterMetricValue};
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -185,58 +184,137 @@ struct FilterMetrics {
 
 impl Collector for FilterMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut seen = BTreeSet::new();
-        for metric in self.filter.metrics() {
-            let name = metric_name(&metric.name);
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            match metric.value {
-                FilterMetricValue::Counter(value) => {
-                    // The exposition adds `_total` to counters itself; a filter name that has it already
-                    // keeps it once.
-                    let name = name.strip_suffix("_total").unwrap_or(&name);
-                    let counter = ConstCounter::new(value);
-                    let metric_encoder = encoder.encode_descriptor(
-                        name,
-                        "Counter defined by the filter",
-                        None,
-                        counter.metric_type(),
-                    )?;
-                    counter.encode(metric_encoder)?;
-                }
-                FilterMetricValue::Gauge(value) => {
-                    let gauge = ConstGauge::new(value);
-                    let metric_encoder = encoder.encode_descriptor(
-                        &name,
-                        "Gauge defined by the filter",
-                        None,
-                        gauge.metric_type(),
-                    )?;
-                    gauge.encode(metric_encoder)?;
-                }
-                FilterMetricValue::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                } => {
-                    let histogram = ConstHistogram {
-                        buckets,
-                        count,
-                        sum,
-                    };
-                    let metric_encoder = encoder.encode_descriptor(
-                        &name,
-                        "Histogram defined by the filter",
-                        None,
-                        histogram.metric_type(),
-                    )?;
-                    histogram.encode(metric_encoder)?;
+        for family in group_families(self.filter.metrics()) {
+            let (help, metric_type) = match family.kind {
+                Kind::Counter => ("Counter defined by the filter", MetricType::Counter),
+                Kind::Gauge => ("Gauge defined by the filter", MetricType::Gauge),
+                Kind::Histogram => ("Histogram defined by the filter", MetricType::Histogram),
+            };
+            let mut family_encoder =
+                encoder.encode_descriptor(&family.name, help, None, metric_type)?;
+            match family.samples.as_slice() {
+                // A lone sample without labels is written bare (`name 1`), as before tagged names.
+                [(labels, value)] if labels.is_empty() => encode_value(value, family_encoder)?,
+                samples => {
+                    for (labels, value) in samples {
+                        encode_value(value, family_encoder.encode_family(labels)?)?;
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Writes one sample's value.
+fn encode_value(value: &FilterMetricValue, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    match value {
+        FilterMetricValue::Counter(value) => ConstCounter::new(*value).encode(encoder),
+        FilterMetricValue::Gauge(value) => ConstGauge::new(*value).encode(encoder),
+        FilterMetricValue::Histogram {
+            buckets,
+            count,
+            sum,
+        } => ConstHistogram {
+            buckets: buckets.clone(),
+            count: *count,
+            sum: *sum,
+        }
+        .encode(encoder),
+    }
+}
+
+/// A family's metric type; every sample of a family has the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn of(value: &FilterMetricValue) -> Self {
+        match value {
+            FilterMetricValue::Counter(_) => Self::Counter,
+            FilterMetricValue::Gauge(_) => Self::Gauge,
+            FilterMetricValue::Histogram { .. } => Self::Histogram,
+        }
+    }
+}
+
+/// Label pairs of one sample, in the order the filter wrote them.
+type SampleLabels = Vec<(String, String)>;
+
+/// One exposition family: a name, a type, and a sample per label set.
+#[derive(Debug)]
+struct FilterFamily {
+    name: String,
+    kind: Kind,
+    samples: Vec<(SampleLabels, FilterMetricValue)>,
+}
+
+/// Groups the filter's metrics into families by base name, in first-seen order. A sample whose type
+/// differs from its family's, or whose label set the family already has, is left out (a family must
+/// have one type, and a sample one value).
+fn group_families(metrics: Vec<FilterMetric>) -> Vec<FilterFamily> {
+    let mut families: Vec<FilterFamily> = Vec::new();
+    for metric in metrics {
+        let kind = Kind::of(&metric.value);
+        let (base, labels) = split_tagged_name(&metric.name);
+        // The exposition adds `_total` to counters itself; a name that has it already keeps it once.
+        let name = match kind {
+            Kind::Counter => base.strip_suffix("_total").unwrap_or(&base).to_owned(),
+            Kind::Gauge | Kind::Histogram => base,
+        };
+        match families.iter_mut().find(|family| family.name == name) {
+            Some(family) => {
+                if family.kind == kind && family.samples.iter().all(|(seen, _)| *seen != labels) {
+                    family.samples.push((labels, metric.value));
+                }
+            }
+            None => families.push(FilterFamily {
+                name,
+                kind,
+                samples: vec![(labels, metric.value)],
+            }),
+        }
+    }
+    families
+}
+
+/// Splits a tagged metric name `<base>;<key>=<value>;...` into its sanitised base and its labels. A
+/// name that does not follow the convention (a part without `=`, a key outside `[a-z_]+` or reserved,
+/// a repeated key, a value with `=`, `"`, `\` or a control byte, an empty base) is no tagged name: it
+/// is sanitised whole, as any other name, and has no labels.
+pub fn split_tagged_name(raw: &str) -> (String, SampleLabels) {
+    if let Some((base, tags)) = raw.split_once(';')
+        && !base.is_empty()
+        && let Some(labels) = parse_tags(tags)
+    {
+        return (metric_name(base), labels);
+    }
+    (metric_name(raw), Vec::new())
+}
+
+fn parse_tags(tags: &str) -> Option<SampleLabels> {
+    let mut labels: SampleLabels = Vec::new();
+    for part in tags.split(';') {
+        let (key, value) = part.split_once('=')?;
+        let key_ok = !key.is_empty()
+            && key.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+            && !key.starts_with("__")
+            // Reserved by the exposition for histogram buckets and summary quantiles.
+            && key != "le"
+            && key != "quantile";
+        let value_ok = !value
+            .bytes()
+            .any(|byte| matches!(byte, b'=' | b'"' | b'\\') || byte.is_ascii_control());
+        if !key_ok || !value_ok || labels.iter().any(|(seen, _)| seen == key) {
+            return None;
+        }
+        labels.push((key.to_owned(), value.to_owned()));
+    }
+    Some(labels)
 }
 
 /// A histogram's state read at scrape time.
@@ -341,6 +419,154 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// A factory whose filter defined exactly `metrics`.
+    #[derive(Debug)]
+    struct Defined(Vec<FilterMetric>);
+
+    impl FilterFactory for Defined {
+        fn create(&self, _worker: usize) -> Result<Box<dyn WorkerFilter>, FilterFault> {
+            Err(FilterFault("not used".into()))
+        }
+
+        fn metrics(&self) -> Vec<FilterMetric> {
+            self.0.clone()
+        }
+    }
+
+    fn exposition(metrics: &[(&str, FilterMetricValue)]) -> String {
+        let defined = metrics
+            .iter()
+            .map(|(name, value)| FilterMetric {
+                name: (*name).to_owned(),
+                value: value.clone(),
+            })
+            .collect();
+        ProxyMetrics::new(Arc::new(Defined(defined)))
+            .encode()
+            .unwrap()
+    }
+
+    fn lines_of<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|line| line.starts_with(family) || line.contains(&format!(" {family} ")))
+            .collect()
+    }
+
+    #[test]
+    fn tagged_names_render_as_one_family_with_labels() {
+        let text = exposition(&[
+            (
+                "credential_filter_usage_tokens_total;caller=alice@example.com;model=claude-x;type=input",
+                FilterMetricValue::Counter(12),
+            ),
+            (
+                "credential_filter_usage_tokens_total;caller=tag:ci,tag:server;model=claude-x;type=output",
+                FilterMetricValue::Counter(5),
+            ),
+            (
+                "credential_filter_usage_unparsed_total",
+                FilterMetricValue::Counter(1),
+            ),
+        ]);
+        assert_eq!(
+            lines_of(&text, "credential_filter_usage_tokens"),
+            [
+                "# HELP credential_filter_usage_tokens Counter defined by the filter",
+                "# TYPE credential_filter_usage_tokens counter",
+                "credential_filter_usage_tokens_total{caller=\"alice@example.com\",model=\"claude-x\",type=\"input\"} 12",
+                "credential_filter_usage_tokens_total{caller=\"tag:ci,tag:server\",model=\"claude-x\",type=\"output\"} 5",
+            ],
+            "{text}"
+        );
+        // An untagged counter is written bare, as before.
+        assert!(
+            text.contains("\ncredential_filter_usage_unparsed_total 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tagged_histograms_keep_their_labels_on_every_series() {
+        let text = exposition(&[(
+            "credential_filter_usage_time_to_first_byte_milliseconds;model=claude-x",
+            FilterMetricValue::Histogram {
+                buckets: vec![(100.0, 1), (f64::INFINITY, 1)],
+                count: 2,
+                sum: 350.0,
+            },
+        )]);
+        let family = "credential_filter_usage_time_to_first_byte_milliseconds";
+        assert!(
+            text.contains(&format!("# TYPE {family} histogram")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{family}_sum{{model=\"claude-x\"}} 350.0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{family}_bucket{{le=\"+Inf\",model=\"claude-x\"}} 2"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_family_keeps_one_type_and_one_value_per_label_set() {
+        let text = exposition(&[
+            ("m;kind=a", FilterMetricValue::Counter(1)),
+            ("m;kind=b", FilterMetricValue::Gauge(9)),
+            ("m;kind=a", FilterMetricValue::Counter(2)),
+            ("m_total;kind=c", FilterMetricValue::Counter(3)),
+        ]);
+        assert_eq!(
+            lines_of(&text, "m"),
+            [
+                "# HELP m Counter defined by the filter",
+                "# TYPE m counter",
+                "m_total{kind=\"a\"} 1",
+                "m_total{kind=\"c\"} 3",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn names_outside_the_tag_convention_are_sanitised_whole() {
+        let cases = [
+            ("a;b", "a_b"),
+            ("x;Key=v", "x_Key_v"),
+            ("x;k=1;k=2", "x_k_1_k_2"),
+            (";k=v", "_k_v"),
+            ("x;le=1", "x_le_1"),
+            ("x;k=a=b", "x_k_a_b"),
+            // A value trying to close the label and open another stays inside the name.
+            ("m;caller=x\",evil=\"1", "m_caller_x__evil__1"),
+            ("m;caller=back\\slash", "m_caller_back_slash"),
+            ("m;caller=new\nline", "m_caller_new_line"),
+        ];
+        for (raw, sanitised) in cases {
+            assert_eq!(
+                split_tagged_name(raw),
+                (sanitised.to_owned(), Vec::new()),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            split_tagged_name("a.b;caller=Zoë Example;model="),
+            (
+                "a_b".to_owned(),
+                vec![
+                    ("caller".to_owned(), "Zoë Example".to_owned()),
+                    ("model".to_owned(), String::new()),
+                ]
+            )
+        );
+        let text = exposition(&[("m;caller=x\",evil=\"1", FilterMetricValue::Gauge(4))]);
+        assert!(text.contains("\nm_caller_x__evil__1 4\n"), "{text}");
     }
 
     #[test]
