@@ -14,8 +14,17 @@ workers. Reported per target and connection count: requests per second, p50/p99 
 target's own CPU time per request (medians over the rounds), and each proxy's ratio to nginx. CPU per
 request is the steadier figure on a shared machine: it does not depend on what else got the cores.
 
+A second case measures the cost of usage accounting on event streams: two `host-harness serve`
+instances with the same filter.wasm, one with the Anthropic preset's usage accounting on and one with
+`"usage": {"enabled": false}`, in front of an upstream that answers every request with a recorded-shape
+Messages API event stream of realistic size (message_start, 400 content_block_delta events of a few
+words each, message_delta, message_stop: about 60 KB), each event written and flushed on its own as the
+API does. Interleaved rounds at 1 and 8 connections; reported: streams per second, p50/p99 of a whole
+stream, CPU per stream, the throughput ratio on/off, and the added latency and CPU per event.
+
 Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
-BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1.
+BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1, BENCH_CASES (`requests,streaming`, the
+default, or one of them).
 """
 
 import json
@@ -345,11 +354,208 @@ def check_target(name, port):
             raise RuntimeError(f"{name}: unexpected answer {response.status} {body[:200]}")
 
 
+STREAM_DELTAS = 400
+STREAM_CONNECTIONS = [1, 8]
+USAGE_OFF_CONFIG = PLUGIN_CONFIG[:-1] + ',"usage":{"enabled":false}}'
+
+
+def stream_events():
+    """A recorded-shape Messages API event stream: one bytes object per event."""
+    usage = '{"input_tokens":1200,"cache_creation_input_tokens":0,"cache_read_input_tokens":800,"output_tokens":1,"service_tier":"standard"}'
+    events = [
+        'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant",'
+        f'"model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{usage}}}}}\n\n',
+        'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n',
+        'event: ping\ndata: {"type": "ping"}\n\n',
+    ]
+    words = ["The", " proxy", " reads", " usage", " as", " events", " pass,", " never", " holding", " them."]
+    for index in range(STREAM_DELTAS):
+        text = "".join(words[(index + k) % len(words)] for k in range(3))
+        events.append(
+            'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            f'"delta":{{"type":"text_delta","text":"{text}"}}}}\n\n'
+        )
+    events.append('event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n')
+    events.append(
+        'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+        f'"usage":{{"output_tokens":{STREAM_DELTAS * 3}}}}}\n\n'
+    )
+    events.append('event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    return [event.encode() for event in events]
+
+
+def serve_event_streams(port):
+    """The streaming upstream (run as its own process): every request on every keep-alive connection is
+    answered with the event stream, one chunked-encoding chunk per event, each sent on its own."""
+    import socketserver
+
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+    chunks = [b"%x\r\n%s\r\n" % (len(event), event) for event in stream_events()] + [b"0\r\n\r\n"]
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            sock = self.request
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buffered = b""
+            while True:
+                while b"\r\n\r\n" not in buffered:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                header, buffered = buffered.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in header.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(buffered) < length:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                buffered = buffered[length:]
+                sock.sendall(head)
+                for chunk in chunks:
+                    sock.sendall(chunk)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    with Server(("127.0.0.1", port), Handler) as server:
+        server.serve_forever()
+
+
+def start_stream_upstream(port):
+    service = Service("sse-upstream", [sys.executable, str(Path(__file__).resolve()), "--serve-event-streams", str(port)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return service
+        service.check_alive()
+        time.sleep(0.05)
+    raise RuntimeError("the streaming upstream did not come up")
+
+
+def start_streaming_harness(directory, name, port, admin_port, upstream_port, plugin_config):
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / f"{name}.json"
+    config.write_text(plugin_config)
+    env = dict(os.environ, ANTHROPIC_OAUTH_TOKEN=TOKEN)
+    env.pop("RUST_LOG", None)
+    argv = [
+        str(HARNESS), "serve",
+        "--listen", f"127.0.0.1:{port}",
+        "--admin-listen", f"127.0.0.1:{admin_port}",
+        "--upstream", f"http://127.0.0.1:{upstream_port}",
+        "--filter", str(FILTER),
+        "--plugin-config", str(config),
+        "--workers", str(WORKERS),
+        # The per-request usage line is an info line: off here, so the case measures the accounting,
+        # not the log writer (which is the same for every info line).
+        "--log-level", "warn",
+    ]
+    service = Service(name, argv, env=env)
+    wait_http(f"http://127.0.0.1:{admin_port}/readyz", what=f"host-harness serve ({name})")
+    return service
+
+
+def check_stream(name, port, admin_port, counted):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/messages", headers={"x-api-key": "client-supplied-key"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    if response.status != 200 or body != b"".join(stream_events()):
+        raise RuntimeError(f"{name}: the stream arrived changed ({response.status}, {len(body)} bytes)")
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    counting = "credential_filter_usage_tokens_total" in metrics
+    if counting != counted:
+        raise RuntimeError(f"{name}: usage metrics {'missing' if counted else 'present'}:\n{metrics[-1500:]}")
+
+
+def streaming_case():
+    work = Path(tempfile.mkdtemp(prefix="proxy-bench-streams-"))
+    services = []
+    events = len(stream_events())
+    size = sum(len(event) for event in stream_events())
+    try:
+        upstream_port = free_port()
+        services.append(start_stream_upstream(upstream_port))
+        targets, owners = {}, {}
+        for name, config, counted in (("usage-on", PLUGIN_CONFIG, True), ("usage-off", USAGE_OFF_CONFIG, False)):
+            port, admin = free_port(), free_port()
+            services.append(start_streaming_harness(work, name, port, admin, upstream_port, config))
+            check_stream(name, port, admin, counted)
+            targets[name], owners[name] = port, services[-1]
+        log("streaming: warming up")
+        for port in targets.values():
+            run_wrk(port, 8, 2)
+        samples = {(name, c): [] for name in targets for c in STREAM_CONNECTIONS}
+        names = list(targets)
+        for round_index in range(ROUNDS):
+            order = names if round_index % 2 == 0 else names[::-1]
+            for connections in STREAM_CONNECTIONS:
+                for name in order:
+                    for service in services:
+                        service.check_alive()
+                    session = owners[name].process.pid
+                    cpu_before = session_cpu_seconds(session)
+                    result = run_wrk(targets[name], connections, DURATION)
+                    cpu = session_cpu_seconds(session) - cpu_before
+                    result["cpu_us"] = cpu * 1e6 / result["requests"] if result["requests"] else float("nan")
+                    samples[(name, connections)].append(result)
+                    log(f"streaming round {round_index + 1}/{ROUNDS} c={connections} {name:<9} {result['rps']:>8.1f} streams/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  cpu {result['cpu_us']:.0f} us/stream")
+    finally:
+        for service in reversed(services):
+            service.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    summary = {}
+    for (name, connections), results in samples.items():
+        summary[f"{name}/c{connections}"] = {
+            "streams_per_s": statistics.median(r["rps"] for r in results),
+            "p50_ms": statistics.median(r["p50_ms"] for r in results),
+            "p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "errors": sum(r["errors"] for r in results),
+            "cpu_us": statistics.median(r["cpu_us"] for r in results),
+        }
+    print()
+    print(f"streaming: {events}-event answers ({size / 1024:.0f} KiB), usage on vs off, {ROUNDS} rounds x {DURATION}s, {WORKERS} workers, medians")
+    print(f"{'target':<10}{'conns':>6}{'streams/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/stream':>15}{'errors':>8}")
+    for connections in STREAM_CONNECTIONS:
+        for name in targets:
+            row = summary[f"{name}/c{connections}"]
+            print(f"{name:<10}{connections:>6}{row['streams_per_s']:>11.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['cpu_us']:>15.0f}{row['errors']:>8}")
+    derived = {}
+    for connections in STREAM_CONNECTIONS:
+        on, off = summary[f"usage-on/c{connections}"], summary[f"usage-off/c{connections}"]
+        derived[f"c{connections}"] = {
+            "throughput_ratio": on["streams_per_s"] / off["streams_per_s"] if off["streams_per_s"] else float("nan"),
+            "added_latency_us_per_event": (on["p50_ms"] - off["p50_ms"]) * 1000 / events,
+            "added_cpu_us_per_event": (on["cpu_us"] - off["cpu_us"]) / events,
+        }
+        row = derived[f"c{connections}"]
+        print(f"c={connections}: throughput on/off {row['throughput_ratio']:.3f}; added per event: {row['added_latency_us_per_event']:.2f} us latency (p50 of a stream / events), {row['added_cpu_us_per_event']:.2f} us CPU")
+    return {"events": events, "bytes": size, "results": summary, "usage_cost": derived}
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-event-streams":
+        serve_event_streams(int(sys.argv[2]))
+        return
     for path, hint in ((HARNESS, "make build"), (FILTER, "make filter")):
         if not path.exists():
             sys.exit(f"bench: {path} is missing; run `{hint}` first")
     ensure_debian_tools()
+    cases = set(os.environ.get("BENCH_CASES", "requests,streaming").split(","))
+    streaming = streaming_case() if "streaming" in cases else None
+    if "requests" not in cases:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "streaming": streaming}, indent=2))
+        print(f"\nresults: {RESULTS.relative_to(ROOT)}")
+        return
     envoy = envoy_binary()
 
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
@@ -431,7 +637,7 @@ def main():
             p99_ratio = row["p99_ms"] / reference["p99_ms"] if reference and reference["p99_ms"] else float("nan")
             print(f"{name:<9}{connections:>6}{row['rps']:>12.0f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}{rps_ratio:>11.2f}{p99_ratio:>11.2f}{row['cpu_us']:>9.1f}{row['errors']:>8}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "results": summary}, indent=2))
+    RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "results": summary, "streaming": streaming}, indent=2))
     print(f"\nresults: {RESULTS.relative_to(ROOT)}")
 
 
