@@ -114,11 +114,11 @@ CASES = [
      "USER 65532:65532", "USER 0",
      "numeric non-root user"),
     ("unpinned base image", "Dockerfile",
-     "debian:12.11-slim", "debian:latest",
+     "rust:1.95.0-slim-bookworm", "rust:latest",
      "must be pinned to a version"),
 ]
 
-COPIED = ["k8s", "envoy", "Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "filter", "host-harness", "tests", "specs", "RUNBOOK.md"]
+COPIED = ["k8s", "envoy", "Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "filter", "host-harness", "tests", "specs", "scripts", "RUNBOOK.md"]
 
 
 def prepare(repo: Path, scratch: Path, stamped: Path, layout: Path) -> Path:
