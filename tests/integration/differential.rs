@@ -1053,3 +1053,45 @@ fn an_assemblyscript_abort_fails_the_vm_as_in_envoy() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `serve` takes the root id (and VM id and configuration) as Envoy does, so the AssemblyScript module,
+/// which finds its root context by root id, runs there too.
+#[test]
+fn serve_runs_the_assemblyscript_module_under_its_root_id() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("assemblyscript_module.wasm")?
+    else {
+        return Ok(());
+    };
+    let upstream = integration_tests::upstream::Upstream::builder()
+        .fallback(Reply::text(200, "from upstream"))
+        .start()?;
+    let module = module.to_string_lossy().into_owned();
+    let serve = integration_tests::proxy_support::proxy()
+        .filter(&module)
+        .plugin_config("as-config-value")
+        .config(r#"root_id = "harness_as""#)
+        .config(r#"vm_id = "as-vm""#)
+        .upstream(&format!("http://{}", upstream.addr()))
+        .workers(1)
+        .start()?;
+    let passed = serve.send(request("GET", "/headers"))?;
+    assert_eq!(passed.status, 200);
+    assert!(
+        passed
+            .headers
+            .contains(&("x-test-as".to_owned(), "response seen".to_owned())),
+        "{:?}",
+        passed.headers
+    );
+    let seen = upstream.requests();
+    let forwarded = seen.first().context("the upstream saw nothing")?;
+    assert!(
+        forwarded
+            .headers
+            .contains(&("x-test-as-config".to_owned(), "as-config-value".to_owned())),
+        "{:?}",
+        forwarded.headers
+    );
+    assert_eq!(serve.send(request("GET", "/deny"))?.status, 403);
+    Ok(())
+}

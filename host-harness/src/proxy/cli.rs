@@ -34,6 +34,15 @@ pub struct ServeArgs {
     /// Plugin configuration file, handed to the filter verbatim [default: the Anthropic preset].
     #[arg(long, value_name = "FILE")]
     pub plugin_config: Option<PathBuf>,
+    /// The root id, as Envoy's `root_id` (SDKs such as AssemblyScript's pick their root context by it) [default: empty].
+    #[arg(long, value_name = "ID")]
+    pub root_id: Option<String>,
+    /// The VM id, as Envoy's `vm_config.vm_id`; scopes shared data and queues [default: empty].
+    #[arg(long, value_name = "ID")]
+    pub vm_id: Option<String>,
+    /// VM configuration file, handed to `on_vm_start` verbatim [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub vm_config: Option<PathBuf>,
     /// Environment variable for the filter VM (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -87,6 +96,9 @@ impl ServeArgs {
             upstream: self.upstream.clone(),
             filter: self.filter.clone(),
             plugin_config: self.plugin_config.clone(),
+            root_id: self.root_id.clone(),
+            vm_id: self.vm_id.clone(),
+            vm_config: self.vm_config.clone(),
             workers: self.workers,
             max_concurrency: self.max_concurrency,
             queue: self.queue,

@@ -220,6 +220,12 @@ pub struct ProxyConfig {
     pub filter: PathBuf,
     /// Plugin configuration bytes handed to `on_configure` verbatim.
     pub plugin_config: Vec<u8>,
+    /// The root id (`plugin_root_id`; SDKs such as AssemblyScript's pick their root context by it).
+    pub root_id: String,
+    /// The VM id, which scopes shared data and queues (Envoy's `vm_config.vm_id`).
+    pub vm_id: String,
+    /// VM configuration bytes handed to `on_vm_start` verbatim (Envoy's `vm_config.configuration`).
+    pub vm_config: Vec<u8>,
     /// The embedded default's credential, when no plugin configuration was given.
     pub default_credential: Option<DefaultCredential>,
     /// Worker threads, each with its own VM and event loop.
@@ -262,6 +268,12 @@ impl fmt::Debug for ProxyConfig {
             .field(
                 "plugin_config",
                 &format_args!("<{} bytes>", self.plugin_config.len()),
+            )
+            .field("root_id", &self.root_id)
+            .field("vm_id", &self.vm_id)
+            .field(
+                "vm_config",
+                &format_args!("<{} bytes>", self.vm_config.len()),
             )
             .field("default_credential", &self.default_credential)
             .field("workers", &self.workers)
@@ -317,6 +329,14 @@ pub enum ConfigError {
     #[error("cannot read plugin_config {path}: {source}")]
     ReadPluginConfig {
         /// The configured plugin configuration path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The VM configuration file could not be read.
+    #[error("cannot read vm_config {path}: {source}")]
+    ReadVmConfig {
+        /// The configured VM configuration path.
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
@@ -409,6 +429,9 @@ struct FileConfig {
     upstream: Option<String>,
     filter: Option<PathBuf>,
     plugin_config: Option<PathBuf>,
+    root_id: Option<String>,
+    vm_id: Option<String>,
+    vm_config: Option<PathBuf>,
     workers: Option<usize>,
     max_concurrency: Option<usize>,
     queue: Option<usize>,
@@ -440,6 +463,12 @@ pub struct Overrides {
     pub filter: Option<PathBuf>,
     /// `--plugin-config`.
     pub plugin_config: Option<PathBuf>,
+    /// `--root-id`.
+    pub root_id: Option<String>,
+    /// `--vm-id`.
+    pub vm_id: Option<String>,
+    /// `--vm-config`.
+    pub vm_config: Option<PathBuf>,
     /// `--workers`.
     pub workers: Option<usize>,
     /// `--max-concurrency`.
@@ -577,6 +606,22 @@ impl ProxyConfig {
                     .map_err(|source| ConfigError::ReadPluginConfig { path, source })?,
             ),
             None => None,
+        };
+        let root_id = overrides
+            .root_id
+            .clone()
+            .or(file.root_id)
+            .unwrap_or_default();
+        let vm_id = overrides.vm_id.clone().or(file.vm_id).unwrap_or_default();
+        let vm_config = match (&overrides.vm_config, &file.vm_config) {
+            (Some(flag), _) => Some(flag.clone()),
+            (None, Some(field)) => Some(base_dir.join(field)),
+            (None, None) => None,
+        };
+        let vm_config = match vm_config {
+            Some(path) => std::fs::read(&path)
+                .map_err(|source| ConfigError::ReadVmConfig { path, source })?,
+            None => Vec::new(),
         };
 
         let workers_value = overrides
@@ -730,6 +775,9 @@ impl ProxyConfig {
             upstream,
             filter,
             plugin_config,
+            root_id,
+            vm_id,
+            vm_config,
             default_credential,
             workers,
             max_concurrency,

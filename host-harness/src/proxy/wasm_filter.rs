@@ -40,6 +40,9 @@ impl WasmFilterFactory {
         let mut builder = Plugin::builder()
             .module_file(&config.filter)
             .plugin_config(&config.plugin_config)
+            .root_id(config.root_id.clone())
+            .vm_id(config.vm_id.clone())
+            .vm_config(&config.vm_config)
             .name("credential-filter")
             .log_level(guest_log_level())
             .failure_policy(FailurePolicy::FailReload);
