@@ -4,6 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
@@ -693,4 +696,87 @@ fn identity_settings_the_proxy_cannot_use_name_their_field() {
         let message = format!("{err:#}");
         assert!(message.contains(field), "{toml}: {message}");
     }
+}
+
+/// Kills the `serve` child when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next stdout line containing `needle`, within `timeout`.
+fn line_with(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no line with {needle:?} within {timeout:?}"),
+        }
+    }
+}
+
+#[test]
+fn serve_flags_select_whois_and_the_access_log_names_the_caller() {
+    // `target/<profile>/host-harness`, next to this test binary's `deps/` directory.
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("host-harness");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p host-harness`",
+        binary.display()
+    );
+    let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
+    let upstream = Upstream::echo().unwrap();
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .env_remove("ANTHROPIC_OAUTH_TOKEN")
+        .env_remove("ANTHROPIC_API_KEY")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--workers", "1", "--upstream", &upstream.url("")])
+        .args(["--filter", env!("FILTER_WASM")])
+        .args(["--env", &format!("ANTHROPIC_OAUTH_TOKEN={TOKEN}")])
+        .args(["--identity", "whois", "--whois-socket"])
+        .arg(whois.socket_path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _child = KillOnDrop(child);
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ready = line_with(&lines, "proxy ready", Duration::from_secs(60));
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let addr: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+
+    let response = integration_tests::client::send(
+        addr,
+        HttpRequest::get("/v1/models").header(LOGIN, "mallory@example.com"),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    let access = line_with(&lines, "\"target\":\"access\"", WAIT);
+    let record: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(record["caller"], "alice@example.com", "{access}");
+    // Header values are never logged, forged or not.
+    assert!(!access.contains("mallory"), "{access}");
+    assert_eq!(whois.lookups(), 1);
 }

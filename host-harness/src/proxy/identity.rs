@@ -443,6 +443,8 @@ pub struct ConnectionIdentity {
 impl ConnectionIdentity {
     /// The identity state of a new connection from `peer`.
     pub fn new(config: &IdentityConfig, peer: SocketAddr) -> Self {
+        // tailscaled unmaps IPv4-mapped addresses itself; asking with the plain form reads better in its logs.
+        let peer = SocketAddr::new(unmap(peer.ip()), peer.port());
         Self {
             peer,
             trusted: config.trusts(peer.ip()),
