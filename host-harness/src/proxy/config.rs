@@ -619,8 +619,9 @@ impl ProxyConfig {
             (None, None) => None,
         };
         let vm_config = match vm_config {
-            Some(path) => std::fs::read(&path)
-                .map_err(|source| ConfigError::ReadVmConfig { path, source })?,
+            Some(path) => {
+                std::fs::read(&path).map_err(|source| ConfigError::ReadVmConfig { path, source })?
+            }
             None => Vec::new(),
         };
 
