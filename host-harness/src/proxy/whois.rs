@@ -64,8 +64,8 @@ pub async fn lookup(
         Err(_) => {
             tracing::warn!(socket = %socket.display(), timeout_ms = timeout.as_millis() as u64, "whois lookup timed out");
             return Err(IdentityRefusal::Unavailable(format!(
-                "tailscaled did not answer within {}ms",
-                timeout.as_millis()
+                "tailscaled did not answer within {}",
+                short_duration(timeout)
             )));
         }
         Ok(Err(failure)) => {
@@ -191,6 +191,16 @@ fn parse_answer(body: &[u8]) -> Option<Caller> {
     })
 }
 
+/// `2s` for whole seconds, `300ms` otherwise, as the proxy's other timeout messages say it.
+fn short_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
 /// Percent-encodes a query value the way Go's `url.QueryEscape` does for an address.
 fn query_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
@@ -243,6 +253,12 @@ mod tests {
                 .is_none()
         );
         assert!(parse_answer(b"not json").is_none());
+    }
+
+    #[test]
+    fn timeouts_read_as_the_proxys_other_timeouts() {
+        assert_eq!(short_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(short_duration(Duration::from_millis(300)), "300ms");
     }
 
     #[test]
