@@ -3,7 +3,8 @@
 # Debian) and checks it the way the manifests run it: as user 65532 with a read-only root file system and the
 # configuration mounted at /etc/ai-proxy (k8s/standalone's proxy.toml and plugin.json, unchanged), in front of
 # a loopback upstream. Checks: skopeo and umoci read the image; /healthz answers 200 and /readyz 200; a request
-# reaches the upstream with the credential injected and the client's key removed; the process runs as
+# reaches the upstream with the caller identified through a WhoIs stand-in on the LocalAPI socket path the
+# manifests mount, the credential injected and the client's key removed; the process runs as
 # 65532:65532; SIGTERM drains and the container exits 0.
 #
 # Usage: scripts/test-proxy-image.sh [--image DIR]   (default: build the image into build/proxy-image)
@@ -46,10 +47,12 @@ echo "ok   skopeo reads $layout:$tag, digest sha256:$digest"
 work="$(mktemp -d)"
 name="ai-proxy-test-$$"
 upstream_pid=""
+whois_pid=""
 cleanup() {
     runc kill "$name" KILL >/dev/null 2>&1 || true
     runc delete --force "$name" >/dev/null 2>&1 || true
     [[ -n "$upstream_pid" ]] && kill "$upstream_pid" 2>/dev/null || true
+    [[ -n "$whois_pid" ]] && kill "$whois_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -84,11 +87,53 @@ EOF
 python3 "$work/upstream.py" "$upstream_port" "$work/upstream.log" &
 upstream_pid=$!
 
+# The manifests run the proxy with `[identity] mode = "whois"` against the tailscaled sidecar's LocalAPI
+# socket. tailscaled cannot run here: a stand-in answers WhoIs on a unix socket in the same shared
+# directory, naming every loopback peer alice@example.com (the same JSON fields as the daemon's answer).
+mkdir -p "$work/tailscale"
+chmod 0755 "$work/tailscale"
+cat > "$work/whois.py" <<'EOF_WHOIS'
+import json, os, socketserver, sys
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlparse
+class Handler(BaseHTTPRequestHandler):
+    def address_string(self):
+        return "unix"
+    def do_GET(self):
+        url = urlparse(self.path)
+        addr = parse_qs(url.query).get("addr", [""])[0]
+        if url.path != "/localapi/v0/whois" or not addr.startswith("127.0.0.1:"):
+            body, status, kind = b"no match for IP:port\n", 404, "text/plain; charset=utf-8"
+        else:
+            body = json.dumps({
+                "Node": {"ID": 7, "StableID": "nStable7", "Name": "laptop.tail1234.ts.net.", "User": 42,
+                         "Addresses": ["100.64.0.7/32"], "Tags": None},
+                "UserProfile": {"ID": 42, "LoginName": "alice@example.com", "DisplayName": "Alice"},
+                "CapMap": {}}).encode()
+            status, kind = 200, "application/json"
+        with open(sys.argv[2], "a") as log:
+            log.write(addr + "\n")
+        self.send_response(status)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+server = Server(sys.argv[1], Handler)
+os.chmod(sys.argv[1], 0o666)
+server.serve_forever()
+EOF_WHOIS
+python3 "$work/whois.py" "$work/tailscale/tailscaled.sock" "$work/whois.log" &
+whois_pid=$!
+
 # The container as the manifests run it: their configuration, read-only root, the user from the image;
 # the host's network, so the proxy reaches the loopback upstream and the test reaches the proxy.
-python3 - "$work/bundle/config.json" "$repo_root/k8s/standalone" "$proxy_port" "$admin_port" "$upstream_port" <<'EOF'
+python3 - "$work/bundle/config.json" "$repo_root/k8s/standalone" "$proxy_port" "$admin_port" "$upstream_port" "$work/tailscale" <<'EOF'
 import json, sys
-path, config_dir, proxy_port, admin_port, upstream_port = sys.argv[1:]
+path, config_dir, proxy_port, admin_port, upstream_port, tailscale_dir = sys.argv[1:]
 spec = json.load(open(path))
 process = spec["process"]
 assert process["user"]["uid"] == 65532 and process["user"]["gid"] == 65532, process["user"]
@@ -96,12 +141,14 @@ process["terminal"] = False
 process["args"] = process["args"] + [
     "--listen", f"127.0.0.1:{proxy_port}", "--admin-listen", f"127.0.0.1:{admin_port}",
     "--upstream", f"http://127.0.0.1:{upstream_port}", "--drain-timeout", "5s"]
-process["env"] = process.get("env", []) + ["ANTHROPIC_OAUTH_TOKEN=image-test-token"]
+# Whichever variable the manifests' plugin.json reads; host_env_keys passes only that one to the filter.
+process["env"] = process.get("env", []) + ["ANTHROPIC_API_KEY=image-test-token", "ANTHROPIC_OAUTH_TOKEN=image-test-token"]
 spec["root"]["readonly"] = True
 spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"]
-spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in ("/tmp", "/etc/ai-proxy", "/var/lib/ai-proxy")]
+spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in ("/tmp", "/etc/ai-proxy", "/var/lib/ai-proxy", "/var/run/tailscale")]
 spec["mounts"] += [
     {"destination": "/etc/ai-proxy", "type": "bind", "source": config_dir, "options": ["rbind", "ro"]},
+    {"destination": "/var/run/tailscale", "type": "bind", "source": tailscale_dir, "options": ["rbind", "ro"]},
     {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=16m"]},
     {"destination": "/var/lib/ai-proxy", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=0700", "uid=65532", "gid=65532", "size=16m"]},
 ]
@@ -132,17 +179,20 @@ echo "ok   the proxy runs as 65532:65532"
 status="$(curl -sS -o "$work/answer" -w '%{http_code}' "http://127.0.0.1:$proxy_port/v1/messages" \
     -H 'content-type: application/json' -H 'x-api-key: client-key' -d '{"model":"claude-test","max_tokens":1,"messages":[]}')"
 [[ "$status" == 200 ]] || { cat "$work/answer" >&2; fail "a proxied request got $status, expected 200"; }
-python3 - "$work/upstream.log" <<'EOF' || fail "the upstream did not see the request as the filter should have left it"
+python3 - "$work/upstream.log" "$repo_root/k8s/standalone/plugin.json" <<'EOF' || fail "the upstream did not see the request as the filter should have left it"
 import json, sys
 lines = [json.loads(line) for line in open(sys.argv[1])]
+credential = json.load(open(sys.argv[2]))["credential"]
+header = credential.get("header", "authorization")
+prefix = credential.get("prefix", "Bearer " if header == "authorization" else "")
 assert len(lines) == 1, f"{len(lines)} requests reached the upstream"
 headers = lines[0]["headers"]
-auth = [v for k, v in headers if k == "authorization"]
-assert auth == ["Bearer image-test-token"], "credential not injected exactly once"
-assert not [v for k, v in headers if k == "x-api-key"], "the client's x-api-key reached the upstream"
+assert [v for k, v in headers if k == header] == [prefix + "image-test-token"], "credential not injected exactly once"
+assert "client-key" not in [v for k, v in headers], "the client's key reached the upstream"
 assert lines[0]["path"] == "/v1/messages", lines[0]["path"]
 EOF
-echo "ok   a request is proxied with the credential injected and the client key removed"
+[[ -s "$work/whois.log" ]] || fail "the proxy never asked the WhoIs stand-in who the caller is"
+echo "ok   a request is proxied with the caller looked up by WhoIs, the credential injected and the client key removed"
 
 runc kill "$name" TERM
 deadline=$((SECONDS + 20))
