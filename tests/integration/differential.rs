@@ -1095,3 +1095,50 @@ fn serve_runs_the_assemblyscript_module_under_its_root_id() -> anyhow::Result<()
     assert_eq!(serve.send(request("GET", "/deny"))?.status, 403);
     Ok(())
 }
+
+/// A module built for ABI 0.1.0 (here the probe with its marker renamed, so its callbacks keep the 0.2.1
+/// signatures) is refused by the harness with one line naming the version it declares, not with a
+/// complaint about a callback's signature; Envoy does not run this module either.
+#[test]
+fn a_module_declaring_abi_0_1_0_is_refused_naming_the_version() -> anyhow::Result<()> {
+    let probe = std::fs::read(env!("PROBE_WASM"))?;
+    let marker = b"proxy_abi_version_0_2_1";
+    let at = probe
+        .windows(marker.len())
+        .position(|window| window == marker)
+        .context("the probe exports no ABI marker")?;
+    let mut old_abi = probe;
+    old_abi
+        .get_mut(at..at + marker.len())
+        .context("marker out of range")?
+        .copy_from_slice(b"proxy_abi_version_0_1_0");
+    let error = host_harness::Plugin::builder()
+        .module_bytes(old_abi.clone())
+        .build()
+        .err()
+        .context("the harness loaded an ABI 0.1.0 module")?;
+    assert_eq!(
+        error.to_string(),
+        "module declares proxy-wasm ABI 0.1.0; this host runs ABI 0.2.1 (and the compatible 0.2.0)"
+    );
+    if let Some(binary) = integration_tests::envoy::binary()? {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("old_abi.wasm");
+        std::fs::write(&path, &old_abi)?;
+        let upstream = integration_tests::upstream::Upstream::builder().start()?;
+        let started = integration_tests::envoy::Envoy::builder(binary, &path)
+            .cluster("upstream", upstream.addr())
+            .startup_timeout(Duration::from_secs(20))
+            .start();
+        // Envoy refuses it too: it links a 0.1.0 module against that version's imports, which this
+        // module's 0.2.1 imports are not.
+        let refusal = started
+            .err()
+            .context("envoy started with an ABI 0.1.0 marker on a 0.2.1 module")?;
+        assert!(
+            format!("{refusal:#}").contains("Unable to create Wasm plugin"),
+            "{refusal:#}"
+        );
+    }
+    Ok(())
+}
