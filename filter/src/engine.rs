@@ -278,11 +278,27 @@ fn access_denied(reason: DenyReason) -> LocalResponse {
     }
 }
 
+/// Seconds a client is asked to wait before retrying a 503 whose cause passes on its own (a token
+/// fetch that ran out of time, or a refresh backing off).
+pub const CREDENTIAL_RETRY_AFTER_SECONDS: &str = "5";
+
 fn credential_unavailable(message: &str) -> LocalResponse {
+    let mut headers = json_headers();
+    // The SDKs and Claude Code retry a 503 for minutes unless told otherwise: only a cause that passes on
+    // its own is worth retrying; a missing or revoked credential needs an operator.
+    let transient = [NoToken::TimedOut, NoToken::BackingOff]
+        .into_iter()
+        .any(|cause| no_token_message(cause) == message);
+    if transient {
+        headers.push(("x-should-retry", "true"));
+        headers.push(("retry-after", CREDENTIAL_RETRY_AFTER_SECONDS));
+    } else {
+        headers.push(("x-should-retry", "false"));
+    }
     LocalResponse {
         status: 503,
         reason: LocalReason::CredentialUnavailable,
-        headers: json_headers(),
+        headers,
         body: error_body("credential_unavailable", message),
     }
 }
@@ -471,7 +487,10 @@ mod tests {
         let config = config(ANTHROPIC);
         let response = respond(handle_request(&config, None, &client_request(), None));
         assert_eq!(response.status, 503);
-        assert_eq!(response.headers, vec![("content-type", "application/json")]);
+        assert_eq!(
+            response.headers,
+            vec![("content-type", "application/json"), ("x-should-retry", "false")]
+        );
         let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "credential_unavailable");
@@ -997,6 +1016,25 @@ mod tests {
             error_body("permission_error", "say \"no\""),
             r#"{"type":"error","error":{"type":"permission_error","message":"say \"no\""}}"#
         );
+    }
+
+    #[test]
+    fn only_a_503_that_passes_on_its_own_asks_for_a_retry() {
+        let missing = credential_unavailable(NO_CREDENTIAL_MESSAGE);
+        assert!(missing.headers.contains(&("x-should-retry", "false")));
+        assert!(
+            !missing
+                .headers
+                .iter()
+                .any(|(name, _)| *name == "retry-after")
+        );
+        let revoked = credential_unavailable(no_token_message(NoToken::Disabled));
+        assert!(revoked.headers.contains(&("x-should-retry", "false")));
+        for cause in [NoToken::TimedOut, NoToken::BackingOff] {
+            let transient = credential_unavailable(no_token_message(cause));
+            assert!(transient.headers.contains(&("x-should-retry", "true")));
+            assert!(transient.headers.contains(&("retry-after", "5")));
+        }
     }
 
     #[test]

@@ -80,26 +80,46 @@ impl Preset {
     }
 }
 
+/// Most distinct beta flags kept from a client's `anthropic-beta` lines; later ones are dropped. The API
+/// defines a few dozen flags, so a real client never comes near it, while a hostile one cannot make the
+/// merge (or the upstream) work through thousands.
+pub const MAX_BETA_FLAGS: usize = 64;
+
+/// Longest single beta flag kept; a longer one is no flag the API knows and is dropped.
+pub const MAX_BETA_FLAG_BYTES: usize = 128;
+
 /// Joins the comma-separated flags of every header line into one line, drops
-/// empty and repeated flags, and adds `flag` when missing. Returns the line and
-/// whether `flag` was added.
+/// empty, repeated and over-long flags and every flag past [`MAX_BETA_FLAGS`],
+/// and adds `flag` when missing (it is kept even past the cap). Returns the line
+/// and whether `flag` was added.
+///
+/// Linear in the input: each flag is compared with at most [`MAX_BETA_FLAGS`]
+/// kept ones, never with the whole merged line.
 pub fn merge_flags<'a>(mut lines: impl Iterator<Item = &'a [u8]>, flag: &[u8]) -> (Vec<u8>, bool) {
     // One buffer, sized for the usual single line without a second look at the headers (a further
-    // line grows it): the flags seen so far are the merged line itself.
+    // line grows it), capped so a huge header does not reserve its own size again.
     let first = lines.next().unwrap_or_default();
-    let mut merged = Vec::with_capacity(first.len() + 1 + flag.len());
-    for line in std::iter::once(first).chain(lines) {
+    let capacity = first.len().min(MAX_BETA_FLAGS * (MAX_BETA_FLAG_BYTES + 1)) + 1 + flag.len();
+    let mut merged = Vec::with_capacity(capacity);
+    let mut kept: Vec<&[u8]> = Vec::new();
+    'lines: for line in std::iter::once(first).chain(lines) {
         for part in line.split(|byte| *byte == b',') {
-            push_flag(&mut merged, part.trim_ascii());
+            if kept.len() == MAX_BETA_FLAGS {
+                break 'lines;
+            }
+            let part = part.trim_ascii();
+            if part.len() <= MAX_BETA_FLAG_BYTES && push_flag(&mut merged, &kept, part) {
+                kept.push(part);
+            }
         }
     }
-    let added = push_flag(&mut merged, flag);
+    let added = push_flag(&mut merged, &kept, flag);
     (merged, added)
 }
 
-/// Appends `flag` to a merged line unless it is empty or already there; returns whether it was added.
-fn push_flag(merged: &mut Vec<u8>, flag: &[u8]) -> bool {
-    if flag.is_empty() || merged.split(|byte| *byte == b',').any(|seen| seen == flag) {
+/// Appends `flag` to a merged line unless it is empty or already `kept`; returns whether it was added.
+fn push_flag(merged: &mut Vec<u8>, kept: &[&[u8]], flag: &[u8]) -> bool {
+    if flag.is_empty() || kept.contains(&flag) {
         return false;
     }
     if !merged.is_empty() {
@@ -159,6 +179,34 @@ mod tests {
         let mut headers = list(&[("anthropic-beta", "a , b")]);
         Preset::Anthropic.apply(&mut headers, false);
         assert_eq!(headers.first("anthropic-beta"), Some(&b"a , b"[..]));
+    }
+
+    #[test]
+    fn merge_keeps_the_first_flags_up_to_the_cap_and_still_adds_the_oauth_flag() {
+        let line: Vec<u8> = (0..10_000)
+            .map(|n| format!("f{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+            .into_bytes();
+        let (merged, added) = merge_flags(std::iter::once(&line[..]), b"oauth-2025-04-20");
+        assert!(added);
+        let flags: Vec<&[u8]> = merged.split(|byte| *byte == b',').collect();
+        assert_eq!(flags.len(), MAX_BETA_FLAGS + 1);
+        assert_eq!(flags[0], b"f0");
+        assert_eq!(
+            flags[MAX_BETA_FLAGS - 1],
+            format!("f{}", MAX_BETA_FLAGS - 1).as_bytes()
+        );
+        assert_eq!(flags[MAX_BETA_FLAGS], b"oauth-2025-04-20");
+    }
+
+    #[test]
+    fn merge_drops_over_long_flags_and_keeps_a_repeated_oauth_flag_once() {
+        let long = "x".repeat(MAX_BETA_FLAG_BYTES + 1);
+        let line = format!("{long},a,a,oauth-2025-04-20");
+        let (merged, added) = merge_flags(std::iter::once(line.as_bytes()), b"oauth-2025-04-20");
+        assert!(!added);
+        assert_eq!(merged, b"a,oauth-2025-04-20");
     }
 
     #[test]
