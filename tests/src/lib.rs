@@ -7,7 +7,8 @@
 //! - [`envoy`]: real Envoy on 127.0.0.1 with a Wasm filter, its clusters pointing at loopback servers.
 //! - `header_list`: case-insensitive lookups in an ordered header list, for the client and the upstream.
 //! - [`messages_api`]: a loopback fake of the Messages API with known usage (JSON, SSE, gzip, errors).
-//! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry) on `127.0.0.1:0`.
+//! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry, or the binary as a child
+//!   process) on `127.0.0.1:0`.
 //! - [`wait`]: polling with a deadline for a condition brought about in the background.
 //! - [`whois`]: a stand-in for tailscaled's LocalAPI WhoIs on a unix socket.
 
