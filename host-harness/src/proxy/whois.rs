@@ -22,6 +22,9 @@ use super::identity::{Caller, CallerSource, IdentityRefusal};
 /// Largest WhoIs answer read; real ones are a few kilobytes (more with a large `CapMap`).
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
+/// The login name of the user profile control gives every tagged node.
+const TAGGED_DEVICES_LOGIN: &str = "tagged-devices";
+
 /// The `Host` tailscaled's LocalAPI accepts.
 const LOCAL_API_HOST: &str = "local-tailscaled.sock";
 
@@ -177,7 +180,8 @@ fn parse_answer(body: &[u8]) -> Option<Caller> {
         });
     }
     let login = answer.user_profile.login_name;
-    if login.is_empty() {
+    // The profile every tagged node shares is nobody's identity: without tags the answer is broken.
+    if login.is_empty() || login == TAGGED_DEVICES_LOGIN {
         return None;
     }
     let display_name = Some(answer.user_profile.display_name).filter(|name| !name.is_empty());
@@ -253,6 +257,9 @@ mod tests {
                 .is_none()
         );
         assert!(parse_answer(b"not json").is_none());
+        let untagged_tagged_devices = br#"{"Node": {"Name": "x.", "Tags": []},
+            "UserProfile": {"LoginName": "tagged-devices", "DisplayName": "Tagged Devices"}}"#;
+        assert!(parse_answer(untagged_tagged_devices).is_none());
     }
 
     #[test]
