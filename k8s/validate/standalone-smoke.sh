@@ -8,6 +8,7 @@
 #   - the caller is resolved through a stand-in of tailscaled's LocalAPI WhoIs on a unix socket (identity mode
 #     whois, as in the pod), a client's tailscale-user-login header never reaches the upstream, and without
 #     the daemon the proxy refuses with 503 identity_unavailable and counts it;
+#   - an allow list on caller.id admits the caller WhoIs names and refuses one only headers name;
 #   - /metrics exports the filter's and the proxy's metrics under the names the runbook and alerts use;
 #   - SIGTERM ends the process cleanly within what terminationGracePeriodSeconds leaves after the preStop
 #     sleep (drain_timeout + 1 s);
@@ -168,6 +169,37 @@ EOF
 else
     fail "host-harness serve did not start with k8s/standalone/proxy.toml (log: $out/proxy.log): $(tail -n 3 "$out/proxy.log")"
 fi
+
+# The filter's allow list on caller.id, as an overlay would add it: the caller is who WhoIs says (the
+# stand-in answers alice@example.com for every peer), whatever identity headers the client sends.
+allow_dir="$out/allow"
+mkdir -p "$allow_dir"
+cp k8s/standalone/proxy.toml "$allow_dir/proxy.toml"
+allow_case() {
+    local allowed="$1" want="$2"
+    "$python" -c '
+import json, sys
+plugin = json.load(open(sys.argv[2]))
+plugin["access"] = {"identity": {"property": "caller.id", "allow": [sys.argv[1]]}}
+json.dump(plugin, open(sys.argv[3], "w"))
+' "$allowed" k8s/standalone/plugin.json "$allow_dir/plugin.json"
+    if ! start_proxy "$allow_dir" "$out/proxy-allow.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
+        fail "host-harness serve did not start with an allow list (log: $out/proxy-allow.log)"
+        return
+    fi
+    code="$(curl -s --max-time 10 -o "$out/allow.json" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
+        -H 'content-type: application/json' -H 'tailscale-user-login: bob@example.com' -H 'caller.id: bob@example.com' \
+        -d '{}')" || code="none"
+    if [[ "$code" == "$want" ]]; then
+        pass "allow list [$allowed] on caller.id, WhoIs naming alice, headers naming bob: $want"
+    else
+        fail "allow list [$allowed], WhoIs alice, headers naming bob: answered $code, expected $want: $(cat "$out/allow.json" 2>/dev/null)"
+    fi
+    kill -TERM "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+}
+allow_case bob@example.com 403
+allow_case ALICE@example.com 200
 
 if start_proxy k8s/standalone "$out/proxy-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
     sleep 1
