@@ -79,8 +79,8 @@ pub(crate) fn compile(
         }
     };
     // Compiled outside the lock: other plugins need not wait for this one.
-    let module =
-        Module::new(&engine, bytes).map_err(|error| HarnessError::Compile(format!("{error:#}")))?;
+    let module = Module::new(&engine, bytes)
+        .map_err(|error| HarnessError::Compile(compile_error(bytes, &error)))?;
     let mut memo = compiled()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -131,4 +131,33 @@ fn start_epoch_ticker(engine: &Engine) {
             "cannot start the epoch thread; callback deadlines will not be enforced: {error}"
         );
     }
+}
+
+/// The first bytes of every WebAssembly binary.
+const WASM_MAGIC: &[u8] = b"\0asm";
+
+/// One line saying why `bytes` did not compile. Anything that is not a WebAssembly binary is parsed as
+/// WebAssembly text, and a text parse error quotes the offending source line: for a file that is not a
+/// module at all (a token file named by mistake) that line could be a secret, so only its position is
+/// given.
+fn compile_error(bytes: &[u8], error: &wasmtime::Error) -> String {
+    if bytes.starts_with(WASM_MAGIC) {
+        return format!("{error:#}").replace('\n', "; ");
+    }
+    let text = format!("{error:#}");
+    let position = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("--> "))
+        .and_then(|location| {
+            let mut parts = location.rsplit(':');
+            let column = parts.next()?;
+            let line = parts.next()?;
+            Some(format!(
+                " (text parse error at line {line}, column {column})"
+            ))
+        })
+        .unwrap_or_default();
+    format!(
+        "not a WebAssembly binary (it does not start with \\0asm) nor valid WebAssembly text{position}"
+    )
 }

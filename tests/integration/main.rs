@@ -12,6 +12,7 @@ mod host_probe;
 mod proxy_admin;
 mod proxy_failures;
 mod proxy_forwarding;
+mod proxy_hardening;
 mod proxy_identity;
 mod proxy_oauth;
 mod proxy_process;

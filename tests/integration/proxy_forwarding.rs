@@ -48,7 +48,8 @@ fn injects_the_bearer_token_and_strips_client_credentials() {
     assert_eq!(request.body_text(), r#"{"model":"m"}"#);
     // The upstream's own host, never the client's.
     assert_eq!(request.header_values("host"), [upstream.addr().to_string()]);
-    assert_eq!(request.header("x-forwarded-for"), Some("127.0.0.1"));
+    // No client address leaves the proxy unless `forward_client_address` says so.
+    assert!(request.header("x-forwarded-for").is_none());
 }
 
 #[test]
@@ -68,6 +69,7 @@ fn hop_by_hop_headers_are_dropped_and_repeated_headers_kept() {
     let proxy = proxy()
         .upstream(&upstream.url(""))
         .token(TOKEN)
+        .config("forward_client_address = true")
         .start()
         .unwrap();
     let response = proxy

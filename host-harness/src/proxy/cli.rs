@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Requests processed at once [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<usize>,
+    /// Client connections open at once; more are closed on accept [default: derived from memory].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Requests allowed to wait for a slot before 503 [default: 1024].
     #[arg(long, value_name = "N")]
     pub queue: Option<usize>,
@@ -67,7 +70,7 @@ pub struct ServeArgs {
     /// Time allowed until the upstream's response headers [default: 600s].
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
-    /// Time in-flight requests get after SIGTERM/SIGINT [default: 5s].
+    /// Time in-flight requests get after SIGTERM/SIGINT [default: 600s].
     #[arg(long, value_name = "DURATION")]
     pub drain_timeout: Option<String>,
     /// Where a rotated refresh token is persisted.
@@ -101,6 +104,7 @@ impl ServeArgs {
             vm_config: self.vm_config.clone(),
             workers: self.workers,
             max_concurrency: self.max_concurrency,
+            max_connections: self.max_connections,
             queue: self.queue,
             connect_timeout: self.connect_timeout.clone(),
             request_timeout: self.request_timeout.clone(),

@@ -246,6 +246,12 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Largest request head (request line and headers) accepted; larger ones get 431.
     pub max_request_header_bytes: usize,
+    /// Client connections open at once across all workers; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Longest silence while reading a request body; exceeded → `408` and the connection closed.
+    pub request_body_timeout: Duration,
+    /// Send the client's address upstream in `x-forwarded-for` (off: the upstream learns no address).
+    pub forward_client_address: bool,
     /// Host environment variables copied into the VM environment when set.
     pub host_env_keys: Vec<String>,
     /// The VM environment: explicit `[env]`/`--env` entries over the passed-through host variables.
@@ -285,6 +291,9 @@ impl fmt::Debug for ProxyConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("drain_timeout", &self.drain_timeout)
             .field("max_request_header_bytes", &self.max_request_header_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("request_body_timeout", &self.request_body_timeout)
+            .field("forward_client_address", &self.forward_client_address)
             .field("host_env_keys", &self.host_env_keys)
             .field("vm_env", &self.vm_env)
             .field("clusters", &self.clusters)
@@ -441,6 +450,9 @@ struct FileConfig {
     idle_timeout: Option<DurationText>,
     drain_timeout: Option<DurationText>,
     max_request_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    request_body_timeout: Option<DurationText>,
+    forward_client_address: Option<bool>,
     host_env_keys: Option<Vec<String>>,
     state_file: Option<PathBuf>,
     identity: Option<IdentityFile>,
@@ -475,6 +487,8 @@ pub struct Overrides {
     pub max_concurrency: Option<usize>,
     /// `--queue`.
     pub queue: Option<usize>,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
     /// `--connect-timeout`.
     pub connect_timeout: Option<String>,
     /// `--request-timeout`.
@@ -500,7 +514,10 @@ const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// As long as `request_timeout`: a rollout lets a model response that has started stream to its end.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// nginx's `client_body_timeout` is 60 s; a client that sends nothing for half that is stalled.
+const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 /// hyper's HTTP/1 reader cannot work with less.
 const MIN_REQUEST_HEADER_BYTES: usize = 8192;
@@ -709,6 +726,39 @@ impl ProxyConfig {
                 format!("must be at least {MIN_REQUEST_HEADER_BYTES}"),
             ));
         }
+        let max_connections = match overrides.max_connections.or(file.max_connections) {
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    field_name(
+                        overrides.max_connections,
+                        "max_connections",
+                        "--max-connections",
+                    ),
+                    0,
+                    "must be at least 1",
+                ));
+            }
+            Some(cap) => cap,
+            None => super::connections::default_max_connections(
+                super::connections::memory_limit(),
+                max_request_header_bytes,
+            ),
+        };
+        let request_body_timeout = pick_duration(
+            "request_body_timeout",
+            None,
+            None,
+            file.request_body_timeout.as_ref(),
+            DEFAULT_REQUEST_BODY_TIMEOUT,
+        )?;
+        if request_body_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "request_body_timeout",
+                "0",
+                "must be greater than zero",
+            ));
+        }
+        let forward_client_address = file.forward_client_address.unwrap_or(false);
 
         let host_env_keys = if !overrides.host_env_keys.is_empty() {
             overrides.host_env_keys.clone()
@@ -730,7 +780,7 @@ impl ProxyConfig {
             vm_env.insert(key, Secret::new(value));
         }
         for entry in &overrides.env {
-            let (key, value) = split_pair("--env", entry, "K=V")?;
+            let (key, value) = split_pair("--env", entry, "K=V", false)?;
             check_env_key("--env", key)?;
             vm_env.insert(key.to_owned(), Secret::new(value));
         }
@@ -740,7 +790,10 @@ impl ProxyConfig {
             Some(bytes) => (bytes, None),
             None => {
                 let credential = DefaultCredential::choose(&vm_env);
-                (credential.plugin_config().as_bytes().to_vec(), Some(credential))
+                (
+                    credential.plugin_config().as_bytes().to_vec(),
+                    Some(credential),
+                )
             }
         };
 
@@ -751,7 +804,7 @@ impl ProxyConfig {
             clusters.insert(name.clone(), target);
         }
         for entry in &overrides.clusters {
-            let (name, url) = split_pair("--cluster", entry, "NAME=URL")?;
+            let (name, url) = split_pair("--cluster", entry, "NAME=URL", true)?;
             if name.is_empty() {
                 return Err(ConfigError::invalid(
                     "--cluster",
@@ -789,6 +842,9 @@ impl ProxyConfig {
             idle_timeout,
             drain_timeout,
             max_request_header_bytes,
+            max_connections,
+            request_body_timeout,
+            forward_client_address,
             host_env_keys,
             vm_env,
             clusters,
@@ -853,7 +909,11 @@ fn parse_target(field: &str, written: &str, url: &str) -> Result<Target, ConfigE
 /// error that quotes the URL never prints a password.
 fn without_user_info(text: &str) -> std::borrow::Cow<'_, str> {
     let Some(scheme_end) = text.find("://") else {
-        return text.into();
+        // Without a scheme the user information starts the text (`user:password@host`).
+        return match text.rfind('@') {
+            Some(at) => format!("[REDACTED]{}", text.get(at..).unwrap_or_default()).into(),
+            None => text.into(),
+        };
     };
     let (head, rest) = text.split_at(scheme_end + 3);
     // Up to the last `@` anywhere: a password may hold a `/` too, and hiding a bit of path is harmless.
@@ -878,17 +938,21 @@ fn pick_duration(
     }
 }
 
+/// Splits `NAME=VALUE`. Without a `=` the entry is quoted only when `quotable` (a URL, shown without its
+/// user information); an `--env` entry without `=` may be nothing but the value, so it is never shown.
 fn split_pair<'a>(
     flag: &str,
     entry: &'a str,
     shape: &str,
+    quotable: bool,
 ) -> Result<(&'a str, &'a str), ConfigError> {
     entry.split_once('=').ok_or_else(|| {
-        ConfigError::invalid(
-            flag,
-            without_user_info(&redact_value(entry)),
-            format!("expected {shape}"),
-        )
+        let shown = if quotable {
+            without_user_info(entry).into_owned()
+        } else {
+            "[REDACTED]".to_owned()
+        };
+        ConfigError::invalid(flag, shown, format!("expected {shape}"))
     })
 }
 
@@ -902,9 +966,10 @@ fn redact_value(entry: &str) -> String {
 
 fn check_env_key(field: &str, key: &str) -> Result<(), ConfigError> {
     if key.is_empty() || key.contains('=') || key.contains('\0') {
+        // `KEY=value` given where a name belongs: the part after `=` may be a credential.
         return Err(ConfigError::invalid(
             field,
-            key,
+            redact_value(key),
             "not a valid environment variable name",
         ));
     }
@@ -942,13 +1007,19 @@ mod tests {
         assert_eq!(config.admin_listen, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(config.upstream.to_string(), "https://api.anthropic.com");
         // Only the OAuth token is in the host environment, so the default uses it.
-        assert_eq!(config.default_credential, Some(DefaultCredential::OAuthToken));
+        assert_eq!(
+            config.default_credential,
+            Some(DefaultCredential::OAuthToken)
+        );
         assert_eq!(
             config.plugin_config,
             DefaultCredential::OAuthToken.plugin_config().as_bytes()
         );
         assert_eq!(config.host_env_keys, DEFAULT_HOST_ENV_KEYS);
-        assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.drain_timeout, Duration::from_secs(600));
+        assert_eq!(config.request_body_timeout, Duration::from_secs(30));
+        assert!(!config.forward_client_address);
+        assert!(config.max_connections >= super::super::connections::MIN_DEFAULT_CONNECTIONS);
         assert_eq!(
             config
                 .vm_env
@@ -986,13 +1057,19 @@ mod tests {
             DefaultCredential::ApiKey.plugin_config().as_bytes()
         );
         let oauth = default_credential_with(&[("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y")]);
-        assert_eq!(oauth.default_credential, Some(DefaultCredential::OAuthToken));
+        assert_eq!(
+            oauth.default_credential,
+            Some(DefaultCredential::OAuthToken)
+        );
         // A blank API key does not count as set.
         let blank_key = default_credential_with(&[
             ("ANTHROPIC_API_KEY", " \n"),
             ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
         ]);
-        assert_eq!(blank_key.default_credential, Some(DefaultCredential::OAuthToken));
+        assert_eq!(
+            blank_key.default_credential,
+            Some(DefaultCredential::OAuthToken)
+        );
         // Neither: the API key, the path the provider's terms allow for sharing, is what is asked for.
         let neither = default_credential_with(&[]);
         assert_eq!(neither.default_credential, Some(DefaultCredential::ApiKey));
@@ -1154,6 +1231,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(without_user_info("no url"), "no url");
+        assert_eq!(without_user_info("user:pw@host"), "[REDACTED]@host");
     }
 
     #[test]

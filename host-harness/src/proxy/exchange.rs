@@ -7,6 +7,7 @@
 //! event, say) is forwarded the moment it arrives. The [`Exchange`] guard travels with the response body and
 //! on drop closes the filter stream (`on_done`, `on_log`), frees the concurrency slot, counts and logs.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::config::Target;
 use super::driver::{StreamSignal, StreamSlot};
-use super::failure::Failure;
+use super::failure::{ClientFault, Failure};
 use super::filter::{
     BodyVerdict, Direction, FilterFault, HeaderPart, LocalReply, ReplyOrigin, StreamId, StreamInfo,
     Verdict,
@@ -68,6 +69,21 @@ pub struct Exchange {
     aborted: Option<String>,
     /// The resolved caller, for the access log's `caller` field.
     caller: Option<Rc<Caller>>,
+    /// The request came with a body (not yet known to be empty).
+    has_body: bool,
+    /// How the client's upload is going, once the body pump runs.
+    upload: Option<Rc<Upload>>,
+    /// The body pump: it must not outlive the request, or a stalled client would keep its connection.
+    pump: Option<tokio::task::AbortHandle>,
+}
+
+/// What the request body pump tells the exchange about the client's upload.
+#[derive(Debug, Default)]
+struct Upload {
+    /// The client's body has been read to its end.
+    done: Cell<bool>,
+    /// The client broke the body off, sent it malformed, or stalled.
+    fault: Cell<Option<ClientFault>>,
 }
 
 impl Exchange {
@@ -85,6 +101,19 @@ impl Exchange {
             slot: None,
             aborted: None,
             caller: None,
+            has_body: false,
+            upload: None,
+            pump: None,
+        }
+    }
+
+    /// Whether the client's body is still being read: a response now leaves it unread, so the connection
+    /// must close after the response.
+    fn upload_unfinished(&self) -> bool {
+        match &self.upload {
+            Some(upload) => !upload.done.get(),
+            // Refused before its body was read.
+            None => self.has_body,
         }
     }
 }
@@ -94,6 +123,9 @@ const DRAIN_CUT: &str = "the drain timeout passed before the response ended";
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
         if let Some((stream, _)) = self.stream.take() {
             self.worker.driver.close(stream);
         }
@@ -151,13 +183,23 @@ pub async fn handle(
     let request_id = worker.next_request_id();
     let path = request.uri().path().to_owned();
     let mut exchange = Exchange::begin(&worker, request_id, request.method().clone(), path);
-    let response = match proxy(request, &worker, &connection, &mut exchange).await {
+    exchange.has_body = !request.body().is_end_stream();
+    let mut response = match proxy(request, &worker, &connection, &mut exchange).await {
         Ok(response) => response,
         Err(failure) => {
             record_failure(&worker, &failure);
-            failure.to_response().map(ProxyBody::full)
+            failure
+                .to_response(&exchange.request_id)
+                .map(ProxyBody::full)
         }
     };
+    if exchange.upload_unfinished() {
+        // Answered before the client's body ended (a timeout, or an upstream that did not read it): the
+        // rest is never read, so the connection cannot carry another request. Say so, and close it.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     exchange.status = Some(response.status());
     Ok(response.map(|body| body.with_exchange(exchange)))
 }
@@ -173,9 +215,13 @@ fn record_failure(worker: &Worker, failure: &Failure) {
             metrics.count_upstream_unreachable()
         }
         Failure::FilterFailed => metrics.count_filter_failure(),
+        Failure::Client(_) => metrics.count_client_error(),
         Failure::Identity(IdentityRefusal::Unavailable(_)) => metrics.count_identity_unavailable(),
         Failure::Identity(IdentityRefusal::Unknown) => metrics.count_identity_unknown(),
-        Failure::BadRequest(_) | Failure::FilterInvalid(_) | Failure::Reset => {}
+        Failure::BadRequest(_)
+        | Failure::MethodNotAllowed(_)
+        | Failure::FilterInvalid(_)
+        | Failure::Reset => {}
     }
 }
 
@@ -212,14 +258,33 @@ async fn proxy(
     if parts.method == Method::CONNECT {
         return Err(Failure::BadRequest("CONNECT is not supported"));
     }
+    // An upstream that echoes TRACE would hand the injected credential back to the client.
+    if parts.method == Method::TRACE {
+        return Err(Failure::MethodNotAllowed("TRACE"));
+    }
+    // RFC 9112 §3.2: a request with more than one Host is invalid; which one would the filter see?
+    if parts
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Failure::BadRequest("more than one Host header"));
+    }
+    // `OPTIONS *` and other non-path targets have no upstream path to go to.
+    if !parts.uri.path().starts_with('/') {
+        return Err(Failure::BadRequest(
+            "the request target must be a path starting with /",
+        ));
+    }
     let authority = headers::request_authority(&parts)
         .ok_or(Failure::BadRequest("missing or invalid Host header"))?;
-    let fields = headers::request_fields(
-        &parts,
-        &authority,
-        &connection.client_ip,
-        &exchange.request_id,
-    );
+    let client_ip = shared
+        .config
+        .forward_client_address
+        .then_some(connection.client_ip.as_str());
+    let fields = headers::request_fields(&parts, &authority, client_ip, &exchange.request_id);
     drop(parts);
 
     let driver = &worker.driver;
@@ -256,13 +321,17 @@ async fn proxy(
         UpstreamBody::Empty
     } else {
         let (sender, receiver) = mpsc::channel(REQUEST_BODY_CHANNEL);
-        tokio::task::spawn_local(pump_request_body(
+        let upload = Rc::new(Upload::default());
+        let pump = tokio::task::spawn_local(pump_request_body(
             Rc::clone(worker),
             stream,
             Rc::clone(&slot),
             client_body,
             sender,
+            Rc::clone(&upload),
         ));
+        exchange.upload = Some(upload);
+        exchange.pump = Some(pump.abort_handle());
         UpstreamBody::Stream(receiver)
     };
     let mut upstream_request = Request::new(body);
@@ -299,18 +368,43 @@ async fn proxy(
     };
     let latency = sent.elapsed();
     exchange.upstream_latency = Some(latency);
-    let upstream_response = match upstream_response {
-        Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
-        Ok(Err(error)) => return Err(upstream::classify(&error, shared.config.connect_timeout)),
-        Ok(Ok(response)) => response,
+    // The upstream request fails when the client's body does: that is the client's fault, not the
+    // upstream's, and must not fire the upstream alerts.
+    let client_fault = exchange
+        .upload
+        .as_ref()
+        .and_then(|upload| upload.fault.get());
+    let upstream_response = match (upstream_response, client_fault) {
+        (Err(_) | Ok(Err(_)), Some(fault)) => return Err(Failure::Client(fault)),
+        (Err(_), None) => return Err(Failure::ResponseTimeout(request_timeout)),
+        (Ok(Err(error)), None) => {
+            return Err(upstream::classify(&error, shared.config.connect_timeout));
+        }
+        (Ok(Ok(response)), _) => response,
     };
+    // hyper hands a 101 over as a response; nobody asked for an upgrade (the proxy sends no Upgrade).
+    if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Failure::UpstreamBroken(
+            "the upstream switched protocols on a request without Upgrade".to_owned(),
+        ));
+    }
     // Only answers: a timeout or a refused connection says nothing about how fast the upstream is.
     shared.metrics.observe_upstream_latency(latency);
 
-    let (parts, upstream_body) = upstream_response.into_parts();
+    let (parts, mut upstream_body) = upstream_response.into_parts();
+    // A body that fails at once (a chunk size that overflows) is a failed upstream, not a response cut
+    // before its first byte.
+    let first_frame = match first_frame_if_ready(&mut upstream_body).await {
+        Ok(frame) => frame,
+        Err(err) => {
+            return Err(Failure::UpstreamBroken(format!(
+                "the response body is malformed: {err}"
+            )));
+        }
+    };
     let fields = headers::response_fields(parts.status, &parts.headers);
     drop(parts);
-    let response_ends_here = upstream_body.is_end_stream();
+    let response_ends_here = first_frame.is_none() && upstream_body.is_end_stream();
     match driver
         .call(|filter| filter.response_headers(stream, fields, response_ends_here))
         .map_err(|fault| filter_failed(&fault))?
@@ -332,7 +426,7 @@ async fn proxy(
     let body = if response_ends_here {
         ProxyBody::empty()
     } else {
-        ProxyBody::upstream(upstream_body, shared.config.idle_timeout)
+        ProxyBody::upstream(upstream_body, first_frame, shared.config.idle_timeout)
     };
     let mut response = Response::new(body);
     driver
@@ -400,24 +494,94 @@ fn local_reply(reply: LocalReply) -> Result<Response<ProxyBody>, Failure> {
     Ok(response)
 }
 
-/// Moves the client's request body through the filter into the upstream request, chunk by chunk.
+/// How many times [`first_frame_if_ready`] lets the upstream connection task run: once to take the
+/// body's first read demand, once to parse what arrived with the headers.
+const FIRST_FRAME_TURNS: usize = 2;
+
+/// The upstream body's first frame when it arrived with the response headers, without waiting for the
+/// network: the upstream connection task gets a few turns to parse what it already read. `Ok(None)` when
+/// nothing is there yet (or the body is empty).
+///
+/// # Errors
+/// The body failed in what arrived with the headers.
+async fn first_frame_if_ready(body: &mut Incoming) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+    if body.is_end_stream() {
+        return Ok(None);
+    }
+    for turn in 0..=FIRST_FRAME_TURNS {
+        let polled = std::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(frame) => Some(frame),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        match polled {
+            Some(Some(Ok(frame))) => return Ok(Some(frame)),
+            Some(Some(Err(err))) => return Err(err),
+            Some(None) => return Ok(None),
+            None if turn < FIRST_FRAME_TURNS => tokio::task::yield_now().await,
+            None => {}
+        }
+    }
+    Ok(None)
+}
+
+/// What a failed read of the client's body says about the client: closed early (or reset), or sent
+/// framing that is not HTTP.
+fn client_fault(err: &hyper::Error) -> ClientFault {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            return match io.kind() {
+                ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => ClientFault::Gone,
+                _ => ClientFault::Malformed,
+            };
+        }
+        current = error.source();
+    }
+    if err.is_incomplete_message() || err.is_closed() || err.is_canceled() {
+        ClientFault::Gone
+    } else {
+        ClientFault::Malformed
+    }
+}
+
+/// Moves the client's request body through the filter into the upstream request, chunk by chunk. The
+/// client may stay silent for at most `request_body_timeout` between chunks; a stall, a malformed body or
+/// a client that leaves is noted in `upload` before the upstream request is failed, so the request is
+/// answered as the client's fault.
 async fn pump_request_body(
     worker: Rc<Worker>,
     stream: StreamId,
     slot: Rc<StreamSlot>,
     mut client_body: Incoming,
     sender: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    upload: Rc<Upload>,
 ) {
     let driver = &worker.driver;
+    let body_timeout = worker.shared.config.request_body_timeout;
     let mut holding = false;
     loop {
-        let next = client_body.frame().await;
+        let next = match tokio::time::timeout(body_timeout, client_body.frame()).await {
+            Ok(next) => next,
+            Err(_) => {
+                upload.fault.set(Some(ClientFault::Stalled));
+                let _ = sender.send(Err("the request body stalled".into())).await;
+                return;
+            }
+        };
         if slot.is_closed() {
             return;
         }
         let (frame, ends) = match next {
             Some(Ok(frame)) => (frame, client_body.is_end_stream()),
             Some(Err(err)) => {
+                upload.fault.set(Some(client_fault(&err)));
                 let _ = sender.send(Err(Box::new(err))).await;
                 return;
             }
@@ -425,6 +589,9 @@ async fn pump_request_body(
             // empty last chunk.
             None => (Frame::data(Bytes::new()), true),
         };
+        if ends || frame.is_trailers() {
+            upload.done.set(true);
+        }
         let (data, trailers) = match frame.into_data() {
             Ok(data) => (Some(data), None),
             Err(frame) => (None, frame.into_trailers().ok()),
@@ -566,6 +733,8 @@ enum BodyKind {
 /// The upstream's body on its way through `on_response_body`.
 struct UpstreamStream {
     incoming: Incoming,
+    /// The first frame, read before the response headers went to the filter.
+    first: Option<Frame<Bytes>>,
     /// Started the first time the stream has to wait, so responses that never wait need no timer.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_timeout: Duration,
@@ -600,10 +769,11 @@ impl ProxyBody {
         }
     }
 
-    fn upstream(incoming: Incoming, idle_timeout: Duration) -> Self {
+    fn upstream(incoming: Incoming, first: Option<Frame<Bytes>>, idle_timeout: Duration) -> Self {
         let idle = None;
         let stream = UpstreamStream {
             incoming,
+            first,
             idle,
             idle_timeout,
             end_sent: false,
@@ -723,7 +893,11 @@ impl UpstreamStream {
             return Step::End;
         }
 
-        let frame = match Pin::new(&mut self.incoming).poll_frame(cx) {
+        let polled = match self.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.incoming).poll_frame(cx),
+        };
+        let frame = match polled {
             Poll::Pending => {
                 if self.idle_expired(cx) {
                     return Step::Abort(format!(

@@ -2,7 +2,9 @@
 //!
 //! Every answer the proxy makes on its own (overload, upstream trouble, a bad request, a failed filter)
 //! carries a JSON body in the Anthropic API's error shape, `{"type":"error","error":{"type":..,"message":..}}`,
-//! so clients written for the API handle it like any other API error.
+//! so clients written for the API handle it like any other API error: the same key order, the request id
+//! in the body and in a `request-id` header (the access log's, so a user can quote it), and
+//! `x-should-retry` saying whether the SDKs should try again.
 
 use std::time::Duration;
 
@@ -11,6 +13,17 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::identity::IdentityRefusal;
+
+/// Why a request failed by the client's doing; the upstream is not at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The body is not valid HTTP framing (a bad chunk size, say).
+    Malformed,
+    /// The client sent nothing for `request_body_timeout` while its body was being read.
+    Stalled,
+    /// The client closed the connection before its body ended.
+    Gone,
+}
 
 /// A request the proxy answers itself; each variant maps to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +46,12 @@ pub enum Failure {
     /// The client's request cannot be proxied.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The method is refused (`TRACE` would echo the injected credential back to the client).
+    #[error("method {0} is not allowed")]
+    MethodNotAllowed(&'static str),
+    /// The client broke its request body off, sent it malformed, or stalled.
+    #[error("{}", client_fault_message(*.0))]
+    Client(ClientFault),
     /// The filter failed (trapped) on this request; the proxy fails closed.
     #[error("request filter unavailable")]
     FilterFailed,
@@ -45,6 +64,33 @@ pub enum Failure {
     /// The caller's identity could not be resolved (mode `whois`).
     #[error(transparent)]
     Identity(IdentityRefusal),
+}
+
+fn client_fault_message(fault: ClientFault) -> &'static str {
+    match fault {
+        ClientFault::Malformed => "the request body is malformed",
+        ClientFault::Stalled => "the request body did not arrive in time",
+        ClientFault::Gone => "the client closed the connection before the request body ended",
+    }
+}
+
+/// nginx's code for a client that went away before its response: not a status any response carries.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// `{"type":"error","error":{"type":..,"message":..},"request_id":..}`, keys in the API's order (a JSON
+/// map would sort them).
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    r#type: &'static str,
+    error: ErrorDetail<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorDetail<'a> {
+    r#type: &'a str,
+    message: &'a str,
 }
 
 fn seconds(duration: Duration) -> String {
@@ -63,7 +109,12 @@ impl Failure {
             Self::Overloaded | Self::FilterFailed => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectTimeout(_) | Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unreachable(_) | Self::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Client(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Client(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
+            Self::Client(ClientFault::Gone) => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             Self::FilterInvalid(_) | Self::Reset => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Identity(IdentityRefusal::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Identity(IdentityRefusal::Unknown) => StatusCode::FORBIDDEN,
@@ -74,31 +125,68 @@ impl Failure {
     fn error_type(&self) -> &'static str {
         match self {
             Self::Overloaded => "overloaded_error",
-            Self::BadRequest(_) => "invalid_request_error",
-            Self::ConnectTimeout(_) | Self::ResponseTimeout(_) => "timeout_error",
+            Self::BadRequest(_)
+            | Self::MethodNotAllowed(_)
+            | Self::Client(ClientFault::Malformed | ClientFault::Gone) => "invalid_request_error",
+            Self::ConnectTimeout(_)
+            | Self::ResponseTimeout(_)
+            | Self::Client(ClientFault::Stalled) => "timeout_error",
             Self::Identity(IdentityRefusal::Unknown) => "permission_error",
             _ => "api_error",
         }
     }
 
-    /// The full response: status, JSON body, and `Retry-After` when retrying helps.
-    pub fn to_response(&self) -> Response<Bytes> {
-        let body = error_body(self.error_type(), &self.to_string());
+    /// The full response: status, JSON body with `request_id`, the `request-id` header, `retry-after`
+    /// with `x-should-retry: true` for overload, and `x-should-retry: false` where a retry cannot help
+    /// (the request itself is wrong, or the filter failed closed).
+    pub fn to_response(&self, request_id: &str) -> Response<Bytes> {
+        let body = error_body(self.error_type(), &self.to_string(), Some(request_id));
         let mut response = json_response(self.status(), body);
-        if matches!(self, Self::Overloaded) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(request_id) {
+            headers.insert(REQUEST_ID, value);
+        }
+        match self {
+            Self::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("true"));
+            }
+            Self::BadRequest(_)
+            | Self::MethodNotAllowed(_)
+            | Self::Client(ClientFault::Malformed)
+            | Self::FilterInvalid(_)
+            | Self::Reset
+            | Self::Identity(IdentityRefusal::Unknown) => {
+                headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
+            }
+            _ => {}
+        }
+        if matches!(self, Self::Client(_)) {
+            // The rest of the request body is not read: the connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
 }
 
-/// `{"type":"error","error":{"type":..,"message":..}}`.
-pub fn error_body(error_type: &str, message: &str) -> Bytes {
-    let value =
-        serde_json::json!({"type": "error", "error": {"type": error_type, "message": message}});
-    Bytes::from(value.to_string())
+/// The header the Anthropic API names its request id in; the proxy's own errors carry the access log's.
+pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("request-id");
+
+/// The header the Anthropic SDKs (and Claude Code) obey over their own retry rules.
+pub const X_SHOULD_RETRY: header::HeaderName = header::HeaderName::from_static("x-should-retry");
+
+/// `{"type":"error","error":{"type":..,"message":..},"request_id":..}` in the API's key order.
+pub fn error_body(error_type: &str, message: &str, request_id: Option<&str>) -> Bytes {
+    let body = ErrorBody {
+        r#type: "error",
+        error: ErrorDetail {
+            r#type: error_type,
+            message,
+        },
+        request_id,
+    };
+    // Serialising plain strings cannot fail; an empty body would still carry the status.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// A response with a JSON body and its content type.
@@ -120,9 +208,15 @@ mod tests {
 
     #[test]
     fn overload_has_retry_after_and_anthropic_shape() {
-        let response = Failure::Overloaded.to_response();
+        let response = Failure::Overloaded.to_response("rid-1");
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[X_SHOULD_RETRY], "true");
+        assert_eq!(response.headers()[REQUEST_ID], "rid-1");
+        assert_eq!(
+            std::str::from_utf8(response.body()).unwrap(),
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"proxy is at its concurrency limit; retry later"},"request_id":"rid-1"}"#
+        );
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "overloaded_error");
@@ -143,11 +237,17 @@ mod tests {
             502
         );
         assert_eq!(Failure::BadRequest("missing Host header").status(), 400);
+        assert_eq!(Failure::Client(ClientFault::Malformed).status(), 400);
+        assert_eq!(Failure::Client(ClientFault::Stalled).status(), 408);
+        assert_eq!(Failure::Client(ClientFault::Gone).status().as_u16(), 499);
+        assert_eq!(Failure::MethodNotAllowed("TRACE").status(), 405);
+        let stalled = Failure::Client(ClientFault::Stalled).to_response("rid");
+        assert_eq!(stalled.headers()[header::CONNECTION], "close");
     }
 
     #[test]
     fn identity_refusals_say_what_failed_and_never_who() {
-        let unknown = Failure::Identity(IdentityRefusal::Unknown).to_response();
+        let unknown = Failure::Identity(IdentityRefusal::Unknown).to_response("rid");
         assert_eq!(unknown.status(), 403);
         let body: serde_json::Value = serde_json::from_slice(unknown.body()).unwrap();
         assert_eq!(body["error"]["type"], "permission_error");
@@ -158,7 +258,7 @@ mod tests {
         let down = Failure::Identity(IdentityRefusal::Unavailable(
             "tailscaled unreachable".into(),
         ))
-        .to_response();
+        .to_response("rid");
         assert_eq!(down.status(), 503);
         let body: serde_json::Value = serde_json::from_slice(down.body()).unwrap();
         assert_eq!(body["error"]["type"], "api_error");

@@ -40,12 +40,12 @@ pub enum HeaderError {
     InvalidValue(String),
 }
 
-/// Whether a header belongs to a single connection (RFC 9110 §7.6.1).
+/// Whether a header belongs to a single connection (RFC 9110 §7.6.1). `Trailer` is not one: it names
+/// the trailer fields end to end, and hyper sends a response's trailers only when it declares them.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     // Standard names compare as enum values, cheaper than comparing every name's text.
     *name == header::CONNECTION
         || *name == header::TE
-        || *name == header::TRAILER
         || *name == header::TRANSFER_ENCODING
         || *name == header::UPGRADE
         || HOP_BY_HOP_LEGACY.contains(&name.as_str())
@@ -100,11 +100,16 @@ pub fn request_authority(parts: &request::Parts) -> Option<String> {
 }
 
 /// The request headers the filter sees: pseudo-headers, end-to-end headers, then the proxy's own
-/// `x-forwarded-for` (client address appended), `x-forwarded-proto` and `x-request-id` (kept if present).
+/// `x-forwarded-for`, `x-forwarded-proto` and `x-request-id` (kept if present).
+///
+/// `Proxy-Authorization` is meant for this proxy, which takes none, so it never goes further (like the
+/// credential, it must not reach a third party). `x-forwarded-for` is sent only with `client_ip` (the
+/// client address appended to what the client sent); without it the upstream learns no address at all,
+/// not even one a front proxy set.
 pub fn request_fields(
     parts: &request::Parts,
     authority: &str,
-    client_ip: &str,
+    client_ip: Option<&str>,
     request_id: &str,
 ) -> Headers {
     let mut fields = Headers::new();
@@ -116,21 +121,28 @@ pub fn request_fields(
     push_end_to_end(
         &parts.headers,
         &mut fields,
-        &[header::HOST, header::EXPECT, X_FORWARDED_FOR],
+        &[
+            header::HOST,
+            header::EXPECT,
+            header::PROXY_AUTHORIZATION,
+            X_FORWARDED_FOR,
+        ],
     );
 
-    let mut forwarded_for = Vec::new();
-    for value in parts.headers.get_all(X_FORWARDED_FOR) {
+    if let Some(client_ip) = client_ip {
+        let mut forwarded_for = Vec::new();
+        for value in parts.headers.get_all(X_FORWARDED_FOR) {
+            if !forwarded_for.is_empty() {
+                forwarded_for.extend_from_slice(b", ");
+            }
+            forwarded_for.extend_from_slice(value.as_bytes());
+        }
         if !forwarded_for.is_empty() {
             forwarded_for.extend_from_slice(b", ");
         }
-        forwarded_for.extend_from_slice(value.as_bytes());
+        forwarded_for.extend_from_slice(client_ip.as_bytes());
+        fields.add(X_FORWARDED_FOR.as_str(), forwarded_for);
     }
-    if !forwarded_for.is_empty() {
-        forwarded_for.extend_from_slice(b", ");
-    }
-    forwarded_for.extend_from_slice(client_ip.as_bytes());
-    fields.add(X_FORWARDED_FOR.as_str(), forwarded_for);
     if !parts.headers.contains_key(X_FORWARDED_PROTO) {
         fields.add(X_FORWARDED_PROTO.as_str(), "http");
     }
@@ -141,11 +153,26 @@ pub fn request_fields(
 }
 
 /// The response headers the filter sees: `:status`, then the end-to-end headers.
+///
+/// A response framed both ways (`Transfer-Encoding` and `Content-Length`) was read by its
+/// `Transfer-Encoding`; its `Content-Length` is stale and is dropped (RFC 9112 §6.3), or the client would
+/// frame the body by it.
 pub fn response_fields(status: StatusCode, headers: &HeaderMap) -> Headers {
     let mut fields = Headers::new();
     fields.add(":status", status.as_str());
-    push_end_to_end(headers, &mut fields, &[]);
+    let skip: &[HeaderName] = if headers.contains_key(header::TRANSFER_ENCODING) {
+        &[header::CONTENT_LENGTH]
+    } else {
+        &[]
+    };
+    push_end_to_end(headers, &mut fields, skip);
     fields
+}
+
+/// Whether an upstream response is framed both by `Transfer-Encoding` and by `Content-Length`: a sign of
+/// response smuggling, so its connection must not carry another request.
+pub fn framed_twice(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
 }
 
 /// Trailers as the filter sees them.
@@ -274,7 +301,7 @@ mod tests {
             ("accept", "a"),
             ("accept", "b"),
         ]);
-        let fields = request_fields(&parts, "client.example", "10.0.0.1", "rid");
+        let fields = request_fields(&parts, "client.example", Some("10.0.0.1"), "rid");
         assert_eq!(
             names(&fields),
             [
@@ -299,7 +326,7 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
         ]);
-        let fields = request_fields(&parts, "h", "127.0.0.1", "rid");
+        let fields = request_fields(&parts, "h", Some("127.0.0.1"), "rid");
         assert_eq!(
             pseudo(&fields, "x-forwarded-for").unwrap(),
             b"1.1.1.1, 2.2.2.2, 127.0.0.1"
@@ -307,11 +334,37 @@ mod tests {
     }
 
     #[test]
+    fn no_address_and_no_proxy_credentials_go_upstream_by_default() {
+        let parts = parts(&[
+            ("host", "h"),
+            ("x-forwarded-for", "100.64.0.7"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+        ]);
+        let fields = request_fields(&parts, "h", None, "rid");
+        assert!(pseudo(&fields, "x-forwarded-for").is_none());
+        assert!(pseudo(&fields, "proxy-authorization").is_none());
+    }
+
+    #[test]
+    fn a_response_framed_twice_loses_its_content_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
+        assert!(framed_twice(&headers));
+        let fields = response_fields(StatusCode::OK, &headers);
+        assert_eq!(names(&fields), [":status", "trailer"]);
+    }
+
+    #[test]
     fn authority_rewrite_is_detected() {
         let mut fields = request_fields(
             &parts(&[("host", "client.example")]),
             "client.example",
-            "::1",
+            Some("::1"),
             "rid",
         );
         assert!(
@@ -345,7 +398,7 @@ mod tests {
 
     #[test]
     fn the_proxy_forwarding_headers_are_sent_under_their_names() {
-        let fields = request_fields(&parts(&[("host", "h")]), "h", "10.0.0.1", "rid-1");
+        let fields = request_fields(&parts(&[("host", "h")]), "h", Some("10.0.0.1"), "rid-1");
         let mut map = HeaderMap::new();
         fill_header_map(&fields, &mut map).unwrap();
         assert_eq!(map.get("x-forwarded-for").unwrap(), "10.0.0.1");

@@ -40,6 +40,9 @@ pub struct ProxyMetrics {
     filter_failures: Counter,
     identity_unavailable: Counter,
     identity_unknown: Counter,
+    client_errors: Counter,
+    open_connections: Gauge,
+    connections_rejected: Counter,
 }
 
 impl ProxyMetrics {
@@ -79,10 +82,24 @@ impl ProxyMetrics {
         let identity_unavailable =
             errors.get_or_create_owned(&vec![("kind", "identity_unavailable")]);
         let identity_unknown = errors.get_or_create_owned(&vec![("kind", "identity_unknown")]);
+        let client_errors = errors.get_or_create_owned(&vec![("kind", "client_error")]);
         registry.register(
             "proxy_errors",
             "Requests the proxy answered itself, by reason",
             errors,
+        );
+
+        let open_connections = Gauge::default();
+        registry.register(
+            "proxy_open_connections",
+            "Client connections open now, idle keep-alive ones included",
+            open_connections.clone(),
+        );
+        let connections_rejected = Counter::default();
+        registry.register(
+            "proxy_connections_rejected",
+            "Client connections closed on accept because max_connections were open",
+            connections_rejected.clone(),
         );
 
         registry.register_collector(Box::new(FilterMetrics { filter }));
@@ -97,6 +114,9 @@ impl ProxyMetrics {
             filter_failures,
             identity_unavailable,
             identity_unknown,
+            client_errors,
+            open_connections,
+            connections_rejected,
         }
     }
 
@@ -163,6 +183,27 @@ impl ProxyMetrics {
     /// A request got 403 because tailscaled does not know the caller.
     pub fn count_identity_unknown(&self) {
         self.identity_unknown.inc();
+    }
+
+    /// A request failed by the client's fault: a malformed or stalled body (400, 408), or a client that
+    /// left mid-upload (499). Kept apart from the upstream's failures, which page someone.
+    pub fn count_client_error(&self) {
+        self.client_errors.inc();
+    }
+
+    /// A client connection was admitted.
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    /// An admitted client connection ended.
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    /// A client connection was closed on accept: `max_connections` were open.
+    pub fn count_connection_rejected(&self) {
+        self.connections_rejected.inc();
     }
 
     /// The whole exposition in the OpenMetrics text format (which Prometheus scrapes).

@@ -25,12 +25,14 @@
 //! - [`admin`]: health, readiness and metrics endpoints.
 //! - [`metrics`]: the proxy's Prometheus metrics and the filter's.
 //! - [`limit`]: the concurrency limit and its bounded queue.
+//! - [`connections`]: the cap on open client connections and its memory-derived default.
 //! - [`failure`]: the proxy's own error responses.
 //! - [`state_file`]: the filter's OAuth2 token state kept in a file across restarts.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod driver;
 pub mod exchange;
 pub mod failure;
@@ -266,6 +268,7 @@ pub async fn run_with_filter(
             config.queue_timeout,
         ),
         metrics: metrics::ProxyMetrics::new(Arc::clone(&factory)),
+        connections: Arc::new(connections::ConnectionGate::new(config.max_connections)),
         factory,
         configured: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -346,10 +349,10 @@ async fn serve_workers(
     shared.configured.store(true, Ordering::Release);
     // The bound addresses, not the configured ones: with port 0 this line is how a caller learns the port.
     // The embedded default's credential by variable and header, never its value.
-    let credential = shared
-        .config
-        .default_credential
-        .map_or_else(|| "from the plugin configuration".to_owned(), |c| c.to_string());
+    let credential = shared.config.default_credential.map_or_else(
+        || "from the plugin configuration".to_owned(),
+        |c| c.to_string(),
+    );
     tracing::info!(workers = expected, listen = %bound.proxy, admin_listen = %bound.admin, upstream = %shared.config.upstream, credential = %credential, "proxy ready");
 
     shutdown.await;

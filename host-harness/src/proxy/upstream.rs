@@ -139,7 +139,9 @@ impl UpstreamClient {
         if let Some(mut sender) = self.checkout(&origin) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.check_in(origin, sender);
+                    if reusable(&response) {
+                        self.check_in(origin, sender);
+                    }
                     return Ok(response);
                 }
                 Err(mut failed) => match failed.take_message() {
@@ -150,7 +152,9 @@ impl UpstreamClient {
         }
         let mut sender = self.connect(&uri).await?;
         let response = sender.send_request(request).await?;
-        self.check_in(origin, sender);
+        if reusable(&response) {
+            self.check_in(origin, sender);
+        }
         Ok(response)
     }
 
@@ -213,6 +217,14 @@ impl UpstreamClient {
         });
         Ok(sender)
     }
+}
+
+/// Whether the connection a response came on may carry another request. Not after a response framed both
+/// by `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a smuggling attempt, close after it), nor
+/// after a `101`, which hands the connection over to another protocol.
+fn reusable(response: &Response<Incoming>) -> bool {
+    response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        && !super::headers::framed_twice(response.headers())
 }
 
 /// Maps a client error to the failure the client sees: timeouts 504, everything else 502.

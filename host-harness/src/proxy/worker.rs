@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::config::ProxyConfig;
+use super::connections::{ConnectionGate, ConnectionPass};
 use super::driver::FilterDriver;
 use super::exchange::{self, ConnectionInfo};
 use super::filter::{FilterFactory, FilterFault};
@@ -53,6 +54,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// The proxy's metrics.
     pub metrics: ProxyMetrics,
+    /// The cap on open client connections, shared by every worker.
+    pub connections: Arc<ConnectionGate>,
     /// Builds worker VMs and reads the filter's metrics.
     pub factory: Arc<dyn FilterFactory>,
     /// Every worker has its filter configured.
@@ -183,19 +186,28 @@ async fn serve(
     let timers = tokio::task::spawn_local(Rc::clone(&worker.driver).run_timers());
 
     let mut http = http1::Builder::new();
+    // The read buffer holds at most one request head: a connection sending a partial head costs its
+    // size, not more (hyper needs at least 8 KiB, which the configuration enforces).
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(shared.config.max_request_header_bytes)
-        .max_buf_size(shared.config.max_request_header_bytes.max(400 * 1024))
+        .max_buf_size(shared.config.max_request_header_bytes)
         .keep_alive(true);
     let http = Rc::new(http);
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, client)) => {
-                    tokio::task::spawn_local(serve_connection(Rc::clone(&worker), Rc::clone(&http), stream, client, phase.clone()));
-                }
+                Ok((stream, client)) => match shared.connections.admit() {
+                    Some(pass) => {
+                        tokio::task::spawn_local(serve_connection(Rc::clone(&worker), Rc::clone(&http), stream, client, phase.clone(), pass));
+                    }
+                    // Closed at once: a client holding connections open cannot take the memory of more.
+                    None => {
+                        shared.metrics.count_connection_rejected();
+                        drop(stream);
+                    }
+                },
                 Err(err) => {
                     // Out of file descriptors and similar: back off briefly instead of spinning.
                     tracing::warn!(worker = index, error = %err, "accept failed");
@@ -241,9 +253,11 @@ async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     mut phase: watch::Receiver<Phase>,
+    _pass: ConnectionPass,
 ) {
     // Counted whichever way the connection task ends.
     let _open = worker.open_connections.enter();
+    let _gauge = OpenConnection::new(&worker.shared.metrics);
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(client);
     let id = worker.connections.get().wrapping_add(1);
@@ -286,6 +300,22 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// Keeps `proxy_open_connections` counting this connection until its task ends.
+struct OpenConnection<'a>(&'a ProxyMetrics);
+
+impl<'a> OpenConnection<'a> {
+    fn new(metrics: &'a ProxyMetrics) -> Self {
+        metrics.connection_opened();
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connection_closed();
     }
 }
 
