@@ -29,12 +29,14 @@ use serde::Deserialize;
 use super::config::{ConfigError, DurationText};
 
 /// Identity headers removed from every client request unless configured otherwise: those `tailscale
-/// serve` sets.
-pub const DEFAULT_IDENTITY_HEADERS: [&str; 4] = [
+/// serve` sets or deletes before proxying.
+pub const DEFAULT_IDENTITY_HEADERS: [&str; 6] = [
     "tailscale-user-login",
     "tailscale-user-name",
     "tailscale-user-profile-pic",
     "tailscale-app-capabilities",
+    "tailscale-funnel-request",
+    "tailscale-headers-info",
 ];
 
 /// tailscaled's LocalAPI socket on Linux.
