@@ -90,6 +90,14 @@ impl Vm {
         }
     }
 
+    /// When a failed VM is to be reloaded: under `FailReload`, once its backoff has passed.
+    pub(super) fn reload_due(&self) -> Option<u64> {
+        if self.live.is_some() || self.plugin.failure_policy() != FailurePolicy::FailReload {
+            return None;
+        }
+        self.reload_at
+    }
+
     /// Under `FailReload`, replaces a failed instance once its backoff has passed.
     pub(super) fn maybe_reload(&mut self) {
         if self.live.is_some() || self.plugin.failure_policy() != FailurePolicy::FailReload {

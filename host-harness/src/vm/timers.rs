@@ -16,10 +16,15 @@ impl Vm {
         (period > 0).then(|| Duration::from_nanos(period))
     }
 
-    /// When the next timer (tick, http-call response or timeout, queue notification) is due, in nanoseconds
-    /// since the epoch on the plugin's clock.
+    /// When the next timer (tick, http-call response or timeout, queue notification, or the reload of a
+    /// failed VM under `FailReload`) is due, in nanoseconds since the epoch on the plugin's clock.
     pub fn next_due_nanos(&self) -> Option<u64> {
-        let state = self.live.as_ref()?.store.data();
+        let Some(instance) = self.live.as_ref() else {
+            // The reload is a timer too, so an embedder's timer loop restarts the VM (and its ticks, which
+            // may refresh state the next request needs) without waiting for a request.
+            return self.reload_due();
+        };
+        let state = instance.store.data();
         let calls = state
             .http
             .in_flight
@@ -84,6 +89,11 @@ impl Vm {
     /// Fires what is due at `now`; returns whether anything fired.
     pub(crate) fn fire_due(&mut self, now: u64) -> bool {
         let mut fired = false;
+        if self.live.is_none() && self.reload_due().is_some_and(|due| due <= now) {
+            // A failed reload schedules the next attempt, which is a later timer: this round still counts.
+            self.maybe_reload();
+            fired = true;
+        }
         for queue_id in self.queues.take_ready() {
             let Some(instance) = self.live.as_mut() else {
                 break;

@@ -173,3 +173,37 @@ fn a_trap_in_a_timer_fails_the_vm_and_its_held_streams_learn_through_events() {
     assert_eq!(vm.take_stream_events(), [StreamEvent::LocalResponse(held)]);
     assert_eq!(vm.next_due_nanos(), None, "a failed VM has no timers");
 }
+
+#[test]
+fn a_reloaded_vm_ticks_again_without_waiting_for_a_stream() {
+    // A filter that refreshes state from its ticks (a token) must not wait for the next request after a
+    // failure: the reload is itself a timer, so an embedder's timer loop brings the VM and its ticks back.
+    let clock = ManualClock::new();
+    let wat = module(&format!(
+        "{FRAGILE}{}",
+        r#"(data (i32.const 32) "tick")
+           (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (drop (call $proxy_set_tick_period_milliseconds (i32.const 100))) (i32.const 1))
+           (func (export "proxy_on_tick") (param i32) (call $say (i32.const 32) (i32.const 4)))"#
+    ));
+    let mut vm = Plugin::builder()
+        .module_bytes(wat)
+        .clock(clock.clone())
+        .failure_policy(FailurePolicy::FailReload)
+        .reload_backoff(ReloadBackoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+        })
+        .start();
+    vm.stream()
+        .unwrap()
+        .request_headers(get("/boom"), true)
+        .unwrap();
+    assert!(vm.is_failed());
+    said(&mut vm);
+    let reload_at = vm.next_due_nanos().unwrap();
+    assert_eq!(reload_at, clock.now_nanos() + 1_000_000_000);
+    vm.advance(Duration::from_millis(1_250)).unwrap();
+    assert!(!vm.is_failed(), "the backoff passed: the timer reloaded the VM");
+    assert_eq!(said(&mut vm), ["tick", "tick"]);
+}
