@@ -204,6 +204,9 @@ fn a_reloaded_vm_ticks_again_without_waiting_for_a_stream() {
     let reload_at = vm.next_due_nanos().unwrap();
     assert_eq!(reload_at, clock.now_nanos() + 1_000_000_000);
     vm.advance(Duration::from_millis(1_250)).unwrap();
-    assert!(!vm.is_failed(), "the backoff passed: the timer reloaded the VM");
+    assert!(
+        !vm.is_failed(),
+        "the backoff passed: the timer reloaded the VM"
+    );
     assert_eq!(said(&mut vm), ["tick", "tick"]);
 }
