@@ -1142,3 +1142,46 @@ fn a_module_declaring_abi_0_1_0_is_refused_naming_the_version() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// `serve` calls the guest from inside its tokio runtime: the Go runtime's WASI calls (start-up, sleeping,
+/// panicking) must all be answered without blocking on a runtime of their own.
+#[test]
+fn serve_runs_the_go_module_inside_its_runtime() -> anyhow::Result<()> {
+    let Some(module) = crate::differential_runner::test_module("go_module.wasm")? else {
+        return Ok(());
+    };
+    let upstream = integration_tests::upstream::Upstream::builder()
+        .fallback(Reply::text(200, "from upstream"))
+        .start()?;
+    let side = integration_tests::upstream::Upstream::builder()
+        .fallback(Reply::text(200, "from side"))
+        .start()?;
+    let module = module.to_string_lossy().into_owned();
+    let serve = integration_tests::proxy_support::proxy()
+        .filter(&module)
+        .plugin_config("")
+        .env("GO_MODULE_ENV", "through serve")
+        .cluster("side", &format!("http://{}", side.addr()))
+        .upstream(&format!("http://{}", upstream.addr()))
+        .workers(1)
+        .start()?;
+    for path in ["/sleep", "/env", "/callouts"] {
+        assert_eq!(serve.send(request("GET", path))?.status, 200, "{path}");
+    }
+    let seen = upstream.requests();
+    let header = |index: usize, name: &str| {
+        seen.get(index).and_then(|request| {
+            request
+                .headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+    };
+    assert_eq!(header(0, "x-test-slept").as_deref(), Some("at least 20ms"));
+    assert_eq!(header(1, "x-test-env").as_deref(), Some("through serve"));
+    assert_eq!(header(2, "x-test-callout-status").as_deref(), Some("200"));
+    assert_eq!(side.requests().len(), 3);
+    assert_eq!(serve.send(request("GET", "/panic"))?.status, 503);
+    Ok(())
+}
