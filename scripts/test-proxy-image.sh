@@ -88,45 +88,11 @@ python3 "$work/upstream.py" "$upstream_port" "$work/upstream.log" &
 upstream_pid=$!
 
 # The manifests run the proxy with `[identity] mode = "whois"` against the tailscaled sidecar's LocalAPI
-# socket. tailscaled cannot run here: a stand-in answers WhoIs on a unix socket in the same shared
-# directory, naming every loopback peer alice@example.com (the same JSON fields as the daemon's answer).
+# socket. tailscaled cannot run here: k8s/validate/whois_standin.py answers WhoIs on a unix socket in the
+# directory mounted where the sidecar's would be, in the daemon's JSON shape.
 mkdir -p "$work/tailscale"
 chmod 0755 "$work/tailscale"
-cat > "$work/whois.py" <<'EOF_WHOIS'
-import json, os, socketserver, sys
-from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlparse
-class Handler(BaseHTTPRequestHandler):
-    def address_string(self):
-        return "unix"
-    def do_GET(self):
-        url = urlparse(self.path)
-        addr = parse_qs(url.query).get("addr", [""])[0]
-        if url.path != "/localapi/v0/whois" or not addr.startswith("127.0.0.1:"):
-            body, status, kind = b"no match for IP:port\n", 404, "text/plain; charset=utf-8"
-        else:
-            body = json.dumps({
-                "Node": {"ID": 7, "StableID": "nStable7", "Name": "laptop.tail1234.ts.net.", "User": 42,
-                         "Addresses": ["100.64.0.7/32"], "Tags": None},
-                "UserProfile": {"ID": 42, "LoginName": "alice@example.com", "DisplayName": "Alice"},
-                "CapMap": {}}).encode()
-            status, kind = 200, "application/json"
-        with open(sys.argv[2], "a") as log:
-            log.write(addr + "\n")
-        self.send_response(status)
-        self.send_header("content-type", kind)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-server = Server(sys.argv[1], Handler)
-os.chmod(sys.argv[1], 0o666)
-server.serve_forever()
-EOF_WHOIS
-python3 "$work/whois.py" "$work/tailscale/tailscaled.sock" "$work/whois.log" &
+python3 k8s/validate/whois_standin.py "$work/tailscale/tailscaled.sock" 300 &
 whois_pid=$!
 
 # The container as the manifests run it: their configuration, read-only root, the user from the image;
@@ -191,7 +157,7 @@ assert [v for k, v in headers if k == header] == [prefix + "image-test-token"], 
 assert "client-key" not in [v for k, v in headers], "the client's key reached the upstream"
 assert lines[0]["path"] == "/v1/messages", lines[0]["path"]
 EOF
-[[ -s "$work/whois.log" ]] || fail "the proxy never asked the WhoIs stand-in who the caller is"
+[[ -s "$work/tailscale/tailscaled.sock.log" ]] || fail "the proxy never asked the WhoIs stand-in who the caller is"
 echo "ok   a request is proxied with the caller looked up by WhoIs, the credential injected and the client key removed"
 
 runc kill "$name" TERM

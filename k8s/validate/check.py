@@ -62,7 +62,7 @@ TOKEN_PATTERNS = (
     re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
     re.compile(r"Bearer\s+[A-Za-z0-9._~+/=-]{20,}"),
     # `not-a-real-token` is the value the smoke runs use.
-    re.compile(r"ANTHROPIC_OAUTH_TOKEN\s*[=:]\s*['\"]?(?!<placeholder)(?!\$)(?!not-a-real-token\b)[A-Za-z0-9._~+/=-]{12,}"),
+    re.compile(r"ANTHROPIC_(?:OAUTH_TOKEN|API_KEY)\s*[=:]\s*['\"]?(?!<placeholder)(?!\$)(?!not-a-real-token\b)[A-Za-z0-9._~+/=-]{12,}"),
 )
 
 
@@ -364,7 +364,7 @@ def check_standalone(rendered: Rendered, directory: str, repo: Path, report: Rep
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         report.check(dig(container, probe, "httpGet", "path") == path, where, f"{probe}.httpGet.path: must be {path}")
         report.check(dig(container, probe, "httpGet", "port") in ("admin", ports.get("admin")), where, f"{probe}.httpGet.port: must be the admin port")
-    drain = parse_duration_seconds(proxy.get("drain_timeout", "5s"), toml_where, report)
+    drain = parse_duration_seconds(proxy.get("drain_timeout", "600s"), toml_where, report)
     grace = spec.get("terminationGracePeriodSeconds")
     pre_stop = dig(container, "lifecycle", "preStop", "sleep", "seconds", default=0) or 0
     report.check(pre_stop > 0, where, "lifecycle.preStop.sleep.seconds: must give the endpoint removal time to propagate before SIGTERM")

@@ -95,7 +95,7 @@ start_proxy() {
 }
 readyz() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$admin_port/readyz" 2>/dev/null || true; }
 
-if start_proxy k8s/standalone "$out/proxy.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
+if start_proxy k8s/standalone "$out/proxy.log" ANTHROPIC_API_KEY=not-a-real-token; then
     pass "host-harness serve accepts k8s/standalone/proxy.toml and plugin.json; /healthz answers"
     ready=""
     for _ in $(seq 100); do
@@ -111,10 +111,10 @@ if start_proxy k8s/standalone "$out/proxy.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-
 import json, sys
 seen = json.load(open(sys.argv[1]))
 problems = []
-if seen.get("authorization") != "Bearer not-a-real-token":
-    problems.append(f"authorization: {seen.get('authorization')!r}")
-if "x-api-key" in seen:
-    problems.append("x-api-key reached the upstream")
+if seen.get("x-api-key") != "not-a-real-token":
+    problems.append("x-api-key is not the proxy's API key (the client's reached the upstream, or none was set)")
+if "authorization" in seen:
+    problems.append("the client's authorization reached the upstream")
 if "tailscale-user-login" in seen:
     problems.append("the client's tailscale-user-login reached the upstream")
 if seen.get("anthropic-version") != "2023-06-01":
@@ -183,7 +183,7 @@ plugin = json.load(open(sys.argv[2]))
 plugin["access"] = {"identity": {"property": "caller.id", "allow": [sys.argv[1]]}}
 json.dump(plugin, open(sys.argv[3], "w"))
 ' "$allowed" k8s/standalone/plugin.json "$allow_dir/plugin.json"
-    if ! start_proxy "$allow_dir" "$out/proxy-allow.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
+    if ! start_proxy "$allow_dir" "$out/proxy-allow.log" ANTHROPIC_API_KEY=not-a-real-token; then
         fail "host-harness serve did not start with an allow list (log: $out/proxy-allow.log)"
         return
     fi
@@ -201,7 +201,7 @@ json.dump(plugin, open(sys.argv[3], "w"))
 allow_case bob@example.com 403
 allow_case ALICE@example.com 200
 
-if start_proxy k8s/standalone "$out/proxy-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
+if start_proxy k8s/standalone "$out/proxy-no-token.log" -u ANTHROPIC_API_KEY; then
     sleep 1
     ready="$(readyz)"
     if [[ "$ready" != "200" && -n "$ready" && "$ready" != "000" ]]; then

@@ -61,6 +61,8 @@ def main() -> None:
     if os.path.exists(path):
         os.unlink(path)
     server = Server(path, WhoIs)
+    # tailscaled's socket is open to every local user; the image test's proxy runs as 65532.
+    os.chmod(path, 0o666)
     server.log_path = path + ".log"
     threading.Timer(seconds, server.shutdown).start()
     try:
