@@ -79,9 +79,12 @@ oci: filter
 image: build
 	scripts/build-proxy-image.sh
 
-# Builds that image and runs it with runc as the manifests run it (non-root, read-only root, their config).
-test-image: build
-	scripts/test-proxy-image.sh
+# The same image, built from the test build's binary (the release build would add minutes to every CI run),
+# started with runc as the manifests run it (non-root, read-only root, their config).
+test-image: filter
+	$(CARGO) build --workspace --bin host-harness
+	scripts/build-proxy-image.sh --binary $(HARNESS_DEBUG) --out $(BUILD_DIR)/proxy-image-test >/dev/null
+	scripts/test-proxy-image.sh --image $(BUILD_DIR)/proxy-image-test
 
 # The Python and TypeScript SDKs and Claude Code, configured as the README says, through `serve`.
 test-clients: filter
