@@ -27,7 +27,7 @@ CASES = [
      "          imagePullPolicy: IfNotPresent\n", "          imagePullPolicy: IfNotPresent\n          imagePullPolicies: Always\n",
      "imagePullPolicies"),
     ("grace period shorter than the drain", "k8s/standalone/deployment.yaml",
-     "terminationGracePeriodSeconds: 11", "terminationGracePeriodSeconds: 6",
+     "terminationGracePeriodSeconds: 606", "terminationGracePeriodSeconds: 6",
      "terminationGracePeriodSeconds: 6 must be the preStop sleep"),
     ("no preStop sleep before SIGTERM", "k8s/standalone/deployment.yaml",
      "              sleep:\n                seconds: 5\n", "              sleep:\n                seconds: 0\n",
