@@ -52,17 +52,17 @@ validate() {
 
 echo "== envoy/envoy.yaml with Envoy $("$envoy" --version | sed -n 's|.*version: [0-9a-f]*/\([0-9.]*\)/.*|\1|p')"
 "$python" envoy/derive-config.py --wasm "$wasm" --out "$out/envoy.validate.yaml"
-if validate production "$out/envoy.validate.yaml" -u ANTHROPIC_OAUTH_TOKEN \
-    && grep -q "credential filter has no credential: environment variable ANTHROPIC_OAUTH_TOKEN is not set" "$out/production.log"; then
+if validate production "$out/envoy.validate.yaml" -u ANTHROPIC_API_KEY \
+    && grep -q "credential filter has no credential: environment variable ANTHROPIC_API_KEY is not set" "$out/production.log"; then
     pass "envoy/envoy.yaml: valid; the filter accepts its configuration (no token: it reports it and will answer 503)"
 else
     fail "envoy/envoy.yaml: envoy --mode validate rejected it (log: $out/production.log)"
 fi
-if validate production-token "$out/envoy.validate.yaml" ANTHROPIC_OAUTH_TOKEN=not-a-real-token \
-    && grep -q "credential filter configured: credential ready for header authorization" "$out/production-token.log"; then
-    pass "envoy/envoy.yaml: with ANTHROPIC_OAUTH_TOKEN set, the filter reports the credential ready"
+if validate production-token "$out/envoy.validate.yaml" ANTHROPIC_API_KEY=not-a-real-token \
+    && grep -q "credential filter configured: credential ready for header x-api-key" "$out/production-token.log"; then
+    pass "envoy/envoy.yaml: with ANTHROPIC_API_KEY set, the filter reports the credential ready"
 else
-    fail "envoy/envoy.yaml: with ANTHROPIC_OAUTH_TOKEN set, the filter did not report a ready credential (log: $out/production-token.log)"
+    fail "envoy/envoy.yaml: with ANTHROPIC_API_KEY set, the filter did not report a ready credential (log: $out/production-token.log)"
 fi
 
 # Free loopback ports for the smoke run: listener, admin, API upstream, token upstream.
@@ -79,7 +79,7 @@ EOF
 "$python" envoy/derive-config.py --wasm "$wasm" --loopback --out "$out/envoy.test.yaml" \
     --listen-port "$listen_port" --admin-port "$admin_port" \
     --api-upstream "127.0.0.1:$api_port" --token-upstream "127.0.0.1:$token_port"
-if validate loopback "$out/envoy.test.yaml" -u ANTHROPIC_OAUTH_TOKEN; then
+if validate loopback "$out/envoy.test.yaml" -u ANTHROPIC_API_KEY; then
     pass "loopback test variant ($out/envoy.test.yaml): valid"
 else
     fail "loopback test variant: envoy --mode validate rejected it (log: $out/loopback.log)"
@@ -114,19 +114,19 @@ start_envoy() {
 }
 stop_envoy() { kill "$envoy_pid" 2>/dev/null || true; wait "$envoy_pid" 2>/dev/null || true; }
 
-if start_envoy "$out/smoke.log" ANTHROPIC_OAUTH_TOKEN=not-a-real-token; then
+if start_envoy "$out/smoke.log" ANTHROPIC_API_KEY=not-a-real-token; then
     response="$(curl -s --max-time 5 -o "$out/smoke.body" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
         -H 'content-type: application/json' -H 'x-api-key: client-key' -H 'authorization: Bearer client-token' \
         -H 'host: ai' -d '{"model":"m","max_tokens":1,"messages":[]}')" || response="none"
     if [[ "$response" == "200" ]] && "$python" - "$out/smoke.body" <<'EOF'
 import json, sys
 seen = json.load(open(sys.argv[1]))
-expected = {"authorization": "Bearer not-a-real-token", "host": "api.anthropic.com", "anthropic-version": "2023-06-01"}
+expected = {"x-api-key": "not-a-real-token", "host": "api.anthropic.com", "anthropic-version": "2023-06-01"}
 problems = [f"{k}: {seen.get(k)!r}, expected {v!r}" for k, v in expected.items() if seen.get(k) != v]
-if "x-api-key" in seen:
-    problems.append("x-api-key reached the upstream")
-if "oauth-2025-04-20" not in seen.get("anthropic-beta", ""):
-    problems.append(f"anthropic-beta: {seen.get('anthropic-beta')!r} lacks the OAuth flag")
+if "authorization" in seen:
+    problems.append("the client's authorization reached the upstream")
+if "oauth-2025-04-20" in seen.get("anthropic-beta", ""):
+    problems.append(f"anthropic-beta: {seen.get('anthropic-beta')!r} has the OAuth flag, which an API key must not send")
 for p in problems:
     print(f"       {p}")
 sys.exit(1 if problems else 0)
@@ -155,7 +155,7 @@ else
     fail "smoke: Envoy did not become ready (log: $out/smoke.log)"
 fi
 
-if start_envoy "$out/smoke-no-token.log" -u ANTHROPIC_OAUTH_TOKEN; then
+if start_envoy "$out/smoke-no-token.log" -u ANTHROPIC_API_KEY; then
     response="$(curl -s --max-time 5 -o "$out/smoke-no-token.body" -w '%{http_code}' "http://127.0.0.1:$listen_port/v1/messages" \
         -H 'content-type: application/json' -d '{}')" || response="none"
     if [[ "$response" == "503" ]] && grep -q '"type":"credential_unavailable"' "$out/smoke-no-token.body"; then
