@@ -241,3 +241,50 @@ fn serve_counts_gzip_streams_and_nothing_when_usage_is_off() {
             .contains("credential_filter_usage_")
     );
 }
+
+#[test]
+fn serve_passes_each_event_on_as_it_arrives_while_counting() {
+    let api = MessagesApi::builder()
+        .message(Message::new(MODEL).tokens(11, 22).text(&["a", "b", "c"]))
+        .events_every(Duration::from_millis(150))
+        .start()
+        .unwrap();
+    let whois = WhoIs::builder()
+        .peer(
+            "127.0.0.1".parse().unwrap(),
+            PeerNode::user("bob@example.com", "Bob Example", "desktop"),
+        )
+        .start()
+        .unwrap();
+    let mut proxy = serve(&api, &whois, None);
+    let response = proxy.send(generation(true, "req-paced")).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body_text(), api.message().stream_body());
+    // Ten events 150 ms apart: had anything held them, the first would arrive with the last.
+    let first = response.chunks.first().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first.data).contains("message_start"),
+        "{:?}",
+        String::from_utf8_lossy(&first.data)
+    );
+    let spread = response.finished_at.duration_since(first.at);
+    assert!(
+        spread >= Duration::from_millis(900),
+        "the events arrived together ({spread:?} from the first to the end)"
+    );
+    let lines = usage_lines(&mut proxy, 1);
+    assert_eq!(lines[0]["caller"], "bob@example.com");
+    assert_eq!(
+        (
+            lines[0]["input_tokens"].clone(),
+            lines[0]["output_tokens"].clone()
+        ),
+        (json!(11), json!(22))
+    );
+    assert_eq!(lines[0]["parsed"], true);
+    assert!(
+        lines[0]["duration_ms"].as_u64().unwrap() >= 1_000,
+        "{}",
+        lines[0]
+    );
+}
