@@ -98,7 +98,7 @@ fn envoy_exports_usage_by_caller_and_model_and_logs_one_line_per_request() -> an
         assert_eq!(
             labelled(
                 &exposition,
-                "envoy_wasmcustom_credential_filter_usage_tokens_total",
+                "credential_filter_usage_tokens_total",
                 &[caller, model, ("type", kind)]
             ),
             Some(value),
@@ -108,7 +108,7 @@ fn envoy_exports_usage_by_caller_and_model_and_logs_one_line_per_request() -> an
     assert_eq!(
         labelled(
             &exposition,
-            "envoy_wasmcustom_credential_filter_usage_requests_total",
+            "credential_filter_usage_requests_total",
             &[caller, model, ("status_class", "2xx")]
         ),
         Some(2.0),
@@ -117,7 +117,7 @@ fn envoy_exports_usage_by_caller_and_model_and_logs_one_line_per_request() -> an
     assert_eq!(
         labelled(
             &exposition,
-            "envoy_wasmcustom_credential_filter_usage_unparsed_total",
+            "credential_filter_usage_unparsed_total",
             &[]
         ),
         Some(0.0),
@@ -128,7 +128,7 @@ fn envoy_exports_usage_by_caller_and_model_and_logs_one_line_per_request() -> an
         proxy.admin_get("/stats/prometheus").is_ok_and(|text| {
             labelled(
                 &text,
-                "envoy_wasmcustom_credential_filter_usage_time_to_first_byte_milliseconds_count",
+                "credential_filter_usage_time_to_first_byte_milliseconds_count",
                 &[model],
             ) == Some(2.0)
         })
