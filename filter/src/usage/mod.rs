@@ -29,7 +29,7 @@ pub mod record;
 pub const DEFAULT_MAX_CALLERS: usize = 64;
 /// Default cap on distinct models.
 pub const DEFAULT_MAX_MODELS: usize = 16;
-/// Default longest SSE line or kept event, in bytes.
+/// Default largest data of a kept event, in bytes.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 65_536;
 
 /// The validated `usage` section; present in [`crate::config::FilterConfig`] only when usage is on.
@@ -39,7 +39,7 @@ pub struct UsageConfig {
     pub max_callers: usize,
     /// Distinct models counted under their own label; the rest are `other`.
     pub max_models: usize,
-    /// Longest event-stream line or kept event (and JSON usage object) read, in bytes.
+    /// Largest data of a kept event (`message_start`, `message_delta`) read, in bytes.
     pub max_event_bytes: usize,
 }
 
