@@ -1,22 +1,20 @@
 //! Configuration: the JSON shape, its validation, and the validated
 //! [`FilterConfig`] the rest of the filter works from.
 //!
-//! Parsing happens in two passes. Serde reads the JSON into raw structs that
-//! reject unknown fields, and every shape error is reported with the path of
-//! the offending field. A validation pass then checks header names and
-//! values, rule targets and access ranges, producing a [`FilterConfig`] in
-//! which every header name is lower-case and every rule is known to be safe.
+//! Parsing happens in two passes over one JSON tree, every section (the
+//! `oauth2` source included) read with the same helpers ([`read`]). The first
+//! pass reads each object into a raw struct, rejecting unknown fields and wrong
+//! types with the path of the offending field. A validation pass then checks
+//! header names and values, rule targets and access ranges, producing a
+//! [`FilterConfig`] in which every header name is lower-case and every rule is
+//! known to be safe.
 //!
-//! The credential source is read from the raw JSON by hand, never through a
-//! serde error path, so a misplaced token can never be echoed in an error.
+//! No error quotes a value it could not use (only its JSON kind), so a token
+//! pasted into the wrong field can never be echoed in a log line.
 
-use std::fmt;
-use std::marker::PhantomData;
+pub(crate) mod read;
 
-use serde::Deserialize;
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::access::{AccessPolicy, Cidr, IdentityRule, IdentitySource, PropertyPath, Requirement};
 use crate::credential::{
@@ -81,8 +79,7 @@ pub struct FilterConfig {
 }
 
 /// What to do with a request when no credential is available.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MissingCredential {
     /// Answer 503 locally (the default).
     #[default]
@@ -119,16 +116,12 @@ pub enum ConfigError {
         message: String,
     },
     /// The JSON is well-formed but a field has the wrong shape or is unknown.
-    #[error("{path}: {message} (line {line}, column {column})")]
+    #[error("{path}: {message}")]
     Shape {
         /// Path of the field, e.g. `request_rules[2].when`.
         path: String,
-        /// What is wrong.
+        /// What is wrong; never the value as written.
         message: String,
-        /// 1-based line of the error.
-        line: usize,
-        /// 1-based column of the error.
-        column: usize,
     },
     /// A required field is missing.
     #[error("{path}: is required ({hint})")]
@@ -193,114 +186,110 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
                     .into(),
         });
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        json_error(Some(path), error.into_inner())
-    })?;
-    deserializer
-        .end()
-        .map_err(|error| json_error(None, error))?;
-    validate(raw)
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| json_error(&error))?;
+    validate(RawConfig::read(&value)?)
 }
 
-fn json_error(path: Option<String>, error: serde_json::Error) -> ConfigError {
+/// A syntax error from the JSON parser, which states where it is and never quotes a string.
+fn json_error(error: &serde_json::Error) -> ConfigError {
     let (line, column) = (error.line(), error.column());
     let full = error.to_string();
     let suffix = format!(" at line {line} column {column}");
-    let message = without_quoted_values(full.strip_suffix(&suffix).unwrap_or(&full));
-    match (error.classify(), path) {
-        (serde_json::error::Category::Data, Some(path)) => ConfigError::Shape {
-            path: if path == "." {
-                "configuration".into()
-            } else {
-                path
-            },
-            message,
-            line,
-            column,
-        },
-        _ => ConfigError::Syntax {
-            line,
-            column,
-            message,
-        },
+    ConfigError::Syntax {
+        line,
+        column,
+        message: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
     }
-}
-
-/// A serde message with the offending string value left out: `invalid type: string "…"` and
-/// `unknown variant `…`` quote what was written, which may be a token pasted into the wrong field.
-fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    loop {
-        let string_at = rest.find("string \"");
-        let variant_at = rest.find("unknown variant `");
-        match (string_at, variant_at) {
-            (Some(at), variant) if variant.is_none_or(|variant| at < variant) => {
-                let (before, quoted) = rest.split_at(at + "string ".len());
-                out.push_str(before.trim_end());
-                rest = after_debug_string(quoted);
-            }
-            (_, Some(at)) => {
-                let (before, quoted) = rest.split_at(at + "unknown variant".len());
-                out.push_str(before);
-                let value = quoted.get(2..).unwrap_or_default();
-                let end = value
-                    .find("`, expected")
-                    .or_else(|| value.find("`, there are no variants"));
-                rest = end.map_or("", |end| value.get(end + 1..).unwrap_or_default());
-            }
-            _ => {
-                out.push_str(rest);
-                return out;
-            }
-        }
-    }
-}
-
-/// What follows the `Debug`-quoted string that `text` starts with (`"` … unescaped `"`).
-fn after_debug_string(text: &str) -> &str {
-    let mut escaped = false;
-    for (index, character) in text.char_indices().skip(1) {
-        match character {
-            '\\' if !escaped => escaped = true,
-            '"' if !escaped => return text.get(index + 1..).unwrap_or_default(),
-            _ => escaped = false,
-        }
-    }
-    ""
 }
 
 // ---------------------------------------------------------------------------
-// Raw JSON shape
+// Raw JSON shape: each section read, type-checked and checked for unknown fields, before any
+// value is validated.
 // ---------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a JSON object with the filter configuration"
-)]
 struct RawConfig {
     credential: Option<RawCredential>,
-    #[serde(default)]
     strip_request_headers: Vec<String>,
-    preset: Option<RawPreset>,
-    #[serde(default)]
+    preset: Option<Preset>,
     request_rules: Vec<RawRule>,
-    #[serde(default)]
     response_rules: Vec<RawRule>,
     access: Option<RawAccess>,
-    #[serde(default)]
     on_missing_credential: MissingCredential,
     usage: Option<RawUsage>,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"enabled\": true, \"max_callers\": 64, \"max_models\": 16, \"max_event_bytes\": 65536}"
-)]
+impl RawConfig {
+    fn read(value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            "",
+            value,
+            "a JSON object with the filter configuration",
+            &[
+                "credential",
+                "strip_request_headers",
+                "preset",
+                "request_rules",
+                "response_rules",
+                "access",
+                "on_missing_credential",
+                "usage",
+            ],
+        )?;
+        let rules = |field: &str| -> Result<Vec<RawRule>, ConfigError> {
+            let Some(value) = map.get(field) else {
+                return Ok(Vec::new());
+            };
+            read::list(field, value, "a list of rules")?
+                .iter()
+                .enumerate()
+                .map(|(index, rule)| RawRule::read(&read::item(field, index), rule))
+                .collect()
+        };
+        Ok(Self {
+            credential: map
+                .get("credential")
+                .map(|value| RawCredential::read("credential", value))
+                .transpose()?,
+            strip_request_headers: map
+                .get("strip_request_headers")
+                .map(|value| {
+                    read::strings("strip_request_headers", value, "a list of header names")
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            preset: map
+                .get("preset")
+                .map(|value| read::variant("preset", value, &[("anthropic", Preset::Anthropic)]))
+                .transpose()?,
+            request_rules: rules("request_rules")?,
+            response_rules: rules("response_rules")?,
+            access: map
+                .get("access")
+                .map(|value| RawAccess::read("access", value))
+                .transpose()?,
+            on_missing_credential: map
+                .get("on_missing_credential")
+                .map(|value| {
+                    read::variant(
+                        "on_missing_credential",
+                        value,
+                        &[
+                            ("deny", MissingCredential::Deny),
+                            ("forward", MissingCredential::Forward),
+                        ],
+                    )
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            usage: map
+                .get("usage")
+                .map(|value| RawUsage::read("usage", value))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Default)]
 struct RawUsage {
     enabled: Option<bool>,
     max_callers: Option<u64>,
@@ -308,118 +297,295 @@ struct RawUsage {
     max_event_bytes: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"source\": {\"env\": \"NAME\"}}"
-)]
+impl RawUsage {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "an object such as {\"enabled\": true, \"max_callers\": 64, \"max_models\": 16, \"max_event_bytes\": 65536}",
+            &["enabled", "max_callers", "max_models", "max_event_bytes"],
+        )?;
+        let number = |field: &str| {
+            map.get(field)
+                .map(|value| read::whole(&read::join(path, field), value))
+                .transpose()
+        };
+        Ok(Self {
+            enabled: map
+                .get("enabled")
+                .map(|value| read::boolean(&read::join(path, "enabled"), value))
+                .transpose()?,
+            max_callers: number("max_callers")?,
+            max_models: number("max_models")?,
+            max_event_bytes: number("max_event_bytes")?,
+        })
+    }
+}
+
 struct RawCredential {
     header: Option<String>,
     prefix: Option<String>,
-    // Read by hand: a serde error here could quote a token.
+    // Kept as JSON and read by `credential_source`, whose errors never quote what was written.
     source: Option<Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum RawPreset {
-    Anthropic,
+impl RawCredential {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "an object such as {\"source\": {\"env\": \"NAME\"}}",
+            &["header", "prefix", "source"],
+        )?;
+        Ok(Self {
+            header: optional_string(path, map, "header")?,
+            prefix: optional_string(path, map, "prefix")?,
+            source: map.get("source").cloned(),
+        })
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a rule object such as {\"set\": {\"name\": \"x-team\", \"value\": \"ml\"}}"
-)]
+/// The string at `path.field`, if given.
+fn optional_string(
+    path: &str,
+    map: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ConfigError> {
+    map.get(field)
+        .map(|value| read::string(&read::join(path, field), value, "a string").map(str::to_owned))
+        .transpose()
+}
+
+/// The string at `path.field`, which must be given.
+fn required_string(
+    path: &str,
+    map: &Map<String, Value>,
+    field: &str,
+) -> Result<String, ConfigError> {
+    optional_string(path, map, field)?
+        .ok_or_else(|| read::shape(path, format!("missing field `{field}`")))
+}
+
 struct RawRule {
     when: Option<RawWhen>,
     set: Option<RawNameValue>,
     append: Option<RawNameValue>,
     set_if_absent: Option<RawNameValue>,
-    remove: Option<RawName>,
+    remove: Option<String>,
     rename: Option<RawFromTo>,
     rewrite_path_prefix: Option<RawFromTo>,
-    set_authority: Option<RawValue>,
+    set_authority: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object of conditions (path_prefix, method, authority, header)"
-)]
+/// `{"name": ..., "value": ...}`.
+struct RawNameValue {
+    name: String,
+    value: String,
+}
+
+/// `{"from": ..., "to": ...}`.
+struct RawFromTo {
+    from: String,
+    to: String,
+}
+
+impl RawRule {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "a rule object such as {\"set\": {\"name\": \"x-team\", \"value\": \"ml\"}}",
+            &[
+                "when",
+                "set",
+                "append",
+                "set_if_absent",
+                "remove",
+                "rename",
+                "rewrite_path_prefix",
+                "set_authority",
+            ],
+        )?;
+        let name_value = |field: &str| -> Result<Option<RawNameValue>, ConfigError> {
+            let Some(value) = map.get(field) else {
+                return Ok(None);
+            };
+            let path = read::join(path, field);
+            let inner = read::object(
+                &path,
+                value,
+                "an object such as {\"name\": \"x-team\", \"value\": \"ml\"}",
+                &["name", "value"],
+            )?;
+            Ok(Some(RawNameValue {
+                name: required_string(&path, inner, "name")?,
+                value: required_string(&path, inner, "value")?,
+            }))
+        };
+        let from_to = |field: &str| -> Result<Option<RawFromTo>, ConfigError> {
+            let Some(value) = map.get(field) else {
+                return Ok(None);
+            };
+            let path = read::join(path, field);
+            let inner = read::object(
+                &path,
+                value,
+                "an object such as {\"from\": \"...\", \"to\": \"...\"}",
+                &["from", "to"],
+            )?;
+            Ok(Some(RawFromTo {
+                from: required_string(&path, inner, "from")?,
+                to: required_string(&path, inner, "to")?,
+            }))
+        };
+        let single =
+            |field: &str, key: &str, expected: &str| -> Result<Option<String>, ConfigError> {
+                let Some(value) = map.get(field) else {
+                    return Ok(None);
+                };
+                let path = read::join(path, field);
+                let inner = read::object(&path, value, expected, &[key])?;
+                required_string(&path, inner, key).map(Some)
+            };
+        Ok(Self {
+            when: map
+                .get("when")
+                .map(|value| RawWhen::read(&read::join(path, "when"), value))
+                .transpose()?,
+            set: name_value("set")?,
+            append: name_value("append")?,
+            set_if_absent: name_value("set_if_absent")?,
+            remove: single(
+                "remove",
+                "name",
+                "an object such as {\"name\": \"x-debug\"}",
+            )?,
+            rename: from_to("rename")?,
+            rewrite_path_prefix: from_to("rewrite_path_prefix")?,
+            set_authority: single(
+                "set_authority",
+                "value",
+                "an object such as {\"value\": \"...\"}",
+            )?,
+        })
+    }
+}
+
 struct RawWhen {
     path_prefix: Option<String>,
-    method: Option<OneOrMany<String>>,
+    method: Vec<String>,
     authority: Option<String>,
-    header: Option<OneOrMany<RawHeaderCondition>>,
+    header: Vec<RawHeaderCondition>,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a header condition such as {\"name\": \"x-team\", \"present\": true}"
-)]
+impl RawWhen {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "an object of conditions (path_prefix, method, authority, header)",
+            &["path_prefix", "method", "authority", "header"],
+        )?;
+        let method = match map.get("method") {
+            None => Vec::new(),
+            Some(value) => read::one_or_many(
+                &read::join(path, "method"),
+                value,
+                "a method such as \"POST\" or a list of methods",
+                Value::is_string,
+                |path, value| {
+                    read::string(path, value, "a method such as \"POST\"").map(str::to_owned)
+                },
+            )?,
+        };
+        let header = match map.get("header") {
+            None => Vec::new(),
+            Some(value) => read::one_or_many(
+                &read::join(path, "header"),
+                value,
+                "a header condition object or a list of them",
+                Value::is_object,
+                RawHeaderCondition::read,
+            )?,
+        };
+        Ok(Self {
+            path_prefix: optional_string(path, map, "path_prefix")?,
+            method,
+            authority: optional_string(path, map, "authority")?,
+            header,
+        })
+    }
+}
+
 struct RawHeaderCondition {
     name: String,
     present: Option<bool>,
     value: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"name\": \"x-team\", \"value\": \"ml\"}"
-)]
-struct RawNameValue {
-    name: String,
-    value: String,
+impl RawHeaderCondition {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "a header condition such as {\"name\": \"x-team\", \"present\": true}",
+            &["name", "present", "value"],
+        )?;
+        Ok(Self {
+            name: required_string(path, map, "name")?,
+            present: map
+                .get("present")
+                .map(|value| read::boolean(&read::join(path, "present"), value))
+                .transpose()?,
+            value: optional_string(path, map, "value")?,
+        })
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"name\": \"x-debug\"}"
-)]
-struct RawName {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"from\": \"...\", \"to\": \"...\"}"
-)]
-struct RawFromTo {
-    from: String,
-    to: String,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"value\": \"...\"}"
-)]
-struct RawValue {
-    value: String,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object with identity, source_cidrs and/or require"
-)]
 struct RawAccess {
     identity: Option<RawIdentity>,
     source_cidrs: Option<Vec<String>>,
-    #[serde(default)]
-    require: RawRequire,
+    require: Requirement,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an object such as {\"property\": \"caller.id\", \"allow\": [\"alice@example.com\"]}"
-)]
+impl RawAccess {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "an object with identity, source_cidrs and/or require",
+            &["identity", "source_cidrs", "require"],
+        )?;
+        Ok(Self {
+            identity: map
+                .get("identity")
+                .map(|value| RawIdentity::read(&read::join(path, "identity"), value))
+                .transpose()?,
+            source_cidrs: map
+                .get("source_cidrs")
+                .map(|value| {
+                    read::strings(
+                        &read::join(path, "source_cidrs"),
+                        value,
+                        "a list of ranges such as \"100.64.0.0/10\"",
+                    )
+                })
+                .transpose()?,
+            require: map
+                .get("require")
+                .map(|value| {
+                    read::variant(
+                        &read::join(path, "require"),
+                        value,
+                        &[("all", Requirement::All), ("any", Requirement::Any)],
+                    )
+                })
+                .transpose()?
+                .unwrap_or(Requirement::All),
+        })
+    }
+}
+
 struct RawIdentity {
     property: Option<String>,
     header: Option<String>,
@@ -427,57 +593,28 @@ struct RawIdentity {
     allow: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-enum RawRequire {
-    #[default]
-    All,
-    Any,
-}
-
-/// A field that accepts one item or a list of items.
-struct OneOrMany<T>(Vec<T>);
-
-/// What a [`OneOrMany`] field expects, for error messages.
-trait Described {
-    /// E.g. "a method or a list of methods".
-    const ONE_OR_MANY: &'static str;
-}
-
-impl Described for String {
-    const ONE_OR_MANY: &'static str = "a method such as \"POST\" or a list of methods";
-}
-
-impl Described for RawHeaderCondition {
-    const ONE_OR_MANY: &'static str = "a header condition object or a list of them";
-}
-
-impl<'de, T: Deserialize<'de> + Described> Deserialize<'de> for OneOrMany<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OneOrManyVisitor<T>(PhantomData<T>);
-
-        impl<'de, T: Deserialize<'de> + Described> Visitor<'de> for OneOrManyVisitor<T> {
-            type Value = OneOrMany<T>;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str(T::ONE_OR_MANY)
-            }
-
-            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
-                T::deserialize(serde::de::value::StrDeserializer::new(value))
-                    .map(|item| OneOrMany(vec![item]))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(|item| OneOrMany(vec![item]))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                Vec::<T>::deserialize(SeqAccessDeserializer::new(seq)).map(OneOrMany)
-            }
-        }
-
-        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
+impl RawIdentity {
+    fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        let map = read::object(
+            path,
+            value,
+            "an object such as {\"property\": \"caller.id\", \"allow\": [\"alice@example.com\"]}",
+            &["property", "header", "trusted", "allow"],
+        )?;
+        Ok(Self {
+            property: optional_string(path, map, "property")?,
+            header: optional_string(path, map, "header")?,
+            trusted: map
+                .get("trusted")
+                .map(|value| read::boolean(&read::join(path, "trusted"), value))
+                .transpose()?,
+            allow: match map.get("allow") {
+                Some(value) => {
+                    read::strings(&read::join(path, "allow"), value, "a list of identities")?
+                }
+                None => return Err(read::shape(path, "missing field `allow`".into())),
+            },
+        })
     }
 }
 
@@ -499,9 +636,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
         hint: CREDENTIAL_HINT,
     })?;
     let credential = validate_credential(raw_credential)?;
-    let preset = raw.preset.map(|preset| match preset {
-        RawPreset::Anthropic => Preset::Anthropic,
-    });
+    let preset = raw.preset;
 
     let mut stripped = vec![credential.header.clone()];
     for (index, name) in raw.strip_request_headers.iter().enumerate() {
@@ -583,12 +718,7 @@ fn validate_usage(
     raw: Option<RawUsage>,
     preset: Option<Preset>,
 ) -> Result<Option<UsageConfig>, ConfigError> {
-    let raw = raw.unwrap_or(RawUsage {
-        enabled: None,
-        max_callers: None,
-        max_models: None,
-        max_event_bytes: None,
-    });
+    let raw = raw.unwrap_or_default();
     let limit = |field: &str, value: Option<u64>, default: usize, min: u64, max: u64| {
         let Some(value) = value else {
             return Ok(default);
@@ -852,7 +982,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         Action::SetIfAbsent { name, value }
     } else if let Some(raw) = raw.remove {
         let name_path = format!("{path}.remove.name");
-        let name = header_name(&name_path, &raw.name)?;
+        let name = header_name(&name_path, &raw)?;
         scope.writable(&name_path, &name)?;
         Action::Remove { name }
     } else if let Some(raw) = raw.rename {
@@ -873,7 +1003,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         }
     } else if let Some(raw) = raw.set_authority {
         request_only(path, "set_authority", scope)?;
-        let value = authority_text(&format!("{path}.set_authority.value"), &raw.value)?;
+        let value = authority_text(&format!("{path}.set_authority.value"), &raw)?;
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
@@ -907,8 +1037,6 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
         .transpose()?;
     let methods = raw
         .method
-        .map(|methods| methods.0)
-        .unwrap_or_default()
         .into_iter()
         .enumerate()
         .map(|(index, method)| {
@@ -935,8 +1063,6 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
         .transpose()?;
     let headers = raw
         .header
-        .map(|headers| headers.0)
-        .unwrap_or_default()
         .into_iter()
         .enumerate()
         .map(|(index, condition)| {
@@ -1032,10 +1158,7 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
     Ok(AccessPolicy {
         identity,
         source_ranges,
-        require: match raw.require {
-            RawRequire::All => Requirement::All,
-            RawRequire::Any => Requirement::Any,
-        },
+        require: raw.require,
     })
 }
 
@@ -1316,7 +1439,7 @@ mod tests {
         let message =
             error_of(r#"{"credential": {"source": {"oauth2": {"token_url": "https://x"}}}}"#);
         assert!(
-            message.starts_with("credential.source.oauth2: unknown field \"token_url\""),
+            message.starts_with("credential.source.oauth2.token_url: unknown field `token_url`"),
             "{message}"
         );
         let config = parse(
@@ -1381,23 +1504,25 @@ mod tests {
     }
 
     #[test]
-    fn quoted_values_are_cut_from_serde_messages() {
-        assert_eq!(
-            without_quoted_values(r#"invalid type: string "a \"b\" c", expected a map"#),
-            "invalid type: string, expected a map"
-        );
-        assert_eq!(
-            without_quoted_values("unknown variant `x`, y`, expected `a` or `b`"),
-            "unknown variant, expected `a` or `b`"
-        );
-        assert_eq!(
-            without_quoted_values("unknown field `extra`, expected `credential`"),
-            "unknown field `extra`, expected `credential`"
-        );
-        assert_eq!(
-            without_quoted_values(r#"invalid type: string "unterminated"#),
-            "invalid type: string"
-        );
+    fn quoted_values_never_reach_a_message() {
+        // What serde used to quote (strings with quotes, escapes and backticks) is reported by kind.
+        for (written, marker) in [
+            (r#""a \"b\" c""#, "b\\"),
+            (r#""x`, y`""#, "x`, y"),
+            (r#""unterminated\"""#, "unterminated"),
+        ] {
+            let message = error_of(&format!(r#"{{"credential": {written}}}"#));
+            assert!(
+                message.starts_with("credential: invalid type: string"),
+                "{message}"
+            );
+            assert!(!message.contains(marker), "{message}");
+            for field in ["preset", "on_missing_credential", "usage"] {
+                let message = error_of(&with(&format!(r#""{field}": {written}"#)));
+                assert!(message.starts_with(field), "{message}");
+                assert!(!message.contains(marker), "{message}");
+            }
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The `oauth2` credential source: its JSON shape and validation.
 //!
-//! The object is read by hand from the raw JSON (never through a serde error
-//! path), like the other sources, so an error can never quote a refresh
-//! token written into the wrong field. Every error names the field.
+//! Read with the configuration's own helpers ([`crate::config::read`]), like
+//! every other section: every error names the field and none quotes a value,
+//! so a refresh token written into the wrong field never reaches a log line.
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::config::read;
 use crate::config::{ConfigError, authority_text, env_name_problem, header_value, path_text};
 use crate::secret::Secret;
 
@@ -196,21 +197,12 @@ fn field_path(field: &str) -> String {
 /// # Errors
 /// A [`ConfigError`] naming the first wrong field; secrets are never quoted.
 pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
-    let Value::Object(map) = value else {
-        return Err(invalid(
-            "",
-            "must be an object such as {\"token_endpoint\": {...}, \"grant_type\": \"refresh_token\", ...}",
-        ));
-    };
-    if let Some(unknown) = map.keys().find(|key| !FIELDS.contains(&key.as_str())) {
-        return Err(invalid(
-            "",
-            format!(
-                "unknown field {unknown:?}, expected one of {}",
-                FIELDS.join(", ")
-            ),
-        ));
-    }
+    let map = read::object(
+        PATH,
+        value,
+        "an object such as {\"token_endpoint\": {...}, \"grant_type\": \"refresh_token\", ...}",
+        FIELDS,
+    )?;
     let endpoint = token_endpoint(map.get("token_endpoint"))?;
     let grant_type = required_string(
         map,
@@ -256,32 +248,34 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
             ));
         }
     };
-    let client_auth = match optional_string(map, "client_auth")?.as_deref() {
-        None | Some("basic") => ClientAuth::Basic,
-        Some("body") => ClientAuth::Body,
-        Some(_) => {
-            return Err(invalid(
-                "client_auth",
-                "unknown value; expected \"basic\" or \"body\"",
-            ));
-        }
-    };
+    let client_auth = map
+        .get("client_auth")
+        .map(|value| {
+            read::variant(
+                &field_path("client_auth"),
+                value,
+                &[("basic", ClientAuth::Basic), ("body", ClientAuth::Body)],
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
     if map.contains_key("client_auth") && client_secret.is_none() {
         return Err(invalid(
             "client_auth",
             "has no effect without a client_secret",
         ));
     }
-    let body_format = match optional_string(map, "body_format")?.as_deref() {
-        None | Some("form") => BodyFormat::Form,
-        Some("json") => BodyFormat::Json,
-        Some(_) => {
-            return Err(invalid(
-                "body_format",
-                "unknown value; expected \"form\" or \"json\"",
-            ));
-        }
-    };
+    let body_format = map
+        .get("body_format")
+        .map(|value| {
+            read::variant(
+                &field_path("body_format"),
+                value,
+                &[("form", BodyFormat::Form), ("json", BodyFormat::Json)],
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
     let refresh_before_expiry = duration_field(
         map,
         "refresh_before_expiry",
@@ -311,11 +305,11 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
         Duration::from_secs(365 * 24 * 3600),
     )?;
     let backoff = backoff(map.get("backoff"))?;
-    let refresh_on_unauthorized = match map.get("refresh_on_unauthorized") {
-        None => false,
-        Some(Value::Bool(flag)) => *flag,
-        Some(_) => return Err(invalid("refresh_on_unauthorized", "must be true or false")),
-    };
+    let refresh_on_unauthorized = map
+        .get("refresh_on_unauthorized")
+        .map(|value| read::boolean(&field_path("refresh_on_unauthorized"), value))
+        .transpose()?
+        .unwrap_or(false);
     let shared_key = match optional_string(map, "shared_key")? {
         None => endpoint.cluster.clone(),
         Some(key) => {
@@ -362,17 +356,14 @@ fn required_string(
             path: field_path(field),
             hint: expected,
         }),
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(_) => Err(invalid(field, format!("must be a string: {expected}"))),
+        Some(value) => read::string(&field_path(field), value, expected).map(str::to_owned),
     }
 }
 
 fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ConfigError> {
-    match map.get(field) {
-        None => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(_) => Err(invalid(field, "must be a string")),
-    }
+    map.get(field)
+        .map(|value| read::string(&field_path(field), value, "a string").map(str::to_owned))
+        .transpose()
 }
 
 fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
@@ -384,28 +375,16 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
             hint: HINT,
         });
     };
-    let Value::Object(map) = value else {
-        return Err(invalid(
-            "token_endpoint",
-            format!("must be an object such as {HINT}"),
-        ));
-    };
-    if let Some(unknown) = map
-        .keys()
-        .find(|key| !["cluster", "authority", "path"].contains(&key.as_str()))
-    {
-        return Err(invalid(
-            "token_endpoint",
-            format!("unknown field {unknown:?}, expected one of cluster, authority, path"),
-        ));
-    }
+    let map = read::object(
+        &field_path("token_endpoint"),
+        value,
+        &format!("an object such as {HINT}"),
+        &["cluster", "authority", "path"],
+    )?;
     let text = |field: &str| -> Result<String, ConfigError> {
+        let path = field_path(&format!("token_endpoint.{field}"));
         match map.get(field) {
-            Some(Value::String(text)) => Ok(text.clone()),
-            Some(_) => Err(invalid(
-                &format!("token_endpoint.{field}"),
-                "must be a string",
-            )),
+            Some(value) => read::string(&path, value, "a string").map(str::to_owned),
             None => Err(ConfigError::Missing {
                 path: field_path(&format!("token_endpoint.{field}")),
                 hint: HINT,
@@ -501,17 +480,15 @@ fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
 }
 
 fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
-    let items = match value {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(invalid("scopes", "must be a list of strings")),
+    let Some(value) = value else {
+        return Ok(Vec::new());
     };
     let mut scopes: Vec<String> = Vec::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, scope) in read::strings(&field_path("scopes"), value, "a list of strings")?
+        .into_iter()
+        .enumerate()
+    {
         let field = format!("scopes[{index}]");
-        let Value::String(scope) = item else {
-            return Err(invalid(&field, "must be a string"));
-        };
         // RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
         let valid = !scope.is_empty()
             && scope.bytes().all(|byte| {
@@ -523,8 +500,8 @@ fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
                 "is not a valid scope (no spaces, quotes or backslashes)",
             ));
         }
-        if !scopes.contains(scope) {
-            scopes.push(scope.clone());
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
         }
     }
     Ok(scopes)
@@ -556,10 +533,8 @@ fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigEr
                 "is set by the filter itself and cannot be given here",
             ));
         }
-        let Value::String(text) = value else {
-            return Err(invalid(&field, "must be a string"));
-        };
-        params.push((name.clone(), text.clone()));
+        let text = read::string(&field_path(&field), value, "a string")?;
+        params.push((name.clone(), text.to_owned()));
     }
     Ok(params)
 }
@@ -572,23 +547,13 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
                 max: defaults::BACKOFF_MAX,
             });
         }
-        Some(Value::Object(map)) => map,
-        Some(_) => {
-            return Err(invalid(
-                "backoff",
-                "must be an object such as {\"initial\": \"1s\", \"max\": \"5m\"}",
-            ));
-        }
+        Some(value) => read::object(
+            &field_path("backoff"),
+            value,
+            "an object such as {\"initial\": \"1s\", \"max\": \"5m\"}",
+            &["initial", "max"],
+        )?,
     };
-    if let Some(unknown) = map
-        .keys()
-        .find(|key| !["initial", "max"].contains(&key.as_str()))
-    {
-        return Err(invalid(
-            "backoff",
-            format!("unknown field {unknown:?}, expected initial or max"),
-        ));
-    }
     let initial = duration_field(
         map,
         "initial",
@@ -794,7 +759,7 @@ mod tests {
                 .split(',')
                 .next()
                 .unwrap(),
-            "credential.source.oauth2: unknown field \"tokn_endpoint\""
+            "credential.source.oauth2.tokn_endpoint: unknown field `tokn_endpoint`"
         );
         assert_eq!(
             error(with("grant_type", json!("sk-ant-ort01-pasted"))),
