@@ -176,6 +176,12 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     for update in record.metric_updates(caller_label, model_label) {
         usage.apply(&update);
     }
+    if let Some(reason) = record.unparsed {
+        debug!(
+            "usage of a response with status {} not read: {reason}",
+            record.status
+        );
+    }
     info!("{}", record.log_line());
 }
 

@@ -7,7 +7,9 @@
 //! are never held or changed.
 
 use crate::usage::UsageConfig;
-use crate::usage::parse::{BodyKind, Encoding, Limits, Observed, TokenCounts, UsageParser};
+use crate::usage::parse::{
+    BodyKind, Encoding, Limits, Observed, TokenCounts, Unparsed, UsageParser,
+};
 use crate::usage::record::{MAX_LOG_VALUE_BYTES, MAX_REQUEST_ID_BYTES, UsageRecord, log_text};
 
 /// The path suffix of a generation.
@@ -151,14 +153,17 @@ impl Observation {
             (None, Some(parser)) => Some(parser.finish(self.complete)),
             (None, None) => None,
         };
-        let (model, tokens, stop_reason, parsed) = match observed {
+        let (model, tokens, stop_reason, unparsed) = match observed {
             Some(observed) => (
                 observed.model,
                 observed.tokens,
                 observed.stop_reason,
-                observed.unparsed.is_none(),
+                observed.unparsed.map(Unparsed::as_str),
             ),
-            None => (None, TokenCounts::default(), None, false),
+            None if self.ttfb_ms.is_none() => {
+                (None, TokenCounts::default(), None, Some("no_response"))
+            }
+            None => (None, TokenCounts::default(), None, Some("content_type")),
         };
         UsageRecord {
             time_ms: self.started_ms,
@@ -174,7 +179,7 @@ impl Observation {
             duration_ms: now_ms.saturating_sub(self.started_ms),
             ttfb_ms: self.ttfb_ms,
             streamed: self.streamed,
-            parsed,
+            unparsed,
         }
     }
 }
@@ -253,7 +258,7 @@ mod tests {
                 duration_ms: 2_000,
                 ttfb_ms: Some(250),
                 streamed: true,
-                parsed: true,
+                unparsed: None,
             }
         );
     }
@@ -275,7 +280,7 @@ mod tests {
         assert_eq!(record.model, "claude-haiku-4-5");
         assert_eq!(record.tokens.output, 20);
         assert_eq!(record.stop_reason.as_deref(), Some("max_tokens"));
-        assert!(record.parsed && !record.streamed);
+        assert!(record.unparsed.is_none() && !record.streamed);
         assert_eq!(record.request_id, None);
 
         // The client went away mid-stream: counts so far are kept, the response is unparsed.
@@ -283,7 +288,7 @@ mod tests {
         cut.response_headers(1, sse_start(), false, &UsageConfig::default());
         cut.response_body(&STREAM.as_bytes()[..STREAM.len() / 2], false);
         let record = cut.finish(2);
-        assert!(!record.parsed);
+        assert_eq!(record.unparsed, Some("truncated"));
         assert_eq!(record.tokens.input, 25);
         assert_eq!(record.stop_reason, None);
     }
@@ -305,8 +310,8 @@ mod tests {
         html.response_body(b"<html>bad gateway</html>", true);
         let record = html.finish(4);
         assert_eq!(
-            (record.status, record.parsed, record.ttfb_ms),
-            (502, false, Some(3))
+            (record.status, record.unparsed, record.ttfb_ms),
+            (502, Some("content_type"), Some(3))
         );
         assert_eq!(
             (record.caller.as_str(), record.model.as_str()),
@@ -314,7 +319,10 @@ mod tests {
         );
 
         let none = Observation::start(10, Some(b"carol"), None).finish(15);
-        assert_eq!((none.status, none.ttfb_ms, none.parsed), (0, None, false));
+        assert_eq!(
+            (none.status, none.ttfb_ms, none.unparsed),
+            (0, None, Some("no_response"))
+        );
         assert_eq!(none.duration_ms, 5);
 
         let mut brotli = Observation::start(0, Some(b"dave"), None);
@@ -329,7 +337,8 @@ mod tests {
         );
         brotli.response_body(STREAM.as_bytes(), true);
         let record = brotli.finish(2);
-        assert!(!record.parsed && record.streamed);
+        assert_eq!(record.unparsed, Some("encoding"));
+        assert!(record.streamed);
         assert_eq!(record.tokens, TokenCounts::default());
     }
 

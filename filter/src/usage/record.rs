@@ -42,8 +42,9 @@ pub struct UsageRecord {
     pub ttfb_ms: Option<u64>,
     /// Whether the response was an event stream.
     pub streamed: bool,
-    /// Whether the response's usage could be read.
-    pub parsed: bool,
+    /// Why the response's usage could not be read (a short name such as `truncated`, `encoding`,
+    /// `content_type` or `no_response`); `None` when it was read.
+    pub unparsed: Option<&'static str>,
 }
 
 /// What to do with one metric: define it (once) under `name`, then add to it or record a sample.
@@ -103,7 +104,7 @@ impl UsageRecord {
             duration_ms: self.duration_ms,
             ttfb_ms: self.ttfb_ms,
             streamed: self.streamed,
-            parsed: self.parsed,
+            parsed: self.unparsed.is_none(),
         };
         // Serialising owned strings and numbers cannot fail; an empty object is still a valid line.
         let json = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));
@@ -154,7 +155,7 @@ impl UsageRecord {
                 value: ttfb,
             });
         }
-        if !self.parsed && (200..300).contains(&self.status) {
+        if self.unparsed.is_some() && (200..300).contains(&self.status) {
             updates.push(counter(USAGE_UNPARSED_TOTAL.to_owned(), 1));
         }
         updates
@@ -229,7 +230,7 @@ mod tests {
             duration_ms: 1500,
             ttfb_ms: Some(250),
             streamed: true,
-            parsed: true,
+            unparsed: None,
         }
     }
 
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn unparsed_counts_only_successful_responses() {
         let unparsed = UsageRecord {
-            parsed: false,
+            unparsed: Some("truncated"),
             ..record()
         };
         let names = |record: &UsageRecord| {
@@ -340,7 +341,7 @@ mod tests {
         };
         assert!(names(&unparsed).contains(&USAGE_UNPARSED_TOTAL.to_owned()));
         let error = UsageRecord {
-            parsed: false,
+            unparsed: Some("truncated"),
             status: 529,
             tokens: TokenCounts::default(),
             ..record()
