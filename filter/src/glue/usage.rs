@@ -178,7 +178,7 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     }
     if let Some(reason) = record.unparsed {
         debug!(
-            "usage of a response with status {} not read: {reason}",
+            "response usage not read (status {}): {reason}",
             record.status
         );
     }
