@@ -115,52 +115,56 @@ pub fn no_token_message(cause: NoToken) -> &'static str {
     }
 }
 
-/// Runs the request pipeline.
+/// Proof that the access policy admitted a request. Only [`admit`] makes one, so the pipeline that
+/// takes it ([`handle_admitted`]) never runs the policy again, not even for a request held while a
+/// token is fetched.
+#[derive(Debug, Default)]
+pub struct Admitted(());
+
+/// Runs the access policy, once per request, on the headers as the client sent them and what the
+/// host reported about the caller.
+///
+/// # Errors
+/// The `403` to answer when the access policy refuses the caller.
+pub fn admit(
+    config: &FilterConfig,
+    request: &HeaderList<'_>,
+    caller: Option<&CallerFacts>,
+) -> Result<Admitted, LocalResponse> {
+    if let Some(access) = &config.access {
+        access.check(request, caller).map_err(access_denied)?;
+    }
+    Ok(Admitted(()))
+}
+
+/// Runs the request pipeline, the access policy included.
 pub fn handle_request<'a>(
     config: &'a FilterConfig,
     credential: Option<&'a Credential>,
     request: &'a HeaderList<'_>,
     caller: Option<&CallerFacts>,
 ) -> RequestDecision<'a> {
-    run_request(config, credential, request, caller, NO_CREDENTIAL_MESSAGE)
-}
-
-/// Runs the request pipeline for a request that got no token; `message` explains the 503.
-pub fn handle_request_without_token<'a>(
-    config: &'a FilterConfig,
-    request: &'a HeaderList<'_>,
-    caller: Option<&CallerFacts>,
-    message: &str,
-) -> RequestDecision<'a> {
-    run_request(config, None, request, caller, message)
-}
-
-/// Runs only the access check, before a request waits for a token: a caller who will be refused
-/// must not be held first.
-///
-/// # Errors
-/// The `403` to answer when the access policy refuses the caller.
-pub fn check_access(
-    config: &FilterConfig,
-    request: &HeaderList<'_>,
-    caller: Option<&CallerFacts>,
-) -> Result<(), LocalResponse> {
-    if let Some(access) = &config.access {
-        access.check(request, caller).map_err(access_denied)?;
+    match admit(config, request, caller) {
+        Ok(admitted) => handle_admitted(
+            config,
+            &admitted,
+            credential,
+            request,
+            NO_CREDENTIAL_MESSAGE,
+        ),
+        Err(response) => RequestDecision::Respond(response),
     }
-    Ok(())
 }
 
-fn run_request<'a>(
+/// Runs the request pipeline after [`admit`]; `missing_message` explains a 503 when there is no
+/// credential (see [`no_token_message`]).
+pub fn handle_admitted<'a>(
     config: &'a FilterConfig,
+    _admitted: &Admitted,
     credential: Option<&'a Credential>,
     request: &'a HeaderList<'_>,
-    caller: Option<&CallerFacts>,
     missing_message: &str,
 ) -> RequestDecision<'a> {
-    if let Err(response) = check_access(config, request, caller) {
-        return RequestDecision::Respond(response);
-    }
     if credential.is_none() && config.on_missing_credential == MissingCredential::Deny {
         return RequestDecision::Respond(credential_unavailable(missing_message));
     }

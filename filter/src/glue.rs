@@ -83,8 +83,8 @@ struct StreamShared {
     held: Cell<bool>,
     /// The token generation injected, to report a 401 against.
     generation: Cell<Option<u64>>,
-    /// What the access policy needs from the host (`source.address`, the identity property).
-    source: RefCell<Option<CallerFacts>>,
+    /// The access policy's verdict on a held request, made once when it arrived.
+    admitted: Cell<Option<engine::Admitted>>,
 }
 
 /// A stream's [`StreamShared`]: its own until the root context must finish the request too, then
@@ -369,19 +369,23 @@ impl HttpContext for FilterStream {
             source.as_ref(),
             self.context_id,
         );
+        // The access policy runs here and only here: a caller who will be refused is never held.
+        let admitted = match engine::admit(&state.config, &request, source.as_ref()) {
+            Ok(admitted) => admitted,
+            Err(denied) => {
+                return self.finish(&state, &request, RequestDecision::Respond(denied));
+            }
+        };
         let Some(tokens) = state.tokens.clone() else {
-            let decision = engine::handle_request(
+            let decision = engine::handle_admitted(
                 &state.config,
+                &admitted,
                 state.credential.as_ref(),
                 &request,
-                source.as_ref(),
+                engine::NO_CREDENTIAL_MESSAGE,
             );
             return self.finish(&state, &request, decision);
         };
-        if let Err(denied) = engine::check_access(&state.config, &request, source.as_ref()) {
-            let decision = RequestDecision::Respond(denied);
-            return self.finish(&state, &request, decision);
-        }
         let (verdict, commands) =
             tokens
                 .manager
@@ -393,18 +397,19 @@ impl HttpContext for FilterStream {
                 generation,
             } => {
                 self.shared.generation.set(Some(generation));
-                let decision = engine::handle_request(
+                let decision = engine::handle_admitted(
                     &state.config,
+                    &admitted,
                     Some(&credential),
                     &request,
-                    source.as_ref(),
+                    engine::NO_CREDENTIAL_MESSAGE,
                 );
                 self.finish(&state, &request, decision)
             }
             Verdict::Hold => {
                 self.metrics.increment(Metric::Requests, 1);
                 self.shared.held.set(true);
-                *self.shared.source.borrow_mut() = source;
+                self.shared.admitted.set(Some(admitted));
                 tokens
                     .held
                     .borrow_mut()
@@ -413,10 +418,11 @@ impl HttpContext for FilterStream {
                 Action::Pause
             }
             Verdict::Unavailable(cause) => {
-                let decision = engine::handle_request_without_token(
+                let decision = engine::handle_admitted(
                     &state.config,
+                    &admitted,
+                    None,
                     &request,
-                    source.as_ref(),
                     engine::no_token_message(cause),
                 );
                 debug!("request {}: no token ({cause:?})", self.context_id);
@@ -762,7 +768,20 @@ fn finish_held(
         return true;
     };
     let request = HeaderList::from_pairs(pairs);
-    let source = shared.source.borrow_mut().take();
+    // Only an admitted request is ever held; without the verdict the request is refused as
+    // unconfigured rather than forwarded unchecked.
+    let Some(admitted) = shared.admitted.take() else {
+        finish_request(
+            state,
+            metrics,
+            &shared,
+            context_id,
+            &request,
+            RequestDecision::Respond(engine::not_configured()),
+            false,
+        );
+        return true;
+    };
     let current = match cause {
         None => tokens.manager.borrow_mut().current(now_ms()),
         Some(_) => None,
@@ -770,12 +789,19 @@ fn finish_held(
     let decision = match (&current, cause) {
         (Some((credential, generation)), _) => {
             shared.generation.set(Some(*generation));
-            engine::handle_request(&state.config, Some(credential), &request, source.as_ref())
+            engine::handle_admitted(
+                &state.config,
+                &admitted,
+                Some(credential),
+                &request,
+                engine::NO_CREDENTIAL_MESSAGE,
+            )
         }
-        (None, cause) => engine::handle_request_without_token(
+        (None, cause) => engine::handle_admitted(
             &state.config,
+            &admitted,
+            None,
             &request,
-            source.as_ref(),
             engine::no_token_message(cause.unwrap_or(NoToken::TimedOut)),
         ),
     };
