@@ -245,6 +245,11 @@ impl FailureReason {
         Self::OAuthError,
     ];
 
+    /// The reason named `name` (see [`FailureReason::name`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.name() == name)
+    }
+
     /// The reason's name in metrics and logs.
     pub fn name(self) -> &'static str {
         match self {

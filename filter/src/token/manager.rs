@@ -793,9 +793,9 @@ impl TokenManager {
                 failures,
                 retry_at_ms: now.saturating_add(millis(delay)),
                 disabled: if disable {
-                    Some(failure.reason.name().to_owned())
+                    Some(failure.reason)
                 } else {
-                    current.disabled.clone()
+                    current.disabled
                 },
                 ..current.clone()
             };
@@ -892,16 +892,17 @@ impl TokenManager {
     fn settle(&mut self, now: u64, out: &mut Vec<Command>) {
         let usable_now = self.current(now).is_some();
         let (disabled, retry_at) = match &self.view {
-            Some((_, state)) => (state.disabled.clone(), state.retry_at_ms),
+            Some((_, state)) => (state.disabled, state.retry_at_ms),
             None => (None, 0),
         };
-        if let Some(reason) = &disabled
+        if let Some(reason) = disabled
             && !self.disabled_logged
         {
             out.push(Command::Log(
                 Level::Error,
                 format!(
-                    "oauth2: token refresh is disabled ({reason}) until the configuration changes; requests get 503 once the current token expires"
+                    "oauth2: token refresh is disabled ({}) until the configuration changes; requests get 503 once the current token expires",
+                    reason.name()
                 ),
             ));
             self.disabled_logged = true;

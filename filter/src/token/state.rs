@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::endpoint::FailureReason;
 use crate::secret::Secret;
 
 /// Format version written into every state document.
@@ -54,7 +55,7 @@ pub struct TokenState {
     /// Fingerprints of configurations this state has replaced, newest first.
     pub retired_seeds: Vec<String>,
     /// Set when refreshing stopped for good (e.g. `invalid_grant`) until the configuration changes.
-    pub disabled: Option<String>,
+    pub disabled: Option<FailureReason>,
     /// Consecutive failed attempts.
     pub failures: u32,
     /// No attempt starts before this time (milliseconds since the Unix epoch).
@@ -107,7 +108,7 @@ impl TokenState {
             refresh_token: self.refresh_token.as_ref().map(Secret::expose),
             seed: &self.seed,
             retired_seeds: &self.retired_seeds,
-            disabled: self.disabled.as_deref(),
+            disabled: self.disabled.map(FailureReason::name),
             failures: self.failures,
             retry_at_ms: self.retry_at_ms,
             unauthorized_at_ms: self.unauthorized_at_ms,
@@ -129,6 +130,11 @@ impl TokenState {
         if loaded.v != STATE_VERSION {
             return Err(StateError::Version(loaded.v));
         }
+        // A reason this version does not know makes the document unreadable like any other bad field.
+        let disabled = match loaded.disabled.as_deref() {
+            None => None,
+            Some(name) => Some(FailureReason::from_name(name).ok_or(StateError::Unreadable)?),
+        };
         Ok(Self {
             generation: loaded.generation,
             access_token: loaded
@@ -143,7 +149,7 @@ impl TokenState {
                 .map(Secret::new),
             seed: loaded.seed,
             retired_seeds: loaded.retired_seeds,
-            disabled: loaded.disabled,
+            disabled,
             failures: loaded.failures,
             retry_at_ms: loaded.retry_at_ms,
             unauthorized_at_ms: loaded.unauthorized_at_ms,
@@ -175,7 +181,7 @@ struct StoredState<'a> {
     refresh_token: Option<&'a str>,
     seed: &'a str,
     retired_seeds: &'a [String],
-    disabled: Option<&'a str>,
+    disabled: Option<&'static str>,
     failures: u32,
     retry_at_ms: u64,
     unauthorized_at_ms: u64,
@@ -287,6 +293,21 @@ mod tests {
                 .unwrap()
                 .access_token,
             None
+        );
+    }
+
+    #[test]
+    fn disabled_is_stored_by_its_reason_name() {
+        let state = TokenState {
+            disabled: Some(FailureReason::InvalidGrant),
+            ..sample()
+        };
+        let bytes = state.encode();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""disabled":"invalid_grant""#));
+        assert_eq!(TokenState::decode(&bytes).unwrap(), state);
+        assert_eq!(
+            TokenState::decode(br#"{"v": 1, "disabled": "no_such_reason"}"#),
+            Err(StateError::Unreadable)
         );
     }
 

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use serde_json::{Value, json};
 
 use super::config::parse;
-use super::endpoint::{Client, TokenRequest};
+use super::endpoint::{Client, FailureReason, TokenRequest};
 use super::manager::{
     Command, Host, KICK_TICK, NoToken, SetError, TokenManager, Verdict, WAITING_TICK, Write,
 };
@@ -458,7 +458,7 @@ fn invalid_grant_stops_refreshing_until_the_configuration_changes() {
             json!({"error": "invalid_grant", "error_description": "refresh token rt-0 revoked"}),
         )),
     );
-    assert_eq!(state(&store).disabled.as_deref(), Some("invalid_grant"));
+    assert_eq!(state(&store).disabled, Some(FailureReason::InvalidGrant));
     assert_eq!(vms[0].count(Metric::RefreshFailedInvalidGrant), 1);
     assert_eq!(vms[0].gauges.get(&Metric::TokenRefreshDisabled), Some(&1));
     assert!(
