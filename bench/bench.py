@@ -22,9 +22,13 @@ words each, message_delta, message_stop: about 60 KB), each event written and fl
 API does. Interleaved rounds at 1 and 8 connections; reported: streams per second, p50/p99 of a whole
 stream, CPU per stream, the throughput ratio on/off, and the added latency and CPU per event.
 
-Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
-BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1, BENCH_CASES (`requests,streaming`, the
-default, or one of them).
+Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_FILTER (the filter.wasm to run,
+default the wasm-release build), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
+BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1, BENCH_CASES (`requests,streaming,memory`,
+the default, or some of them).
+
+A third case, `memory` (bench/memory.py), measures memory per client connection beside nginx: idle
+keep-alive, holding a maximal partial request head, and an open event stream.
 """
 
 import json
@@ -42,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT / "target" / "release" / "host-harness"))
-FILTER = ROOT / "target" / "wasm" / "wasm32-wasip1" / "wasm-release" / "filter.wasm"
+FILTER = Path(os.environ.get("BENCH_FILTER", ROOT / "target" / "wasm" / "wasm32-wasip1" / "wasm-release" / "filter.wasm"))
 RESULTS = ROOT / "build" / "bench" / "results.json"
 
 TOKEN = "sk-ant-oat01-bench-token"
@@ -114,11 +118,11 @@ def wait_http(url, accept=(200,), timeout=60.0, what="service"):
 class Service:
     """A child process started for the benchmark and stopped at the end, whatever happens."""
 
-    def __init__(self, name, argv, env=None, cwd=None):
+    def __init__(self, name, argv, env=None, cwd=None, preexec_fn=None):
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
         self.log_file = open(self.log_path, "wb")
-        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn)
 
     def check_alive(self):
         if self.process.poll() is not None:
@@ -549,11 +553,20 @@ def main():
         if not path.exists():
             sys.exit(f"bench: {path} is missing; run `{hint}` first")
     ensure_debian_tools()
-    cases = set(os.environ.get("BENCH_CASES", "requests,streaming").split(","))
+    cases = set(os.environ.get("BENCH_CASES", "requests,streaming,memory").split(","))
     streaming = streaming_case() if "streaming" in cases else None
+    memory_results = None
+    if "memory" in cases:
+        import memory
+
+        memory_work = Path(tempfile.mkdtemp(prefix="proxy-bench-memory-"))
+        try:
+            memory_results = memory.memory_case(memory_work)
+        finally:
+            shutil.rmtree(memory_work, ignore_errors=True)
     if "requests" not in cases:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "streaming": streaming}, indent=2))
+        RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "streaming": streaming, "memory": memory_results}, indent=2))
         print(f"\nresults: {RESULTS.relative_to(ROOT)}")
         return
     envoy = envoy_binary()
@@ -637,7 +650,7 @@ def main():
             p99_ratio = row["p99_ms"] / reference["p99_ms"] if reference and reference["p99_ms"] else float("nan")
             print(f"{name:<9}{connections:>6}{row['rps']:>12.0f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}{rps_ratio:>11.2f}{p99_ratio:>11.2f}{row['cpu_us']:>9.1f}{row['errors']:>8}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "results": summary, "streaming": streaming}, indent=2))
+    RESULTS.write_text(json.dumps({"rounds": ROUNDS, "duration_s": DURATION, "workers": WORKERS, "results": summary, "streaming": streaming, "memory": memory_results}, indent=2))
     print(f"\nresults: {RESULTS.relative_to(ROOT)}")
 
 
