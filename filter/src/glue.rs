@@ -60,10 +60,39 @@ pub fn start() {
 /// What every HTTP context of a configured root shares.
 struct Configured {
     config: FilterConfig,
-    credential: Option<Credential>,
-    tokens: Option<Rc<Tokens>>,
+    /// Where the credential comes from: one source, never both.
+    source: Source,
     /// Usage accounting, when on.
     usage: Option<usage::UsageState>,
+}
+
+/// The configured credential at run time.
+enum Source {
+    /// An `env` or `inline` credential, resolved once at configure time.
+    Static(Credential),
+    /// `oauth2`: tokens fetched and refreshed by this VM's token manager.
+    OAuth2(Rc<Tokens>),
+    /// The source could not be resolved (logged at configure time); requests follow
+    /// `on_missing_credential`.
+    Unavailable,
+}
+
+impl Configured {
+    /// The static credential, if that is the source.
+    fn credential(&self) -> Option<&Credential> {
+        match &self.source {
+            Source::Static(credential) => Some(credential),
+            Source::OAuth2(_) | Source::Unavailable => None,
+        }
+    }
+
+    /// The token state, if the source is `oauth2` and its client could be set up.
+    fn tokens(&self) -> Option<&Rc<Tokens>> {
+        match &self.source {
+            Source::OAuth2(tokens) => Some(tokens),
+            Source::Static(_) | Source::Unavailable => None,
+        }
+    }
 }
 
 /// The `oauth2` source's run-time state in this VM.
@@ -180,7 +209,7 @@ impl Context for FilterRoot {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let Some(tokens) = state.tokens.clone() else {
+        let Some(tokens) = state.tokens().cloned() else {
             return;
         };
         // Zero headers is how proxy-wasm reports a call that failed or timed out.
@@ -270,8 +299,7 @@ impl RootContext for FilterRoot {
             let state = Rc::new(Configured {
                 usage: config.usage.map(usage::UsageState::new),
                 config,
-                credential: None,
-                tokens: tokens.clone(),
+                source: tokens.clone().map_or(Source::Unavailable, Source::OAuth2),
             });
             self.state = Some(Rc::clone(&state));
             if let Some(tokens) = tokens {
@@ -297,8 +325,7 @@ impl RootContext for FilterRoot {
         self.state = Some(Rc::new(Configured {
             usage: config.usage.map(usage::UsageState::new),
             config,
-            credential,
-            tokens: None,
+            source: credential.map_or(Source::Unavailable, Source::Static),
         }));
         true
     }
@@ -307,7 +334,7 @@ impl RootContext for FilterRoot {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let Some(tokens) = state.tokens.clone() else {
+        let Some(tokens) = state.tokens().cloned() else {
             return;
         };
         let commands = tokens.manager.borrow_mut().on_tick(&mut HostPort, now_ms());
@@ -344,7 +371,7 @@ impl Drop for FilterStream {
     fn drop(&mut self) {
         // A held request whose client went away: the root must not touch its context again.
         if self.shared.held.get()
-            && let Some(tokens) = self.state.as_ref().and_then(|state| state.tokens.as_ref())
+            && let Some(tokens) = self.state.as_ref().and_then(|state| state.tokens())
         {
             tokens.held.borrow_mut().remove(&self.context_id);
             tokens.manager.borrow_mut().forget(self.context_id);
@@ -376,11 +403,11 @@ impl HttpContext for FilterStream {
                 return self.finish(&state, &request, RequestDecision::Respond(denied));
             }
         };
-        let Some(tokens) = state.tokens.clone() else {
+        let Some(tokens) = state.tokens().cloned() else {
             let decision = engine::handle_admitted(
                 &state.config,
                 &admitted,
-                state.credential.as_ref(),
+                state.credential(),
                 &request,
                 engine::NO_CREDENTIAL_MESSAGE,
             );
@@ -554,12 +581,12 @@ impl FilterStream {
     /// Whether a response status matters: an upstream 401 may drop the token this request was sent
     /// with.
     fn watches_for_401(&self, state: &Configured) -> bool {
-        state.tokens.is_some() && self.shared.generation.get().is_some()
+        state.tokens().is_some() && self.shared.generation.get().is_some()
     }
 
     /// Tells the token manager about an upstream 401 for the token this request was sent with.
     fn on_status(&self, state: &Configured, status: Option<&[u8]>) {
-        if let (Some(tokens), Some(generation)) = (&state.tokens, self.shared.generation.get())
+        if let (Some(tokens), Some(generation)) = (state.tokens(), self.shared.generation.get())
             && status == Some(&b"401"[..])
         {
             let commands =
