@@ -672,6 +672,28 @@ def envoy_plugin_configs(repo: Path) -> list[Any]:
     return configs
 
 
+def check_stats_tags(repo: Path, istio_base: Rendered | None, report: Report) -> None:
+    """The usage metrics' tag extraction is the same in every Envoy: envoy/envoy.yaml, the test bootstrap and
+    the Istio sidecars' bootstrap patch (a difference would label the same series differently)."""
+    def tags(doc: Any) -> Any:
+        return dig(doc, "stats_config", "stats_tags")
+    expected = tags(yaml.load((repo / "envoy/envoy.yaml").read_text(encoding="utf-8"), Loader=LOADER))
+    report.check(bool(expected), "envoy/envoy.yaml", "stats_config.stats_tags: missing; the usage metrics' labels would stay in their names")
+    test_bootstrap = repo / "tests/envoy/bootstrap.yaml"
+    if test_bootstrap.exists():
+        # A template with placeholders, not YAML yet: compare its flow-style tag entries as text.
+        written = re.findall(r'\{tag_name: (\w+), regex: "((?:[^"\\]|\\.)*)"\}', test_bootstrap.read_text(encoding="utf-8"))
+        pairs = [(tag.get("tag_name"), tag.get("regex")) for tag in expected or []]
+        report.check([(name, regex.replace("\\\\", "\\")) for name, regex in written] == pairs,
+                     str(test_bootstrap.relative_to(repo)), "stats_config.stats_tags: differs from envoy/envoy.yaml")
+    if istio_base:
+        patches = [dig(patch, "patch", "value") for doc in istio_base.of_kind("EnvoyFilter")
+                   for patch in dig(doc, "spec", "configPatches", default=[]) if patch.get("applyTo") == "BOOTSTRAP"]
+        report.check(any(tags(value) == expected for value in patches), "k8s/istio/base",
+                     "EnvoyFilter: no BOOTSTRAP patch with envoy/envoy.yaml's stats_tags; the sidecars would export usage without labels")
+    report.ok("stats_tags: envoy/envoy.yaml, the test bootstrap and the Istio bootstrap patch agree")
+
+
 def parse_dockerfile(path: Path) -> list[tuple[int, str, str]]:
     """(line, INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     out, buffer, start = [], "", 0
@@ -949,6 +971,7 @@ def main() -> int:
 
     for envoy_config in envoy_plugin_configs(repo):
         report.check(envoy_config == plugin, "envoy/envoy.yaml", "configuration (StringValue): differs from k8s/standalone/plugin.json (one plugin configuration for every deployment)")
+    check_stats_tags(repo, istio_base, report)
     promtool = str(Path(args.promtool).resolve()) if "/" in args.promtool else args.promtool
     check_monitoring(repo, promtool, report)
     check_dashboard(repo, promtool, report)
