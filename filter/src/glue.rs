@@ -40,7 +40,7 @@ use crate::redact::render_headers;
 use crate::rules::RequestSummary;
 use crate::token::endpoint::{Client, TokenRequest};
 use crate::token::manager::{
-    Command, Host, Level as TokenLevel, NoToken, SetError, TokenManager, Verdict, Write,
+    Command, DispatchError, Host, Level as TokenLevel, NoToken, SetError, TokenManager, Verdict, Write,
 };
 use crate::usage::observe::Observation;
 
@@ -893,7 +893,7 @@ impl Host for HostPort {
         }
     }
 
-    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, String> {
+    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, DispatchError> {
         let mut headers: Vec<(&str, &str)> = request
             .headers
             .iter()
@@ -909,7 +909,11 @@ impl Host for HostPort {
             Vec::new(),
             request.timeout,
         )
-        .map_err(|status| format!("{status:?}"))
+        .map_err(|status| match status {
+            Status::BadArgument => DispatchError::BadArgument,
+            Status::InternalFailure => DispatchError::InternalFailure,
+            _ => DispatchError::Unexpected,
+        })
     }
 }
 

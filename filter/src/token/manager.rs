@@ -66,6 +66,21 @@ pub enum SetError {
     Failed,
 }
 
+/// Why the host refused to start a token request: its proxy-wasm status, the only part of the
+/// refusal the host reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// `BadArgument`: an unknown cluster, or headers the host does not accept.
+    #[error("BadArgument")]
+    BadArgument,
+    /// `InternalFailure`: the host could not start the call.
+    #[error("InternalFailure")]
+    InternalFailure,
+    /// A status the ABI does not list for `proxy_http_call`.
+    #[error("an unexpected status")]
+    Unexpected,
+}
+
 /// The host operations the manager needs answers from.
 pub trait Host {
     /// A shared-data value and its cas; `None` when the key does not exist.
@@ -78,8 +93,8 @@ pub trait Host {
     /// Starts the http call; returns its token.
     ///
     /// # Errors
-    /// A description of why the host refused to start it.
-    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, String>;
+    /// [`DispatchError`]: the host refused to start it.
+    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, DispatchError>;
 }
 
 /// Severity of a log line the manager asks for.

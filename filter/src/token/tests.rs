@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::config::parse;
 use super::endpoint::{Client, FailureReason, TokenRequest};
 use super::manager::{
-    Command, Host, KICK_TICK, NoToken, SetError, TokenManager, Verdict, WAITING_TICK, Write,
+    Command, DispatchError, Host, KICK_TICK, NoToken, SetError, TokenManager, Verdict,
+    WAITING_TICK, Write,
 };
 use super::state::{Lease, TokenState};
 use crate::metrics::Metric;
@@ -77,9 +78,9 @@ impl Host for Port<'_> {
         self.store.borrow_mut().set_raw(key, value, cas)
     }
 
-    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, String> {
+    fn dispatch(&mut self, request: &TokenRequest) -> Result<u32, DispatchError> {
         if self.refuse {
-            return Err("BadArgument".into());
+            return Err(DispatchError::BadArgument);
         }
         *self.next_call += 1;
         self.calls.push((*self.next_call, request.clone()));
