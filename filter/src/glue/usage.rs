@@ -151,18 +151,21 @@ pub(super) fn response_headers(
 }
 
 /// A response body chunk of `size` bytes passed; it is read, never changed.
+///
+/// The chunk is copied into the VM (one host call, one allocation, one copy: the SDK takes the
+/// host's block as the `Vec`) only while the parser still reads; a body that is not read, or whose
+/// parser has stopped, costs no host call. The end of the body is passed on either way.
 pub(super) fn response_body(observation: &mut Observation, size: usize, end_of_stream: bool) {
-    if !observation.reading_body() {
-        return;
-    }
-    let chunk = if size == 0 {
-        None
-    } else {
+    let chunk = if size > 0 && observation.reading_body() {
         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
             .ok()
             .flatten()
+    } else {
+        None
     };
-    observation.response_body(chunk.as_deref().unwrap_or_default(), end_of_stream);
+    if chunk.is_some() || end_of_stream {
+        observation.response_body(chunk.as_deref().unwrap_or_default(), end_of_stream);
+    }
 }
 
 /// The stream is over: the usage line and the metric updates.

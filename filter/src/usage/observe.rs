@@ -140,9 +140,11 @@ impl Observation {
         }
     }
 
-    /// Whether the response body is still being read.
+    /// Whether the response body is still being read: false before the response headers, for a
+    /// body that is not read, and once the parser has stopped for good (the host then need not copy
+    /// the chunks out).
     pub fn reading_body(&self) -> bool {
-        self.parser.is_some()
+        self.parser.as_ref().is_some_and(|parser| !parser.done())
     }
 
     /// The record of the request, at the end of the stream (`now_ms`). A body that never ended is read

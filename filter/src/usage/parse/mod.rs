@@ -292,6 +292,13 @@ impl UsageParser {
         UsageParser { decoder, body }
     }
 
+    /// Whether reading has stopped for good (an encoding it does not decode, corrupt
+    /// compressed data, a malformed or oversized body): more input changes nothing, so the
+    /// host need not copy it out.
+    pub fn done(&self) -> bool {
+        matches!(self.decoder, Decoder::Refused | Decoder::Corrupt) || self.body.stopped()
+    }
+
     /// Feeds the next body bytes as they pass; never fails, never panics, linear in input.
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.body.stopped() {

@@ -4,9 +4,16 @@
 //! Lines end in CRLF, LF or CR, at any byte boundary; a blank line dispatches the event;
 //! a line starting with `:` is a comment; `field:value` loses one space after the colon;
 //! `data` lines join with LF; an event cut off by the end of the stream is dropped. The
-//! data of every event streams through the [`Scanner`] as it arrives (LF joins read as
-//! JSON whitespace), so no event is held: what an event means is decided at its blank
-//! line from its `event:` name (or, without one, its data's `type`).
+//! data of an event whose meaning may depend on it streams through the [`Scanner`] as it
+//! arrives (LF joins read as JSON whitespace), so no event is held: what an event means is
+//! decided at its blank line from its `event:` name (or, without one, its data's `type`).
+//!
+//! Most of a stream is events whose name already says they are not read
+//! (`content_block_delta`, `ping`, ...): their data is stepped over line by line with a
+//! search for the line end, never scanned. Should a later `event:` line of the same event
+//! rename it to one whose data matters (a kept event, or an empty name that defers to the
+//! data's `type`), the data stepped over is gone, and the stream is read as malformed; no
+//! server sends that.
 
 use super::Unparsed;
 use super::json::{Scanner, Status};
@@ -71,6 +78,8 @@ pub(super) struct EventStream {
     data_lines: u64,
     /// Bytes of the current event's data (LF joins included).
     data_bytes: usize,
+    /// Some of the current event's data was stepped over, not scanned.
+    skipped: bool,
     scanner: Scanner,
     /// What the stream said so far.
     pub totals: Totals,
@@ -91,6 +100,7 @@ impl EventStream {
             name_cut: false,
             data_lines: 0,
             data_bytes: 0,
+            skipped: false,
             scanner: Scanner::new(),
             totals: Totals::default(),
             stopped: None,
@@ -116,15 +126,16 @@ impl EventStream {
                     self.line = Line::Name([0; 5], 6);
                 }
             }
-            // Data values go to the scanner a run at a time.
-            if let Line::Value(Field::Data) = self.line {
-                let run = bytes
-                    .iter()
-                    .position(|&c| c == b'\r' || c == b'\n')
-                    .unwrap_or(bytes.len());
+            // Values and comments are taken a run at a time, up to the line end.
+            if let Line::Value(_) | Line::Comment = self.line {
+                let run = line_end(bytes);
                 if run > 0 {
-                    let (data, rest) = bytes.split_at(run);
-                    self.data(data);
+                    let (value, rest) = bytes.split_at(run);
+                    match self.line {
+                        Line::Value(Field::Data) => self.data(value),
+                        Line::Value(Field::Event) => self.name_bytes(value),
+                        _ => {}
+                    }
                     self.after_cr = false;
                     bytes = rest;
                     continue;
@@ -189,14 +200,18 @@ impl EventStream {
     fn value_byte(&mut self, field: Field, b: u8) {
         match field {
             Field::Data => self.data(&[b]),
-            Field::Event => {
-                if self.name.len() < MAX_EVENT_NAME {
-                    self.name.push(b);
-                } else {
-                    self.name_cut = true;
-                }
-            }
+            Field::Event => self.name_bytes(&[b]),
             Field::Other => {}
+        }
+    }
+
+    /// More bytes of the event name; past [`MAX_EVENT_NAME`] the name is cut.
+    fn name_bytes(&mut self, bytes: &[u8]) {
+        let room = MAX_EVENT_NAME.saturating_sub(self.name.len());
+        let kept = bytes.get(..room).unwrap_or(bytes);
+        self.name.extend_from_slice(kept);
+        if kept.len() < bytes.len() {
+            self.name_cut = true;
         }
     }
 
@@ -220,7 +235,12 @@ impl EventStream {
 
     fn data(&mut self, bytes: &[u8]) {
         self.data_bytes = self.data_bytes.saturating_add(bytes.len());
-        self.scanner.feed(bytes);
+        if self.skipped || !self.reads_data() {
+            // Stepped over: the event's name says its data means nothing.
+            self.skipped |= !bytes.is_empty();
+        } else {
+            self.scanner.feed(bytes);
+        }
         if self.data_bytes > self.max_event_bytes && self.kept() {
             self.stopped = Some(Unparsed::TooLarge);
         }
@@ -254,11 +274,25 @@ impl EventStream {
         matches!(self.event_type(), b"message_start" | b"message_delta")
     }
 
+    /// Whether the current event's data can matter: it has no name (its data's `type` says
+    /// what it is) or a kept one. Any other name decides the event without its data.
+    fn reads_data(&self) -> bool {
+        let named = self.name_set && !self.name.is_empty();
+        !named
+            || (!self.name_cut
+                && matches!(self.name.as_slice(), b"message_start" | b"message_delta"))
+    }
+
     fn dispatch(&mut self) {
         if self.data_lines > 0 {
             self.scanner.end();
             if self.data_bytes > self.max_event_bytes && self.kept() {
                 self.stopped = Some(Unparsed::TooLarge);
+                return;
+            }
+            if self.skipped && self.reads_data() {
+                // Renamed after its data was stepped over: what it says is unknown.
+                self.stopped = Some(Unparsed::Malformed);
                 return;
             }
             match self.event_type() {
@@ -295,6 +329,7 @@ impl EventStream {
         self.name_cut = false;
         self.data_lines = 0;
         self.data_bytes = 0;
+        self.skipped = false;
         self.scanner.reset();
     }
 
@@ -308,6 +343,35 @@ impl EventStream {
             Some(Unparsed::Truncated)
         }
     }
+}
+
+/// The length of the run before the first CR or LF (all of `bytes` when there is none).
+///
+/// Eight bytes at a time while none of them is a line end (a word with a zero byte after
+/// XOR with CR or LF repeated has one), then byte by byte from the word that has one.
+fn line_end(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let mut start = 0;
+    for word in bytes.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let word = u64::from_ne_bytes(word);
+        if has_zero(word ^ CRS) || has_zero(word ^ LFS) {
+            break;
+        }
+        start += 8;
+    }
+    let rest = bytes.get(start..).unwrap_or_default();
+    start
+        + rest
+            .iter()
+            .position(|&c| c == b'\r' || c == b'\n')
+            .unwrap_or(rest.len())
 }
 
 /// The field a name of `len` bytes (6: longer than any known one) stands for.

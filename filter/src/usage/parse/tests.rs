@@ -788,3 +788,88 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn data_of_events_named_as_not_read_is_stepped_over() {
+    // Named events the parser does not read: their data is never scanned, so data that is
+    // no JSON, or over max_event_bytes, changes nothing; a cut (too long) name is no name.
+    let huge = "x".repeat(Limits::default().max_event_bytes * 2);
+    let noise = format!(
+        concat!(
+            "event: content_block_delta\ndata: {{\"type\":\"message_delta\",\"usage\":{{\"output_tokens\":99}}}}\n\n",
+            "event: ping\ndata: {{not json\ndata: at all\n\n",
+            "event: content_block_delta\ndata: \"{huge}\"\n\n",
+            "event: content_block_delta\r\ndata: {{\"usage\":{{\"input_tokens\":1}}}}\r\rdata\r\n\r\n",
+            "event: a_very_long_event_name_that_is_no_known_event_at_all\ndata: {{\"type\":\"message_delta\",\n\n",
+            "event: ping\nevent: content_block_stop\ndata: {{\"type\":\"message_delta\"\n\n",
+        ),
+        huge = huge
+    );
+    let body = MESSAGE_SSE.replacen("event: ping\n", &format!("{noise}event: ping\n"), 1);
+    assert_eq!(
+        whole(BodyKind::EventStream, Encoding::Identity, body.as_bytes()),
+        parsed(stream_tokens(), "end_turn")
+    );
+    let short = MESSAGE_SSE.replacen(
+        "event: ping\n",
+        "event: ping\ndata: {not json\ndata: at all\n\nevent: ping\n",
+        1,
+    );
+    let observed = every_split(BodyKind::EventStream, Encoding::Identity, short.as_bytes());
+    assert_eq!(observed, parsed(stream_tokens(), "end_turn"));
+    // Named `message_stop` and `error` events are decided by their names alone.
+    let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\nevent: error\ndata: {oops\n\n";
+    let observed = every_split(BodyKind::EventStream, Encoding::Identity, body.as_bytes());
+    let tokens = TokenCounts {
+        input: 3,
+        ..TokenCounts::default()
+    };
+    assert_eq!(
+        observed,
+        Observed {
+            tokens,
+            ..Observed::default()
+        }
+    );
+}
+
+#[test]
+fn an_event_renamed_after_its_data_was_stepped_over_is_malformed() {
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n";
+    for renamed in [
+        "event: ping\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\nevent: message_delta\n\n",
+        "event: ping\ndata: {\"type\":\"message_delta\",\nevent: message_delta\ndata: \"usage\":{\"output_tokens\":4}}\n\n",
+        "event: ping\ndata: {\"type\":\"message_stop\"}\nevent\n\n",
+    ] {
+        let body = format!("{start}{renamed}event: message_stop\ndata: {{}}\n\n");
+        let observed = every_split(BodyKind::EventStream, Encoding::Identity, body.as_bytes());
+        assert_eq!(observed.unparsed, Some(Unparsed::Malformed), "{renamed:?}");
+        assert_eq!(observed.tokens.input, 3, "{renamed:?}");
+    }
+    // Renamed before any data, or to another name not read: read as before.
+    for renamed in [
+        "event: ping\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\n",
+        "event: ping\ndata:\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\n",
+        "event: ping\ndata: {\nevent: content_block_stop\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\":4}}\n\n",
+    ] {
+        let body = format!("{start}{renamed}event: message_stop\ndata: {{}}\n\n");
+        let observed = every_split(BodyKind::EventStream, Encoding::Identity, body.as_bytes());
+        assert_eq!(observed.unparsed, None, "{renamed:?}");
+        assert_eq!((observed.tokens.input, observed.tokens.output), (3, 4));
+    }
+}
+
+#[test]
+fn a_parser_that_stopped_is_done() {
+    let mut parser = UsageParser::new(BodyKind::EventStream, Encoding::Identity, limits());
+    parser.feed(MESSAGE_SSE.as_bytes());
+    assert!(!parser.done());
+    let mut parser = UsageParser::new(BodyKind::Json, Encoding::Identity, limits());
+    parser.feed(b"{\"a\" 1");
+    assert!(parser.done());
+    assert!(UsageParser::new(BodyKind::Json, Encoding::Unsupported, limits()).done());
+    let mut parser = UsageParser::new(BodyKind::Json, Encoding::Gzip, limits());
+    parser.feed(b"not gzip");
+    assert!(parser.done());
+    assert_eq!(parser.finish(true).unparsed, Some(Unparsed::Decompression));
+}
