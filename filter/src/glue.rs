@@ -40,7 +40,8 @@ use crate::redact::render_headers;
 use crate::rules::RequestSummary;
 use crate::token::endpoint::{Client, TokenRequest};
 use crate::token::manager::{
-    Command, DispatchError, Host, Level as TokenLevel, NoToken, SetError, TokenManager, Verdict, Write,
+    Command, DispatchError, Host, Level as TokenLevel, NoToken, SetError, TokenManager, Verdict,
+    Write,
 };
 use crate::usage::observe::Observation;
 
@@ -108,12 +109,52 @@ struct Tokens {
 struct StreamShared {
     /// The client's request, kept only when response rules need it.
     request: RefCell<Option<RequestSummary>>,
-    answered_locally: Cell<bool>,
-    held: Cell<bool>,
+    /// Where the request is: one value, so it cannot be both held and answered.
+    phase: RefCell<RequestPhase>,
     /// The token generation injected, to report a 401 against.
     generation: Cell<Option<u64>>,
-    /// The access policy's verdict on a held request, made once when it arrived.
-    admitted: Cell<Option<engine::Admitted>>,
+}
+
+/// Where a stream's request is.
+#[derive(Debug, Default)]
+enum RequestPhase {
+    /// Not decided yet, or forwarded upstream.
+    #[default]
+    Open,
+    /// Admitted by the access policy (the proof kept, so it never runs again) and paused until a
+    /// token arrives.
+    Held(engine::Admitted),
+    /// Answered by the filter itself; nothing went upstream.
+    AnsweredLocally,
+}
+
+impl StreamShared {
+    /// Whether the request waits for a token.
+    fn is_held(&self) -> bool {
+        matches!(*self.phase.borrow(), RequestPhase::Held(_))
+    }
+
+    /// Whether the filter answered the request itself.
+    fn answered_locally(&self) -> bool {
+        matches!(*self.phase.borrow(), RequestPhase::AnsweredLocally)
+    }
+
+    /// Moves the request to `phase`.
+    fn enter(&self, phase: RequestPhase) {
+        *self.phase.borrow_mut() = phase;
+    }
+
+    /// Ends a hold: the request is open again, and the access policy's proof is returned.
+    fn release(&self) -> Option<engine::Admitted> {
+        let mut phase = self.phase.borrow_mut();
+        match std::mem::take(&mut *phase) {
+            RequestPhase::Held(admitted) => Some(admitted),
+            other => {
+                *phase = other;
+                None
+            }
+        }
+    }
 }
 
 /// A stream's [`StreamShared`]: its own until the root context must finish the request too, then
@@ -370,7 +411,7 @@ impl Context for FilterStream {}
 impl Drop for FilterStream {
     fn drop(&mut self) {
         // A held request whose client went away: the root must not touch its context again.
-        if self.shared.held.get()
+        if self.shared.is_held()
             && let Some(tokens) = self.state.as_ref().and_then(|state| state.tokens())
         {
             tokens.held.borrow_mut().remove(&self.context_id);
@@ -435,8 +476,7 @@ impl HttpContext for FilterStream {
             }
             Verdict::Hold => {
                 self.metrics.increment(Metric::Requests, 1);
-                self.shared.held.set(true);
-                self.shared.admitted.set(Some(admitted));
+                self.shared.enter(RequestPhase::Held(admitted));
                 tokens
                     .held
                     .borrow_mut()
@@ -462,7 +502,7 @@ impl HttpContext for FilterStream {
 
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
         // Continuing a body would release headers still waiting for their credential.
-        if self.shared.held.get() {
+        if self.shared.is_held() {
             Action::Pause
         } else {
             Action::Continue
@@ -475,7 +515,7 @@ impl HttpContext for FilterStream {
             engine::handle_request_trailers,
             |config| &config.stripped_request_headers,
         );
-        if self.shared.held.get() {
+        if self.shared.is_held() {
             Action::Pause
         } else {
             Action::Continue
@@ -495,7 +535,7 @@ impl HttpContext for FilterStream {
             return;
         };
         // A request the filter answered itself never reached the upstream: nothing was used.
-        if self.shared.answered_locally.get() {
+        if self.shared.answered_locally() {
             return;
         }
         if let Some(usage) = self.state.as_ref().and_then(|state| state.usage.as_ref()) {
@@ -516,7 +556,7 @@ impl HttpContext for FilterStream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.shared.answered_locally.get() {
+        if self.shared.answered_locally() {
             return Action::Continue;
         }
         let Some(state) = self.state.clone() else {
@@ -617,7 +657,7 @@ impl FilterStream {
     }
 
     fn respond(&mut self, response: &LocalResponse) -> Action {
-        self.shared.answered_locally.set(true);
+        self.shared.enter(RequestPhase::AnsweredLocally);
         send_local(response);
         Action::Pause
     }
@@ -667,7 +707,7 @@ fn finish_request(
                 "request {context_id}: answered locally with {} ({:?})",
                 response.status, response.reason
             );
-            shared.answered_locally.set(true);
+            shared.enter(RequestPhase::AnsweredLocally);
             send_local(&response);
             Action::Pause
         }
@@ -786,7 +826,7 @@ fn finish_held(
     let Some(shared) = tokens.held.borrow_mut().remove(&context_id) else {
         return false;
     };
-    shared.held.set(false);
+    let admitted = shared.release();
     if let Err(status) = hostcalls::set_effective_context(context_id) {
         debug!("request {context_id}: gone before it could be resumed: {status:?}");
         return false;
@@ -797,7 +837,7 @@ fn finish_held(
     let request = HeaderList::from_pairs(pairs);
     // Only an admitted request is ever held; without the verdict the request is refused as
     // unconfigured rather than forwarded unchecked.
-    let Some(admitted) = shared.admitted.take() else {
+    let Some(admitted) = admitted else {
         finish_request(
             state,
             metrics,
