@@ -276,6 +276,7 @@ mod tests {
         let mut observation = Observation::start(0, None, None);
         assert_eq!(observation.caller(), "unknown");
         observation.response_headers(5, json, false, &UsageConfig::default());
+        assert!(observation.reading_body());
         observation.response_body(body, true);
         assert!(!observation.reading_body());
         let record = observation.finish(9);
@@ -342,6 +343,21 @@ mod tests {
         assert_eq!(record.unparsed, Some("encoding"));
         assert!(record.streamed);
         assert_eq!(record.tokens, TokenCounts::default());
+    }
+
+    #[test]
+    fn a_body_whose_reading_stopped_is_no_longer_read() {
+        let mut observation = Observation::start(0, None, None);
+        let json = ResponseStart {
+            status: Some(b"200"),
+            content_type: Some(b"application/json"),
+            content_encoding: None,
+        };
+        observation.response_headers(1, json, false, &UsageConfig::default());
+        observation.response_body(b"{\"model\" 1", false);
+        assert!(!observation.reading_body());
+        observation.response_body(b"", true);
+        assert_eq!(observation.finish(2).unparsed, Some("malformed"));
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub(super) struct EventStream {
     pub totals: Totals,
     /// Why reading stopped, if it did.
     pub stopped: Option<Unparsed>,
+    /// Tests only: scan the data of every event, never stepping over any (the reference
+    /// the stepping over is checked against).
+    #[cfg(test)]
+    pub scan_all: bool,
 }
 
 impl EventStream {
@@ -104,6 +108,8 @@ impl EventStream {
             scanner: Scanner::new(),
             totals: Totals::default(),
             stopped: None,
+            #[cfg(test)]
+            scan_all: false,
         }
     }
 
@@ -235,7 +241,7 @@ impl EventStream {
 
     fn data(&mut self, bytes: &[u8]) {
         self.data_bytes = self.data_bytes.saturating_add(bytes.len());
-        if self.skipped || !self.reads_data() {
+        if self.skipped || self.steps_over() {
             // Stepped over: the event's name says its data means nothing.
             self.skipped |= !bytes.is_empty();
         } else {
@@ -272,6 +278,17 @@ impl EventStream {
     /// Whether the current event's data is read for usage (and so limited in size).
     fn kept(&self) -> bool {
         matches!(self.event_type(), b"message_start" | b"message_delta")
+    }
+
+    /// Whether data arriving now is stepped over rather than scanned.
+    #[cfg(not(test))]
+    fn steps_over(&self) -> bool {
+        !self.reads_data()
+    }
+
+    #[cfg(test)]
+    fn steps_over(&self) -> bool {
+        !self.scan_all && !self.reads_data()
     }
 
     /// Whether the current event's data can matter: it has no name (its data's `type` says

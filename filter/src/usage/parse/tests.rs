@@ -873,3 +873,123 @@ fn a_parser_that_stopped_is_done() {
     assert!(parser.done());
     assert_eq!(parser.finish(true).unparsed, Some(Unparsed::Decompression));
 }
+
+/// A random event stream in which no event is renamed after data it stepped over: event
+/// names read and not read, cut and empty, data lines holding pieces of real events or
+/// garbage, comments, other fields, every line end.
+fn random_stream(rng: &mut Rng) -> Vec<u8> {
+    const NAMES: [&str; 11] = [
+        "message_start",
+        "message_delta",
+        "message_stop",
+        "error",
+        "ping",
+        "content_block_delta",
+        "content_block_stop",
+        "",
+        "message_sta",
+        "message_deltas",
+        "a_very_long_event_name_that_is_no_known_event_at_all",
+    ];
+    let datas: Vec<&str> = MESSAGE_SSE
+        .split("\n\n")
+        .filter_map(|event| event.split_once("data: ").map(|(_, data)| data))
+        .chain([
+            r#"{"type":"message_delta","usage":{"output_tokens":1"#,
+            r#"{"type":"error","error":{"type":"overloaded_error"}}"#,
+            "{oops",
+            "",
+        ])
+        .collect();
+    let line_ends = ["\n", "\r\n", "\r"];
+    let mut out = String::new();
+    let events = 1 + rng.below(8);
+    for event in 0..events {
+        let end = line_ends[rng.below(3)];
+        let mut line = |out: &mut String, text: &str| {
+            out.push_str(text);
+            out.push_str(end);
+        };
+        if rng.below(5) == 0 {
+            line(&mut out, ": comment");
+        }
+        let named_first = rng.below(4) != 0;
+        if named_first {
+            for _ in 0..1 + rng.below(2) {
+                let name = NAMES[rng.below(NAMES.len())];
+                line(
+                    &mut out,
+                    &format!("event:{}{name}", [" ", ""][rng.below(2)]),
+                );
+            }
+        }
+        if rng.below(6) == 0 {
+            line(&mut out, "id: 7");
+        }
+        let data = datas[rng.below(datas.len())];
+        let cut = rng.below(data.len() + 1);
+        let (head, tail) = data.split_at(cut);
+        if rng.below(2) == 0 {
+            line(&mut out, &format!("data: {data}"));
+        } else {
+            line(&mut out, &format!("data:{head}"));
+            line(&mut out, &format!("data: {tail}"));
+        }
+        if !named_first && rng.below(2) == 0 {
+            // Named after data that was scanned: nothing was stepped over.
+            line(
+                &mut out,
+                &format!("event: {}", NAMES[rng.below(NAMES.len())]),
+            );
+        }
+        // The last event may be cut off; one without its blank line would merge into the next.
+        if event + 1 < events || rng.below(10) != 0 {
+            line(&mut out, "");
+        }
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn stepping_over_data_reads_as_scanning_it_all() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut outcomes = Vec::new();
+    for _ in 0..3_000 {
+        let body = random_stream(&mut rng);
+        let limits = Limits {
+            max_event_bytes: [8, 64, 65_536][rng.below(3)],
+        };
+        let mut chunks = Vec::new();
+        let mut rest = &body[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(1 + rng.below(rest.len().min(40)));
+            chunks.push(chunk);
+            rest = tail;
+        }
+        let read = |scan_all: bool| {
+            let mut parser = UsageParser::new(BodyKind::EventStream, Encoding::Identity, limits);
+            if let Body::EventStream(stream) = &mut parser.body {
+                stream.scan_all = scan_all;
+            }
+            for chunk in &chunks {
+                parser.feed(chunk);
+            }
+            parser.finish(true)
+        };
+        let observed = read(false);
+        assert_eq!(observed, read(true), "{:?}", String::from_utf8_lossy(&body));
+        if !outcomes.contains(&observed.unparsed) {
+            outcomes.push(observed.unparsed);
+        }
+    }
+    // The streams reach every verdict, so the comparison covers them all.
+    for verdict in [
+        None,
+        Some(Unparsed::TooLarge),
+        Some(Unparsed::Malformed),
+        Some(Unparsed::Truncated),
+        Some(Unparsed::NoUsage),
+    ] {
+        assert!(outcomes.contains(&verdict), "{verdict:?} never reached");
+    }
+}
