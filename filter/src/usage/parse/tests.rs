@@ -906,7 +906,7 @@ fn random_stream(rng: &mut Rng) -> Vec<u8> {
     let events = 1 + rng.below(8);
     for event in 0..events {
         let end = line_ends[rng.below(3)];
-        let mut line = |out: &mut String, text: &str| {
+        let line = |out: &mut String, text: &str| {
             out.push_str(text);
             out.push_str(end);
         };
