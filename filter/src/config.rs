@@ -186,19 +186,27 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
                     .into(),
         });
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|error| json_error(&error))?;
+    let value = read::document(bytes).map_err(|error| json_error(&error))?;
     validate(RawConfig::read(&value)?)
 }
 
-/// A syntax error from the JSON parser, which states where it is and never quotes a string.
+/// An error from the JSON parser, which states where it is and never quotes a string: a syntax
+/// error, or a key named twice in one object.
 fn json_error(error: &serde_json::Error) -> ConfigError {
     let (line, column) = (error.line(), error.column());
     let full = error.to_string();
     let suffix = format!(" at line {line} column {column}");
+    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+    if error.is_data() {
+        return ConfigError::Shape {
+            path: "configuration".into(),
+            message: format!("{message} (line {line}, column {column})"),
+        };
+    }
     ConfigError::Syntax {
         line,
         column,
-        message: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
+        message,
     }
 }
 
@@ -1391,6 +1399,18 @@ mod tests {
         );
         let message = error_of(r#"{"credential": {"source": {"env": "T"}}} trailing"#);
         assert!(message.contains("line 1"), "{message}");
+    }
+
+    #[test]
+    fn a_field_given_twice_is_rejected() {
+        let message = error_of(
+            r#"{"credential": {"source": {"env": "A"}, "source": {"inline": "sk-ant-x"}}}"#,
+        );
+        assert!(
+            message.starts_with("configuration: duplicate field `source` (line 1,"),
+            "{message}"
+        );
+        assert!(!message.contains("sk-ant"), "{message}");
     }
 
     #[test]
