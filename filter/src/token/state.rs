@@ -6,7 +6,8 @@
 //! the same backoff. This module is the one place that turns tokens into
 //! bytes for shared data; [`Secret`] itself has no `Serialize`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::endpoint::FailureReason;
 use crate::secret::Secret;
@@ -125,34 +126,39 @@ impl TokenState {
         if bytes.is_empty() {
             return Err(StateError::Empty);
         }
-        let loaded: LoadedState =
-            serde_json::from_slice(bytes).map_err(|_| StateError::Unreadable)?;
-        if loaded.v != STATE_VERSION {
-            return Err(StateError::Version(loaded.v));
+        let Ok(Value::Object(loaded)) = serde_json::from_slice::<Value>(bytes) else {
+            return Err(StateError::Unreadable);
+        };
+        let document = Document(&loaded);
+        let version = document.whole("v")?.ok_or(StateError::Unreadable)?;
+        let version = u32::try_from(version).map_err(|_| StateError::Unreadable)?;
+        if version != STATE_VERSION {
+            return Err(StateError::Version(version));
         }
         // A reason this version does not know makes the document unreadable like any other bad field.
-        let disabled = match loaded.disabled.as_deref() {
+        let disabled = match document.text("disabled")? {
             None => None,
             Some(name) => Some(FailureReason::from_name(name).ok_or(StateError::Unreadable)?),
         };
+        let token = |field: &str| -> Result<Option<Secret>, StateError> {
+            Ok(document
+                .text(field)?
+                .filter(|token| !token.is_empty())
+                .map(Secret::new))
+        };
         Ok(Self {
-            generation: loaded.generation,
-            access_token: loaded
-                .access_token
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
-            expires_at_ms: loaded.expires_at_ms,
-            obtained_at_ms: loaded.obtained_at_ms,
-            refresh_token: loaded
-                .refresh_token
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
-            seed: loaded.seed,
-            retired_seeds: loaded.retired_seeds,
+            generation: document.whole("generation")?.unwrap_or(0),
+            access_token: token("access_token")?,
+            expires_at_ms: document.whole("expires_at_ms")?.unwrap_or(0),
+            obtained_at_ms: document.whole("obtained_at_ms")?.unwrap_or(0),
+            refresh_token: token("refresh_token")?,
+            seed: document.text("seed")?.unwrap_or_default().to_owned(),
+            retired_seeds: document.texts("retired_seeds")?,
             disabled,
-            failures: loaded.failures,
-            retry_at_ms: loaded.retry_at_ms,
-            unauthorized_at_ms: loaded.unauthorized_at_ms,
+            failures: u32::try_from(document.whole("failures")?.unwrap_or(0))
+                .map_err(|_| StateError::Unreadable)?,
+            retry_at_ms: document.whole("retry_at_ms")?.unwrap_or(0),
+            unauthorized_at_ms: document.whole("unauthorized_at_ms")?.unwrap_or(0),
         })
     }
 }
@@ -187,36 +193,47 @@ struct StoredState<'a> {
     unauthorized_at_ms: u64,
 }
 
-// No Debug: it holds tokens as plain strings for the moment of decoding.
-#[derive(Deserialize)]
-struct LoadedState {
-    v: u32,
-    #[serde(default)]
-    generation: u64,
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    expires_at_ms: u64,
-    #[serde(default)]
-    obtained_at_ms: u64,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default)]
-    seed: String,
-    #[serde(default)]
-    retired_seeds: Vec<String>,
-    #[serde(default)]
-    disabled: Option<String>,
-    #[serde(default)]
-    failures: u32,
-    #[serde(default)]
-    retry_at_ms: u64,
-    #[serde(default)]
-    unauthorized_at_ms: u64,
+/// A shared-data document being read: fields this version does not know are ignored (a newer
+/// version may add some), a known field of the wrong type makes the document unreadable.
+struct Document<'a>(&'a Map<String, Value>);
+
+impl<'a> Document<'a> {
+    /// A whole number, if present.
+    fn whole(&self, field: &str) -> Result<Option<u64>, StateError> {
+        match self.0.get(field) {
+            None => Ok(None),
+            Some(value) => value.as_u64().map(Some).ok_or(StateError::Unreadable),
+        }
+    }
+
+    /// A string, if present and not null.
+    fn text(&self, field: &str) -> Result<Option<&'a str>, StateError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(StateError::Unreadable),
+        }
+    }
+
+    /// A list of strings, empty if absent.
+    fn texts(&self, field: &str) -> Result<Vec<String>, StateError> {
+        match self.0.get(field) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_owned)
+                        .ok_or(StateError::Unreadable)
+                })
+                .collect(),
+            Some(_) => Err(StateError::Unreadable),
+        }
+    }
 }
 
 /// Who may refresh right now: one VM, until `until_ms`.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
 pub struct Lease {
     /// The holder's VM id; empty when free.
     pub holder: String,
@@ -242,7 +259,17 @@ impl Lease {
 
     /// Decodes a lease; anything unreadable (an empty value included) counts as free.
     pub fn decode(bytes: &[u8]) -> Self {
-        serde_json::from_slice(bytes).unwrap_or_default()
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
+            return Self::default();
+        };
+        let document = Document(&map);
+        match (document.text("holder"), document.whole("until_ms")) {
+            (Ok(Some(holder)), Ok(Some(until_ms))) => Self {
+                holder: holder.to_owned(),
+                until_ms,
+            },
+            _ => Self::default(),
+        }
     }
 }
 
@@ -287,6 +314,15 @@ mod tests {
         assert_eq!(
             TokenState::decode(br#"{"v": 9}"#),
             Err(StateError::Version(9))
+        );
+        assert_eq!(TokenState::decode(b"{}"), Err(StateError::Unreadable));
+        assert_eq!(
+            TokenState::decode(br#"{"v": 1, "generation": -1}"#),
+            Err(StateError::Unreadable)
+        );
+        assert_eq!(
+            TokenState::decode(br#"{"v": 1, "future_field": [1]}"#),
+            Ok(TokenState::default())
         );
         assert_eq!(
             TokenState::decode(br#"{"v": 1, "access_token": ""}"#)
@@ -338,6 +374,12 @@ mod tests {
         assert!(lease.available_to("vm-b", 100));
         assert!(Lease::decode(b"").available_to("vm-b", 0));
         assert_eq!(Lease::decode(&lease.encode()), lease);
+        // Anything unreadable counts as free, a field of the wrong type or a missing one included.
+        assert_eq!(
+            Lease::decode(br#"{"holder": "vm-a", "until_ms": "soon"}"#),
+            Lease::default()
+        );
+        assert_eq!(Lease::decode(br#"{"holder": "vm-a"}"#), Lease::default());
         assert_eq!(
             Keys::new("oauth").state,
             "credential_filter.oauth2.oauth.state"
