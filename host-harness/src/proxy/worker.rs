@@ -271,8 +271,15 @@ async fn serve_connection(
         identity: ConnectionIdentity::new(&worker.shared.config.identity, client),
     });
     let service_worker = Rc::clone(&worker);
+    // Boxed per request: hyper keeps a slot for the service's future for the connection's whole life,
+    // so an unboxed one would cost every idle connection (and every streaming response, whose future has
+    // already finished) the size of the largest request state.
     let service = service_fn(move |request| {
-        exchange::handle(request, Rc::clone(&service_worker), Rc::clone(&connection))
+        Box::pin(exchange::handle(
+            request,
+            Rc::clone(&service_worker),
+            Rc::clone(&connection),
+        ))
     });
     let io = SendTimeout::new(stream, worker.shared.config.idle_timeout);
     let conn = http.serve_connection(TokioIo::new(io), service);
