@@ -23,7 +23,8 @@ API does. Interleaved rounds at 1 and 8 connections; reported: streams per secon
 stream, CPU per stream, the throughput ratio on/off, and the added latency and CPU per event.
 
 Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_FILTER (the filter.wasm to run,
-default the wasm-release build), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
+default the wasm-release build), BENCH_COMPARE_FILTER (another filter.wasm, say the previous build: the streaming
+case then runs it too, usage on and off, in the same interleaved rounds, and reports it beside), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
 BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1, BENCH_CASES (`requests,streaming,memory`,
 the default, or some of them).
 
@@ -443,7 +444,7 @@ def start_stream_upstream(port):
     raise RuntimeError("the streaming upstream did not come up")
 
 
-def start_streaming_harness(directory, name, port, admin_port, upstream_port, plugin_config):
+def start_streaming_harness(directory, name, port, admin_port, upstream_port, plugin_config, wasm=FILTER):
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / f"{name}.json"
     config.write_text(plugin_config)
@@ -454,7 +455,7 @@ def start_streaming_harness(directory, name, port, admin_port, upstream_port, pl
         "--listen", f"127.0.0.1:{port}",
         "--admin-listen", f"127.0.0.1:{admin_port}",
         "--upstream", f"http://127.0.0.1:{upstream_port}",
-        "--filter", str(FILTER),
+        "--filter", str(wasm),
         "--plugin-config", str(config),
         "--workers", str(WORKERS),
         # The per-request usage line is an info line: off here, so the case measures the accounting,
@@ -481,6 +482,9 @@ def check_stream(name, port, admin_port, counted):
 
 def streaming_case():
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-streams-"))
+    builds = [("", FILTER)]
+    if os.environ.get("BENCH_COMPARE_FILTER"):
+        builds.append(("compare-", Path(os.environ["BENCH_COMPARE_FILTER"])))
     services = []
     events = len(stream_events())
     size = sum(len(event) for event in stream_events())
@@ -488,11 +492,13 @@ def streaming_case():
         upstream_port = free_port()
         services.append(start_stream_upstream(upstream_port))
         targets, owners = {}, {}
-        for name, config, counted in (("usage-on", PLUGIN_CONFIG, True), ("usage-off", USAGE_OFF_CONFIG, False)):
-            port, admin = free_port(), free_port()
-            services.append(start_streaming_harness(work, name, port, admin, upstream_port, config))
-            check_stream(name, port, admin, counted)
-            targets[name], owners[name] = port, services[-1]
+        for prefix, wasm in builds:
+            for usage, config, counted in (("on", PLUGIN_CONFIG, True), ("off", USAGE_OFF_CONFIG, False)):
+                name = f"{prefix}usage-{usage}"
+                port, admin = free_port(), free_port()
+                services.append(start_streaming_harness(work, name, port, admin, upstream_port, config, wasm))
+                check_stream(name, port, admin, counted)
+                targets[name], owners[name] = port, services[-1]
         log("streaming: warming up")
         for port in targets.values():
             run_wrk(port, 8, 2)
@@ -510,7 +516,7 @@ def streaming_case():
                     cpu = session_cpu_seconds(session) - cpu_before
                     result["cpu_us"] = cpu * 1e6 / result["requests"] if result["requests"] else float("nan")
                     samples[(name, connections)].append(result)
-                    log(f"streaming round {round_index + 1}/{ROUNDS} c={connections} {name:<9} {result['rps']:>8.1f} streams/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  cpu {result['cpu_us']:.0f} us/stream")
+                    log(f"streaming round {round_index + 1}/{ROUNDS} c={connections} {name:<17} {result['rps']:>8.1f} streams/s  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  cpu {result['cpu_us']:.0f} us/stream")
     finally:
         for service in reversed(services):
             service.stop()
@@ -527,21 +533,21 @@ def streaming_case():
         }
     print()
     print(f"streaming: {events}-event answers ({size / 1024:.0f} KiB), usage on vs off, {ROUNDS} rounds x {DURATION}s, {WORKERS} workers, medians")
-    print(f"{'target':<10}{'conns':>6}{'streams/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/stream':>15}{'errors':>8}")
+    print(f"{'target':<18}{'conns':>6}{'streams/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/stream':>15}{'errors':>8}")
     for connections in STREAM_CONNECTIONS:
         for name in targets:
             row = summary[f"{name}/c{connections}"]
-            print(f"{name:<10}{connections:>6}{row['streams_per_s']:>11.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['cpu_us']:>15.0f}{row['errors']:>8}")
+            print(f"{name:<18}{connections:>6}{row['streams_per_s']:>11.1f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['cpu_us']:>15.0f}{row['errors']:>8}")
     derived = {}
-    for connections in STREAM_CONNECTIONS:
-        on, off = summary[f"usage-on/c{connections}"], summary[f"usage-off/c{connections}"]
-        derived[f"c{connections}"] = {
+    for (prefix, wasm), connections in ((build, c) for build in builds for c in STREAM_CONNECTIONS):
+        on, off = summary[f"{prefix}usage-on/c{connections}"], summary[f"{prefix}usage-off/c{connections}"]
+        derived[f"{prefix}c{connections}"] = {
             "throughput_ratio": on["streams_per_s"] / off["streams_per_s"] if off["streams_per_s"] else float("nan"),
             "added_latency_us_per_event": (on["p50_ms"] - off["p50_ms"]) * 1000 / events,
             "added_cpu_us_per_event": (on["cpu_us"] - off["cpu_us"]) / events,
         }
-        row = derived[f"c{connections}"]
-        print(f"c={connections}: throughput on/off {row['throughput_ratio']:.3f}; added per event: {row['added_latency_us_per_event']:.2f} us latency (p50 of a stream / events), {row['added_cpu_us_per_event']:.2f} us CPU")
+        row = derived[f"{prefix}c{connections}"]
+        print(f"{prefix}c={connections} ({wasm.name}): throughput on/off {row['throughput_ratio']:.3f}; added per event: {row['added_latency_us_per_event']:.2f} us latency (p50 of a stream / events), {row['added_cpu_us_per_event']:.2f} us CPU")
     return {"events": events, "bytes": size, "results": summary, "usage_cost": derived}
 
 
