@@ -1,4 +1,5 @@
-//! The `host-harness` binary's one-shot subcommands, run as a user runs them: `validate`, `dry-run`, `wasi-run`.
+//! The `host-harness` binary's one-shot subcommands, run as a user runs them: `validate`, `dry-run`, `wasi-run`;
+//! and the README's commands on the files in `examples/`, as written.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -228,4 +229,91 @@ fn wasi_run_refuses_a_module_that_is_not_a_command() {
     let (code, _, stderr) = run(harness().args(["wasi-run", env!("FILTER_WASM")]));
     assert_eq!(code, 2);
     assert!(stderr.contains("_start"), "{stderr}");
+}
+
+/// The repository's `examples/` folder, whose files the README's commands name.
+fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("examples")
+}
+
+#[test]
+fn every_example_plugin_configuration_is_accepted_by_validate() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        seen += 1;
+        // As the README writes it: `host-harness validate --config examples/<file>.json`.
+        let (code, stdout, stderr) = run(harness()
+            .args(["validate", "--filter", env!("FILTER_WASM"), "--config"])
+            .arg(&path));
+        assert_eq!(code, 0, "{}: {stdout} {stderr}", path.display());
+    }
+    assert!(seen >= 2, "examples/ holds {seen} plugin configurations");
+}
+
+#[test]
+fn the_readmes_dry_run_of_the_api_key_example_sends_the_key_and_drops_the_clients_bearer() {
+    let config = examples_dir().join("plugin-api-key.json");
+    let (code, stdout, stderr) = run(harness()
+        .args(["dry-run", "--filter", env!("FILTER_WASM"), "--config"])
+        .arg(&config)
+        .args([
+            "--env",
+            "ANTHROPIC_API_KEY=x",
+            "--method",
+            "POST",
+            "--path",
+            "/v1/messages",
+            "-H",
+            "authorization: Bearer client-token",
+        ]));
+    assert_eq!(code, 0, "{stderr}");
+    let out: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["action"], "continue", "{out}");
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(out["request_headers"].clone()).unwrap();
+    let values = |name: &str| {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values("x-api-key"), ["[REDACTED]"]);
+    assert!(values("authorization").is_empty(), "{out}");
+    assert_eq!(values("anthropic-version"), ["2023-06-01"]);
+    // An API key gets no OAuth beta flag.
+    assert!(
+        values("anthropic-beta")
+            .iter()
+            .all(|v| !v.contains("oauth")),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_local_proxy_example_loads_and_points_at_its_plugin_configuration() {
+    let overrides = host_harness::proxy::config::Overrides {
+        filter: Some(PathBuf::from(env!("FILTER_WASM"))),
+        ..Default::default()
+    };
+    let config = host_harness::proxy::config::ProxyConfig::load(
+        Some(&examples_dir().join("proxy-local.toml")),
+        &overrides,
+        |key| (key == "ANTHROPIC_API_KEY").then(|| "local-test-key".to_owned()),
+    )
+    .unwrap();
+    assert_eq!(config.upstream.to_string(), "http://127.0.0.1:9000");
+    assert_eq!(
+        config.plugin_config,
+        std::fs::read(examples_dir().join("plugin-api-key.json")).unwrap()
+    );
+    assert_eq!(config.default_credential, None);
+    assert!(config.vm_env.contains_key("ANTHROPIC_API_KEY"));
 }
