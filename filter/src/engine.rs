@@ -493,7 +493,10 @@ mod tests {
         assert_eq!(response.status, 503);
         assert_eq!(
             response.headers,
-            vec![("content-type", "application/json"), ("x-should-retry", "false")]
+            vec![
+                ("content-type", "application/json"),
+                ("x-should-retry", "false")
+            ]
         );
         let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
         assert_eq!(body["type"], "error");

@@ -436,8 +436,7 @@ fn identity_allow_list_admits_listed_callers_and_refuses_others_with_403() {
             vec![("tailscale-user-login", b"alice@example.com".as_slice())],
         ),
     ] {
-        let (status, content_type, body) =
-            answered(&mut vm, info, request("/v1/messages", &extra));
+        let (status, content_type, body) = answered(&mut vm, info, request("/v1/messages", &extra));
         assert_eq!(status, 403);
         assert_eq!(content_type, "application/json");
         assert_eq!(body["error"]["type"], "permission_error");

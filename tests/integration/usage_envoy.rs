@@ -115,11 +115,7 @@ fn envoy_exports_usage_by_caller_and_model_and_logs_one_line_per_request() -> an
         "{exposition}"
     );
     assert_eq!(
-        labelled(
-            &exposition,
-            "credential_filter_usage_unparsed_total",
-            &[]
-        ),
+        labelled(&exposition, "credential_filter_usage_unparsed_total", &[]),
         Some(0.0),
         "{exposition}"
     );
