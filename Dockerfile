@@ -17,7 +17,7 @@ COPY tests ./tests
 COPY specs ./specs
 COPY scripts/build-proxy-image.sh ./scripts/build-proxy-image.sh
 RUN cargo build --locked -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm \
- && cargo build --locked --release -p host-harness \
+ && cargo build --locked --release -p host-harness-cli \
  && scripts/build-proxy-image.sh --rootfs /rootfs
 
 # Runtime stage: nothing but what scripts/build-proxy-image.sh lays out, the same files `make image` puts in

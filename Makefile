@@ -37,10 +37,10 @@ filter: wasm-target
 	@echo "filter: $(FILTER_WASM) ($$(stat -c %s $(FILTER_WASM)) bytes)"
 
 build: filter
-	$(CARGO) build --release -p host-harness
+	$(CARGO) build --release -p host-harness-cli
 
 run: filter
-	$(CARGO) build --profile quick-release -p host-harness
+	$(CARGO) build --profile quick-release -p host-harness-cli
 	$(HARNESS_RUN) serve --filter $(FILTER_WASM) $(SERVE_ARGS)
 
 envoy:

@@ -132,7 +132,7 @@ def backticked(spec: Path) -> set[str]:
 
 def checks() -> list[tuple[str, Path, list[str]]]:
     filter_src = ROOT / "filter/src"
-    proxy_src = ROOT / "host-harness/src/proxy"
+    proxy_src = ROOT / "host-harness/cli/src/proxy"
     specs = ROOT / "specs"
     return [
         ("filter configuration field", specs / "filter.md", object_fields(filter_src / "config.rs", filter_src / "token/config.rs")),

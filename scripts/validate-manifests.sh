@@ -112,7 +112,7 @@ echo "== the plugin configuration through the real filter (host-harness validate
 harness="${HOST_HARNESS:-target/debug/host-harness}"
 if [[ ! -x "$harness" ]]; then
     echo "building host-harness ($harness is missing)" >&2
-    cargo build -p host-harness >&2
+    cargo build -p host-harness-cli >&2
 fi
 wasm="target/wasm/wasm32-wasip1/wasm-release/filter.wasm"
 # k8s/standalone/plugin.json is also the WasmPlugin's pluginConfig and Envoy's StringValue (check.py requires

@@ -5,7 +5,7 @@
 //! the same engine settings therefore share one `Engine` (as wasmtime intends) and a module compiled for
 //! the same bytes is reused. The memo is bounded and compares the full module bytes, so two modules that
 //! merely hash alike never share code. On-disk caching across processes is wasmtime's own cache
-//! (`Config::cache`), enabled per cache directory.
+//! (`Config::cache`), enabled per cache directory when the crate's `cache` feature is on.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -99,6 +99,10 @@ pub(crate) fn compile(
 fn build_engine(cache_dir: Option<&Path>) -> Result<Engine, HarnessError> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // Without the `cache` feature the builder has no way to set a directory, so this is always `None`.
+    #[cfg(not(feature = "cache"))]
+    let _ = cache_dir;
+    #[cfg(feature = "cache")]
     if let Some(dir) = cache_dir {
         let cache_error = |reason: String| HarnessError::Cache {
             path: dir.to_path_buf(),

@@ -27,7 +27,7 @@ pub enum HarnessError {
     /// The wasm engine could not be configured.
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
-    /// The compiled-module cache could not be set up.
+    /// The compiled-module cache could not be set up (only with the `cache` feature).
     #[error("cannot set up the compiled-module cache in {path}: {reason}")]
     Cache {
         /// The cache directory.

@@ -46,7 +46,9 @@
 //! - [`abi`]: the import table and the host functions, one file per ABI area
 //! - [`error`]: [`HarnessError`] and [`GuestTrap`]
 //! - `state`, `wasi`, `compile`: a VM's store data, its WASI, and engines/modules shared by the process
-//! - [`proxy`]: the standalone reverse proxy; [`wasi_command`]: runs WASI command modules
+//!
+//! The `host-harness` binary (validate, dry-run, the standalone proxy `serve`, wasi-run) is the separate
+//! package `host-harness-cli` in `host-harness/cli/`.
 #![forbid(unsafe_code)]
 
 pub mod abi;
@@ -59,13 +61,11 @@ pub mod http_call;
 pub mod logs;
 pub mod metrics;
 pub mod plugin;
-pub mod proxy;
 pub mod shared;
 mod state;
 pub mod stream;
 pub mod vm;
 mod wasi;
-pub mod wasi_command;
 
 pub use clock::{Clock, ManualClock};
 pub use error::{GuestTrap, HarnessError, TrapCause};

@@ -413,6 +413,10 @@ impl PluginBuilder {
     }
 
     /// Caches compiled modules in `dir`, keyed by module hash and engine settings.
+    ///
+    /// Only with the crate's `cache` feature (wasmtime's on-disk cache, which brings a TOML parser into
+    /// the dependency tree). Within one process compiled modules are reused without it.
+    #[cfg(feature = "cache")]
     pub fn cache_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.cache_dir = Some(dir.as_ref().to_path_buf());
         self

@@ -299,11 +299,11 @@ fn the_readmes_dry_run_of_the_api_key_example_sends_the_key_and_drops_the_client
 
 #[test]
 fn the_local_proxy_example_loads_and_points_at_its_plugin_configuration() {
-    let overrides = host_harness::proxy::config::Overrides {
+    let overrides = host_harness_cli::proxy::config::Overrides {
         filter: Some(PathBuf::from(env!("FILTER_WASM"))),
         ..Default::default()
     };
-    let config = host_harness::proxy::config::ProxyConfig::load(
+    let config = host_harness_cli::proxy::config::ProxyConfig::load(
         Some(&examples_dir().join("proxy-local.toml")),
         &overrides,
         |key| (key == "ANTHROPIC_API_KEY").then(|| "local-test-key".to_owned()),

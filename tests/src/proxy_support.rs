@@ -1,4 +1,4 @@
-//! The standalone proxy under test: `host_harness::proxy::run` with the real `filter.wasm`, its listeners
+//! The standalone proxy under test: `host_harness_cli::proxy::run` with the real `filter.wasm`, its listeners
 //! bound on `127.0.0.1:0`, on its own thread and runtime, stopped (and drained) when dropped.
 //!
 //! ```no_run
@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use host_harness::proxy::{Listeners, Overrides, ProxyConfig, ProxyError};
+use host_harness_cli::proxy::{Listeners, Overrides, ProxyConfig, ProxyError};
 use tokio::sync::oneshot;
 
 use crate::client::{self, HttpRequest, HttpResponse};
@@ -135,7 +135,7 @@ impl ProxyBuilder {
                     .enable_all()
                     .build()
                     .map_err(|err| ProxyError::Filter(err.to_string()))?;
-                runtime.block_on(host_harness::proxy::run(listeners, config, async {
+                runtime.block_on(host_harness_cli::proxy::run(listeners, config, async {
                     let _ = stopped.await;
                 }))
             })?;

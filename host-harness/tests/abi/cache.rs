@@ -1,4 +1,5 @@
-//! Compiled modules: cached on disk per directory, shared in memory across plugins; handles are thread-safe.
+//! Compiled modules: cached on disk per directory (with the `cache` feature), shared in memory across
+//! plugins; handles are thread-safe.
 
 use host_harness::{Plugin, Vm};
 
@@ -19,6 +20,7 @@ fn plugins_are_send_sync_and_cheap_to_clone_and_vms_can_move_to_a_worker_thread(
     assert!(moved.join().unwrap().is_ok());
 }
 
+#[cfg(feature = "cache")]
 #[test]
 fn a_cache_directory_receives_the_compiled_module() {
     let dir = std::env::temp_dir().join(format!("host-harness-cache-test-{}", std::process::id()));
@@ -40,6 +42,7 @@ fn a_cache_directory_receives_the_compiled_module() {
     );
 }
 
+#[cfg(feature = "cache")]
 #[test]
 fn an_unusable_cache_directory_is_reported_with_its_path() {
     let file = std::env::temp_dir().join(format!("host-harness-cache-file-{}", std::process::id()));
@@ -59,6 +62,7 @@ fn an_unusable_cache_directory_is_reported_with_its_path() {
     );
 }
 
+#[cfg(feature = "cache")]
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -193,7 +193,10 @@ pub async fn run(
 const STATE_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Writes the filter's token state to its file whenever it changes, until aborted.
-async fn persist_state(file: Arc<Mutex<state_file::StateFile>>, plugin: crate::plugin::Plugin) {
+async fn persist_state(
+    file: Arc<Mutex<state_file::StateFile>>,
+    plugin: host_harness::plugin::Plugin,
+) {
     let mut interval = tokio::time::interval(STATE_PERSIST_INTERVAL);
     loop {
         interval.tick().await;
@@ -201,7 +204,7 @@ async fn persist_state(file: Arc<Mutex<state_file::StateFile>>, plugin: crate::p
     }
 }
 
-fn persist_once(file: &Mutex<state_file::StateFile>, plugin: &crate::plugin::Plugin) {
+fn persist_once(file: &Mutex<state_file::StateFile>, plugin: &host_harness::plugin::Plugin) {
     let mut file = file
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -90,8 +90,10 @@ pub const UPSTREAM_CLUSTER: &str = "upstream";
 
 /// The workspace's release build of the filter, used when no filter path is configured.
 pub fn default_filter_path() -> PathBuf {
+    // This crate sits at `host-harness/cli/` in the workspace.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap_or_else(|| Path::new("."))
         .join("target/wasm/wasm32-wasip1/wasm-release/filter.wasm")
 }

@@ -13,8 +13,8 @@ pub mod validate;
 use std::path::PathBuf;
 
 use clap::Args;
-use host_harness::proxy::config::default_filter_path;
 use host_harness::{HarnessError, LogLevel, Plugin, Vm};
+use host_harness_cli::proxy::config::default_filter_path;
 
 /// The filter and its configuration, shared by `validate` and `dry-run`.
 #[derive(Debug, Args)]

@@ -36,7 +36,7 @@ enum Command {
     /// Run one request through the filter and print the outcome as JSON.
     DryRun(cli::dry_run::DryRunArgs),
     /// Run the filter as a standalone streaming reverse proxy (see specs/proxy.md).
-    Serve(Box<host_harness::proxy::cli::ServeArgs>),
+    Serve(Box<host_harness_cli::proxy::cli::ServeArgs>),
     /// Run a WASI preview 1 command module (e.g. a test binary built for wasm32-wasip1) and exit with its code.
     WasiRun {
         /// The `.wasm` command module.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => cli::validate::run(&args),
         Command::DryRun(args) => cli::dry_run::run(&args),
-        Command::Serve(args) => host_harness::proxy::cli::serve_main(*args),
+        Command::Serve(args) => host_harness_cli::proxy::cli::serve_main(*args),
         Command::WasiRun { module, args } => wasi_run(&module, args),
     }
 }
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 fn wasi_run(module: &std::path::Path, args: Vec<String>) -> ExitCode {
     let mut argv = vec![module.display().to_string()];
     argv.extend(args);
-    match host_harness::wasi_command::run(module, &argv) {
+    match host_harness_cli::wasi_command::run(module, &argv) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
             eprintln!("host-harness wasi-run: {err}");

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request;
 use http::{Method, StatusCode};
 
-use crate::headers::Headers;
+use host_harness::headers::Headers;
 
 /// Forwarding headers the proxy maintains, parsed once: lookups by `&str` would parse the name each time.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::shared::SharedRegistry;
+use host_harness::shared::SharedRegistry;
 
 /// Largest state file accepted; a token state is a few hundred bytes.
 const MAX_STATE_BYTES: u64 = 256 * 1024;

@@ -35,7 +35,7 @@ use super::identity::{self, Caller, ConnectionIdentity, IdentityRefusal};
 use super::limit::Slot;
 use super::upstream::{self, BoxError, UpstreamBody};
 use super::worker::Worker;
-use crate::headers::Headers;
+use host_harness::headers::Headers;
 
 /// Frames buffered between the request body pump and the upstream connection.
 const REQUEST_BODY_CHANNEL: usize = 4;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::identity::Caller;
-use crate::headers::Headers;
+use host_harness::headers::Headers;
 
 /// Identifies one request's stream inside a worker's VM.
 pub type StreamId = u32;

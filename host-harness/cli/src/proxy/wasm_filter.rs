@@ -16,14 +16,14 @@ use super::filter::{
     FilterMetricValue, HeaderPart, LocalReply, OutgoingCall, ReplyOrigin, StreamId, StreamInfo,
     Verdict, WorkerFilter,
 };
-use crate::headers::Headers;
-use crate::http_call::{HttpCallFailure, HttpCallResponse};
-use crate::logs::{LogLevel, LogRecord};
-use crate::metrics::{HISTOGRAM_BUCKET_BOUNDS, MetricValue};
-use crate::plugin::{FailurePolicy, Plugin};
-use crate::stream::{Action, BodyChunk, LocalResponse, StreamEvent, StreamState};
-use crate::vm::Vm;
-use crate::{HarnessError, stream};
+use host_harness::headers::Headers;
+use host_harness::http_call::{HttpCallFailure, HttpCallResponse};
+use host_harness::logs::{LogLevel, LogRecord};
+use host_harness::metrics::{HISTOGRAM_BUCKET_BOUNDS, MetricValue};
+use host_harness::plugin::{FailurePolicy, Plugin};
+use host_harness::stream::{Action, BodyChunk, LocalResponse, StreamEvent, StreamState};
+use host_harness::vm::Vm;
+use host_harness::{HarnessError, stream};
 
 /// Compiles the filter once and starts a VM per worker.
 #[derive(Debug, Clone)]
