@@ -117,29 +117,3 @@ fn system_nanos() -> u64 {
         .map(duration_nanos)
         .unwrap_or(0)
 }
-
-/// The clock as WASI's wall clock, so `SystemTime::now()` inside the guest agrees with the host.
-pub(crate) struct WasiWallClock(pub(crate) Clock);
-
-impl wasmtime_wasi::HostWallClock for WasiWallClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_nanos(1)
-    }
-
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.now_nanos())
-    }
-}
-
-/// A manual clock as WASI's monotonic clock, so `Instant::now()` in the guest follows virtual time.
-pub(crate) struct WasiMonotonicClock(pub(crate) ManualClock);
-
-impl wasmtime_wasi::HostMonotonicClock for WasiMonotonicClock {
-    fn resolution(&self) -> u64 {
-        1
-    }
-
-    fn now(&self) -> u64 {
-        self.0.now_nanos()
-    }
-}

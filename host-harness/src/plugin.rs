@@ -678,7 +678,7 @@ fn check_imports(module: &Module) -> Result<(), HarnessError> {
     for import in module.imports() {
         let known = match import.module() {
             abi::ENV => abi::host_import(import.name()).is_some(),
-            crate::wasi::WASI | crate::wasi::WASI_UNSTABLE => true,
+            crate::wasi::WASI | crate::wasi::WASI_UNSTABLE => crate::wasi::provides(import.name()),
             _ => false,
         };
         if !known {

@@ -9,7 +9,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use wasmtime::{Memory, ResourceLimiter, StoreLimits, TypedFunc};
-use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::headers::Headers;
 use crate::http_call::{FailedCalls, HttpCallFailure, HttpCallResponse, PendingHttpCall};
@@ -17,6 +16,7 @@ use crate::logs::LogCapture;
 use crate::plugin::PluginShared;
 use crate::shared::QueueInbox;
 use crate::stream::{StreamEvent, StreamState};
+use crate::wasi::WasiState;
 
 /// A map keyed by ids the host hands out itself (context ids, call tokens): keys no guest or peer chooses, so
 /// it needs none of the default hasher's defence against chosen keys, and is looked up on every host call.
@@ -49,8 +49,8 @@ impl Hasher for IdHasher {
 
 /// Everything a VM's host functions work on.
 pub(crate) struct HostState {
-    /// WASI preview 1 state (environment, stdio capture, clocks).
-    pub(crate) wasi: WasiP1Ctx,
+    /// WASI preview 1 state (the monotonic clock's origin; environment and stdio come from `plugin`).
+    pub(crate) wasi: WasiState,
     /// Memory and table limits, enforced by wasmtime.
     pub(crate) limits: GuestLimits,
     /// What all VMs of the plugin share.

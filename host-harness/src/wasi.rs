@@ -1,31 +1,29 @@
-//! WASI preview 1 for proxy-wasm guests.
+//! WASI preview 1 for proxy-wasm guests, served by the host itself.
 //!
 //! Like Envoy, the guest sees only the environment the plugin configures (`environment_variables`, plus
 //! `host_env_keys` copied from the host when the plugin is built), no arguments, no files, and clocks that
 //! follow the plugin's clock. Its stdout and stderr become log records of the VM (stdout at `Info`, stderr at
 //! `Error`) unless the plugin asks to inherit the host's.
 //!
-//! Everything links through `wasmtime_wasi::p1`, then the calls that touch file descriptors are served by
-//! the host directly. wasmtime-wasi's synchronous adapter runs those on a tokio runtime with `block_on`,
-//! which panics when the embedder calls the guest from inside its own runtime (as the standalone proxy's
-//! workers do); a guest's panic message, written to stderr, would then take the worker down. A proxy-wasm
-//! guest has only stdin, stdout and stderr, so the host answers these calls itself, as Envoy does: writes to
-//! stdout/stderr are captured, stdin is empty, every other descriptor is EBADF, sleeping (`poll_oneoff`)
-//! returns at once with no event.
+//! A proxy-wasm guest has only stdin, stdout and stderr, so the host answers every call itself, as Envoy
+//! does, and never blocks: writes to stdout/stderr are captured, stdin is empty, every other descriptor is
+//! EBADF, path calls find no directory, sleeping (`poll_oneoff`) and yielding return at once with no event,
+//! and `proc_exit` stops the guest with a [`GuestExit`] the VM reports as an exit. Every function of
+//! `wasi_snapshot_preview1` is defined, so any module a WASI toolchain builds links; what a proxy-wasm guest
+//! has no use for (sockets, signals) answers ENOSYS or ENOTSUP. Guest memory is only touched through
+//! [`HostCall`], and a bad guest pointer is EFAULT, as WASI specifies, rather than a trap.
 //!
 //! Modules built by older toolchains (AssemblyScript's `proxy-runtime`) import WASI as `wasi_unstable`;
 //! as Envoy does, the same functions answer under that name.
 
 use std::io::Write;
+use std::time::Instant;
 
 use wasmtime::{Caller, Linker};
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::abi::memory::HostCall;
-use crate::clock::{Clock, WasiMonotonicClock, WasiWallClock};
+use crate::clock::{Clock, duration_nanos};
 use crate::logs::LogSource;
-use crate::plugin::PluginShared;
 use crate::state::HostState;
 
 /// The WASI import module.
@@ -33,16 +31,76 @@ pub(crate) const WASI: &str = "wasi_snapshot_preview1";
 /// The pre-snapshot name of the same module, still imported by older toolchains.
 pub(crate) const WASI_UNSTABLE: &str = "wasi_unstable";
 
+/// Every function of `wasi_snapshot_preview1`: a module may import any of them.
+const FUNCTIONS: [&str; 46] = [
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+];
+
 /// WASI errno values this host returns.
 mod errno {
     pub const SUCCESS: i32 = 0;
     pub const BADF: i32 = 8;
     pub const FAULT: i32 = 21;
     pub const INVAL: i32 = 28;
+    pub const IO: i32 = 29;
+    pub const NOSYS: i32 = 52;
     pub const NOTDIR: i32 = 54;
     pub const NOTSUP: i32 = 58;
+    pub const OVERFLOW: i32 = 61;
     pub const SPIPE: i32 = 70;
 }
+
+/// WASI clock ids the host serves; the process and thread CPU-time clocks are ENOTSUP, as in Envoy.
+const CLOCK_REALTIME: i32 = 0;
+const CLOCK_MONOTONIC: i32 = 1;
+
+/// The most bytes one `random_get` fills; Envoy refuses larger requests with EINVAL too.
+const MAX_RANDOM_BYTES: u32 = 64 * 1024;
 
 /// WASI's `filetype::character_device`, what stdio descriptors are.
 const CHARACTER_DEVICE: u8 = 2;
@@ -50,47 +108,52 @@ const CHARACTER_DEVICE: u8 = 2;
 const RIGHT_FD_READ: u64 = 1 << 1;
 const RIGHT_FD_WRITE: u64 = 1 << 6;
 
-/// The WASI context of one VM instance.
-pub(crate) fn context_for(plugin: &PluginShared) -> WasiP1Ctx {
-    // No stdio streams here: `fd_write` below captures stdout and stderr itself.
-    let mut builder = WasiCtxBuilder::new();
-    for (key, value) in &plugin.settings.env {
-        builder.env(key, value);
-    }
-    builder.wall_clock(WasiWallClock(plugin.clock.clone()));
-    if let Clock::Manual(manual) = &plugin.clock {
-        builder.monotonic_clock(WasiMonotonicClock(manual.clone()));
-    }
-    builder.build_p1()
+/// The WASI state of one VM instance.
+pub(crate) struct WasiState {
+    /// When the instance was created: the origin of the monotonic clock on the system clock.
+    started: Instant,
 }
 
-/// Links WASI preview 1, with descriptor calls served by the host (see the module docs).
+impl WasiState {
+    /// The state of a new instance.
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The guest called `proc_exit`: the call never returns, the guest stops with this code.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest called proc_exit({0})")]
+pub(crate) struct GuestExit(pub(crate) i32);
+
+/// Whether `name` is a function of WASI preview 1 (under either module name).
+pub(crate) fn provides(name: &str) -> bool {
+    FUNCTIONS.contains(&name)
+}
+
+/// Links WASI preview 1 under both module names (see the module docs).
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut HostState| &mut state.wasi)?;
-    linker.allow_shadowing(true);
-    linker.func_wrap(WASI, "fd_write", fd_write)?;
-    linker.func_wrap(WASI, "fd_read", fd_read)?;
-    linker.func_wrap(WASI, "fd_fdstat_get", fd_fdstat_get)?;
-    linker.func_wrap(WASI, "fd_filestat_get", fd_filestat_get)?;
     linker.func_wrap(
         WASI,
-        "fd_pwrite",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+        "args_get",
+        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::SUCCESS),
     )?;
-    linker.func_wrap(
-        WASI,
-        "fd_pread",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| on_fd(fd, errno::SPIPE),
-    )?;
-    linker.func_wrap(
-        WASI,
-        "fd_seek",
-        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i32, _: i32| on_fd(fd, errno::SPIPE),
-    )?;
+    linker.func_wrap(WASI, "args_sizes_get", args_sizes_get)?;
+    linker.func_wrap(WASI, "environ_get", environ_get)?;
+    linker.func_wrap(WASI, "environ_sizes_get", environ_sizes_get)?;
+    linker.func_wrap(WASI, "clock_res_get", clock_res_get)?;
+    linker.func_wrap(WASI, "clock_time_get", clock_time_get)?;
     linker.func_wrap(
         WASI,
         "fd_advise",
         |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_allocate",
+        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64| on_fd(fd, errno::NOTSUP),
     )?;
     linker.func_wrap(WASI, "fd_close", |_: Caller<'_, HostState>, fd: i32| {
         on_fd(fd, errno::SUCCESS)
@@ -98,9 +161,19 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     linker.func_wrap(WASI, "fd_datasync", |_: Caller<'_, HostState>, fd: i32| {
         on_fd(fd, errno::INVAL)
     })?;
-    linker.func_wrap(WASI, "fd_sync", |_: Caller<'_, HostState>, fd: i32| {
-        on_fd(fd, errno::INVAL)
-    })?;
+    linker.func_wrap(WASI, "fd_fdstat_get", fd_fdstat_get)?;
+    // Stdio descriptors are not files whose flags can change, and there are no others.
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_set_flags",
+        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::BADF),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_set_rights",
+        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64| on_fd(fd, errno::NOTSUP),
+    )?;
+    linker.func_wrap(WASI, "fd_filestat_get", fd_filestat_get)?;
     linker.func_wrap(
         WASI,
         "fd_filestat_set_size",
@@ -113,6 +186,28 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     )?;
     linker.func_wrap(
         WASI,
+        "fd_pread",
+        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+    )?;
+    // No descriptor is a preopened directory.
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_get",
+        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::BADF),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_dir_name",
+        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_pwrite",
+        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+    )?;
+    linker.func_wrap(WASI, "fd_read", fd_read)?;
+    linker.func_wrap(
+        WASI,
         "fd_readdir",
         |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
             on_fd(fd, errno::NOTDIR)
@@ -123,7 +218,20 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "fd_renumber",
         |_: Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?;
+    linker.func_wrap(
+        WASI,
+        "fd_seek",
+        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i32, _: i32| on_fd(fd, errno::SPIPE),
+    )?;
+    linker.func_wrap(WASI, "fd_sync", |_: Caller<'_, HostState>, fd: i32| {
+        on_fd(fd, errno::INVAL)
+    })?;
+    linker.func_wrap(
+        WASI,
+        "fd_tell",
+        |_: Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::SPIPE),
+    )?;
+    linker.func_wrap(WASI, "fd_write", fd_write)?;
     linker.func_wrap(
         WASI,
         "path_create_directory",
@@ -187,7 +295,43 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         "path_unlink_file",
         |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.allow_shadowing(false);
+    linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?;
+    linker.func_wrap(
+        WASI,
+        "proc_exit",
+        |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(GuestExit(code)))
+        },
+    )?;
+    linker.func_wrap(WASI, "proc_raise", |_: Caller<'_, HostState>, _: i32| {
+        Ok(errno::NOTSUP)
+    })?;
+    // One guest per VM and nothing to yield to: the call returns at once, as in Envoy.
+    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState>| {
+        Ok(errno::SUCCESS)
+    })?;
+    linker.func_wrap(WASI, "random_get", random_get)?;
+    // A proxy-wasm guest talks to the network only through the proxy-wasm ABI.
+    linker.func_wrap(
+        WASI,
+        "sock_accept",
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_recv",
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_send",
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
+    )?;
+    linker.func_wrap(
+        WASI,
+        "sock_shutdown",
+        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::NOSYS),
+    )?;
     linker.alias_module(WASI, WASI_UNSTABLE)?;
     Ok(())
 }
@@ -205,6 +349,125 @@ fn on_fd(fd: i32, on_stdio: i32) -> wasmtime::Result<i32> {
 /// A path call relative to `fd`: stdio descriptors are not directories, and there are no others.
 fn on_dir(fd: i32) -> wasmtime::Result<i32> {
     on_fd(fd, errno::NOTDIR)
+}
+
+/// SUCCESS when every write landed in guest memory, EFAULT otherwise.
+fn written(ok: bool) -> wasmtime::Result<i32> {
+    Ok(if ok { errno::SUCCESS } else { errno::FAULT })
+}
+
+/// Writes a little-endian u32 at a guest pointer given as a WASI argument; `false` when it is out of bounds.
+fn put_u32(call: &mut HostCall<'_, '_>, ptr: i32, value: u32) -> bool {
+    u32::try_from(ptr).is_ok_and(|ptr| call.try_write(ptr, &value.to_le_bytes()))
+}
+
+/// No arguments: a count of 0 and an empty buffer.
+fn args_sizes_get(
+    mut caller: Caller<'_, HostState>,
+    argc: i32,
+    buf_size: i32,
+) -> wasmtime::Result<i32> {
+    let mut call = HostCall::new(&mut caller, "args_sizes_get");
+    written(put_u32(&mut call, argc, 0) && put_u32(&mut call, buf_size, 0))
+}
+
+/// The plugin's environment as WASI lays it out: `KEY=VALUE\0` for each variable, in configured order.
+fn environment(call: &HostCall<'_, '_>) -> Vec<Vec<u8>> {
+    call.state_ref()
+        .plugin
+        .settings
+        .env
+        .iter()
+        .map(|(key, value)| format!("{key}={value}\0").into_bytes())
+        .collect()
+}
+
+/// The number of variables and the bytes their `KEY=VALUE\0` strings take.
+fn environ_sizes_get(
+    mut caller: Caller<'_, HostState>,
+    count: i32,
+    buf_size: i32,
+) -> wasmtime::Result<i32> {
+    let mut call = HostCall::new(&mut caller, "environ_sizes_get");
+    let entries = environment(&call);
+    let size = entries.iter().map(Vec::len).sum::<usize>();
+    let (Ok(entry_count), Ok(size)) = (u32::try_from(entries.len()), u32::try_from(size)) else {
+        return Ok(errno::OVERFLOW);
+    };
+    written(put_u32(&mut call, count, entry_count) && put_u32(&mut call, buf_size, size))
+}
+
+/// The variables' strings, one after another at `buf`, and a pointer to each at `environ`.
+fn environ_get(mut caller: Caller<'_, HostState>, environ: i32, buf: i32) -> wasmtime::Result<i32> {
+    let mut call = HostCall::new(&mut caller, "environ_get");
+    let (Ok(environ), Ok(buf)) = (u32::try_from(environ), u32::try_from(buf)) else {
+        return Ok(errno::FAULT);
+    };
+    let entries = environment(&call);
+    let mut pointers = Vec::with_capacity(entries.len().saturating_mul(4));
+    let mut strings = Vec::new();
+    for entry in &entries {
+        let Some(at) = u32::try_from(strings.len())
+            .ok()
+            .and_then(|offset| buf.checked_add(offset))
+        else {
+            return Ok(errno::FAULT);
+        };
+        pointers.extend_from_slice(&at.to_le_bytes());
+        strings.extend_from_slice(entry);
+    }
+    written(call.try_write(environ, &pointers) && call.try_write(buf, &strings))
+}
+
+/// Both clocks tick in nanoseconds.
+fn clock_res_get(
+    mut caller: Caller<'_, HostState>,
+    id: i32,
+    resolution: i32,
+) -> wasmtime::Result<i32> {
+    if id != CLOCK_REALTIME && id != CLOCK_MONOTONIC {
+        return Ok(errno::NOTSUP);
+    }
+    let mut call = HostCall::new(&mut caller, "clock_res_get");
+    written(u32::try_from(resolution).is_ok_and(|ptr| call.try_write(ptr, &1u64.to_le_bytes())))
+}
+
+/// The realtime clock is the plugin's clock; the monotonic clock follows a manual clock too, so that
+/// `Instant::now()` in the guest moves with virtual time, and on the system clock counts from the
+/// instance's creation.
+fn clock_time_get(
+    mut caller: Caller<'_, HostState>,
+    id: i32,
+    _precision: i64,
+    time: i32,
+) -> wasmtime::Result<i32> {
+    let mut call = HostCall::new(&mut caller, "clock_time_get");
+    let state = call.state_ref();
+    let now = match (id, &state.plugin.clock) {
+        (CLOCK_REALTIME, clock) => clock.now_nanos(),
+        (CLOCK_MONOTONIC, Clock::Manual(manual)) => manual.now_nanos(),
+        (CLOCK_MONOTONIC, Clock::System) => duration_nanos(state.wasi.started.elapsed()),
+        _ => return Ok(errno::NOTSUP),
+    };
+    written(u32::try_from(time).is_ok_and(|ptr| call.try_write(ptr, &now.to_le_bytes())))
+}
+
+/// Fills the buffer from the operating system's random source.
+fn random_get(mut caller: Caller<'_, HostState>, buf: i32, len: i32) -> wasmtime::Result<i32> {
+    let (Ok(buf), Ok(len)) = (u32::try_from(buf), u32::try_from(len)) else {
+        return Ok(errno::FAULT);
+    };
+    if len > MAX_RANDOM_BYTES {
+        return Ok(errno::INVAL);
+    }
+    let mut call = HostCall::new(&mut caller, "random_get");
+    Ok(
+        match call.try_fill(buf, len, |bytes| getrandom::fill(bytes).is_ok()) {
+            Some(true) => errno::SUCCESS,
+            Some(false) => errno::IO,
+            None => errno::FAULT,
+        },
+    )
 }
 
 /// Gathers the bytes of an iovec array, or `None` when any part lies outside guest memory.
@@ -243,13 +506,10 @@ fn fd_write(
     let Some(bytes) = gather(&mut call, iovs, iovs_len, limit) else {
         return Ok(errno::FAULT);
     };
-    let Ok(nwritten) = u32::try_from(nwritten) else {
-        return Ok(errno::FAULT);
-    };
     let Ok(written) = u32::try_from(bytes.len()) else {
         return Ok(errno::INVAL);
     };
-    if !call.try_write(nwritten, &written.to_le_bytes()) {
+    if !put_u32(&mut call, nwritten, written) {
         return Ok(errno::FAULT);
     }
     let state = call.state();
@@ -276,12 +536,7 @@ fn poll_oneoff(
     nevents: i32,
 ) -> wasmtime::Result<i32> {
     let mut call = HostCall::new(&mut caller, "poll_oneoff");
-    let written = u32::try_from(nevents).is_ok_and(|ptr| call.try_write(ptr, &0u32.to_le_bytes()));
-    Ok(if written {
-        errno::SUCCESS
-    } else {
-        errno::FAULT
-    })
+    written(put_u32(&mut call, nevents, 0))
 }
 
 /// stdin is empty: reads return end of file.
@@ -296,12 +551,7 @@ fn fd_read(
         return Ok(errno::BADF);
     }
     let mut call = HostCall::new(&mut caller, "fd_read");
-    let written = u32::try_from(nread).is_ok_and(|ptr| call.try_write(ptr, &0u32.to_le_bytes()));
-    Ok(if written {
-        errno::SUCCESS
-    } else {
-        errno::FAULT
-    })
+    written(put_u32(&mut call, nread, 0))
 }
 
 /// stdio descriptors are character devices: stdin readable, stdout and stderr writable.
@@ -318,12 +568,7 @@ fn fd_fdstat_get(mut caller: Caller<'_, HostState>, fd: i32, stat: i32) -> wasmt
     fdstat[0] = CHARACTER_DEVICE;
     fdstat[8..16].copy_from_slice(&rights.to_le_bytes());
     let mut call = HostCall::new(&mut caller, "fd_fdstat_get");
-    let written = u32::try_from(stat).is_ok_and(|ptr| call.try_write(ptr, &fdstat));
-    Ok(if written {
-        errno::SUCCESS
-    } else {
-        errno::FAULT
-    })
+    written(u32::try_from(stat).is_ok_and(|ptr| call.try_write(ptr, &fdstat)))
 }
 
 /// stdio descriptors are character devices of size 0.
@@ -334,10 +579,5 @@ fn fd_filestat_get(mut caller: Caller<'_, HostState>, fd: i32, buf: i32) -> wasm
     let mut filestat = [0u8; 64];
     filestat[16] = CHARACTER_DEVICE;
     let mut call = HostCall::new(&mut caller, "fd_filestat_get");
-    let written = u32::try_from(buf).is_ok_and(|ptr| call.try_write(ptr, &filestat));
-    Ok(if written {
-        errno::SUCCESS
-    } else {
-        errno::FAULT
-    })
+    written(u32::try_from(buf).is_ok_and(|ptr| call.try_write(ptr, &filestat)))
 }

@@ -188,6 +188,18 @@ impl<'a, 'c> HostCall<'a, 'c> {
         }
     }
 
+    /// Runs `f` on the guest bytes at `ptr..ptr+len`, to fill them in place; `None` when out of bounds.
+    pub(crate) fn try_fill<R>(
+        &mut self,
+        ptr: u32,
+        len: u32,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Option<R> {
+        let range = self.try_range(ptr, len)?;
+        let memory = self.caller.data().guest.memory?;
+        memory.data_mut(&mut *self.caller).get_mut(range).map(f)
+    }
+
     /// Writes a little-endian u32 at `ptr`.
     pub(crate) fn write_u32(&mut self, ptr: u32, value: u32, what: &str) -> wasmtime::Result<()> {
         self.write(ptr, &value.to_le_bytes(), what)

@@ -111,7 +111,7 @@ fn classify(
     if let Some(host) = error.downcast_ref::<HostCallTrap>() {
         return (TrapCause::HostCall { call: host.call }, host.to_string());
     }
-    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+    if let Some(exit) = error.downcast_ref::<crate::wasi::GuestExit>() {
         return (
             TrapCause::Exit(exit.0),
             format!("the guest called proc_exit({})", exit.0),
@@ -261,7 +261,7 @@ impl Vm {
             refused_growth: None,
         };
         let state = HostState {
-            wasi: crate::wasi::context_for(&shared),
+            wasi: crate::wasi::WasiState::new(),
             limits,
             plugin: Arc::clone(&shared),
             guest: GuestExports::default(),

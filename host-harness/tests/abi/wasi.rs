@@ -134,3 +134,92 @@ fn wasi_unstable_imports_answer_as_the_preview_1_functions() {
         "{records:?}"
     );
 }
+
+#[test]
+fn the_remaining_preview_1_calls_answer_as_envoy_without_files_sockets_or_signals() {
+    let wat = module_with(
+        r#"(import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "clock_res_get" (func $clock_res_get (param i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "sched_yield" (func $sched_yield (result i32)))
+           (import "wasi_snapshot_preview1" "fd_fdstat_set_flags" (func $fd_fdstat_set_flags (param i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "fd_seek" (func $fd_seek (param i32 i64 i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+           (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+           (import "wasi_snapshot_preview1" "proc_raise" (func $proc_raise (param i32) (result i32)))
+           (import "wasi_snapshot_preview1" "sock_recv" (func $sock_recv (param i32 i32 i32 i32 i32 i32) (result i32)))"#,
+        r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (i32.store (i32.const 1032) (i32.const 7))
+             (i32.store (i32.const 1036) (i32.const 7))
+             (call $say_num (call $args_sizes_get (i32.const 1032) (i32.const 1036)))
+             (call $say_num (i32.add (i32.load (i32.const 1032)) (i32.load (i32.const 1036))))
+             (call $say_num (call $args_get (i32.const 1032) (i32.const 1036)))
+             (call $say_num (call $clock_res_get (i32.const 1) (i32.const 1040)))
+             (call $say_num64 (i64.load (i32.const 1040)))
+             (call $say_num (call $clock_time_get (i32.const 2) (i64.const 1) (i32.const 1040)))
+             (call $say_num (call $clock_time_get (i32.const 0) (i64.const 1) (i32.const 200000)))
+             (call $say_num (call $sched_yield))
+             (call $say_num (call $fd_fdstat_set_flags (i32.const 1) (i32.const 4)))
+             (call $say_num (call $fd_prestat_dir_name (i32.const 1) (i32.const 1040) (i32.const 8)))
+             (call $say_num (call $fd_seek (i32.const 1) (i64.const 0) (i32.const 0) (i32.const 1040)))
+             (call $say_num (call $fd_close (i32.const 9)))
+             (call $say_num (call $random_get (i32.const 0) (i32.const 65537)))
+             (call $say_num (call $random_get (i32.const 131070) (i32.const 4)))
+             (call $say_num (call $proc_raise (i32.const 9)))
+             (call $say_num (call $sock_recv (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+             (i32.const 1))"#,
+    );
+    let mut vm = Plugin::builder().module_bytes(wat).start();
+    assert_eq!(
+        said(&mut vm),
+        [
+            "0", "0", "0", "0", "1", "58", "21", "0", "8", "54", "70", "8", "28", "21", "58", "52"
+        ],
+        "no arguments; 1 ns resolution; CPU-time clocks ENOTSUP and a bad pointer EFAULT; sched_yield \
+         returns; stdio flags EBADF, not a directory, not seekable; unknown fd EBADF; random_get over \
+         64 KiB EINVAL and past memory EFAULT; signals ENOTSUP; sockets ENOSYS"
+    );
+}
+
+#[test]
+fn the_monotonic_clock_on_the_system_clock_never_goes_back() {
+    let wat = module_with(
+        r#"(import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))"#,
+        r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 1032)))
+             (drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 1040)))
+             (call $say_num (i64.ge_u (i64.load (i32.const 1040)) (i64.load (i32.const 1032))))
+             (i32.const 1))"#,
+    );
+    let mut vm = Plugin::builder().module_bytes(wat).start();
+    assert_eq!(said(&mut vm), ["1"]);
+}
+
+#[test]
+fn a_name_outside_preview_1_is_refused_naming_the_import() {
+    let wat = module_with(
+        r#"(import "wasi_snapshot_preview1" "sock_open" (func $sock_open (param i32 i32 i32) (result i32)))"#,
+        "",
+    );
+    let error = Plugin::builder().module_bytes(wat).build().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "module imports wasi_snapshot_preview1.sock_open, which this host does not provide"
+    );
+}
+
+#[test]
+fn wasi_unstable_modules_may_import_any_preview_1_name() {
+    let wat = module_with(
+        r#"(import "wasi_unstable" "sched_yield" (func $sched_yield (result i32)))
+           (import "wasi_unstable" "sock_shutdown" (func $sock_shutdown (param i32 i32) (result i32)))"#,
+        r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (call $say_num (call $sched_yield))
+             (call $say_num (call $sock_shutdown (i32.const 3) (i32.const 0)))
+             (i32.const 1))"#,
+    );
+    let mut vm = Plugin::builder().module_bytes(wat).start();
+    assert_eq!(said(&mut vm), ["0", "52"]);
+}
