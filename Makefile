@@ -93,11 +93,13 @@ test-clients: filter
 	$(CARGO) build --workspace --bin host-harness
 	scripts/test-clients.sh --harness $(HARNESS_DEBUG)
 
+# The host-harness library stays small and publishable: scripts/check-host-library.sh.
 lint: wasm-target
 	python3 scripts/check-specs.py --self-test
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p filter -p probe-filter --target $(WASM_TARGET) --target-dir $(WASM_TARGET_DIR) -- -D warnings
+	scripts/check-host-library.sh
 
 bench: build
 	$(CARGO) bench -p integration-tests --bench harness
