@@ -49,7 +49,7 @@ impl From<ManualClock> for Clock {
 
 /// A clock tests advance by hand. Clones share one time, so a test keeps a clone and moves every VM's clock.
 ///
-/// It never goes backwards: [`ManualClock::set`] to an earlier time leaves it where it is.
+/// It never goes backwards: [`ManualClock::set_nanos`] to an earlier time leaves it where it is.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     nanos: Arc<AtomicU64>,

@@ -1,39 +1,64 @@
-//! A proxy-wasm ABI v0.2.1 host on wasmtime.
+//! A proxy-wasm ABI v0.2.1 host on wasmtime, for testing proxy-wasm filters.
 //!
 //! It runs a filter's real `.wasm` the way Envoy would: compiled once per [`Plugin`], one [`Vm`] per worker,
 //! many interleaved HTTP streams per VM, a root context with ticks, http calls, shared data, queues and
-//! metrics, and Envoy's failure policies when a guest traps. Tests drive it on a [`ManualClock`]; the
-//! standalone proxy (`host-harness serve`) drives it on the system clock and performs http calls itself.
+//! metrics, and Envoy's failure policies when a guest traps. Tests drive it on a [`ManualClock`], so they
+//! never sleep; an embedder (the standalone proxy of the `host-harness-cli` package) drives it on the system
+//! clock and performs http calls itself. Modules from the Rust SDK, Go (`wasip1`) and AssemblyScript run as
+//! in Envoy; the host serves WASI preview 1 itself and needs no async runtime.
+//!
+//! A test of a third-party filter, built for `wasm32-wasip1` before the tests run (this one reads an API
+//! key from its environment, puts it on every request, logs and counts what it did, and refreshes a token
+//! from a cluster on a timer):
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use host_harness::{Action, HttpCallResponse, ManualClock, MockCluster, Plugin};
 //!
-//! # fn main() -> Result<(), host_harness::HarnessError> {
-//! let clock = ManualClock::new();
-//! let plugin = Plugin::builder()
-//!     .module_file("target/wasm/wasm32-wasip1/wasm-release/filter.wasm")
-//!     .plugin_config(r#"{"credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}}, "preset": "anthropic"}"#)
-//!     .env("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-example")
-//!     .cluster("auth", MockCluster::responding(HttpCallResponse::new(200).body("token")))
-//!     .clock(clock.clone())
-//!     .build()?;
-//! let mut vm = plugin.start_vm()?;
-//! let mut stream = vm.stream()?;
-//! let action = stream.request_headers([(":method", "GET"), (":path", "/v1/messages"), (":authority", "ai")], true)?;
-//! assert_eq!(action, Action::Continue);
-//! assert!(stream.upstream_request_headers()?.get("authorization").is_some());
-//! stream.finish()?;
-//! vm.advance(Duration::from_secs(60))?;
-//! for metric in plugin.metrics() {
-//!     println!("{} = {:?}", metric.name, metric.value);
+//! use host_harness::{
+//!     Action, HarnessError, HttpCallResponse, LogLevel, ManualClock, MetricValue, MockCluster, Plugin,
+//! };
+//!
+//! #[test]
+//! fn the_filter_sets_the_key_logs_and_counts_the_request() -> Result<(), HarnessError> {
+//!     let clock = ManualClock::new();
+//!     let plugin = Plugin::builder()
+//!         .module_file("target/wasm32-wasip1/release/api_key_filter.wasm")
+//!         .plugin_config(r#"{"header": "x-api-key", "env": "API_KEY"}"#)
+//!         .env("API_KEY", "sk-example")
+//!         // Every http call to this cluster is answered at once, without a network.
+//!         .cluster("auth", MockCluster::responding(HttpCallResponse::new(200).body("token")))
+//!         .clock(clock.clone())
+//!         .build()?;
+//!     let mut vm = plugin.start_vm()?;
+//!
+//!     let mut stream = vm.stream()?;
+//!     let action = stream.request_headers(
+//!         [(":method", "POST"), (":path", "/v1/messages"), (":authority", "api.example.com")],
+//!         false,
+//!     )?;
+//!     assert_eq!(action, Action::Continue);
+//!     stream.request_body(br#"{"model": "m"}"#, true)?;
+//!     let upstream = stream.upstream_request_headers()?;
+//!     assert_eq!(upstream.get_str("x-api-key"), Some("sk-example"));
+//!     stream.response_headers([(":status", "200")], true)?;
+//!     stream.finish()?;
+//!
+//!     // Ticks and http-call timeouts fire as virtual time passes.
+//!     vm.advance(Duration::from_secs(60))?;
+//!
+//!     let logs = vm.take_logs();
+//!     assert!(
+//!         logs.iter().any(|record| record.level == LogLevel::Info && record.message.contains("x-api-key")),
+//!         "{logs:?}"
+//!     );
+//!     assert_eq!(plugin.metric("api_key_filter_requests"), Some(MetricValue::Counter(1)));
+//!     Ok(())
 //! }
-//! # Ok(())
-//! # }
+//! # fn main() {}
 //! ```
 //!
 //! Layout:
-//! - [`plugin`]: [`PluginBuilder`] / [`Plugin`]: engine, compilation, cache, export checks, limits, policies
+//! - [`plugin`]: [`PluginBuilder`] / [`Plugin`]: engine, compilation, export checks, limits, policies
 //! - [`vm`]: [`Vm`]: instantiation, start-up, callbacks, streams, timers, failure handling
 //! - [`stream`]: stream ids, state, actions, local responses, the [`Stream`] test handle
 //! - [`group`]: [`VmGroup`], VMs advanced together on one manual clock
@@ -43,12 +68,18 @@
 //! - [`logs`]: captured guest logs and stdio
 //! - [`metrics`]: the plugin's metrics registry
 //! - [`shared`]: shared data and queues, scoped by VM id
-//! - [`abi`]: the import table and the host functions, one file per ABI area
+//! - [`abi`]: the import table and the host functions, one file per ABI area; `abi::memory` is the one
+//!   place guest memory is read and written
 //! - [`error`]: [`HarnessError`] and [`GuestTrap`]
-//! - `state`, `wasi`, `compile`: a VM's store data, its WASI, and engines/modules shared by the process
+//! - `state`: a VM's store data; `wasi`: WASI preview 1 served by the host (environment, clocks, random,
+//!   captured stdio, no files); `compile`: engines and compiled modules shared by the process
 //!
-//! The `host-harness` binary (validate, dry-run, the standalone proxy `serve`, wasi-run) is the separate
-//! package `host-harness-cli` in `host-harness/cli/`.
+//! Features: `cache` turns on wasmtime's on-disk cache of compiled modules
+//! ([`PluginBuilder::cache_dir`](plugin::PluginBuilder)); off by default, as it adds a TOML parser to the
+//! dependency tree, and one process reuses compiled modules without it.
+//!
+//! The `host-harness` binary (`validate`, `dry-run`, the standalone proxy `serve`, `wasi-run`) is the
+//! separate package `host-harness-cli`, in `host-harness/cli/`.
 #![forbid(unsafe_code)]
 
 pub mod abi;

@@ -1,7 +1,8 @@
 //! `host-harness`: runs proxy-wasm filters outside a proxy (validate, dry-run), as a standalone reverse
 //! proxy (serve), and runs WASI command modules (wasi-run, the cargo runner for `wasm32-wasip1` tests).
 //!
-//! The binary only parses arguments and maps results to exit codes; the work lives in the library.
+//! The binary only parses arguments and maps results to exit codes; the work lives in this package's library
+//! (`proxy`, `wasi_command`) and in the `host-harness` library.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
