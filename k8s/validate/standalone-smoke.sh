@@ -31,7 +31,7 @@ fail() { echo "FAIL $*"; failed=1; }
 harness="${HOST_HARNESS:-target/debug/host-harness}"
 if [[ ! -x "$harness" ]]; then
     echo "building host-harness ($harness is missing)" >&2
-    cargo build -p host-harness >&2
+    cargo build -p host-harness-cli >&2
 fi
 wasm="${FILTER_WASM:-target/wasm/wasm32-wasip1/wasm-release/filter.wasm}"
 [[ -f "$wasm" ]] || { echo "FAIL $wasm: the filter module does not exist"; exit 1; }

@@ -279,7 +279,7 @@ pub fn closed_port_url() -> anyhow::Result<String> {
 /// lines (the filter's among them) on stdout. Killed on drop.
 ///
 /// The binary is `target/<profile>/host-harness` next to the test binary (`make test` builds it; so
-/// does `cargo build -p host-harness`).
+/// does `cargo build -p host-harness-cli`).
 #[derive(Debug)]
 pub struct ServeProcess {
     child: std::process::Child,
@@ -337,7 +337,7 @@ impl ServeProcessBuilder {
             .context("locating the host-harness binary")?;
         anyhow::ensure!(
             binary.exists(),
-            "{} is missing: build it with `cargo build -p host-harness` (make test does)",
+            "{} is missing: build it with `cargo build -p host-harness-cli` (make test does)",
             binary.display()
         );
         let dir = tempfile::tempdir()?;
