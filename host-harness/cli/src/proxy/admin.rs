@@ -18,8 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::config::DefaultCredential;
-use super::filter::FilterMetricValue;
-use super::worker::Shared;
+use super::worker::ProxyState;
+use host_harness::metrics::MetricValue;
 
 /// Admin connections open at once; more are closed on accept, so slow clients cannot pile up.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -40,20 +40,15 @@ pub enum Readiness {
 }
 
 /// Readiness from the shared state and the filter's credential gauge.
-pub fn readiness(shared: &Shared) -> Readiness {
+pub fn readiness(shared: &ProxyState) -> Readiness {
     if shared.draining.load(Ordering::Acquire) {
         return Readiness::NotReady("draining");
     }
     if !shared.configured.load(Ordering::Acquire) {
         return Readiness::NotReady("filter not configured yet");
     }
-    let credential = shared
-        .factory
-        .metrics()
-        .into_iter()
-        .find(|metric| metric.name == CREDENTIAL_GAUGE);
-    match credential.map(|metric| metric.value) {
-        Some(FilterMetricValue::Gauge(value)) if value >= 1 => Readiness::Ready,
+    match shared.plugin.metric(CREDENTIAL_GAUGE) {
+        Some(MetricValue::Gauge(value)) if value >= 1 => Readiness::Ready,
         Some(_) => Readiness::NotReady("credential unavailable"),
         None => Readiness::NotReady("filter reports no credential state"),
     }
@@ -70,7 +65,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Answers one admin request.
-pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
+pub fn respond(shared: &ProxyState, method: &Method, path: &str) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -119,7 +114,7 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<By
 }
 
 /// Serves admin connections until the future is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<ProxyState>) {
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
