@@ -17,9 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::config::DefaultCredential;
+use super::product::{DefaultCredential, ReadinessGate};
 use super::worker::ProxyState;
-use host_harness::metrics::MetricValue;
 
 /// Admin connections open at once; more are closed on accept, so slow clients cannot pile up.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -27,30 +26,58 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Time an admin client gets to send a request head.
 const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The gauge the credential filter sets to 1 while it holds a usable credential.
-pub const CREDENTIAL_GAUGE: &str = "credential_filter_credential_available";
-
 /// Whether the proxy should receive traffic, and why not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
-    /// Filter configured on every worker and its credential available.
+    /// Filter configured on every worker and the readiness metric at its minimum.
     Ready,
     /// Not ready; the reason is shown on `/readyz`.
-    NotReady(&'static str),
+    NotReady(NotReady),
 }
 
-/// Readiness from the shared state and the filter's credential gauge.
+/// Why the proxy is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// Shutting down: load balancers should stop sending traffic.
+    Draining,
+    /// A worker has not configured its filter yet.
+    NotConfigured,
+    /// The readiness metric is below its minimum (by default: the filter has no usable credential).
+    Unavailable,
+    /// The filter has not defined the readiness metric.
+    Unreported,
+}
+
+impl NotReady {
+    /// The text `/readyz` shows; the metric's two reasons are settings.
+    pub fn reason<'a>(&self, gate: &'a ReadinessGate) -> &'a str {
+        match self {
+            Self::Draining => "draining",
+            Self::NotConfigured => "filter not configured yet",
+            Self::Unavailable => &gate.unavailable_reason,
+            Self::Unreported => &gate.unreported_reason,
+        }
+    }
+}
+
+/// Readiness from the shared state and the configured filter metric.
 pub fn readiness(shared: &ProxyState) -> Readiness {
     if shared.draining.load(Ordering::Acquire) {
-        return Readiness::NotReady("draining");
+        return Readiness::NotReady(NotReady::Draining);
     }
     if !shared.configured.load(Ordering::Acquire) {
-        return Readiness::NotReady("filter not configured yet");
+        return Readiness::NotReady(NotReady::NotConfigured);
     }
-    match shared.plugin.metric(CREDENTIAL_GAUGE) {
-        Some(MetricValue::Gauge(value)) if value >= 1 => Readiness::Ready,
-        Some(_) => Readiness::NotReady("credential unavailable"),
-        None => Readiness::NotReady("filter reports no credential state"),
+    let gate = &shared.config.readiness;
+    let Some(metric) = gate.metric.as_deref() else {
+        return Readiness::Ready;
+    };
+    match shared.plugin.metric(metric) {
+        Some(value) if value.as_u64().is_some_and(|value| value >= gate.minimum) => {
+            Readiness::Ready
+        }
+        Some(_) => Readiness::NotReady(NotReady::Unavailable),
+        None => Readiness::NotReady(NotReady::Unreported),
     }
 }
 
@@ -77,17 +104,18 @@ pub fn respond(shared: &ProxyState, method: &Method, path: &str) -> Response<Ful
             (Readiness::Ready, Some(credential)) => {
                 text(StatusCode::OK, format!("ready: credential {credential}\n"))
             }
-            (Readiness::NotReady(reason @ "credential unavailable"), Some(_)) => text(
+            (Readiness::NotReady(NotReady::Unavailable), Some(_)) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "not ready: {reason} (set {} or {})\n",
+                    "not ready: {} (set {} or {})\n",
+                    NotReady::Unavailable.reason(&shared.config.readiness),
                     DefaultCredential::ApiKey.env_var(),
                     DefaultCredential::OAuthToken.env_var()
                 ),
             ),
-            (Readiness::NotReady(reason), _) => text(
+            (Readiness::NotReady(why), _) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {reason}\n"),
+                format!("not ready: {}\n", why.reason(&shared.config.readiness)),
             ),
         },
         "/metrics" => match shared.metrics.encode() {

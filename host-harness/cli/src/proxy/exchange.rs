@@ -186,7 +186,7 @@ pub async fn handle(
         Err(failure) => {
             record_failure(&worker, &failure);
             failure
-                .to_response(&exchange.request_id)
+                .to_response(&exchange.request_id, worker.shared.config.error_shape)
                 .map(ProxyBody::full)
         }
     };

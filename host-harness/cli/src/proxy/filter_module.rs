@@ -21,7 +21,7 @@ pub fn load(config: &ProxyConfig) -> Result<Plugin, HarnessError> {
         .root_id(config.root_id.clone())
         .vm_id(config.vm_id.clone())
         .vm_config(&config.vm_config)
-        .name("credential-filter")
+        .name(config.plugin_name.clone())
         .log_level(guest_log_level())
         .failure_policy(FailurePolicy::FailReload);
     for (key, value) in &config.vm_env {

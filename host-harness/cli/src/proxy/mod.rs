@@ -27,6 +27,8 @@
 //! - [`limit`]: the concurrency limit and its bounded queue.
 //! - [`connections`]: the cap on open client connections and its memory-derived default.
 //! - [`failure`]: the proxy's own error responses.
+//! - [`product`]: the settings that fit the proxy to its filter and API (plugin name, state key,
+//!   readiness metric, error shape), with the credential filter's values as defaults.
 //! - [`state_file`]: the filter's OAuth2 token state kept in a file across restarts.
 
 pub mod admin;
@@ -41,6 +43,7 @@ pub mod forwarding;
 pub mod identity;
 pub mod in_flight;
 pub mod limit;
+pub mod product;
 pub mod prometheus;
 pub mod send_timeout;
 pub mod state_file;
@@ -159,7 +162,7 @@ pub async fn run(
     let plugin = filter_module::load(&config).map_err(|err| ProxyError::Filter(err.to_string()))?;
     let state = match (
         &config.state_file,
-        state_file::state_key_from_plugin_config(&config.plugin_config),
+        config.state_key.resolve(&config.plugin_config),
     ) {
         (Some(path), Some(key)) => {
             let mut file = state_file::StateFile::new(path, plugin.vm_id(), key);
@@ -169,7 +172,7 @@ pub async fn run(
             Some(Arc::new(Mutex::new(file)))
         }
         (Some(path), None) => {
-            tracing::info!(path = %path.display(), "state_file is set but the filter's credential has no token state to keep");
+            tracing::info!(path = %path.display(), "state_file is set but the filter's configuration names no state to keep");
             None
         }
         (None, _) => None,
