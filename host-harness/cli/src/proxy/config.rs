@@ -1045,7 +1045,10 @@ mod tests {
             ("[readiness]\nmetrics = \"m\"\n", "metrics"),
             ("[state]\nkey = \"k\"\n", "key"),
             ("[errors]\nshape = \"xml\"\n", "xml"),
-            ("[state]\nshared_data_key = \"a{b}\"\n", "state.shared_data_key"),
+            (
+                "[state]\nshared_data_key = \"a{b}\"\n",
+                "state.shared_data_key",
+            ),
         ] {
             let error = load_text(text, &with_filter()).unwrap_err().to_string();
             assert!(error.contains(named), "{text}: {error}");
