@@ -81,6 +81,19 @@ pub fn readiness(shared: &ProxyState) -> Readiness {
     }
 }
 
+/// The embedded default's variables as `/readyz` names them: `A or B`, `A, B or C`.
+fn candidate_variables(candidates: &[DefaultCredential]) -> String {
+    let names: Vec<&str> = candidates
+        .iter()
+        .map(|candidate| candidate.env_var.as_str())
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((only, _)) => (*only).to_owned(),
+        None => String::new(),
+    }
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
@@ -99,7 +112,7 @@ pub fn respond(shared: &ProxyState, method: &Method, path: &str) -> Response<Ful
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // With the embedded default, say which credential is in use (or wanted), never its value.
-        "/readyz" => match (readiness(shared), shared.config.default_credential) {
+        "/readyz" => match (readiness(shared), &shared.config.default_credential) {
             (Readiness::Ready, None) => text(StatusCode::OK, "ready\n"),
             (Readiness::Ready, Some(credential)) => {
                 text(StatusCode::OK, format!("ready: credential {credential}\n"))
@@ -107,10 +120,9 @@ pub fn respond(shared: &ProxyState, method: &Method, path: &str) -> Response<Ful
             (Readiness::NotReady(NotReady::Unavailable), Some(_)) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "not ready: {} (set {} or {})\n",
+                    "not ready: {} (set {})\n",
                     NotReady::Unavailable.reason(&shared.config.readiness),
-                    DefaultCredential::ApiKey.env_var(),
-                    DefaultCredential::OAuthToken.env_var()
+                    candidate_variables(&shared.config.default_credentials)
                 ),
             ),
             (Readiness::NotReady(why), _) => text(
@@ -173,5 +185,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<ProxyState>) {
                 tracing::debug!(error = %err, "admin connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(variables: &[&str]) -> String {
+        let candidates: Vec<DefaultCredential> = variables
+            .iter()
+            .map(|variable| DefaultCredential {
+                env_var: (*variable).to_owned(),
+                header: "h".to_owned(),
+                plugin_config: String::new(),
+            })
+            .collect();
+        candidate_variables(&candidates)
+    }
+
+    #[test]
+    fn the_readiness_hint_names_every_candidate_variable() {
+        assert_eq!(named(&[]), "");
+        assert_eq!(named(&["A"]), "A");
+        assert_eq!(named(&["A", "B"]), "A or B");
+        assert_eq!(named(&["A", "B", "C"]), "A, B or C");
     }
 }

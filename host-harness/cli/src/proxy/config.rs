@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use super::identity::{IdentityConfig, IdentityFile, IdentityOverrides};
 use super::product::{
-    DEFAULT_HOST_ENV_KEYS, DEFAULT_PLUGIN_NAME, DEFAULT_UPSTREAM, DefaultCredential, ErrorShape,
-    KeyTemplate, ReadinessGate,
+    DEFAULT_PLUGIN_NAME, DEFAULT_UPSTREAM, DefaultCredential, ErrorShape, KeyTemplate,
+    ReadinessGate,
 };
 
 /// Cluster name under which the main upstream is also reachable for `dispatch_http_call`.
@@ -168,6 +168,8 @@ pub struct ProxyConfig {
     pub vm_config: Vec<u8>,
     /// The embedded default's credential, when no plugin configuration was given.
     pub default_credential: Option<DefaultCredential>,
+    /// The credentials the embedded default can use, in the order they are tried.
+    pub default_credentials: Vec<DefaultCredential>,
     /// Worker threads, each with its own VM and event loop.
     pub workers: NonZeroUsize,
     /// Requests processed at once across all workers.
@@ -229,6 +231,7 @@ impl fmt::Debug for ProxyConfig {
                 &format_args!("<{} bytes>", self.vm_config.len()),
             )
             .field("default_credential", &self.default_credential)
+            .field("default_credentials", &self.default_credentials)
             .field("workers", &self.workers)
             .field("max_concurrency", &self.max_concurrency)
             .field("queue", &self.queue)
@@ -406,6 +409,7 @@ struct FileConfig {
     forward_client_address: Option<bool>,
     host_env_keys: Option<Vec<String>>,
     state_file: Option<PathBuf>,
+    default_credentials: Option<Vec<DefaultCredentialSection>>,
     state: Option<StateSection>,
     readiness: Option<ReadinessSection>,
     errors: Option<ErrorsSection>,
@@ -414,6 +418,15 @@ struct FileConfig {
     env: BTreeMap<String, String>,
     #[serde(default)]
     clusters: BTreeMap<String, String>,
+}
+
+/// `[[default_credentials]]`: one credential the embedded default plugin configuration can use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultCredentialSection {
+    env: String,
+    header: String,
+    configuration: String,
 }
 
 /// `[state]`: what the state file keeps.
@@ -741,11 +754,31 @@ impl ProxyConfig {
         }
         let forward_client_address = file.forward_client_address.unwrap_or(false);
 
+        let default_credentials = match file.default_credentials {
+            Some(sections) => {
+                let mut candidates = Vec::with_capacity(sections.len());
+                for section in sections {
+                    check_env_key("default_credentials.env", &section.env)?;
+                    candidates.push(DefaultCredential {
+                        env_var: section.env,
+                        header: section.header,
+                        plugin_config: section.configuration,
+                    });
+                }
+                candidates
+            }
+            None => DefaultCredential::anthropic(),
+        };
+        // The embedded default's variables, so its credential reaches the VM without more settings.
         let host_env_keys = if !overrides.host_env_keys.is_empty() {
             overrides.host_env_keys.clone()
         } else {
-            file.host_env_keys
-                .unwrap_or_else(|| DEFAULT_HOST_ENV_KEYS.map(str::to_owned).to_vec())
+            file.host_env_keys.unwrap_or_else(|| {
+                default_credentials
+                    .iter()
+                    .map(|candidate| candidate.env_var.clone())
+                    .collect()
+            })
         };
         for key in &host_env_keys {
             check_env_key("host_env_keys", key)?;
@@ -767,15 +800,16 @@ impl ProxyConfig {
         }
 
         // Without a plugin configuration the embedded default takes whichever credential the VM gets.
+        // Without candidates (`default_credentials = []`) the filter gets an empty configuration.
         let (plugin_config, default_credential) = match plugin_config {
             Some(bytes) => (bytes, None),
-            None => {
-                let credential = DefaultCredential::choose(&vm_env);
-                (
-                    credential.plugin_config().as_bytes().to_vec(),
-                    Some(credential),
-                )
-            }
+            None => match DefaultCredential::choose(&default_credentials, &vm_env) {
+                Some(credential) => (
+                    credential.plugin_config.as_bytes().to_vec(),
+                    Some(credential.clone()),
+                ),
+                None => (Vec::new(), None),
+            },
         };
 
         let mut clusters = BTreeMap::new();
@@ -825,6 +859,7 @@ impl ProxyConfig {
             vm_id,
             vm_config,
             default_credential,
+            default_credentials,
             workers,
             max_concurrency,
             queue,
@@ -996,6 +1031,15 @@ mod tests {
 
     use super::*;
 
+    /// The shipped candidates: the API key first, the OAuth token second.
+    fn api_key() -> DefaultCredential {
+        DefaultCredential::anthropic().remove(0)
+    }
+
+    fn oauth_token() -> DefaultCredential {
+        DefaultCredential::anthropic().remove(1)
+    }
+
     /// Any existing file stands in for the module: loading only checks that it is there.
     fn with_filter() -> Overrides {
         Overrides {
@@ -1040,11 +1084,33 @@ mod tests {
     }
 
     #[test]
+    fn default_credentials_can_be_replaced() {
+        let config = load_text(
+            "[[default_credentials]]\n\
+             env = \"GATEWAY_KEY\"\n\
+             header = \"api-key\"\n\
+             configuration = \"{}\"\n",
+            &with_filter(),
+        )
+        .unwrap();
+        assert_eq!(config.host_env_keys, ["GATEWAY_KEY"]);
+        assert_eq!(config.plugin_config, b"{}");
+        assert_eq!(
+            config.default_credential.map(|c| c.to_string()).as_deref(),
+            Some("GATEWAY_KEY as api-key")
+        );
+        let none = load_text("default_credentials = []\n", &with_filter()).unwrap();
+        assert_eq!(none.default_credential, None);
+        assert!(none.plugin_config.is_empty());
+    }
+
+    #[test]
     fn product_setting_errors_name_the_key() {
         for (text, named) in [
             ("[readiness]\nmetrics = \"m\"\n", "metrics"),
             ("[state]\nkey = \"k\"\n", "key"),
             ("[errors]\nshape = \"xml\"\n", "xml"),
+            ("[[default_credentials]]\nenv = \"K\"\n", "header"),
             (
                 "[state]\nshared_data_key = \"a{b}\"\n",
                 "state.shared_data_key",
@@ -1062,15 +1128,12 @@ mod tests {
         assert_eq!(config.admin_listen, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(config.upstream.to_string(), "https://api.anthropic.com");
         // Only the OAuth token is in the host environment, so the default uses it.
+        assert_eq!(config.default_credential, Some(oauth_token()));
+        assert_eq!(config.plugin_config, oauth_token().plugin_config.as_bytes());
         assert_eq!(
-            config.default_credential,
-            Some(DefaultCredential::OAuthToken)
+            config.host_env_keys,
+            ["ANTHROPIC_API_KEY", "ANTHROPIC_OAUTH_TOKEN"]
         );
-        assert_eq!(
-            config.plugin_config,
-            DefaultCredential::OAuthToken.plugin_config().as_bytes()
-        );
-        assert_eq!(config.host_env_keys, DEFAULT_HOST_ENV_KEYS);
         assert_eq!(config.drain_timeout, Duration::from_secs(600));
         assert_eq!(config.request_body_timeout, Duration::from_secs(30));
         assert!(!config.forward_client_address);
@@ -1106,32 +1169,20 @@ mod tests {
             ("ANTHROPIC_API_KEY", "sk-ant-api03-x"),
             ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
         ]);
-        assert_eq!(both.default_credential, Some(DefaultCredential::ApiKey));
-        assert_eq!(
-            both.plugin_config,
-            DefaultCredential::ApiKey.plugin_config().as_bytes()
-        );
+        assert_eq!(both.default_credential, Some(api_key()));
+        assert_eq!(both.plugin_config, api_key().plugin_config.as_bytes());
         let oauth = default_credential_with(&[("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y")]);
-        assert_eq!(
-            oauth.default_credential,
-            Some(DefaultCredential::OAuthToken)
-        );
+        assert_eq!(oauth.default_credential, Some(oauth_token()));
         // A blank API key does not count as set.
         let blank_key = default_credential_with(&[
             ("ANTHROPIC_API_KEY", " \n"),
             ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
         ]);
-        assert_eq!(
-            blank_key.default_credential,
-            Some(DefaultCredential::OAuthToken)
-        );
+        assert_eq!(blank_key.default_credential, Some(oauth_token()));
         // Neither: the API key, the path the provider's terms allow for sharing, is what is asked for.
         let neither = default_credential_with(&[]);
-        assert_eq!(neither.default_credential, Some(DefaultCredential::ApiKey));
-        assert_eq!(
-            DefaultCredential::ApiKey.to_string(),
-            "ANTHROPIC_API_KEY as x-api-key"
-        );
+        assert_eq!(neither.default_credential, Some(api_key()));
+        assert_eq!(api_key().to_string(), "ANTHROPIC_API_KEY as x-api-key");
     }
 
     #[test]

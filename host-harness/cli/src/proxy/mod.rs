@@ -347,9 +347,9 @@ async fn serve_workers(
     shared.configured.store(true, Ordering::Release);
     // The bound addresses, not the configured ones: with port 0 this line is how a caller learns the port.
     // The embedded default's credential by variable and header, never its value.
-    let credential = shared.config.default_credential.map_or_else(
+    let credential = shared.config.default_credential.as_ref().map_or_else(
         || "from the plugin configuration".to_owned(),
-        |c| c.to_string(),
+        ToString::to_string,
     );
     tracing::info!(workers = expected, listen = %bound.proxy, admin_listen = %bound.admin, upstream = %shared.config.upstream, credential = %credential, "proxy ready");
 

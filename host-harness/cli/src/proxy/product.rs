@@ -1,9 +1,9 @@
 //! What fits the generic proxy to the filter and the API it fronts: the plugin's name, the shared-data
 //! key whose value the state file keeps, the metric readiness waits on, and the shape of the proxy's own
 //! error bodies. Each is a setting of `serve`'s configuration; the defaults here are the credential
-//! filter's and the Anthropic API's, the values the standalone product ships with. The embedded plugin
-//! configuration used when none is given, its credential variables and the default upstream live here
-//! too, so the rest of the proxy holds no knowledge of one filter or API.
+//! filter's and the Anthropic API's, the values the standalone product ships with. The candidates of the
+//! embedded plugin configuration used when none is given (`[[default_credentials]]`) and the default
+//! upstream live here too, so the rest of the proxy holds no knowledge of one filter or API.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,68 +12,57 @@ use serde::Deserialize;
 
 use super::config::Secret;
 
-/// Host environment variables passed through to the VM when `host_env_keys` is not configured: the two
-/// credentials the embedded default can use.
-pub const DEFAULT_HOST_ENV_KEYS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_OAUTH_TOKEN"];
-
-/// The credential of the embedded default plugin configuration, chosen at start-up from the VM
-/// environment: an API key when `ANTHROPIC_API_KEY` is set, else an OAuth token when
-/// `ANTHROPIC_OAUTH_TOKEN` is set, else the API key (the filter then reports it missing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefaultCredential {
-    /// `ANTHROPIC_API_KEY`, sent as `x-api-key`.
-    ApiKey,
-    /// `ANTHROPIC_OAUTH_TOKEN`, sent as `authorization: Bearer` with the OAuth beta flag.
-    OAuthToken,
+/// One credential the embedded default plugin configuration can use (`[[default_credentials]]`): the
+/// VM environment variable holding it, the header it goes upstream in, and the plugin configuration
+/// that makes the filter do so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultCredential {
+    /// The VM environment variable the credential is read from.
+    pub env_var: String,
+    /// The header that carries it upstream (shown, never the value).
+    pub header: String,
+    /// The plugin configuration handed to the filter when this credential is chosen.
+    pub plugin_config: String,
 }
 
 impl DefaultCredential {
-    /// Picks the credential whose variable holds a non-blank value, the API key first.
-    pub fn choose(vm_env: &BTreeMap<String, Secret>) -> Self {
-        let set = |key: &str| {
-            vm_env
-                .get(key)
-                .is_some_and(|value| !value.expose().trim().is_empty())
-        };
-        if !set(Self::ApiKey.env_var()) && set(Self::OAuthToken.env_var()) {
-            Self::OAuthToken
-        } else {
-            Self::ApiKey
-        }
+    /// The first candidate whose variable holds a non-blank value in the VM environment, else the first
+    /// (the filter then reports its credential missing); `None` only without candidates.
+    pub fn choose<'a>(
+        candidates: &'a [DefaultCredential],
+        vm_env: &BTreeMap<String, Secret>,
+    ) -> Option<&'a DefaultCredential> {
+        candidates
+            .iter()
+            .find(|candidate| {
+                vm_env
+                    .get(&candidate.env_var)
+                    .is_some_and(|value| !value.expose().trim().is_empty())
+            })
+            .or_else(|| candidates.first())
     }
 
-    /// The environment variable the credential is read from.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Self::ApiKey => "ANTHROPIC_API_KEY",
-            Self::OAuthToken => "ANTHROPIC_OAUTH_TOKEN",
-        }
-    }
-
-    /// The header that carries it upstream.
-    pub fn header(self) -> &'static str {
-        match self {
-            Self::ApiKey => "x-api-key",
-            Self::OAuthToken => "authorization",
-        }
-    }
-
-    /// The plugin configuration: the Anthropic preset with this credential from the VM environment.
-    pub fn plugin_config(self) -> &'static str {
-        match self {
-            Self::ApiKey => {
-                r#"{"credential":{"header":"x-api-key","prefix":"","source":{"env":"ANTHROPIC_API_KEY"}},"strip_request_headers":["authorization"],"preset":"anthropic"}"#
-            }
-            Self::OAuthToken => {
-                r#"{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},"strip_request_headers":["x-api-key"],"preset":"anthropic"}"#
-            }
-        }
+    /// The shipped candidates: the Anthropic preset with an API key from `ANTHROPIC_API_KEY` as
+    /// `x-api-key`, else an OAuth token from `ANTHROPIC_OAUTH_TOKEN` as `authorization: Bearer`.
+    pub fn anthropic() -> Vec<DefaultCredential> {
+        vec![
+            DefaultCredential {
+                env_var: "ANTHROPIC_API_KEY".to_owned(),
+                header: "x-api-key".to_owned(),
+                plugin_config: r#"{"credential":{"header":"x-api-key","prefix":"","source":{"env":"ANTHROPIC_API_KEY"}},"strip_request_headers":["authorization"],"preset":"anthropic"}"#.to_owned(),
+            },
+            DefaultCredential {
+                env_var: "ANTHROPIC_OAUTH_TOKEN".to_owned(),
+                header: "authorization".to_owned(),
+                plugin_config: r#"{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},"strip_request_headers":["x-api-key"],"preset":"anthropic"}"#.to_owned(),
+            },
+        ]
     }
 }
 
 impl fmt::Display for DefaultCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} as {}", self.env_var(), self.header())
+        write!(f, "{} as {}", self.env_var, self.header)
     }
 }
 
