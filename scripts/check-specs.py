@@ -140,7 +140,7 @@ def checks() -> list[tuple[str, Path, list[str]]]:
         ("filter metric", specs / "filter.md", literals(filter_src / "metrics.rs", r'"(credential_filter_[a-z0-9_]+)"')),
         ("proxy configuration field", specs / "proxy.md", serde_names(proxy_src / "config.rs")),
         ("proxy flag", specs / "proxy.md", clap_flags(proxy_src / "cli.rs")),
-        ("proxy metric", specs / "proxy.md", literals(proxy_src / "metrics.rs", r'register\(\s*"([a-z0-9_]+)"')),
+        ("proxy metric", specs / "proxy.md", literals(proxy_src / "prometheus.rs", r'register\(\s*"([a-z0-9_]+)"')),
         ("ABI import", specs / "host-harness.md", literals(ROOT / "host-harness/src/abi/mod.rs", r'"(proxy_[a-z0-9_]+)"')),
     ]
 

@@ -159,12 +159,12 @@ impl StreamShared {
 
 /// A stream's [`StreamShared`]: its own until the root context must finish the request too, then
 /// behind an `Rc`. Most requests are never held, and so cost no second allocation.
-enum Shared {
+enum ShareableStream {
     Own(StreamShared),
     WithRoot(Rc<StreamShared>),
 }
 
-impl Shared {
+impl ShareableStream {
     /// The state for the root context to keep, moved behind an `Rc` the first time.
     fn share(&mut self) -> Rc<StreamShared> {
         let shared = match std::mem::replace(self, Self::Own(StreamShared::default())) {
@@ -176,7 +176,7 @@ impl Shared {
     }
 }
 
-impl std::ops::Deref for Shared {
+impl std::ops::Deref for ShareableStream {
     type Target = StreamShared;
 
     fn deref(&self) -> &StreamShared {
@@ -387,7 +387,7 @@ impl RootContext for FilterRoot {
             context_id,
             state: self.state.clone(),
             metrics: self.metrics.unwrap_or_default(),
-            shared: Shared::Own(StreamShared::default()),
+            shared: ShareableStream::Own(StreamShared::default()),
             usage: None,
         }))
     }
@@ -401,7 +401,7 @@ struct FilterStream {
     context_id: u32,
     state: Option<Rc<Configured>>,
     metrics: MetricIds,
-    shared: Shared,
+    shared: ShareableStream,
     /// The usage observation of a generation, when usage is on.
     usage: Option<Box<Observation>>,
 }

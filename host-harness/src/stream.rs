@@ -285,6 +285,18 @@ pub enum StreamEvent {
     Reset(StreamId),
 }
 
+impl StreamEvent {
+    /// The stream the event is about.
+    pub fn stream(&self) -> StreamId {
+        match *self {
+            StreamEvent::RequestResumed(id)
+            | StreamEvent::ResponseResumed(id)
+            | StreamEvent::LocalResponse(id)
+            | StreamEvent::Reset(id) => id,
+        }
+    }
+}
+
 /// One stream driven through its VM, for tests: `vm.stream()?.request_headers([...], true)?`.
 pub struct Stream<'vm> {
     vm: &'vm mut Vm,

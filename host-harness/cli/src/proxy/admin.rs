@@ -17,9 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::config::DefaultCredential;
-use super::filter::FilterMetricValue;
-use super::worker::Shared;
+use super::product::{DefaultCredential, ReadinessGate};
+use super::worker::ProxyState;
 
 /// Admin connections open at once; more are closed on accept, so slow clients cannot pile up.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -27,35 +26,71 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Time an admin client gets to send a request head.
 const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The gauge the credential filter sets to 1 while it holds a usable credential.
-pub const CREDENTIAL_GAUGE: &str = "credential_filter_credential_available";
-
 /// Whether the proxy should receive traffic, and why not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
-    /// Filter configured on every worker and its credential available.
+    /// Filter configured on every worker and the readiness metric at its minimum.
     Ready,
     /// Not ready; the reason is shown on `/readyz`.
-    NotReady(&'static str),
+    NotReady(NotReady),
 }
 
-/// Readiness from the shared state and the filter's credential gauge.
-pub fn readiness(shared: &Shared) -> Readiness {
+/// Why the proxy is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// Shutting down: load balancers should stop sending traffic.
+    Draining,
+    /// A worker has not configured its filter yet.
+    NotConfigured,
+    /// The readiness metric is below its minimum (by default: the filter has no usable credential).
+    Unavailable,
+    /// The filter has not defined the readiness metric.
+    Unreported,
+}
+
+impl NotReady {
+    /// The text `/readyz` shows; the metric's two reasons are settings.
+    pub fn reason<'a>(&self, gate: &'a ReadinessGate) -> &'a str {
+        match self {
+            Self::Draining => "draining",
+            Self::NotConfigured => "filter not configured yet",
+            Self::Unavailable => &gate.unavailable_reason,
+            Self::Unreported => &gate.unreported_reason,
+        }
+    }
+}
+
+/// Readiness from the shared state and the configured filter metric.
+pub fn readiness(shared: &ProxyState) -> Readiness {
     if shared.draining.load(Ordering::Acquire) {
-        return Readiness::NotReady("draining");
+        return Readiness::NotReady(NotReady::Draining);
     }
     if !shared.configured.load(Ordering::Acquire) {
-        return Readiness::NotReady("filter not configured yet");
+        return Readiness::NotReady(NotReady::NotConfigured);
     }
-    let credential = shared
-        .factory
-        .metrics()
-        .into_iter()
-        .find(|metric| metric.name == CREDENTIAL_GAUGE);
-    match credential.map(|metric| metric.value) {
-        Some(FilterMetricValue::Gauge(value)) if value >= 1 => Readiness::Ready,
-        Some(_) => Readiness::NotReady("credential unavailable"),
-        None => Readiness::NotReady("filter reports no credential state"),
+    let gate = &shared.config.readiness;
+    let Some(metric) = gate.metric.as_deref() else {
+        return Readiness::Ready;
+    };
+    match shared.plugin.metric(metric) {
+        Some(value) if value.as_u64().is_some_and(|value| value >= gate.minimum) => {
+            Readiness::Ready
+        }
+        Some(_) => Readiness::NotReady(NotReady::Unavailable),
+        None => Readiness::NotReady(NotReady::Unreported),
+    }
+}
+
+/// The embedded default's variables as `/readyz` names them: `A or B`, `A, B or C`.
+fn candidate_variables(candidates: &[DefaultCredential]) -> String {
+    let names: Vec<&str> = candidates
+        .iter()
+        .map(|candidate| candidate.env_var.as_str())
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((only, _)) => (*only).to_owned(),
+        None => String::new(),
     }
 }
 
@@ -70,29 +105,29 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Answers one admin request.
-pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
+pub fn respond(shared: &ProxyState, method: &Method, path: &str) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // With the embedded default, say which credential is in use (or wanted), never its value.
-        "/readyz" => match (readiness(shared), shared.config.default_credential) {
+        "/readyz" => match (readiness(shared), &shared.config.default_credential) {
             (Readiness::Ready, None) => text(StatusCode::OK, "ready\n"),
             (Readiness::Ready, Some(credential)) => {
                 text(StatusCode::OK, format!("ready: credential {credential}\n"))
             }
-            (Readiness::NotReady(reason @ "credential unavailable"), Some(_)) => text(
+            (Readiness::NotReady(NotReady::Unavailable), Some(_)) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "not ready: {reason} (set {} or {})\n",
-                    DefaultCredential::ApiKey.env_var(),
-                    DefaultCredential::OAuthToken.env_var()
+                    "not ready: {} (set {})\n",
+                    NotReady::Unavailable.reason(&shared.config.readiness),
+                    candidate_variables(&shared.config.default_credentials)
                 ),
             ),
-            (Readiness::NotReady(reason), _) => text(
+            (Readiness::NotReady(why), _) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {reason}\n"),
+                format!("not ready: {}\n", why.reason(&shared.config.readiness)),
             ),
         },
         "/metrics" => match shared.metrics.encode() {
@@ -119,7 +154,7 @@ pub fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<By
 }
 
 /// Serves admin connections until the future is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<ProxyState>) {
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -150,5 +185,30 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tracing::debug!(error = %err, "admin connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(variables: &[&str]) -> String {
+        let candidates: Vec<DefaultCredential> = variables
+            .iter()
+            .map(|variable| DefaultCredential {
+                env_var: (*variable).to_owned(),
+                header: "h".to_owned(),
+                plugin_config: String::new(),
+            })
+            .collect();
+        candidate_variables(&candidates)
+    }
+
+    #[test]
+    fn the_readiness_hint_names_every_candidate_variable() {
+        assert_eq!(named(&[]), "");
+        assert_eq!(named(&["A"]), "A");
+        assert_eq!(named(&["A", "B"]), "A or B");
+        assert_eq!(named(&["A", "B", "C"]), "A, B or C");
     }
 }

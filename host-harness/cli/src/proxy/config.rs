@@ -16,74 +16,10 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use serde::Deserialize;
 
 use super::identity::{IdentityConfig, IdentityFile, IdentityOverrides};
-
-/// Host environment variables passed through to the VM when `host_env_keys` is not configured: the two
-/// credentials the embedded default can use.
-pub const DEFAULT_HOST_ENV_KEYS: [&str; 2] = ["ANTHROPIC_API_KEY", "ANTHROPIC_OAUTH_TOKEN"];
-
-/// The credential of the embedded default plugin configuration, chosen at start-up from the VM
-/// environment: an API key when `ANTHROPIC_API_KEY` is set, else an OAuth token when
-/// `ANTHROPIC_OAUTH_TOKEN` is set, else the API key (the filter then reports it missing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefaultCredential {
-    /// `ANTHROPIC_API_KEY`, sent as `x-api-key`.
-    ApiKey,
-    /// `ANTHROPIC_OAUTH_TOKEN`, sent as `authorization: Bearer` with the OAuth beta flag.
-    OAuthToken,
-}
-
-impl DefaultCredential {
-    /// Picks the credential whose variable holds a non-blank value, the API key first.
-    pub fn choose(vm_env: &BTreeMap<String, Secret>) -> Self {
-        let set = |key: &str| {
-            vm_env
-                .get(key)
-                .is_some_and(|value| !value.expose().trim().is_empty())
-        };
-        if !set(Self::ApiKey.env_var()) && set(Self::OAuthToken.env_var()) {
-            Self::OAuthToken
-        } else {
-            Self::ApiKey
-        }
-    }
-
-    /// The environment variable the credential is read from.
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Self::ApiKey => "ANTHROPIC_API_KEY",
-            Self::OAuthToken => "ANTHROPIC_OAUTH_TOKEN",
-        }
-    }
-
-    /// The header that carries it upstream.
-    pub fn header(self) -> &'static str {
-        match self {
-            Self::ApiKey => "x-api-key",
-            Self::OAuthToken => "authorization",
-        }
-    }
-
-    /// The plugin configuration: the Anthropic preset with this credential from the VM environment.
-    pub fn plugin_config(self) -> &'static str {
-        match self {
-            Self::ApiKey => {
-                r#"{"credential":{"header":"x-api-key","prefix":"","source":{"env":"ANTHROPIC_API_KEY"}},"strip_request_headers":["authorization"],"preset":"anthropic"}"#
-            }
-            Self::OAuthToken => {
-                r#"{"credential":{"header":"authorization","prefix":"Bearer ","source":{"env":"ANTHROPIC_OAUTH_TOKEN"}},"strip_request_headers":["x-api-key"],"preset":"anthropic"}"#
-            }
-        }
-    }
-}
-
-impl fmt::Display for DefaultCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} as {}", self.env_var(), self.header())
-    }
-}
-
-/// Upstream used when none is configured.
-pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
+use super::product::{
+    DEFAULT_PLUGIN_NAME, DEFAULT_UPSTREAM, DefaultCredential, ErrorShape, KeyTemplate,
+    ReadinessGate,
+};
 
 /// Cluster name under which the main upstream is also reachable for `dispatch_http_call`.
 pub const UPSTREAM_CLUSTER: &str = "upstream";
@@ -224,12 +160,16 @@ pub struct ProxyConfig {
     pub plugin_config: Vec<u8>,
     /// The root id (`plugin_root_id`; SDKs such as AssemblyScript's pick their root context by it).
     pub root_id: String,
+    /// The plugin name (`plugin_name`), as Envoy's `config.name`.
+    pub plugin_name: String,
     /// The VM id, which scopes shared data and queues (Envoy's `vm_config.vm_id`).
     pub vm_id: String,
     /// VM configuration bytes handed to `on_vm_start` verbatim (Envoy's `vm_config.configuration`).
     pub vm_config: Vec<u8>,
     /// The embedded default's credential, when no plugin configuration was given.
     pub default_credential: Option<DefaultCredential>,
+    /// The credentials the embedded default can use, in the order they are tried.
+    pub default_credentials: Vec<DefaultCredential>,
     /// Worker threads, each with its own VM and event loop.
     pub workers: NonZeroUsize,
     /// Requests processed at once across all workers.
@@ -262,6 +202,12 @@ pub struct ProxyConfig {
     pub clusters: BTreeMap<String, Target>,
     /// Where a rotated refresh token is persisted, when configured.
     pub state_file: Option<PathBuf>,
+    /// The shared-data key whose value the state file keeps.
+    pub state_key: KeyTemplate,
+    /// The filter metric readiness waits on.
+    pub readiness: ReadinessGate,
+    /// The shape of the proxy's own error bodies.
+    pub error_shape: ErrorShape,
     /// Where the caller identity comes from, and the identity headers removed from every request.
     pub identity: IdentityConfig,
 }
@@ -278,12 +224,14 @@ impl fmt::Debug for ProxyConfig {
                 &format_args!("<{} bytes>", self.plugin_config.len()),
             )
             .field("root_id", &self.root_id)
+            .field("plugin_name", &self.plugin_name)
             .field("vm_id", &self.vm_id)
             .field(
                 "vm_config",
                 &format_args!("<{} bytes>", self.vm_config.len()),
             )
             .field("default_credential", &self.default_credential)
+            .field("default_credentials", &self.default_credentials)
             .field("workers", &self.workers)
             .field("max_concurrency", &self.max_concurrency)
             .field("queue", &self.queue)
@@ -300,6 +248,9 @@ impl fmt::Debug for ProxyConfig {
             .field("vm_env", &self.vm_env)
             .field("clusters", &self.clusters)
             .field("state_file", &self.state_file)
+            .field("state_key", &self.state_key)
+            .field("readiness", &self.readiness)
+            .field("error_shape", &self.error_shape)
             .field("identity", &self.identity)
             .finish()
     }
@@ -441,6 +392,7 @@ struct FileConfig {
     filter: Option<PathBuf>,
     plugin_config: Option<PathBuf>,
     root_id: Option<String>,
+    plugin_name: Option<String>,
     vm_id: Option<String>,
     vm_config: Option<PathBuf>,
     workers: Option<usize>,
@@ -457,11 +409,48 @@ struct FileConfig {
     forward_client_address: Option<bool>,
     host_env_keys: Option<Vec<String>>,
     state_file: Option<PathBuf>,
+    default_credentials: Option<Vec<DefaultCredentialSection>>,
+    state: Option<StateSection>,
+    readiness: Option<ReadinessSection>,
+    errors: Option<ErrorsSection>,
     identity: Option<IdentityFile>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
     clusters: BTreeMap<String, String>,
+}
+
+/// `[[default_credentials]]`: one credential the embedded default plugin configuration can use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultCredentialSection {
+    env: String,
+    header: String,
+    configuration: String,
+}
+
+/// `[state]`: what the state file keeps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateSection {
+    shared_data_key: Option<String>,
+}
+
+/// `[readiness]`: the filter metric `/readyz` waits on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadinessSection {
+    metric: Option<String>,
+    minimum: Option<u64>,
+    unavailable_reason: Option<String>,
+    unreported_reason: Option<String>,
+}
+
+/// `[errors]`: the proxy's own error bodies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorsSection {
+    shape: Option<ErrorShape>,
 }
 
 /// Command-line values that override the file; `None` and empty lists leave the file's value.
@@ -631,6 +620,9 @@ impl ProxyConfig {
             .clone()
             .or(file.root_id)
             .unwrap_or_default();
+        let plugin_name = file
+            .plugin_name
+            .unwrap_or_else(|| DEFAULT_PLUGIN_NAME.to_owned());
         let vm_id = overrides.vm_id.clone().or(file.vm_id).unwrap_or_default();
         let vm_config = match (&overrides.vm_config, &file.vm_config) {
             (Some(flag), _) => Some(flag.clone()),
@@ -762,11 +754,31 @@ impl ProxyConfig {
         }
         let forward_client_address = file.forward_client_address.unwrap_or(false);
 
+        let default_credentials = match file.default_credentials {
+            Some(sections) => {
+                let mut candidates = Vec::with_capacity(sections.len());
+                for section in sections {
+                    check_env_key("default_credentials.env", &section.env)?;
+                    candidates.push(DefaultCredential {
+                        env_var: section.env,
+                        header: section.header,
+                        plugin_config: section.configuration,
+                    });
+                }
+                candidates
+            }
+            None => DefaultCredential::anthropic(),
+        };
+        // The embedded default's variables, so its credential reaches the VM without more settings.
         let host_env_keys = if !overrides.host_env_keys.is_empty() {
             overrides.host_env_keys.clone()
         } else {
-            file.host_env_keys
-                .unwrap_or_else(|| DEFAULT_HOST_ENV_KEYS.map(str::to_owned).to_vec())
+            file.host_env_keys.unwrap_or_else(|| {
+                default_credentials
+                    .iter()
+                    .map(|candidate| candidate.env_var.clone())
+                    .collect()
+            })
         };
         for key in &host_env_keys {
             check_env_key("host_env_keys", key)?;
@@ -788,15 +800,16 @@ impl ProxyConfig {
         }
 
         // Without a plugin configuration the embedded default takes whichever credential the VM gets.
+        // Without candidates (`default_credentials = []`) the filter gets an empty configuration.
         let (plugin_config, default_credential) = match plugin_config {
             Some(bytes) => (bytes, None),
-            None => {
-                let credential = DefaultCredential::choose(&vm_env);
-                (
-                    credential.plugin_config().as_bytes().to_vec(),
-                    Some(credential),
-                )
-            }
+            None => match DefaultCredential::choose(&default_credentials, &vm_env) {
+                Some(credential) => (
+                    credential.plugin_config.as_bytes().to_vec(),
+                    Some(credential.clone()),
+                ),
+                None => (Vec::new(), None),
+            },
         };
 
         let mut clusters = BTreeMap::new();
@@ -823,6 +836,16 @@ impl ProxyConfig {
             (None, Some(field)) => Some(base_dir.join(field)),
             (None, None) => None,
         };
+        let state_key = match file.state.and_then(|state| state.shared_data_key) {
+            Some(text) => KeyTemplate::parse(&text)
+                .map_err(|err| ConfigError::invalid("state.shared_data_key", &text, err))?,
+            None => KeyTemplate::default(),
+        };
+        let readiness = readiness_gate(file.readiness.unwrap_or_default());
+        let error_shape = file
+            .errors
+            .and_then(|errors| errors.shape)
+            .unwrap_or_default();
         let identity = IdentityConfig::resolve(file.identity, &overrides.identity, base_dir)?;
 
         Ok(Self {
@@ -832,9 +855,11 @@ impl ProxyConfig {
             filter,
             plugin_config,
             root_id,
+            plugin_name,
             vm_id,
             vm_config,
             default_credential,
+            default_credentials,
             workers,
             max_concurrency,
             queue,
@@ -851,8 +876,30 @@ impl ProxyConfig {
             vm_env,
             clusters,
             state_file,
+            state_key,
+            readiness,
+            error_shape,
             identity,
         })
+    }
+}
+
+/// `[readiness]` over the defaults; an empty `metric` gates on no metric.
+fn readiness_gate(section: ReadinessSection) -> ReadinessGate {
+    let defaults = ReadinessGate::default();
+    ReadinessGate {
+        metric: match section.metric {
+            Some(metric) if metric.is_empty() => None,
+            Some(metric) => Some(metric),
+            None => defaults.metric,
+        },
+        minimum: section.minimum.unwrap_or(defaults.minimum),
+        unavailable_reason: section
+            .unavailable_reason
+            .unwrap_or(defaults.unavailable_reason),
+        unreported_reason: section
+            .unreported_reason
+            .unwrap_or(defaults.unreported_reason),
     }
 }
 
@@ -984,6 +1031,15 @@ mod tests {
 
     use super::*;
 
+    /// The shipped candidates: the API key first, the OAuth token second.
+    fn api_key() -> DefaultCredential {
+        DefaultCredential::anthropic().remove(0)
+    }
+
+    fn oauth_token() -> DefaultCredential {
+        DefaultCredential::anthropic().remove(1)
+    }
+
     /// Any existing file stands in for the module: loading only checks that it is there.
     fn with_filter() -> Overrides {
         Overrides {
@@ -1003,21 +1059,81 @@ mod tests {
     }
 
     #[test]
+    fn product_settings_default_to_the_credential_filter_and_can_be_set() {
+        let defaults = load_text("", &with_filter()).unwrap();
+        assert_eq!(defaults.plugin_name, "credential-filter");
+        assert_eq!(defaults.readiness, ReadinessGate::default());
+        assert_eq!(defaults.error_shape, ErrorShape::Anthropic);
+        assert_eq!(defaults.state_key, KeyTemplate::default());
+
+        let set = load_text(
+            "plugin_name = \"gateway\"\n\
+             [state]\nshared_data_key = \"tokens.{/id}\"\n\
+             [readiness]\nmetric = \"\"\n\
+             [errors]\nshape = \"problem\"\n",
+            &with_filter(),
+        )
+        .unwrap();
+        assert_eq!(set.plugin_name, "gateway");
+        assert_eq!(set.readiness.metric, None);
+        assert_eq!(set.error_shape, ErrorShape::Problem);
+        assert_eq!(
+            set.state_key.resolve(br#"{"id":"a"}"#).as_deref(),
+            Some("tokens.a")
+        );
+    }
+
+    #[test]
+    fn default_credentials_can_be_replaced() {
+        let config = load_text(
+            "[[default_credentials]]\n\
+             env = \"GATEWAY_KEY\"\n\
+             header = \"api-key\"\n\
+             configuration = \"{}\"\n",
+            &with_filter(),
+        )
+        .unwrap();
+        assert_eq!(config.host_env_keys, ["GATEWAY_KEY"]);
+        assert_eq!(config.plugin_config, b"{}");
+        assert_eq!(
+            config.default_credential.map(|c| c.to_string()).as_deref(),
+            Some("GATEWAY_KEY as api-key")
+        );
+        let none = load_text("default_credentials = []\n", &with_filter()).unwrap();
+        assert_eq!(none.default_credential, None);
+        assert!(none.plugin_config.is_empty());
+    }
+
+    #[test]
+    fn product_setting_errors_name_the_key() {
+        for (text, named) in [
+            ("[readiness]\nmetrics = \"m\"\n", "metrics"),
+            ("[state]\nkey = \"k\"\n", "key"),
+            ("[errors]\nshape = \"xml\"\n", "xml"),
+            ("[[default_credentials]]\nenv = \"K\"\n", "header"),
+            (
+                "[state]\nshared_data_key = \"a{b}\"\n",
+                "state.shared_data_key",
+            ),
+        ] {
+            let error = load_text(text, &with_filter()).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn defaults_apply_without_a_file() {
         let config = load_text("", &with_filter()).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.admin_listen, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(config.upstream.to_string(), "https://api.anthropic.com");
         // Only the OAuth token is in the host environment, so the default uses it.
+        assert_eq!(config.default_credential, Some(oauth_token()));
+        assert_eq!(config.plugin_config, oauth_token().plugin_config.as_bytes());
         assert_eq!(
-            config.default_credential,
-            Some(DefaultCredential::OAuthToken)
+            config.host_env_keys,
+            ["ANTHROPIC_API_KEY", "ANTHROPIC_OAUTH_TOKEN"]
         );
-        assert_eq!(
-            config.plugin_config,
-            DefaultCredential::OAuthToken.plugin_config().as_bytes()
-        );
-        assert_eq!(config.host_env_keys, DEFAULT_HOST_ENV_KEYS);
         assert_eq!(config.drain_timeout, Duration::from_secs(600));
         assert_eq!(config.request_body_timeout, Duration::from_secs(30));
         assert!(!config.forward_client_address);
@@ -1053,32 +1169,20 @@ mod tests {
             ("ANTHROPIC_API_KEY", "sk-ant-api03-x"),
             ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
         ]);
-        assert_eq!(both.default_credential, Some(DefaultCredential::ApiKey));
-        assert_eq!(
-            both.plugin_config,
-            DefaultCredential::ApiKey.plugin_config().as_bytes()
-        );
+        assert_eq!(both.default_credential, Some(api_key()));
+        assert_eq!(both.plugin_config, api_key().plugin_config.as_bytes());
         let oauth = default_credential_with(&[("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y")]);
-        assert_eq!(
-            oauth.default_credential,
-            Some(DefaultCredential::OAuthToken)
-        );
+        assert_eq!(oauth.default_credential, Some(oauth_token()));
         // A blank API key does not count as set.
         let blank_key = default_credential_with(&[
             ("ANTHROPIC_API_KEY", " \n"),
             ("ANTHROPIC_OAUTH_TOKEN", "sk-ant-oat01-y"),
         ]);
-        assert_eq!(
-            blank_key.default_credential,
-            Some(DefaultCredential::OAuthToken)
-        );
+        assert_eq!(blank_key.default_credential, Some(oauth_token()));
         // Neither: the API key, the path the provider's terms allow for sharing, is what is asked for.
         let neither = default_credential_with(&[]);
-        assert_eq!(neither.default_credential, Some(DefaultCredential::ApiKey));
-        assert_eq!(
-            DefaultCredential::ApiKey.to_string(),
-            "ANTHROPIC_API_KEY as x-api-key"
-        );
+        assert_eq!(neither.default_credential, Some(api_key()));
+        assert_eq!(api_key().to_string(), "ANTHROPIC_API_KEY as x-api-key");
     }
 
     #[test]

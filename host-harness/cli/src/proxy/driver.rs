@@ -1,9 +1,10 @@
-//! One worker's filter, driven: serialised callbacks, stream wake-ups, outgoing calls, timers.
+//! One worker's filter VM, driven: serialised callbacks, stream wake-ups, outgoing calls, timers.
 //!
-//! The VM runs synchronously inside each callback and is never borrowed across an await. Whatever the filter
-//! did besides answering the callback (resume or answer a paused stream, start an http call) comes back as
-//! events, which the driver routes right after the callback returns: stream events to that stream's
-//! [`StreamSlot`], http calls to a task that sends them through the worker's upstream client.
+//! The worker owns one [`Vm`] of the library and runs every callback through [`FilterDriver::call`]; the
+//! VM is never borrowed across an await. What the filter did besides answering the callback comes out of
+//! the VM as the library's own records, which the driver routes right after the callback returns: each
+//! [`StreamEvent`] to its stream's [`StreamSlot`], where the request waiting on it picks it up, and each
+//! [`PendingHttpCall`] to a task that sends it through the worker's upstream client.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -17,13 +18,16 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::Notify;
 
 use super::config::Target;
-use super::filter::{
-    CallOutcome, Direction, FilterEvent, FilterFault, LocalReply, OutgoingCall, StreamId,
-    StreamInfo, WorkerFilter,
-};
-use super::headers;
+use super::forwarding;
 use super::in_flight::{InFlight, InFlightGuard};
 use super::upstream::{UpstreamBody, UpstreamClient};
+use host_harness::HarnessError;
+use host_harness::http_call::{
+    HttpCallFailure, HttpCallRequest, HttpCallResponse, PendingHttpCall,
+};
+use host_harness::logs::{LogLevel, LogRecord};
+use host_harness::stream::{LocalResponse, StreamEvent, StreamId, StreamInfo, StreamState};
+use host_harness::vm::Vm;
 
 /// Largest response body an outgoing filter call may return.
 const MAX_CALL_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -34,28 +38,44 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the timer loop sleeps when the VM has no timer due.
 const IDLE_TIMER_WAIT: Duration = Duration::from_secs(1);
 
+/// A failure the request cannot recover from: the VM could not be started, refused a step (unknown
+/// stream, out of order), or was already in use. A trap is not one: the VM's failure policy answers the
+/// stream with a local response or resets it, like any other filter decision.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterFault(pub String);
+
+impl From<HarnessError> for FilterFault {
+    fn from(error: HarnessError) -> Self {
+        Self(error.to_string())
+    }
+}
+
 /// Where the driver tells a request what the filter did to its stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamSlot {
+    stream: StreamId,
     request_resumes: Cell<u32>,
     response_resumes: Cell<u32>,
-    reply: RefCell<Option<LocalReply>>,
+    /// The event that ended the stream (a local response or a reset), or the fault that did.
+    ended: RefCell<Option<Result<StreamEvent, FilterFault>>>,
+    /// The request is over and the stream finished in the VM.
     closed: Cell<bool>,
     wakers: RefCell<Vec<Waker>>,
 }
 
-/// What a request waiting on its stream learns.
-#[derive(Debug)]
-pub enum StreamSignal {
-    /// The filter resumed the half that was waited on.
-    Resumed,
-    /// The filter answered the stream.
-    Reply(LocalReply),
-    /// The stream is gone: reset by the filter, or its VM failed.
-    Closed,
-}
-
 impl StreamSlot {
+    fn new(stream: StreamId) -> Self {
+        Self {
+            stream,
+            request_resumes: Cell::new(0),
+            response_resumes: Cell::new(0),
+            ended: RefCell::new(None),
+            closed: Cell::new(false),
+            wakers: RefCell::new(Vec::new()),
+        }
+    }
+
     fn wake_all(&self) {
         for waker in self.wakers.borrow_mut().drain(..) {
             waker.wake();
@@ -69,86 +89,108 @@ impl StreamSlot {
         }
     }
 
-    fn resume(&self, direction: Direction) {
-        let counter = match direction {
-            Direction::Request => &self.request_resumes,
-            Direction::Response => &self.response_resumes,
-        };
-        counter.set(counter.get().saturating_add(1));
+    /// Records what happened to the stream and wakes everyone waiting on it. A resume counts once per
+    /// event; the first end (local response, reset or fault) stays.
+    pub fn note(&self, news: Result<StreamEvent, FilterFault>) {
+        match news {
+            Ok(StreamEvent::RequestResumed(_)) => bump(&self.request_resumes),
+            Ok(StreamEvent::ResponseResumed(_)) => bump(&self.response_resumes),
+            end => {
+                let mut ended = self.ended.borrow_mut();
+                if ended.is_none() {
+                    *ended = Some(end);
+                }
+            }
+        }
         self.wake_all();
     }
 
-    /// Answers the stream with a local reply and wakes everyone waiting on it.
-    pub fn answer(&self, reply: LocalReply) {
-        *self.reply.borrow_mut() = Some(reply);
-        self.wake_all();
-    }
-
-    /// Marks the stream gone and wakes everyone waiting on it.
-    pub fn close(&self) {
+    fn close(&self) {
         self.closed.set(true);
         self.wake_all();
     }
 
-    /// Whether the stream is gone.
+    /// Whether the stream is gone: reset by the filter, or finished because its request is over.
     pub fn is_closed(&self) -> bool {
-        self.closed.get()
+        self.closed.get() || matches!(*self.ended.borrow(), Some(Ok(StreamEvent::Reset(_))))
     }
 
-    /// Takes a pending local reply, if the filter sent one.
-    pub fn take_reply(&self) -> Option<LocalReply> {
-        self.reply.borrow_mut().take()
+    /// The end of the stream, if it has one; a stream closed without one reads as reset.
+    fn end(&self) -> Option<Result<StreamEvent, FilterFault>> {
+        if let Some(end) = self.ended.borrow().clone() {
+            return Some(end);
+        }
+        self.closed
+            .get()
+            .then_some(Ok(StreamEvent::Reset(self.stream)))
     }
 
-    /// Ready when the filter resumes `direction`, answers the stream, or the stream closes.
-    pub fn poll_resume(&self, direction: Direction, cx: &Context<'_>) -> Poll<StreamSignal> {
-        if let Some(reply) = self.take_reply() {
-            return Poll::Ready(StreamSignal::Reply(reply));
+    /// Ready with the resume event when the filter resumes the request, or with the stream's end.
+    pub fn poll_request_resumed(&self, cx: &Context<'_>) -> Poll<Result<StreamEvent, FilterFault>> {
+        self.poll_resumed(&self.request_resumes, StreamEvent::RequestResumed, cx)
+    }
+
+    /// Ready with the resume event when the filter resumes the response, or with the stream's end.
+    pub fn poll_response_resumed(
+        &self,
+        cx: &Context<'_>,
+    ) -> Poll<Result<StreamEvent, FilterFault>> {
+        self.poll_resumed(&self.response_resumes, StreamEvent::ResponseResumed, cx)
+    }
+
+    fn poll_resumed(
+        &self,
+        resumes: &Cell<u32>,
+        resumed: fn(StreamId) -> StreamEvent,
+        cx: &Context<'_>,
+    ) -> Poll<Result<StreamEvent, FilterFault>> {
+        if let Some(end) = self.end() {
+            return Poll::Ready(end);
         }
-        if self.closed.get() {
-            return Poll::Ready(StreamSignal::Closed);
-        }
-        let counter = match direction {
-            Direction::Request => &self.request_resumes,
-            Direction::Response => &self.response_resumes,
-        };
-        if counter.get() > 0 {
-            counter.set(counter.get() - 1);
-            return Poll::Ready(StreamSignal::Resumed);
+        if resumes.get() > 0 {
+            resumes.set(resumes.get() - 1);
+            return Poll::Ready(Ok(resumed(self.stream)));
         }
         self.register(cx);
         Poll::Pending
     }
 
-    /// Ready when the filter answers the stream or the stream closes (resumes are left alone).
-    pub fn poll_interrupt(&self, cx: &Context<'_>) -> Poll<StreamSignal> {
-        if let Some(reply) = self.take_reply() {
-            return Poll::Ready(StreamSignal::Reply(reply));
+    /// Ready with the stream's end (resumes are left alone).
+    pub fn poll_end(&self, cx: &Context<'_>) -> Poll<Result<StreamEvent, FilterFault>> {
+        match self.end() {
+            Some(end) => Poll::Ready(end),
+            None => {
+                self.register(cx);
+                Poll::Pending
+            }
         }
-        if self.closed.get() {
-            return Poll::Ready(StreamSignal::Closed);
-        }
-        self.register(cx);
-        Poll::Pending
     }
 
-    /// Waits for [`StreamSlot::poll_resume`].
-    pub async fn resumed(&self, direction: Direction) -> StreamSignal {
-        std::future::poll_fn(|cx| self.poll_resume(direction, cx)).await
+    /// Waits for [`StreamSlot::poll_request_resumed`].
+    pub async fn request_resumed(&self) -> Result<StreamEvent, FilterFault> {
+        std::future::poll_fn(|cx| self.poll_request_resumed(cx)).await
     }
 
-    /// Waits for [`StreamSlot::poll_interrupt`].
-    pub async fn interrupted(&self) -> StreamSignal {
-        std::future::poll_fn(|cx| self.poll_interrupt(cx)).await
+    /// Waits for [`StreamSlot::poll_response_resumed`].
+    pub async fn response_resumed(&self) -> Result<StreamEvent, FilterFault> {
+        std::future::poll_fn(|cx| self.poll_response_resumed(cx)).await
+    }
+
+    /// Waits for [`StreamSlot::poll_end`].
+    pub async fn ended(&self) -> Result<StreamEvent, FilterFault> {
+        std::future::poll_fn(|cx| self.poll_end(cx)).await
     }
 }
 
-/// One worker's filter and everything routed to and from it.
+fn bump(counter: &Cell<u32>) {
+    counter.set(counter.get().saturating_add(1));
+}
+
+/// One worker's filter VM and everything routed to and from it.
 pub struct FilterDriver {
     worker: usize,
-    filter: RefCell<Box<dyn WorkerFilter>>,
+    vm: RefCell<Vm>,
     slots: RefCell<HashMap<StreamId, Rc<StreamSlot>>>,
-    events: RefCell<Vec<FilterEvent>>,
     client: UpstreamClient,
     clusters: Arc<BTreeMap<String, Target>>,
     /// When the timer loop plans to wake next; a callback that sets an earlier timer wakes it sooner.
@@ -159,46 +201,54 @@ pub struct FilterDriver {
 }
 
 impl FilterDriver {
-    /// Wraps a freshly created worker filter.
+    /// Wraps a worker's freshly started VM.
     pub fn new(
         worker: usize,
-        mut filter: Box<dyn WorkerFilter>,
+        vm: Vm,
         client: UpstreamClient,
         clusters: Arc<BTreeMap<String, Target>>,
     ) -> Rc<Self> {
         let timers_changed = Arc::new(Notify::new());
         let waker_notify = Arc::clone(&timers_changed);
-        filter.set_waker(Arc::new(move || waker_notify.notify_one()));
-        Rc::new(Self {
+        vm.set_waker(Some(Arc::new(move || waker_notify.notify_one())));
+        let driver = Rc::new(Self {
             worker,
-            filter: RefCell::new(filter),
+            vm: RefCell::new(vm),
             slots: RefCell::new(HashMap::new()),
-            events: RefCell::new(Vec::new()),
             client,
             clusters,
             timer_planned: Cell::new(None),
             timers_changed,
             calls: Rc::default(),
-        })
+        });
+        // What the filter logged while it configured itself.
+        let _ = driver.call(|_| Ok(()));
+        driver
     }
 
-    /// Runs filter code, then routes what the filter did meanwhile (stream events, http calls).
+    /// Runs filter code on the VM, then routes what the filter did meanwhile (stream events, http calls,
+    /// log records).
     ///
     /// # Errors
     /// Whatever the callback returns, or a fault when the VM is already in use (a re-entrant call, which
     /// would be a bug in the proxy).
     pub fn call<R>(
         self: &Rc<Self>,
-        callback: impl FnOnce(&mut dyn WorkerFilter) -> Result<R, FilterFault>,
+        callback: impl FnOnce(&mut Vm) -> Result<R, FilterFault>,
     ) -> Result<R, FilterFault> {
-        let (result, next_timer) = {
-            let mut filter = self
-                .filter
+        let (result, events, calls, logs, next_timer) = {
+            let mut vm = self
+                .vm
                 .try_borrow_mut()
                 .map_err(|_| FilterFault("filter vm is busy".to_owned()))?;
-            let result = callback(filter.as_mut());
-            filter.take_events(&mut self.events.borrow_mut());
-            (result, filter.next_deadline())
+            let result = callback(&mut vm);
+            (
+                result,
+                vm.take_stream_events(),
+                vm.take_pending_http_calls(),
+                vm.take_logs(),
+                vm.next_deadline(),
+            )
         };
         if let Some(next) = next_timer
             && self
@@ -208,35 +258,19 @@ impl FilterDriver {
         {
             self.timers_changed.notify_one();
         }
-        self.route_events();
-        result
-    }
-
-    fn route_events(self: &Rc<Self>) {
-        let events = std::mem::take(&mut *self.events.borrow_mut());
+        for record in &logs {
+            emit_log(self.worker, record);
+        }
         for event in events {
-            match event {
-                FilterEvent::HttpCall(call) => {
-                    let in_flight = self.calls.enter();
-                    tokio::task::spawn_local(Rc::clone(self).run_call(call, in_flight));
-                }
-                FilterEvent::Resume { stream, direction } => {
-                    if let Some(slot) = self.slot(stream) {
-                        slot.resume(direction);
-                    }
-                }
-                FilterEvent::Reply { stream, reply } => {
-                    if let Some(slot) = self.slot(stream) {
-                        slot.answer(reply);
-                    }
-                }
-                FilterEvent::Close { stream } => {
-                    if let Some(slot) = self.slot(stream) {
-                        slot.close();
-                    }
-                }
+            if let Some(slot) = self.slot(event.stream()) {
+                slot.note(Ok(event));
             }
         }
+        for call in calls {
+            let in_flight = self.calls.enter();
+            tokio::task::spawn_local(Rc::clone(self).run_call(call, in_flight));
+        }
+        result
     }
 
     fn slot(&self, stream: StreamId) -> Option<Rc<StreamSlot>> {
@@ -249,12 +283,34 @@ impl FilterDriver {
     /// The VM is shut down.
     pub fn open(
         self: &Rc<Self>,
-        info: &StreamInfo,
+        info: StreamInfo,
     ) -> Result<(StreamId, Rc<StreamSlot>), FilterFault> {
-        let stream = self.call(|filter| filter.open_stream(info))?;
-        let slot = Rc::new(StreamSlot::default());
+        let stream = self.call(|vm| Ok(vm.create_stream(info)?))?;
+        let slot = Rc::new(StreamSlot::new(stream));
         self.slots.borrow_mut().insert(stream, Rc::clone(&slot));
         Ok((stream, slot))
+    }
+
+    /// How the step just run ended the stream, if it did: the filter (or the failure policy after a trap)
+    /// answered it with a local response, or reset it.
+    pub fn ending(&self, stream: StreamId) -> Option<StreamEvent> {
+        let vm = self.vm.try_borrow().ok()?;
+        let state = vm.stream_state(stream)?;
+        if state.local_response().is_some() {
+            Some(StreamEvent::LocalResponse(stream))
+        } else if state.is_reset() {
+            Some(StreamEvent::Reset(stream))
+        } else {
+            None
+        }
+    }
+
+    /// The local response the filter (or its failure policy) answered the stream with.
+    pub fn local_response(&self, stream: StreamId) -> Option<LocalResponse> {
+        let vm = self.vm.try_borrow().ok()?;
+        vm.stream_state(stream)
+            .and_then(StreamState::local_response)
+            .cloned()
     }
 
     /// Ends a stream in the VM (`on_done`, `on_log`, `on_delete`) and forgets its slot.
@@ -262,28 +318,35 @@ impl FilterDriver {
         if let Some(slot) = self.slots.borrow_mut().remove(&stream) {
             slot.close();
         }
-        if let Err(fault) = self.call(|filter| {
-            filter.close_stream(stream);
+        let worker = self.worker;
+        if let Err(fault) = self.call(|vm| {
+            if let Err(err) = vm.finish_stream(stream) {
+                tracing::debug!(worker, %stream, error = %err, "finishing a filter stream");
+            }
             Ok(())
         }) {
-            tracing::warn!(worker = self.worker, error = %fault, "closing a filter stream failed");
+            tracing::warn!(worker, error = %fault, "closing a filter stream failed");
         }
     }
 
-    /// Sends one outgoing call and hands the result to the filter.
-    async fn run_call(self: Rc<Self>, call: OutgoingCall, _in_flight: InFlightGuard) {
+    /// Sends one outgoing call and hands the result to the filter (`on_http_call_response`).
+    async fn run_call(self: Rc<Self>, call: PendingHttpCall, _in_flight: InFlightGuard) {
         let token = call.token;
-        let limit = call.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
-        let outcome = match tokio::time::timeout(limit, self.send_call(call)).await {
-            Ok(Ok(outcome)) => outcome,
+        let limit = call.request.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
+        let outcome = match tokio::time::timeout(limit, self.send_call(call.request)).await {
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(reason)) => {
                 tracing::warn!(worker = self.worker, token, reason = %reason, "filter http call failed");
-                CallOutcome::Failed(reason)
+                Err(HttpCallFailure::Failed(reason))
             }
-            Err(_) => CallOutcome::TimedOut,
+            Err(_) => Err(HttpCallFailure::Timeout),
         };
-        let _ = self.call(|filter| {
-            filter.complete_call(token, outcome);
+        let worker = self.worker;
+        let _ = self.call(|vm| {
+            if let Err(err) = vm.deliver_http_call_response(token, outcome) {
+                // The VM gave up on the call first (its own timeout) or was replaced; nothing waits any more.
+                tracing::debug!(worker, token, error = %err, "late http call response dropped");
+            }
             Ok(())
         });
     }
@@ -293,22 +356,22 @@ impl FilterDriver {
         &self.calls
     }
 
-    async fn send_call(&self, call: OutgoingCall) -> Result<CallOutcome, String> {
+    async fn send_call(&self, call: HttpCallRequest) -> Result<HttpCallResponse, String> {
         let target = self
             .clusters
             .get(&call.cluster)
             .ok_or_else(|| format!("unknown cluster {:?}", call.cluster))?;
-        let head = headers::upstream_head(&call.headers, "").map_err(|err| err.to_string())?;
+        let head = forwarding::upstream_head(&call.headers, "").map_err(|err| err.to_string())?;
         let uri = target.uri_for(&head.path).map_err(|err| err.to_string())?;
         let body = if call.body.is_empty() {
             UpstreamBody::Empty
         } else {
-            UpstreamBody::Full(Some(call.body))
+            UpstreamBody::Full(Some(Bytes::from(call.body)))
         };
         let mut request = http::Request::new(body);
         *request.method_mut() = head.method;
         *request.uri_mut() = uri;
-        headers::fill_header_map(&call.headers, request.headers_mut())
+        forwarding::fill_header_map(&call.headers, request.headers_mut())
             .map_err(|err| err.to_string())?;
         // `:authority` names the service the filter meant; the connection goes to the cluster's address.
         let host = match head.rewritten_authority {
@@ -329,12 +392,11 @@ impl FilterDriver {
             .map_err(|err| err.to_string())?;
         let trailers = collected
             .trailers()
-            .map(headers::trailer_fields)
+            .map(forwarding::trailer_fields)
             .unwrap_or_default();
-        let body: Bytes = collected.to_bytes();
-        Ok(CallOutcome::Response {
-            headers: headers::response_fields(parts.status, &parts.headers),
-            body,
+        Ok(HttpCallResponse {
+            headers: forwarding::response_fields(parts.status, &parts.headers),
+            body: Vec::from(collected.to_bytes()),
             trailers,
         })
     }
@@ -343,11 +405,7 @@ impl FilterDriver {
     /// the worker stops.
     pub async fn run_timers(self: Rc<Self>) {
         loop {
-            let next = self
-                .filter
-                .try_borrow()
-                .ok()
-                .and_then(|filter| filter.next_deadline());
+            let next = self.vm.try_borrow().ok().and_then(|vm| vm.next_deadline());
             self.timer_planned.set(next);
             let wait = match next {
                 Some(due) => due
@@ -359,8 +417,8 @@ impl FilterDriver {
                 () = tokio::time::sleep(wait) => {}
                 () = self.timers_changed.notified() => {}
             }
-            let _ = self.call(|filter| {
-                filter.run_timers();
+            let _ = self.call(|vm| {
+                vm.run_timers();
                 Ok(())
             });
         }
@@ -369,5 +427,19 @@ impl FilterDriver {
     /// The worker's upstream client.
     pub fn client(&self) -> &UpstreamClient {
         &self.client
+    }
+}
+
+/// Forwards a guest log record to the proxy's logs under the target `filter`.
+fn emit_log(worker: usize, record: &LogRecord) {
+    let message = record.message.as_str();
+    match record.level {
+        LogLevel::Trace => tracing::trace!(target: "filter", worker, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "filter", worker, "{message}"),
+        LogLevel::Info => tracing::info!(target: "filter", worker, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "filter", worker, "{message}"),
+        LogLevel::Error | LogLevel::Critical => {
+            tracing::error!(target: "filter", worker, "{message}")
+        }
     }
 }

@@ -24,18 +24,15 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::config::Target;
-use super::driver::{StreamSignal, StreamSlot};
+use super::driver::{FilterDriver, FilterFault, StreamSlot};
 use super::failure::{ClientFault, Failure};
-use super::filter::{
-    BodyVerdict, Direction, FilterFault, HeaderPart, LocalReply, ReplyOrigin, StreamId, StreamInfo,
-    Verdict,
-};
-use super::headers;
+use super::forwarding;
 use super::identity::{self, Caller, ConnectionIdentity, IdentityRefusal};
 use super::limit::Slot;
 use super::upstream::{self, BoxError, UpstreamBody};
 use super::worker::Worker;
 use host_harness::headers::Headers;
+use host_harness::stream::{Action, StreamEvent, StreamId, StreamInfo, StreamState};
 
 /// Frames buffered between the request body pump and the upstream connection.
 const REQUEST_BODY_CHANNEL: usize = 4;
@@ -189,7 +186,7 @@ pub async fn handle(
         Err(failure) => {
             record_failure(&worker, &failure);
             failure
-                .to_response(&exchange.request_id)
+                .to_response(&exchange.request_id, worker.shared.config.error_shape)
                 .map(ProxyBody::full)
         }
     };
@@ -278,42 +275,36 @@ async fn proxy(
             "the request target must be a path starting with /",
         ));
     }
-    let authority = headers::request_authority(&parts)
+    let authority = forwarding::request_authority(&parts)
         .ok_or(Failure::BadRequest("missing or invalid Host header"))?;
     let client_ip = shared
         .config
         .forward_client_address
         .then_some(connection.client_ip.as_str());
-    let fields = headers::request_fields(&parts, &authority, client_ip, &exchange.request_id);
+    let fields = forwarding::request_fields(&parts, &authority, client_ip, &exchange.request_id);
     drop(parts);
 
     let driver = &worker.driver;
-    let info = StreamInfo {
-        client_address: &connection.client_address,
-        local_address: &connection.local_address,
-        connection_id: connection.id,
-        caller: caller.as_deref(),
-    };
-    let (stream, slot) = driver.open(&info).map_err(|fault| filter_failed(&fault))?;
+    let (stream, slot) = driver
+        .open(stream_info(connection, caller.as_deref()))
+        .map_err(|fault| filter_failed(&fault))?;
     exchange.stream = Some((stream, Rc::clone(&slot)));
 
     let request_ends_here = client_body.is_end_stream();
     let request_timeout = shared.config.request_timeout;
     // One deadline for the filter holding the request and the upstream's answer together.
     let deadline = tokio::time::Instant::now() + request_timeout;
-    match driver
-        .call(|filter| filter.request_headers(stream, fields, request_ends_here))
-        .map_err(|fault| filter_failed(&fault))?
-    {
-        Verdict::Continue => {}
-        Verdict::Respond(reply) => return local_reply(reply),
-        Verdict::Pause => {
-            match tokio::time::timeout_at(deadline, slot.resumed(Direction::Request)).await {
-                Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
-                Ok(StreamSignal::Resumed) => {}
-                Ok(StreamSignal::Reply(reply)) => return local_reply(reply),
-                Ok(StreamSignal::Closed) => return Err(Failure::Reset),
-            }
+    let action = driver
+        .call(|vm| Ok(vm.request_headers(stream, fields, request_ends_here)?))
+        .map_err(|fault| filter_failed(&fault))?;
+    if let Some(end) = driver.ending(stream) {
+        return answer(driver, Ok(end));
+    }
+    if action == Action::Pause {
+        match tokio::time::timeout_at(deadline, slot.request_resumed()).await {
+            Err(_) => return Err(Failure::ResponseTimeout(request_timeout)),
+            Ok(Ok(StreamEvent::RequestResumed(_))) => {}
+            Ok(end) => return answer(driver, end),
         }
     }
 
@@ -337,9 +328,10 @@ async fn proxy(
     let mut upstream_request = Request::new(body);
     let target = &shared.config.upstream;
     driver
-        .call(|filter| {
-            let fields = filter
-                .headers(stream, HeaderPart::RequestHeaders)
+        .call(|vm| {
+            let fields = vm
+                .stream_state(stream)
+                .map(StreamState::request_headers)
                 .ok_or_else(|| FilterFault("request headers vanished".to_owned()))?;
             let built = build_upstream_request(
                 fields,
@@ -360,10 +352,7 @@ async fn proxy(
     let sent = Instant::now();
     let upstream_response = tokio::select! {
         biased;
-        signal = slot.interrupted() => return match signal {
-            StreamSignal::Reply(reply) => local_reply(reply),
-            StreamSignal::Resumed | StreamSignal::Closed => Err(Failure::Reset),
-        },
+        end = slot.ended() => return answer(driver, end),
         result = tokio::time::timeout_at(deadline, driver.client().request(upstream_request)) => result,
     };
     let latency = sent.elapsed();
@@ -402,26 +391,21 @@ async fn proxy(
             )));
         }
     };
-    let fields = headers::response_fields(parts.status, &parts.headers);
+    let fields = forwarding::response_fields(parts.status, &parts.headers);
     drop(parts);
     let response_ends_here = first_frame.is_none() && upstream_body.is_end_stream();
-    match driver
-        .call(|filter| filter.response_headers(stream, fields, response_ends_here))
-        .map_err(|fault| filter_failed(&fault))?
-    {
-        Verdict::Continue => {}
-        Verdict::Respond(reply) => return local_reply(reply),
-        Verdict::Pause => match tokio::time::timeout(
-            shared.config.idle_timeout,
-            slot.resumed(Direction::Response),
-        )
-        .await
-        {
+    let action = driver
+        .call(|vm| Ok(vm.response_headers(stream, fields, response_ends_here)?))
+        .map_err(|fault| filter_failed(&fault))?;
+    if let Some(end) = driver.ending(stream) {
+        return answer(driver, Ok(end));
+    }
+    if action == Action::Pause {
+        match tokio::time::timeout(shared.config.idle_timeout, slot.response_resumed()).await {
             Err(_) => return Err(Failure::ResponseTimeout(shared.config.idle_timeout)),
-            Ok(StreamSignal::Resumed) => {}
-            Ok(StreamSignal::Reply(reply)) => return local_reply(reply),
-            Ok(StreamSignal::Closed) => return Err(Failure::Reset),
-        },
+            Ok(Ok(StreamEvent::ResponseResumed(_))) => {}
+            Ok(end) => return answer(driver, end),
+        }
     }
     let body = if response_ends_here {
         ProxyBody::empty()
@@ -430,9 +414,10 @@ async fn proxy(
     };
     let mut response = Response::new(body);
     driver
-        .call(|filter| {
-            let fields = filter
-                .headers(stream, HeaderPart::ResponseHeaders)
+        .call(|vm| {
+            let fields = vm
+                .stream_state(stream)
+                .map(StreamState::response_headers)
                 .ok_or_else(|| FilterFault("response headers vanished".to_owned()))?;
             Ok(build_client_response(fields, &mut response))
         })
@@ -448,13 +433,13 @@ fn build_upstream_request(
     upstream_host: &HeaderValue,
     request: &mut Request<UpstreamBody>,
 ) -> Result<(), Failure> {
-    let head = headers::upstream_head(fields, original_authority)
+    let head = forwarding::upstream_head(fields, original_authority)
         .map_err(|err| Failure::FilterInvalid(err.to_string()))?;
     *request.uri_mut() = target.uri_for(&head.path).map_err(|_| {
         Failure::FilterInvalid("the request path is not a valid URI path".to_owned())
     })?;
     *request.method_mut() = head.method;
-    headers::fill_header_map(fields, request.headers_mut())
+    forwarding::fill_header_map(fields, request.headers_mut())
         .map_err(|err| Failure::FilterInvalid(err.to_string()))?;
     let host = head
         .rewritten_authority
@@ -468,24 +453,55 @@ fn build_client_response(
     fields: &Headers,
     response: &mut Response<ProxyBody>,
 ) -> Result<(), Failure> {
-    *response.status_mut() =
-        headers::response_status(fields).map_err(|err| Failure::FilterInvalid(err.to_string()))?;
-    headers::fill_header_map(fields, response.headers_mut())
+    *response.status_mut() = forwarding::response_status(fields)
+        .map_err(|err| Failure::FilterInvalid(err.to_string()))?;
+    forwarding::fill_header_map(fields, response.headers_mut())
         .map_err(|err| Failure::FilterInvalid(err.to_string()))
 }
 
-/// The filter's own response: its status, headers and body, nothing from the upstream. A stream the
-/// filter failed on or reset gets the proxy's own error instead.
-fn local_reply(reply: LocalReply) -> Result<Response<ProxyBody>, Failure> {
-    match reply.origin {
-        ReplyOrigin::Filter => {}
-        ReplyOrigin::FilterFailed => return Err(Failure::FilterFailed),
-        ReplyOrigin::Reset => return Err(Failure::Reset),
+/// The filter's properties for a request: the connection's addresses and id, and the caller's
+/// `caller.*` properties when the identity step resolved one.
+fn stream_info(connection: &ConnectionInfo, caller: Option<&Caller>) -> StreamInfo {
+    let mut info = StreamInfo::new()
+        .source_address(connection.client_address.as_str())
+        .destination_address(connection.local_address.as_str())
+        .protocol("HTTP/1.1")
+        .connection_id(connection.id);
+    if let Some(caller) = caller {
+        for (path, value) in caller.properties() {
+            info = info.property(path, value);
+        }
     }
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::new(ProxyBody::full(reply.body));
+    info
+}
+
+/// The answer to a stream that ended before its response started. The filter's own local response goes
+/// to the client as it is: its status, headers and body, nothing from the upstream. A stream its VM
+/// failed on (the failure policy's local response), reset, or the proxy failed on gets the proxy's own
+/// error instead.
+fn answer(
+    driver: &FilterDriver,
+    end: Result<StreamEvent, FilterFault>,
+) -> Result<Response<ProxyBody>, Failure> {
+    let stream = match end {
+        Ok(StreamEvent::LocalResponse(stream)) => stream,
+        Ok(_) => return Err(Failure::Reset),
+        // The pump logged the fault when it noted it.
+        Err(_) => return Err(Failure::FilterFailed),
+    };
+    let Some(local) = driver.local_response(stream) else {
+        return Err(Failure::Reset);
+    };
+    if local.is_from_failure_policy() {
+        return Err(Failure::FilterFailed);
+    }
+    let status = u16::try_from(local.status)
+        .ok()
+        .and_then(|status| StatusCode::from_u16(status).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(ProxyBody::full(Bytes::from(local.body)));
     *response.status_mut() = status;
-    if let Err(err) = headers::fill_header_map(&reply.headers, response.headers_mut()) {
+    if let Err(err) = forwarding::fill_header_map(&local.headers, response.headers_mut()) {
         tracing::warn!(error = %err, "dropped invalid headers from a filter local response");
         response.headers_mut().clear();
     }
@@ -597,25 +613,18 @@ async fn pump_request_body(
             Err(frame) => (None, frame.into_trailers().ok()),
         };
         if let Some(data) = data {
-            let verdict = match driver.call(|filter| filter.request_body(stream, &data, ends)) {
-                Ok(verdict) => verdict,
-                Err(fault) => return abort_pump(&slot, &sender, &fault).await,
+            let chunk = match driver.call(|vm| Ok(vm.request_body(stream, &data, ends)?)) {
+                Ok(chunk) => chunk,
+                Err(fault) => return abort_pump(&slot, &sender, fault).await,
             };
-            match verdict {
-                BodyVerdict::Forward(bytes) => {
-                    holding = false;
-                    if !bytes.is_empty() && sender.send(Ok(Frame::data(bytes))).await.is_err() {
-                        return;
-                    }
-                }
-                BodyVerdict::Hold(released) => {
-                    holding = true;
-                    if !released.is_empty() && sender.send(Ok(Frame::data(released))).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                BodyVerdict::Respond(reply) => return answer_pump(&slot, &sender, reply).await,
+            if let Some(end) = driver.ending(stream) {
+                return end_pump(&slot, &sender, Ok(end)).await;
+            }
+            // Paused, the filter holds the body: only bytes it released earlier go on now.
+            holding = chunk.action == Action::Pause;
+            let forward = Bytes::from(chunk.forward);
+            if !forward.is_empty() && sender.send(Ok(Frame::data(forward))).await.is_err() {
+                return;
             }
             if ends {
                 if holding {
@@ -628,29 +637,31 @@ async fn pump_request_body(
         let Some(trailer_map) = trailers else {
             continue;
         };
-        let verdict = match driver
-            .call(|filter| filter.request_trailers(stream, headers::trailer_fields(&trailer_map)))
+        let action = match driver
+            .call(|vm| Ok(vm.request_trailers(stream, forwarding::trailer_fields(&trailer_map))?))
         {
-            Ok(verdict) => verdict,
-            Err(fault) => return abort_pump(&slot, &sender, &fault).await,
+            Ok(action) => action,
+            Err(fault) => return abort_pump(&slot, &sender, fault).await,
         };
-        match verdict {
-            Verdict::Continue => {
+        if let Some(end) = driver.ending(stream) {
+            return end_pump(&slot, &sender, Ok(end)).await;
+        }
+        match action {
+            Action::Continue => {
                 if holding && !send_held(driver, stream, &slot, &sender).await {
                     return;
                 }
             }
-            Verdict::Pause => {
+            Action::Pause => {
                 if !flush_after_resume(driver, stream, &slot, &sender).await {
                     return;
                 }
             }
-            Verdict::Respond(reply) => return answer_pump(&slot, &sender, reply).await,
         }
-        let trailers = driver.call(|filter| {
+        let trailers = driver.call(|vm| {
             let mut map = HeaderMap::new();
-            if let Some(fields) = filter.headers(stream, HeaderPart::RequestTrailers) {
-                headers::fill_header_map(fields, &mut map)
+            if let Some(fields) = vm.stream_state(stream).map(StreamState::request_trailers) {
+                forwarding::fill_header_map(fields, &mut map)
                     .map_err(|err| FilterFault(err.to_string()))?;
             }
             Ok(map)
@@ -665,31 +676,31 @@ async fn pump_request_body(
 
 /// Waits for the filter to resume the request, then forwards what it held. False when the stream ended.
 async fn flush_after_resume(
-    driver: &Rc<super::driver::FilterDriver>,
+    driver: &Rc<FilterDriver>,
     stream: StreamId,
     slot: &StreamSlot,
     sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
 ) -> bool {
-    match slot.resumed(Direction::Request).await {
-        StreamSignal::Resumed => send_held(driver, stream, slot, sender).await,
-        StreamSignal::Reply(reply) => {
-            answer_pump(slot, sender, reply).await;
+    match slot.request_resumed().await {
+        Ok(StreamEvent::RequestResumed(_)) => send_held(driver, stream, slot, sender).await,
+        end @ (Ok(StreamEvent::LocalResponse(_)) | Err(_)) => {
+            end_pump(slot, sender, end).await;
             false
         }
-        StreamSignal::Closed => false,
+        Ok(_) => false,
     }
 }
 
 async fn send_held(
-    driver: &Rc<super::driver::FilterDriver>,
+    driver: &Rc<FilterDriver>,
     stream: StreamId,
     slot: &StreamSlot,
     sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
 ) -> bool {
-    match driver.call(|filter| Ok(filter.take_body(stream, Direction::Request))) {
+    match driver.call(|vm| Ok(Bytes::from(vm.drain_request_body(stream)))) {
         Ok(bytes) => bytes.is_empty() || sender.send(Ok(Frame::data(bytes))).await.is_ok(),
         Err(fault) => {
-            abort_pump(slot, sender, &fault).await;
+            abort_pump(slot, sender, fault).await;
             false
         }
     }
@@ -698,19 +709,19 @@ async fn send_held(
 async fn abort_pump(
     slot: &StreamSlot,
     sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
-    fault: &FilterFault,
+    fault: FilterFault,
 ) {
     tracing::error!(error = %fault, "filter failed on the request body");
-    answer_pump(slot, sender, LocalReply::filter_failed()).await;
+    end_pump(slot, sender, Err(fault)).await;
 }
 
-/// Hands a local reply to the waiting exchange and cancels the upstream request.
-async fn answer_pump(
+/// Hands the stream's end to the waiting exchange and cancels the upstream request.
+async fn end_pump(
     slot: &StreamSlot,
     sender: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
-    reply: LocalReply,
+    end: Result<StreamEvent, FilterFault>,
 ) {
-    slot.answer(reply);
+    slot.note(end);
     let _ = sender
         .send(Err("request answered by the filter".into()))
         .await;
@@ -864,7 +875,7 @@ impl UpstreamStream {
             return Step::Abort("the filter reset the stream".to_owned());
         }
         if self.waiting_resume {
-            return match slot.poll_resume(Direction::Response, cx) {
+            return match slot.poll_response_resumed(cx) {
                 Poll::Pending => {
                     if self.idle_expired(cx) {
                         return Step::Abort(
@@ -873,17 +884,12 @@ impl UpstreamStream {
                     }
                     Step::Pending
                 }
-                Poll::Ready(StreamSignal::Resumed) => {
+                Poll::Ready(Ok(StreamEvent::ResponseResumed(_))) => {
                     self.waiting_resume = false;
                     self.holding = false;
-                    match driver.call(|filter| Ok(filter.take_body(stream, Direction::Response))) {
-                        Ok(bytes) => Step::data(bytes),
-                        Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
-                    }
+                    take_held_response(&driver, stream)
                 }
-                Poll::Ready(StreamSignal::Reply(_) | StreamSignal::Closed) => {
-                    Step::Abort("the filter reset the response".to_owned())
-                }
+                Poll::Ready(_) => Step::Abort("the filter reset the response".to_owned()),
             };
         }
         if let Some(trailers) = self.pending_trailers.take() {
@@ -924,71 +930,78 @@ impl UpstreamStream {
         match frame.into_data() {
             Ok(data) => {
                 self.end_sent |= ends;
-                match driver.call(|filter| filter.response_body(stream, &data, ends)) {
-                    Ok(BodyVerdict::Forward(bytes)) => {
-                        self.holding = false;
-                        Step::data(bytes)
-                    }
-                    Ok(BodyVerdict::Hold(released)) => {
-                        self.holding = true;
-                        self.waiting_resume = ends;
-                        Step::data(released)
-                    }
-                    Ok(BodyVerdict::Respond(reply)) => late_reply(&reply),
-                    Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
+                let chunk = match driver.call(|vm| Ok(vm.response_body(stream, &data, ends)?)) {
+                    Ok(chunk) => chunk,
+                    Err(fault) => return Step::FilterFailed(format!("filter failed: {fault}")),
+                };
+                if let Some(end) = driver.ending(stream) {
+                    return late_end(&driver, end);
                 }
+                // Paused, the filter holds the body: only bytes it released earlier go on now.
+                self.holding = chunk.action == Action::Pause;
+                self.waiting_resume = self.holding && ends;
+                Step::data(Bytes::from(chunk.forward))
             }
             Err(frame) => {
                 let Ok(trailer_map) = frame.into_trailers() else {
                     return Step::Again;
                 };
                 self.end_sent = true;
-                let outcome = driver.call(|filter| {
-                    let verdict =
-                        filter.response_trailers(stream, headers::trailer_fields(&trailer_map))?;
+                let outcome = driver.call(|vm| {
+                    let action =
+                        vm.response_trailers(stream, forwarding::trailer_fields(&trailer_map))?;
                     let mut map = HeaderMap::new();
-                    if let Some(fields) = filter.headers(stream, HeaderPart::ResponseTrailers) {
-                        headers::fill_header_map(fields, &mut map)
+                    if let Some(fields) =
+                        vm.stream_state(stream).map(StreamState::response_trailers)
+                    {
+                        forwarding::fill_header_map(fields, &mut map)
                             .map_err(|err| FilterFault(format!("invalid trailers: {err}")))?;
                     }
-                    Ok((verdict, map))
+                    Ok((action, map))
                 });
-                let (verdict, map) = match outcome {
+                let (action, map) = match outcome {
                     Ok(outcome) => outcome,
                     Err(fault) => return Step::FilterFailed(format!("filter failed: {fault}")),
                 };
-                match verdict {
-                    Verdict::Continue if self.holding => {
+                if let Some(end) = driver.ending(stream) {
+                    return late_end(&driver, end);
+                }
+                match action {
+                    Action::Continue if self.holding => {
                         self.holding = false;
                         self.pending_trailers = Some(map);
-                        match driver
-                            .call(|filter| Ok(filter.take_body(stream, Direction::Response)))
-                        {
-                            Ok(bytes) => Step::data(bytes),
-                            Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
-                        }
+                        take_held_response(&driver, stream)
                     }
-                    Verdict::Continue => Step::Emit(Frame::trailers(map)),
-                    Verdict::Pause => {
+                    Action::Continue => Step::Emit(Frame::trailers(map)),
+                    Action::Pause => {
                         self.pending_trailers = Some(map);
                         self.waiting_resume = true;
                         Step::Again
                     }
-                    Verdict::Respond(reply) => late_reply(&reply),
                 }
             }
         }
     }
 }
 
+/// The response body bytes the filter released when it resumed the response.
+fn take_held_response(driver: &Rc<FilterDriver>, stream: StreamId) -> Step {
+    match driver.call(|vm| Ok(Bytes::from(vm.drain_response_body(stream)))) {
+        Ok(bytes) => Step::data(bytes),
+        Err(fault) => Step::FilterFailed(format!("filter failed: {fault}")),
+    }
+}
+
 /// How a response that already started ends when the filter answers, fails or resets it.
-fn late_reply(reply: &LocalReply) -> Step {
-    match reply.origin {
-        ReplyOrigin::Filter => {
-            Step::Abort("the filter answered after the response had started".to_owned())
-        }
-        ReplyOrigin::FilterFailed => Step::FilterFailed("filter failed: the VM trapped".to_owned()),
-        ReplyOrigin::Reset => Step::Abort("the filter reset the response".to_owned()),
+fn late_end(driver: &FilterDriver, end: StreamEvent) -> Step {
+    match end {
+        StreamEvent::LocalResponse(stream) => match driver.local_response(stream) {
+            Some(local) if local.is_from_failure_policy() => {
+                Step::FilterFailed("filter failed: the VM trapped".to_owned())
+            }
+            _ => Step::Abort("the filter answered after the response had started".to_owned()),
+        },
+        _ => Step::Abort("the filter reset the response".to_owned()),
     }
 }
 

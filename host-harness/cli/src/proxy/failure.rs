@@ -1,10 +1,11 @@
 //! Why the proxy answered a request itself, and the response each reason gets.
 //!
 //! Every answer the proxy makes on its own (overload, upstream trouble, a bad request, a failed filter)
-//! carries a JSON body in the Anthropic API's error shape, `{"type":"error","error":{"type":..,"message":..}}`,
-//! so clients written for the API handle it like any other API error: the same key order, the request id
-//! in the body and in a `request-id` header (the access log's, so a user can quote it), and
-//! `x-should-retry` saying whether the SDKs should try again.
+//! carries a JSON body in the configured [`ErrorShape`]. The default is the Anthropic API's error shape,
+//! `{"type":"error","error":{"type":..,"message":..}}`, so clients written for the API handle it like any
+//! other API error: the same key order, the request id in the body and in a `request-id` header (the
+//! access log's, so a user can quote it), and `x-should-retry` saying whether the SDKs should try again.
+//! The other shape is RFC 9457 problem details, with the same headers.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::identity::IdentityRefusal;
+use super::product::ErrorShape;
 
 /// Why a request failed by the client's doing; the upstream is not at fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,16 @@ struct ErrorBody<'a> {
     request_id: Option<&'a str>,
 }
 
+/// RFC 9457 problem details, with the request id as an extension member.
+#[derive(serde::Serialize)]
+struct ProblemBody<'a> {
+    r#type: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    request_id: &'a str,
+}
+
 #[derive(serde::Serialize)]
 struct ErrorDetail<'a> {
     r#type: &'a str,
@@ -139,9 +151,21 @@ impl Failure {
     /// The full response: status, JSON body with `request_id`, the `request-id` header, `retry-after`
     /// with `x-should-retry: true` for overload, and `x-should-retry: false` where a retry cannot help
     /// (the request itself is wrong, or the filter failed closed).
-    pub fn to_response(&self, request_id: &str) -> Response<Bytes> {
-        let body = error_body(self.error_type(), &self.to_string(), Some(request_id));
-        let mut response = json_response(self.status(), body);
+    pub fn to_response(&self, request_id: &str, shape: ErrorShape) -> Response<Bytes> {
+        let message = self.to_string();
+        let status = self.status();
+        let mut response = match shape {
+            ErrorShape::Anthropic => json_response(
+                status,
+                error_body(self.error_type(), &message, Some(request_id)),
+                APPLICATION_JSON,
+            ),
+            ErrorShape::Problem => json_response(
+                status,
+                problem_body(status, &message, request_id),
+                APPLICATION_PROBLEM_JSON,
+            ),
+        };
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(request_id) {
             headers.insert(REQUEST_ID, value);
@@ -189,14 +213,32 @@ pub fn error_body(error_type: &str, message: &str, request_id: Option<&str>) -> 
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// RFC 9457 problem details: `{"type":"about:blank","title":..,"status":..,"detail":..,"request_id":..}`.
+pub fn problem_body(status: StatusCode, detail: &str, request_id: &str) -> Bytes {
+    let body = ProblemBody {
+        r#type: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        request_id,
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const APPLICATION_PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
 /// A response with a JSON body and its content type.
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+pub fn json_response(
+    status: StatusCode,
+    body: Bytes,
+    content_type: HeaderValue,
+) -> Response<Bytes> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
     response
 }
 
@@ -208,7 +250,7 @@ mod tests {
 
     #[test]
     fn overload_has_retry_after_and_anthropic_shape() {
-        let response = Failure::Overloaded.to_response("rid-1");
+        let response = Failure::Overloaded.to_response("rid-1", ErrorShape::Anthropic);
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert_eq!(response.headers()[X_SHOULD_RETRY], "true");
@@ -220,6 +262,22 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "overloaded_error");
+    }
+
+    #[test]
+    fn the_problem_shape_is_rfc_9457_with_the_same_headers() {
+        let response = Failure::Overloaded.to_response("rid-2", ErrorShape::Problem);
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(response.headers()[X_SHOULD_RETRY], "true");
+        assert_eq!(response.headers()[REQUEST_ID], "rid-2");
+        assert_eq!(
+            std::str::from_utf8(response.body()).unwrap(),
+            r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"proxy is at its concurrency limit; retry later","request_id":"rid-2"}"#
+        );
     }
 
     #[test]
@@ -241,13 +299,15 @@ mod tests {
         assert_eq!(Failure::Client(ClientFault::Stalled).status(), 408);
         assert_eq!(Failure::Client(ClientFault::Gone).status().as_u16(), 499);
         assert_eq!(Failure::MethodNotAllowed("TRACE").status(), 405);
-        let stalled = Failure::Client(ClientFault::Stalled).to_response("rid");
+        let stalled =
+            Failure::Client(ClientFault::Stalled).to_response("rid", ErrorShape::Anthropic);
         assert_eq!(stalled.headers()[header::CONNECTION], "close");
     }
 
     #[test]
     fn identity_refusals_say_what_failed_and_never_who() {
-        let unknown = Failure::Identity(IdentityRefusal::Unknown).to_response("rid");
+        let unknown =
+            Failure::Identity(IdentityRefusal::Unknown).to_response("rid", ErrorShape::Anthropic);
         assert_eq!(unknown.status(), 403);
         let body: serde_json::Value = serde_json::from_slice(unknown.body()).unwrap();
         assert_eq!(body["error"]["type"], "permission_error");
@@ -258,7 +318,7 @@ mod tests {
         let down = Failure::Identity(IdentityRefusal::Unavailable(
             "tailscaled unreachable".into(),
         ))
-        .to_response("rid");
+        .to_response("rid", ErrorShape::Anthropic);
         assert_eq!(down.status(), 503);
         let body: serde_json::Value = serde_json::from_slice(down.body()).unwrap();
         assert_eq!(body["error"]["type"], "api_error");

@@ -13,20 +13,22 @@
 //! # Layout
 //! - [`cli`]: `serve` flags, logging set-up, signals, exit codes.
 //! - [`config`]: the TOML file, flag overrides, defaults and validation.
-//! - [`filter`]: the seam between the proxy and the filter VM (traits and the types crossing it).
-//! - [`wasm_filter`]: that seam implemented with the harness's proxy-wasm VM.
-//! - [`driver`]: one worker's filter: serialised callbacks, stream wake-ups, filter http calls, ticks.
+//! - [`filter_module`]: the filter module compiled once into the library's `Plugin`.
+//! - [`driver`]: one worker's filter VM: serialised callbacks, stream wake-ups, filter http calls, ticks.
 //! - [`exchange`]: one request through the filter and the upstream, streaming both ways.
-//! - [`headers`]: pseudo-headers, hop-by-hop removal, forwarding headers.
+//! - [`forwarding`]: headers between hyper and the filter: pseudo-headers, hop-by-hop removal,
+//!   forwarding headers.
 //! - [`identity`]: the caller identity (modes none, whois, trusted_proxy) and identity header removal.
 //! - [`whois`]: tailscaled's LocalAPI WhoIs over its unix socket.
 //! - [`upstream`]: the pooled HTTP/HTTPS client and upstream error mapping.
 //! - [`worker`]: worker threads, accepting, connection draining.
 //! - [`admin`]: health, readiness and metrics endpoints.
-//! - [`metrics`]: the proxy's Prometheus metrics and the filter's.
+//! - [`prometheus`]: the Prometheus exposition of the proxy's metrics and the filter's.
 //! - [`limit`]: the concurrency limit and its bounded queue.
 //! - [`connections`]: the cap on open client connections and its memory-derived default.
 //! - [`failure`]: the proxy's own error responses.
+//! - [`product`]: the settings that fit the proxy to its filter and API (plugin name, state key,
+//!   readiness metric, error shape), with the credential filter's values as defaults.
 //! - [`state_file`]: the filter's OAuth2 token state kept in a file across restarts.
 
 pub mod admin;
@@ -36,16 +38,16 @@ pub mod connections;
 pub mod driver;
 pub mod exchange;
 pub mod failure;
-pub mod filter;
-pub mod headers;
+pub mod filter_module;
+pub mod forwarding;
 pub mod identity;
 pub mod in_flight;
 pub mod limit;
-pub mod metrics;
+pub mod product;
+pub mod prometheus;
 pub mod send_timeout;
 pub mod state_file;
 pub mod upstream;
-pub mod wasm_filter;
 pub mod whois;
 pub mod worker;
 
@@ -69,12 +71,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use host_harness::plugin::Plugin;
 use tokio::sync::{oneshot, watch};
 
 pub use config::{ConfigError, Overrides, ProxyConfig};
-pub use filter::{FilterFactory, FilterFault};
+pub use driver::FilterFault;
 
-use worker::{Phase, Shared};
+use worker::{Phase, ProxyState};
 
 /// The two sockets the proxy serves, bound by the caller.
 #[derive(Debug)]
@@ -156,12 +159,10 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let factory = wasm_filter::WasmFilterFactory::load(&config)
-        .map_err(|err| ProxyError::Filter(err.to_string()))?;
-    let plugin = factory.plugin().clone();
+    let plugin = filter_module::load(&config).map_err(|err| ProxyError::Filter(err.to_string()))?;
     let state = match (
         &config.state_file,
-        state_file::state_key_from_plugin_config(&config.plugin_config),
+        config.state_key.resolve(&config.plugin_config),
     ) {
         (Some(path), Some(key)) => {
             let mut file = state_file::StateFile::new(path, plugin.vm_id(), key);
@@ -171,7 +172,7 @@ pub async fn run(
             Some(Arc::new(Mutex::new(file)))
         }
         (Some(path), None) => {
-            tracing::info!(path = %path.display(), "state_file is set but the filter's credential has no token state to keep");
+            tracing::info!(path = %path.display(), "state_file is set but the filter's configuration names no state to keep");
             None
         }
         (None, _) => None,
@@ -179,7 +180,7 @@ pub async fn run(
     let persisting = state
         .as_ref()
         .map(|file| tokio::spawn(persist_state(Arc::clone(file), plugin.clone())));
-    let result = run_with_filter(listeners, config, Arc::new(factory), shutdown).await;
+    let result = serve(listeners, config, plugin.clone(), shutdown).await;
     if let Some(task) = persisting {
         task.abort();
     }
@@ -193,10 +194,7 @@ pub async fn run(
 const STATE_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Writes the filter's token state to its file whenever it changes, until aborted.
-async fn persist_state(
-    file: Arc<Mutex<state_file::StateFile>>,
-    plugin: host_harness::plugin::Plugin,
-) {
+async fn persist_state(file: Arc<Mutex<state_file::StateFile>>, plugin: Plugin) {
     let mut interval = tokio::time::interval(STATE_PERSIST_INTERVAL);
     loop {
         interval.tick().await;
@@ -204,7 +202,7 @@ async fn persist_state(
     }
 }
 
-fn persist_once(file: &Mutex<state_file::StateFile>, plugin: &host_harness::plugin::Plugin) {
+fn persist_once(file: &Mutex<state_file::StateFile>, plugin: &Plugin) {
     let mut file = file
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -217,14 +215,11 @@ fn persist_once(file: &Mutex<state_file::StateFile>, plugin: &host_harness::plug
     }
 }
 
-/// Runs the proxy with any filter behind the [`FilterFactory`] seam until `shutdown` resolves, then drains.
-///
-/// # Errors
-/// As [`run`].
-pub async fn run_with_filter(
+/// Serves with VMs of `plugin` until `shutdown` resolves, then drains.
+async fn serve(
     listeners: Listeners,
     config: ProxyConfig,
-    factory: Arc<dyn FilterFactory>,
+    plugin: Plugin,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     listeners
@@ -264,15 +259,15 @@ pub async fn run_with_filter(
         }
     })?;
 
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ProxyState {
         limiter: limit::Limiter::new(
             config.max_concurrency.get(),
             config.queue,
             config.queue_timeout,
         ),
-        metrics: metrics::ProxyMetrics::new(Arc::clone(&factory)),
+        metrics: prometheus::ProxyMetrics::new(filter_metrics(&plugin)),
         connections: Arc::new(connections::ConnectionGate::new(config.max_connections)),
-        factory,
+        plugin,
         configured: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         closing: AtomicBool::new(false),
@@ -288,7 +283,7 @@ pub async fn run_with_filter(
 async fn serve_workers(
     proxy: std::net::TcpListener,
     bound: BoundAddresses,
-    shared: &Arc<Shared>,
+    shared: &Arc<ProxyState>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let (phase_sender, phase) = watch::channel(Phase::Running);
@@ -352,9 +347,9 @@ async fn serve_workers(
     shared.configured.store(true, Ordering::Release);
     // The bound addresses, not the configured ones: with port 0 this line is how a caller learns the port.
     // The embedded default's credential by variable and header, never its value.
-    let credential = shared.config.default_credential.map_or_else(
+    let credential = shared.config.default_credential.as_ref().map_or_else(
         || "from the plugin configuration".to_owned(),
-        |c| c.to_string(),
+        ToString::to_string,
     );
     tracing::info!(workers = expected, listen = %bound.proxy, admin_listen = %bound.admin, upstream = %shared.config.upstream, credential = %credential, "proxy ready");
 
@@ -392,6 +387,12 @@ async fn wait_for_workers(running: &mut [Option<oneshot::Receiver<()>>]) {
             *slot = None;
         }
     }
+}
+
+/// The filter's metrics as the exposition reads them at each scrape: every VM's, from the plugin.
+fn filter_metrics(plugin: &Plugin) -> prometheus::MetricSource {
+    let plugin = plugin.clone();
+    Arc::new(move || plugin.metrics())
 }
 
 /// A prefix that makes request ids differ between processes: pid and start time, in hex.

@@ -1,4 +1,5 @@
-//! The OAuth2 token state of the filter, kept in a file across restarts of the standalone proxy.
+//! One value of the filter's shared data, kept in a file across restarts of the standalone proxy: the
+//! key is `[state] shared_data_key` (by default the credential filter's OAuth2 token state).
 //!
 //! With a rotating refresh token, the newest refresh token lives only in shared data: a restart that
 //! went back to the configured one would send a token the endpoint already spent (and may revoke the
@@ -16,23 +17,6 @@ use host_harness::shared::SharedRegistry;
 
 /// Largest state file accepted; a token state is a few hundred bytes.
 const MAX_STATE_BYTES: u64 = 256 * 1024;
-
-/// The shared-data key of the filter's token state for `shared_key` (the filter's `oauth2.shared_key`,
-/// by default its token cluster name).
-pub fn state_key(shared_key: &str) -> String {
-    format!("credential_filter.oauth2.{shared_key}.state")
-}
-
-/// The state key named by a filter plugin configuration, when its credential source is `oauth2`.
-pub fn state_key_from_plugin_config(plugin_config: &[u8]) -> Option<String> {
-    let config: serde_json::Value = serde_json::from_slice(plugin_config).ok()?;
-    let oauth2 = config.get("credential")?.get("source")?.get("oauth2")?;
-    let shared_key = match oauth2.get("shared_key") {
-        Some(key) => key.as_str()?,
-        None => oauth2.get("token_endpoint")?.get("cluster")?.as_str()?,
-    };
-    Some(state_key(shared_key))
-}
 
 /// Why the state file could not be used. Never carries the file's contents.
 #[derive(Debug, thiserror::Error)]
@@ -331,23 +315,5 @@ mod tests {
         let error = file.persist_if_changed(&registry).unwrap_err();
         assert!(matches!(error, StateFileError::Write { .. }));
         assert!(error.to_string().contains("no-such-dir"));
-    }
-
-    #[test]
-    fn the_key_comes_from_the_plugin_configuration() {
-        let config = br#"{"credential": {"source": {"oauth2": {"token_endpoint": {"cluster": "anthropic_oauth"}}}}}"#;
-        assert_eq!(
-            state_key_from_plugin_config(config).as_deref(),
-            Some("credential_filter.oauth2.anthropic_oauth.state")
-        );
-        let named = br#"{"credential": {"source": {"oauth2": {"shared_key": "team-a", "token_endpoint": {"cluster": "c"}}}}}"#;
-        assert_eq!(
-            state_key_from_plugin_config(named).as_deref(),
-            Some("credential_filter.oauth2.team-a.state")
-        );
-        assert_eq!(
-            state_key_from_plugin_config(br#"{"credential": {"source": {"env": "X"}}}"#),
-            None
-        );
     }
 }

@@ -224,7 +224,7 @@ impl UpstreamClient {
 /// after a `101`, which hands the connection over to another protocol.
 fn reusable(response: &Response<Incoming>) -> bool {
     response.status() != http::StatusCode::SWITCHING_PROTOCOLS
-        && !super::headers::framed_twice(response.headers())
+        && !super::forwarding::framed_twice(response.headers())
 }
 
 /// Maps a client error to the failure the client sees: timeouts 504, everything else 502.

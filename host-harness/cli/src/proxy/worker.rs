@@ -19,15 +19,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use host_harness::plugin::Plugin;
+
 use super::config::ProxyConfig;
 use super::connections::{ConnectionGate, ConnectionPass};
-use super::driver::FilterDriver;
+use super::driver::{FilterDriver, FilterFault};
 use super::exchange::{self, ConnectionInfo};
-use super::filter::{FilterFactory, FilterFault};
 use super::identity::ConnectionIdentity;
 use super::in_flight::InFlight;
 use super::limit::Limiter;
-use super::metrics::ProxyMetrics;
+use super::prometheus::ProxyMetrics;
 use super::send_timeout::SendTimeout;
 use super::upstream;
 
@@ -45,9 +46,10 @@ pub enum Phase {
     Closing,
 }
 
-/// State shared by all workers and the admin listener.
+/// The proxy as every worker and the admin listener see it: configuration, limits, metrics, the compiled
+/// filter and the life-cycle flags.
 #[derive(Debug)]
-pub struct Shared {
+pub struct ProxyState {
     /// The resolved configuration.
     pub config: ProxyConfig,
     /// The concurrency limit.
@@ -56,8 +58,8 @@ pub struct Shared {
     pub metrics: ProxyMetrics,
     /// The cap on open client connections, shared by every worker.
     pub connections: Arc<ConnectionGate>,
-    /// Builds worker VMs and reads the filter's metrics.
-    pub factory: Arc<dyn FilterFactory>,
+    /// The compiled filter: every worker starts its VM from it, and its metrics are every VM's.
+    pub plugin: Plugin,
     /// Every worker has its filter configured.
     pub configured: AtomicBool,
     /// Shutdown started.
@@ -73,7 +75,7 @@ pub struct Worker {
     /// Worker number, from 0.
     pub index: usize,
     /// State shared with the other workers.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ProxyState>,
     /// The worker's filter VM.
     pub driver: Rc<FilterDriver>,
     /// The upstream `Host` header used unless the filter rewrites `:authority`.
@@ -123,7 +125,7 @@ pub type Started = Result<(), FilterFault>;
 pub fn run_worker(
     index: usize,
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     phase: watch::Receiver<Phase>,
     started: std::sync::mpsc::Sender<Started>,
 ) {
@@ -146,7 +148,7 @@ pub fn run_worker(
 async fn serve(
     index: usize,
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     mut phase: watch::Receiver<Phase>,
     started: std::sync::mpsc::Sender<Started>,
 ) {
@@ -156,9 +158,9 @@ async fn serve(
         })?;
         let client = upstream::build_client(shared.config.connect_timeout)
             .map_err(|err| FilterFault(err.to_string()))?;
-        let filter = shared.factory.create(index)?;
+        let vm = shared.plugin.start_vm()?;
         let clusters = Arc::new(shared.config.clusters.clone());
-        let driver = FilterDriver::new(index, filter, client, clusters);
+        let driver = FilterDriver::new(index, vm, client, clusters);
         let upstream_host = HeaderValue::from_str(shared.config.upstream.authority.as_str())
             .map_err(|err| FilterFault(err.to_string()))?;
         let worker = Rc::new(Worker {

@@ -16,7 +16,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::filter::{FilterFactory, FilterMetric, FilterMetricValue};
+use host_harness::metrics::{HISTOGRAM_BUCKET_BOUNDS, MetricSnapshot, MetricValue};
+
+/// Reads the filter's metrics, across all its VMs, at scrape time.
+pub type MetricSource = Arc<dyn Fn() -> Vec<MetricSnapshot> + Send + Sync>;
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -47,7 +50,7 @@ pub struct ProxyMetrics {
 
 impl ProxyMetrics {
     /// Registers the proxy's metrics and a collector for the filter's.
-    pub fn new(filter: Arc<dyn FilterFactory>) -> Self {
+    pub fn new(filter: MetricSource) -> Self {
         let mut registry = Registry::default();
 
         let responses: Family<Labels, Counter> = Family::default();
@@ -218,14 +221,19 @@ impl ProxyMetrics {
 }
 
 /// Reads the filter's metrics from the harness on each scrape.
-#[derive(Debug)]
 struct FilterMetrics {
-    filter: Arc<dyn FilterFactory>,
+    filter: MetricSource,
+}
+
+impl std::fmt::Debug for FilterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FilterMetrics")
+    }
 }
 
 impl Collector for FilterMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for family in group_families(self.filter.metrics()) {
+        for family in group_families((self.filter)()) {
             let (help, metric_type) = match family.kind {
                 Kind::Counter => ("Counter defined by the filter", MetricType::Counter),
                 Kind::Gauge => ("Gauge defined by the filter", MetricType::Gauge),
@@ -248,20 +256,24 @@ impl Collector for FilterMetrics {
 }
 
 /// Writes one sample's value.
-fn encode_value(value: &FilterMetricValue, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+fn encode_value(value: &MetricValue, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
     match value {
-        FilterMetricValue::Counter(value) => ConstCounter::new(*value).encode(encoder),
-        FilterMetricValue::Gauge(value) => ConstGauge::new(*value).encode(encoder),
-        FilterMetricValue::Histogram {
-            buckets,
-            count,
-            sum,
-        } => ConstHistogram {
-            buckets: buckets.clone(),
-            count: *count,
-            sum: *sum,
+        MetricValue::Counter(value) => ConstCounter::new(*value).encode(encoder),
+        MetricValue::Gauge(level) => {
+            ConstGauge::new(i64::try_from(*level).unwrap_or(i64::MAX)).encode(encoder)
         }
-        .encode(encoder),
+        MetricValue::Histogram(histogram) => {
+            let bounds = HISTOGRAM_BUCKET_BOUNDS
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY));
+            ConstHistogram {
+                buckets: bounds.zip(histogram.buckets.iter().copied()).collect(),
+                count: histogram.count,
+                sum: histogram.sum as f64,
+            }
+            .encode(encoder)
+        }
     }
 }
 
@@ -274,11 +286,11 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(value: &FilterMetricValue) -> Self {
+    fn of(value: &MetricValue) -> Self {
         match value {
-            FilterMetricValue::Counter(_) => Self::Counter,
-            FilterMetricValue::Gauge(_) => Self::Gauge,
-            FilterMetricValue::Histogram { .. } => Self::Histogram,
+            MetricValue::Counter(_) => Self::Counter,
+            MetricValue::Gauge(_) => Self::Gauge,
+            MetricValue::Histogram(_) => Self::Histogram,
         }
     }
 }
@@ -291,13 +303,13 @@ type SampleLabels = Vec<(String, String)>;
 struct FilterFamily {
     name: String,
     kind: Kind,
-    samples: Vec<(SampleLabels, FilterMetricValue)>,
+    samples: Vec<(SampleLabels, MetricValue)>,
 }
 
 /// Groups the filter's metrics into families by base name, in first-seen order. A sample whose type
 /// differs from its family's, or whose label set the family already has, is left out (a family must
 /// have one type, and a sample one value).
-fn group_families(metrics: Vec<FilterMetric>) -> Vec<FilterFamily> {
+fn group_families(metrics: Vec<MetricSnapshot>) -> Vec<FilterFamily> {
     let mut families: Vec<FilterFamily> = Vec::new();
     for metric in metrics {
         let kind = Kind::of(&metric.value);
@@ -399,41 +411,47 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use crate::proxy::filter::{FilterFault, FilterMetric, WorkerFilter};
+    use host_harness::metrics::Histogram as FilterHistogram;
 
-    #[derive(Debug)]
-    struct FixedMetrics;
+    /// A source reporting exactly `metrics`, as the plugin's registry would.
+    fn defined(metrics: &[(&str, MetricValue)]) -> MetricSource {
+        let snapshots: Vec<MetricSnapshot> = metrics
+            .iter()
+            .map(|(name, value)| MetricSnapshot {
+                name: (*name).to_owned(),
+                value: value.clone(),
+            })
+            .collect();
+        Arc::new(move || snapshots.clone())
+    }
 
-    impl FilterFactory for FixedMetrics {
-        fn create(&self, _worker: usize) -> Result<Box<dyn WorkerFilter>, FilterFault> {
-            Err(FilterFault("not used".into()))
+    /// A histogram holding `samples`, bucketed as the library buckets them.
+    fn histogram(samples: &[u64]) -> MetricValue {
+        let mut buckets = vec![0; HISTOGRAM_BUCKET_BOUNDS.len() + 1];
+        for sample in samples {
+            let index = HISTOGRAM_BUCKET_BOUNDS
+                .iter()
+                .position(|bound| *sample as f64 <= *bound)
+                .unwrap_or(HISTOGRAM_BUCKET_BOUNDS.len());
+            buckets[index] += 1;
         }
-
-        fn metrics(&self) -> Vec<FilterMetric> {
-            vec![
-                FilterMetric {
-                    name: "credential_filter_credential_available".into(),
-                    value: FilterMetricValue::Gauge(1),
-                },
-                FilterMetric {
-                    name: "filter.requests".into(),
-                    value: FilterMetricValue::Counter(7),
-                },
-                FilterMetric {
-                    name: "filter_latency_ms".into(),
-                    value: FilterMetricValue::Histogram {
-                        buckets: vec![(1.0, 2), (f64::INFINITY, 1)],
-                        count: 3,
-                        sum: 7.0,
-                    },
-                },
-            ]
-        }
+        MetricValue::Histogram(FilterHistogram {
+            buckets,
+            count: samples.len() as u64,
+            sum: samples.iter().sum(),
+        })
     }
 
     #[test]
     fn exposition_has_proxy_and_filter_metrics() {
-        let metrics = ProxyMetrics::new(Arc::new(FixedMetrics));
+        let metrics = ProxyMetrics::new(defined(&[
+            (
+                "credential_filter_credential_available",
+                MetricValue::Gauge(1),
+            ),
+            ("filter.requests", MetricValue::Counter(7)),
+            ("filter_latency_ms", histogram(&[1, 1, 5])),
+        ]));
         metrics.count_response(204);
         metrics.count_response(503);
         metrics.observe_upstream_latency(Duration::from_millis(3));
@@ -462,31 +480,8 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
-    /// A factory whose filter defined exactly `metrics`.
-    #[derive(Debug)]
-    struct Defined(Vec<FilterMetric>);
-
-    impl FilterFactory for Defined {
-        fn create(&self, _worker: usize) -> Result<Box<dyn WorkerFilter>, FilterFault> {
-            Err(FilterFault("not used".into()))
-        }
-
-        fn metrics(&self) -> Vec<FilterMetric> {
-            self.0.clone()
-        }
-    }
-
-    fn exposition(metrics: &[(&str, FilterMetricValue)]) -> String {
-        let defined = metrics
-            .iter()
-            .map(|(name, value)| FilterMetric {
-                name: (*name).to_owned(),
-                value: value.clone(),
-            })
-            .collect();
-        ProxyMetrics::new(Arc::new(Defined(defined)))
-            .encode()
-            .unwrap()
+    fn exposition(metrics: &[(&str, MetricValue)]) -> String {
+        ProxyMetrics::new(defined(metrics)).encode().unwrap()
     }
 
     fn lines_of<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
@@ -500,15 +495,15 @@ mod tests {
         let text = exposition(&[
             (
                 "credential_filter_usage_tokens_total;caller=alice@example.com;model=claude-x;type=input",
-                FilterMetricValue::Counter(12),
+                MetricValue::Counter(12),
             ),
             (
                 "credential_filter_usage_tokens_total;caller=tag:ci,tag:server;model=claude-x;type=output",
-                FilterMetricValue::Counter(5),
+                MetricValue::Counter(5),
             ),
             (
                 "credential_filter_usage_unparsed_total",
-                FilterMetricValue::Counter(1),
+                MetricValue::Counter(1),
             ),
         ]);
         assert_eq!(
@@ -532,11 +527,7 @@ mod tests {
     fn tagged_histograms_keep_their_labels_on_every_series() {
         let text = exposition(&[(
             "credential_filter_usage_time_to_first_byte_milliseconds;model=claude-x",
-            FilterMetricValue::Histogram {
-                buckets: vec![(100.0, 1), (f64::INFINITY, 1)],
-                count: 2,
-                sum: 350.0,
-            },
+            histogram(&[100, 250]),
         )]);
         let family = "credential_filter_usage_time_to_first_byte_milliseconds";
         assert!(
@@ -558,10 +549,10 @@ mod tests {
     #[test]
     fn a_family_keeps_one_type_and_one_value_per_label_set() {
         let text = exposition(&[
-            ("m;kind=a", FilterMetricValue::Counter(1)),
-            ("m;kind=b", FilterMetricValue::Gauge(9)),
-            ("m;kind=a", FilterMetricValue::Counter(2)),
-            ("m_total;kind=c", FilterMetricValue::Counter(3)),
+            ("m;kind=a", MetricValue::Counter(1)),
+            ("m;kind=b", MetricValue::Gauge(9)),
+            ("m;kind=a", MetricValue::Counter(2)),
+            ("m_total;kind=c", MetricValue::Counter(3)),
         ]);
         assert_eq!(
             lines_of(&text, "m"),
@@ -606,7 +597,7 @@ mod tests {
                 ]
             )
         );
-        let text = exposition(&[("m;caller=x\",evil=\"1", FilterMetricValue::Gauge(4))]);
+        let text = exposition(&[("m;caller=x\",evil=\"1", MetricValue::Gauge(4))]);
         assert!(text.contains("\nm_caller_x__evil__1 4\n"), "{text}");
     }
 
