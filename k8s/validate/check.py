@@ -851,7 +851,7 @@ def emitted_metrics(repo: Path) -> set[str]:
     from a list kept by hand): the filter's `pub const ...: &str = "credential_filter_..."` names in
     filter/src/metrics.rs (a histogram, named with `MetricKind::Histogram` next to its constant, as
     `_bucket`, `_sum` and `_count`), and the proxy's `registry.register("proxy_...", ...)` calls in
-    host-harness/cli/src/proxy/metrics.rs (a Counter family gains `_total`, a Histogram the three series)."""
+    host-harness/cli/src/proxy/prometheus.rs (a Counter family gains `_total`, a Histogram the three series)."""
     names: set[str] = set()
     histogram_suffixes = ("_bucket", "_sum", "_count")
     filter_src = (repo / "filter/src/metrics.rs").read_text(encoding="utf-8")
@@ -862,7 +862,7 @@ def emitted_metrics(repo: Path) -> set[str]:
             names.update(name + suffix for suffix in histogram_suffixes)
         else:
             names.add(name)
-    proxy_src = (repo / "host-harness/cli/src/proxy/metrics.rs").read_text(encoding="utf-8")
+    proxy_src = (repo / "host-harness/cli/src/proxy/prometheus.rs").read_text(encoding="utf-8")
     for name, variable in re.findall(r'register\(\s*"(proxy_[a-z0-9_]+)",\s*"[^"]*",\s*([a-z_]+)', proxy_src):
         declaration = re.search(rf"let {variable}\b[^;]*;", proxy_src)
         text = declaration.group(0) if declaration else ""
@@ -904,7 +904,7 @@ def check_dashboard(repo: Path, promtool: str, report: Report) -> None:
     if not report.check(bool(exprs), where, "no PromQL expression found in the panels"):
         return
     known = emitted_metrics(repo)
-    if not report.check(any(n.startswith("credential_filter_usage_") for n in known) and any(n.startswith("proxy_") for n in known), "filter/src/metrics.rs, host-harness/cli/src/proxy/metrics.rs", f"could not read the emitted metric names from the code (found {sorted(known)})"):
+    if not report.check(any(n.startswith("credential_filter_usage_") for n in known) and any(n.startswith("proxy_") for n in known), "filter/src/metrics.rs, host-harness/cli/src/proxy/prometheus.rs", f"could not read the emitted metric names from the code (found {sorted(known)})"):
         return
     rules = []
     before = report.failures
@@ -912,7 +912,7 @@ def check_dashboard(repo: Path, promtool: str, report: Report) -> None:
         for used in sorted(set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expr)) - {v.lstrip("$") for v in GRAFANA_DURATIONS}):
             report.check(used in variables, where, f"{label}: ${used} is not a dashboard variable")
         for name in sorted(set(re.findall(r"\b((?:credential_filter|proxy)_[a-z0-9_]+)", expr))):
-            report.check(name in known, where, f"{label}: {name} is not a metric the code emits (filter/src/metrics.rs, host-harness/cli/src/proxy/metrics.rs)")
+            report.check(name in known, where, f"{label}: {name} is not a metric the code emits (filter/src/metrics.rs, host-harness/cli/src/proxy/prometheus.rs)")
         parsed = expr
         for variable, duration in GRAFANA_DURATIONS.items():
             parsed = parsed.replace(variable, duration)
