@@ -335,45 +335,36 @@ pub(crate) enum DurationText {
     Text(String),
 }
 
-/// Parses a duration given as `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+/// Parses a duration in the workspace's one grammar (the `durations` crate: `250ms`, `5s`, `1.5s`, `2m`,
+/// `1h` or a bare number of seconds) and applies the proxy's bound of a day.
 ///
 /// # Errors
-/// Returns a reason when the text has no number, an unknown unit, or is negative.
+/// Returns a reason naming the grammar, or the bound, when the text breaks either.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| "expected a number followed by ms, s, m or h".to_owned())?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    bounded_seconds(seconds)
+    within_a_day(durations::parse(text).map_err(|err| err.to_string())?)
 }
 
 /// Longest duration any setting takes: a day. Far longer ones are typos, and would overflow deadlines.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-fn bounded_seconds(seconds: f64) -> Result<Duration, String> {
-    let duration = Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string())?;
+fn within_a_day(duration: Duration) -> Result<Duration, String> {
     if duration > MAX_DURATION {
         return Err("must be at most 24h".to_owned());
     }
     Ok(duration)
 }
 
+/// A TOML number of seconds, read as the grammar reads a bare number: `f64`'s `Display` writes every
+/// finite value in plain decimal (never an exponent), so `1.5` and `1e12` both reach the one parser.
+fn seconds_duration(seconds: f64) -> Result<Duration, String> {
+    within_a_day(durations::parse_seconds(&seconds.to_string()).map_err(|err| err.to_string())?)
+}
+
 impl DurationText {
     pub(crate) fn resolve(&self, field: &str) -> Result<Duration, ConfigError> {
         match self {
             Self::Seconds(seconds) => {
-                bounded_seconds(*seconds).map_err(|err| ConfigError::invalid(field, seconds, err))
+                seconds_duration(*seconds).map_err(|err| ConfigError::invalid(field, seconds, err))
             }
             Self::Text(text) => {
                 parse_duration(text).map_err(|reason| ConfigError::invalid(field, text, reason))
@@ -1361,6 +1352,15 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("1.0005s").is_err());
+        let err = load_text("idle_timeout = -1\n", &with_filter())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeout"), "{err}");
+        let err = load_text("idle_timeout = 0.0001\n", &with_filter())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whole number of milliseconds"), "{err}");
     }
 
     #[test]
