@@ -96,6 +96,7 @@ test-clients: filter
 # The host-harness library stays small and publishable: scripts/check-host-library.sh.
 lint: wasm-target
 	python3 scripts/check-specs.py --self-test
+	python3 scripts/check-test-waits.py --self-test
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p filter -p probe-filter --target $(WASM_TARGET) --target-dir $(WASM_TARGET_DIR) -- -D warnings

@@ -674,8 +674,10 @@ fn tick_counts_agree() -> anyhow::Result<()> {
         "on_configure": [{"op": "set_tick_period", "ms": 100}],
         "on_tick": [
             {"op": "callback_args"},
-            {"op": "set_tick_period", "ms": 0, "when": 3}
+            {"op": "set_tick_period", "ms": 0, "when": 3},
+            {"op": "http_call", "cluster": "witness", "headers": [[":method", "GET"], [":path", "/after-the-last-tick"], [":authority", "witness.test"]], "timeout_ms": 200, "when": 3}
         ],
+        "on_http_call_response": [{"op": "callback_args"}],
         "on_request_headers": [{"op": "emit_results", "map": "request_headers", "journal": "root"}]
     });
     let seen = Scenario::new(plan)
@@ -692,8 +694,8 @@ fn tick_counts_agree() -> anyhow::Result<()> {
             .count()
     });
     assert_eq!(
-        ticks, 4,
-        "three ticks with one result each, and the third stops the ticks"
+        ticks, 5,
+        "three ticks with one result each, and the third stops the ticks and calls the witness"
     );
     Ok(())
 }

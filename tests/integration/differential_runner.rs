@@ -117,8 +117,11 @@ pub struct Scenario {
 pub enum Settle {
     /// Nothing.
     Nothing,
-    /// Ticks: the plan stops its own ticks at tick `count`. Envoy is waited on until its log shows it; the
-    /// harness clock moves `count + 2` periods, so a tick that should not happen would.
+    /// Ticks: the plan stops its own ticks at tick `count` and, at that tick, calls the `witness` cluster
+    /// (which never answers) with a timeout of two periods; a step in `on_http_call_response` logs its end.
+    /// Envoy is waited on until every ticking VM's call has timed out: a later event on the same timers,
+    /// so a tick that should not happen has happened by then. The harness clock moves `count + 2`
+    /// periods, which fires the same timeout.
     Ticks {
         /// The tick period the plan sets.
         period: Duration,
@@ -274,7 +277,8 @@ impl Scenario {
             .plugin_configuration(self.configuration())
             .failure_policy(self.failure_policy)
             .cluster("upstream", servers.upstream.addr())
-            .cluster("side", servers.side_addr);
+            .cluster("side", servers.side_addr)
+            .cluster("witness", servers.witness.addr());
         if let Some(vm_plan) = &self.vm_plan {
             builder = builder.vm_configuration(vm_plan.to_string());
         }
@@ -282,15 +286,13 @@ impl Scenario {
             builder = builder.env(name, value);
         }
         let proxy = builder.start()?;
-        if let Settle::Ticks { period, count } = self.settle {
-            let last = format!("on_tick#{count} ");
-            // Ticks reach the main thread's VM and the worker's (the base VM gets none): wait for both,
-            // the worker's being the one that serves the requests.
+        if matches!(self.settle, Settle::Ticks { .. }) {
+            // Ticks reach the main thread's VM and the worker's (the base VM gets none): wait for both
+            // witnesses, the worker's being the VM that serves the requests.
             proxy.wait_for_wasm_logs(TICKING_VMS, TIMEOUT, |line| {
-                line.message.starts_with("probe root ") && line.message.contains(&last)
+                line.message.starts_with("probe root ")
+                    && line.message.contains("on_http_call_response#1 ")
             })?;
-            // Two more periods: a tick the plan should have stopped would show up by then.
-            std::thread::sleep(period * 2);
         }
         let mut exchanges = Vec::new();
         for request in &self.requests {
@@ -336,6 +338,7 @@ impl Scenario {
             .failure_policy(harness_policy(self.failure_policy))
             .embedder_cluster("upstream")
             .embedder_cluster("side")
+            .embedder_cluster("witness")
             // Envoy's router answers a timed-out or refused call itself (504 / 503); the harness can too.
             .failed_calls(FailedCalls::EnvoyReplies)
             .clock(if self.system_clock {
@@ -354,6 +357,7 @@ impl Scenario {
         let clusters = Clusters {
             upstream: servers.upstream.addr(),
             side: servers.side_addr,
+            witness: servers.witness.addr(),
         };
         if let Settle::Ticks { period, count } = self.settle {
             vm.advance(period * (count + 2))?;
@@ -399,10 +403,12 @@ impl Scenario {
     }
 }
 
-/// The loopback servers of one run: the routed upstream and the http-call target.
+/// The loopback servers of one run: the routed upstream, the http-call target, and the `witness` cluster
+/// of [`Settle::Ticks`], which never answers (and is not compared: Envoy calls it once per ticking VM).
 struct Servers {
     upstream: Upstream,
     side: Upstream,
+    witness: Upstream,
     /// Where the `side` cluster points: the side server, or a closed port.
     side_addr: SocketAddr,
 }
@@ -423,6 +429,7 @@ impl Servers {
                 .start()?,
             side,
             side_addr,
+            witness: Upstream::builder().fallback(Reply::Never).start()?,
         })
     }
 
@@ -595,6 +602,7 @@ fn natural_order(name: &str) -> (String, u64) {
 struct Clusters {
     upstream: SocketAddr,
     side: SocketAddr,
+    witness: SocketAddr,
 }
 
 impl Clusters {
@@ -602,6 +610,7 @@ impl Clusters {
         match cluster {
             "upstream" => Some(self.upstream),
             "side" => Some(self.side),
+            "witness" => Some(self.witness),
             _ => None,
         }
     }

@@ -5,14 +5,19 @@ use std::time::Duration;
 
 use integration_tests::client::{self, HttpRequest};
 use integration_tests::proxy_support::proxy;
+use integration_tests::scenario::{Scenario, Scene};
 use integration_tests::upstream::{Reply, Upstream};
+use integration_tests::wait;
 
 const TOKEN: &str = "sk-ant-oat01-proxy-admin";
+const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn ready_only_with_a_credential_and_healthy_either_way() {
-    let upstream = Upstream::echo().unwrap();
-    let without = proxy().upstream(&upstream.url("")).start().unwrap();
+    let Scene {
+        upstream: _upstream,
+        proxy: without,
+    } = Scenario::new().start().unwrap();
     assert_eq!(without.admin("/healthz").unwrap().status, 200);
     let not_ready = without.admin("/readyz").unwrap();
     assert_eq!(not_ready.status, 503);
@@ -22,23 +27,20 @@ fn ready_only_with_a_credential_and_healthy_either_way() {
         not_ready.body_text()
     );
 
-    let with = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene {
+        upstream: _upstream,
+        proxy: with,
+    } = Scenario::new().token(TOKEN).start().unwrap();
     assert_eq!(with.admin("/readyz").unwrap().status, 200);
     assert_eq!(with.admin("/nope").unwrap().status, 404);
 }
 
 #[test]
 fn metrics_cover_the_proxy_and_the_filter() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new().token(TOKEN).start().unwrap();
     for _ in 0..3 {
         assert_eq!(
             proxy.send(HttpRequest::get("/v1/models")).unwrap().status,
@@ -93,15 +95,14 @@ fn metrics_cover_the_proxy_and_the_filter() {
 
 #[test]
 fn shutdown_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
-    let upstream = Upstream::builder()
-        .route(
+    let Scene {
+        upstream,
+        mut proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().route(
             "/v1/messages",
             Reply::sse_numbered(5, Duration::from_millis(200)),
-        )
-        .start()
-        .unwrap();
-    let mut proxy = proxy()
-        .upstream(&upstream.url(""))
+        ))
         .token(TOKEN)
         .config("drain_timeout = \"10s\"")
         .start()
@@ -135,12 +136,11 @@ fn shutdown_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
 
 #[test]
 fn drain_timeout_bounds_the_wait_for_a_stuck_request() {
-    let upstream = Upstream::builder()
-        .route("/stuck", Reply::Never)
-        .start()
-        .unwrap();
-    let mut proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream,
+        mut proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().route("/stuck", Reply::Never))
         .token(TOKEN)
         .config("drain_timeout = \"300ms\"")
         .start()
@@ -171,18 +171,15 @@ fn admin_connections_are_capped_and_freed_when_their_clients_leave() {
     let idle: Vec<std::net::TcpStream> = (0..64)
         .map(|_| std::net::TcpStream::connect(proxy.admin_addr()).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        proxy.admin("/healthz").is_err(),
-        "a 65th admin connection was served"
-    );
+    // The kernel completes those connects before the proxy accepts them: once it has accepted all 64, a
+    // 65th is refused; a missing cap would serve it and this wait would time out.
+    wait::until("a 65th admin connection to be refused", WAIT, || {
+        proxy.admin("/healthz").is_err()
+    })
+    .unwrap();
     drop(idle);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while proxy.admin("/healthz").is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the admin endpoint did not recover"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::until("the admin endpoint to serve again", WAIT, || {
+        proxy.admin("/healthz").is_ok()
+    })
+    .unwrap();
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use integration_tests::client::{self, HttpRequest};
 use integration_tests::proxy_support::{closed_port_url, proxy};
+use integration_tests::scenario::{Scenario, Scene};
 use integration_tests::upstream::{FixedReply, Reply, Upstream};
+use integration_tests::wait;
 
 const TOKEN: &str = "sk-ant-oat01-proxy-failures";
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,9 +30,11 @@ fn assert_anthropic_error(response: &client::HttpResponse, error_type: &str) {
 
 #[test]
 fn upstream_that_never_answers_gets_504() {
-    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::Never))
         .token(TOKEN)
         .config("request_timeout = \"300ms\"")
         .start()
@@ -80,15 +84,11 @@ fn upstream_that_accepts_no_connection_in_time_gets_504() {
 
 #[test]
 fn a_stream_silent_past_the_idle_timeout_is_cut_off() {
-    let upstream = Upstream::builder()
-        .route(
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(Upstream::builder().route(
             "/v1/messages",
             Reply::sse_numbered(3, Duration::from_millis(900)),
-        )
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+        ))
         .token(TOKEN)
         .config("idle_timeout = \"300ms\"")
         .start()
@@ -123,12 +123,8 @@ fn a_stream_silent_past_the_idle_timeout_is_cut_off() {
 fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
     // Far more than the loopback socket buffers hold, so the proxy's writes to the client block.
     let big = vec![b'x'; 64 << 20];
-    let upstream = Upstream::builder()
-        .route("/big", Reply::Fixed(FixedReply::new(200).body(big)))
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(Upstream::builder().route("/big", Reply::Fixed(FixedReply::new(200).body(big))))
         .token(TOKEN)
         .config("max_concurrency = 1\nqueue = 0\nidle_timeout = \"300ms\"")
         .start()
@@ -141,14 +137,11 @@ fn a_client_that_stops_reading_is_cut_off_and_frees_its_slot() {
 
     // While the stalled response holds the only slot, others are refused; once the send timeout cuts
     // it off, the slot is free again.
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
+    let status = wait::until_some("a request that is not refused with 503", WAIT, || {
         let status = proxy.send(HttpRequest::get("/v1/models")).unwrap().status;
-        if status != 503 || std::time::Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        (status != 503).then_some(status)
+    })
+    .unwrap();
     assert_eq!(status, 200, "the stalled client still holds the slot");
     assert_eq!(proxy.metric("proxy_in_flight_requests").unwrap(), 0.0);
     drop(stalled);
@@ -175,12 +168,8 @@ fn unreachable_upstream_gets_502() {
 
 #[test]
 fn requests_beyond_the_limit_and_queue_get_503_with_retry_after() {
-    let upstream = Upstream::builder()
-        .route("/hold", Reply::Never)
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(Upstream::builder().route("/hold", Reply::Never))
         .token(TOKEN)
         .config("max_concurrency = 1\nqueue = 0")
         .start()
@@ -214,15 +203,11 @@ fn requests_beyond_the_limit_and_queue_get_503_with_retry_after() {
 
 #[test]
 fn queued_request_waits_for_a_free_slot() {
-    let upstream = Upstream::builder()
-        .route(
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(Upstream::builder().route(
             "/slow",
             Reply::delayed(Duration::from_millis(400), Reply::text(200, "slow")),
-        )
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+        ))
         .token(TOKEN)
         .config("max_concurrency = 1\nqueue = 4")
         .start()
@@ -266,12 +251,7 @@ fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
 
 #[test]
 fn malformed_request_gets_400() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = Scenario::new().token(TOKEN).start().unwrap();
     let answer = raw_exchange(
         proxy.addr(),
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n",
@@ -285,9 +265,7 @@ fn malformed_request_gets_400() {
 
 #[test]
 fn oversized_request_headers_get_431() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
         .token(TOKEN)
         .config("max_request_header_bytes = 16384")
         .start()
@@ -314,12 +292,9 @@ fn oversized_request_headers_get_431() {
 /// What a request gets from a proxy running the probe filter with `plan`: the response, the
 /// `filter_failure` count, and how many requests reached the upstream.
 fn through_probe(plan: &str) -> (client::HttpResponse, f64, usize) {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .filter(env!("PROBE_WASM"))
+    let Scene { upstream, proxy } = Scenario::new()
         .plugin_config(plan)
-        .workers(1)
+        .proxy(|proxy| proxy.filter(env!("PROBE_WASM")).workers(1))
         .start()
         .unwrap();
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();

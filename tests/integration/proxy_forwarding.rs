@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
-use integration_tests::proxy_support::{RunningProxy, proxy};
+use integration_tests::scenario::{Scenario, Scene};
 use integration_tests::upstream::{FixedReply, Reply, Upstream};
 
 const TOKEN: &str = "sk-ant-oat01-proxy-e2e-token";
@@ -12,12 +12,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn injects_the_bearer_token_and_strips_client_credentials() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = Scenario::new().token(TOKEN).start().unwrap();
     let response = proxy
         .send(
             HttpRequest::post("/v1/messages?beta=true")
@@ -54,20 +49,18 @@ fn injects_the_bearer_token_and_strips_client_credentials() {
 
 #[test]
 fn hop_by_hop_headers_are_dropped_and_repeated_headers_kept() {
-    let upstream = Upstream::builder()
-        .fallback(Reply::Fixed(
-            FixedReply::new(200)
-                .header("x-upstream", "one")
-                .header("x-upstream", "two")
-                .header("connection", "keep-alive, x-upstream-hop")
-                .header("x-upstream-hop", "secret-to-the-hop")
-                .header("keep-alive", "timeout=5")
-                .body("ok"),
-        ))
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(
+            Upstream::builder().fallback(Reply::Fixed(
+                FixedReply::new(200)
+                    .header("x-upstream", "one")
+                    .header("x-upstream", "two")
+                    .header("connection", "keep-alive, x-upstream-hop")
+                    .header("x-upstream-hop", "secret-to-the-hop")
+                    .header("keep-alive", "timeout=5")
+                    .body("ok"),
+            )),
+        )
         .token(TOKEN)
         .config("forward_client_address = true")
         .start()
@@ -114,14 +107,6 @@ fn hop_by_hop_headers_are_dropped_and_repeated_headers_kept() {
 
 #[test]
 fn request_and_response_rules_apply() {
-    let upstream = Upstream::builder()
-        .fallback(Reply::Fixed(
-            FixedReply::new(200)
-                .header("server", "upstream/1.0")
-                .body("ok"),
-        ))
-        .start()
-        .unwrap();
     let config = r#"{
         "credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}},
         "preset": "anthropic",
@@ -135,8 +120,14 @@ fn request_and_response_rules_apply() {
             {"set": {"name": "x-served-by", "value": "ai-gateway"}}
         ]
     }"#;
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(
+            Upstream::builder().fallback(Reply::Fixed(
+                FixedReply::new(200)
+                    .header("server", "upstream/1.0")
+                    .body("ok"),
+            )),
+        )
         .token(TOKEN)
         .plugin_config(config)
         .start()
@@ -156,8 +147,7 @@ fn request_and_response_rules_apply() {
 
 #[test]
 fn without_a_token_the_filter_answers_503_and_nothing_is_forwarded() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy().upstream(&upstream.url("")).start().unwrap();
+    let Scene { upstream, proxy } = Scenario::new().start().unwrap();
     let response = proxy
         .send(HttpRequest::post("/v1/messages").body("{}"))
         .unwrap();
@@ -169,24 +159,21 @@ fn without_a_token_the_filter_answers_503_and_nothing_is_forwarded() {
 }
 
 /// A proxy whose filter admits only clients from `cidr`, in front of an echoing upstream.
-fn proxy_admitting(cidr: &str) -> (Upstream, RunningProxy) {
-    let upstream = Upstream::echo().unwrap();
+fn proxy_admitting(cidr: &str) -> Scene {
     let config = serde_json::json!({
         "credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}},
         "access": {"source_cidrs": [cidr]}
     });
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    Scenario::new()
         .token(TOKEN)
         .plugin_config(&config.to_string())
         .start()
-        .unwrap();
-    (upstream, proxy)
+        .unwrap()
 }
 
 #[test]
 fn access_policy_refusal_is_a_local_403() {
-    let (upstream, proxy) = proxy_admitting("10.0.0.0/8");
+    let Scene { upstream, proxy } = proxy_admitting("10.0.0.0/8");
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
     assert_eq!(response.status, 403, "{}", response.body_text());
     assert_eq!(
@@ -198,7 +185,7 @@ fn access_policy_refusal_is_a_local_403() {
 
 #[test]
 fn access_policy_admits_a_client_inside_the_allowed_network() {
-    let (upstream, proxy) = proxy_admitting("127.0.0.0/8");
+    let Scene { upstream, proxy } = proxy_admitting("127.0.0.0/8");
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
     assert_eq!(response.status, 200, "{}", response.body_text());
     assert_eq!(upstream.request_count(), 1);
@@ -206,15 +193,14 @@ fn access_policy_admits_a_client_inside_the_allowed_network() {
 
 #[test]
 fn sse_events_reach_the_client_while_the_upstream_is_still_sending() {
-    let upstream = Upstream::builder()
-        .route(
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().route(
             "/v1/messages",
             Reply::sse_numbered(4, Duration::from_millis(300)),
-        )
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+        ))
         .token(TOKEN)
         .start()
         .unwrap();
@@ -255,16 +241,12 @@ fn large_request_and_response_bodies_pass_through_intact() {
     let request_body: Vec<u8> = (0..8 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     let response_body: Vec<u8> = (0..6 * 1024 * 1024).map(|i: u32| (i % 241) as u8).collect();
     let reply = response_body.clone();
-    let upstream = Upstream::builder()
-        .fallback(Reply::handler(move |request| {
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::handler(move |request| {
             FixedReply::new(200)
                 .header("x-received", &request.body.len().to_string())
                 .body(reply.clone())
-        }))
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+        })))
         .token(TOKEN)
         .start()
         .unwrap();
@@ -288,9 +270,8 @@ fn large_request_and_response_bodies_pass_through_intact() {
 
 #[test]
 fn upstream_base_path_prefixes_every_request() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url("/api"))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream_path("/api")
         .token(TOKEN)
         .start()
         .unwrap();
@@ -309,11 +290,9 @@ fn upstream_base_path_prefixes_every_request() {
 
 #[test]
 fn upstream_connections_are_kept_alive_and_reused() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
         .token(TOKEN)
-        .workers(1)
+        .proxy(|proxy| proxy.workers(1))
         .start()
         .unwrap();
     for _ in 0..5 {
@@ -326,18 +305,16 @@ fn upstream_connections_are_kept_alive_and_reused() {
 
 #[test]
 fn an_upstream_that_closes_after_each_response_gets_a_fresh_connection_each_time() {
-    let upstream = Upstream::builder()
-        .fallback(Reply::Fixed(
-            FixedReply::new(200)
-                .header("connection", "close")
-                .body("bye"),
-        ))
-        .start()
-        .unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(
+            Upstream::builder().fallback(Reply::Fixed(
+                FixedReply::new(200)
+                    .header("connection", "close")
+                    .body("bye"),
+            )),
+        )
         .token(TOKEN)
-        .workers(1)
+        .proxy(|proxy| proxy.workers(1))
         .start()
         .unwrap();
     for _ in 0..3 {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::client::HttpRequest;
 use integration_tests::proxy_support::{RunningProxy, labelled_value, proxy, serve_process};
+use integration_tests::scenario::{Scenario, Scene};
 use integration_tests::upstream::{Reply, Upstream};
 use integration_tests::wait;
 
@@ -209,9 +210,10 @@ fn get(path: &str) -> Vec<u8> {
 
 #[test]
 fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
         .token(TOKEN)
         .config("max_connections = 3")
         .start()
@@ -247,12 +249,7 @@ fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
 
 #[test]
 fn a_huge_anthropic_beta_header_is_capped_and_keeps_the_oauth_flag() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = Scenario::new().token(TOKEN).start().unwrap();
     // 10,000 distinct flags in 59 KB, under the header limit: quadratic in the old merge (tenths of a
     // second of a worker's only thread per request).
     let flags: Vec<String> = (0..10_000).map(|n| format!("f{n}")).collect();
@@ -277,9 +274,11 @@ fn a_huge_anthropic_beta_header_is_capped_and_keeps_the_oauth_flag() {
 
 #[test]
 fn a_stalled_upload_gets_408_and_frees_its_slot() {
-    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::Never))
         .token(TOKEN)
         .config("max_concurrency = 1\nqueue = 0\nrequest_body_timeout = \"300ms\"")
         .config("request_timeout = \"5s\"")
@@ -327,9 +326,11 @@ fn an_answer_before_the_upload_ended_closes_the_connection() {
 
 #[test]
 fn a_504_closes_the_connection_of_an_unfinished_upload() {
-    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::Never))
         .token(TOKEN)
         .config("request_timeout = \"300ms\"")
         .start()
@@ -354,9 +355,11 @@ fn a_504_closes_the_connection_of_an_unfinished_upload() {
 
 #[test]
 fn a_malformed_chunk_from_the_client_is_a_400_counted_as_a_client_error() {
-    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::Never))
         .token(TOKEN)
         .start()
         .unwrap();
@@ -376,9 +379,11 @@ fn a_malformed_chunk_from_the_client_is_a_400_counted_as_a_client_error() {
 
 #[test]
 fn a_client_that_leaves_mid_upload_is_a_499_counted_as_a_client_error() {
-    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::Never))
         .token(TOKEN)
         .start()
         .unwrap();
@@ -499,12 +504,7 @@ fn bad_input_is_refused_in_one_line_that_never_holds_the_secret() {
 
 #[test]
 fn proxy_authorization_from_the_client_is_not_forwarded() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = Scenario::new().token(TOKEN).start().unwrap();
     let response = proxy
         .send(HttpRequest::get("/v1/models").header("proxy-authorization", "Basic c2VjcmV0"))
         .unwrap();
@@ -519,12 +519,7 @@ fn proxy_authorization_from_the_client_is_not_forwarded() {
 
 #[test]
 fn trace_is_refused_with_405_and_never_reaches_the_upstream() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = Scenario::new().token(TOKEN).start().unwrap();
     let mut client = raw(
         proxy.addr(),
         b"TRACE /v1/models HTTP/1.1\r\nhost: proxy.test\r\n\r\n",
@@ -542,12 +537,7 @@ fn trace_is_refused_with_405_and_never_reaches_the_upstream() {
 
 #[test]
 fn two_host_headers_are_a_400() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = Scenario::new().token(TOKEN).start().unwrap();
     let mut client = raw(
         proxy.addr(),
         b"GET /v1/models HTTP/1.1\r\nhost: a.test\r\nhost: b.test\r\n\r\n",
@@ -558,12 +548,10 @@ fn two_host_headers_are_a_400() {
 
 #[test]
 fn options_asterisk_is_a_client_error_not_a_500() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = Scenario::new().token(TOKEN).start().unwrap();
     let mut client = raw(
         proxy.addr(),
         b"OPTIONS * HTTP/1.1\r\nhost: proxy.test\r\n\r\n",
@@ -654,8 +642,7 @@ fn response_trailers_reach_a_client_that_accepts_them() {
 
 #[test]
 fn without_a_credential_the_503_tells_clients_not_to_retry() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = proxy().upstream(&upstream.url("")).start().unwrap();
+    let Scene { upstream, proxy } = Scenario::new().start().unwrap();
     let response = proxy.send(HttpRequest::post("/v1/messages")).unwrap();
     assert_eq!(response.status, 503);
     assert_eq!(response.header("x-should-retry"), Some("false"));
@@ -664,9 +651,8 @@ fn without_a_credential_the_503_tells_clients_not_to_retry() {
 
 #[test]
 fn overload_tells_clients_to_retry_after_a_second() {
-    let upstream = Upstream::builder().fallback(Reply::Never).start().unwrap();
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
+    let Scene { upstream, proxy } = Scenario::new()
+        .upstream(Upstream::builder().fallback(Reply::Never))
         .token(TOKEN)
         .config("max_concurrency = 1\nqueue = 0")
         .start()
@@ -712,45 +698,38 @@ fn the_proxys_own_errors_follow_the_api_shape_and_carry_the_access_logs_request_
 
 #[test]
 fn client_addresses_reach_the_upstream_only_when_configured() {
-    let upstream = Upstream::echo().unwrap();
-    let quiet = proxy()
-        .upstream(&upstream.url(""))
-        .token(TOKEN)
-        .start()
-        .unwrap();
+    let quiet = Scenario::new().token(TOKEN).start().unwrap();
     quiet
+        .proxy
         .send(HttpRequest::get("/v1/models").header("x-forwarded-for", "100.64.0.7"))
         .unwrap();
-    let seen = upstream.wait_for_requests(1, WAIT).unwrap();
+    let seen = quiet.upstream.wait_for_requests(1, WAIT).unwrap();
     assert!(
         seen[0].header("x-forwarded-for").is_none(),
         "{:?}",
         seen[0].headers
     );
-    drop(quiet);
 
-    let telling = proxy()
-        .upstream(&upstream.url(""))
+    let telling = Scenario::new()
         .token(TOKEN)
         .config("forward_client_address = true")
         .start()
         .unwrap();
-    telling.send(HttpRequest::get("/v1/models")).unwrap();
-    let seen = upstream.wait_for_requests(2, WAIT).unwrap();
-    assert_eq!(seen[1].header("x-forwarded-for"), Some("127.0.0.1"));
+    telling.proxy.send(HttpRequest::get("/v1/models")).unwrap();
+    let seen = telling.upstream.wait_for_requests(1, WAIT).unwrap();
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("127.0.0.1"));
 }
 
 #[test]
 fn a_stream_longer_than_five_seconds_finishes_across_a_shutdown_by_default() {
-    let upstream = Upstream::builder()
-        .route(
+    let Scene {
+        upstream,
+        mut proxy,
+    } = Scenario::new()
+        .upstream(Upstream::builder().route(
             "/v1/messages",
             Reply::sse_numbered(7, Duration::from_secs(1)),
-        )
-        .start()
-        .unwrap();
-    let mut proxy = proxy()
-        .upstream(&upstream.url(""))
+        ))
         .token(TOKEN)
         .start()
         .unwrap();

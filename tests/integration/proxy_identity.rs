@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
-use integration_tests::proxy_support::{RunningProxy, proxy};
+use integration_tests::proxy_support::proxy;
+use integration_tests::scenario::{Scenario, Scene};
 use integration_tests::upstream::{RecordedRequest, Upstream};
 use integration_tests::wait;
 use integration_tests::whois::{Outcome, PeerNode, WhoIs};
@@ -45,33 +46,29 @@ fn localhost() -> std::net::IpAddr {
 }
 
 /// A proxy with one worker in front of an echoing upstream.
-fn start(plugin_config: Option<&str>, toml: &str) -> (Upstream, RunningProxy) {
-    let upstream = Upstream::echo().unwrap();
-    let mut builder = proxy()
-        .upstream(&upstream.url(""))
+fn start(plugin_config: Option<&str>, toml: &str) -> Scene {
+    let mut scenario = Scenario::new()
         .token(TOKEN)
-        .workers(1)
-        .config(toml);
+        .config(toml)
+        .proxy(|proxy| proxy.workers(1));
     if let Some(json) = plugin_config {
-        builder = builder.plugin_config(json);
+        scenario = scenario.plugin_config(json);
     }
-    (upstream, builder.start().unwrap())
+    scenario.start().unwrap()
 }
 
-/// The probe filter reading every `caller.*` property and handing the results upstream as
-/// `x-probe-1` .. `x-probe-6`.
-fn probe_properties(upstream: &Upstream, toml: &str) -> RunningProxy {
+/// The probe filter reading every `caller.*` property and handing the results to an echoing upstream
+/// as `x-probe-1` .. `x-probe-6`.
+fn probe_properties(toml: &str) -> Scene {
     let ops: Vec<serde_json::Value> = PROPERTIES
         .iter()
         .map(|name| json!({"op": "get_property", "path": ["caller", name]}))
         .chain([json!({"op": "emit_results", "map": "request_headers"})])
         .collect();
-    proxy()
-        .upstream(&upstream.url(""))
-        .filter(env!("PROBE_WASM"))
+    Scenario::new()
         .plugin_config(&json!({ "on_request_headers": ops }).to_string())
-        .workers(1)
         .config(toml)
+        .proxy(|proxy| proxy.filter(env!("PROBE_WASM")).workers(1))
         .start()
         .unwrap()
 }
@@ -235,7 +232,7 @@ const FORGED_LOGINS: [&[&str]; 6] = [
 
 #[test]
 fn identity_headers_from_a_client_never_reach_the_upstream_by_default() {
-    let (upstream, proxy) = start(None, "");
+    let Scene { upstream, proxy } = start(None, "");
     let mut connection = RawConnection::open(proxy.addr());
     for forged in FORGED_LOGINS {
         let mut lines = forged.to_vec();
@@ -265,7 +262,7 @@ fn identity_headers_from_a_client_never_reach_the_upstream_by_default() {
 
 #[test]
 fn a_forged_login_does_not_pass_an_identity_allow_list_by_default() {
-    let (upstream, proxy) = start(Some(&allow_only(&["alice@example.com"])), "");
+    let Scene { upstream, proxy } = start(Some(&allow_only(&["alice@example.com"])), "");
     let mut connection = RawConnection::open(proxy.addr());
     for forged in FORGED_LOGINS {
         let response = connection.get(forged);
@@ -281,8 +278,7 @@ fn a_forged_login_does_not_pass_an_identity_allow_list_by_default() {
 
 #[test]
 fn no_caller_property_exists_without_an_identity_source() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = probe_properties(&upstream, "");
+    let Scene { upstream, proxy } = probe_properties("");
     let response = proxy
         .send(HttpRequest::get("/v1/models").header(LOGIN, "alice@example.com"))
         .unwrap();
@@ -294,7 +290,7 @@ fn no_caller_property_exists_without_an_identity_source() {
 #[test]
 fn whois_gives_a_users_node_its_login_and_the_allow_list_passes_it() {
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
-    let (upstream, proxy) = start(
+    let Scene { upstream, proxy } = start(
         Some(&allow_only(&["alice@example.com"])),
         &whois_table(&whois, ""),
     );
@@ -326,8 +322,7 @@ fn whois_gives_a_users_node_its_login_and_the_allow_list_passes_it() {
 #[test]
 fn whois_sets_every_caller_property_for_a_users_node() {
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
-    let upstream = Upstream::echo().unwrap();
-    let proxy = probe_properties(&upstream, &whois_table(&whois, ""));
+    let Scene { upstream, proxy } = probe_properties(&whois_table(&whois, ""));
     assert_eq!(
         proxy.send(HttpRequest::get("/v1/models")).unwrap().status,
         200
@@ -354,8 +349,7 @@ fn whois_identifies_a_tagged_node_by_its_tags() {
         )
         .start()
         .unwrap();
-    let upstream = Upstream::echo().unwrap();
-    let proxy = probe_properties(&upstream, &whois_table(&whois, ""));
+    let Scene { upstream, proxy } = probe_properties(&whois_table(&whois, ""));
     assert_eq!(
         proxy.send(HttpRequest::get("/v1/models")).unwrap().status,
         200
@@ -373,13 +367,19 @@ fn whois_identifies_a_tagged_node_by_its_tags() {
     drop(proxy);
 
     // The access policy allows a tagged node by one of its tags, and refuses it by a user's login.
-    let (upstream, by_tag) = start(Some(&allow_only(&["tag:ci"])), &whois_table(&whois, ""));
+    let Scene {
+        upstream,
+        proxy: by_tag,
+    } = start(Some(&allow_only(&["tag:ci"])), &whois_table(&whois, ""));
     assert_eq!(
         by_tag.send(HttpRequest::get("/v1/models")).unwrap().status,
         200
     );
     assert_eq!(upstream.request_count(), 1);
-    let (upstream, by_login) = start(
+    let Scene {
+        upstream,
+        proxy: by_login,
+    } = start(
         Some(&allow_only(&["alice@example.com"])),
         &whois_table(&whois, ""),
     );
@@ -396,7 +396,7 @@ fn whois_identifies_a_tagged_node_by_its_tags() {
 #[test]
 fn whois_refuses_a_peer_tailscaled_does_not_know() {
     let whois = WhoIs::builder().start().unwrap();
-    let (upstream, proxy) = start(None, &whois_table(&whois, ""));
+    let Scene { upstream, proxy } = start(None, &whois_table(&whois, ""));
     let response = proxy
         .send(HttpRequest::get("/v1/models").header(LOGIN, "alice@example.com"))
         .unwrap();
@@ -421,7 +421,7 @@ fn whois_with_tailscaled_down_refuses_with_503_and_counts() {
     let mut whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
     let table = whois_table(&whois, "");
     whois.stop();
-    let (upstream, proxy) = start(None, &table);
+    let Scene { upstream, proxy } = start(None, &table);
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
     assert_eq!(response.status, 503);
     assert_eq!(response.header("content-type"), Some("application/json"));
@@ -444,7 +444,7 @@ fn whois_with_tailscaled_down_refuses_with_503_and_counts() {
 #[test]
 fn whois_failures_of_every_kind_refuse_and_are_never_cached() {
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
-    let (upstream, proxy) = start(None, &whois_table(&whois, ""));
+    let Scene { upstream, proxy } = start(None, &whois_table(&whois, ""));
     let failures = [
         (
             Outcome::Status(500, "internal error".into()),
@@ -491,7 +491,7 @@ fn whois_slower_than_its_timeout_refuses_with_503() {
         .default_outcome(Outcome::Hang)
         .start()
         .unwrap();
-    let (upstream, proxy) = start(None, &whois_table(&whois, "whois_timeout = \"300ms\""));
+    let Scene { upstream, proxy } = start(None, &whois_table(&whois, "whois_timeout = \"300ms\""));
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();
     assert_eq!(response.status, 503);
     assert_eq!(
@@ -510,7 +510,7 @@ fn whois_slower_than_its_timeout_refuses_with_503() {
 #[test]
 fn whois_is_asked_once_per_connection_within_the_cache_ttl() {
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
-    let (upstream, proxy) = start(None, &whois_table(&whois, ""));
+    let Scene { upstream, proxy } = start(None, &whois_table(&whois, ""));
     let mut first = RawConnection::open(proxy.addr());
     for _ in 0..3 {
         assert_eq!(first.get(&[]).status, 200);
@@ -527,7 +527,7 @@ fn whois_is_asked_once_per_connection_within_the_cache_ttl() {
 #[test]
 fn whois_is_asked_again_when_the_cached_answer_expires() {
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
-    let (upstream, proxy) = start(
+    let Scene { upstream, proxy } = start(
         Some(&allow_only(&["alice@example.com"])),
         &whois_table(&whois, "whois_cache_ttl = \"200ms\""),
     );
@@ -562,8 +562,7 @@ fn trusted_table(cidr: &str, extra: &str) -> String {
 
 #[test]
 fn trusted_proxy_headers_from_a_trusted_peer_become_the_caller() {
-    let upstream = Upstream::echo().unwrap();
-    let proxy = probe_properties(&upstream, &trusted_table("127.0.0.1/32", ""));
+    let Scene { upstream, proxy } = probe_properties(&trusted_table("127.0.0.1/32", ""));
     let response = proxy
         .send(
             HttpRequest::get("/v1/models")
@@ -586,7 +585,10 @@ fn trusted_proxy_headers_from_a_trusted_peer_become_the_caller() {
     assert_eq!(seen[0].header(LOGIN), None);
     assert_eq!(seen[0].header("tailscale-user-name"), None);
 
-    let (upstream, allowed) = start(
+    let Scene {
+        upstream,
+        proxy: allowed,
+    } = start(
         Some(&allow_only(&["alice@example.com"])),
         &trusted_table("127.0.0.1/32", ""),
     );
@@ -603,7 +605,7 @@ fn trusted_proxy_headers_from_a_trusted_peer_become_the_caller() {
 
 #[test]
 fn trusted_proxy_headers_from_an_untrusted_peer_are_removed() {
-    let (upstream, proxy) = start(
+    let Scene { upstream, proxy } = start(
         Some(&allow_only(&["alice@example.com"])),
         &trusted_table("10.0.0.0/8", ""),
     );
@@ -614,8 +616,10 @@ fn trusted_proxy_headers_from_an_untrusted_peer_are_removed() {
     }
     assert_eq!(upstream.request_count(), 0);
 
-    let upstream = Upstream::echo().unwrap();
-    let probe = probe_properties(&upstream, &trusted_table("10.0.0.0/8", ""));
+    let Scene {
+        upstream,
+        proxy: probe,
+    } = probe_properties(&trusted_table("10.0.0.0/8", ""));
     let response = probe
         .send(HttpRequest::get("/v1/models").header(LOGIN, "alice@example.com"))
         .unwrap();
@@ -628,7 +632,7 @@ fn trusted_proxy_headers_from_an_untrusted_peer_are_removed() {
 #[test]
 fn forward_headers_sends_the_resolved_identity_upstream_only_when_on() {
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();
-    let (upstream, proxy) = start(None, &whois_table(&whois, "forward_headers = true"));
+    let Scene { upstream, proxy } = start(None, &whois_table(&whois, "forward_headers = true"));
     let response = proxy
         .send(
             HttpRequest::get("/v1/models")
@@ -647,7 +651,10 @@ fn forward_headers_sends_the_resolved_identity_upstream_only_when_on() {
 
     // A tagged node has no user: nothing is forwarded for it, as with `tailscale serve`.
     whois.set_peer(localhost(), PeerNode::tagged(&["tag:ci"], "runner"));
-    let (upstream, tagged) = start(None, &whois_table(&whois, "forward_headers = true"));
+    let Scene {
+        upstream,
+        proxy: tagged,
+    } = start(None, &whois_table(&whois, "forward_headers = true"));
     assert_eq!(
         tagged
             .send(HttpRequest::get("/v1/models").header(LOGIN, "alice@example.com"))
@@ -659,7 +666,10 @@ fn forward_headers_sends_the_resolved_identity_upstream_only_when_on() {
     assert_eq!(seen[0].header(LOGIN), None);
 
     // Through a trusted front proxy, forwarding is the proxy's own setting too.
-    let (upstream, trusted) = start(
+    let Scene {
+        upstream,
+        proxy: trusted,
+    } = start(
         None,
         &trusted_table("127.0.0.1/32", "forward_headers = true"),
     );
@@ -708,19 +718,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The next stdout line containing `needle`, within `timeout`.
-fn line_with(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no line with {needle:?} within {timeout:?}"),
-        }
-    }
-}
-
 #[test]
 fn serve_flags_select_whois_and_the_access_log_names_the_caller() {
     // `target/<profile>/host-harness`, next to this test binary's `deps/` directory.
@@ -762,7 +759,7 @@ fn serve_flags_select_whois_and_the_access_log_names_the_caller() {
             }
         }
     });
-    let ready = line_with(&lines, "proxy ready", Duration::from_secs(60));
+    let ready = wait::line(&lines, "proxy ready", Duration::from_secs(60)).unwrap();
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
     let addr: SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
 
@@ -773,7 +770,7 @@ fn serve_flags_select_whois_and_the_access_log_names_the_caller() {
     )
     .unwrap();
     assert_eq!(response.status, 200, "{}", response.body_text());
-    let access = line_with(&lines, "\"target\":\"access\"", WAIT);
+    let access = wait::line(&lines, "\"target\":\"access\"", WAIT).unwrap();
     let record: serde_json::Value = serde_json::from_str(&access).unwrap();
     assert_eq!(record["caller"], "alice@example.com", "{access}");
     // Header values are never logged, forged or not.

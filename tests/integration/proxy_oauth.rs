@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::client::HttpRequest;
-use integration_tests::proxy_support::{ProxyBuilder, proxy};
+use integration_tests::scenario::{Scenario, Scene};
 use integration_tests::upstream::{Reply, TokenEndpoint, Upstream};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -24,16 +24,16 @@ fn oauth_config() -> String {
 }
 
 /// A proxy whose filter gets tokens from `idp` (cluster `idp`, refresh token `rt-initial`) and
-/// persists the rotation to `state_path`.
-fn oauth_proxy(idp: &Upstream, state_path: &std::path::Path) -> ProxyBuilder {
-    proxy()
-        .cluster("idp", &idp.url(""))
-        .env("REFRESH_TOKEN", "rt-initial")
+/// persists the rotation to `state_path`, in front of an echoing upstream.
+fn oauth_scenario(idp: &Upstream, state_path: &std::path::Path) -> Scenario {
+    Scenario::new()
         .plugin_config(&oauth_config())
-        .config(&format!(
-            "state_file = {:?}",
-            state_path.display().to_string()
-        ))
+        .proxy(|proxy| {
+            proxy
+                .cluster("idp", &idp.url(""))
+                .env("REFRESH_TOKEN", "rt-initial")
+                .state_file(state_path)
+        })
 }
 
 #[test]
@@ -43,13 +43,9 @@ fn token_from_the_cluster_is_injected_and_the_rotation_is_persisted() {
         .route("/oauth2/token", Reply::Token(endpoint.clone()))
         .start()
         .unwrap();
-    let upstream = Upstream::echo().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     let state_path = state_dir.path().join("token-state.json");
-    let proxy = oauth_proxy(&idp, &state_path)
-        .upstream(&upstream.url(""))
-        .start()
-        .unwrap();
+    let Scene { upstream, proxy } = oauth_scenario(&idp, &state_path).start().unwrap();
 
     // The first request waits while the filter fetches a token through the proxy's cluster; its body
     // waits with it and arrives intact.
@@ -111,7 +107,10 @@ fn shutdown_waits_for_a_token_refresh_in_flight_and_persists_its_rotation() {
         .unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     let state_path = state_dir.path().join("token-state.json");
-    let proxy = oauth_proxy(&idp, &state_path).start().unwrap();
+    let Scene {
+        upstream: _upstream,
+        proxy,
+    } = oauth_scenario(&idp, &state_path).start().unwrap();
     // The refresh started at configuration is on its way when the shutdown begins, with no request
     // open: the worker must still wait for its answer.
     idp.wait_for_requests(1, WAIT).unwrap();
@@ -125,12 +124,10 @@ fn shutdown_waits_for_a_token_refresh_in_flight_and_persists_its_rotation() {
 
 #[test]
 fn unknown_cluster_leaves_the_filter_without_a_credential() {
-    let upstream = Upstream::echo().unwrap();
     let config = oauth_config().replace("\"idp\"", "\"not-configured\"");
-    let proxy = proxy()
-        .upstream(&upstream.url(""))
-        .env("REFRESH_TOKEN", "rt-initial")
+    let Scene { upstream, proxy } = Scenario::new()
         .plugin_config(&config)
+        .proxy(|proxy| proxy.env("REFRESH_TOKEN", "rt-initial"))
         .start()
         .unwrap();
     let response = proxy.send(HttpRequest::get("/v1/models")).unwrap();

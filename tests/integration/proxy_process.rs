@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use integration_tests::client::{self, HttpRequest};
 use integration_tests::upstream::{Reply, Upstream};
+use integration_tests::wait;
 
 const TOKEN: &str = "sk-ant-oat01-proxy-process";
 
@@ -83,7 +84,7 @@ impl ServeProcess {
                 }
             }
         });
-        let ready = wait_for_line(&lines, "proxy ready", Duration::from_secs(60));
+        let ready = wait::line(&lines, "proxy ready", Duration::from_secs(60)).unwrap();
         let record: serde_json::Value = serde_json::from_str(&ready).unwrap();
         let addr = record["listen"].as_str().unwrap().parse().unwrap();
         let admin = record["admin_listen"].as_str().unwrap().parse().unwrap();
@@ -132,18 +133,6 @@ impl Drop for ServeProcess {
     }
 }
 
-fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(err) => panic!("no log line containing {needle:?} within {timeout:?}: {err}"),
-        }
-    }
-}
-
 #[test]
 fn sigterm_lets_the_stream_in_flight_finish_then_exits_zero() {
     let upstream = Upstream::builder()
@@ -166,7 +155,7 @@ fn sigterm_lets_the_stream_in_flight_finish_then_exits_zero() {
     );
 
     let stream = proxy.terminate_during_a_stream(&upstream);
-    wait_for_line(&proxy.lines, "draining", Duration::from_secs(10));
+    wait::line(&proxy.lines, "draining", Duration::from_secs(10)).unwrap();
 
     let response = stream.join().unwrap().unwrap();
     assert_eq!(response.status, 200);
@@ -179,11 +168,12 @@ fn sigterm_lets_the_stream_in_flight_finish_then_exits_zero() {
     let status = proxy.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // The request was logged when it ended, without any header value.
-    let access = wait_for_line(
+    let access = wait::line(
         &proxy.lines,
         "\"target\":\"access\"",
         Duration::from_secs(5),
-    );
+    )
+    .unwrap();
     let record: serde_json::Value = serde_json::from_str(&access).unwrap();
     assert_eq!(record["status"], 200);
     assert_eq!(record["path"], "/v1/messages");
@@ -204,11 +194,12 @@ fn a_stream_still_running_at_the_drain_timeout_is_logged_as_cut_by_it() {
     let status = proxy.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(stream.join().unwrap().is_err(), "the stream was not cut");
-    let access = wait_for_line(
+    let access = wait::line(
         &proxy.lines,
         "\"target\":\"access\"",
         Duration::from_secs(5),
-    );
+    )
+    .unwrap();
     let record: serde_json::Value = serde_json::from_str(&access).unwrap();
     assert_eq!(
         record["aborted"], "the drain timeout passed before the response ended",
@@ -235,11 +226,12 @@ fn a_complete_sized_response_is_logged_as_served_not_aborted() {
     assert_eq!(response.status, 200);
     assert!(response.body_text().contains("msg_1"));
 
-    let access = wait_for_line(
+    let access = wait::line(
         &proxy.lines,
         "\"target\":\"access\"",
         Duration::from_secs(10),
-    );
+    )
+    .unwrap();
     let record: serde_json::Value = serde_json::from_str(&access).unwrap();
     assert_eq!(record["message"], "request", "{access}");
     assert_eq!(record["level"], "INFO", "{access}");

@@ -29,10 +29,7 @@ fn start(
         .cluster("oauth", &token_server.url(""))
         .env("REFRESH_TOKEN", "rt-0")
         .plugin_config(&config.to_string())
-        .config(&format!(
-            "state_file = {:?}",
-            state_path.display().to_string()
-        ))
+        .state_file(state_path)
         .start()
         .unwrap()
 }

@@ -9,7 +9,8 @@
 //! - [`messages_api`]: a loopback fake of the Messages API with known usage (JSON, SSE, gzip, errors).
 //! - [`proxy_support`]: the standalone proxy (`host-harness serve`'s library entry, or the binary as a child
 //!   process) on `127.0.0.1:0`.
-//! - [`wait`]: polling with a deadline for a condition brought about in the background.
+//! - [`scenario`]: an upstream and the standalone proxy in front of it, started by one builder.
+//! - [`wait`]: bounded waits for something observable: a condition, a value, a log line.
 //! - [`whois`]: a stand-in for tailscaled's LocalAPI WhoIs on a unix socket.
 
 pub mod client;
@@ -17,6 +18,7 @@ pub mod envoy;
 mod header_list;
 pub mod messages_api;
 pub mod proxy_support;
+pub mod scenario;
 pub mod upstream;
 pub mod wait;
 pub mod whois;

@@ -92,6 +92,11 @@ impl ProxyBuilder {
         self
     }
 
+    /// Persists the filter's token state in `path` (`state_file` in the TOML configuration).
+    pub fn state_file(self, path: &Path) -> Self {
+        self.config(&format!("state_file = {:?}", path.display().to_string()))
+    }
+
     /// Number of workers.
     pub fn workers(mut self, workers: usize) -> Self {
         self.overrides.workers = Some(workers);
