@@ -15,7 +15,7 @@ fn harness() -> Command {
     let binary = profile_dir.join("host-harness");
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p host-harness`",
+        "{} is missing: build it with `cargo build -p host-harness-cli`",
         binary.display()
     );
     Command::new(binary)

@@ -729,7 +729,7 @@ fn serve_flags_select_whois_and_the_access_log_names_the_caller() {
         .join("host-harness");
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p host-harness`",
+        "{} is missing: build it with `cargo build -p host-harness-cli`",
         binary.display()
     );
     let whois = WhoIs::builder().peer(localhost(), alice()).start().unwrap();

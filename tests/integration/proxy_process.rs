@@ -21,7 +21,7 @@ fn harness_binary() -> PathBuf {
     let binary = profile_dir.join("host-harness");
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p host-harness` (make test does)",
+        "{} is missing: build it with `cargo build -p host-harness-cli` (make test does)",
         binary.display()
     );
     binary
