@@ -248,7 +248,7 @@ fn proxy_set_header_map_pairs(
         return ret(Status::BadArgument);
     };
     let max_fields = call.state_ref().plugin.limits.max_header_fields;
-    let decoded = call.with_bytes(data_ptr, data_len, "map", |bytes, _| {
+    let decoded = call.with_bytes(data_ptr, data_len, "pairs", |bytes, _| {
         decode_map(bytes, max_fields)
     })?;
     let decoded = decoded.map_err(|error| call.trap(error))?;
