@@ -57,6 +57,28 @@
 //! # fn main() {}
 //! ```
 //!
+//! To see exactly how a filter talks to its host, turn on the host-call trace: every proxy-wasm and WASI
+//! call a VM's guest makes, in order, with its decoded arguments and the status it got (or its trap).
+//! Values, bodies and messages appear as their length only, so a credential passing through the filter
+//! never lands in test output; the trace is off by default and costs nothing then (see [`trace`]):
+//!
+//! ```no_run
+//! # use host_harness::{HarnessError, Plugin};
+//! # fn main() -> Result<(), HarnessError> {
+//! let plugin = Plugin::builder()
+//!     .module_file("target/wasm32-wasip1/release/api_key_filter.wasm")
+//!     .trace_host_calls(true)
+//!     .build()?;
+//! let mut vm = plugin.start_vm()?;
+//! vm.stream()?
+//!     .request_headers([(":method", "GET"), (":path", "/"), (":authority", "api.example.com")], true)?;
+//! let calls: Vec<String> = vm.take_host_calls().iter().map(ToString::to_string).collect();
+//! // For example: proxy_get_header_map_value(map=request_headers, key="authorization") -> NotFound
+//! assert!(calls.iter().any(|call| call.starts_with("proxy_replace_header_map_value(")), "{calls:#?}");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Layout:
 //! - [`plugin`]: [`PluginBuilder`] / [`Plugin`]: engine, compilation, export checks, limits, policies
 //! - [`vm`]: [`Vm`]: instantiation, start-up, callbacks, streams, timers, failure handling
@@ -66,6 +88,7 @@
 //! - [`http_call`]: http-call requests, responses, mock and embedder clusters
 //! - [`clock`]: [`Clock`] and [`ManualClock`]
 //! - [`logs`]: captured guest logs and stdio
+//! - [`trace`]: the host-call trace ([`HostCallRecord`])
 //! - [`metrics`]: the plugin's metrics registry
 //! - [`shared`]: shared data and queues, scoped by VM id
 //! - [`abi`]: the import table and the host functions, one file per ABI area; `abi::memory` is the one
@@ -95,6 +118,7 @@ pub mod plugin;
 pub mod shared;
 mod state;
 pub mod stream;
+pub mod trace;
 pub mod vm;
 mod wasi;
 
@@ -113,4 +137,5 @@ pub use shared::SharedRegistry;
 pub use stream::{
     Action, BodyChunk, LocalResponse, Stream, StreamEvent, StreamId, StreamInfo, StreamState,
 };
+pub use trace::{HostCallArg, HostCallRecord, HostCallStatus};
 pub use vm::Vm;

@@ -141,6 +141,8 @@ pub(crate) struct PluginShared {
     pub(crate) failed_calls: FailedCalls,
     pub(crate) exports: ExportInfo,
     pub(crate) inherit_stdio: bool,
+    /// Whether the plugin's VMs start with the host-call trace on.
+    pub(crate) trace_host_calls: bool,
     pub(crate) next_vm_index: AtomicUsize,
 }
 
@@ -267,6 +269,7 @@ pub struct PluginBuilder {
     shared: Option<SharedRegistry>,
     cache_dir: Option<PathBuf>,
     inherit_stdio: bool,
+    trace_host_calls: bool,
 }
 
 impl PluginBuilder {
@@ -428,6 +431,14 @@ impl PluginBuilder {
         self
     }
 
+    /// Records every host call the plugin's VMs make, for [`Vm::host_calls`](crate::Vm::host_calls): off
+    /// by default, where it costs nothing; values and bodies are recorded by length only (see
+    /// [`crate::trace`]). A VM can switch it with [`Vm::trace_host_calls`](crate::Vm::trace_host_calls).
+    pub fn trace_host_calls(mut self, on: bool) -> Self {
+        self.trace_host_calls = on;
+        self
+    }
+
     /// Compiles and checks the module.
     ///
     /// # Errors
@@ -490,6 +501,7 @@ impl PluginBuilder {
             failed_calls: self.failed_calls,
             exports,
             inherit_stdio: self.inherit_stdio,
+            trace_host_calls: self.trace_host_calls,
             next_vm_index: AtomicUsize::new(0),
         };
         Ok(Plugin {

@@ -16,6 +16,7 @@ use crate::logs::LogCapture;
 use crate::plugin::PluginShared;
 use crate::shared::QueueInbox;
 use crate::stream::{StreamEvent, StreamState};
+use crate::trace::Tracer;
 use crate::wasi::WasiState;
 
 /// A map keyed by ids the host hands out itself (context ids, call tokens): keys no guest or peer chooses, so
@@ -77,6 +78,8 @@ pub(crate) struct HostState {
     /// Reused for a value copied out from under a lock (shared data) before it goes to the guest, so such a
     /// read does not allocate on the host each time.
     pub(crate) scratch: Vec<u8>,
+    /// The host-call trace, recording only when turned on.
+    pub(crate) trace: Tracer,
 }
 
 /// The store's resource limits, remembering a refused memory growth so the trap it leads to can say so.

@@ -25,6 +25,7 @@ use crate::abi::memory::HostCall;
 use crate::clock::{Clock, duration_nanos};
 use crate::logs::LogSource;
 use crate::state::HostState;
+use crate::trace::link;
 
 /// The WASI import module.
 pub(crate) const WASI: &str = "wasi_snapshot_preview1";
@@ -135,131 +136,164 @@ pub(crate) fn provides(name: &str) -> bool {
 
 /// Links WASI preview 1 under both module names (see the module docs).
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "args_get",
-        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::SUCCESS),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32| Ok(errno::SUCCESS),
     )?;
-    linker.func_wrap(WASI, "args_sizes_get", args_sizes_get)?;
-    linker.func_wrap(WASI, "environ_get", environ_get)?;
-    linker.func_wrap(WASI, "environ_sizes_get", environ_sizes_get)?;
-    linker.func_wrap(WASI, "clock_res_get", clock_res_get)?;
-    linker.func_wrap(WASI, "clock_time_get", clock_time_get)?;
-    linker.func_wrap(
+    link(linker, WASI, "args_sizes_get", args_sizes_get)?;
+    link(linker, WASI, "environ_get", environ_get)?;
+    link(linker, WASI, "environ_sizes_get", environ_sizes_get)?;
+    link(linker, WASI, "clock_res_get", clock_res_get)?;
+    link(linker, WASI, "clock_time_get", clock_time_get)?;
+    link(
+        linker,
         WASI,
         "fd_advise",
-        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, errno::SPIPE),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_allocate",
-        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64| on_fd(fd, errno::NOTSUP),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i64, _: i64| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, HostState>, fd: i32| {
-        on_fd(fd, errno::SUCCESS)
-    })?;
-    linker.func_wrap(WASI, "fd_datasync", |_: Caller<'_, HostState>, fd: i32| {
-        on_fd(fd, errno::INVAL)
-    })?;
-    linker.func_wrap(WASI, "fd_fdstat_get", fd_fdstat_get)?;
+    link(
+        linker,
+        WASI,
+        "fd_close",
+        |_: &mut Caller<'_, HostState>, fd: i32| on_fd(fd, errno::SUCCESS),
+    )?;
+    link(
+        linker,
+        WASI,
+        "fd_datasync",
+        |_: &mut Caller<'_, HostState>, fd: i32| on_fd(fd, errno::INVAL),
+    )?;
+    link(linker, WASI, "fd_fdstat_get", fd_fdstat_get)?;
     // Stdio descriptors are not files whose flags can change, and there are no others.
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_fdstat_set_flags",
-        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::BADF),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32| Ok(errno::BADF),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_fdstat_set_rights",
-        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64| on_fd(fd, errno::NOTSUP),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i64, _: i64| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(WASI, "fd_filestat_get", fd_filestat_get)?;
-    linker.func_wrap(
+    link(linker, WASI, "fd_filestat_get", fd_filestat_get)?;
+    link(
+        linker,
         WASI,
         "fd_filestat_set_size",
-        |_: Caller<'_, HostState>, fd: i32, _: i64| on_fd(fd, errno::NOTSUP),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i64| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_filestat_set_times",
-        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, errno::NOTSUP),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_pread",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
+            on_fd(fd, errno::SPIPE)
+        },
     )?;
     // No descriptor is a preopened directory.
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_prestat_get",
-        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::BADF),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32| Ok(errno::BADF),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_prestat_dir_name",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_pwrite",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| on_fd(fd, errno::SPIPE),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
+            on_fd(fd, errno::SPIPE)
+        },
     )?;
-    linker.func_wrap(WASI, "fd_read", fd_read)?;
-    linker.func_wrap(
+    link(linker, WASI, "fd_read", fd_read)?;
+    link(
+        linker,
         WASI,
         "fd_readdir",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i64, _: i32| {
             on_fd(fd, errno::NOTDIR)
         },
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_renumber",
-        |_: Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::NOTSUP),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::NOTSUP),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "fd_seek",
-        |_: Caller<'_, HostState>, fd: i32, _: i64, _: i32, _: i32| on_fd(fd, errno::SPIPE),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i64, _: i32, _: i32| on_fd(fd, errno::SPIPE),
     )?;
-    linker.func_wrap(WASI, "fd_sync", |_: Caller<'_, HostState>, fd: i32| {
-        on_fd(fd, errno::INVAL)
-    })?;
-    linker.func_wrap(
+    link(
+        linker,
+        WASI,
+        "fd_sync",
+        |_: &mut Caller<'_, HostState>, fd: i32| on_fd(fd, errno::INVAL),
+    )?;
+    link(
+        linker,
         WASI,
         "fd_tell",
-        |_: Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::SPIPE),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32| on_fd(fd, errno::SPIPE),
     )?;
-    linker.func_wrap(WASI, "fd_write", fd_write)?;
-    linker.func_wrap(
+    link(linker, WASI, "fd_write", fd_write)?;
+    link(
+        linker,
         WASI,
         "path_create_directory",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_filestat_get",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_filestat_set_times",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| {
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| {
             on_dir(fd)
         },
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_link",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
             on_dir(fd)
         },
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_open",
-        |_: Caller<'_, HostState>,
+        |_: &mut Caller<'_, HostState>,
          fd: i32,
          _: i32,
          _: i32,
@@ -270,67 +304,85 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
          _: i32,
          _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_readlink",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_remove_directory",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_rename",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_symlink",
-        |_: Caller<'_, HostState>, _: i32, _: i32, fd: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "path_unlink_file",
-        |_: Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
+        |_: &mut Caller<'_, HostState>, fd: i32, _: i32, _: i32| on_dir(fd),
     )?;
-    linker.func_wrap(WASI, "poll_oneoff", poll_oneoff)?;
-    linker.func_wrap(
+    link(linker, WASI, "poll_oneoff", poll_oneoff)?;
+    link(
+        linker,
         WASI,
         "proc_exit",
-        |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
+        |_: &mut Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
             Err(wasmtime::Error::new(GuestExit(code)))
         },
     )?;
-    linker.func_wrap(WASI, "proc_raise", |_: Caller<'_, HostState>, _: i32| {
-        Ok(errno::NOTSUP)
-    })?;
+    link(
+        linker,
+        WASI,
+        "proc_raise",
+        |_: &mut Caller<'_, HostState>, _: i32| Ok(errno::NOTSUP),
+    )?;
     // One guest per VM and nothing to yield to: the call returns at once, as in Envoy.
-    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState>| {
-        Ok(errno::SUCCESS)
-    })?;
-    linker.func_wrap(WASI, "random_get", random_get)?;
+    link(
+        linker,
+        WASI,
+        "sched_yield",
+        |_: &mut Caller<'_, HostState>| Ok(errno::SUCCESS),
+    )?;
+    link(linker, WASI, "random_get", random_get)?;
     // A proxy-wasm guest talks to the network only through the proxy-wasm ABI.
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "sock_accept",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "sock_recv",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            Ok(errno::NOSYS)
+        },
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "sock_send",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32, _: i32| Ok(errno::NOSYS),
     )?;
-    linker.func_wrap(
+    link(
+        linker,
         WASI,
         "sock_shutdown",
-        |_: Caller<'_, HostState>, _: i32, _: i32| Ok(errno::NOSYS),
+        |_: &mut Caller<'_, HostState>, _: i32, _: i32| Ok(errno::NOSYS),
     )?;
     linker.alias_module(WASI, WASI_UNSTABLE)?;
     Ok(())
@@ -363,11 +415,11 @@ fn put_u32(call: &mut HostCall<'_, '_>, ptr: i32, value: u32) -> bool {
 
 /// No arguments: a count of 0 and an empty buffer.
 fn args_sizes_get(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     argc: i32,
     buf_size: i32,
 ) -> wasmtime::Result<i32> {
-    let mut call = HostCall::new(&mut caller, "args_sizes_get");
+    let mut call = HostCall::new(caller, "args_sizes_get");
     written(put_u32(&mut call, argc, 0) && put_u32(&mut call, buf_size, 0))
 }
 
@@ -384,11 +436,11 @@ fn environment(call: &HostCall<'_, '_>) -> Vec<Vec<u8>> {
 
 /// The number of variables and the bytes their `KEY=VALUE\0` strings take.
 fn environ_sizes_get(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     count: i32,
     buf_size: i32,
 ) -> wasmtime::Result<i32> {
-    let mut call = HostCall::new(&mut caller, "environ_sizes_get");
+    let mut call = HostCall::new(caller, "environ_sizes_get");
     let entries = environment(&call);
     let size = entries.iter().map(Vec::len).sum::<usize>();
     let (Ok(entry_count), Ok(size)) = (u32::try_from(entries.len()), u32::try_from(size)) else {
@@ -398,8 +450,12 @@ fn environ_sizes_get(
 }
 
 /// The variables' strings, one after another at `buf`, and a pointer to each at `environ`.
-fn environ_get(mut caller: Caller<'_, HostState>, environ: i32, buf: i32) -> wasmtime::Result<i32> {
-    let mut call = HostCall::new(&mut caller, "environ_get");
+fn environ_get(
+    caller: &mut Caller<'_, HostState>,
+    environ: i32,
+    buf: i32,
+) -> wasmtime::Result<i32> {
+    let mut call = HostCall::new(caller, "environ_get");
     let (Ok(environ), Ok(buf)) = (u32::try_from(environ), u32::try_from(buf)) else {
         return Ok(errno::FAULT);
     };
@@ -421,14 +477,14 @@ fn environ_get(mut caller: Caller<'_, HostState>, environ: i32, buf: i32) -> was
 
 /// Both clocks tick in nanoseconds.
 fn clock_res_get(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     id: i32,
     resolution: i32,
 ) -> wasmtime::Result<i32> {
     if id != CLOCK_REALTIME && id != CLOCK_MONOTONIC {
         return Ok(errno::NOTSUP);
     }
-    let mut call = HostCall::new(&mut caller, "clock_res_get");
+    let mut call = HostCall::new(caller, "clock_res_get");
     written(u32::try_from(resolution).is_ok_and(|ptr| call.try_write(ptr, &1u64.to_le_bytes())))
 }
 
@@ -436,12 +492,12 @@ fn clock_res_get(
 /// `Instant::now()` in the guest moves with virtual time, and on the system clock counts from the
 /// instance's creation.
 fn clock_time_get(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     id: i32,
     _precision: i64,
     time: i32,
 ) -> wasmtime::Result<i32> {
-    let mut call = HostCall::new(&mut caller, "clock_time_get");
+    let mut call = HostCall::new(caller, "clock_time_get");
     let state = call.state_ref();
     let now = match (id, &state.plugin.clock) {
         (CLOCK_REALTIME, clock) => clock.now_nanos(),
@@ -453,14 +509,14 @@ fn clock_time_get(
 }
 
 /// Fills the buffer from the operating system's random source.
-fn random_get(mut caller: Caller<'_, HostState>, buf: i32, len: i32) -> wasmtime::Result<i32> {
+fn random_get(caller: &mut Caller<'_, HostState>, buf: i32, len: i32) -> wasmtime::Result<i32> {
     let (Ok(buf), Ok(len)) = (u32::try_from(buf), u32::try_from(len)) else {
         return Ok(errno::FAULT);
     };
     if len > MAX_RANDOM_BYTES {
         return Ok(errno::INVAL);
     }
-    let mut call = HostCall::new(&mut caller, "random_get");
+    let mut call = HostCall::new(caller, "random_get");
     Ok(
         match call.try_fill(buf, len, |bytes| getrandom::fill(bytes).is_ok()) {
             Some(true) => errno::SUCCESS,
@@ -490,7 +546,7 @@ fn gather(call: &mut HostCall<'_, '_>, iovs: i32, iovs_len: i32, limit: usize) -
 
 /// Writes to stdout/stderr become log lines (or go to the host's streams when inherited).
 fn fd_write(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     fd: i32,
     iovs: i32,
     iovs_len: i32,
@@ -501,7 +557,7 @@ fn fd_write(
         2 => LogSource::Stderr,
         _ => return Ok(errno::BADF),
     };
-    let mut call = HostCall::new(&mut caller, "fd_write");
+    let mut call = HostCall::new(caller, "fd_write");
     let limit = call.state_ref().plugin.limits.max_guest_buffer_bytes;
     let Some(bytes) = gather(&mut call, iovs, iovs_len, limit) else {
         return Ok(errno::FAULT);
@@ -529,19 +585,19 @@ fn fd_write(
 /// for a guest, and the Go runtime throws (its panics turn into "panic during panic") when the call
 /// fails, so every Go filter that sleeps, yields or panics needs this answer.
 fn poll_oneoff(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     _subscriptions: i32,
     _events: i32,
     _count: i32,
     nevents: i32,
 ) -> wasmtime::Result<i32> {
-    let mut call = HostCall::new(&mut caller, "poll_oneoff");
+    let mut call = HostCall::new(caller, "poll_oneoff");
     written(put_u32(&mut call, nevents, 0))
 }
 
 /// stdin is empty: reads return end of file.
 fn fd_read(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     fd: i32,
     _iovs: i32,
     _iovs_len: i32,
@@ -550,12 +606,12 @@ fn fd_read(
     if fd != 0 {
         return Ok(errno::BADF);
     }
-    let mut call = HostCall::new(&mut caller, "fd_read");
+    let mut call = HostCall::new(caller, "fd_read");
     written(put_u32(&mut call, nread, 0))
 }
 
 /// stdio descriptors are character devices: stdin readable, stdout and stderr writable.
-fn fd_fdstat_get(mut caller: Caller<'_, HostState>, fd: i32, stat: i32) -> wasmtime::Result<i32> {
+fn fd_fdstat_get(caller: &mut Caller<'_, HostState>, fd: i32, stat: i32) -> wasmtime::Result<i32> {
     if !is_stdio(fd) {
         return Ok(errno::BADF);
     }
@@ -567,17 +623,17 @@ fn fd_fdstat_get(mut caller: Caller<'_, HostState>, fd: i32, stat: i32) -> wasmt
     let mut fdstat = [0u8; 24];
     fdstat[0] = CHARACTER_DEVICE;
     fdstat[8..16].copy_from_slice(&rights.to_le_bytes());
-    let mut call = HostCall::new(&mut caller, "fd_fdstat_get");
+    let mut call = HostCall::new(caller, "fd_fdstat_get");
     written(u32::try_from(stat).is_ok_and(|ptr| call.try_write(ptr, &fdstat)))
 }
 
 /// stdio descriptors are character devices of size 0.
-fn fd_filestat_get(mut caller: Caller<'_, HostState>, fd: i32, buf: i32) -> wasmtime::Result<i32> {
+fn fd_filestat_get(caller: &mut Caller<'_, HostState>, fd: i32, buf: i32) -> wasmtime::Result<i32> {
     if !is_stdio(fd) {
         return Ok(errno::BADF);
     }
     let mut filestat = [0u8; 64];
     filestat[16] = CHARACTER_DEVICE;
-    let mut call = HostCall::new(&mut caller, "fd_filestat_get");
+    let mut call = HostCall::new(caller, "fd_filestat_get");
     written(u32::try_from(buf).is_ok_and(|ptr| call.try_write(ptr, &filestat)))
 }

@@ -11,6 +11,7 @@ use super::ENV;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::state::HostState;
+use crate::trace::{enum_arg, link};
 
 /// Links the buffer-area import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -18,9 +19,9 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_get_buffer_bytes" => linker.func_wrap(ENV, name, proxy_get_buffer_bytes)?,
-        "proxy_set_buffer_bytes" => linker.func_wrap(ENV, name, proxy_set_buffer_bytes)?,
-        "proxy_get_buffer_status" => linker.func_wrap(ENV, name, proxy_get_buffer_status)?,
+        "proxy_get_buffer_bytes" => link(linker, ENV, name, proxy_get_buffer_bytes)?,
+        "proxy_set_buffer_bytes" => link(linker, ENV, name, proxy_set_buffer_bytes)?,
+        "proxy_get_buffer_status" => link(linker, ENV, name, proxy_get_buffer_status)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -38,7 +39,26 @@ enum BufferType {
     Absent,
 }
 
+/// The ABI's buffer types by value, as the host-call trace names them.
+const BUFFER_NAMES: [&str; 9] = [
+    "request_body",
+    "response_body",
+    "downstream_data",
+    "upstream_data",
+    "http_call_response_body",
+    "grpc_receive_buffer",
+    "vm_configuration",
+    "plugin_configuration",
+    "call_data",
+];
+
 impl BufferType {
+    /// The buffer type `value` names, recorded as the call's `buffer` argument.
+    fn of_call(call: &mut HostCall<'_, '_>, value: u32) -> Option<Self> {
+        call.trace_arg(|| enum_arg("buffer", value, &BUFFER_NAMES));
+        Self::from_abi(value)
+    }
+
     fn from_abi(value: u32) -> Option<Self> {
         Some(match value {
             0 => BufferType::RequestBody,
@@ -72,15 +92,15 @@ fn readable(state: &HostState, buffer: BufferType) -> Option<&[u8]> {
 /// Returns up to `max_size` bytes from `start`. A range past the end is cut to what exists, and a start past
 /// the end returns nothing: Envoy answers BAD_ARGUMENT for an overflowing range, which the SDK cannot take.
 fn proxy_get_buffer_bytes(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     buffer_type: u32,
     start: u32,
     max_size: u32,
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_buffer_bytes");
-    let Some(buffer) = BufferType::from_abi(buffer_type) else {
+    let mut call = HostCall::new(caller, "proxy_get_buffer_bytes");
+    let Some(buffer) = BufferType::of_call(&mut call, buffer_type) else {
         return ret(Status::BadArgument);
     };
     let Some(available) = readable(call.state_ref(), buffer).map(<[u8]>::len) else {
@@ -105,15 +125,15 @@ fn proxy_get_buffer_bytes(
 /// response callback: Envoy holds no buffer of it there (its `copyFrom` on an empty buffer refuses), so a
 /// write that could only be lost is refused instead.
 fn proxy_set_buffer_bytes(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     buffer_type: u32,
     start: u32,
     size: u32,
     data_ptr: u32,
     data_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_set_buffer_bytes");
-    let Some(buffer) = BufferType::from_abi(buffer_type) else {
+    let mut call = HostCall::new(caller, "proxy_set_buffer_bytes");
+    let Some(buffer) = BufferType::of_call(&mut call, buffer_type) else {
         return ret(Status::BadArgument);
     };
     let status = call.with_bytes(data_ptr, data_len, "data", |data, state| {
@@ -176,13 +196,13 @@ fn other_direction(callback: &str, buffer: BufferType) -> bool {
 
 /// Reports a buffer's size (and flags, always 0).
 fn proxy_get_buffer_status(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     buffer_type: u32,
     return_size: u32,
     return_flags: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_buffer_status");
-    let Some(buffer) = BufferType::from_abi(buffer_type) else {
+    let mut call = HostCall::new(caller, "proxy_get_buffer_status");
+    let Some(buffer) = BufferType::of_call(&mut call, buffer_type) else {
         return ret(Status::BadArgument);
     };
     let Some(len) = readable(call.state_ref(), buffer).map(<[u8]>::len) else {

@@ -6,6 +6,7 @@ use super::ENV;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::state::HostState;
+use crate::trace::link;
 
 /// Links the foreign-function import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -13,9 +14,7 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_call_foreign_function" => {
-            linker.func_wrap(ENV, name, proxy_call_foreign_function)?
-        }
+        "proxy_call_foreign_function" => link(linker, ENV, name, proxy_call_foreign_function)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -23,7 +22,7 @@ pub(crate) fn add_to_linker(
 
 /// NOT_FOUND for a name nobody registered; INTERNAL_FAILURE when the function reports an error.
 fn proxy_call_foreign_function(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     name_ptr: u32,
     name_len: u32,
     arguments_ptr: u32,
@@ -31,7 +30,7 @@ fn proxy_call_foreign_function(
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_call_foreign_function");
+    let mut call = HostCall::new(caller, "proxy_call_foreign_function");
     let outcome = call.with_two(
         (name_ptr, name_len, "function name"),
         (arguments_ptr, arguments_len, "arguments"),

@@ -10,6 +10,7 @@ use super::ENV;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::state::HostState;
+use crate::trace::link;
 
 /// Links the gRPC import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -17,11 +18,11 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_grpc_call" => linker.func_wrap(ENV, name, proxy_grpc_call)?,
-        "proxy_grpc_stream" => linker.func_wrap(ENV, name, proxy_grpc_stream)?,
-        "proxy_grpc_send" => linker.func_wrap(ENV, name, proxy_grpc_send)?,
-        "proxy_grpc_cancel" => linker.func_wrap(ENV, name, proxy_grpc_cancel)?,
-        "proxy_grpc_close" => linker.func_wrap(ENV, name, proxy_grpc_close)?,
+        "proxy_grpc_call" => link(linker, ENV, name, proxy_grpc_call)?,
+        "proxy_grpc_stream" => link(linker, ENV, name, proxy_grpc_stream)?,
+        "proxy_grpc_send" => link(linker, ENV, name, proxy_grpc_send)?,
+        "proxy_grpc_cancel" => link(linker, ENV, name, proxy_grpc_cancel)?,
+        "proxy_grpc_close" => link(linker, ENV, name, proxy_grpc_close)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -31,7 +32,7 @@ pub(crate) fn add_to_linker(
 fn refuse_start(
     call: &mut HostCall<'_, '_>,
     upstream: (u32, u32),
-    arguments: &[(u32, u32, &str)],
+    arguments: &[(u32, u32, &'static str)],
 ) -> HostResult {
     let upstream = call.read(upstream.0, upstream.1, "upstream name")?;
     for (ptr, len, what) in arguments {
@@ -51,7 +52,7 @@ fn refuse_start(
 
 #[allow(clippy::too_many_arguments)]
 fn proxy_grpc_call(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     upstream_ptr: u32,
     upstream_len: u32,
     service_ptr: u32,
@@ -65,7 +66,7 @@ fn proxy_grpc_call(
     _timeout_ms: u32,
     return_token: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_grpc_call");
+    let mut call = HostCall::new(caller, "proxy_grpc_call");
     call.check_slot(return_token, 4, "return_token")?;
     let arguments = [
         (service_ptr, service_len, "service name"),
@@ -78,7 +79,7 @@ fn proxy_grpc_call(
 
 #[allow(clippy::too_many_arguments)]
 fn proxy_grpc_stream(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     upstream_ptr: u32,
     upstream_len: u32,
     service_ptr: u32,
@@ -89,7 +90,7 @@ fn proxy_grpc_stream(
     metadata_len: u32,
     return_token: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_grpc_stream");
+    let mut call = HostCall::new(caller, "proxy_grpc_stream");
     call.check_slot(return_token, 4, "return_token")?;
     let arguments = [
         (service_ptr, service_len, "service name"),
@@ -100,21 +101,21 @@ fn proxy_grpc_stream(
 }
 
 fn proxy_grpc_send(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     _token: u32,
     message_ptr: u32,
     message_len: u32,
     _end_stream: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_grpc_send");
+    let mut call = HostCall::new(caller, "proxy_grpc_send");
     call.with_bytes(message_ptr, message_len, "message", |_, _| ())?;
     ret(Status::NotFound)
 }
 
-fn proxy_grpc_cancel(_caller: Caller<'_, HostState>, _token: u32) -> HostResult {
+fn proxy_grpc_cancel(_caller: &mut Caller<'_, HostState>, _token: u32) -> HostResult {
     ret(Status::NotFound)
 }
 
-fn proxy_grpc_close(_caller: Caller<'_, HostState>, _token: u32) -> HostResult {
+fn proxy_grpc_close(_caller: &mut Caller<'_, HostState>, _token: u32) -> HostResult {
     ret(Status::NotFound)
 }

@@ -18,6 +18,7 @@ use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::headers::Headers;
 use crate::state::HostState;
+use crate::trace::{enum_arg, link};
 
 /// Links the header-area import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -25,17 +26,15 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_get_header_map_size" => linker.func_wrap(ENV, name, proxy_get_header_map_size)?,
-        "proxy_get_header_map_pairs" => linker.func_wrap(ENV, name, proxy_get_header_map_pairs)?,
-        "proxy_set_header_map_pairs" => linker.func_wrap(ENV, name, proxy_set_header_map_pairs)?,
-        "proxy_get_header_map_value" => linker.func_wrap(ENV, name, proxy_get_header_map_value)?,
-        "proxy_add_header_map_value" => linker.func_wrap(ENV, name, proxy_add_header_map_value)?,
+        "proxy_get_header_map_size" => link(linker, ENV, name, proxy_get_header_map_size)?,
+        "proxy_get_header_map_pairs" => link(linker, ENV, name, proxy_get_header_map_pairs)?,
+        "proxy_set_header_map_pairs" => link(linker, ENV, name, proxy_set_header_map_pairs)?,
+        "proxy_get_header_map_value" => link(linker, ENV, name, proxy_get_header_map_value)?,
+        "proxy_add_header_map_value" => link(linker, ENV, name, proxy_add_header_map_value)?,
         "proxy_replace_header_map_value" => {
-            linker.func_wrap(ENV, name, proxy_replace_header_map_value)?
+            link(linker, ENV, name, proxy_replace_header_map_value)?
         }
-        "proxy_remove_header_map_value" => {
-            linker.func_wrap(ENV, name, proxy_remove_header_map_value)?
-        }
+        "proxy_remove_header_map_value" => link(linker, ENV, name, proxy_remove_header_map_value)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -53,7 +52,25 @@ enum MapType {
     HttpCallResponseTrailers,
 }
 
+/// The ABI's map types by value, as the host-call trace names them.
+const MAP_NAMES: [&str; 8] = [
+    "request_headers",
+    "request_trailers",
+    "response_headers",
+    "response_trailers",
+    "grpc_receive_initial_metadata",
+    "grpc_receive_trailing_metadata",
+    "http_call_response_headers",
+    "http_call_response_trailers",
+];
+
 impl MapType {
+    /// The map type `value` names, recorded as the call's `map` argument.
+    fn of_call(call: &mut HostCall<'_, '_>, value: u32) -> Option<Self> {
+        call.trace_arg(|| enum_arg("map", value, &MAP_NAMES));
+        Self::from_abi(value)
+    }
+
     fn from_abi(value: u32) -> Option<Self> {
         Some(match value {
             0 => MapType::RequestHeaders,
@@ -177,7 +194,7 @@ fn check_limits(call: &HostCall<'_, '_>, fields: usize, bytes: usize) -> wasmtim
 /// The map a read call names and its encoded length (zero in `proxy_on_log`, where reads see an empty
 /// map); `None` when the type is unknown or the map is not available here (BAD_ARGUMENT).
 fn readable_map_len(call: &mut HostCall<'_, '_>, map_type: u32) -> Option<(MapType, usize)> {
-    let map = MapType::from_abi(map_type)?;
+    let map = MapType::of_call(call, map_type)?;
     match with_map(call, map, false, |headers| encoded_map_len(headers)) {
         Ok(len) => Some((map, len)),
         Err(Unreachable::InLog) => Some((map, 0)),
@@ -186,11 +203,11 @@ fn readable_map_len(call: &mut HostCall<'_, '_>, map_type: u32) -> Option<(MapTy
 }
 
 fn proxy_get_header_map_size(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_header_map_size");
+    let mut call = HostCall::new(caller, "proxy_get_header_map_size");
     let Some((_, size)) = readable_map_len(&mut call, map_type) else {
         return ret(Status::BadArgument);
     };
@@ -202,12 +219,12 @@ fn proxy_get_header_map_size(
 
 /// Returns the whole map, serialized straight into the guest's block; an empty map as zero bytes.
 fn proxy_get_header_map_pairs(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_header_map_pairs");
+    let mut call = HostCall::new(caller, "proxy_get_header_map_pairs");
     let Some((map, len)) = readable_map_len(&mut call, map_type) else {
         return ret(Status::BadArgument);
     };
@@ -221,17 +238,17 @@ fn proxy_get_header_map_pairs(
 
 /// Replaces the whole map with the serialized one the guest sent.
 fn proxy_set_header_map_pairs(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     data_ptr: u32,
     data_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_set_header_map_pairs");
-    let Some(map) = MapType::from_abi(map_type) else {
+    let mut call = HostCall::new(caller, "proxy_set_header_map_pairs");
+    let Some(map) = MapType::of_call(&mut call, map_type) else {
         return ret(Status::BadArgument);
     };
     let max_fields = call.state_ref().plugin.limits.max_header_fields;
-    let decoded = call.with_bytes(data_ptr, data_len, "map", |bytes, _| {
+    let decoded = call.with_bytes(data_ptr, data_len, "pairs", |bytes, _| {
         decode_map(bytes, max_fields)
     })?;
     let decoded = decoded.map_err(|error| call.trap(error))?;
@@ -244,15 +261,15 @@ fn proxy_set_header_map_pairs(
 
 /// Returns the first value of a key (case-insensitive), or NOT_FOUND.
 fn proxy_get_header_map_value(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     key_ptr: u32,
     key_len: u32,
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_header_map_value");
-    let Some(map) = MapType::from_abi(map_type) else {
+    let mut call = HostCall::new(caller, "proxy_get_header_map_value");
+    let Some(map) = MapType::of_call(&mut call, map_type) else {
         return ret(Status::BadArgument);
     };
     let found = call.with_bytes(key_ptr, key_len, "key", |key, state| {
@@ -286,7 +303,7 @@ fn update_value(
     value: (u32, u32),
     update: fn(&mut Headers, &[u8], &[u8]),
 ) -> HostResult {
-    let Some(map) = MapType::from_abi(map_type) else {
+    let Some(map) = MapType::of_call(call, map_type) else {
         return ret(Status::BadArgument);
     };
     let updated = call.with_two(
@@ -307,14 +324,14 @@ fn update_value(
 }
 
 fn proxy_add_header_map_value(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     key_ptr: u32,
     key_len: u32,
     value_ptr: u32,
     value_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_add_header_map_value");
+    let mut call = HostCall::new(caller, "proxy_add_header_map_value");
     update_value(
         &mut call,
         map_type,
@@ -326,14 +343,14 @@ fn proxy_add_header_map_value(
 
 /// Sets one value for the name, at the end of the map, as Envoy does.
 fn proxy_replace_header_map_value(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     key_ptr: u32,
     key_len: u32,
     value_ptr: u32,
     value_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_replace_header_map_value");
+    let mut call = HostCall::new(caller, "proxy_replace_header_map_value");
     update_value(
         &mut call,
         map_type,
@@ -349,13 +366,13 @@ fn proxy_replace_header_map_value(
 
 /// Removes every value of a key; removing an absent key is OK.
 fn proxy_remove_header_map_value(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     map_type: u32,
     key_ptr: u32,
     key_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_remove_header_map_value");
-    let Some(map) = MapType::from_abi(map_type) else {
+    let mut call = HostCall::new(caller, "proxy_remove_header_map_value");
+    let Some(map) = MapType::of_call(&mut call, map_type) else {
         return ret(Status::BadArgument);
     };
     let removed = call.with_bytes(key_ptr, key_len, "key", |key, state| {

@@ -16,6 +16,7 @@ use super::status::{HostResult, Status, ret};
 use crate::clock::duration_nanos;
 use crate::http_call::{ClusterBackend, HttpCallRequest, MockReply, PendingHttpCall};
 use crate::state::{HostState, InFlightCall};
+use crate::trace::link;
 
 /// Links the http-call import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -23,8 +24,8 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_http_call" => linker.func_wrap(ENV, name, proxy_http_call)?,
-        "proxy_get_status" => linker.func_wrap(ENV, name, proxy_get_status)?,
+        "proxy_http_call" => link(linker, ENV, name, proxy_http_call)?,
+        "proxy_get_status" => link(linker, ENV, name, proxy_get_status)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -35,7 +36,7 @@ const REQUIRED_PSEUDO_HEADERS: [&str; 3] = [":method", ":path", ":authority"];
 
 #[allow(clippy::too_many_arguments)]
 fn proxy_http_call(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     upstream_ptr: u32,
     upstream_len: u32,
     headers_ptr: u32,
@@ -47,7 +48,7 @@ fn proxy_http_call(
     timeout_ms: u32,
     return_token: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_http_call");
+    let mut call = HostCall::new(caller, "proxy_http_call");
     let upstream = call.read(upstream_ptr, upstream_len, "upstream name")?;
     let max_fields = call.state_ref().plugin.limits.max_header_fields;
     let headers = call.with_bytes(headers_ptr, headers_len, "headers", |bytes, _| {
@@ -122,12 +123,12 @@ fn proxy_http_call(
 /// BROKEN_CONNECTION (11) and the failure ("reset", "timeout", ...) for a call delivered without headers;
 /// outside `proxy_on_http_call_response`, 0 and no message.
 fn proxy_get_status(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     return_code: u32,
     return_message_data: u32,
     return_message_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_status");
+    let mut call = HostCall::new(caller, "proxy_get_status");
     let (code, message) = match &call.state_ref().http.delivering {
         Some(response) => (response.status_code, response.status_message.clone()),
         None => (0, String::new()),

@@ -7,6 +7,7 @@ use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::logs::{LogLevel, LogSource};
 use crate::state::HostState;
+use crate::trace::{enum_arg, link};
 
 /// Links the log-area import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -14,8 +15,8 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_log" => linker.func_wrap(ENV, name, proxy_log)?,
-        "proxy_get_log_level" => linker.func_wrap(ENV, name, proxy_get_log_level)?,
+        "proxy_log" => link(linker, ENV, name, proxy_log)?,
+        "proxy_get_log_level" => link(linker, ENV, name, proxy_get_log_level)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -23,12 +24,19 @@ pub(crate) fn add_to_linker(
 
 /// Captures a message at `level`; messages below the plugin's log level are dropped, as Envoy drops them.
 fn proxy_log(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     level: u32,
     message_ptr: u32,
     message_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_log");
+    let mut call = HostCall::new(caller, "proxy_log");
+    call.trace_arg(|| {
+        enum_arg(
+            "level",
+            level,
+            &["trace", "debug", "info", "warn", "error", "critical"],
+        )
+    });
     let Some(level) = LogLevel::from_abi(level) else {
         return ret(Status::BadArgument);
     };
@@ -45,8 +53,8 @@ fn proxy_log(
 }
 
 /// Reports the plugin's log level.
-fn proxy_get_log_level(mut caller: Caller<'_, HostState>, return_level: u32) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_log_level");
+fn proxy_get_log_level(caller: &mut Caller<'_, HostState>, return_level: u32) -> HostResult {
+    let mut call = HostCall::new(caller, "proxy_get_log_level");
     let level = call.state_ref().plugin.settings.log_level.to_abi();
     call.write_u32(return_level, level, "return_level")?;
     ret(Status::Ok)

@@ -13,6 +13,7 @@ use wasmtime::{Caller, Memory};
 
 use crate::error::HostCallTrap;
 use crate::state::HostState;
+use crate::trace::{HostCallArg, guest_bytes_arg};
 
 /// A host call in progress: the caller, plus the call's name for trap messages.
 pub(crate) struct HostCall<'a, 'c> {
@@ -38,6 +39,11 @@ impl<'a, 'c> HostCall<'a, 'c> {
     /// The VM's host state, read-only.
     pub(crate) fn state_ref(&self) -> &HostState {
         self.caller.data()
+    }
+
+    /// Adds a decoded argument (a map type, a context id) to the call's record in the host-call trace.
+    pub(crate) fn trace_arg(&mut self, arg: impl FnOnce() -> HostCallArg) {
+        self.state().trace.arg(arg);
     }
 
     /// A trap naming this host call and the effective context.
@@ -97,12 +103,13 @@ impl<'a, 'c> HostCall<'a, 'c> {
         }
     }
 
-    /// Runs `f` on the guest bytes at `ptr..ptr+len` and the host state, without copying.
+    /// Runs `f` on the guest bytes at `ptr..ptr+len` and the host state, without copying. The bytes are
+    /// the call's argument `what` in the host-call trace.
     pub(crate) fn with_bytes<R>(
         &mut self,
         ptr: u32,
         len: u32,
-        what: &str,
+        what: &'static str,
         f: impl FnOnce(&[u8], &mut HostState) -> R,
     ) -> wasmtime::Result<R> {
         let memory = self.memory()?;
@@ -111,14 +118,15 @@ impl<'a, 'c> HostCall<'a, 'c> {
         let bytes = data
             .get(range)
             .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
+        state.trace.arg(|| guest_bytes_arg(what, bytes));
         Ok(f(bytes, state))
     }
 
     /// Runs `f` on two guest byte ranges (typically a key and a value) and the host state.
     pub(crate) fn with_two<R>(
         &mut self,
-        first: (u32, u32, &str),
-        second: (u32, u32, &str),
+        first: (u32, u32, &'static str),
+        second: (u32, u32, &'static str),
         f: impl FnOnce(&[u8], &[u8], &mut HostState) -> R,
     ) -> wasmtime::Result<R> {
         let memory = self.memory()?;
@@ -130,11 +138,18 @@ impl<'a, 'c> HostCall<'a, 'c> {
         let (Some(a), Some(b)) = (data.get(first_range), data.get(second_range)) else {
             return Err(wasmtime::Error::msg("checked range out of bounds"));
         };
+        state.trace.arg(|| guest_bytes_arg(first.2, a));
+        state.trace.arg(|| guest_bytes_arg(second.2, b));
         Ok(f(a, b, state))
     }
 
     /// A copy of the guest bytes at `ptr..ptr+len`.
-    pub(crate) fn read(&mut self, ptr: u32, len: u32, what: &str) -> wasmtime::Result<Vec<u8>> {
+    pub(crate) fn read(
+        &mut self,
+        ptr: u32,
+        len: u32,
+        what: &'static str,
+    ) -> wasmtime::Result<Vec<u8>> {
         self.with_bytes(ptr, len, what, |bytes, _| bytes.to_vec())
     }
 
@@ -258,7 +273,9 @@ impl<'a, 'c> HostCall<'a, 'c> {
         self.check_slot(size_ptr, 4, "return size pointer")?;
         if len == 0 {
             self.write_u32(ptr_ptr, 0, "return data pointer")?;
-            return self.write_u32(size_ptr, 0, "return size pointer");
+            self.write_u32(size_ptr, 0, "return size pointer")?;
+            self.state().trace.returned(0);
+            return Ok(());
         }
         let size = u32::try_from(len)
             .map_err(|_| self.trap(format!("cannot return {len} bytes to a 32-bit guest")))?;
@@ -278,7 +295,9 @@ impl<'a, 'c> HostCall<'a, 'c> {
             self.trap("the data to return changed while the guest allocated room for it")
         })?;
         self.write_u32(ptr_ptr, ptr, "return data pointer")?;
-        self.write_u32(size_ptr, size, "return size pointer")
+        self.write_u32(size_ptr, size, "return size pointer")?;
+        self.state().trace.returned(len);
+        Ok(())
     }
 
     /// Hands owned bytes to the guest (see [`HostCall::return_with`]).

@@ -8,6 +8,7 @@ use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::metrics::{MAX_METRICS, MetricError, MetricKind};
 use crate::state::HostState;
+use crate::trace::link;
 
 /// Links the metrics import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -15,10 +16,10 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_define_metric" => linker.func_wrap(ENV, name, proxy_define_metric)?,
-        "proxy_record_metric" => linker.func_wrap(ENV, name, proxy_record_metric)?,
-        "proxy_increment_metric" => linker.func_wrap(ENV, name, proxy_increment_metric)?,
-        "proxy_get_metric" => linker.func_wrap(ENV, name, proxy_get_metric)?,
+        "proxy_define_metric" => link(linker, ENV, name, proxy_define_metric)?,
+        "proxy_record_metric" => link(linker, ENV, name, proxy_record_metric)?,
+        "proxy_increment_metric" => link(linker, ENV, name, proxy_increment_metric)?,
+        "proxy_get_metric" => link(linker, ENV, name, proxy_get_metric)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -33,13 +34,13 @@ fn status_of(result: Result<(), MetricError>) -> HostResult {
 }
 
 fn proxy_define_metric(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     metric_type: u32,
     name_ptr: u32,
     name_len: u32,
     return_id: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_define_metric");
+    let mut call = HostCall::new(caller, "proxy_define_metric");
     let Some(kind) = MetricKind::from_abi(metric_type) else {
         return ret(Status::BadArgument);
     };
@@ -61,11 +62,11 @@ fn proxy_define_metric(
 
 /// Records `value`: counters add it, gauges take it, histograms sample it.
 fn proxy_record_metric(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     metric_id: u32,
     value: u64,
 ) -> HostResult {
-    let call = HostCall::new(&mut caller, "proxy_record_metric");
+    let call = HostCall::new(caller, "proxy_record_metric");
     match call.state_ref().plugin.metrics.record(metric_id, value) {
         // Recording applies to every kind, so the only failure is an unknown id.
         Err(_) => ret(Status::NotFound),
@@ -74,20 +75,20 @@ fn proxy_record_metric(
 }
 
 fn proxy_increment_metric(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     metric_id: u32,
     delta: i64,
 ) -> HostResult {
-    let call = HostCall::new(&mut caller, "proxy_increment_metric");
+    let call = HostCall::new(caller, "proxy_increment_metric");
     status_of(call.state_ref().plugin.metrics.increment(metric_id, delta))
 }
 
 fn proxy_get_metric(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     metric_id: u32,
     return_value: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_metric");
+    let mut call = HostCall::new(caller, "proxy_get_metric");
     match call.state_ref().plugin.metrics.value(metric_id) {
         Ok(value) => {
             call.write_u64(return_value, value, "return_value")?;

@@ -1,6 +1,9 @@
 //! The proxy-wasm ABI v0.2.1 as this host provides it: one declarative table of every host function, in
 //! the spec's order, with its area, whether it is implemented, and the statuses it may return.
 //!
+//! Every host function (WASI's too) is linked through `crate::trace::link`, the one place a call passes
+//! through on its way in and out, which records it when the VM traces host calls.
+//!
 //! The table drives linking: `add_to_linker` hands each name to its area's `add_to_linker`, so a name in
 //! the table without a host function (or the reverse) fails loudly. It also backs the table in
 //! `specs/host-harness.md` and lets tools such as `host-harness validate` say what a module's imports are.

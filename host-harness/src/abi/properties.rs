@@ -13,6 +13,7 @@ use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::state::HostState;
 use crate::stream::StreamState;
+use crate::trace::link;
 
 /// Links the property import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -20,8 +21,8 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_get_property" => linker.func_wrap(ENV, name, proxy_get_property)?,
-        "proxy_set_property" => linker.func_wrap(ENV, name, proxy_set_property)?,
+        "proxy_get_property" => link(linker, ENV, name, proxy_get_property)?,
+        "proxy_set_property" => link(linker, ENV, name, proxy_set_property)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -128,13 +129,13 @@ fn lookup(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn proxy_get_property(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     path_ptr: u32,
     path_len: u32,
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_property");
+    let mut call = HostCall::new(caller, "proxy_get_property");
     let value = call.with_bytes(path_ptr, path_len, "path", |path, state| {
         lookup(state, path)
     })?;
@@ -148,13 +149,13 @@ fn proxy_get_property(
 /// Stores a property for the effective context (the stream, or the VM's root context); later reads in
 /// that context see it first, as in Envoy.
 fn proxy_set_property(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     path_ptr: u32,
     path_len: u32,
     value_ptr: u32,
     value_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_set_property");
+    let mut call = HostCall::new(caller, "proxy_set_property");
     let limit = call.state_ref().plugin.limits.max_guest_properties;
     let stored = call.with_two(
         (path_ptr, path_len, "path"),

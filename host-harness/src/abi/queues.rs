@@ -10,6 +10,7 @@ use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::shared::{MAX_QUEUES, QueueError};
 use crate::state::HostState;
+use crate::trace::link;
 
 /// Links the queue import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -17,12 +18,10 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_register_shared_queue" => {
-            linker.func_wrap(ENV, name, proxy_register_shared_queue)?
-        }
-        "proxy_resolve_shared_queue" => linker.func_wrap(ENV, name, proxy_resolve_shared_queue)?,
-        "proxy_enqueue_shared_queue" => linker.func_wrap(ENV, name, proxy_enqueue_shared_queue)?,
-        "proxy_dequeue_shared_queue" => linker.func_wrap(ENV, name, proxy_dequeue_shared_queue)?,
+        "proxy_register_shared_queue" => link(linker, ENV, name, proxy_register_shared_queue)?,
+        "proxy_resolve_shared_queue" => link(linker, ENV, name, proxy_resolve_shared_queue)?,
+        "proxy_enqueue_shared_queue" => link(linker, ENV, name, proxy_enqueue_shared_queue)?,
+        "proxy_dequeue_shared_queue" => link(linker, ENV, name, proxy_dequeue_shared_queue)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -30,12 +29,12 @@ pub(crate) fn add_to_linker(
 
 /// Registers (or re-opens) a queue of this plugin's VM id; this VM gets its notifications from now on.
 fn proxy_register_shared_queue(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     name_ptr: u32,
     name_len: u32,
     return_id: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_register_shared_queue");
+    let mut call = HostCall::new(caller, "proxy_register_shared_queue");
     call.check_slot(return_id, 4, "return_id")?;
     let id = call.with_bytes(name_ptr, name_len, "name", |name, state| {
         let inbox = Arc::clone(&state.queues);
@@ -52,14 +51,14 @@ fn proxy_register_shared_queue(
 
 /// Finds a queue by VM id and name, or NOT_FOUND.
 fn proxy_resolve_shared_queue(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     vm_id_ptr: u32,
     vm_id_len: u32,
     name_ptr: u32,
     name_len: u32,
     return_id: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_resolve_shared_queue");
+    let mut call = HostCall::new(caller, "proxy_resolve_shared_queue");
     let found = call.with_two(
         (vm_id_ptr, vm_id_len, "vm id"),
         (name_ptr, name_len, "name"),
@@ -73,12 +72,12 @@ fn proxy_resolve_shared_queue(
 }
 
 fn proxy_enqueue_shared_queue(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     queue_id: u32,
     value_ptr: u32,
     value_len: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_enqueue_shared_queue");
+    let mut call = HostCall::new(caller, "proxy_enqueue_shared_queue");
     let outcome = call.with_bytes(value_ptr, value_len, "value", |value, state| {
         state.plugin.shared.enqueue(queue_id, value)
     })?;
@@ -92,12 +91,12 @@ fn proxy_enqueue_shared_queue(
 }
 
 fn proxy_dequeue_shared_queue(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     queue_id: u32,
     return_data: u32,
     return_size: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_dequeue_shared_queue");
+    let mut call = HostCall::new(caller, "proxy_dequeue_shared_queue");
     call.check_slot(return_data, 4, "return_data")?;
     call.check_slot(return_size, 4, "return_size")?;
     match call.state_ref().plugin.shared.dequeue(queue_id) {

@@ -7,6 +7,7 @@ use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
 use crate::shared::SharedDataError;
 use crate::state::HostState;
+use crate::trace::link;
 
 /// Links the shared-data import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -14,8 +15,8 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_get_shared_data" => linker.func_wrap(ENV, name, proxy_get_shared_data)?,
-        "proxy_set_shared_data" => linker.func_wrap(ENV, name, proxy_set_shared_data)?,
+        "proxy_get_shared_data" => link(linker, ENV, name, proxy_get_shared_data)?,
+        "proxy_set_shared_data" => link(linker, ENV, name, proxy_set_shared_data)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -23,14 +24,14 @@ pub(crate) fn add_to_linker(
 
 /// Returns a key's value and cas, or NOT_FOUND.
 fn proxy_get_shared_data(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     key_ptr: u32,
     key_len: u32,
     return_data: u32,
     return_size: u32,
     return_cas: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_get_shared_data");
+    let mut call = HostCall::new(caller, "proxy_get_shared_data");
     let key = call.read(key_ptr, key_len, "key")?;
     let found = {
         let state = call.state();
@@ -58,14 +59,14 @@ fn proxy_get_shared_data(
 
 /// Sets a key; a non-zero cas must match the stored one (CAS_MISMATCH otherwise).
 fn proxy_set_shared_data(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     key_ptr: u32,
     key_len: u32,
     value_ptr: u32,
     value_len: u32,
     cas: u32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_set_shared_data");
+    let mut call = HostCall::new(caller, "proxy_set_shared_data");
     let outcome = call.with_two(
         (key_ptr, key_len, "key"),
         (value_ptr, value_len, "value"),

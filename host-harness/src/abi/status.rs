@@ -32,6 +32,22 @@ impl Status {
         self as u32
     }
 
+    /// The status with code `code`, if it is one a guest can be handed.
+    pub fn from_code(code: u32) -> Option<Self> {
+        [
+            Status::Ok,
+            Status::NotFound,
+            Status::BadArgument,
+            Status::SerializationFailure,
+            Status::ParseFailure,
+            Status::Empty,
+            Status::CasMismatch,
+            Status::InternalFailure,
+        ]
+        .into_iter()
+        .find(|status| status.code() == code)
+    }
+
     /// The spec's name for the status.
     pub fn name(self) -> &'static str {
         match self {

@@ -13,6 +13,7 @@ use crate::headers::Headers;
 use crate::logs::{LogLevel, LogSource};
 use crate::state::HostState;
 use crate::stream::{LocalResponse, StreamEvent, StreamId, StreamState};
+use crate::trace::{enum_arg, link};
 
 /// Links the stream-control import `name`; `Ok(false)` when it is not one of this area's.
 pub(crate) fn add_to_linker(
@@ -20,9 +21,9 @@ pub(crate) fn add_to_linker(
     name: &'static str,
 ) -> wasmtime::Result<bool> {
     match name {
-        "proxy_continue_stream" => linker.func_wrap(ENV, name, proxy_continue_stream)?,
-        "proxy_close_stream" => linker.func_wrap(ENV, name, proxy_close_stream)?,
-        "proxy_send_local_response" => linker.func_wrap(ENV, name, proxy_send_local_response)?,
+        "proxy_continue_stream" => link(linker, ENV, name, proxy_continue_stream)?,
+        "proxy_close_stream" => link(linker, ENV, name, proxy_close_stream)?,
+        "proxy_send_local_response" => link(linker, ENV, name, proxy_send_local_response)?,
         _ => return Ok(false),
     };
     Ok(true)
@@ -63,6 +64,13 @@ fn control_stream(
     stream_type: u32,
     change: fn(&mut StreamState, StreamType) -> Option<StreamEvent>,
 ) -> HostResult {
+    call.trace_arg(|| {
+        enum_arg(
+            "stream",
+            stream_type,
+            &["http_request", "http_response", "downstream", "upstream"],
+        )
+    });
     let Some(stream_type) = StreamType::from_abi(stream_type) else {
         return ret(Status::BadArgument);
     };
@@ -85,8 +93,8 @@ fn control_stream(
 }
 
 /// Resumes a paused request or response, releasing the body the filter held.
-fn proxy_continue_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_continue_stream");
+fn proxy_continue_stream(caller: &mut Caller<'_, HostState>, stream_type: u32) -> HostResult {
+    let mut call = HostCall::new(caller, "proxy_continue_stream");
     control_stream(&mut call, stream_type, |stream, stream_type| {
         if stream.is_terminated() {
             return None;
@@ -103,8 +111,8 @@ fn proxy_continue_stream(mut caller: Caller<'_, HostState>, stream_type: u32) ->
 }
 
 /// Resets the stream (Envoy resets an HTTP stream for either direction).
-fn proxy_close_stream(mut caller: Caller<'_, HostState>, stream_type: u32) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_close_stream");
+fn proxy_close_stream(caller: &mut Caller<'_, HostState>, stream_type: u32) -> HostResult {
+    let mut call = HostCall::new(caller, "proxy_close_stream");
     control_stream(&mut call, stream_type, |stream, _| {
         if stream.reset {
             return None;
@@ -170,7 +178,7 @@ fn as_grpc_reply(
 
 #[allow(clippy::too_many_arguments)]
 fn proxy_send_local_response(
-    mut caller: Caller<'_, HostState>,
+    caller: &mut Caller<'_, HostState>,
     status_code: u32,
     details_ptr: u32,
     details_len: u32,
@@ -180,7 +188,7 @@ fn proxy_send_local_response(
     headers_len: u32,
     grpc_status: i32,
 ) -> HostResult {
-    let mut call = HostCall::new(&mut caller, "proxy_send_local_response");
+    let mut call = HostCall::new(caller, "proxy_send_local_response");
     let details = call.read(details_ptr, details_len, "status code details")?;
     let body = call.read(body_ptr, body_len, "body")?;
     let max_fields = call.state_ref().plugin.limits.max_header_fields;

@@ -25,6 +25,7 @@ use crate::plugin::Plugin;
 use crate::shared::QueueInbox;
 use crate::state::{Contexts, GuestExports, GuestLimits, HostState, HttpCalls, IdMap, TickTimer};
 use crate::stream::{StreamEvent, StreamId, StreamState};
+use crate::trace::{HostCallRecord, TraceBuffer, Tracer};
 
 /// Timer rounds one `advance` runs at most: a plugin that keeps making work for itself at the same instant
 /// (a queue it refills from `proxy_on_queue_ready`, say) would otherwise never let virtual time move on.
@@ -89,6 +90,10 @@ pub struct Vm {
     /// Events raised by the host itself (failure policy), merged with the instance's on take.
     events: Vec<StreamEvent>,
     shut_down: bool,
+    /// The host calls of every instance this VM has had, when traced.
+    trace: TraceBuffer,
+    /// Whether new instances trace host calls (the live one is switched with it).
+    trace_enabled: bool,
 }
 
 impl std::fmt::Debug for Vm {
@@ -232,7 +237,10 @@ impl Vm {
             reload_at: None,
             events: Vec::new(),
             shut_down: false,
+            trace: TraceBuffer::default(),
+            trace_enabled: false,
         };
+        vm.trace_enabled = vm.plugin.shared.trace_host_calls;
         let instance = vm.instantiate()?;
         vm.live = Some(instance);
         Ok(vm)
@@ -274,6 +282,7 @@ impl Vm {
             events: Vec::new(),
             local_encodes: Vec::new(),
             scratch: Vec::new(),
+            trace: Tracer::new(self.trace_enabled, self.trace.clone()),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -408,6 +417,34 @@ impl Vm {
     /// How many records were dropped because the buffer was full.
     pub fn dropped_log_records(&self) -> u64 {
         self.log.dropped()
+    }
+
+    /// Turns the host-call trace on or off for this VM (and any instance that replaces this one); the
+    /// plugin's [`PluginBuilder::trace_host_calls`](crate::PluginBuilder::trace_host_calls) sets where it
+    /// starts. Records already taken stay as they are.
+    pub fn trace_host_calls(&mut self, on: bool) {
+        self.trace_enabled = on;
+        if let Some(instance) = self.live.as_mut() {
+            instance.store.data_mut().trace.enabled = on;
+        }
+    }
+
+    /// The host calls the guest made since the last [`Vm::take_host_calls`], oldest first (see
+    /// [`crate::trace`]); empty unless tracing is on.
+    pub fn host_calls(&self) -> Vec<HostCallRecord> {
+        self.trace.snapshot()
+    }
+
+    /// The host calls the guest made since the last take, removing them and resetting
+    /// [`Vm::dropped_host_calls`].
+    pub fn take_host_calls(&mut self) -> Vec<HostCallRecord> {
+        self.trace.take()
+    }
+
+    /// How many host calls since the last take were not recorded because the trace held
+    /// [`MAX_RECORDS`](crate::trace::MAX_RECORDS) already.
+    pub fn dropped_host_calls(&self) -> u64 {
+        self.trace.dropped()
     }
 
     /// Whether the VM is failed (a trap ended its instance and no reload replaced it yet).

@@ -14,6 +14,7 @@
 //! - `policies`: fail-closed, fail-open, fail-reload
 //! - `wasi`: environment, captured stdio, descriptor calls
 //! - `statuses`: gRPC, foreign functions, stream control without a stream, the import table
+//! - `trace`: the host-call trace
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod buffers;
@@ -28,4 +29,5 @@ mod shared;
 mod statuses;
 mod support;
 mod timers;
+mod trace;
 mod wasi;
