@@ -17,7 +17,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// # Errors
 /// When `timeout` passes first; the message names `what` was awaited.
 pub fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
-    until_some(what, timeout, || done().then_some(())).map(|()| ())
+    until_some(what, timeout, || done().then_some(()))
 }
 
 /// Calls `probe` every 50 ms until it returns a value, and returns that value.
