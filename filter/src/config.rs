@@ -14,7 +14,7 @@
 
 pub(crate) mod read;
 
-use serde_json::{Map, Value};
+use crate::json::{self, ErrorKind, Map, Value};
 
 use crate::access::{AccessPolicy, Cidr, IdentityRule, IdentitySource, PropertyPath, Requirement};
 use crate::credential::{
@@ -190,23 +190,21 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
     validate(RawConfig::read(&value)?)
 }
 
-/// An error from the JSON parser, which states where it is and never quotes a string: a syntax
+/// An error from the JSON reader, which states where it is and never quotes a string: a syntax
 /// error, or a key named twice in one object.
-fn json_error(error: &serde_json::Error) -> ConfigError {
-    let (line, column) = (error.line(), error.column());
-    let full = error.to_string();
-    let suffix = format!(" at line {line} column {column}");
-    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
-    if error.is_data() {
+#[inline(never)]
+fn json_error(error: &json::Error) -> ConfigError {
+    let (line, column) = (error.line, error.column);
+    if let ErrorKind::Duplicate(_) = error.kind {
         return ConfigError::Shape {
             path: "configuration".into(),
-            message: format!("{message} (line {line}, column {column})"),
+            message: format!("{} (line {line}, column {column})", error.kind),
         };
     }
     ConfigError::Syntax {
         line,
         column,
-        message,
+        message: error.kind.to_string(),
     }
 }
 
@@ -354,22 +352,14 @@ impl RawCredential {
 }
 
 /// The string at `path.field`, if given.
-fn optional_string(
-    path: &str,
-    map: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, ConfigError> {
+fn optional_string(path: &str, map: &Map, field: &str) -> Result<Option<String>, ConfigError> {
     map.get(field)
         .map(|value| read::string(&read::join(path, field), value, "a string").map(str::to_owned))
         .transpose()
 }
 
 /// The string at `path.field`, which must be given.
-fn required_string(
-    path: &str,
-    map: &Map<String, Value>,
-    field: &str,
-) -> Result<String, ConfigError> {
+fn required_string(path: &str, map: &Map, field: &str) -> Result<String, ConfigError> {
     optional_string(path, map, field)?
         .ok_or_else(|| read::shape(path, format!("missing field `{field}`")))
 }

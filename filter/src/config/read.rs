@@ -5,87 +5,16 @@
 //! never reach a log line. Unknown fields are rejected with their own path, as
 //! `parent.field: unknown field ...`.
 
-use std::fmt;
-
-use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
-
 use super::ConfigError;
+use crate::json::{self, Duplicates, Map, Value};
 
-/// Parses a JSON document into a [`Value`], refusing an object that names a key twice: a plain
-/// `Value` keeps the last silently, and a second `source` must not quietly win over the first.
+/// Parses a JSON document into a [`Value`], refusing an object that names a key twice: most
+/// readers keep the last silently, and a second `source` must not quietly win over the first.
 ///
 /// # Errors
-/// The parser's error: a syntax error, or `duplicate field` (a data error) with its position.
-pub(crate) fn document(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice::<Strict>(bytes).map(|strict| strict.0)
-}
-
-/// A [`Value`] read with duplicate keys refused.
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
-    }
-
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Strict(value) = map.next_value()?;
-            if object.contains_key(&key) {
-                return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
-            }
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
+/// The reader's error: a syntax error, or a duplicate key, with its position.
+pub(crate) fn document(bytes: &[u8]) -> Result<Value, json::Error> {
+    json::parse(bytes, Duplicates::Refuse)
 }
 
 /// `path.field`, or `field` at the top level.
@@ -161,7 +90,7 @@ pub(crate) fn object<'v>(
     value: &'v Value,
     expected: &str,
     fields: &[&str],
-) -> Result<&'v Map<String, Value>, ConfigError> {
+) -> Result<&'v Map, ConfigError> {
     let Value::Object(map) = value else {
         return Err(wrong_type(path, value, expected));
     };
@@ -301,7 +230,7 @@ pub(crate) fn one_or_many<T>(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use serde_json::json;
+    use crate::json::test_json as json;
 
     #[test]
     fn type_and_variant_errors_name_the_kind_never_the_value() {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use crate::config::read;
 use crate::config::{ConfigError, authority_text, env_name_problem, header_value, path_text};
@@ -346,11 +346,7 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     })
 }
 
-fn required_string(
-    map: &Map<String, Value>,
-    field: &str,
-    expected: &'static str,
-) -> Result<String, ConfigError> {
+fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<String, ConfigError> {
     match map.get(field) {
         None => Err(ConfigError::Missing {
             path: field_path(field),
@@ -360,7 +356,7 @@ fn required_string(
     }
 }
 
-fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ConfigError> {
+fn optional_string(map: &Map, field: &str) -> Result<Option<String>, ConfigError> {
     map.get(field)
         .map(|value| read::string(&field_path(field), value, "a string").map(str::to_owned))
         .transpose()
@@ -425,7 +421,7 @@ fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     }
 }
 
-fn value_source(map: &Map<String, Value>, field: &str) -> Result<ValueSource, ConfigError> {
+fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     match map.get(field) {
         None => Err(ConfigError::Missing {
             path: field_path(field),
@@ -519,7 +515,7 @@ fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigEr
         }
     };
     let mut params = Vec::new();
-    for (name, value) in map {
+    for (name, value) in map.iter() {
         let field = format!("extra_params.{name}");
         if name.is_empty() {
             return Err(invalid(
@@ -591,7 +587,7 @@ fn prefix_backoff(error: ConfigError) -> ConfigError {
 }
 
 fn duration_field(
-    map: &Map<String, Value>,
+    map: &Map,
     field: &str,
     default: Duration,
     min: Duration,
@@ -632,12 +628,7 @@ pub fn show(duration: Duration) -> String {
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"30"` (seconds) or a JSON number of seconds.
 pub fn parse_duration(value: &Value) -> Option<Duration> {
     match value {
-        Value::Number(number) => {
-            let seconds = number.as_f64()?;
-            (0.0..1e9)
-                .contains(&seconds)
-                .then(|| Duration::from_secs_f64(seconds))
-        }
+        Value::Number(number) => number.seconds_below(1_000_000_000),
         Value::String(text) => {
             let text = text.trim();
             let (digits, unit_millis) = if let Some(digits) = text.strip_suffix("ms") {
@@ -668,7 +659,15 @@ pub fn parse_duration(value: &Value) -> Option<Duration> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
+        super::parse(&crate::json::from_serde(value))
+    }
+
+    fn parse_duration(value: &Value) -> Option<Duration> {
+        super::parse_duration(&crate::json::from_serde(value))
+    }
 
     fn minimal() -> Value {
         json!({

@@ -9,10 +9,9 @@ use std::env::VarError;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::config::{BodyFormat, ClientAuth, Grant, OAuth2Config, SecretSource, ValueSource};
 use crate::credential::{CredentialError, env_value};
+use crate::json::{self, Duplicates, ObjectWriter, Value};
 use crate::secret::Secret;
 
 /// The client's identity and secrets, read once at configure time.
@@ -121,11 +120,11 @@ pub fn build_request(
                 .join("&"),
         ),
         BodyFormat::Json => {
-            let object: serde_json::Map<String, Value> = params
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), Value::String((*value).to_owned())))
-                .collect();
-            ("application/json", Value::Object(object).to_string())
+            let mut object = ObjectWriter::new();
+            for (name, value) in &params {
+                object.string(name, value);
+            }
+            ("application/json", object.finish())
         }
     };
     TokenRequest {
@@ -311,7 +310,7 @@ pub fn parse_response(
         }
         CallOutcome::Response { status, body } => (*status, body),
     };
-    let json: Option<serde_json::Map<String, Value>> = match serde_json::from_slice(body) {
+    let json = match json::parse(body, Duplicates::KeepLast) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
     };
@@ -366,8 +365,13 @@ pub fn parse_response(
     };
     let expires_in = match map.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(number)) => Some(positive_seconds(number.as_f64())?),
-        Some(Value::String(text)) => Some(positive_seconds(text.trim().parse::<f64>().ok())?),
+        Some(Value::Number(number)) => {
+            Some(positive_seconds(number.seconds_below(LONGEST_EXPIRY))?)
+        }
+        Some(Value::String(text)) => Some(positive_seconds(json::seconds_below(
+            text.trim(),
+            LONGEST_EXPIRY,
+        ))?),
         Some(_) => return Err(bad_expiry()),
     };
     let refresh_token = match map.get("refresh_token") {
@@ -394,9 +398,12 @@ fn bad_expiry() -> RefreshFailure {
     )
 }
 
-fn positive_seconds(value: Option<f64>) -> Result<Duration, RefreshFailure> {
+/// `expires_in` at or beyond this many seconds is not believed.
+const LONGEST_EXPIRY: u64 = 10_000_000_000;
+
+fn positive_seconds(value: Option<Duration>) -> Result<Duration, RefreshFailure> {
     match value {
-        Some(seconds) if (1.0..1e10).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        Some(seconds) if seconds >= Duration::from_secs(1) => Ok(seconds),
         _ => Err(bad_expiry()),
     }
 }
@@ -433,8 +440,8 @@ fn quote(text: &str, secrets: &[&Secret]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::token::config::parse;
-    use serde_json::json;
+    use crate::json::from_serde;
+    use serde_json::{Value, json};
 
     fn config(extra: Value) -> OAuth2Config {
         let mut value = json!({
@@ -450,7 +457,7 @@ mod tests {
                 value[key] = field.clone();
             }
         }
-        parse(&value).unwrap()
+        crate::token::config::parse(&from_serde(&value)).unwrap()
     }
 
     fn env(name: &str) -> Result<String, VarError> {
