@@ -13,11 +13,13 @@ use crate::json::{self, Duplicates, Map, Value};
 ///
 /// # Errors
 /// The reader's error: a syntax error, or a duplicate key, with its position.
+#[inline(never)]
 pub(crate) fn document(bytes: &[u8]) -> Result<Value, json::Error> {
     json::parse(bytes, Duplicates::Refuse)
 }
 
 /// `path.field`, or `field` at the top level.
+#[inline(never)]
 pub(crate) fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_owned()
@@ -27,11 +29,13 @@ pub(crate) fn join(path: &str, field: &str) -> String {
 }
 
 /// `path[index]`.
+#[inline(never)]
 pub(crate) fn item(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
 }
 
 /// A shape error at `path`; the top level is called `configuration`.
+#[inline(never)]
 pub(crate) fn shape(path: &str, message: String) -> ConfigError {
     ConfigError::Shape {
         path: if path.is_empty() {
@@ -44,6 +48,7 @@ pub(crate) fn shape(path: &str, message: String) -> ConfigError {
 }
 
 /// The JSON kind of `value`, the only thing a type error says about what was written.
+#[inline(never)]
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -56,6 +61,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// `invalid type: string, expected ...`.
+#[inline(never)]
 pub(crate) fn wrong_type(path: &str, value: &Value, expected: &str) -> ConfigError {
     shape(
         path,
@@ -64,6 +70,7 @@ pub(crate) fn wrong_type(path: &str, value: &Value, expected: &str) -> ConfigErr
 }
 
 /// `` `a` ``, `` `a` or `b` `` or `` one of `a`, `b`, `c` ``.
+#[inline(never)]
 fn one_of(names: impl ExactSizeIterator<Item = impl std::fmt::Display>) -> String {
     let count = names.len();
     let mut out = String::new();
@@ -85,6 +92,7 @@ fn one_of(names: impl ExactSizeIterator<Item = impl std::fmt::Display>) -> Strin
 ///
 /// # Errors
 /// A type error naming `expected`, or an unknown field at its own path.
+#[inline(never)]
 pub(crate) fn object<'v>(
     path: &str,
     value: &'v Value,
@@ -110,6 +118,7 @@ pub(crate) fn object<'v>(
 ///
 /// # Errors
 /// A type error naming `expected`.
+#[inline(never)]
 pub(crate) fn string<'v>(
     path: &str,
     value: &'v Value,
@@ -125,6 +134,7 @@ pub(crate) fn string<'v>(
 ///
 /// # Errors
 /// A type error.
+#[inline(never)]
 pub(crate) fn boolean(path: &str, value: &Value) -> Result<bool, ConfigError> {
     match value {
         Value::Bool(flag) => Ok(*flag),
@@ -136,6 +146,7 @@ pub(crate) fn boolean(path: &str, value: &Value) -> Result<bool, ConfigError> {
 ///
 /// # Errors
 /// A type error, also for negative and fractional numbers.
+#[inline(never)]
 pub(crate) fn whole(path: &str, value: &Value) -> Result<u64, ConfigError> {
     match value.as_u64() {
         Some(number) => Ok(number),
@@ -147,6 +158,7 @@ pub(crate) fn whole(path: &str, value: &Value) -> Result<u64, ConfigError> {
 ///
 /// # Errors
 /// A type error naming `expected`.
+#[inline(never)]
 pub(crate) fn list<'v>(
     path: &str,
     value: &'v Value,
@@ -162,6 +174,7 @@ pub(crate) fn list<'v>(
 ///
 /// # Errors
 /// A type error at the list or at the item that is not a string.
+#[inline(never)]
 pub(crate) fn strings(
     path: &str,
     value: &Value,
@@ -178,6 +191,7 @@ pub(crate) fn strings(
 ///
 /// # Errors
 /// A type error, or `unknown variant, expected ...`.
+#[inline(never)]
 pub(crate) fn variant<T: Copy>(
     path: &str,
     value: &Value,
@@ -208,6 +222,7 @@ pub(crate) fn variant<T: Copy>(
 ///
 /// # Errors
 /// A type error naming `expected`, or the first item's error.
+#[inline(never)]
 pub(crate) fn one_or_many<T>(
     path: &str,
     value: &Value,

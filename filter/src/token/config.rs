@@ -177,6 +177,7 @@ pub mod defaults {
     pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
 }
 
+#[inline(never)]
 fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: field_path(field),
@@ -184,6 +185,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+#[inline(never)]
 fn field_path(field: &str) -> String {
     if field.is_empty() {
         PATH.to_owned()
@@ -196,6 +198,7 @@ fn field_path(field: &str) -> String {
 ///
 /// # Errors
 /// A [`ConfigError`] naming the first wrong field; secrets are never quoted.
+#[inline(never)]
 pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let map = read::object(
         PATH,
@@ -346,6 +349,7 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     })
 }
 
+#[inline(never)]
 fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<String, ConfigError> {
     match map.get(field) {
         None => Err(ConfigError::Missing {
@@ -356,12 +360,14 @@ fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<Str
     }
 }
 
+#[inline(never)]
 fn optional_string(map: &Map, field: &str) -> Result<Option<String>, ConfigError> {
     map.get(field)
         .map(|value| read::string(&field_path(field), value, "a string").map(str::to_owned))
         .transpose()
 }
 
+#[inline(never)]
 fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     const HINT: &str =
         "{\"cluster\": \"oauth\", \"authority\": \"auth.example.com\", \"path\": \"/oauth/token\"}";
@@ -408,6 +414,7 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     })
 }
 
+#[inline(never)]
 fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     match value {
         Some(Value::String(name)) => match env_name_problem(name) {
@@ -421,6 +428,7 @@ fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     }
 }
 
+#[inline(never)]
 fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     match map.get(field) {
         None => Err(ConfigError::Missing {
@@ -441,6 +449,7 @@ fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     }
 }
 
+#[inline(never)]
 fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
     const HINT: &str = "{\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}";
     let Some(value) = value else {
@@ -475,6 +484,7 @@ fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
     }
 }
 
+#[inline(never)]
 fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
     let Some(value) = value else {
         return Ok(Vec::new());
@@ -503,6 +513,7 @@ fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
     Ok(scopes)
 }
 
+#[inline(never)]
 fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigError> {
     let map = match value {
         None => return Ok(Vec::new()),
@@ -535,6 +546,7 @@ fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigEr
     Ok(params)
 }
 
+#[inline(never)]
 fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
     let map = match value {
         None => {
@@ -576,6 +588,7 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
 }
 
 /// Moves an error about `initial`/`max` under `backoff.`.
+#[inline(never)]
 fn prefix_backoff(error: ConfigError) -> ConfigError {
     match error {
         ConfigError::Invalid { path, reason } => ConfigError::Invalid {
@@ -586,6 +599,7 @@ fn prefix_backoff(error: ConfigError) -> ConfigError {
     }
 }
 
+#[inline(never)]
 fn duration_field(
     map: &Map,
     field: &str,
@@ -626,6 +640,7 @@ pub fn show(duration: Duration) -> String {
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"30"` (seconds) or a JSON number of seconds.
+#[inline(never)]
 pub fn parse_duration(value: &Value) -> Option<Duration> {
     match value {
         Value::Number(number) => number.seconds_below(1_000_000_000),
