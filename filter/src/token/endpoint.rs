@@ -246,7 +246,17 @@ impl FailureReason {
 
     /// The reason named `name` (see [`FailureReason::name`]), if there is one.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|reason| reason.name() == name)
+        Some(match name {
+            "dispatch" => Self::Dispatch,
+            "timeout" => Self::Timeout,
+            "unreachable" => Self::Unreachable,
+            "http_status" => Self::HttpStatus,
+            "malformed" => Self::Malformed,
+            "missing_field" => Self::MissingField,
+            "invalid_grant" => Self::InvalidGrant,
+            "oauth_error" => Self::OAuthError,
+            _ => return None,
+        })
     }
 
     /// The reason's name in metrics and logs.
@@ -591,6 +601,41 @@ mod tests {
         assert_eq!(issued.refresh_token, None);
         let issued = parse_response(&response(200, json!({"access_token": "at-3"})), &[]).unwrap();
         assert_eq!(issued.expires_in, None);
+        let expiry = |expires_in: Value| {
+            parse_response(
+                &response(200, json!({"access_token": "a", "expires_in": expires_in})),
+                &[],
+            )
+            .map(|issued| issued.expires_in)
+            .map_err(|failure| failure.reason)
+        };
+        assert_eq!(expiry(json!(1.5)), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(
+            expiry(json!(" 90.25 ")),
+            Ok(Some(Duration::from_millis(90_250)))
+        );
+        assert_eq!(expiry(json!(3.6e3)), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(
+            expiry(json!(9_999_999_999u64)),
+            Ok(Some(Duration::from_secs(9_999_999_999)))
+        );
+        for bad in [
+            json!(0.5),
+            json!(-60),
+            json!(10_000_000_000u64),
+            json!("NaN"),
+            json!(true),
+        ] {
+            assert_eq!(expiry(bad), Err(FailureReason::Malformed));
+        }
+    }
+
+    #[test]
+    fn reasons_read_back_from_their_names() {
+        for reason in FailureReason::ALL {
+            assert_eq!(FailureReason::from_name(reason.name()), Some(reason));
+        }
+        assert_eq!(FailureReason::from_name("Timeout"), None);
     }
 
     #[test]
