@@ -776,9 +776,8 @@ fn write_u64(out: &mut String, mut number: u64) {
             break;
         }
     }
-    for &digit in digits.get(start..).unwrap_or_default() {
-        out.push(char::from(digit));
-    }
+    let written = digits.get(start..).unwrap_or_default();
+    out.push_str(std::str::from_utf8(written).unwrap_or_default());
 }
 
 /// The same document as a [`Value`], for tests that write their input with `serde_json::json!`.
