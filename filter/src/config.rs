@@ -11,10 +11,14 @@
 //!
 //! No error quotes a value it could not use (only its JSON kind), so a token
 //! pasted into the wrong field can never be echoed in a log line.
+//!
+//! Configuration code runs once per configure, never per request: its functions (here, in
+//! [`read`] and in the `oauth2` reader) are kept out of line so the binary holds each once
+//! instead of inlined copies of them.
 
 pub(crate) mod read;
 
-use serde_json::{Map, Value};
+use crate::json::{self, ErrorKind, Map, Value};
 
 use crate::access::{AccessPolicy, Cidr, IdentityRule, IdentitySource, PropertyPath, Requirement};
 use crate::credential::{
@@ -173,6 +177,7 @@ pub enum ConfigError {
 ///
 /// # Errors
 /// A [`ConfigError`] naming the first field that is wrong.
+#[inline(never)]
 pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
     let trimmed = bytes.trim_ascii();
     if trimmed.is_empty() {
@@ -190,23 +195,21 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
     validate(RawConfig::read(&value)?)
 }
 
-/// An error from the JSON parser, which states where it is and never quotes a string: a syntax
+/// An error from the JSON reader, which states where it is and never quotes a string: a syntax
 /// error, or a key named twice in one object.
-fn json_error(error: &serde_json::Error) -> ConfigError {
-    let (line, column) = (error.line(), error.column());
-    let full = error.to_string();
-    let suffix = format!(" at line {line} column {column}");
-    let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
-    if error.is_data() {
+#[inline(never)]
+fn json_error(error: &json::Error) -> ConfigError {
+    let (line, column) = (error.line, error.column);
+    if let ErrorKind::Duplicate(_) = error.kind {
         return ConfigError::Shape {
             path: "configuration".into(),
-            message: format!("{message} (line {line}, column {column})"),
+            message: format!("{} (line {line}, column {column})", error.kind),
         };
     }
     ConfigError::Syntax {
         line,
         column,
-        message,
+        message: error.kind.to_string(),
     }
 }
 
@@ -227,6 +230,7 @@ struct RawConfig {
 }
 
 impl RawConfig {
+    #[inline(never)]
     fn read(value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             "",
@@ -306,6 +310,7 @@ struct RawUsage {
 }
 
 impl RawUsage {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -338,6 +343,7 @@ struct RawCredential {
 }
 
 impl RawCredential {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -354,22 +360,16 @@ impl RawCredential {
 }
 
 /// The string at `path.field`, if given.
-fn optional_string(
-    path: &str,
-    map: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, ConfigError> {
+#[inline(never)]
+fn optional_string(path: &str, map: &Map, field: &str) -> Result<Option<String>, ConfigError> {
     map.get(field)
         .map(|value| read::string(&read::join(path, field), value, "a string").map(str::to_owned))
         .transpose()
 }
 
 /// The string at `path.field`, which must be given.
-fn required_string(
-    path: &str,
-    map: &Map<String, Value>,
-    field: &str,
-) -> Result<String, ConfigError> {
+#[inline(never)]
+fn required_string(path: &str, map: &Map, field: &str) -> Result<String, ConfigError> {
     optional_string(path, map, field)?
         .ok_or_else(|| read::shape(path, format!("missing field `{field}`")))
 }
@@ -398,6 +398,7 @@ struct RawFromTo {
 }
 
 impl RawRule {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -487,6 +488,7 @@ struct RawWhen {
 }
 
 impl RawWhen {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -532,6 +534,7 @@ struct RawHeaderCondition {
 }
 
 impl RawHeaderCondition {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -557,6 +560,7 @@ struct RawAccess {
 }
 
 impl RawAccess {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -602,6 +606,7 @@ struct RawIdentity {
 }
 
 impl RawIdentity {
+    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -638,6 +643,7 @@ const ACTIONS: &str =
 const TOKEN_HINT: &str = " (use letters, digits and !#$%&'*+-.^_`|~)";
 const PSEUDO_HINT: &str = " (pseudo-headers cannot be named here: use path_prefix, method, authority, rewrite_path_prefix or set_authority)";
 
+#[inline(never)]
 fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     let raw_credential = raw.credential.ok_or(ConfigError::Missing {
         path: "credential".into(),
@@ -722,6 +728,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
 }
 
 /// The `usage` section: on by default with the Anthropic preset, off otherwise; the limits in range.
+#[inline(never)]
 fn validate_usage(
     raw: Option<RawUsage>,
     preset: Option<Preset>,
@@ -766,6 +773,7 @@ fn validate_usage(
 }
 
 /// Every header name the rules may write, in rule order.
+#[inline(never)]
 fn written_names(rules: &[Rule]) -> impl Iterator<Item = &str> {
     rules
         .iter()
@@ -774,6 +782,7 @@ fn written_names(rules: &[Rule]) -> impl Iterator<Item = &str> {
 }
 
 /// Adds each name not in `names` yet.
+#[inline(never)]
 fn add_names<'n>(names: &mut Vec<String>, more: impl Iterator<Item = &'n str>) {
     for name in more {
         if !names.iter().any(|known| known == name) {
@@ -782,6 +791,7 @@ fn add_names<'n>(names: &mut Vec<String>, more: impl Iterator<Item = &'n str>) {
     }
 }
 
+#[inline(never)]
 fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigError> {
     let header = match &raw.header {
         Some(name) => header_name("credential.header", name)?,
@@ -816,6 +826,7 @@ fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigErr
     })
 }
 
+#[inline(never)]
 fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
     const PATH: &str = "credential.source";
     let invalid = |reason: String| ConfigError::Invalid {
@@ -892,6 +903,7 @@ struct Scope<'a> {
 
 impl Scope<'_> {
     /// Checks that an action may write to `name`.
+    #[inline(never)]
     fn writable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
         let why = if name == self.credential_header {
             Some("is the credential header, which no rule may touch")
@@ -911,6 +923,7 @@ impl Scope<'_> {
     }
 
     /// Checks that a condition may test `name`.
+    #[inline(never)]
     fn testable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
         let removed =
             name == self.credential_header || self.stripped.iter().any(|stripped| stripped == name);
@@ -933,6 +946,7 @@ impl Scope<'_> {
     }
 }
 
+#[inline(never)]
 fn validate_rules(
     field: &str,
     rules: Vec<RawRule>,
@@ -945,6 +959,7 @@ fn validate_rules(
         .collect()
 }
 
+#[inline(never)]
 fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
     let given: Vec<&str> = [
         ("set", raw.set.is_some()),
@@ -1028,6 +1043,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
     Ok(Rule { when, action })
 }
 
+#[inline(never)]
 fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), ConfigError> {
     if scope.kind == RuleKind::Response {
         return Err(ConfigError::Invalid {
@@ -1038,6 +1054,7 @@ fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), Confi
     Ok(())
 }
 
+#[inline(never)]
 fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
     let path_prefix = raw
         .path_prefix
@@ -1099,6 +1116,7 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
     })
 }
 
+#[inline(never)]
 fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
     if raw.identity.is_none() && raw.source_cidrs.is_none() {
         return Err(ConfigError::Invalid {
@@ -1174,6 +1192,7 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
 const UNTRUSTED_HEADER: &str = "any client can send a header, so it cannot identify the caller on its own: use {\"property\": \"caller.id\"} (host-harness serve with an [identity] mode) or {\"property\": \"source.principal\"} (Envoy or Istio with mTLS), or add \"trusted\": true only when a front proxy removes this header from every request and sets it itself";
 
 /// The one identity source of `access.identity`: a property, or a header declared trusted.
+#[inline(never)]
 fn identity_source(
     identity: &RawIdentity,
     credential_header: &str,
@@ -1226,6 +1245,7 @@ fn identity_source(
 // ---------------------------------------------------------------------------
 
 /// Whether `text` is a non-empty HTTP token (RFC 9110 `tchar`s).
+#[inline(never)]
 fn is_token(text: &str) -> bool {
     !text.is_empty()
         && text
@@ -1234,6 +1254,7 @@ fn is_token(text: &str) -> bool {
 }
 
 /// Validates a header name and returns it lower-cased.
+#[inline(never)]
 fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     if is_token(name) {
         return Ok(name.to_ascii_lowercase());
@@ -1255,6 +1276,7 @@ const ENV_NAME_MAX: usize = 64;
 /// Why `name` is not an environment variable name (ASCII letters, digits and `_`, not starting with a
 /// digit, at most [`ENV_NAME_MAX`] long), or `None` when it is one. The reason never quotes the
 /// name: a token pasted where a name belongs must not reach the logs.
+#[inline(never)]
 pub(crate) fn env_name_problem(name: &str) -> Option<&'static str> {
     let identifier = name
         .bytes()
@@ -1274,6 +1296,7 @@ pub(crate) fn env_name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+#[inline(never)]
 pub(crate) fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
     match forbidden_value_char(value) {
         Some(what) => Err(ConfigError::InvalidHeaderValue {
@@ -1284,6 +1307,7 @@ pub(crate) fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+#[inline(never)]
 fn managed(name: &str) -> Option<&'static str> {
     MANAGED_HEADERS
         .contains(&name)
@@ -1291,6 +1315,7 @@ fn managed(name: &str) -> Option<&'static str> {
 }
 
 /// A path or path prefix: starts with `/`, no whitespace or control characters.
+#[inline(never)]
 pub(crate) fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
     if !text.starts_with('/') {
         return Err(ConfigError::Invalid {
@@ -1311,6 +1336,7 @@ pub(crate) fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
 }
 
 /// An authority `host[:port]`, returned lower-cased.
+#[inline(never)]
 pub(crate) fn authority_text(path: &str, text: &str) -> Result<String, ConfigError> {
     let valid = !text.is_empty()
         && text

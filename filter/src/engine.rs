@@ -20,7 +20,7 @@
 //! headers, the configuration, the credential): only what a step computes,
 //! such as a merged beta line or a rewritten path, is allocated.
 
-use serde::Serialize;
+use crate::json::ObjectWriter;
 
 use crate::access::{CallerFacts, DenyReason};
 use crate::config::{FilterConfig, MissingCredential};
@@ -312,27 +312,13 @@ fn json_headers() -> Vec<(&'static str, &'static str)> {
 }
 
 /// An error body in the shape the Anthropic API uses, so clients parse it as one.
-/// Structs (not a JSON map) keep the field order `type`, `error`, `type`, `message`.
+/// The field order is `type`, `error`, `type`, `message`.
 fn error_body(kind: &str, message: &str) -> String {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        r#type: &'static str,
-        error: Detail<'a>,
-    }
-    #[derive(Serialize)]
-    struct Detail<'a> {
-        r#type: &'a str,
-        message: &'a str,
-    }
-    let body = Body {
-        r#type: "error",
-        error: Detail {
-            r#type: kind,
-            message,
-        },
-    };
-    // Serializing borrowed strings into a String cannot fail; fall back to an empty object anyway.
-    serde_json::to_string(&body).unwrap_or_else(|_| String::from("{}"))
+    let mut error = ObjectWriter::new();
+    error.string("type", kind).string("message", message);
+    let mut body = ObjectWriter::new();
+    body.string("type", "error").object("error", error);
+    body.finish()
 }
 
 impl RequestDecision<'_> {

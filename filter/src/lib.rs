@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`config`]: JSON shape, validation, the validated [`config::FilterConfig`].
 //! - [`secret`]: [`secret::Secret`], a string that prints as `[REDACTED]`.
+//! - [`json`]: the JSON reader and writer for the configuration, token answers and shared state.
 //! - [`headers`]: an ordered, byte-valued header list and per-name diffs.
 //! - [`rules`]: the request and response header rule engine.
 //! - [`access`]: identity allow-list and source CIDR checks.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod credential;
 pub mod engine;
 pub mod headers;
+pub mod json;
 pub mod metrics;
 pub mod preset;
 pub mod redact;

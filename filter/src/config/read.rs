@@ -5,90 +5,21 @@
 //! never reach a log line. Unknown fields are rejected with their own path, as
 //! `parent.field: unknown field ...`.
 
-use std::fmt;
-
-use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
-
 use super::ConfigError;
+use crate::json::{self, Duplicates, Map, Value};
 
-/// Parses a JSON document into a [`Value`], refusing an object that names a key twice: a plain
-/// `Value` keeps the last silently, and a second `source` must not quietly win over the first.
+/// Parses a JSON document into a [`Value`], refusing an object that names a key twice: most
+/// readers keep the last silently, and a second `source` must not quietly win over the first.
 ///
 /// # Errors
-/// The parser's error: a syntax error, or `duplicate field` (a data error) with its position.
-pub(crate) fn document(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice::<Strict>(bytes).map(|strict| strict.0)
-}
-
-/// A [`Value`] read with duplicate keys refused.
-struct Strict(Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
-    }
-
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
-    }
-
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(value).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
-    }
-
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Strict(value) = map.next_value()?;
-            if object.contains_key(&key) {
-                return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
-            }
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
+/// The reader's error: a syntax error, or a duplicate key, with its position.
+#[inline(never)]
+pub(crate) fn document(bytes: &[u8]) -> Result<Value, json::Error> {
+    json::parse(bytes, Duplicates::Refuse)
 }
 
 /// `path.field`, or `field` at the top level.
+#[inline(never)]
 pub(crate) fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_owned()
@@ -98,11 +29,13 @@ pub(crate) fn join(path: &str, field: &str) -> String {
 }
 
 /// `path[index]`.
+#[inline(never)]
 pub(crate) fn item(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
 }
 
 /// A shape error at `path`; the top level is called `configuration`.
+#[inline(never)]
 pub(crate) fn shape(path: &str, message: String) -> ConfigError {
     ConfigError::Shape {
         path: if path.is_empty() {
@@ -115,6 +48,7 @@ pub(crate) fn shape(path: &str, message: String) -> ConfigError {
 }
 
 /// The JSON kind of `value`, the only thing a type error says about what was written.
+#[inline(never)]
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -127,6 +61,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// `invalid type: string, expected ...`.
+#[inline(never)]
 pub(crate) fn wrong_type(path: &str, value: &Value, expected: &str) -> ConfigError {
     shape(
         path,
@@ -135,6 +70,7 @@ pub(crate) fn wrong_type(path: &str, value: &Value, expected: &str) -> ConfigErr
 }
 
 /// `` `a` ``, `` `a` or `b` `` or `` one of `a`, `b`, `c` ``.
+#[inline(never)]
 fn one_of(names: impl ExactSizeIterator<Item = impl std::fmt::Display>) -> String {
     let count = names.len();
     let mut out = String::new();
@@ -156,12 +92,13 @@ fn one_of(names: impl ExactSizeIterator<Item = impl std::fmt::Display>) -> Strin
 ///
 /// # Errors
 /// A type error naming `expected`, or an unknown field at its own path.
+#[inline(never)]
 pub(crate) fn object<'v>(
     path: &str,
     value: &'v Value,
     expected: &str,
     fields: &[&str],
-) -> Result<&'v Map<String, Value>, ConfigError> {
+) -> Result<&'v Map, ConfigError> {
     let Value::Object(map) = value else {
         return Err(wrong_type(path, value, expected));
     };
@@ -181,6 +118,7 @@ pub(crate) fn object<'v>(
 ///
 /// # Errors
 /// A type error naming `expected`.
+#[inline(never)]
 pub(crate) fn string<'v>(
     path: &str,
     value: &'v Value,
@@ -196,6 +134,7 @@ pub(crate) fn string<'v>(
 ///
 /// # Errors
 /// A type error.
+#[inline(never)]
 pub(crate) fn boolean(path: &str, value: &Value) -> Result<bool, ConfigError> {
     match value {
         Value::Bool(flag) => Ok(*flag),
@@ -207,6 +146,7 @@ pub(crate) fn boolean(path: &str, value: &Value) -> Result<bool, ConfigError> {
 ///
 /// # Errors
 /// A type error, also for negative and fractional numbers.
+#[inline(never)]
 pub(crate) fn whole(path: &str, value: &Value) -> Result<u64, ConfigError> {
     match value.as_u64() {
         Some(number) => Ok(number),
@@ -218,6 +158,7 @@ pub(crate) fn whole(path: &str, value: &Value) -> Result<u64, ConfigError> {
 ///
 /// # Errors
 /// A type error naming `expected`.
+#[inline(never)]
 pub(crate) fn list<'v>(
     path: &str,
     value: &'v Value,
@@ -233,6 +174,7 @@ pub(crate) fn list<'v>(
 ///
 /// # Errors
 /// A type error at the list or at the item that is not a string.
+#[inline(never)]
 pub(crate) fn strings(
     path: &str,
     value: &Value,
@@ -249,6 +191,7 @@ pub(crate) fn strings(
 ///
 /// # Errors
 /// A type error, or `unknown variant, expected ...`.
+#[inline(never)]
 pub(crate) fn variant<T: Copy>(
     path: &str,
     value: &Value,
@@ -279,6 +222,7 @@ pub(crate) fn variant<T: Copy>(
 ///
 /// # Errors
 /// A type error naming `expected`, or the first item's error.
+#[inline(never)]
 pub(crate) fn one_or_many<T>(
     path: &str,
     value: &Value,
@@ -301,7 +245,7 @@ pub(crate) fn one_or_many<T>(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use serde_json::json;
+    use crate::json::test_json as json;
 
     #[test]
     fn type_and_variant_errors_name_the_kind_never_the_value() {

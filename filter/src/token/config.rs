@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use crate::config::read;
 use crate::config::{ConfigError, authority_text, env_name_problem, header_value, path_text};
@@ -177,6 +177,7 @@ pub mod defaults {
     pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
 }
 
+#[inline(never)]
 fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: field_path(field),
@@ -184,6 +185,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+#[inline(never)]
 fn field_path(field: &str) -> String {
     if field.is_empty() {
         PATH.to_owned()
@@ -196,6 +198,7 @@ fn field_path(field: &str) -> String {
 ///
 /// # Errors
 /// A [`ConfigError`] naming the first wrong field; secrets are never quoted.
+#[inline(never)]
 pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let map = read::object(
         PATH,
@@ -346,11 +349,8 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     })
 }
 
-fn required_string(
-    map: &Map<String, Value>,
-    field: &str,
-    expected: &'static str,
-) -> Result<String, ConfigError> {
+#[inline(never)]
+fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<String, ConfigError> {
     match map.get(field) {
         None => Err(ConfigError::Missing {
             path: field_path(field),
@@ -360,12 +360,14 @@ fn required_string(
     }
 }
 
-fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, ConfigError> {
+#[inline(never)]
+fn optional_string(map: &Map, field: &str) -> Result<Option<String>, ConfigError> {
     map.get(field)
         .map(|value| read::string(&field_path(field), value, "a string").map(str::to_owned))
         .transpose()
 }
 
+#[inline(never)]
 fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     const HINT: &str =
         "{\"cluster\": \"oauth\", \"authority\": \"auth.example.com\", \"path\": \"/oauth/token\"}";
@@ -412,6 +414,7 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     })
 }
 
+#[inline(never)]
 fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     match value {
         Some(Value::String(name)) => match env_name_problem(name) {
@@ -425,7 +428,8 @@ fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     }
 }
 
-fn value_source(map: &Map<String, Value>, field: &str) -> Result<ValueSource, ConfigError> {
+#[inline(never)]
+fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     match map.get(field) {
         None => Err(ConfigError::Missing {
             path: field_path(field),
@@ -445,6 +449,7 @@ fn value_source(map: &Map<String, Value>, field: &str) -> Result<ValueSource, Co
     }
 }
 
+#[inline(never)]
 fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
     const HINT: &str = "{\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}";
     let Some(value) = value else {
@@ -479,6 +484,7 @@ fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
     }
 }
 
+#[inline(never)]
 fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
     let Some(value) = value else {
         return Ok(Vec::new());
@@ -507,6 +513,7 @@ fn scopes(value: Option<&Value>) -> Result<Vec<String>, ConfigError> {
     Ok(scopes)
 }
 
+#[inline(never)]
 fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigError> {
     let map = match value {
         None => return Ok(Vec::new()),
@@ -519,7 +526,7 @@ fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigEr
         }
     };
     let mut params = Vec::new();
-    for (name, value) in map {
+    for (name, value) in map.iter() {
         let field = format!("extra_params.{name}");
         if name.is_empty() {
             return Err(invalid(
@@ -539,6 +546,7 @@ fn extra_params(value: Option<&Value>) -> Result<Vec<(String, String)>, ConfigEr
     Ok(params)
 }
 
+#[inline(never)]
 fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
     let map = match value {
         None => {
@@ -580,6 +588,7 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
 }
 
 /// Moves an error about `initial`/`max` under `backoff.`.
+#[inline(never)]
 fn prefix_backoff(error: ConfigError) -> ConfigError {
     match error {
         ConfigError::Invalid { path, reason } => ConfigError::Invalid {
@@ -590,8 +599,9 @@ fn prefix_backoff(error: ConfigError) -> ConfigError {
     }
 }
 
+#[inline(never)]
 fn duration_field(
-    map: &Map<String, Value>,
+    map: &Map,
     field: &str,
     default: Duration,
     min: Duration,
@@ -617,7 +627,8 @@ fn duration_field(
 
 /// Renders a duration in the configuration's own syntax.
 pub fn show(duration: Duration) -> String {
-    let millis = duration.as_millis();
+    // Configured durations are far below u64 milliseconds; u64 keeps 128-bit formatting out.
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     if millis.is_multiple_of(3_600_000) && millis > 0 {
         format!("{}h", millis / 3_600_000)
     } else if millis.is_multiple_of(60_000) && millis > 0 {
@@ -630,14 +641,10 @@ pub fn show(duration: Duration) -> String {
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"30"` (seconds) or a JSON number of seconds.
+#[inline(never)]
 pub fn parse_duration(value: &Value) -> Option<Duration> {
     match value {
-        Value::Number(number) => {
-            let seconds = number.as_f64()?;
-            (0.0..1e9)
-                .contains(&seconds)
-                .then(|| Duration::from_secs_f64(seconds))
-        }
+        Value::Number(number) => number.seconds_below(1_000_000_000),
         Value::String(text) => {
             let text = text.trim();
             let (digits, unit_millis) = if let Some(digits) = text.strip_suffix("ms") {
@@ -668,7 +675,15 @@ pub fn parse_duration(value: &Value) -> Option<Duration> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
+        super::parse(&crate::json::from_serde(value))
+    }
+
+    fn parse_duration(value: &Value) -> Option<Duration> {
+        super::parse_duration(&crate::json::from_serde(value))
+    }
 
     fn minimal() -> Value {
         json!({

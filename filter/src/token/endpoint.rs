@@ -9,10 +9,9 @@ use std::env::VarError;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::config::{BodyFormat, ClientAuth, Grant, OAuth2Config, SecretSource, ValueSource};
 use crate::credential::{CredentialError, env_value};
+use crate::json::{self, Duplicates, ObjectWriter, Value};
 use crate::secret::Secret;
 
 /// The client's identity and secrets, read once at configure time.
@@ -121,11 +120,11 @@ pub fn build_request(
                 .join("&"),
         ),
         BodyFormat::Json => {
-            let object: serde_json::Map<String, Value> = params
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), Value::String((*value).to_owned())))
-                .collect();
-            ("application/json", Value::Object(object).to_string())
+            let mut object = ObjectWriter::new();
+            for (name, value) in &params {
+                object.string(name, value);
+            }
+            ("application/json", object.finish())
         }
     };
     TokenRequest {
@@ -247,7 +246,17 @@ impl FailureReason {
 
     /// The reason named `name` (see [`FailureReason::name`]), if there is one.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|reason| reason.name() == name)
+        Some(match name {
+            "dispatch" => Self::Dispatch,
+            "timeout" => Self::Timeout,
+            "unreachable" => Self::Unreachable,
+            "http_status" => Self::HttpStatus,
+            "malformed" => Self::Malformed,
+            "missing_field" => Self::MissingField,
+            "invalid_grant" => Self::InvalidGrant,
+            "oauth_error" => Self::OAuthError,
+            _ => return None,
+        })
     }
 
     /// The reason's name in metrics and logs.
@@ -311,7 +320,7 @@ pub fn parse_response(
         }
         CallOutcome::Response { status, body } => (*status, body),
     };
-    let json: Option<serde_json::Map<String, Value>> = match serde_json::from_slice(body) {
+    let json = match json::parse(body, Duplicates::KeepLast) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
     };
@@ -366,8 +375,13 @@ pub fn parse_response(
     };
     let expires_in = match map.get("expires_in") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(number)) => Some(positive_seconds(number.as_f64())?),
-        Some(Value::String(text)) => Some(positive_seconds(text.trim().parse::<f64>().ok())?),
+        Some(Value::Number(number)) => {
+            Some(positive_seconds(number.seconds_below(LONGEST_EXPIRY))?)
+        }
+        Some(Value::String(text)) => Some(positive_seconds(json::seconds_below(
+            text.trim(),
+            LONGEST_EXPIRY,
+        ))?),
         Some(_) => return Err(bad_expiry()),
     };
     let refresh_token = match map.get("refresh_token") {
@@ -394,9 +408,12 @@ fn bad_expiry() -> RefreshFailure {
     )
 }
 
-fn positive_seconds(value: Option<f64>) -> Result<Duration, RefreshFailure> {
+/// `expires_in` at or beyond this many seconds is not believed.
+const LONGEST_EXPIRY: u64 = 10_000_000_000;
+
+fn positive_seconds(value: Option<Duration>) -> Result<Duration, RefreshFailure> {
     match value {
-        Some(seconds) if (1.0..1e10).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        Some(seconds) if seconds >= Duration::from_secs(1) => Ok(seconds),
         _ => Err(bad_expiry()),
     }
 }
@@ -433,8 +450,8 @@ fn quote(text: &str, secrets: &[&Secret]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::token::config::parse;
-    use serde_json::json;
+    use crate::json::from_serde;
+    use serde_json::{Value, json};
 
     fn config(extra: Value) -> OAuth2Config {
         let mut value = json!({
@@ -450,7 +467,7 @@ mod tests {
                 value[key] = field.clone();
             }
         }
-        parse(&value).unwrap()
+        crate::token::config::parse(&from_serde(&value)).unwrap()
     }
 
     fn env(name: &str) -> Result<String, VarError> {
@@ -584,6 +601,41 @@ mod tests {
         assert_eq!(issued.refresh_token, None);
         let issued = parse_response(&response(200, json!({"access_token": "at-3"})), &[]).unwrap();
         assert_eq!(issued.expires_in, None);
+        let expiry = |expires_in: Value| {
+            parse_response(
+                &response(200, json!({"access_token": "a", "expires_in": expires_in})),
+                &[],
+            )
+            .map(|issued| issued.expires_in)
+            .map_err(|failure| failure.reason)
+        };
+        assert_eq!(expiry(json!(1.5)), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(
+            expiry(json!(" 90.25 ")),
+            Ok(Some(Duration::from_millis(90_250)))
+        );
+        assert_eq!(expiry(json!(3.6e3)), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(
+            expiry(json!(9_999_999_999u64)),
+            Ok(Some(Duration::from_secs(9_999_999_999)))
+        );
+        for bad in [
+            json!(0.5),
+            json!(-60),
+            json!(10_000_000_000u64),
+            json!("NaN"),
+            json!(true),
+        ] {
+            assert_eq!(expiry(bad), Err(FailureReason::Malformed));
+        }
+    }
+
+    #[test]
+    fn reasons_read_back_from_their_names() {
+        for reason in FailureReason::ALL {
+            assert_eq!(FailureReason::from_name(reason.name()), Some(reason));
+        }
+        assert_eq!(FailureReason::from_name("Timeout"), None);
     }
 
     #[test]

@@ -52,16 +52,16 @@ pub fn fingerprint(config: &OAuth2Config, client: &Client) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::json::from_serde;
     use crate::secret::Secret;
-    use crate::token::config::parse;
     use serde_json::json;
 
     #[test]
     fn fingerprint_follows_the_refresh_token_and_hides_it() {
-        let config = parse(&json!({
+        let config = crate::token::config::parse(&from_serde(&json!({
             "token_endpoint": {"cluster": "oauth", "authority": "a", "path": "/t"},
             "grant_type": "refresh_token", "client_id": "c", "refresh_token": {"env": "RT"}
-        }))
+        })))
         .unwrap();
         let client = |token: &str| Client {
             client_id: "c".into(),

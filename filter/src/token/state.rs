@@ -6,8 +6,7 @@
 //! the same backoff. This module is the one place that turns tokens into
 //! bytes for shared data; [`Secret`] itself has no `Serialize`.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use crate::json::{self, Duplicates, Map, ObjectWriter, Value};
 
 use super::endpoint::FailureReason;
 use crate::secret::Secret;
@@ -100,22 +99,28 @@ impl TokenState {
 
     /// Encodes the state for shared data.
     pub fn encode(&self) -> Vec<u8> {
-        let stored = StoredState {
-            v: STATE_VERSION,
-            generation: self.generation,
-            access_token: self.access_token.as_ref().map(Secret::expose),
-            expires_at_ms: self.expires_at_ms,
-            obtained_at_ms: self.obtained_at_ms,
-            refresh_token: self.refresh_token.as_ref().map(Secret::expose),
-            seed: &self.seed,
-            retired_seeds: &self.retired_seeds,
-            disabled: self.disabled.map(FailureReason::name),
-            failures: self.failures,
-            retry_at_ms: self.retry_at_ms,
-            unauthorized_at_ms: self.unauthorized_at_ms,
-        };
-        // Serializing plain strings and integers cannot fail; an empty value reads as "no state".
-        serde_json::to_vec(&stored).unwrap_or_default()
+        // The field order is the document format: the host's state file holds these bytes as is.
+        let mut stored = ObjectWriter::new();
+        stored
+            .number("v", u64::from(STATE_VERSION))
+            .number("generation", self.generation)
+            .optional_string(
+                "access_token",
+                self.access_token.as_ref().map(Secret::expose),
+            )
+            .number("expires_at_ms", self.expires_at_ms)
+            .number("obtained_at_ms", self.obtained_at_ms)
+            .optional_string(
+                "refresh_token",
+                self.refresh_token.as_ref().map(Secret::expose),
+            )
+            .string("seed", &self.seed)
+            .strings("retired_seeds", &self.retired_seeds)
+            .optional_string("disabled", self.disabled.map(FailureReason::name))
+            .number("failures", u64::from(self.failures))
+            .number("retry_at_ms", self.retry_at_ms)
+            .number("unauthorized_at_ms", self.unauthorized_at_ms);
+        stored.finish().into_bytes()
     }
 
     /// Decodes a state from shared data.
@@ -126,7 +131,7 @@ impl TokenState {
         if bytes.is_empty() {
             return Err(StateError::Empty);
         }
-        let Ok(Value::Object(loaded)) = serde_json::from_slice::<Value>(bytes) else {
+        let Ok(Value::Object(loaded)) = json::parse(bytes, Duplicates::KeepLast) else {
             return Err(StateError::Unreadable);
         };
         let document = Document(&loaded);
@@ -177,25 +182,9 @@ pub enum StateError {
     Version(u32),
 }
 
-#[derive(Serialize)]
-struct StoredState<'a> {
-    v: u32,
-    generation: u64,
-    access_token: Option<&'a str>,
-    expires_at_ms: u64,
-    obtained_at_ms: u64,
-    refresh_token: Option<&'a str>,
-    seed: &'a str,
-    retired_seeds: &'a [String],
-    disabled: Option<&'static str>,
-    failures: u32,
-    retry_at_ms: u64,
-    unauthorized_at_ms: u64,
-}
-
 /// A shared-data document being read: fields this version does not know are ignored (a newer
 /// version may add some), a known field of the wrong type makes the document unreadable.
-struct Document<'a>(&'a Map<String, Value>);
+struct Document<'a>(&'a Map);
 
 impl<'a> Document<'a> {
     /// A whole number, if present.
@@ -233,7 +222,7 @@ impl<'a> Document<'a> {
 }
 
 /// Who may refresh right now: one VM, until `until_ms`.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Lease {
     /// The holder's VM id; empty when free.
     pub holder: String,
@@ -254,12 +243,16 @@ impl Lease {
 
     /// Encodes the lease for shared data.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut stored = ObjectWriter::new();
+        stored
+            .string("holder", &self.holder)
+            .number("until_ms", self.until_ms);
+        stored.finish().into_bytes()
     }
 
     /// Decodes a lease; anything unreadable (an empty value included) counts as free.
     pub fn decode(bytes: &[u8]) -> Self {
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
+        let Ok(Value::Object(map)) = json::parse(bytes, Duplicates::KeepLast) else {
             return Self::default();
         };
         let document = Document(&map);
@@ -305,6 +298,27 @@ mod tests {
             "{debug}"
         );
         assert_eq!(state.lifetime_ms(), 1_000);
+    }
+
+    #[test]
+    fn the_document_format_is_stable() {
+        // Other VMs and the host's state file read these exact bytes.
+        let mut state = sample();
+        state.retired_seeds.push("quote\"d".into());
+        assert_eq!(
+            String::from_utf8(state.encode()).unwrap(),
+            concat!(
+                r#"{"v":1,"generation":3,"access_token":"at-secret","expires_at_ms":2000,"#,
+                r#""obtained_at_ms":1000,"refresh_token":"rt-secret","seed":"seed-a","#,
+                r#""retired_seeds":["seed-0","quote\"d"],"disabled":null,"failures":2,"#,
+                r#""retry_at_ms":5,"unauthorized_at_ms":7}"#
+            )
+        );
+        let lease = Lease {
+            holder: "vm-a".into(),
+            until_ms: 100,
+        };
+        assert_eq!(lease.encode(), br#"{"holder":"vm-a","until_ms":100}"#);
     }
 
     #[test]

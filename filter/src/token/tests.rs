@@ -102,7 +102,7 @@ fn config(extra: Value) -> super::config::OAuth2Config {
     for (key, field) in extra.as_object().unwrap() {
         value[key] = field.clone();
     }
-    parse(&value).unwrap()
+    parse(&crate::json::from_serde(&value)).unwrap()
 }
 
 fn client(refresh: &str) -> Client {

@@ -4,8 +4,7 @@
 //! time is written by hand from the host clock (RFC 3339, UTC, milliseconds). It never holds a prompt,
 //! response text or credential: only the caller, the model, counts, status and timings.
 
-use serde::Serialize;
-
+use crate::json::ObjectWriter;
 use crate::metrics::{
     MetricKind, USAGE_REQUESTS_TOTAL, USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, USAGE_TOKENS_TOTAL,
     USAGE_UNPARSED_TOTAL,
@@ -73,42 +72,25 @@ pub fn status_class(status: u16) -> &'static str {
 impl UsageRecord {
     /// The log line: `usage {...}`.
     pub fn log_line(&self) -> String {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            time: String,
-            request_id: Option<&'a str>,
-            caller: &'a str,
-            model: &'a str,
-            status: u16,
-            input_tokens: u64,
-            output_tokens: u64,
-            cache_creation_input_tokens: u64,
-            cache_read_input_tokens: u64,
-            stop_reason: Option<&'a str>,
-            duration_ms: u64,
-            ttfb_ms: Option<u64>,
-            streamed: bool,
-            parsed: bool,
-        }
-        let line = Line {
-            time: rfc3339_millis(self.time_ms),
-            request_id: self.request_id.as_deref(),
-            caller: &self.caller,
-            model: &self.model,
-            status: self.status,
-            input_tokens: self.tokens.input,
-            output_tokens: self.tokens.output,
-            cache_creation_input_tokens: self.tokens.cache_creation_input,
-            cache_read_input_tokens: self.tokens.cache_read_input,
-            stop_reason: self.stop_reason.as_deref(),
-            duration_ms: self.duration_ms,
-            ttfb_ms: self.ttfb_ms,
-            streamed: self.streamed,
-            parsed: self.unparsed.is_none(),
-        };
-        // Serialising owned strings and numbers cannot fail; an empty object is still a valid line.
-        let json = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));
-        format!("usage {json}")
+        let mut line = ObjectWriter::after("usage ");
+        line.string("time", &rfc3339_millis(self.time_ms))
+            .optional_string("request_id", self.request_id.as_deref())
+            .string("caller", &self.caller)
+            .string("model", &self.model)
+            .number("status", u64::from(self.status))
+            .number("input_tokens", self.tokens.input)
+            .number("output_tokens", self.tokens.output)
+            .number(
+                "cache_creation_input_tokens",
+                self.tokens.cache_creation_input,
+            )
+            .number("cache_read_input_tokens", self.tokens.cache_read_input)
+            .optional_string("stop_reason", self.stop_reason.as_deref())
+            .number("duration_ms", self.duration_ms)
+            .optional_number("ttfb_ms", self.ttfb_ms)
+            .boolean("streamed", self.streamed)
+            .boolean("parsed", self.unparsed.is_none());
+        line.finish()
     }
 
     /// The metric updates this record accounts for, given the caller and model labels after the caps:
