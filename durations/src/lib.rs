@@ -49,8 +49,10 @@ impl fmt::Display for DurationError {
 
 impl std::error::Error for DurationError {}
 
-/// Most digits read on either side of the decimal point: beyond this every value is out of range.
+/// Most digits read before the decimal point: beyond this every value is out of range.
 const MAX_DIGITS: usize = 15;
+/// Most significant digits after the decimal point: beyond this no value is whole milliseconds.
+const MAX_FRACTION_DIGITS: usize = 9;
 
 /// Parses a duration written as text (`"500ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h"`, `"30"`).
 ///
@@ -100,7 +102,9 @@ fn scaled(number: &str, unit_millis: u64) -> Result<Duration, DurationError> {
     if whole.len() > MAX_DIGITS {
         return Err(DurationError::TooLong);
     }
-    if fraction.len() > MAX_DIGITS {
+    // Past nine digits no fraction of any unit (an hour is 3.6e6 ms) is a whole millisecond, and the
+    // arithmetic below stays within u64.
+    if fraction.len() > MAX_FRACTION_DIGITS {
         return Err(DurationError::FinerThanMillisecond);
     }
     let value = |part: &str| -> Result<u64, DurationError> {
@@ -115,13 +119,14 @@ fn scaled(number: &str, unit_millis: u64) -> Result<Duration, DurationError> {
         .ok_or(DurationError::TooLong)?;
     // The fraction is `fraction / 10^len`; times the unit it must come out whole.
     let denominator =
-        10_u128.pow(u32::try_from(fraction.len()).map_err(|_| DurationError::TooLong)?);
-    let numerator = u128::from(value(fraction)?) * u128::from(unit_millis);
+        10_u64.pow(u32::try_from(fraction.len()).map_err(|_| DurationError::TooLong)?);
+    let numerator = value(fraction)?
+        .checked_mul(unit_millis)
+        .ok_or(DurationError::TooLong)?;
     if numerator % denominator != 0 {
         return Err(DurationError::FinerThanMillisecond);
     }
-    let fraction_millis =
-        u64::try_from(numerator / denominator).map_err(|_| DurationError::TooLong)?;
+    let fraction_millis = numerator / denominator;
     let millis = whole_millis
         .checked_add(fraction_millis)
         .ok_or(DurationError::TooLong)?;

@@ -71,6 +71,11 @@ impl Value {
 pub struct Number(String);
 
 impl Number {
+    /// The literal as written in the document.
+    pub fn literal(&self) -> &str {
+        &self.0
+    }
+
     /// The value, when the literal is a plain non-negative integer that fits a `u64`.
     pub fn as_u64(&self) -> Option<u64> {
         let digits = self.0.as_bytes();

@@ -640,33 +640,13 @@ pub fn show(duration: Duration) -> String {
     }
 }
 
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"30"` (seconds) or a JSON number of seconds.
+/// Parses a duration in the workspace's one grammar (the `durations` crate, shared with the proxy's
+/// TOML): `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h"`, `"30"` (seconds), or a JSON number of seconds.
 #[inline(never)]
 pub fn parse_duration(value: &Value) -> Option<Duration> {
     match value {
-        Value::Number(number) => number.seconds_below(1_000_000_000),
-        Value::String(text) => {
-            let text = text.trim();
-            let (digits, unit_millis) = if let Some(digits) = text.strip_suffix("ms") {
-                (digits, 1)
-            } else if let Some(digits) = text.strip_suffix('s') {
-                (digits, 1000)
-            } else if let Some(digits) = text.strip_suffix('m') {
-                (digits, 60_000)
-            } else if let Some(digits) = text.strip_suffix('h') {
-                (digits, 3_600_000)
-            } else {
-                (text, 1000)
-            };
-            if digits.is_empty()
-                || !digits.bytes().all(|byte| byte.is_ascii_digit())
-                || digits.len() > 12
-            {
-                return None;
-            }
-            let count: u64 = digits.parse().ok()?;
-            Some(Duration::from_millis(count.checked_mul(unit_millis)?))
-        }
+        Value::Number(number) => durations::parse_seconds(number.literal()).ok(),
+        Value::String(text) => durations::parse(text).ok(),
         _ => None,
     }
 }
@@ -808,6 +788,8 @@ mod tests {
             ("5m", 300_000),
             ("1h", 3_600_000),
             ("7", 7000),
+            ("1.5s", 1500),
+            ("0.5m", 30_000),
         ] {
             assert_eq!(
                 parse_duration(&json!(text)),
@@ -821,7 +803,8 @@ mod tests {
         );
         for bad in [
             json!("-1s"),
-            json!("1.5s"),
+            json!("1.0005s"),
+            json!("5 s"),
             json!("s"),
             json!(""),
             json!(-1),
