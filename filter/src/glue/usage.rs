@@ -13,14 +13,14 @@ use std::collections::HashMap;
 
 use log::{debug, info, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType};
 
 use super::{HostPort, now_ms};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::headers::HeaderList;
 use crate::metrics::{MetricKind, USAGE_UNPARSED_TOTAL};
-use crate::token::manager::{SetError, Write};
+use crate::token::manager::{Host, SetError, Write};
 use crate::usage::UsageConfig;
 use crate::usage::admission::{Admission, CALLERS_KEY, MODELS_KEY, SharedStore};
 use crate::usage::labels::sanitize;
@@ -188,24 +188,13 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     info!("{}", record.log_line());
 }
 
+/// The same shared-data calls the token state uses.
 impl SharedStore for HostPort {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
-            _ => None,
-        }
+        Host::get(self, key)
     }
 
     fn set(&mut self, key: &str, value: &[u8], write: Write) -> Result<(), SetError> {
-        // As for the token state: a cas no stored value can have inserts an absent key only.
-        let cas = match write {
-            Write::IfAbsent => u32::MAX,
-            Write::IfCas(cas) => cas,
-        };
-        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
-            Err(_) => Err(SetError::Failed),
-        }
+        Host::set(self, key, value, write)
     }
 }
