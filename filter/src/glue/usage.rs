@@ -11,21 +11,22 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use log::{debug, info, warn};
+use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use super::{HostPort, now_ms};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::headers::HeaderList;
 use crate::metrics::{MetricKind, USAGE_UNPARSED_TOTAL};
-use crate::token::manager::{SetError, Write};
+use crate::token::manager::{Host, SetError, Write};
 use crate::usage::UsageConfig;
 use crate::usage::admission::{Admission, CALLERS_KEY, MODELS_KEY, SharedStore};
+use crate::usage::caller;
 use crate::usage::labels::sanitize;
 use crate::usage::observe::{Observation, ResponseStart, observes};
-use crate::usage::{caller, record::MetricUpdate};
+use crate::usage::record::{UsageRecord, UsageSeries};
 
 /// Most usage metrics one VM defines. The caps bound the label sets; this keeps a host with a limit
 /// on metrics (the harness allows 10,000 per plugin) from ever being asked for more.
@@ -36,9 +37,16 @@ pub(super) struct UsageState {
     config: UsageConfig,
     callers: RefCell<Admission>,
     models: RefCell<Admission>,
-    /// Host ids of the usage metrics this VM has defined, by tagged name.
+    /// Host ids of the usage metrics this VM has defined, by tagged name: each name is defined once,
+    /// whichever label pair first needs it.
     metric_ids: RefCell<HashMap<String, u32>>,
+    /// The ids by caller label, model label and [`UsageSeries::index`], in front of `metric_ids`: a
+    /// request finds its ids without formatting a tagged name.
+    series_ids: RefCell<HashMap<String, HashMap<String, SeriesIds>>>,
 }
+
+/// The host ids of one caller and model label pair's series; `None` until first needed.
+type SeriesIds = [Option<u32>; UsageSeries::COUNT];
 
 impl UsageState {
     /// The state for a configuration with usage on; defines the unlabelled unparsed counter, so it
@@ -49,6 +57,7 @@ impl UsageState {
             callers: RefCell::new(Admission::new(CALLERS_KEY, config.max_callers)),
             models: RefCell::new(Admission::new(MODELS_KEY, config.max_models)),
             metric_ids: RefCell::new(HashMap::new()),
+            series_ids: RefCell::new(HashMap::new()),
         };
         state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
         state
@@ -81,18 +90,44 @@ impl UsageState {
         }
     }
 
-    fn apply(&self, update: &MetricUpdate) {
-        let Some(id) = self.metric_id(&update.name, update.kind) else {
-            return;
+    /// Adds the record's samples to the series of the label pair `caller`, `model`, defining each
+    /// series the first time this VM sees it.
+    fn apply(&self, record: &UsageRecord, caller: &str, model: &str) {
+        let mut by_caller = self.series_ids.borrow_mut();
+        let by_model = match by_caller.get_mut(caller) {
+            Some(by_model) => by_model,
+            None => by_caller.entry(caller.to_owned()).or_default(),
         };
-        let result = match update.kind {
-            MetricKind::Counter => {
-                hostcalls::increment_metric(id, i64::try_from(update.value).unwrap_or(i64::MAX))
+        let ids = match by_model.get_mut(model) {
+            Some(ids) => ids,
+            None => by_model
+                .entry(model.to_owned())
+                .or_insert([None; UsageSeries::COUNT]),
+        };
+        for (series, value) in record.samples() {
+            let Some(slot) = ids.get_mut(series.index()) else {
+                continue;
+            };
+            let id = match *slot {
+                Some(id) => id,
+                None => {
+                    let Some(id) = self.metric_id(&series.name(caller, model), series.kind())
+                    else {
+                        continue;
+                    };
+                    *slot = Some(id);
+                    id
+                }
+            };
+            let result = match series.kind() {
+                MetricKind::Counter => {
+                    hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
+                }
+                MetricKind::Gauge | MetricKind::Histogram => hostcalls::record_metric(id, value),
+            };
+            if let Err(status) = result {
+                debug!("cannot update usage metric {series:?}: {status:?}");
             }
-            MetricKind::Gauge | MetricKind::Histogram => hostcalls::record_metric(id, update.value),
-        };
-        if let Err(status) = result {
-            debug!("cannot update {}: {status:?}", update.name);
         }
     }
 }
@@ -176,36 +211,28 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     let model = sanitize(Some(record.model.as_bytes()));
     let caller_label = usage.callers.borrow_mut().label(&mut store, &caller);
     let model_label = usage.models.borrow_mut().label(&mut store, &model);
-    for update in record.metric_updates(caller_label, model_label) {
-        usage.apply(&update);
-    }
+    usage.apply(&record, caller_label, model_label);
     if let Some(reason) = record.unparsed {
         debug!(
             "response usage not read (status {}): {reason}",
             record.status
         );
     }
-    info!("{}", record.log_line());
+    if log_enabled!(Level::Info) {
+        // Straight to the host: through `info!` the finished line would be formatted into a copy.
+        if let Err(status) = hostcalls::log(LogLevel::Info, &record.log_line()) {
+            debug!("the usage line was not logged: {status:?}");
+        }
+    }
 }
 
+/// The same shared-data calls the token state uses.
 impl SharedStore for HostPort {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
-            _ => None,
-        }
+        Host::get(self, key)
     }
 
     fn set(&mut self, key: &str, value: &[u8], write: Write) -> Result<(), SetError> {
-        // As for the token state: a cas no stored value can have inserts an absent key only.
-        let cas = match write {
-            Write::IfAbsent => u32::MAX,
-            Write::IfCas(cas) => cas,
-        };
-        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
-            Err(_) => Err(SetError::Failed),
-        }
+        Host::set(self, key, value, write)
     }
 }

@@ -59,14 +59,7 @@ pub struct MetricUpdate {
 
 /// The status class label of a status: `1xx` to `5xx`, `unknown` otherwise (no response).
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "unknown",
-    }
+    StatusClass::of(status).label()
 }
 
 impl UsageRecord {
@@ -97,50 +90,177 @@ impl UsageRecord {
     /// one request by status class, each non-zero token count by type, the time to first byte by model,
     /// and an unparsed response when a successful (2xx) response's usage could not be read.
     pub fn metric_updates(&self, caller: &str, model: &str) -> Vec<MetricUpdate> {
-        let counter = |name: String, value: u64| MetricUpdate {
-            name,
-            kind: MetricKind::Counter,
-            value,
-        };
-        let mut updates = vec![counter(
-            tagged(
+        self.samples()
+            .map(|(series, value)| MetricUpdate {
+                name: series.name(caller, model),
+                kind: series.kind(),
+                value,
+            })
+            .collect()
+    }
+
+    /// The series [`UsageRecord::metric_updates`] updates, in the same order, with their values; a
+    /// series is named (and its name formatted) only when a VM first defines it.
+    pub fn samples(&self) -> impl Iterator<Item = (UsageSeries, u64)> + use<> {
+        let tokens = [
+            (TokenType::Input, self.tokens.input),
+            (TokenType::Output, self.tokens.output),
+            (TokenType::CacheRead, self.tokens.cache_read_input),
+            (TokenType::CacheCreation, self.tokens.cache_creation_input),
+        ];
+        let requests = (UsageSeries::Requests(StatusClass::of(self.status)), 1);
+        let ttfb = self
+            .ttfb_ms
+            .map(|ttfb| (UsageSeries::TimeToFirstByte, ttfb));
+        let unparsed = (self.unparsed.is_some() && (200..300).contains(&self.status))
+            .then_some((UsageSeries::Unparsed, 1));
+        std::iter::once(requests)
+            .chain(
+                tokens
+                    .into_iter()
+                    .filter(|(_, value)| *value > 0)
+                    .map(|(kind, value)| (UsageSeries::Tokens(kind), value)),
+            )
+            .chain(ttfb)
+            .chain(unparsed)
+    }
+}
+
+/// A status class label: `1xx` to `5xx`, or `unknown` (no response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusClass {
+    /// `1xx`.
+    Informational,
+    /// `2xx`.
+    Success,
+    /// `3xx`.
+    Redirection,
+    /// `4xx`.
+    ClientError,
+    /// `5xx`.
+    ServerError,
+    /// No response, or a status outside 100 to 599.
+    Unknown,
+}
+
+impl StatusClass {
+    /// Every class, in [`StatusClass::index`] order.
+    pub const ALL: [StatusClass; 6] = [
+        StatusClass::Informational,
+        StatusClass::Success,
+        StatusClass::Redirection,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+        StatusClass::Unknown,
+    ];
+
+    /// The class of a status.
+    pub fn of(status: u16) -> Self {
+        match status {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            500..=599 => StatusClass::ServerError,
+            _ => StatusClass::Unknown,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusClass::Informational => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+            StatusClass::Unknown => "unknown",
+        }
+    }
+}
+
+/// A token type label of the tokens counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    /// `input`.
+    Input,
+    /// `output`.
+    Output,
+    /// `cache_read`.
+    CacheRead,
+    /// `cache_creation`.
+    CacheCreation,
+}
+
+impl TokenType {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenType::Input => "input",
+            TokenType::Output => "output",
+            TokenType::CacheRead => "cache_read",
+            TokenType::CacheCreation => "cache_creation",
+        }
+    }
+}
+
+/// One usage metric series for a caller and model label: which base metric, and its own labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageSeries {
+    /// Observed requests of a status class.
+    Requests(StatusClass),
+    /// Tokens of a type.
+    Tokens(TokenType),
+    /// Time to first byte (tagged by model only).
+    TimeToFirstByte,
+    /// Unreadable successful responses (untagged).
+    Unparsed,
+}
+
+impl UsageSeries {
+    /// How many distinct series one caller and model label pair has: [`UsageSeries::index`] is below it.
+    pub const COUNT: usize = StatusClass::ALL.len() + 4 + 2;
+
+    /// A dense index of the series among those of one label pair, for a table of metric ids.
+    pub fn index(self) -> usize {
+        match self {
+            UsageSeries::Requests(class) => class as usize,
+            UsageSeries::Tokens(kind) => StatusClass::ALL.len() + kind as usize,
+            UsageSeries::TimeToFirstByte => StatusClass::ALL.len() + 4,
+            UsageSeries::Unparsed => StatusClass::ALL.len() + 5,
+        }
+    }
+
+    /// The metric kind.
+    pub fn kind(self) -> MetricKind {
+        match self {
+            UsageSeries::TimeToFirstByte => MetricKind::Histogram,
+            UsageSeries::Requests(_) | UsageSeries::Tokens(_) | UsageSeries::Unparsed => {
+                MetricKind::Counter
+            }
+        }
+    }
+
+    /// The tagged metric name for already capped and sanitised labels.
+    pub fn name(self, caller: &str, model: &str) -> String {
+        match self {
+            UsageSeries::Requests(class) => tagged(
                 USAGE_REQUESTS_TOTAL,
                 &[
                     ("caller", caller),
                     ("model", model),
-                    ("status_class", status_class(self.status)),
+                    ("status_class", class.label()),
                 ],
             ),
-            1,
-        )];
-        let tokens = [
-            ("input", self.tokens.input),
-            ("output", self.tokens.output),
-            ("cache_read", self.tokens.cache_read_input),
-            ("cache_creation", self.tokens.cache_creation_input),
-        ];
-        for (kind, value) in tokens {
-            if value > 0 {
-                updates.push(counter(
-                    tagged(
-                        USAGE_TOKENS_TOTAL,
-                        &[("caller", caller), ("model", model), ("type", kind)],
-                    ),
-                    value,
-                ));
+            UsageSeries::Tokens(kind) => tagged(
+                USAGE_TOKENS_TOTAL,
+                &[("caller", caller), ("model", model), ("type", kind.label())],
+            ),
+            UsageSeries::TimeToFirstByte => {
+                tagged(USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, &[("model", model)])
             }
+            UsageSeries::Unparsed => USAGE_UNPARSED_TOTAL.to_owned(),
         }
-        if let Some(ttfb) = self.ttfb_ms {
-            updates.push(MetricUpdate {
-                name: tagged(USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, &[("model", model)]),
-                kind: MetricKind::Histogram,
-                value: ttfb,
-            });
-        }
-        if self.unparsed.is_some() && (200..300).contains(&self.status) {
-            updates.push(counter(USAGE_UNPARSED_TOTAL.to_owned(), 1));
-        }
-        updates
     }
 }
 
@@ -159,13 +279,32 @@ pub fn rfc3339_millis(ms: u64) -> String {
     let days = ms / 86_400_000;
     let of_day = ms % 86_400_000;
     let (year, month, day) = civil_date(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3_600_000,
-        of_day / 60_000 % 60,
-        of_day / 1000 % 60,
-        of_day % 1000
-    )
+    // Written digit by digit: this runs for every observed request, and the formatting machinery
+    // costs several times as much.
+    let mut text = String::with_capacity(24);
+    let fields = [
+        (year, 4, '-'),
+        (month, 2, '-'),
+        (day, 2, 'T'),
+        (of_day / 3_600_000, 2, ':'),
+        (of_day / 60_000 % 60, 2, ':'),
+        (of_day / 1000 % 60, 2, '.'),
+        (of_day % 1000, 3, 'Z'),
+    ];
+    for (value, width, separator) in fields {
+        push_digits(&mut text, value, width);
+        text.push(separator);
+    }
+    text
+}
+
+/// Appends `value` in decimal, zero-padded to `width` digits (more when it needs more).
+fn push_digits(text: &mut String, value: u64, width: u32) {
+    let digits = value.checked_ilog10().map_or(1, |log| log + 1).max(width);
+    for place in (0..digits).rev() {
+        let digit = value / 10_u64.pow(place) % 10;
+        text.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01: the date is counted in 400-year eras
@@ -335,6 +474,27 @@ mod tests {
             "credential_filter_usage_requests_total;caller=c;model=m;status_class=5xx"
         );
         assert_eq!(error_names.len(), 2, "{error_names:?}");
+    }
+
+    #[test]
+    fn every_series_has_its_own_index_below_the_count() {
+        let mut series: Vec<UsageSeries> = StatusClass::ALL
+            .into_iter()
+            .map(UsageSeries::Requests)
+            .collect();
+        series.extend(
+            [
+                TokenType::Input,
+                TokenType::Output,
+                TokenType::CacheRead,
+                TokenType::CacheCreation,
+            ]
+            .map(UsageSeries::Tokens),
+        );
+        series.extend([UsageSeries::TimeToFirstByte, UsageSeries::Unparsed]);
+        let mut indices: Vec<usize> = series.iter().map(|series| series.index()).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..UsageSeries::COUNT).collect::<Vec<_>>());
     }
 
     #[test]

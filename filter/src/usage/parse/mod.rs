@@ -67,17 +67,19 @@ pub enum BodyKind {
 impl BodyKind {
     /// The framing a `content-type` value names, if it is one the parser reads.
     pub fn from_content_type(value: &str) -> Option<BodyKind> {
-        let essence = value
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
-            "text/event-stream" => Some(BodyKind::EventStream),
-            "application/json" => Some(BodyKind::Json),
-            json if json.ends_with("+json") => Some(BodyKind::Json),
-            _ => None,
+        // Compared without a lower-cased copy: this runs on every observed response.
+        let essence = value.split(';').next().unwrap_or("").trim();
+        let json_suffix = essence
+            .len()
+            .checked_sub("+json".len())
+            .and_then(|start| essence.get(start..))
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
+        if essence.eq_ignore_ascii_case("text/event-stream") {
+            Some(BodyKind::EventStream)
+        } else if essence.eq_ignore_ascii_case("application/json") || json_suffix {
+            Some(BodyKind::Json)
+        } else {
+            None
         }
     }
 }
@@ -98,11 +100,16 @@ pub enum Encoding {
 impl Encoding {
     /// The encoding a `content-encoding` value names (absent: pass `""`).
     pub fn from_content_encoding(value: &str) -> Encoding {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "identity" => Encoding::Identity,
-            "gzip" | "x-gzip" => Encoding::Gzip,
-            "deflate" => Encoding::Deflate,
-            _ => Encoding::Unsupported,
+        let value = value.trim();
+        let is = |name: &str| value.eq_ignore_ascii_case(name);
+        if value.is_empty() || is("identity") {
+            Encoding::Identity
+        } else if is("gzip") || is("x-gzip") {
+            Encoding::Gzip
+        } else if is("deflate") {
+            Encoding::Deflate
+        } else {
+            Encoding::Unsupported
         }
     }
 }

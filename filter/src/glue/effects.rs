@@ -1,0 +1,175 @@
+//! Carrying a decision out on the host: metric updates, header edits, local answers.
+
+use log::{Level, debug, log_enabled, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, MapType, MetricType};
+
+use super::Configured;
+use super::stream::{RequestPhase, StreamShared};
+use crate::config::FilterConfig;
+use crate::engine::{self, LocalResponse, RequestDecision};
+use crate::headers::{HeaderEdit, HeaderList, diff};
+use crate::metrics::{Metric, MetricKind};
+use crate::preset::PresetOutcome;
+use crate::redact::render_headers;
+
+/// Host ids of the metrics, by [`Metric::index`]; `None` when definition failed.
+#[derive(Clone, Copy, Default)]
+pub(super) struct MetricIds([Option<u32>; Metric::ALL.len()]);
+
+impl MetricIds {
+    pub(super) fn define() -> Self {
+        let mut ids = Self::default();
+        for metric in Metric::ALL {
+            let kind = match metric.kind() {
+                MetricKind::Counter => MetricType::Counter,
+                MetricKind::Gauge => MetricType::Gauge,
+                MetricKind::Histogram => MetricType::Histogram,
+            };
+            match hostcalls::define_metric(kind, metric.name()) {
+                Ok(id) => {
+                    if let Some(slot) = ids.0.get_mut(metric.index()) {
+                        *slot = Some(id);
+                    }
+                }
+                Err(status) => warn!("cannot define metric {}: {status:?}", metric.name()),
+            }
+        }
+        ids
+    }
+
+    fn id(self, metric: Metric) -> Option<u32> {
+        self.0.get(metric.index()).copied().flatten()
+    }
+
+    pub(super) fn increment(self, metric: Metric, by: u64) {
+        let Some(id) = self.id(metric) else { return };
+        let offset = i64::try_from(by).unwrap_or(i64::MAX);
+        if let Err(status) = hostcalls::increment_metric(id, offset) {
+            debug!("cannot increment {}: {status:?}", metric.name());
+        }
+    }
+
+    pub(super) fn record(self, metric: Metric, value: u64) {
+        let Some(id) = self.id(metric) else { return };
+        if let Err(status) = hostcalls::record_metric(id, value) {
+            debug!("cannot record {}: {status:?}", metric.name());
+        }
+    }
+}
+
+/// Carries out a request decision on the effective context: counts it, logs it, and either changes
+/// the request headers or answers locally. `count_request` is false for a held request, which was
+/// counted when it arrived. Returns the action for a callback that is still running.
+pub(super) fn finish_request(
+    state: &Configured,
+    metrics: MetricIds,
+    shared: &StreamShared,
+    context_id: u32,
+    request: &HeaderList<'_>,
+    decision: RequestDecision<'_>,
+    count_request: bool,
+) -> Action {
+    for (metric, by) in decision.counter_increments(&state.config) {
+        if count_request || metric != Metric::Requests {
+            metrics.increment(metric, by);
+        }
+    }
+    match decision {
+        RequestDecision::Respond(response) => {
+            debug!(
+                "request {context_id}: answered locally with {} ({:?})",
+                response.status, response.reason
+            );
+            shared.enter(RequestPhase::AnsweredLocally);
+            send_local(&response);
+            Action::Pause
+        }
+        RequestDecision::Forward(forward) => {
+            if log_enabled!(Level::Debug) {
+                debug!(
+                    "request {context_id}: forwarded; credential {}; stripped {:?}; rules applied {:?}; preset {}; upstream headers {}",
+                    if forward.credential_injected {
+                        "injected"
+                    } else {
+                        "missing"
+                    },
+                    engine::stripped_headers(&state.config, request).collect::<Vec<_>>(),
+                    forward.rules_applied,
+                    describe_preset(&state.config, forward.preset),
+                    render_headers(&forward.headers, &state.config.credential.header),
+                );
+            }
+            let names = &state.config.request_header_names;
+            for edit in diff(request, &forward.headers, names) {
+                apply_edit(
+                    context_id,
+                    MapType::HttpRequestHeaders,
+                    &forward.headers,
+                    edit,
+                );
+            }
+            if forward.request.is_some() {
+                *shared.request.borrow_mut() = forward.request;
+            }
+            Action::Continue
+        }
+    }
+}
+
+pub(super) fn send_local(response: &LocalResponse) {
+    if let Err(status) = hostcalls::send_http_response(
+        response.status,
+        response.headers.clone(),
+        Some(response.body.as_bytes()),
+    ) {
+        warn!("sending a local {} failed: {status:?}", response.status);
+    }
+}
+
+/// Carries out one header edit on a request or response header or trailer map; `after` holds the
+/// new values. One value (the usual case) is one host call.
+pub(super) fn apply_edit(
+    context_id: u32,
+    map: MapType,
+    after: &HeaderList<'_>,
+    edit: HeaderEdit<'_>,
+) {
+    let result = match edit {
+        HeaderEdit::Remove(name) => hostcalls::remove_map_value(map, name),
+        HeaderEdit::Set(name, value) => hostcalls::set_map_value_bytes(map, name, Some(value)),
+        HeaderEdit::Add(name, value) => hostcalls::add_map_value_bytes(map, name, value),
+        HeaderEdit::Replace(name) => hostcalls::remove_map_value(map, name).and_then(|()| {
+            after
+                .get_all(name)
+                .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
+        }),
+    };
+    // The SDK aborts the VM on a status it does not expect (the host's failure policy then closes the
+    // stream, so a request never leaves half-edited); what it does return is logged here.
+    if let Err(status) = result {
+        // Only the name: the value may be the credential.
+        let name = edit.name();
+        warn!("context {context_id}: changing header {name} failed: {status:?}");
+    }
+}
+
+/// Says in words what the preset did, for the per-request debug line.
+pub(super) fn describe_preset(config: &FilterConfig, outcome: Option<PresetOutcome>) -> String {
+    match (config.preset, outcome) {
+        (Some(preset), Some(outcome)) => {
+            let mut changes = Vec::new();
+            if outcome.added_version {
+                changes.push("added anthropic-version");
+            }
+            if outcome.added_oauth_beta {
+                changes.push("added the oauth beta flag");
+            }
+            if changes.is_empty() {
+                changes.push("no change");
+            }
+            format!("{} ({})", preset.name(), changes.join(", "))
+        }
+        _ => "none".to_owned(),
+    }
+}

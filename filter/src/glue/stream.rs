@@ -1,0 +1,417 @@
+//! The HTTP context of one request: fetches what the pipeline needs, asks [`crate::engine`] and carries
+//! the decision out; what it shares with the root context, so the root can finish a held request.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use log::{Level, debug, log_enabled};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+
+use super::effects::{MetricIds, apply_edit, finish_request, send_local};
+use super::root::carry_out;
+use super::{Configured, HostPort, now_ms, usage};
+use crate::access::CallerFacts;
+use crate::config::FilterConfig;
+use crate::engine::{self, LocalResponse, RequestDecision, count};
+use crate::headers::{HeaderList, diff};
+use crate::metrics::Metric;
+use crate::rules::RequestSummary;
+use crate::token::manager::Verdict;
+use crate::usage::observe::Observation;
+
+/// What a stream shares with the root context, so the root can finish a held request.
+#[derive(Default)]
+pub(super) struct StreamShared {
+    /// The client's request, kept only when response rules need it.
+    pub(super) request: RefCell<Option<RequestSummary>>,
+    /// Where the request is: one value, so it cannot be both held and answered.
+    pub(super) phase: RefCell<RequestPhase>,
+    /// The token generation injected, to report a 401 against.
+    pub(super) generation: Cell<Option<u64>>,
+}
+
+/// Where a stream's request is.
+#[derive(Debug, Default)]
+pub(super) enum RequestPhase {
+    /// Not decided yet, or forwarded upstream.
+    #[default]
+    Open,
+    /// Admitted by the access policy (the proof kept, so it never runs again) and paused until a
+    /// token arrives.
+    Held(engine::Admitted),
+    /// Answered by the filter itself; nothing went upstream.
+    AnsweredLocally,
+}
+
+impl StreamShared {
+    /// Whether the request waits for a token.
+    pub(super) fn is_held(&self) -> bool {
+        matches!(*self.phase.borrow(), RequestPhase::Held(_))
+    }
+
+    /// Whether the filter answered the request itself.
+    pub(super) fn answered_locally(&self) -> bool {
+        matches!(*self.phase.borrow(), RequestPhase::AnsweredLocally)
+    }
+
+    /// Moves the request to `phase`.
+    pub(super) fn enter(&self, phase: RequestPhase) {
+        *self.phase.borrow_mut() = phase;
+    }
+
+    /// Ends a hold: the request is open again, and the access policy's proof is returned.
+    pub(super) fn release(&self) -> Option<engine::Admitted> {
+        let mut phase = self.phase.borrow_mut();
+        match std::mem::take(&mut *phase) {
+            RequestPhase::Held(admitted) => Some(admitted),
+            other => {
+                *phase = other;
+                None
+            }
+        }
+    }
+}
+
+/// A stream's [`StreamShared`]: its own until the root context must finish the request too, then
+/// behind an `Rc`. Most requests are never held, and so cost no second allocation.
+pub(super) enum ShareableStream {
+    Own(StreamShared),
+    WithRoot(Rc<StreamShared>),
+}
+
+impl ShareableStream {
+    /// The state for the root context to keep, moved behind an `Rc` the first time.
+    pub(super) fn share(&mut self) -> Rc<StreamShared> {
+        let shared = match std::mem::replace(self, Self::Own(StreamShared::default())) {
+            Self::Own(own) => Rc::new(own),
+            Self::WithRoot(shared) => shared,
+        };
+        *self = Self::WithRoot(Rc::clone(&shared));
+        shared
+    }
+}
+
+impl std::ops::Deref for ShareableStream {
+    type Target = StreamShared;
+
+    fn deref(&self) -> &StreamShared {
+        match self {
+            Self::Own(own) => own,
+            Self::WithRoot(shared) => shared,
+        }
+    }
+}
+
+pub(super) struct FilterStream {
+    pub(super) context_id: u32,
+    pub(super) state: Option<Rc<Configured>>,
+    pub(super) metrics: MetricIds,
+    pub(super) shared: ShareableStream,
+    /// The usage observation of a generation, when usage is on.
+    pub(super) usage: Option<Box<Observation>>,
+}
+
+impl Context for FilterStream {}
+
+impl Drop for FilterStream {
+    fn drop(&mut self) {
+        // A held request whose client went away: the root must not touch its context again.
+        if self.shared.is_held()
+            && let Some(tokens) = self.state.as_ref().and_then(|state| state.tokens())
+        {
+            tokens.held.borrow_mut().remove(&self.context_id);
+            tokens.manager.borrow_mut().forget(self.context_id);
+        }
+    }
+}
+
+impl HttpContext for FilterStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(state) = self.state.clone() else {
+            // Never forward without a valid configuration: fail closed.
+            self.metrics.increment(Metric::Requests, 1);
+            self.metrics.increment(Metric::CredentialUnavailable, 1);
+            return self.respond(&engine::not_configured());
+        };
+        let request = HeaderList::from_pairs(self.get_http_request_headers_bytes());
+        let source = caller_facts(&state.config, self.context_id);
+        self.usage = usage::start(
+            &state.config,
+            state.usage.as_ref(),
+            &request,
+            source.as_ref(),
+            self.context_id,
+        );
+        // The access policy runs here and only here: a caller who will be refused is never held.
+        let admitted = match engine::admit(&state.config, &request, source.as_ref()) {
+            Ok(admitted) => admitted,
+            Err(denied) => {
+                return self.finish(&state, &request, RequestDecision::Respond(denied));
+            }
+        };
+        let Some(tokens) = state.tokens().cloned() else {
+            let decision = engine::handle_admitted(
+                &state.config,
+                &admitted,
+                state.credential(),
+                &request,
+                engine::NO_CREDENTIAL_MESSAGE,
+            );
+            return self.finish(&state, &request, decision);
+        };
+        let (verdict, commands) =
+            tokens
+                .manager
+                .borrow_mut()
+                .on_request(&mut HostPort, now_ms(), self.context_id);
+        let action = match verdict {
+            Verdict::Ready {
+                credential,
+                generation,
+            } => {
+                self.shared.generation.set(Some(generation));
+                let decision = engine::handle_admitted(
+                    &state.config,
+                    &admitted,
+                    Some(&credential),
+                    &request,
+                    engine::NO_CREDENTIAL_MESSAGE,
+                );
+                self.finish(&state, &request, decision)
+            }
+            Verdict::Hold => {
+                self.metrics.increment(Metric::Requests, 1);
+                self.shared.enter(RequestPhase::Held(admitted));
+                tokens
+                    .held
+                    .borrow_mut()
+                    .insert(self.context_id, self.shared.share());
+                debug!("request {}: held until a token arrives", self.context_id);
+                Action::Pause
+            }
+            Verdict::Unavailable(cause) => {
+                let decision = engine::handle_admitted(
+                    &state.config,
+                    &admitted,
+                    None,
+                    &request,
+                    engine::no_token_message(cause),
+                );
+                debug!("request {}: no token ({cause:?})", self.context_id);
+                self.finish(&state, &request, decision)
+            }
+        };
+        carry_out(&state, &tokens, self.metrics, commands, self.context_id);
+        action
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // Continuing a body would release headers still waiting for their credential.
+        if self.shared.is_held() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.clean_trailers(
+            MapType::HttpRequestTrailers,
+            engine::handle_request_trailers,
+            |config| &config.stripped_request_headers,
+        );
+        if self.shared.is_held() {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(observation) = self.usage.as_deref_mut() {
+            usage::response_body(observation, body_size, end_of_stream);
+        }
+        // Always: the body is read on the side, never held.
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(observation) = self.usage.take() else {
+            return;
+        };
+        // A request the filter answered itself never reached the upstream: nothing was used.
+        if self.shared.answered_locally() {
+            return;
+        }
+        if let Some(usage) = self.state.as_ref().and_then(|state| state.usage.as_ref()) {
+            usage::finish(*observation, usage);
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(observation) = self.usage.as_deref_mut() {
+            observation.end_of_body();
+        }
+        self.clean_trailers(
+            MapType::HttpResponseTrailers,
+            engine::handle_response_trailers,
+            |config| std::slice::from_ref(&config.credential.header),
+        );
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.shared.answered_locally() {
+            return Action::Continue;
+        }
+        let Some(state) = self.state.clone() else {
+            return Action::Continue;
+        };
+        if let (Some(observation), Some(usage)) = (self.usage.as_deref_mut(), state.usage.as_ref())
+        {
+            usage::response_headers(observation, usage, end_of_stream);
+        }
+        let request = self.shared.request.borrow_mut().take().unwrap_or_default();
+        // Unless a rule needs the response (or debug logs say what was removed), its edits are
+        // known without reading it: the response is not copied into the guest.
+        if !state.config.response_rules_read_response && !log_enabled!(Level::Debug) {
+            if self.watches_for_401(&state) {
+                // Bytes, not the string getter: it panics on a non-UTF-8 value.
+                let status =
+                    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+                        .ok()
+                        .flatten();
+                self.on_status(&state, status.as_deref());
+            }
+            let applied = engine::unread_response_edits(&state.config, &request, |edit| {
+                apply_edit(
+                    self.context_id,
+                    MapType::HttpResponseHeaders,
+                    &HeaderList::new(),
+                    edit,
+                );
+            });
+            if applied > 0 {
+                self.metrics.increment(Metric::RulesApplied, count(applied));
+            }
+            return Action::Continue;
+        }
+        let response = HeaderList::from_pairs(self.get_http_response_headers_bytes());
+        self.on_status(&state, response.first(":status"));
+        let outcome = engine::handle_response(&state.config, &response, &request);
+        if !outcome.rules_applied.is_empty() {
+            self.metrics
+                .increment(Metric::RulesApplied, count(outcome.rules_applied.len()));
+        }
+        if outcome.credential_removed || !outcome.rules_applied.is_empty() {
+            debug!(
+                "response {}: credential header removed {}; rules applied {:?}",
+                self.context_id, outcome.credential_removed, outcome.rules_applied
+            );
+        }
+        let names = &state.config.response_header_names;
+        for edit in diff(&response, &outcome.headers, names) {
+            apply_edit(
+                self.context_id,
+                MapType::HttpResponseHeaders,
+                &outcome.headers,
+                edit,
+            );
+        }
+        Action::Continue
+    }
+}
+
+impl FilterStream {
+    /// Whether a response status matters: an upstream 401 may drop the token this request was sent
+    /// with.
+    fn watches_for_401(&self, state: &Configured) -> bool {
+        state.tokens().is_some() && self.shared.generation.get().is_some()
+    }
+
+    /// Tells the token manager about an upstream 401 for the token this request was sent with.
+    fn on_status(&self, state: &Configured, status: Option<&[u8]>) {
+        if let (Some(tokens), Some(generation)) = (state.tokens(), self.shared.generation.get())
+            && status == Some(&b"401"[..])
+        {
+            let commands =
+                tokens
+                    .manager
+                    .borrow_mut()
+                    .on_unauthorized(&mut HostPort, now_ms(), generation);
+            carry_out(state, tokens, self.metrics, commands, self.context_id);
+        }
+    }
+
+    /// Carries out a decision for this stream's own request.
+    fn finish(
+        &self,
+        state: &Configured,
+        request: &HeaderList<'_>,
+        decision: RequestDecision<'_>,
+    ) -> Action {
+        finish_request(
+            state,
+            self.metrics,
+            &self.shared,
+            self.context_id,
+            request,
+            decision,
+            true,
+        )
+    }
+
+    fn respond(&mut self, response: &LocalResponse) -> Action {
+        self.shared.enter(RequestPhase::AnsweredLocally);
+        send_local(response);
+        Action::Pause
+    }
+
+    /// Applies a trailer pass of the engine to one trailer map; `names` are the names the pass may
+    /// change.
+    fn clean_trailers(
+        &self,
+        map: MapType,
+        pass: for<'t> fn(&FilterConfig, &'t HeaderList<'_>) -> HeaderList<'t>,
+        names: fn(&FilterConfig) -> &[String],
+    ) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let Ok(pairs) = hostcalls::get_map_bytes(map) else {
+            return;
+        };
+        let trailers = HeaderList::from_pairs(pairs);
+        let cleaned = pass(&state.config, &trailers);
+        for edit in diff(&trailers, &cleaned, names(&state.config)) {
+            apply_edit(self.context_id, map, &cleaned, edit);
+        }
+    }
+}
+
+/// Fetches what the access policy reads from the host, and nothing it does not: `source.address`
+/// with `source_cidrs`, the identity property with a property identity source.
+pub(super) fn caller_facts(config: &FilterConfig, context_id: u32) -> Option<CallerFacts> {
+    let access = config.access.as_ref()?;
+    let property = access.identity_property();
+    if property.is_none() && !access.needs_source_address() {
+        return None;
+    }
+    // Called directly: the SDK wrapper panics on the statuses a host may legitimately return for
+    // an unavailable property.
+    let fetch = |path: Vec<&str>| {
+        hostcalls::get_property(path.clone()).unwrap_or_else(|status| {
+            debug!("request {context_id}: no {}: {status:?}", path.join("."));
+            None
+        })
+    };
+    Some(CallerFacts {
+        source_address: access
+            .needs_source_address()
+            .then(|| fetch(vec!["source", "address"]))
+            .flatten(),
+        identity_property: property.and_then(|path| fetch(path.segments())),
+    })
+}
