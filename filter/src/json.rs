@@ -483,14 +483,6 @@ impl Reader<'_> {
             return Err(self.fail(ErrorKind::Eof));
         };
         let simple = match byte {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
             b'u' => {
                 self.at += 1;
                 let code = self.hex4()?;
@@ -520,7 +512,10 @@ impl Reader<'_> {
                 out.extend_from_slice(character.encode_utf8(&mut buffer).as_bytes());
                 return Ok(());
             }
-            _ => return Err(self.fail(ErrorKind::InvalidEscape)),
+            other => match simple_escape(other) {
+                Some(decoded) => decoded,
+                None => return Err(self.fail(ErrorKind::InvalidEscape)),
+            },
         };
         self.at += 1;
         out.push(simple);
@@ -804,6 +799,20 @@ macro_rules! test_json {
 }
 #[cfg(test)]
 pub(crate) use test_json;
+
+/// The byte a one-letter JSON escape (`\n`, `\"`, ...) stands for; `None` for `u` and for letters
+/// JSON has no escape for. Shared by the document reader and the usage parser's streaming scanner.
+pub(crate) fn simple_escape(letter: u8) -> Option<u8> {
+    Some(match letter {
+        b'"' | b'\\' | b'/' => letter,
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
 
 #[cfg(test)]
 mod tests {

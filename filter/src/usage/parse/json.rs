@@ -452,18 +452,12 @@ impl Scanner {
             },
             Escape::Backslash => {
                 self.escape = Escape::None;
-                let decoded = match b {
-                    b'"' | b'\\' | b'/' => b,
-                    b'b' => 0x08,
-                    b'f' => 0x0c,
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b't' => b'\t',
-                    b'u' => {
-                        self.escape = Escape::Unicode(0, 0);
-                        return;
-                    }
-                    _ => return self.fail(),
+                if b == b'u' {
+                    self.escape = Escape::Unicode(0, 0);
+                    return;
+                }
+                let Some(decoded) = crate::json::simple_escape(b) else {
+                    return self.fail();
                 };
                 self.push(&[decoded], key);
             }
