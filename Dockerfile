@@ -10,6 +10,7 @@ FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 RUN rustup target add wasm32-wasip1
 COPY Cargo.toml Cargo.lock ./
+COPY durations ./durations
 COPY filter ./filter
 COPY host-harness ./host-harness
 COPY tests ./tests

@@ -121,7 +121,7 @@ CASES = [
      "must be pinned to a version"),
 ]
 
-COPIED = ["k8s", "envoy", "Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "filter", "host-harness", "tests", "specs", "scripts", "RUNBOOK.md"]
+COPIED = ["k8s", "envoy", "Dockerfile", ".dockerignore", "Cargo.toml", "Cargo.lock", "durations", "filter", "host-harness", "tests", "specs", "scripts", "RUNBOOK.md"]
 
 
 def prepare(repo: Path, scratch: Path, stamped: Path, layout: Path) -> Path:
