@@ -102,6 +102,9 @@ const CLOCK_MONOTONIC: i32 = 1;
 
 /// The most bytes one `random_get` fills; Envoy refuses larger requests with EINVAL too.
 const MAX_RANDOM_BYTES: u32 = 64 * 1024;
+/// Most iovec entries one `fd_write` takes (POSIX `IOV_MAX` on Linux, and wasi-libc's): past it the call
+/// is `EINVAL` before the host copies a table sized by the guest.
+const MAX_IOVS: u32 = 1024;
 
 /// WASI's `filetype::character_device`, what stdio descriptors are.
 const CHARACTER_DEVICE: u8 = 2;
@@ -557,6 +560,9 @@ fn fd_write(
         2 => LogSource::Stderr,
         _ => return Ok(errno::BADF),
     };
+    if u32::try_from(iovs_len).is_ok_and(|count| count > MAX_IOVS) {
+        return Ok(errno::INVAL);
+    }
     let mut call = HostCall::new(caller, "fd_write");
     let limit = call.state_ref().plugin.limits.max_guest_buffer_bytes;
     let Some(bytes) = gather(&mut call, iovs, iovs_len, limit) else {

@@ -112,6 +112,24 @@ fn descriptor_calls_answer_without_files_and_sleeping_returns_at_once() {
 }
 
 #[test]
+fn an_iovec_table_longer_than_iov_max_is_refused_before_it_is_read() {
+    // 1025 entries at a pointer far outside memory: EINVAL (the count), not EFAULT (the table).
+    let wat = module_with(
+        WASI_IMPORTS,
+        r#"(func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+             (call $say_num (call $fd_write (i32.const 1) (i32.const 2000000) (i32.const 1025) (i32.const 520)))
+             (call $say_num (call $fd_write (i32.const 1) (i32.const 2000000) (i32.const 1024) (i32.const 520)))
+             (i32.const 1))"#,
+    );
+    let mut vm = Plugin::builder().module_bytes(wat).start();
+    assert_eq!(
+        said(&mut vm),
+        ["28", "21"],
+        "EINVAL past IOV_MAX, EFAULT within it"
+    );
+}
+
+#[test]
 fn wasi_unstable_imports_answer_as_the_preview_1_functions() {
     // AssemblyScript's proxy-runtime imports WASI under its pre-snapshot name; Envoy answers it there too.
     let wat = module_with(
