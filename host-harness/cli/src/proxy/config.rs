@@ -501,7 +501,7 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// nginx's `client_body_timeout` is 60 s; a client that sends nothing for half that is stalled.
 const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
-/// hyper's HTTP/1 reader cannot work with less.
+/// Below this, ordinary heads (long cookies, user agents, beta lists) would be refused.
 const MIN_REQUEST_HEADER_BYTES: usize = 8192;
 
 impl ProxyConfig {

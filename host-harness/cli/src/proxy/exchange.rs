@@ -8,7 +8,6 @@
 //! on drop closes the filter stream (`on_done`, `on_log`), frees the concurrency slot, counts and logs.
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -27,6 +26,8 @@ use super::config::Target;
 use super::driver::{FilterDriver, FilterFault, StreamSlot};
 use super::failure::{ClientFault, Failure};
 use super::forwarding;
+use super::http1::head::HeadError;
+use super::http1::{BodyError, RequestBody};
 use super::identity::{self, Caller, ConnectionIdentity, IdentityRefusal};
 use super::limit::Slot;
 use super::upstream::{self, BoxError, UpstreamBody};
@@ -173,10 +174,10 @@ impl Drop for Exchange {
 
 /// Entry point for every proxied request on a worker.
 pub async fn handle(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     worker: Rc<Worker>,
     connection: Rc<ConnectionInfo>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ProxyBody> {
     let request_id = worker.next_request_id();
     let path = request.uri().path().to_owned();
     let mut exchange = Exchange::begin(&worker, request_id, request.method().clone(), path);
@@ -198,7 +199,26 @@ pub async fn handle(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     exchange.status = Some(response.status());
-    Ok(response.map(|body| body.with_exchange(exchange)))
+    response.map(|body| body.with_exchange(exchange))
+}
+
+/// The answer to a request head the connection could not read: the proxy's error, counted as a client
+/// error and logged with a request id like any request.
+pub fn refuse_head(worker: &Rc<Worker>, error: HeadError) -> Response<ProxyBody> {
+    let request_id = worker.next_request_id();
+    let failure = Failure::Head(error);
+    record_failure(worker, &failure);
+    let response = failure
+        .to_response(&request_id, worker.shared.config.error_shape)
+        .map(ProxyBody::full);
+    tracing::info!(
+        target: "access",
+        request_id = %request_id,
+        status = response.status().as_u16(),
+        error = %error,
+        "request head refused"
+    );
+    response
 }
 
 fn record_failure(worker: &Worker, failure: &Failure) {
@@ -212,7 +232,7 @@ fn record_failure(worker: &Worker, failure: &Failure) {
             metrics.count_upstream_unreachable()
         }
         Failure::FilterFailed => metrics.count_filter_failure(),
-        Failure::Client(_) => metrics.count_client_error(),
+        Failure::Client(_) | Failure::Head(_) => metrics.count_client_error(),
         Failure::Identity(IdentityRefusal::Unavailable(_)) => metrics.count_identity_unavailable(),
         Failure::Identity(IdentityRefusal::Unknown) => metrics.count_identity_unknown(),
         Failure::BadRequest(_)
@@ -228,7 +248,7 @@ fn filter_failed(fault: &FilterFault) -> Failure {
 }
 
 async fn proxy(
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     worker: &Rc<Worker>,
     connection: &ConnectionInfo,
     exchange: &mut Exchange,
@@ -545,25 +565,10 @@ async fn first_frame_if_ready(body: &mut Incoming) -> Result<Option<Frame<Bytes>
 
 /// What a failed read of the client's body says about the client: closed early (or reset), or sent
 /// framing that is not HTTP.
-fn client_fault(err: &hyper::Error) -> ClientFault {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(error) = current {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind;
-            return match io.kind() {
-                ErrorKind::UnexpectedEof
-                | ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::BrokenPipe => ClientFault::Gone,
-                _ => ClientFault::Malformed,
-            };
-        }
-        current = error.source();
-    }
-    if err.is_incomplete_message() || err.is_closed() || err.is_canceled() {
-        ClientFault::Gone
-    } else {
-        ClientFault::Malformed
+fn client_fault(err: &BodyError) -> ClientFault {
+    match err {
+        BodyError::Gone => ClientFault::Gone,
+        BodyError::Malformed(_) => ClientFault::Malformed,
     }
 }
 
@@ -575,7 +580,7 @@ async fn pump_request_body(
     worker: Rc<Worker>,
     stream: StreamId,
     slot: Rc<StreamSlot>,
-    mut client_body: Incoming,
+    mut client_body: RequestBody,
     sender: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     upload: Rc<Upload>,
 ) {
@@ -803,7 +808,7 @@ impl ProxyBody {
         self
     }
 
-    /// Ends the body with an error once hyper has flushed what it holds (it does when the body waits): as
+    /// Ends the body with an error at the next poll, after what was sent before is on the wire: as
     /// Envoy, a client cut off mid-response still gets the headers and the body sent so far.
     fn abort_after_flush(
         &mut self,
@@ -1050,7 +1055,7 @@ impl Body for ProxyBody {
             };
             match step {
                 Step::Emit(frame) => {
-                    // hyper stops polling once a sized body is written: mark the end now, or the drop
+                    // A writer may stop polling once a sized body is written: mark the end now, or the drop
                     // would read as a client that went away.
                     if let BodyKind::Upstream(upstream) = &this.kind
                         && upstream.finished()

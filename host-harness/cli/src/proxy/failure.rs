@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::http1::head::HeadError;
 use super::identity::IdentityRefusal;
 use super::product::ErrorShape;
 
@@ -66,6 +67,9 @@ pub enum Failure {
     /// The caller's identity could not be resolved (mode `whois`).
     #[error(transparent)]
     Identity(IdentityRefusal),
+    /// The request head could not be read.
+    #[error(transparent)]
+    Head(HeadError),
 }
 
 fn client_fault_message(fault: ClientFault) -> &'static str {
@@ -130,6 +134,9 @@ impl Failure {
             Self::FilterInvalid(_) | Self::Reset => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Identity(IdentityRefusal::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Identity(IdentityRefusal::Unknown) => StatusCode::FORBIDDEN,
+            Self::Head(HeadError::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Head(HeadError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            Self::Head(HeadError::UnsupportedTransferCoding) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -139,6 +146,7 @@ impl Failure {
             Self::Overloaded => "overloaded_error",
             Self::BadRequest(_)
             | Self::MethodNotAllowed(_)
+            | Self::Head(_)
             | Self::Client(ClientFault::Malformed | ClientFault::Gone) => "invalid_request_error",
             Self::ConnectTimeout(_)
             | Self::ResponseTimeout(_)
@@ -177,6 +185,7 @@ impl Failure {
             }
             Self::BadRequest(_)
             | Self::MethodNotAllowed(_)
+            | Self::Head(_)
             | Self::Client(ClientFault::Malformed)
             | Self::FilterInvalid(_)
             | Self::Reset

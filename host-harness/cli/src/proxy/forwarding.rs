@@ -1,4 +1,5 @@
-//! Header plumbing between hyper and the filter: pseudo-headers, hop-by-hop removal, forwarding headers.
+//! Header plumbing between HTTP messages and the filter: pseudo-headers, hop-by-hop removal, forwarding
+//! headers.
 //!
 //! The filter sees headers the way Envoy shows them: `:method`, `:scheme`, `:authority`, `:path` (or
 //! `:status`) first, then the end-to-end headers in arrival order, with repeated names kept as separate
@@ -41,7 +42,7 @@ pub enum HeaderError {
 }
 
 /// Whether a header belongs to a single connection (RFC 9110 §7.6.1). `Trailer` is not one: it names
-/// the trailer fields end to end, and hyper sends a response's trailers only when it declares them.
+/// the trailer fields end to end.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     // Standard names compare as enum values, cheaper than comparing every name's text.
     *name == header::CONNECTION

@@ -16,7 +16,9 @@
 //! - [`filter_module`]: the filter module compiled once into the library's `Plugin`.
 //! - [`driver`]: one worker's filter VM: serialised callbacks, stream wake-ups, filter http calls, ticks.
 //! - [`exchange`]: one request through the filter and the upstream, streaming both ways.
-//! - [`forwarding`]: headers between hyper and the filter: pseudo-headers, hop-by-hop removal,
+//! - [`http1`]: the client side's HTTP/1.1 server: request heads and bodies in, responses out, no
+//!   buffer held between requests.
+//! - [`forwarding`]: headers between HTTP messages and the filter: pseudo-headers, hop-by-hop removal,
 //!   forwarding headers.
 //! - [`identity`]: the caller identity (modes none, whois, trusted_proxy) and identity header removal.
 //! - [`whois`]: tailscaled's LocalAPI WhoIs over its unix socket.
@@ -40,12 +42,12 @@ pub mod exchange;
 pub mod failure;
 pub mod filter_module;
 pub mod forwarding;
+pub mod http1;
 pub mod identity;
 pub mod in_flight;
 pub mod limit;
 pub mod product;
 pub mod prometheus;
-pub mod send_timeout;
 pub mod state_file;
 pub mod upstream;
 pub mod whois;

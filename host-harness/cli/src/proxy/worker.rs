@@ -13,9 +13,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -25,11 +22,11 @@ use super::config::ProxyConfig;
 use super::connections::{ConnectionGate, ConnectionPass};
 use super::driver::{FilterDriver, FilterFault};
 use super::exchange::{self, ConnectionInfo};
+use super::http1;
 use super::identity::ConnectionIdentity;
 use super::in_flight::InFlight;
 use super::limit::Limiter;
 use super::prometheus::ProxyMetrics;
-use super::send_timeout::SendTimeout;
 use super::upstream;
 
 /// Time allowed to read a request head before the connection is closed.
@@ -187,22 +184,20 @@ async fn serve(
     };
     let timers = tokio::task::spawn_local(Rc::clone(&worker.driver).run_timers());
 
-    let mut http = http1::Builder::new();
     // The read buffer holds at most one request head: a connection sending a partial head costs its
-    // size, not more (hyper needs at least 8 KiB, which the configuration enforces).
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_header_size(shared.config.max_request_header_bytes)
-        .max_buf_size(shared.config.max_request_header_bytes)
-        .keep_alive(true);
-    let http = Rc::new(http);
+    // size, not more.
+    let http = http1::Settings {
+        max_head_bytes: shared.config.max_request_header_bytes,
+        head_timeout: HEADER_READ_TIMEOUT,
+        send_timeout: shared.config.idle_timeout,
+    };
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => match shared.connections.admit() {
                     Some(pass) => {
-                        tokio::task::spawn_local(serve_connection(Rc::clone(&worker), Rc::clone(&http), stream, client, phase.clone(), pass));
+                        tokio::task::spawn_local(serve_connection(Rc::clone(&worker), http, stream, client, phase.clone(), pass));
                     }
                     // Closed at once: a client holding connections open cannot take the memory of more.
                     None => {
@@ -251,10 +246,10 @@ async fn serve(
 
 async fn serve_connection(
     worker: Rc<Worker>,
-    http: Rc<http1::Builder>,
+    http: http1::Settings,
     stream: TcpStream,
     client: SocketAddr,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     _pass: ConnectionPass,
 ) {
     // Counted whichever way the connection task ends.
@@ -272,44 +267,9 @@ async fn serve_connection(
         id,
         identity: ConnectionIdentity::new(&worker.shared.config.identity, client),
     });
-    let service_worker = Rc::clone(&worker);
-    // Boxed per request: hyper keeps a slot for the service's future for the connection's whole life,
-    // so an unboxed one would cost every idle connection (and every streaming response, whose future has
-    // already finished) the size of the largest request state.
-    let service = service_fn(move |request| {
-        Box::pin(exchange::handle(
-            request,
-            Rc::clone(&service_worker),
-            Rc::clone(&connection),
-        ))
-    });
-    let io = SendTimeout::new(stream, worker.shared.config.idle_timeout);
-    let conn = http.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    if *phase.borrow() != Phase::Running {
-        conn.as_mut().graceful_shutdown();
-    }
-    let mut watching = true;
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(worker = worker.index, error = %err, "connection ended with an error");
-                }
-                return;
-            }
-            changed = phase.changed(), if watching => {
-                match changed {
-                    Ok(()) => match *phase.borrow() {
-                        Phase::Running => {}
-                        Phase::Draining => conn.as_mut().graceful_shutdown(),
-                        Phase::Closing => return,
-                    },
-                    Err(_) => watching = false,
-                }
-            }
-        }
-    }
+    let service = |request| exchange::handle(request, Rc::clone(&worker), Rc::clone(&connection));
+    let refuse = |error| exchange::refuse_head(&worker, error);
+    http1::serve(stream, http, service, refuse, phase).await;
 }
 
 /// Keeps `proxy_open_connections` counting this connection until its task ends.
