@@ -9,14 +9,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Memory per connection besides its read buffer: the connection task, hyper's state, the write buffer's
-/// first allocation and the allocator's slack (measured with `make bench`: about 25 KiB idle).
+/// Memory per connection besides its read buffer: the connection task and socket state (about 2 KiB
+/// idle, measured with `make bench`), the request in progress, and the allocator's slack.
 const CONNECTION_OVERHEAD_BYTES: u64 = 16 * 1024;
-
-/// Resident bytes of read buffer per byte of a maximal partial head: hyper grows the buffer by doubling
-/// (8, 24, 56, 112 KiB for a 64 KiB limit), and the smaller buffers it left behind stay resident in the
-/// allocator while every connection is at the same stage (`make bench` measures about 125 KiB for 64 KiB).
-const READ_BUFFER_FACTOR: u64 = 2;
 
 /// The default cap never goes below this: a small container still serves a team.
 pub const MIN_DEFAULT_CONNECTIONS: usize = 256;
@@ -28,14 +23,13 @@ pub const MAX_DEFAULT_CONNECTIONS: usize = 65_536;
 const FALLBACK_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The default connection cap: half of `memory` (the rest is the VMs, the upstream pool and responses in
-/// flight) divided by the worst-case cost of one connection (a read buffer full of a partial head, see
-/// [`READ_BUFFER_FACTOR`], and its state), within
+/// flight) divided by the worst-case cost of one connection (a read buffer full of a partial head, which
+/// never grows past the head limit, and its state), within
 /// [`MIN_DEFAULT_CONNECTIONS`]..=[`MAX_DEFAULT_CONNECTIONS`].
 pub fn default_max_connections(memory: Option<u64>, max_request_header_bytes: usize) -> usize {
     let memory = memory.unwrap_or(FALLBACK_MEMORY_BYTES);
-    let per_connection = (max_request_header_bytes as u64)
-        .saturating_mul(READ_BUFFER_FACTOR)
-        .saturating_add(CONNECTION_OVERHEAD_BYTES);
+    let per_connection =
+        (max_request_header_bytes as u64).saturating_add(CONNECTION_OVERHEAD_BYTES);
     let cap = (memory / 2) / per_connection.max(1);
     usize::try_from(cap)
         .unwrap_or(MAX_DEFAULT_CONNECTIONS)
@@ -116,8 +110,8 @@ mod tests {
 
     #[test]
     fn the_default_follows_memory_within_its_bounds() {
-        // A 256 MiB pod with the default 64 KiB head limit: 128 MiB / 144 KiB.
-        assert_eq!(default_max_connections(Some(256 << 20), 64 * 1024), 910);
+        // A 256 MiB pod with the default 64 KiB head limit: 128 MiB / 80 KiB.
+        assert_eq!(default_max_connections(Some(256 << 20), 64 * 1024), 1638);
         assert_eq!(
             default_max_connections(Some(1 << 20), 64 * 1024),
             MIN_DEFAULT_CONNECTIONS
@@ -126,7 +120,7 @@ mod tests {
             default_max_connections(Some(1 << 50), 8192),
             MAX_DEFAULT_CONNECTIONS
         );
-        assert_eq!(default_max_connections(None, 64 * 1024), 910);
+        assert_eq!(default_max_connections(None, 64 * 1024), 1638);
     }
 
     #[test]

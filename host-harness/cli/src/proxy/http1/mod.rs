@@ -246,7 +246,8 @@ impl Connection {
             return;
         }
         let mut discarded = 0;
-        let mut sink = [0u8; 4096];
+        // On the heap: a buffer in this future would be part of every connection's task, idle or not.
+        let mut sink = vec![0u8; 4096];
         let linger = async {
             while discarded < LINGER_BYTES {
                 if self.stream.readable().await.is_err() {
@@ -405,8 +406,10 @@ pub async fn serve<S, F, R, B>(
         task: RefCell::new(None),
     });
     loop {
+        // Answering is boxed, once per request: the task's own future, which an idle connection keeps,
+        // then holds only what waiting for the next head needs.
         let after = match read_head(&connection, &mut phase).await {
-            Ok(Some(head)) => answer(&connection, head, &mut service, &mut phase).await,
+            Ok(Some(head)) => boxed(answer(&connection, head, &mut service, &mut phase)).await,
             Ok(None) => return,
             Err(error) => {
                 let response = refuse(error);
@@ -418,7 +421,14 @@ pub async fn serve<S, F, R, B>(
                 };
                 // The head was not read: nothing after it can be trusted to be a body or a request.
                 *connection.decoder.borrow_mut() = Decoder::new(Framing::Chunked, 0);
-                write_response(&connection, response, shape, false, &mut phase).await;
+                boxed(write_response(
+                    &connection,
+                    response,
+                    shape,
+                    false,
+                    &mut phase,
+                ))
+                .await;
                 After::Close
             }
         };
@@ -428,6 +438,12 @@ pub async fn serve<S, F, R, B>(
             After::Drop => return,
         }
     }
+}
+
+/// Moves a future to the heap in a plain function, so the caller's own future never holds it (an
+/// `async fn` may keep a temporary passed to `Box::pin` in its state).
+fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(future)
 }
 
 /// Reads the next request head. `Ok(None)`: the connection ends here (the client closed it, sent
