@@ -621,8 +621,11 @@ impl Reader<'_> {
 }
 
 /// Writes one compact JSON object, member by member in call order.
+///
+/// The object is built as bytes (every piece written is UTF-8, so the result is too): a byte push is
+/// a store, where a `char` push encodes and a one-byte `push_str` calls out to copy memory.
 pub struct ObjectWriter {
-    out: String,
+    out: Vec<u8>,
     first: bool,
 }
 
@@ -640,19 +643,19 @@ impl ObjectWriter {
 
     /// An object with no members yet, written after `prefix` (a log line's tag).
     pub fn after(prefix: &str) -> Self {
-        let mut out = String::with_capacity(prefix.len() + 256);
-        out.push_str(prefix);
-        out.push('{');
+        let mut out = Vec::with_capacity(prefix.len() + 512);
+        out.extend_from_slice(prefix.as_bytes());
+        out.push(b'{');
         Self { out, first: true }
     }
 
     fn key(&mut self, key: &str) {
         if !self.first {
-            self.out.push(',');
+            self.out.push(b',');
         }
         self.first = false;
         write_string(&mut self.out, key);
-        self.out.push(':');
+        self.out.push(b':');
     }
 
     /// `"key":"text"`.
@@ -673,7 +676,7 @@ impl ObjectWriter {
     /// `"key":null`.
     pub fn null(&mut self, key: &str) -> &mut Self {
         self.key(key);
-        self.out.push_str("null");
+        self.out.extend_from_slice(b"null");
         self
     }
 
@@ -695,75 +698,111 @@ impl ObjectWriter {
     /// `"key":true`.
     pub fn boolean(&mut self, key: &str, flag: bool) -> &mut Self {
         self.key(key);
-        self.out.push_str(if flag { "true" } else { "false" });
+        let word: &[u8] = if flag { b"true" } else { b"false" };
+        self.out.extend_from_slice(word);
         self
     }
 
     /// `"key":["a","b"]`.
     pub fn strings(&mut self, key: &str, texts: &[String]) -> &mut Self {
         self.key(key);
-        self.out.push('[');
+        self.out.push(b'[');
         for (index, text) in texts.iter().enumerate() {
             if index > 0 {
-                self.out.push(',');
+                self.out.push(b',');
             }
             write_string(&mut self.out, text);
         }
-        self.out.push(']');
+        self.out.push(b']');
         self
     }
 
     /// `"key":{...}`, the nested object written by `inner`.
     pub fn object(&mut self, key: &str, inner: ObjectWriter) -> &mut Self {
         self.key(key);
-        self.out.push_str(&inner.finish());
+        self.out.extend_from_slice(&inner.out);
+        self.out.push(b'}');
         self
     }
 
     /// The finished object.
     pub fn finish(mut self) -> String {
-        self.out.push('}');
-        self.out
+        self.out.push(b'}');
+        // Every piece written was a `str` or ASCII, so the bytes are UTF-8; the lossy path never runs.
+        String::from_utf8(self.out)
+            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
     }
 }
 
 /// `text` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
-fn write_string(out: &mut String, text: &str) {
+///
+/// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
+/// almost none of it needs escaping. Every byte escaped is ASCII, so the output stays UTF-8.
+fn write_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
-    let mut plain = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
+    out.push(b'"');
+    let mut rest = text.as_bytes();
+    while let Some((plain, [special, after @ ..])) = rest.split_at_checked(plain_prefix(rest)) {
+        out.extend_from_slice(plain);
+        rest = after;
+        let letter = match special {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            _ => {
+                let high = HEX.get(usize::from(special >> 4)).copied().unwrap_or(b'0');
+                let low = HEX.get(usize::from(special & 15)).copied().unwrap_or(b'0');
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+                continue;
+            }
         };
-        out.push_str(text.get(plain..index).unwrap_or_default());
-        plain = index + 1;
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(
-                HEX.get(usize::from(byte >> 4)).copied().unwrap_or(b'0'),
-            ));
-            out.push(char::from(
-                HEX.get(usize::from(byte & 15)).copied().unwrap_or(b'0'),
-            ));
-        } else {
-            out.push_str(escape);
-        }
+        out.push(b'\\');
+        out.push(letter);
     }
-    out.push_str(text.get(plain..).unwrap_or_default());
-    out.push('"');
+    out.extend_from_slice(rest);
+    out.push(b'"');
+}
+
+/// How many bytes at the start of `bytes` a JSON string holds as they are (no quote, backslash or
+/// control byte), looked at eight at a time: a byte at a time, the scan was most of the usage line's
+/// cost.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit set in each byte of `word` that is below `limit` (at most 0x80); false positives only
+    // above a true one, which the byte-wise scan below then finds first.
+    let below = |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS;
+    let zero = |word: u64| below(word, 1);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut plain = 0;
+    for chunk in chunks.by_ref() {
+        let word = chunk
+            .iter()
+            .rev()
+            .fold(0u64, |word, &byte| word << 8 | u64::from(byte));
+        if below(word, 0x20)
+            | zero(word ^ (ONES * u64::from(b'"')))
+            | zero(word ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            break;
+        }
+        plain += 8;
+    }
+    let tail = bytes.get(plain..).unwrap_or_default();
+    plain
+        + tail
+            .iter()
+            .position(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+            .unwrap_or(tail.len())
 }
 
 /// `number` in decimal.
-fn write_u64(out: &mut String, mut number: u64) {
+fn write_u64(out: &mut Vec<u8>, mut number: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -776,8 +815,7 @@ fn write_u64(out: &mut String, mut number: u64) {
             break;
         }
     }
-    let written = digits.get(start..).unwrap_or_default();
-    out.push_str(std::str::from_utf8(written).unwrap_or_default());
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// The same document as a [`Value`], for tests that write their input with `serde_json::json!`.
@@ -991,6 +1029,21 @@ mod tests {
             assert_eq!(seconds(bad), None, "{bad:?}");
         }
         assert_eq!(seconds("1e-99"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_the_first_byte_to_escape_wherever_it_is() {
+        for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for at in 0..20 {
+                let mut bytes = vec![b'a'; 20];
+                bytes.extend_from_slice("\u{7f}é".as_bytes());
+                bytes[at] = special;
+                assert_eq!(plain_prefix(&bytes), at, "{special:#x} at {at}");
+            }
+        }
+        let plain = "plain text, é and ~\u{7f}";
+        assert_eq!(plain_prefix(plain.as_bytes()), plain.len());
+        assert_eq!(plain_prefix(b""), 0);
     }
 
     #[test]
