@@ -621,11 +621,8 @@ impl Reader<'_> {
 }
 
 /// Writes one compact JSON object, member by member in call order.
-///
-/// The object is built as bytes (every piece written is UTF-8, so the result is too): a byte push is
-/// a store, where a `char` push encodes and a one-byte `push_str` calls out to copy memory.
 pub struct ObjectWriter {
-    out: Vec<u8>,
+    out: String,
     first: bool,
 }
 
@@ -643,19 +640,19 @@ impl ObjectWriter {
 
     /// An object with no members yet, written after `prefix` (a log line's tag).
     pub fn after(prefix: &str) -> Self {
-        let mut out = Vec::with_capacity(prefix.len() + 512);
-        out.extend_from_slice(prefix.as_bytes());
-        out.push(b'{');
+        let mut out = String::with_capacity(prefix.len() + 512);
+        out.push_str(prefix);
+        out.push('{');
         Self { out, first: true }
     }
 
     fn key(&mut self, key: &str) {
         if !self.first {
-            self.out.push(b',');
+            self.out.push(',');
         }
         self.first = false;
         write_string(&mut self.out, key);
-        self.out.push(b':');
+        self.out.push(':');
     }
 
     /// `"key":"text"`.
@@ -676,7 +673,7 @@ impl ObjectWriter {
     /// `"key":null`.
     pub fn null(&mut self, key: &str) -> &mut Self {
         self.key(key);
-        self.out.extend_from_slice(b"null");
+        self.out.push_str("null");
         self
     }
 
@@ -698,73 +695,75 @@ impl ObjectWriter {
     /// `"key":true`.
     pub fn boolean(&mut self, key: &str, flag: bool) -> &mut Self {
         self.key(key);
-        let word: &[u8] = if flag { b"true" } else { b"false" };
-        self.out.extend_from_slice(word);
+        self.out.push_str(if flag { "true" } else { "false" });
         self
     }
 
     /// `"key":["a","b"]`.
     pub fn strings(&mut self, key: &str, texts: &[String]) -> &mut Self {
         self.key(key);
-        self.out.push(b'[');
+        self.out.push('[');
         for (index, text) in texts.iter().enumerate() {
             if index > 0 {
-                self.out.push(b',');
+                self.out.push(',');
             }
             write_string(&mut self.out, text);
         }
-        self.out.push(b']');
+        self.out.push(']');
         self
     }
 
     /// `"key":{...}`, the nested object written by `inner`.
     pub fn object(&mut self, key: &str, inner: ObjectWriter) -> &mut Self {
         self.key(key);
-        self.out.extend_from_slice(&inner.out);
-        self.out.push(b'}');
+        self.out.push_str(&inner.out);
+        self.out.push('}');
         self
     }
 
     /// The finished object.
     pub fn finish(mut self) -> String {
-        self.out.push(b'}');
-        // Every piece written was a `str` or ASCII, so the bytes are UTF-8; the lossy path never runs.
-        String::from_utf8(self.out)
-            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+        self.out.push('}');
+        self.out
     }
 }
 
 /// `text` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
 ///
 /// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
-/// almost none of it needs escaping. Every byte escaped is ASCII, so the output stays UTF-8.
-fn write_string(out: &mut Vec<u8>, text: &str) {
+/// almost none of it needs escaping.
+fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let mut rest = text.as_bytes();
-    while let Some((plain, [special, after @ ..])) = rest.split_at_checked(plain_prefix(rest)) {
-        out.extend_from_slice(plain);
-        rest = after;
+    out.push('"');
+    let mut rest = text;
+    // Every byte to escape is ASCII, so each cut falls on a character boundary.
+    while let Some((plain, from)) = rest.split_at_checked(plain_prefix(rest.as_bytes()))
+        && let Some(&special) = from.as_bytes().first()
+    {
+        out.push_str(plain);
+        rest = from.get(1..).unwrap_or_default();
         let letter = match special {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
+            b'"' => '"',
+            b'\\' => '\\',
+            b'\n' => 'n',
+            b'\r' => 'r',
+            b'\t' => 't',
+            0x08 => 'b',
+            0x0c => 'f',
             _ => {
-                let high = HEX.get(usize::from(special >> 4)).copied().unwrap_or(b'0');
-                let low = HEX.get(usize::from(special & 15)).copied().unwrap_or(b'0');
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+                out.push_str("\\u00");
+                for nibble in [special >> 4, special & 15] {
+                    let digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+                    out.push(char::from(digit));
+                }
                 continue;
             }
         };
-        out.push(b'\\');
+        out.push('\\');
         out.push(letter);
     }
-    out.extend_from_slice(rest);
-    out.push(b'"');
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// How many bytes at the start of `bytes` a JSON string holds as they are (no quote, backslash or
@@ -802,7 +801,7 @@ fn plain_prefix(bytes: &[u8]) -> usize {
 }
 
 /// `number` in decimal.
-fn write_u64(out: &mut Vec<u8>, mut number: u64) {
+fn write_u64(out: &mut String, mut number: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -815,7 +814,9 @@ fn write_u64(out: &mut Vec<u8>, mut number: u64) {
             break;
         }
     }
-    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+    for &digit in digits.get(start..).unwrap_or_default() {
+        out.push(char::from(digit));
+    }
 }
 
 /// The same document as a [`Value`], for tests that write their input with `serde_json::json!`.
