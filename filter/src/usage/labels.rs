@@ -17,6 +17,7 @@ pub const UNKNOWN: &str = "unknown";
 pub const MAX_LABEL_BYTES: usize = 128;
 
 /// Whether `byte` may stand in a label value as it is.
+#[inline]
 fn allowed(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'@' | b'.' | b'_' | b':' | b'+' | b'-')
 }

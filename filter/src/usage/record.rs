@@ -299,11 +299,23 @@ pub fn rfc3339_millis(ms: u64) -> String {
 }
 
 /// Appends `value` in decimal, zero-padded to `width` digits (more when it needs more).
-fn push_digits(text: &mut String, value: u64, width: u32) {
-    let digits = value.checked_ilog10().map_or(1, |log| log + 1).max(width);
-    for place in (0..digits).rev() {
-        let digit = value / 10_u64.pow(place) % 10;
-        text.push(char::from(b'0' + digit as u8));
+fn push_digits(text: &mut String, mut value: u64, width: usize) {
+    // Right to left by constant divisions: a power of ten per digit cost more than the rest of the
+    // timestamp together.
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 || digits.len() - start < width {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            *slot = b'0' + (value % 10) as u8;
+        }
+        value /= 10;
+        if start == 0 {
+            break;
+        }
+    }
+    for &digit in digits.get(start..).unwrap_or_default() {
+        text.push(char::from(digit));
     }
 }
 
