@@ -732,7 +732,7 @@ impl ObjectWriter {
 ///
 /// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
 /// almost none of it needs escaping.
-fn write_string(out: &mut String, text: &str) {
+pub(crate) fn write_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     let mut rest = text;
@@ -801,7 +801,7 @@ fn plain_prefix(bytes: &[u8]) -> usize {
 }
 
 /// `number` in decimal.
-fn write_u64(out: &mut String, mut number: u64) {
+pub(crate) fn write_u64(out: &mut String, mut number: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
