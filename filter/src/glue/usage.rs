@@ -16,7 +16,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use super::{HostPort, now_ms};
-use crate::access::CallerFacts;
+use crate::access::{CallerFacts, property_segments};
 use crate::config::FilterConfig;
 use crate::headers::HeaderList;
 use crate::metrics::{MetricKind, USAGE_UNPARSED_TOTAL};
@@ -144,14 +144,11 @@ pub(super) fn start(
     if !observes(request.first(":path").unwrap_or_default()) {
         return None;
     }
-    let caller = caller::resolve(config.access.as_ref(), request, facts, |segments| {
+    let caller = caller::resolve(config.access.as_ref(), request, facts, |path| {
         // Called directly: the SDK wrapper panics on statuses a host may return for an absent
         // property.
-        hostcalls::get_property(segments.to_vec()).unwrap_or_else(|status| {
-            debug!(
-                "request {context_id}: no {}: {status:?}",
-                segments.join(".")
-            );
+        hostcalls::get_property(property_segments(path)).unwrap_or_else(|status| {
+            debug!("request {context_id}: no {path}: {status:?}");
             None
         })
     });

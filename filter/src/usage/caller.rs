@@ -13,18 +13,18 @@ use crate::headers::HeaderList;
 
 /// The caller identity of a request, `None` when no source names one. `facts` are what the access
 /// check already fetched (so a property is not read twice); `property` reads a host property by its
-/// segments.
+/// dotted path.
 pub fn resolve(
     access: Option<&AccessPolicy>,
     request: &HeaderList<'_>,
     facts: Option<&CallerFacts>,
-    mut property: impl FnMut(&[&str]) -> Option<Vec<u8>>,
+    mut property: impl FnMut(&str) -> Option<Vec<u8>>,
 ) -> Option<Vec<u8>> {
     let present = |value: &Vec<u8>| !value.trim_ascii().is_empty();
     match identity_source(access) {
         Some(IdentitySource::Property(path)) => facts
             .and_then(|facts| facts.identity_property.clone())
-            .or_else(|| property(&path.segments()))
+            .or_else(|| property(path.as_str()))
             .filter(present),
         Some(IdentitySource::TrustedHeader(name)) => {
             let mut values = request.get_all(name);
@@ -34,10 +34,9 @@ pub fn resolve(
                 _ => None,
             }
         }
-        None => DEFAULT_CALLER_PROPERTIES.iter().find_map(|path| {
-            let segments: Vec<&str> = path.split('.').collect();
-            property(&segments).filter(present)
-        }),
+        None => DEFAULT_CALLER_PROPERTIES
+            .iter()
+            .find_map(|path| property(path).filter(present)),
     }
 }
 
@@ -55,13 +54,12 @@ mod tests {
         parse(json.as_bytes()).unwrap().access
     }
 
-    fn properties(pairs: &[(&str, &str)]) -> impl FnMut(&[&str]) -> Option<Vec<u8>> {
+    fn properties(pairs: &[(&str, &str)]) -> impl FnMut(&str) -> Option<Vec<u8>> {
         let pairs: Vec<(String, Vec<u8>)> = pairs
             .iter()
             .map(|(path, value)| ((*path).to_owned(), value.as_bytes().to_vec()))
             .collect();
-        move |segments| {
-            let path = segments.join(".");
+        move |path| {
             pairs
                 .iter()
                 .find(|(name, _)| *name == path)
@@ -96,7 +94,7 @@ mod tests {
             source_address: None,
             identity_property: Some(b"tag:ci,tag:server".to_vec()),
         };
-        let never = |_: &[&str]| -> Option<Vec<u8>> { panic!("fetched again") };
+        let never = |_: &str| -> Option<Vec<u8>> { panic!("fetched again") };
         assert_eq!(
             resolve(policy.as_ref(), &request, Some(&facts), never).unwrap(),
             b"tag:ci,tag:server"

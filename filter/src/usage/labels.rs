@@ -5,6 +5,8 @@
 //! `stats_tags` extract the same pairs. A value may therefore never contain `;`, `=`, `"`, `\` or a
 //! control byte: [`sanitize`] keeps `[A-Za-z0-9@._:+-]` and turns everything else into `_`.
 
+use std::borrow::Cow;
+
 /// The label of a caller or model beyond the cap on distinct values.
 pub const OTHER: &str = "other";
 
@@ -15,20 +17,29 @@ pub const UNKNOWN: &str = "unknown";
 pub const MAX_LABEL_BYTES: usize = 128;
 
 /// Whether `byte` may stand in a label value as it is.
+#[inline]
 fn allowed(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'@' | b'.' | b'_' | b':' | b'+' | b'-')
 }
 
 /// The label value for `raw`: each byte outside `[A-Za-z0-9@._:+-]` becomes `_` (so a multi-byte
-/// character becomes several), cut at [`MAX_LABEL_BYTES`]; empty or absent is [`UNKNOWN`].
-pub fn sanitize(raw: Option<&[u8]>) -> String {
+/// character becomes several), cut at [`MAX_LABEL_BYTES`]; empty or absent is [`UNKNOWN`]. A value
+/// that needs no change (the usual case, on every observed request) is borrowed, not copied.
+pub fn sanitize(raw: Option<&[u8]>) -> Cow<'_, str> {
     let Some(raw) = raw.filter(|raw| !raw.is_empty()) else {
-        return UNKNOWN.to_owned();
+        return Cow::Borrowed(UNKNOWN);
     };
-    raw.iter()
-        .take(MAX_LABEL_BYTES)
-        .map(|&byte| if allowed(byte) { char::from(byte) } else { '_' })
-        .collect()
+    let kept = raw.get(..MAX_LABEL_BYTES).unwrap_or(raw);
+    if kept.iter().all(|&byte| allowed(byte))
+        && let Ok(text) = std::str::from_utf8(kept)
+    {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        kept.iter()
+            .map(|&byte| if allowed(byte) { char::from(byte) } else { '_' })
+            .collect(),
+    )
 }
 
 /// The tagged metric name `<base>;<key>=<value>...` for already sanitised values.

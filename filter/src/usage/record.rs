@@ -4,7 +4,7 @@
 //! time is written by hand from the host clock (RFC 3339, UTC, milliseconds). It never holds a prompt,
 //! response text or credential: only the caller, the model, counts, status and timings.
 
-use crate::json::ObjectWriter;
+use crate::json;
 use crate::metrics::{
     MetricKind, USAGE_REQUESTS_TOTAL, USAGE_TIME_TO_FIRST_BYTE_MILLISECONDS, USAGE_TOKENS_TOTAL,
     USAGE_UNPARSED_TOTAL,
@@ -65,25 +65,54 @@ pub fn status_class(status: u16) -> &'static str {
 impl UsageRecord {
     /// The log line: `usage {...}`.
     pub fn log_line(&self) -> String {
-        let mut line = ObjectWriter::after("usage ");
-        line.string("time", &rfc3339_millis(self.time_ms))
-            .optional_string("request_id", self.request_id.as_deref())
-            .string("caller", &self.caller)
-            .string("model", &self.model)
-            .number("status", u64::from(self.status))
-            .number("input_tokens", self.tokens.input)
-            .number("output_tokens", self.tokens.output)
-            .number(
+        let tokens = &self.tokens;
+        let members = [
+            ("time", Member::Time(self.time_ms)),
+            ("request_id", Member::Text(self.request_id.as_deref())),
+            ("caller", Member::Text(Some(&self.caller))),
+            ("model", Member::Text(Some(&self.model))),
+            ("status", Member::Number(Some(u64::from(self.status)))),
+            ("input_tokens", Member::Number(Some(tokens.input))),
+            ("output_tokens", Member::Number(Some(tokens.output))),
+            (
                 "cache_creation_input_tokens",
-                self.tokens.cache_creation_input,
-            )
-            .number("cache_read_input_tokens", self.tokens.cache_read_input)
-            .optional_string("stop_reason", self.stop_reason.as_deref())
-            .number("duration_ms", self.duration_ms)
-            .optional_number("ttfb_ms", self.ttfb_ms)
-            .boolean("streamed", self.streamed)
-            .boolean("parsed", self.unparsed.is_none());
-        line.finish()
+                Member::Number(Some(tokens.cache_creation_input)),
+            ),
+            (
+                "cache_read_input_tokens",
+                Member::Number(Some(tokens.cache_read_input)),
+            ),
+            ("stop_reason", Member::Text(self.stop_reason.as_deref())),
+            ("duration_ms", Member::Number(Some(self.duration_ms))),
+            ("ttfb_ms", Member::Number(self.ttfb_ms)),
+            ("streamed", Member::Flag(self.streamed)),
+            ("parsed", Member::Flag(self.unparsed.is_none())),
+        ];
+        // Written straight into one buffer, the keys (plain names) without an escape scan: this line is
+        // written for every observed request, and member by member through `ObjectWriter` it cost
+        // twice as much.
+        let mut line = String::with_capacity(512);
+        line.push_str("usage ");
+        for (index, (key, member)) in members.into_iter().enumerate() {
+            line.push(if index == 0 { '{' } else { ',' });
+            line.push('"');
+            line.push_str(key);
+            line.push('"');
+            line.push(':');
+            match member {
+                Member::Time(ms) => {
+                    line.push('"');
+                    push_rfc3339_millis(&mut line, ms);
+                    line.push('"');
+                }
+                Member::Text(Some(text)) => json::write_string(&mut line, text),
+                Member::Number(Some(number)) => json::write_u64(&mut line, number),
+                Member::Text(None) | Member::Number(None) => line.push_str("null"),
+                Member::Flag(flag) => line.push_str(if flag { "true" } else { "false" }),
+            }
+        }
+        line.push('}');
+        line
     }
 
     /// The metric updates this record accounts for, given the caller and model labels after the caps:
@@ -274,14 +303,32 @@ pub fn log_text(bytes: &[u8], max: usize) -> String {
     text.get(..end).unwrap_or_default().to_owned()
 }
 
+/// The value of one member of the usage line.
+enum Member<'r> {
+    /// A timestamp, milliseconds since the Unix epoch, written as RFC 3339.
+    Time(u64),
+    /// A string, or `null`.
+    Text(Option<&'r str>),
+    /// A whole number, or `null`.
+    Number(Option<u64>),
+    /// `true` or `false`.
+    Flag(bool),
+}
+
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds: `2026-12-03T09:08:29.123Z`.
 pub fn rfc3339_millis(ms: u64) -> String {
+    let mut text = String::with_capacity(24);
+    push_rfc3339_millis(&mut text, ms);
+    text
+}
+
+/// Appends [`rfc3339_millis`] of `ms` to `text`.
+fn push_rfc3339_millis(text: &mut String, ms: u64) {
     let days = ms / 86_400_000;
     let of_day = ms % 86_400_000;
     let (year, month, day) = civil_date(days);
     // Written digit by digit: this runs for every observed request, and the formatting machinery
     // costs several times as much.
-    let mut text = String::with_capacity(24);
     let fields = [
         (year, 4, '-'),
         (month, 2, '-'),
@@ -292,18 +339,29 @@ pub fn rfc3339_millis(ms: u64) -> String {
         (of_day % 1000, 3, 'Z'),
     ];
     for (value, width, separator) in fields {
-        push_digits(&mut text, value, width);
+        push_digits(text, value, width);
         text.push(separator);
     }
-    text
 }
 
 /// Appends `value` in decimal, zero-padded to `width` digits (more when it needs more).
-fn push_digits(text: &mut String, value: u64, width: u32) {
-    let digits = value.checked_ilog10().map_or(1, |log| log + 1).max(width);
-    for place in (0..digits).rev() {
-        let digit = value / 10_u64.pow(place) % 10;
-        text.push(char::from(b'0' + digit as u8));
+fn push_digits(text: &mut String, mut value: u64, width: usize) {
+    // Right to left by constant divisions: a power of ten per digit cost more than the rest of the
+    // timestamp together.
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 || digits.len() - start < width {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            *slot = b'0' + (value % 10) as u8;
+        }
+        value /= 10;
+        if start == 0 {
+            break;
+        }
+    }
+    for &digit in digits.get(start..).unwrap_or_default() {
+        text.push(char::from(digit));
     }
 }
 
