@@ -113,6 +113,16 @@ impl Unread {
         }
     }
 
+    /// Frees the buffer when nothing waits in it: a request whose head and body are read keeps no
+    /// buffer while its response streams (an event stream may last minutes).
+    fn release_if_empty(&mut self) {
+        if self.pending().is_empty() {
+            self.bytes = Vec::new();
+            self.start = 0;
+            self.scanned = 0;
+        }
+    }
+
     /// Reads what the socket holds into the buffer, growing it by doubling to at most `limit` bytes.
     /// `Ok(0)`: the client closed its side.
     fn read_from(&mut self, stream: &TcpStream, limit: usize) -> io::Result<usize> {
@@ -157,6 +167,13 @@ struct Connection {
 impl Connection {
     fn body_done(&self) -> bool {
         self.decoder.borrow().is_done()
+    }
+
+    /// Whether the client has sent bytes not read yet, asked of the socket itself (the runtime's readiness
+    /// may not have seen them yet).
+    fn has_waiting_bytes(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(socket2::SockRef::from(&self.stream).peek(&mut probe), Ok(read) if read > 0)
     }
 
     fn wake_task(&self) {
@@ -342,8 +359,12 @@ impl Body for RequestBody {
                 }
             };
             unread.consume(consumed);
+            let done = connection.body_done();
+            if done {
+                unread.release_if_empty();
+            }
             drop(unread);
-            if connection.body_done() {
+            if done {
                 connection.wake_task();
             }
             return match frame {
@@ -462,6 +483,9 @@ async fn read_head(
                 && let Some((head, length)) = head::parse_request_head(pending)?
             {
                 unread.consume(length);
+                if head.framing == Framing::Empty {
+                    unread.release_if_empty();
+                }
                 return Ok(Some(head));
             }
             let length = pending.len();
@@ -474,7 +498,9 @@ async fn read_head(
             }
             length == 0
         };
-        if idle && *phase.borrow() != Phase::Running {
+        // Draining: a connection with no request started closes, unless a request already waits in the
+        // socket (sent before the drain, not yet read): that one is answered, then the connection closes.
+        if idle && *phase.borrow() != Phase::Running && !connection.has_waiting_bytes() {
             return Ok(None);
         }
         tokio::select! {

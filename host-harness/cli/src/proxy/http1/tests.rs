@@ -369,7 +369,8 @@ fn draining_closes_idle_connections_and_ends_busy_ones_after_their_response() {
     let mut busy = connect(&server);
     busy.write_all(b"POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\nab")
         .unwrap();
-    // The busy request is being read when the drain starts.
+    // The busy request was sent before the drain: read already or still waiting in the socket, it is
+    // answered either way, then its connection closes.
     idle.write_all(b"GET /first HTTP/1.1\r\nhost: a\r\n\r\n")
         .unwrap();
     assert_eq!(read_responses(&mut idle, 1)[0].1, "GET /first  []");
