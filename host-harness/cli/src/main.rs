@@ -48,7 +48,47 @@ enum Command {
     },
 }
 
+/// mimalloc's settings for a long-running `serve`: memory freed goes back to the system 1 ms after it
+/// was freed (mimalloc's default is 1 s, and only when the allocator is next used, so what compiling the
+/// filter freed, about 70 MiB, stayed resident in an idle proxy), and arenas commit memory as it is used.
+/// Measured with `make bench`: 38 MiB instead of 108 MiB at rest, 34 KiB instead of 47 KiB per open
+/// event stream.
+const ALLOCATOR_SETTINGS: [(&str, &str); 2] = [
+    ("MIMALLOC_PURGE_DELAY", "1"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
+
+/// mimalloc reads its settings from the environment before `main` runs, so `serve` executes itself again,
+/// once, with [`ALLOCATOR_SETTINGS`] added, unless the operator set either (theirs are kept). Returns only
+/// when that is not needed or not possible (the binary replaced on disk, say): the process then runs on.
+fn exec_with_allocator_settings() {
+    use std::os::unix::process::CommandExt;
+    if ALLOCATOR_SETTINGS
+        .iter()
+        .any(|(name, _)| std::env::var_os(name).is_some())
+    {
+        return;
+    }
+    let Ok(binary) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let name = args.next().unwrap_or_default();
+    let error = std::process::Command::new(binary)
+        .arg0(name)
+        .args(args)
+        .envs(ALLOCATOR_SETTINGS)
+        .exec();
+    eprintln!("host-harness serve: running with the allocator's default settings ({error})");
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "serve")
+    {
+        exec_with_allocator_settings();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => cli::validate::run(&args),
