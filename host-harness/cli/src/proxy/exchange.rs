@@ -518,6 +518,7 @@ fn answer(
     let status = u16::try_from(local.status)
         .ok()
         .and_then(|status| StatusCode::from_u16(status).ok())
+        .filter(|status| !status.is_informational())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(ProxyBody::full(Bytes::from(local.body)));
     *response.status_mut() = status;

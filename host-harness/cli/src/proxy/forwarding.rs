@@ -264,7 +264,11 @@ pub fn upstream_head(
 /// `:status` is missing or not a valid status code.
 pub fn response_status(fields: &Headers) -> Result<StatusCode, HeaderError> {
     let status = pseudo(fields, ":status").ok_or(HeaderError::MissingPseudo(":status"))?;
-    StatusCode::from_bytes(status).map_err(|_| HeaderError::InvalidPseudo { name: ":status" })
+    StatusCode::from_bytes(status)
+        .ok()
+        // A 1xx is never a final response: sent as one, the client would wait for another or switch protocols.
+        .filter(|status| !status.is_informational())
+        .ok_or(HeaderError::InvalidPseudo { name: ":status" })
 }
 
 #[cfg(test)]

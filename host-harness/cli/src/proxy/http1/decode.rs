@@ -56,6 +56,9 @@ pub struct Decoder {
     state: State,
     /// Largest trailer section accepted.
     max_trailer_bytes: usize,
+    /// How far into the trailer section the search for its end has looked: each byte is looked at once,
+    /// however the section arrives.
+    trailers_scanned: usize,
 }
 
 impl Decoder {
@@ -69,6 +72,7 @@ impl Decoder {
         Self {
             state,
             max_trailer_bytes,
+            trailers_scanned: 0,
         }
     }
 
@@ -141,6 +145,13 @@ impl Decoder {
                     if let [b'\r', b'\n', ..] = rest {
                         self.state = State::Done;
                         return Ok((consumed + 2, Decoded::End));
+                    }
+                    if !super::head::head_may_end(rest, self.trailers_scanned) {
+                        if rest.len() > self.max_trailer_bytes {
+                            return Err(DecodeError::Trailers);
+                        }
+                        self.trailers_scanned = rest.len();
+                        return Ok((consumed, Decoded::NeedMore));
                     }
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(rest, &mut fields) {

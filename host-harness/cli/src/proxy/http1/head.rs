@@ -101,7 +101,10 @@ pub fn parse_request_head(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, 
     }
     let framing = request_framing(&headers, version)?;
     let keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, &header::CONNECTION, "keep-alive"),
+        Version::HTTP_10 => {
+            has_token(&headers, &header::CONNECTION, "keep-alive")
+                && !has_token(&headers, &header::CONNECTION, "close")
+        }
         _ => !has_token(&headers, &header::CONNECTION, "close"),
     };
     let expects_continue = version == Version::HTTP_11
@@ -275,10 +278,12 @@ pub fn write_response_head(
             field(out, b"content-length", length.to_string().as_bytes());
         }
         ResponseFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        // A HEAD response states the length a GET would get: only a body the server made itself says it
+        // (the upstream's empty answer to HEAD does not).
         ResponseFraming::Bodiless
             if shape.head_request && declared.is_none() && !bodiless_status =>
         {
-            if let Some(length) = shape.body_length {
+            if let Some(length) = shape.body_length.filter(|length| *length > 0) {
                 field(out, b"content-length", length.to_string().as_bytes());
             }
         }
@@ -296,10 +301,44 @@ pub fn write_response_head(
     framing
 }
 
-/// Writes trailer fields after a chunked body's last chunk.
+/// Fields that may not come as trailers (RFC 9110 §6.5.1): framing, routing, authentication, and fields
+/// a client acts on before the body.
+const FORBIDDEN_TRAILERS: [&str; 27] = [
+    "age",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-range",
+    "content-type",
+    "cookie",
+    "date",
+    "expect",
+    "expires",
+    "host",
+    "keep-alive",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "retry-after",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "www-authenticate",
+];
+
+/// Writes trailer fields after a chunked body's last chunk, without those trailers may not carry.
 pub fn write_trailers(out: &mut Vec<u8>, trailers: &HeaderMap) {
     for (name, value) in trailers {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        if !FORBIDDEN_TRAILERS.contains(&name.as_str()) {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
 }
 
@@ -430,6 +469,7 @@ mod tests {
     fn keep_alive_expect_and_te_follow_the_version_and_tokens() {
         assert!(!head("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
         assert!(head("POST / HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n").expects_continue);
         assert!(!head("POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expects_continue);
@@ -535,5 +575,24 @@ mod tests {
         );
         assert_eq!(framing, ResponseFraming::Bodiless);
         assert!(text.contains("content-length: 9\r\n"), "{text}");
+        // The upstream's empty answer to HEAD says nothing about the length a GET would get.
+        let shape = ResponseShape {
+            head_request: true,
+            body_length: Some(0),
+            ..KEEP
+        };
+        let (text, _) = response(200, &[], shape);
+        assert!(!text.contains("content-length"), "{text}");
+    }
+
+    #[test]
+    fn forbidden_trailer_fields_are_not_sent() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", HeaderValue::from_static("1"));
+        trailers.insert("content-length", HeaderValue::from_static("5"));
+        trailers.insert("set-cookie", HeaderValue::from_static("a=b"));
+        let mut out = Vec::new();
+        write_trailers(&mut out, &trailers);
+        assert_eq!(out, b"x-checksum: 1\r\n");
     }
 }

@@ -135,7 +135,11 @@ impl Unread {
                 0 => FIRST_READ_BYTES,
                 capacity => capacity.saturating_mul(2),
             };
-            let target = grown.min(limit).max(self.bytes.len() + 1);
+            let target = grown.min(limit);
+            if target <= self.bytes.len() {
+                // Callers stop before the limit (a head or trailers too large is refused first).
+                return Err(io::Error::other("the read buffer is full"));
+            }
             self.bytes.reserve_exact(target - self.bytes.len());
         }
         let read = stream.try_read_buf(&mut self.bytes)?;
@@ -162,6 +166,9 @@ struct Connection {
     /// The connection task, woken when the request body ends so it starts watching for the client
     /// leaving.
     task: RefCell<Option<Waker>>,
+    /// The client has sent more (a pipelined request) while this one is answered: an end of stream
+    /// after it is no longer the client leaving, so the watch stops.
+    pipelined: Cell<bool>,
 }
 
 impl Connection {
@@ -187,7 +194,10 @@ impl Connection {
     /// stream can only mean the client left).
     fn poll_client_left(&self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if !self.body_done() || !self.unread.borrow().pending().is_empty() {
+            if !self.body_done()
+                || !self.unread.borrow().pending().is_empty()
+                || self.pipelined.get()
+            {
                 *self.task.borrow_mut() = Some(cx.waker().clone());
                 return Poll::Pending;
             }
@@ -196,10 +206,14 @@ impl Connection {
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {}
             }
-            let limit = self.settings.max_head_bytes;
-            match self.unread.borrow_mut().read_from(&self.stream, limit) {
+            // Peeked, not read: no buffer is allocated for a client that only waits for its response.
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            let peeked = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                socket2::SockRef::from(&self.stream).peek(&mut probe)
+            });
+            match peeked {
                 Ok(0) => return Poll::Ready(()),
-                Ok(_) => {}
+                Ok(_) => self.pipelined.set(true),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return Poll::Ready(()),
             }
@@ -345,7 +359,8 @@ impl Body for RequestBody {
                         Poll::Ready(Err(_)) => return this.fail(BodyError::Gone),
                         Poll::Ready(Ok(())) => {}
                     }
-                    let limit = BODY_READ_BYTES.max(connection.unread.borrow().bytes.capacity());
+                    // Room for the largest trailer section the decoder accepts, grown by doubling.
+                    let limit = BODY_READ_BYTES.max(2 * connection.settings.max_head_bytes);
                     match connection
                         .unread
                         .borrow_mut()
@@ -425,6 +440,7 @@ pub async fn serve<S, F, R, B>(
         response_started: Cell::new(false),
         continue_left: RefCell::default(),
         task: RefCell::new(None),
+        pipelined: Cell::new(false),
     });
     loop {
         // Answering is boxed, once per request: the task's own future, which an idle connection keeps,
@@ -478,6 +494,14 @@ async fn read_head(
     loop {
         let idle = {
             let mut unread = connection.unread.borrow_mut();
+            // Empty lines before a request line are ignored (RFC 9112 §2.2); dropped here, once each, so
+            // they cannot make every read reparse what came before.
+            let blank = unread
+                .pending()
+                .iter()
+                .take_while(|byte| matches!(byte, b'\r' | b'\n'))
+                .count();
+            unread.consume(blank);
             let pending = unread.pending();
             if head::head_may_end(pending, unread.scanned)
                 && let Some((head, length)) = head::parse_request_head(pending)?
@@ -556,6 +580,7 @@ where
         .continue_wanted
         .set(expects_continue && framing != Framing::Empty);
     connection.response_started.set(false);
+    connection.pipelined.set(false);
     let body = RequestBody {
         connection: Rc::clone(connection),
         finished: framing == Framing::Empty,
@@ -656,6 +681,7 @@ where
             ResponseFraming::Length(length) => length,
             _ => u64::MAX,
         },
+        overflowed: false,
         trailers: None,
         accepts_trailers,
     };
@@ -713,6 +739,8 @@ struct BodyWriter {
     framing: ResponseFraming,
     /// Bytes a `Content-Length` body still owes.
     left: u64,
+    /// The body went on past its `Content-Length`: the excess was dropped, and the connection closes.
+    overflowed: bool,
     /// Trailers to send after the last chunk.
     trailers: Option<HeaderMap>,
     accepts_trailers: bool,
@@ -752,14 +780,13 @@ impl BodyWriter {
                     .await
             }
             ResponseFraming::Length(_) => {
-                // A body longer than it said: the excess is not sent, and the connection closes at the end.
+                // A body longer than it said: the excess is never sent (the client would read it as the
+                // next response), and the connection closes at the end.
                 let take = usize::try_from(self.left)
                     .unwrap_or(usize::MAX)
                     .min(data.len());
                 self.left -= take as u64;
-                if take < data.len() {
-                    self.left = u64::MAX;
-                }
+                self.overflowed |= take < data.len();
                 let data = data.get(..take).unwrap_or_default();
                 connection
                     .write_all(&mut [IoSlice::new(&head), IoSlice::new(data)])
@@ -788,7 +815,7 @@ impl BodyWriter {
                 connection.write_all(&mut [IoSlice::new(&last)]).await?;
                 Ok(true)
             }
-            ResponseFraming::Length(_) => Ok(self.left == 0),
+            ResponseFraming::Length(_) => Ok(self.left == 0 && !self.overflowed),
             ResponseFraming::Close => Ok(false),
             ResponseFraming::Bodiless => Ok(true),
         }

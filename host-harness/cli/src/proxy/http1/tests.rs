@@ -26,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(10);
 enum TestBody {
     Full(Option<Bytes>),
     Channel(mpsc::Receiver<Frame<Bytes>>),
+    /// These data frames, one per poll.
+    Frames(std::collections::VecDeque<Bytes>),
 }
 
 impl Body for TestBody {
@@ -39,6 +41,9 @@ impl Body for TestBody {
         match self.get_mut() {
             TestBody::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             TestBody::Channel(receiver) => receiver.poll_recv(cx).map(|frame| frame.map(Ok)),
+            TestBody::Frames(frames) => {
+                Poll::Ready(frames.pop_front().map(|data| Ok(Frame::data(data))))
+            }
         }
     }
 
@@ -47,7 +52,7 @@ impl Body for TestBody {
             TestBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            TestBody::Channel(_) => SizeHint::default(),
+            TestBody::Channel(_) | TestBody::Frames(_) => SizeHint::default(),
         }
     }
 }
@@ -78,6 +83,24 @@ async fn service(
     let response = match path.as_str() {
         "/hang" => std::future::pending().await,
         "/early" => Response::new(TestBody::Full(Some(Bytes::from_static(b"early")))),
+        // Says three bytes, then sends more: what follows must never reach the client.
+        "/overlong" => {
+            let frames = [
+                "abc",
+                "XX",
+                "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged",
+            ];
+            let mut response = Response::new(TestBody::Frames(
+                frames
+                    .into_iter()
+                    .map(|frame| Bytes::from_static(frame.as_bytes()))
+                    .collect(),
+            ));
+            response
+                .headers_mut()
+                .insert("content-length", HeaderValue::from_static("3"));
+            response
+        }
         "/stream" => match chunks.borrow_mut().take() {
             Some(receiver) => Response::new(TestBody::Channel(receiver)),
             None => Response::new(TestBody::Full(None)),
@@ -391,4 +414,18 @@ fn a_silent_connection_is_closed_after_the_head_timeout() {
     let mut client = connect(&server);
     client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     assert_eq!(read_to_close(&mut client), "");
+}
+
+#[test]
+fn a_body_longer_than_its_content_length_is_cut_and_the_connection_closed() {
+    let server = start(settings());
+    let mut client = connect(&server);
+    client
+        .write_all(
+            b"GET /overlong HTTP/1.1\r\nhost: a\r\n\r\nGET /next HTTP/1.1\r\nhost: a\r\n\r\n",
+        )
+        .unwrap();
+    let text = read_to_close(&mut client);
+    assert!(text.ends_with("\r\n\r\nabc"), "{text}");
+    assert!(!text.contains("forged"), "{text}");
 }
