@@ -184,8 +184,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
         return Err(DecodeError::ChunkSize);
     }
     let (size, after) = line.split_at(digits);
-    let after = after.trim_ascii_start();
-    if !(after.is_empty() || after.first() == Some(&b';')) || after.contains(&b'\r') {
+    let after = trim_blank(after);
+    // Extensions are ignored, but only as text: no control bytes a later reader might split on.
+    let text = after
+        .iter()
+        .all(|byte| *byte == b'\t' || (b' '..=b'~').contains(byte) || *byte >= 0x80);
+    if !(after.is_empty() || after.first() == Some(&b';')) || !text {
         return Err(DecodeError::ChunkSize);
     }
     Ok(size.iter().fold(0u64, |total, digit| {
@@ -196,6 +200,15 @@ fn chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
         };
         (total << 4) | u64::from(value)
     }))
+}
+
+/// `bytes` without leading spaces and tabs (the whitespace RFC 9112 allows before `;`).
+fn trim_blank(bytes: &[u8]) -> &[u8] {
+    let blank = bytes
+        .iter()
+        .take_while(|byte| matches!(byte, b' ' | b'\t'))
+        .count();
+    bytes.get(blank..).unwrap_or_default()
 }
 
 fn trailer_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, DecodeError> {
@@ -276,11 +289,13 @@ mod tests {
 
     #[test]
     fn invalid_chunk_framing_is_an_error() {
-        let bad: [(&[u8], DecodeError); 7] = [
+        let bad: [(&[u8], DecodeError); 9] = [
             (b"zz\r\n", DecodeError::ChunkSize),
             (b"\r\n", DecodeError::ChunkSize),
             (b"5\n", DecodeError::ChunkSize),
             (b"5 x\r\n", DecodeError::ChunkSize),
+            (b"5\x0c\r\n", DecodeError::ChunkSize),
+            (b"5;a\0b\r\n", DecodeError::ChunkSize),
             (b"1000000000000000\r\n", DecodeError::ChunkSize),
             (b"5\r\nhelloXX", DecodeError::ChunkEnd),
             (b"0\r\nnot a trailer\r\n\r\n", DecodeError::Trailers),

@@ -206,7 +206,7 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// How a response's body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFraming {
-    /// No body is sent (`HEAD`, `204`, `304`).
+    /// No body is sent (`HEAD`, `204`, `205`, `304`).
     Bodiless,
     /// `Content-Length`.
     Length(u64),
@@ -245,6 +245,7 @@ pub fn write_response_head(
         .and_then(parse_length);
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
+        || status == StatusCode::RESET_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if shape.head_request || bodiless_status {
         ResponseFraming::Bodiless

@@ -266,7 +266,11 @@ impl Connection {
     /// first ends the proxy's side and reads a bounded amount, so the client gets the response rather
     /// than a reset.
     async fn close(&self) {
-        let unread = !self.body_done() || !self.unread.borrow().pending().is_empty();
+        // Bytes the client sent that were never read (in the buffer or still in the socket) would make
+        // the close a reset, which can destroy the response before the client reads it.
+        let unread = !self.body_done()
+            || !self.unread.borrow().pending().is_empty()
+            || self.has_waiting_bytes();
         if !unread || self.unread.borrow().eof {
             return;
         }
