@@ -19,13 +19,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::config::Target;
 use super::driver::{FilterDriver, FilterFault, StreamSlot};
 use super::failure::{ClientFault, Failure};
 use super::forwarding;
+use super::http1::client::{ResponseBody, ResponseBodyError};
 use super::http1::head::HeadError;
 use super::http1::{BodyError, RequestBody};
 use super::identity::{self, Caller, ConnectionIdentity, IdentityRefusal};
@@ -531,37 +531,29 @@ fn answer(
     Ok(response)
 }
 
-/// How many times [`first_frame_if_ready`] lets the upstream connection task run: once to take the
-/// body's first read demand, once to parse what arrived with the headers.
-const FIRST_FRAME_TURNS: usize = 2;
-
 /// The upstream body's first frame when it arrived with the response headers, without waiting for the
-/// network: the upstream connection task gets a few turns to parse what it already read. `Ok(None)` when
-/// nothing is there yet (or the body is empty).
+/// network. `Ok(None)` when nothing is there yet (or the body is empty).
 ///
 /// # Errors
 /// The body failed in what arrived with the headers.
-async fn first_frame_if_ready(body: &mut Incoming) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+async fn first_frame_if_ready(
+    body: &mut ResponseBody,
+) -> Result<Option<Frame<Bytes>>, ResponseBodyError> {
     if body.is_end_stream() {
         return Ok(None);
     }
-    for turn in 0..=FIRST_FRAME_TURNS {
-        let polled = std::future::poll_fn(|cx| {
-            Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(frame) => Some(frame),
-                Poll::Pending => None,
-            })
+    let polled = std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(frame) => Some(frame),
+            Poll::Pending => None,
         })
-        .await;
-        match polled {
-            Some(Some(Ok(frame))) => return Ok(Some(frame)),
-            Some(Some(Err(err))) => return Err(err),
-            Some(None) => return Ok(None),
-            None if turn < FIRST_FRAME_TURNS => tokio::task::yield_now().await,
-            None => {}
-        }
+    })
+    .await;
+    match polled {
+        Some(Some(Ok(frame))) => Ok(Some(frame)),
+        Some(Some(Err(err))) => Err(err),
+        Some(None) | None => Ok(None),
     }
-    Ok(None)
 }
 
 /// What a failed read of the client's body says about the client: closed early (or reset), or sent
@@ -749,7 +741,7 @@ enum BodyKind {
 
 /// The upstream's body on its way through `on_response_body`.
 struct UpstreamStream {
-    incoming: Incoming,
+    incoming: ResponseBody,
     /// The first frame, read before the response headers went to the filter.
     first: Option<Frame<Bytes>>,
     /// Started the first time the stream has to wait, so responses that never wait need no timer.
@@ -786,7 +778,11 @@ impl ProxyBody {
         }
     }
 
-    fn upstream(incoming: Incoming, first: Option<Frame<Bytes>>, idle_timeout: Duration) -> Self {
+    fn upstream(
+        incoming: ResponseBody,
+        first: Option<Frame<Bytes>>,
+        idle_timeout: Duration,
+    ) -> Self {
         let idle = None;
         let stream = UpstreamStream {
             incoming,

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -14,14 +15,14 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tower_service::Service;
 
 use super::failure::Failure;
+use super::http1::client::{self, ClientConnection, ExchangeError, ResponseBody};
 
 /// Errors carried through body streams.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -52,7 +53,7 @@ pub enum UpstreamError {
     Connect(#[source] BoxError),
     /// The connection broke before the response headers arrived.
     #[error("upstream request failed")]
-    Request(#[from] hyper::Error),
+    Request(#[from] ExchangeError),
 }
 
 /// Scheme and authority: which pooled connections can carry a request.
@@ -62,10 +63,10 @@ struct Origin {
     authority: Authority,
 }
 
-/// A keep-alive connection in the pool, busy or idle.
+/// An idle keep-alive connection in the pool.
 struct Pooled {
     origin: Origin,
-    sender: SendRequest<UpstreamBody>,
+    connection: ClientConnection,
     last_used: Instant,
 }
 
@@ -74,7 +75,8 @@ struct Pooled {
 /// connection is reused as soon as its previous response has been read to the end.
 pub struct UpstreamClient {
     connector: HttpsConnector<HttpConnector>,
-    pool: RefCell<Vec<Pooled>>,
+    /// Shared with response bodies, which put their connection back when they end cleanly.
+    pool: Rc<RefCell<Vec<Pooled>>>,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -104,7 +106,7 @@ pub fn build_client(connect_timeout: Duration) -> Result<UpstreamClient, ClientE
         .wrap_connector(http);
     Ok(UpstreamClient {
         connector,
-        pool: RefCell::new(Vec::new()),
+        pool: Rc::default(),
     })
 }
 
@@ -121,7 +123,7 @@ impl UpstreamClient {
     pub async fn request(
         &self,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
         let uri = request.uri().clone();
         let origin = match (uri.scheme(), uri.authority()) {
             (Some(scheme), Some(authority)) => Origin {
@@ -136,68 +138,77 @@ impl UpstreamClient {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
-        if let Some(mut sender) = self.checkout(&origin) {
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    if reusable(&response) {
-                        self.check_in(origin, sender);
-                    }
-                    return Ok(response);
-                }
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(UpstreamError::Request(failed.into_error())),
+        if let Some(connection) = self.checkout(&origin) {
+            // A body held in full can be sent again: a pooled connection the upstream closed just as it
+            // was taken is then replaced by a fresh one (a streamed body cannot be replayed).
+            let replay = request.body().replayable().map(|body| {
+                let mut copy = Request::new(body);
+                *copy.method_mut() = request.method().clone();
+                *copy.uri_mut() = request.uri().clone();
+                *copy.headers_mut() = request.headers().clone();
+                copy
+            });
+            match client::send(connection, request).await {
+                Ok(response) => return Ok(self.track(origin, response)),
+                Err(error) => match (replay, &error) {
+                    (Some(again), ExchangeError::Closed | ExchangeError::Io(_)) => request = again,
+                    _ => return Err(UpstreamError::Request(error)),
                 },
             }
         }
-        let mut sender = self.connect(&uri).await?;
-        let response = sender.send_request(request).await?;
-        if reusable(&response) {
-            self.check_in(origin, sender);
-        }
-        Ok(response)
+        let connection = self.connect(&uri).await?;
+        let response = client::send(connection, request).await?;
+        Ok(self.track(origin, response))
     }
 
-    /// Takes a ready connection to `origin` out of the pool, dropping closed and long-idle ones on the way.
-    fn checkout(&self, origin: &Origin) -> Option<SendRequest<UpstreamBody>> {
+    /// Arranges for the response's connection to come back to the pool when its body ends cleanly.
+    fn track(
+        &self,
+        origin: Origin,
+        mut response: Response<ResponseBody>,
+    ) -> Response<ResponseBody> {
+        let pool = Rc::downgrade(&self.pool);
+        response.body_mut().on_reusable(Box::new(move |connection| {
+            if let Some(pool) = pool.upgrade() {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < POOL_MAX_CONNECTIONS {
+                    pool.push(Pooled {
+                        origin,
+                        connection,
+                        last_used: Instant::now(),
+                    });
+                }
+            }
+        }));
+        response
+    }
+
+    /// Takes an idle connection to `origin` out of the pool, dropping closed and long-idle ones on the way.
+    fn checkout(&self, origin: &Origin) -> Option<ClientConnection> {
         let mut pool = self.pool.borrow_mut();
         let now = Instant::now();
         let mut index = pool.len();
         while index > 0 {
             index -= 1;
-            let Some(entry) = pool.get(index) else {
+            let Some(entry) = pool.get_mut(index) else {
                 break;
             };
-            if entry.sender.is_closed() {
+            if now.duration_since(entry.last_used) > POOL_IDLE_TIMEOUT
+                || !entry.connection.is_reusable()
+            {
                 pool.swap_remove(index);
                 continue;
             }
-            if &entry.origin != origin || !entry.sender.is_ready() {
+            if &entry.origin != origin {
                 continue;
             }
-            let entry = pool.swap_remove(index);
-            if now.duration_since(entry.last_used) > POOL_IDLE_TIMEOUT {
-                continue;
-            }
-            return Some(entry.sender);
+            return Some(pool.swap_remove(index).connection);
         }
         None
     }
 
-    /// Returns a connection to the pool; it is busy until its response has been read to the end.
-    fn check_in(&self, origin: Origin, sender: SendRequest<UpstreamBody>) {
-        let mut pool = self.pool.borrow_mut();
-        if pool.len() < POOL_MAX_CONNECTIONS {
-            pool.push(Pooled {
-                origin,
-                sender,
-                last_used: Instant::now(),
-            });
-        }
-    }
-
-    /// Opens a connection (TCP, then TLS for https) and starts its HTTP/1.1 driver on this worker.
-    async fn connect(&self, uri: &Uri) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    /// Opens a connection (TCP, then TLS for https).
+    async fn connect(&self, uri: &Uri) -> Result<ClientConnection, UpstreamError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -206,25 +217,8 @@ impl UpstreamClient {
             .call(uri.clone())
             .await
             .map_err(UpstreamError::Connect)?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|err| UpstreamError::Connect(Box::new(err)))?;
-        tokio::task::spawn_local(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(ClientConnection::new(TokioIo::new(io)))
     }
-}
-
-/// Whether the connection a response came on may carry another request. Not after a response framed both
-/// by `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a smuggling attempt, close after it), nor
-/// after a `101`, which hands the connection over to another protocol.
-fn reusable(response: &Response<Incoming>) -> bool {
-    response.status() != http::StatusCode::SWITCHING_PROTOCOLS
-        && !super::forwarding::framed_twice(response.headers())
 }
 
 /// Maps a client error to the failure the client sees: timeouts 504, everything else 502.
@@ -278,6 +272,17 @@ pub enum UpstreamBody {
     Full(Option<Bytes>),
     /// Frames produced as the client's body arrives and passes through the filter.
     Stream(mpsc::Receiver<Result<Frame<Bytes>, BoxError>>),
+}
+
+impl UpstreamBody {
+    /// A copy of a body held in full (to send again); `None` for a stream.
+    fn replayable(&self) -> Option<Self> {
+        match self {
+            Self::Empty => Some(Self::Empty),
+            Self::Full(data) => Some(Self::Full(data.clone())),
+            Self::Stream(_) => None,
+        }
+    }
 }
 
 impl Body for UpstreamBody {

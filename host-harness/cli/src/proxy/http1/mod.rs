@@ -13,6 +13,7 @@
 //! body are dropped). A response sent before the request body was read closes the connection after
 //! reading and discarding a bounded amount of the rest, so the client sees the response, not a reset.
 
+pub mod client;
 pub mod decode;
 pub mod head;
 
