@@ -50,9 +50,9 @@ enum Command {
 
 /// mimalloc's settings for a long-running `serve`: its arenas commit memory as it is used rather than all
 /// at once, so what compiling the filter used and freed (about 55 MiB) does not stay resident in an idle
-/// proxy. Measured with `make bench`: 52 MiB instead of 108 MiB at rest, 36 KiB instead of 47 KiB per open
-/// event stream, and no more CPU per request. (A shorter purge delay saves 12 MiB more at rest but costs
-/// up to twice the CPU per request at low concurrency.)
+/// proxy. Measured with `make bench`: 52 MiB instead of 108 MiB at rest, and no more CPU per request. (A
+/// shorter purge delay saves 12 MiB more at rest but costs up to twice the CPU per request at low
+/// concurrency.)
 const ALLOCATOR_SETTINGS: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
 
 /// mimalloc reads its settings from the environment before `main` runs, so `serve` executes itself again,
