@@ -218,6 +218,7 @@ fn json_error(error: &json::Error) -> ConfigError {
 // value is validated.
 // ---------------------------------------------------------------------------
 
+#[derive(Default)]
 struct RawConfig {
     credential: Option<RawCredential>,
     strip_request_headers: Vec<String>,
@@ -247,58 +248,59 @@ impl RawConfig {
                 "usage",
             ],
         )?;
-        let rules = |field: &str| -> Result<Vec<RawRule>, ConfigError> {
-            let Some(value) = map.get(field) else {
-                return Ok(Vec::new());
-            };
-            read::list(field, value, "a list of rules")?
-                .iter()
-                .enumerate()
-                .map(|(index, rule)| RawRule::read(&read::item(field, index), rule))
-                .collect()
-        };
-        Ok(Self {
-            credential: map
-                .get("credential")
-                .map(|value| RawCredential::read("credential", value))
-                .transpose()?,
-            strip_request_headers: map
-                .get("strip_request_headers")
-                .map(|value| {
-                    read::strings("strip_request_headers", value, "a list of header names")
-                })
-                .transpose()?
-                .unwrap_or_default(),
-            preset: map
-                .get("preset")
-                .map(|value| read::variant("preset", value, &[("anthropic", Preset::Anthropic)]))
-                .transpose()?,
-            request_rules: rules("request_rules")?,
-            response_rules: rules("response_rules")?,
-            access: map
-                .get("access")
-                .map(|value| RawAccess::read("access", value))
-                .transpose()?,
-            on_missing_credential: map
-                .get("on_missing_credential")
-                .map(|value| {
-                    read::variant(
-                        "on_missing_credential",
-                        value,
-                        &[
-                            ("deny", MissingCredential::Deny),
-                            ("forward", MissingCredential::Forward),
-                        ],
-                    )
-                })
-                .transpose()?
-                .unwrap_or_default(),
-            usage: map
-                .get("usage")
-                .map(|value| RawUsage::read("usage", value))
-                .transpose()?,
-        })
+        // Each field is assigned into one value, so an error anywhere drops that one value
+        // instead of every field read so far.
+        let mut raw = Self::default();
+        if let Some(value) = map.get("credential") {
+            raw.credential = Some(RawCredential::read("credential", value)?);
+        }
+        if let Some(value) = map.get("strip_request_headers") {
+            raw.strip_request_headers =
+                read::strings("strip_request_headers", value, "a list of header names")?;
+        }
+        if let Some(value) = map.get("preset") {
+            raw.preset = Some(read::variant(
+                "preset",
+                value,
+                &[("anthropic", Preset::Anthropic)],
+            )?);
+        }
+        for (field, rules) in [
+            ("request_rules", &mut raw.request_rules),
+            ("response_rules", &mut raw.response_rules),
+        ] {
+            if let Some(value) = map.get(field) {
+                *rules = read_rules(field, value)?;
+            }
+        }
+        if let Some(value) = map.get("access") {
+            raw.access = Some(RawAccess::read("access", value)?);
+        }
+        if let Some(value) = map.get("on_missing_credential") {
+            raw.on_missing_credential = read::variant(
+                "on_missing_credential",
+                value,
+                &[
+                    ("deny", MissingCredential::Deny),
+                    ("forward", MissingCredential::Forward),
+                ],
+            )?;
+        }
+        if let Some(value) = map.get("usage") {
+            raw.usage = Some(RawUsage::read("usage", value)?);
+        }
+        Ok(raw)
     }
+}
+
+/// The list of rules at `field`.
+#[inline(never)]
+fn read_rules(field: &str, value: &Value) -> Result<Vec<RawRule>, ConfigError> {
+    read::list(field, value, "a list of rules")?
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| RawRule::read(&read::item(field, index), rule))
+        .collect()
 }
 
 #[derive(Default)]
@@ -654,7 +656,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
 
     let mut stripped = vec![credential.header.clone()];
     for (index, name) in raw.strip_request_headers.iter().enumerate() {
-        let path = format!("strip_request_headers[{index}]");
+        let path = read::item("strip_request_headers", index);
         let name = header_name(&path, name)?;
         if let Some(why) = managed(&name) {
             return Err(ConfigError::ForbiddenHeader { path, name, why });
@@ -740,12 +742,12 @@ fn validate_usage(
         };
         if !(min..=max).contains(&value) {
             return Err(ConfigError::Invalid {
-                path: format!("usage.{field}"),
+                path: read::join("usage", field),
                 reason: format!("must be a whole number from {min} to {max}"),
             });
         }
         usize::try_from(value).map_err(|_| ConfigError::Invalid {
-            path: format!("usage.{field}"),
+            path: read::join("usage", field),
             reason: "is too large for this platform".into(),
         })
     };
@@ -955,7 +957,7 @@ fn validate_rules(
     rules
         .into_iter()
         .enumerate()
-        .map(|(index, rule)| validate_rule(&format!("{field}[{index}]"), rule, scope))
+        .map(|(index, rule)| validate_rule(&read::item(field, index), rule, scope))
         .collect()
 }
 
@@ -988,10 +990,11 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
     }
 
     let name_value = |field: &str, raw: RawNameValue| -> Result<(String, String), ConfigError> {
-        let name_path = format!("{path}.{field}.name");
+        let field_path = read::join(path, field);
+        let name_path = read::join(&field_path, "name");
         let name = header_name(&name_path, &raw.name)?;
         scope.writable(&name_path, &name)?;
-        header_value(&format!("{path}.{field}.value"), &raw.value)?;
+        header_value(&read::join(&field_path, "value"), &raw.value)?;
         Ok((name, raw.value))
     };
     let action = if let Some(raw) = raw.set {
@@ -1004,29 +1007,29 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         let (name, value) = name_value("set_if_absent", raw)?;
         Action::SetIfAbsent { name, value }
     } else if let Some(raw) = raw.remove {
-        let name_path = format!("{path}.remove.name");
+        let name_path = read::join(path, "remove.name");
         let name = header_name(&name_path, &raw)?;
         scope.writable(&name_path, &name)?;
         Action::Remove { name }
     } else if let Some(raw) = raw.rename {
-        let from_path = format!("{path}.rename.from");
+        let from_path = read::join(path, "rename.from");
         let from = header_name(&from_path, &raw.from)?;
         scope.writable(&from_path, &from)?;
-        let to_path = format!("{path}.rename.to");
+        let to_path = read::join(path, "rename.to");
         let to = header_name(&to_path, &raw.to)?;
         scope.writable(&to_path, &to)?;
         Action::Rename { from, to }
     } else if let Some(raw) = raw.rewrite_path_prefix {
         request_only(path, "rewrite_path_prefix", scope)?;
-        path_text(&format!("{path}.rewrite_path_prefix.from"), &raw.from)?;
-        path_text(&format!("{path}.rewrite_path_prefix.to"), &raw.to)?;
+        path_text(&read::join(path, "rewrite_path_prefix.from"), &raw.from)?;
+        path_text(&read::join(path, "rewrite_path_prefix.to"), &raw.to)?;
         Action::RewritePathPrefix {
             from: raw.from,
             to: raw.to,
         }
     } else if let Some(raw) = raw.set_authority {
         request_only(path, "set_authority", scope)?;
-        let value = authority_text(&format!("{path}.set_authority.value"), &raw)?;
+        let value = authority_text(&read::join(path, "set_authority.value"), &raw)?;
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
@@ -1037,7 +1040,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
     };
 
     let when = match raw.when {
-        Some(when) => validate_when(&format!("{path}.when"), when, scope)?,
+        Some(when) => validate_when(&read::join(path, "when"), when, scope)?,
         None => Conditions::default(),
     };
     Ok(Rule { when, action })
@@ -1047,7 +1050,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
 fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), ConfigError> {
     if scope.kind == RuleKind::Response {
         return Err(ConfigError::Invalid {
-            path: format!("{path}.{action}"),
+            path: read::join(path, action),
             reason: "is only allowed in request_rules".into(),
         });
     }
@@ -1058,7 +1061,7 @@ fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), Confi
 fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
     let path_prefix = raw
         .path_prefix
-        .map(|prefix| path_text(&format!("{path}.path_prefix"), &prefix).map(|()| prefix))
+        .map(|prefix| path_text(&read::join(path, "path_prefix"), &prefix).map(|()| prefix))
         .transpose()?;
     let methods = raw
         .method
@@ -1069,7 +1072,7 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
                 Ok(method)
             } else {
                 Err(ConfigError::Invalid {
-                    path: format!("{path}.method[{index}]"),
+                    path: read::item(&read::join(path, "method"), index),
                     reason: format!("{method:?} is not a valid HTTP method"),
                 })
             }
@@ -1078,7 +1081,7 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
     let authority = raw
         .authority
         .map(|authority| {
-            let value = authority_text(&format!("{path}.authority"), &authority)?;
+            let value = authority_text(&read::join(path, "authority"), &authority)?;
             let with_port = match value.strip_prefix('[') {
                 Some(rest) => rest.contains("]:"),
                 None => value.contains(':'),
@@ -1091,9 +1094,10 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
         .into_iter()
         .enumerate()
         .map(|(index, condition)| {
-            let condition_path = format!("{path}.header[{index}]");
-            let name = header_name(&format!("{condition_path}.name"), &condition.name)?;
-            scope.testable(&format!("{condition_path}.name"), &name)?;
+            let condition_path = read::item(&read::join(path, "header"), index);
+            let name_path = read::join(&condition_path, "name");
+            let name = header_name(&name_path, &condition.name)?;
+            scope.testable(&name_path, &name)?;
             match (condition.present, condition.value) {
                 (Some(_), Some(_)) => Err(ConfigError::Invalid {
                     path: condition_path,
@@ -1102,7 +1106,7 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
                 (Some(false), None) => Ok(HeaderCondition::Absent(name)),
                 (Some(true) | None, None) => Ok(HeaderCondition::Present(name)),
                 (None, Some(value)) => {
-                    header_value(&format!("{condition_path}.value"), &value)?;
+                    header_value(&read::join(&condition_path, "value"), &value)?;
                     Ok(HeaderCondition::Equals(name, value.into_bytes()))
                 }
             }
@@ -1139,7 +1143,7 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
                 .into_iter()
                 .enumerate()
                 .map(|(index, entry)| {
-                    let path = format!("access.identity.allow[{index}]");
+                    let path = read::item("access.identity.allow", index);
                     let trimmed = entry.trim();
                     if trimmed.is_empty() {
                         return Err(ConfigError::Invalid {
@@ -1174,7 +1178,7 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
                 .enumerate()
                 .map(|(index, text)| {
                     Cidr::parse(text.trim()).map_err(|error| ConfigError::Invalid {
-                        path: format!("access.source_cidrs[{index}]"),
+                        path: read::item("access.source_cidrs", index),
                         reason: format!("{text:?}: {error}"),
                     })
                 })
