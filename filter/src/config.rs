@@ -184,12 +184,10 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         return Err(ConfigError::Empty);
     }
     if trimmed.first() != Some(&b'{') {
-        return Err(ConfigError::Invalid {
-            path: "configuration".into(),
-            reason:
-                "must be a JSON object, e.g. {\"credential\": {\"source\": {\"env\": \"NAME\"}}}"
-                    .into(),
-        });
+        return Err(invalid(
+            "configuration",
+            "must be a JSON object, e.g. {\"credential\": {\"source\": {\"env\": \"NAME\"}}}",
+        ));
     }
     let value = read::document(bytes).map_err(|error| json_error(&error))?;
     validate(RawConfig::read(&value)?)
@@ -645,6 +643,16 @@ const ACTIONS: &str =
 const TOKEN_HINT: &str = " (use letters, digits and !#$%&'*+-.^_`|~)";
 const PSEUDO_HINT: &str = " (pseudo-headers cannot be named here: use path_prefix, method, authority, rewrite_path_prefix or set_authority)";
 
+/// An [`ConfigError::Invalid`] at `path`; one constructor keeps the two copies out of every caller.
+#[cold]
+#[inline(never)]
+fn invalid(path: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
 #[inline(never)]
 fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     let raw_credential = raw.credential.ok_or(ConfigError::Missing {
@@ -741,14 +749,16 @@ fn validate_usage(
             return Ok(default);
         };
         if !(min..=max).contains(&value) {
-            return Err(ConfigError::Invalid {
-                path: read::join("usage", field),
-                reason: format!("must be a whole number from {min} to {max}"),
-            });
+            return Err(invalid(
+                &read::join("usage", field),
+                &format!("must be a whole number from {min} to {max}"),
+            ));
         }
-        usize::try_from(value).map_err(|_| ConfigError::Invalid {
-            path: read::join("usage", field),
-            reason: "is too large for this platform".into(),
+        usize::try_from(value).map_err(|_| {
+            invalid(
+                &read::join("usage", field),
+                "is too large for this platform",
+            )
         })
     };
     let config = UsageConfig {
@@ -831,36 +841,28 @@ fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigErr
 #[inline(never)]
 fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
     const PATH: &str = "credential.source";
-    let invalid = |reason: String| ConfigError::Invalid {
-        path: PATH.into(),
-        reason,
-    };
     let Value::Object(map) = value else {
-        return Err(invalid(format!(
-            "must be an object with exactly one key: {SOURCE_HINT}"
-        )));
+        return Err(invalid(
+            PATH,
+            &format!("must be an object with exactly one key: {SOURCE_HINT}"),
+        ));
     };
     let mut entries = map.iter();
     let (Some((kind, setting)), None) = (entries.next(), entries.next()) else {
         let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-        return Err(invalid(format!(
-            "must have exactly one key, found {keys:?}: {SOURCE_HINT}"
-        )));
+        return Err(invalid(
+            PATH,
+            &format!("must have exactly one key, found {keys:?}: {SOURCE_HINT}"),
+        ));
     };
     match kind.as_str() {
         "inline" => {
             let path = "credential.source.inline";
             let Value::String(token) = setting else {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    reason: "must be a string".into(),
-                });
+                return Err(invalid(path, "must be a string"));
             };
             if token.trim().is_empty() {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    reason: "must not be empty".into(),
-                });
+                return Err(invalid(path, "must not be empty"));
             }
             header_value(path, token.trim())?;
             Ok(CredentialSource::Inline(Secret::new(token.trim())))
@@ -868,25 +870,20 @@ fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
         "env" => {
             let path = "credential.source.env";
             let Value::String(name) = setting else {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    reason: "must be the name of an environment variable".into(),
-                });
+                return Err(invalid(path, "must be the name of an environment variable"));
             };
             if let Some(reason) = env_name_problem(name) {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    reason: reason.into(),
-                });
+                return Err(invalid(path, reason));
             }
             Ok(CredentialSource::Env(name.clone()))
         }
         "oauth2" => Ok(CredentialSource::OAuth2(Box::new(
             crate::token::config::parse(setting)?,
         ))),
-        other => Err(invalid(format!(
-            "unknown source {other:?}; expected one of \"env\", \"inline\", \"oauth2\""
-        ))),
+        other => Err(invalid(
+            PATH,
+            &format!("unknown source {other:?}; expected one of \"env\", \"inline\", \"oauth2\""),
+        )),
     }
 }
 
@@ -976,9 +973,9 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
     .filter_map(|(name, present)| present.then_some(name))
     .collect();
     if given.len() != 1 {
-        return Err(ConfigError::Invalid {
-            path: path.into(),
-            reason: if given.is_empty() {
+        return Err(invalid(
+            path,
+            &if given.is_empty() {
                 format!("no action: give exactly one of {ACTIONS}")
             } else {
                 format!(
@@ -986,7 +983,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
                     given.join(", ")
                 )
             },
-        });
+        ));
     }
 
     let name_value = |field: &str, raw: RawNameValue| -> Result<(String, String), ConfigError> {
@@ -1033,10 +1030,10 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
-        return Err(ConfigError::Invalid {
-            path: path.into(),
-            reason: format!("no action: give exactly one of {ACTIONS}"),
-        });
+        return Err(invalid(
+            path,
+            &format!("no action: give exactly one of {ACTIONS}"),
+        ));
     };
 
     let when = match raw.when {
@@ -1049,10 +1046,10 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
 #[inline(never)]
 fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), ConfigError> {
     if scope.kind == RuleKind::Response {
-        return Err(ConfigError::Invalid {
-            path: read::join(path, action),
-            reason: "is only allowed in request_rules".into(),
-        });
+        return Err(invalid(
+            &read::join(path, action),
+            "is only allowed in request_rules",
+        ));
     }
     Ok(())
 }
@@ -1071,10 +1068,10 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
             if is_token(&method) {
                 Ok(method)
             } else {
-                Err(ConfigError::Invalid {
-                    path: read::item(&read::join(path, "method"), index),
-                    reason: format!("{method:?} is not a valid HTTP method"),
-                })
+                Err(invalid(
+                    &read::item(&read::join(path, "method"), index),
+                    &format!("{method:?} is not a valid HTTP method"),
+                ))
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -1099,10 +1096,10 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
             let name = header_name(&name_path, &condition.name)?;
             scope.testable(&name_path, &name)?;
             match (condition.present, condition.value) {
-                (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                    path: condition_path,
-                    reason: "give either \"present\" or \"value\", not both".into(),
-                }),
+                (Some(_), Some(_)) => Err(invalid(
+                    &condition_path,
+                    "give either \"present\" or \"value\", not both",
+                )),
                 (Some(false), None) => Ok(HeaderCondition::Absent(name)),
                 (Some(true) | None, None) => Ok(HeaderCondition::Present(name)),
                 (None, Some(value)) => {
@@ -1123,20 +1120,17 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
 #[inline(never)]
 fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
     if raw.identity.is_none() && raw.source_cidrs.is_none() {
-        return Err(ConfigError::Invalid {
-            path: "access".into(),
-            reason: "configure \"identity\", \"source_cidrs\", or both".into(),
-        });
+        return Err(invalid(
+            "access",
+            "configure \"identity\", \"source_cidrs\", or both",
+        ));
     }
     let identity = raw
         .identity
         .map(|identity| {
             let source = identity_source(&identity, credential_header)?;
             if identity.allow.is_empty() {
-                return Err(ConfigError::Invalid {
-                    path: "access.identity.allow".into(),
-                    reason: "must list at least one identity".into(),
-                });
+                return Err(invalid("access.identity.allow", "must list at least one identity"));
             }
             let allow = identity
                 .allow
@@ -1146,16 +1140,10 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
                     let path = read::item("access.identity.allow", index);
                     let trimmed = entry.trim();
                     if trimmed.is_empty() {
-                        return Err(ConfigError::Invalid {
-                            path,
-                            reason: "must not be empty".into(),
-                        });
+                        return Err(invalid(&path, "must not be empty"));
                     }
                     if trimmed.contains(',') {
-                        return Err(ConfigError::Invalid {
-                            path,
-                            reason: "must not contain ',': identities are split on commas, so it could never match; list each identity on its own".into(),
-                        });
+                        return Err(invalid(&path, "must not contain ',': identities are split on commas, so it could never match; list each identity on its own"));
                     }
                     header_value(&path, trimmed)?;
                     Ok(trimmed.to_owned())
@@ -1168,18 +1156,20 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
         .source_cidrs
         .map(|cidrs| {
             if cidrs.is_empty() {
-                return Err(ConfigError::Invalid {
-                    path: "access.source_cidrs".into(),
-                    reason: "must list at least one range, e.g. \"100.64.0.0/10\"".into(),
-                });
+                return Err(invalid(
+                    "access.source_cidrs",
+                    "must list at least one range, e.g. \"100.64.0.0/10\"",
+                ));
             }
             cidrs
                 .iter()
                 .enumerate()
                 .map(|(index, text)| {
-                    Cidr::parse(text.trim()).map_err(|error| ConfigError::Invalid {
-                        path: read::item("access.source_cidrs", index),
-                        reason: format!("{text:?}: {error}"),
+                    Cidr::parse(text.trim()).map_err(|error| {
+                        invalid(
+                            &read::item("access.source_cidrs", index),
+                            &format!("{text:?}: {error}"),
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -1202,26 +1192,25 @@ fn identity_source(
     credential_header: &str,
 ) -> Result<IdentitySource, ConfigError> {
     match (&identity.property, &identity.header) {
-        (None, None) => Err(ConfigError::Invalid {
-            path: "access.identity".into(),
-            reason: "give exactly one source: {\"property\": \"caller.id\"} or {\"header\": \"...\", \"trusted\": true}".into(),
-        }),
-        (Some(_), Some(_)) => Err(ConfigError::Invalid {
-            path: "access.identity".into(),
-            reason: "give exactly one source, \"property\" or \"header\", not both".into(),
-        }),
+        (None, None) => Err(invalid(
+            "access.identity",
+            "give exactly one source: {\"property\": \"caller.id\"} or {\"header\": \"...\", \"trusted\": true}",
+        )),
+        (Some(_), Some(_)) => Err(invalid(
+            "access.identity",
+            "give exactly one source, \"property\" or \"header\", not both",
+        )),
         (Some(property), None) => {
             if identity.trusted.is_some() {
-                return Err(ConfigError::Invalid {
-                    path: "access.identity.trusted".into(),
-                    reason: "applies to \"header\" only: a property is set by the host, never by the client".into(),
-                });
+                return Err(invalid(
+                    "access.identity.trusted",
+                    "applies to \"header\" only: a property is set by the host, never by the client",
+                ));
             }
             PropertyPath::parse(property)
                 .map(IdentitySource::Property)
-                .map_err(|error| ConfigError::Invalid {
-                    path: "access.identity.property".into(),
-                    reason: format!("{property:?} {error}"),
+                .map_err(|error| {
+                    invalid("access.identity.property", &format!("{property:?} {error}"))
                 })
         }
         (None, Some(header)) => {
@@ -1234,10 +1223,10 @@ fn identity_source(
                 });
             }
             if identity.trusted != Some(true) {
-                return Err(ConfigError::Invalid {
-                    path: "access.identity.header".into(),
-                    reason: format!("{name:?}: {UNTRUSTED_HEADER}"),
-                });
+                return Err(invalid(
+                    "access.identity.header",
+                    &format!("{name:?}: {UNTRUSTED_HEADER}"),
+                ));
             }
             Ok(IdentitySource::TrustedHeader(name))
         }
@@ -1322,19 +1311,16 @@ fn managed(name: &str) -> Option<&'static str> {
 #[inline(never)]
 pub(crate) fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
     if !text.starts_with('/') {
-        return Err(ConfigError::Invalid {
-            path: path.into(),
-            reason: format!("{text:?} must start with \"/\""),
-        });
+        return Err(invalid(path, &format!("{text:?} must start with \"/\"")));
     }
     if text
         .bytes()
         .any(|byte| byte.is_ascii_control() || byte == b' ')
     {
-        return Err(ConfigError::Invalid {
-            path: path.into(),
-            reason: format!("{text:?} contains whitespace or a control character"),
-        });
+        return Err(invalid(
+            path,
+            &format!("{text:?} contains whitespace or a control character"),
+        ));
     }
     Ok(())
 }
@@ -1349,10 +1335,10 @@ pub(crate) fn authority_text(path: &str, text: &str) -> Result<String, ConfigErr
     if valid {
         Ok(text.to_ascii_lowercase())
     } else {
-        Err(ConfigError::Invalid {
-            path: path.into(),
-            reason: format!("{text:?} is not a valid authority (host or host:port)"),
-        })
+        Err(invalid(
+            path,
+            &format!("{text:?} is not a valid authority (host or host:port)"),
+        ))
     }
 }
 
