@@ -190,7 +190,7 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         ));
     }
     let value = read::document(bytes).map_err(|error| json_error(&error))?;
-    validate(RawConfig::read(&value)?)
+    validate(&RawConfig::read(&value)?)
 }
 
 /// An error from the JSON reader, which states where it is and never quotes a string: a syntax
@@ -301,7 +301,7 @@ fn read_rules(field: &str, value: &Value) -> Result<Vec<RawRule>, ConfigError> {
         .collect()
 }
 
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct RawUsage {
     enabled: Option<bool>,
     max_callers: Option<u64>,
@@ -654,11 +654,15 @@ fn invalid(path: &str, reason: &str) -> ConfigError {
 }
 
 #[inline(never)]
-fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
-    let raw_credential = raw.credential.ok_or(ConfigError::Missing {
-        path: "credential".into(),
-        hint: CREDENTIAL_HINT,
-    })?;
+// Borrowed, so an error drops what was read once, in `parse`, instead of at each check that fails.
+fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
+    let raw_credential = raw
+        .credential
+        .as_ref()
+        .ok_or_else(|| ConfigError::Missing {
+            path: "credential".into(),
+            hint: CREDENTIAL_HINT,
+        })?;
     let credential = validate_credential(raw_credential)?;
     let preset = raw.preset;
 
@@ -684,7 +688,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
 
     let request_rules = validate_rules(
         "request_rules",
-        raw.request_rules,
+        &raw.request_rules,
         &Scope {
             kind: RuleKind::Request,
             credential_header: &credential.header,
@@ -693,7 +697,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
     )?;
     let response_rules = validate_rules(
         "response_rules",
-        raw.response_rules,
+        &raw.response_rules,
         &Scope {
             kind: RuleKind::Response,
             credential_header: &credential.header,
@@ -703,6 +707,7 @@ fn validate(raw: RawConfig) -> Result<FilterConfig, ConfigError> {
 
     let access = raw
         .access
+        .as_ref()
         .map(|access| validate_access(access, &credential.header))
         .transpose()?;
 
@@ -804,7 +809,7 @@ fn add_names<'n>(names: &mut Vec<String>, more: impl Iterator<Item = &'n str>) {
 }
 
 #[inline(never)]
-fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigError> {
+fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigError> {
     let header = match &raw.header {
         Some(name) => header_name("credential.header", name)?,
         None => DEFAULT_HEADER.to_owned(),
@@ -816,10 +821,10 @@ fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigErr
             why,
         });
     }
-    let prefix = match raw.prefix {
+    let prefix = match &raw.prefix {
         Some(prefix) => {
-            header_value("credential.prefix", &prefix)?;
-            prefix
+            header_value("credential.prefix", prefix)?;
+            prefix.clone()
         }
         // A bare API-key header must not get a "Bearer " it did not ask for.
         None if header == DEFAULT_HEADER || header == "proxy-authorization" => {
@@ -827,14 +832,14 @@ fn validate_credential(raw: RawCredential) -> Result<CredentialConfig, ConfigErr
         }
         None => String::new(),
     };
-    let source = raw.source.ok_or(ConfigError::Missing {
+    let source = raw.source.as_ref().ok_or_else(|| ConfigError::Missing {
         path: "credential.source".into(),
         hint: SOURCE_HINT,
     })?;
     Ok(CredentialConfig {
         header,
         prefix,
-        source: credential_source(&source)?,
+        source: credential_source(source)?,
     })
 }
 
@@ -948,18 +953,20 @@ impl Scope<'_> {
 #[inline(never)]
 fn validate_rules(
     field: &str,
-    rules: Vec<RawRule>,
+    rules: &[RawRule],
     scope: &Scope<'_>,
 ) -> Result<Vec<Rule>, ConfigError> {
+    // Rules are borrowed, so an error drops the raw list once here rather than the rest of a
+    // rule at each of the checks that can fail.
     rules
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(index, rule)| validate_rule(&read::item(field, index), rule, scope))
         .collect()
 }
 
 #[inline(never)]
-fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
+fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
     let given: Vec<&str> = [
         ("set", raw.set.is_some()),
         ("append", raw.append.is_some()),
@@ -986,29 +993,29 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         ));
     }
 
-    let name_value = |field: &str, raw: RawNameValue| -> Result<(String, String), ConfigError> {
+    let name_value = |field: &str, raw: &RawNameValue| -> Result<(String, String), ConfigError> {
         let field_path = read::join(path, field);
         let name_path = read::join(&field_path, "name");
         let name = header_name(&name_path, &raw.name)?;
         scope.writable(&name_path, &name)?;
         header_value(&read::join(&field_path, "value"), &raw.value)?;
-        Ok((name, raw.value))
+        Ok((name, raw.value.clone()))
     };
-    let action = if let Some(raw) = raw.set {
+    let action = if let Some(raw) = &raw.set {
         let (name, value) = name_value("set", raw)?;
         Action::Set { name, value }
-    } else if let Some(raw) = raw.append {
+    } else if let Some(raw) = &raw.append {
         let (name, value) = name_value("append", raw)?;
         Action::Append { name, value }
-    } else if let Some(raw) = raw.set_if_absent {
+    } else if let Some(raw) = &raw.set_if_absent {
         let (name, value) = name_value("set_if_absent", raw)?;
         Action::SetIfAbsent { name, value }
-    } else if let Some(raw) = raw.remove {
+    } else if let Some(raw) = &raw.remove {
         let name_path = read::join(path, "remove.name");
-        let name = header_name(&name_path, &raw)?;
+        let name = header_name(&name_path, raw)?;
         scope.writable(&name_path, &name)?;
         Action::Remove { name }
-    } else if let Some(raw) = raw.rename {
+    } else if let Some(raw) = &raw.rename {
         let from_path = read::join(path, "rename.from");
         let from = header_name(&from_path, &raw.from)?;
         scope.writable(&from_path, &from)?;
@@ -1016,17 +1023,17 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         let to = header_name(&to_path, &raw.to)?;
         scope.writable(&to_path, &to)?;
         Action::Rename { from, to }
-    } else if let Some(raw) = raw.rewrite_path_prefix {
+    } else if let Some(raw) = &raw.rewrite_path_prefix {
         request_only(path, "rewrite_path_prefix", scope)?;
         path_text(&read::join(path, "rewrite_path_prefix.from"), &raw.from)?;
         path_text(&read::join(path, "rewrite_path_prefix.to"), &raw.to)?;
         Action::RewritePathPrefix {
-            from: raw.from,
-            to: raw.to,
+            from: raw.from.clone(),
+            to: raw.to.clone(),
         }
-    } else if let Some(raw) = raw.set_authority {
+    } else if let Some(raw) = &raw.set_authority {
         request_only(path, "set_authority", scope)?;
-        let value = authority_text(&read::join(path, "set_authority.value"), &raw)?;
+        let value = authority_text(&read::join(path, "set_authority.value"), raw)?;
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
@@ -1036,7 +1043,7 @@ fn validate_rule(path: &str, raw: RawRule, scope: &Scope<'_>) -> Result<Rule, Co
         ));
     };
 
-    let when = match raw.when {
+    let when = match &raw.when {
         Some(when) => validate_when(&read::join(path, "when"), when, scope)?,
         None => Conditions::default(),
     };
@@ -1055,18 +1062,19 @@ fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), Confi
 }
 
 #[inline(never)]
-fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
+fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
     let path_prefix = raw
         .path_prefix
-        .map(|prefix| path_text(&read::join(path, "path_prefix"), &prefix).map(|()| prefix))
+        .as_ref()
+        .map(|prefix| path_text(&read::join(path, "path_prefix"), prefix).map(|()| prefix.clone()))
         .transpose()?;
     let methods = raw
         .method
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(index, method)| {
-            if is_token(&method) {
-                Ok(method)
+            if is_token(method) {
+                Ok(method.clone())
             } else {
                 Err(invalid(
                     &read::item(&read::join(path, "method"), index),
@@ -1077,8 +1085,9 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
         .collect::<Result<Vec<_>, _>>()?;
     let authority = raw
         .authority
+        .as_ref()
         .map(|authority| {
-            let value = authority_text(&read::join(path, "authority"), &authority)?;
+            let value = authority_text(&read::join(path, "authority"), authority)?;
             let with_port = match value.strip_prefix('[') {
                 Some(rest) => rest.contains("]:"),
                 None => value.contains(':'),
@@ -1088,14 +1097,14 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
         .transpose()?;
     let headers = raw
         .header
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(index, condition)| {
             let condition_path = read::item(&read::join(path, "header"), index);
             let name_path = read::join(&condition_path, "name");
             let name = header_name(&name_path, &condition.name)?;
             scope.testable(&name_path, &name)?;
-            match (condition.present, condition.value) {
+            match (condition.present, &condition.value) {
                 (Some(_), Some(_)) => Err(invalid(
                     &condition_path,
                     "give either \"present\" or \"value\", not both",
@@ -1103,8 +1112,8 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
                 (Some(false), None) => Ok(HeaderCondition::Absent(name)),
                 (Some(true) | None, None) => Ok(HeaderCondition::Present(name)),
                 (None, Some(value)) => {
-                    header_value(&read::join(&condition_path, "value"), &value)?;
-                    Ok(HeaderCondition::Equals(name, value.into_bytes()))
+                    header_value(&read::join(&condition_path, "value"), value)?;
+                    Ok(HeaderCondition::Equals(name, value.as_bytes().to_vec()))
                 }
             }
         })
@@ -1118,7 +1127,7 @@ fn validate_when(path: &str, raw: RawWhen, scope: &Scope<'_>) -> Result<Conditio
 }
 
 #[inline(never)]
-fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
+fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
     if raw.identity.is_none() && raw.source_cidrs.is_none() {
         return Err(invalid(
             "access",
@@ -1127,14 +1136,15 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
     }
     let identity = raw
         .identity
+        .as_ref()
         .map(|identity| {
-            let source = identity_source(&identity, credential_header)?;
+            let source = identity_source(identity, credential_header)?;
             if identity.allow.is_empty() {
                 return Err(invalid("access.identity.allow", "must list at least one identity"));
             }
             let allow = identity
                 .allow
-                .into_iter()
+                .iter()
                 .enumerate()
                 .map(|(index, entry)| {
                     let path = read::item("access.identity.allow", index);
@@ -1154,6 +1164,7 @@ fn validate_access(raw: RawAccess, credential_header: &str) -> Result<AccessPoli
         .transpose()?;
     let source_ranges = raw
         .source_cidrs
+        .as_ref()
         .map(|cidrs| {
             if cidrs.is_empty() {
                 return Err(invalid(
