@@ -374,6 +374,7 @@ fn required_string(path: &str, map: &Map, field: &str) -> Result<String, ConfigE
         .ok_or_else(|| read::shape(path, format!("missing field `{field}`")))
 }
 
+#[derive(Default)]
 struct RawRule {
     when: Option<RawWhen>,
     set: Option<RawNameValue>,
@@ -456,30 +457,30 @@ impl RawRule {
                 let inner = read::object(&path, value, expected, &[key])?;
                 required_string(&path, inner, key).map(Some)
             };
-        Ok(Self {
-            when: map
-                .get("when")
-                .map(|value| RawWhen::read(&read::join(path, "when"), value))
-                .transpose()?,
-            set: name_value("set")?,
-            append: name_value("append")?,
-            set_if_absent: name_value("set_if_absent")?,
-            remove: single(
-                "remove",
-                "name",
-                "an object such as {\"name\": \"x-debug\"}",
-            )?,
-            rename: from_to("rename")?,
-            rewrite_path_prefix: from_to("rewrite_path_prefix")?,
-            set_authority: single(
-                "set_authority",
-                "value",
-                "an object such as {\"value\": \"...\"}",
-            )?,
-        })
+        let mut raw = Self::default();
+        if let Some(value) = map.get("when") {
+            raw.when = Some(RawWhen::read(&read::join(path, "when"), value)?);
+        }
+        raw.set = name_value("set")?;
+        raw.append = name_value("append")?;
+        raw.set_if_absent = name_value("set_if_absent")?;
+        raw.remove = single(
+            "remove",
+            "name",
+            "an object such as {\"name\": \"x-debug\"}",
+        )?;
+        raw.rename = from_to("rename")?;
+        raw.rewrite_path_prefix = from_to("rewrite_path_prefix")?;
+        raw.set_authority = single(
+            "set_authority",
+            "value",
+            "an object such as {\"value\": \"...\"}",
+        )?;
+        Ok(raw)
     }
 }
 
+#[derive(Default)]
 struct RawWhen {
     path_prefix: Option<String>,
     method: Vec<String>,
@@ -496,9 +497,9 @@ impl RawWhen {
             "an object of conditions (path_prefix, method, authority, header)",
             &["path_prefix", "method", "authority", "header"],
         )?;
-        let method = match map.get("method") {
-            None => Vec::new(),
-            Some(value) => read::one_or_many(
+        let mut raw = Self::default();
+        if let Some(value) = map.get("method") {
+            raw.method = read::one_or_many(
                 &read::join(path, "method"),
                 value,
                 "a method such as \"POST\" or a list of methods",
@@ -506,24 +507,20 @@ impl RawWhen {
                 |path, value| {
                     read::string(path, value, "a method such as \"POST\"").map(str::to_owned)
                 },
-            )?,
-        };
-        let header = match map.get("header") {
-            None => Vec::new(),
-            Some(value) => read::one_or_many(
+            )?;
+        }
+        if let Some(value) = map.get("header") {
+            raw.header = read::one_or_many(
                 &read::join(path, "header"),
                 value,
                 "a header condition object or a list of them",
                 Value::is_object,
                 RawHeaderCondition::read,
-            )?,
-        };
-        Ok(Self {
-            path_prefix: optional_string(path, map, "path_prefix")?,
-            method,
-            authority: optional_string(path, map, "authority")?,
-            header,
-        })
+            )?;
+        }
+        raw.path_prefix = optional_string(path, map, "path_prefix")?;
+        raw.authority = optional_string(path, map, "authority")?;
+        Ok(raw)
     }
 }
 
