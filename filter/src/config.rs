@@ -102,8 +102,32 @@ impl FilterConfig {
 }
 
 /// A configuration that cannot be used. Display starts with the field path.
+///
+/// Boxed: an error travels back through every reader and check, and moving one pointer at each
+/// step takes less code than moving the whole error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+#[error(transparent)]
+pub struct ConfigError(Box<ConfigErrorKind>);
+
+impl ConfigError {
+    /// What is wrong, by value.
+    #[must_use]
+    pub fn into_kind(self) -> ConfigErrorKind {
+        *self.0
+    }
+}
+
+impl From<ConfigErrorKind> for ConfigError {
+    #[cold]
+    #[inline(never)]
+    fn from(kind: ConfigErrorKind) -> Self {
+        Self(Box::new(kind))
+    }
+}
+
+/// What makes a configuration unusable. Display starts with the field path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigErrorKind {
     /// The plugin configuration is absent or blank.
     #[error(
         "plugin configuration is empty: expected a JSON object with at least a \"credential\" field"
@@ -181,7 +205,7 @@ pub enum ConfigError {
 pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
     let trimmed = bytes.trim_ascii();
     if trimmed.is_empty() {
-        return Err(ConfigError::Empty);
+        return Err(ConfigError::from(ConfigErrorKind::Empty));
     }
     if trimmed.first() != Some(&b'{') {
         return Err(invalid(
@@ -199,16 +223,16 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
 fn json_error(error: &json::Error) -> ConfigError {
     let (line, column) = (error.line, error.column);
     if let ErrorKind::Duplicate(_) = error.kind {
-        return ConfigError::Shape {
+        return ConfigError::from(ConfigErrorKind::Shape {
             path: "configuration".into(),
             message: format!("{} (line {line}, column {column})", error.kind),
-        };
+        });
     }
-    ConfigError::Syntax {
+    ConfigError::from(ConfigErrorKind::Syntax {
         line,
         column,
         message: error.kind.to_string(),
-    }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -640,26 +664,25 @@ const ACTIONS: &str =
 const TOKEN_HINT: &str = " (use letters, digits and !#$%&'*+-.^_`|~)";
 const PSEUDO_HINT: &str = " (pseudo-headers cannot be named here: use path_prefix, method, authority, rewrite_path_prefix or set_authority)";
 
-/// An [`ConfigError::Invalid`] at `path`; one constructor keeps the two copies out of every caller.
+/// A [`ConfigErrorKind::Invalid`] at `path`; one constructor keeps the two copies out of every caller.
 #[cold]
 #[inline(never)]
 fn invalid(path: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
+    ConfigError::from(ConfigErrorKind::Invalid {
         path: path.to_owned(),
         reason: reason.to_owned(),
-    }
+    })
 }
 
-#[inline(never)]
 // Borrowed, so an error drops what was read once, in `parse`, instead of at each check that fails.
+#[inline(never)]
 fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
-    let raw_credential = raw
-        .credential
-        .as_ref()
-        .ok_or_else(|| ConfigError::Missing {
+    let raw_credential = raw.credential.as_ref().ok_or_else(|| {
+        ConfigError::from(ConfigErrorKind::Missing {
             path: "credential".into(),
             hint: CREDENTIAL_HINT,
-        })?;
+        })
+    })?;
     let credential = validate_credential(raw_credential)?;
     let preset = raw.preset;
 
@@ -668,7 +691,11 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
         let path = read::item("strip_request_headers", index);
         let name = header_name(&path, name)?;
         if let Some(why) = managed(&name) {
-            return Err(ConfigError::ForbiddenHeader { path, name, why });
+            return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
+                path,
+                name,
+                why,
+            }));
         }
         if !stripped.contains(&name) {
             stripped.push(name);
@@ -812,11 +839,11 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
         None => DEFAULT_HEADER.to_owned(),
     };
     if let Some(why) = managed(&header) {
-        return Err(ConfigError::ForbiddenHeader {
+        return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
             path: "credential.header".into(),
             name: header,
             why,
-        });
+        }));
     }
     let prefix = match &raw.prefix {
         Some(prefix) => {
@@ -829,9 +856,11 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
         }
         None => String::new(),
     };
-    let source = raw.source.as_ref().ok_or_else(|| ConfigError::Missing {
-        path: "credential.source".into(),
-        hint: SOURCE_HINT,
+    let source = raw.source.as_ref().ok_or_else(|| {
+        ConfigError::from(ConfigErrorKind::Missing {
+            path: "credential.source".into(),
+            hint: SOURCE_HINT,
+        })
     })?;
     Ok(CredentialConfig {
         header,
@@ -914,11 +943,11 @@ impl Scope<'_> {
             managed(name)
         };
         match why {
-            Some(why) => Err(ConfigError::ForbiddenHeader {
+            Some(why) => Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
                 path: path.into(),
                 name: name.into(),
                 why,
-            }),
+            })),
             None => Ok(()),
         }
     }
@@ -937,11 +966,11 @@ impl Scope<'_> {
                     "is the credential header, which is removed from every response before rules run"
                 }
             };
-            return Err(ConfigError::ForbiddenHeader {
+            return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
                 path: path.into(),
                 name: name.into(),
                 why,
-            });
+            }));
         }
         Ok(())
     }
@@ -1224,11 +1253,11 @@ fn identity_source(
         (None, Some(header)) => {
             let name = header_name("access.identity.header", header)?;
             if name == credential_header {
-                return Err(ConfigError::ForbiddenHeader {
+                return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
                     path: "access.identity.header".into(),
                     name,
                     why: "is the credential header and cannot carry a caller identity",
-                });
+                }));
             }
             if identity.trusted != Some(true) {
                 return Err(invalid(
@@ -1260,7 +1289,7 @@ fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     if is_token(name) {
         return Ok(name.to_ascii_lowercase());
     }
-    Err(ConfigError::InvalidHeaderName {
+    Err(ConfigError::from(ConfigErrorKind::InvalidHeaderName {
         path: path.into(),
         name: name.into(),
         hint: if name.starts_with(':') {
@@ -1268,7 +1297,7 @@ fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
         } else {
             TOKEN_HINT
         },
-    })
+    }))
 }
 
 /// Longest environment variable name accepted: a longer "name" is more likely a pasted token.
@@ -1300,10 +1329,10 @@ pub(crate) fn env_name_problem(name: &str) -> Option<&'static str> {
 #[inline(never)]
 pub(crate) fn header_value(path: &str, value: &str) -> Result<(), ConfigError> {
     match forbidden_value_char(value) {
-        Some(what) => Err(ConfigError::InvalidHeaderValue {
+        Some(what) => Err(ConfigError::from(ConfigErrorKind::InvalidHeaderValue {
             path: path.into(),
             what,
-        }),
+        })),
         None => Ok(()),
     }
 }
@@ -1408,8 +1437,11 @@ mod tests {
 
     #[test]
     fn empty_and_blank_configs_name_what_is_missing() {
-        assert_eq!(parse(b""), Err(ConfigError::Empty));
-        assert_eq!(parse(b" \n"), Err(ConfigError::Empty));
+        assert_eq!(parse(b""), Err(ConfigError::from(ConfigErrorKind::Empty)));
+        assert_eq!(
+            parse(b" \n"),
+            Err(ConfigError::from(ConfigErrorKind::Empty))
+        );
         assert!(error_of("{}").starts_with("credential: is required"));
         assert!(error_of(r#"{"credential": {}}"#).starts_with("credential.source: is required"));
     }

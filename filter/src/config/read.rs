@@ -5,7 +5,7 @@
 //! never reach a log line. Unknown fields are rejected with their own path, as
 //! `parent.field: unknown field ...`.
 
-use super::ConfigError;
+use super::{ConfigError, ConfigErrorKind};
 use crate::json::{self, Duplicates, Map, Value};
 
 /// Parses a JSON document into a [`Value`], refusing an object that names a key twice: most
@@ -37,14 +37,14 @@ pub(crate) fn item(path: &str, index: usize) -> String {
 /// A shape error at `path`; the top level is called `configuration`.
 #[inline(never)]
 pub(crate) fn shape(path: &str, message: String) -> ConfigError {
-    ConfigError::Shape {
+    ConfigError::from(ConfigErrorKind::Shape {
         path: if path.is_empty() {
             "configuration".to_owned()
         } else {
             path.to_owned()
         },
         message,
-    }
+    })
 }
 
 /// The JSON kind of `value`, the only thing a type error says about what was written.
