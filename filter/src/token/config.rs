@@ -284,12 +284,14 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let refresh_before_expiry = duration_field(
         map,
         "refresh_before_expiry",
+        "refresh_before_expiry",
         defaults::REFRESH_BEFORE_EXPIRY,
         Duration::ZERO,
         Duration::from_secs(24 * 3600),
     )?;
     let request_timeout = duration_field(
         map,
+        "request_timeout",
         "request_timeout",
         defaults::REQUEST_TIMEOUT,
         Duration::from_millis(100),
@@ -298,12 +300,14 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let max_request_wait = duration_field(
         map,
         "max_request_wait",
+        "max_request_wait",
         defaults::MAX_REQUEST_WAIT,
         Duration::from_millis(100),
         Duration::from_secs(300),
     )?;
     let default_expires_in = duration_field(
         map,
+        "default_expires_in",
         "default_expires_in",
         defaults::DEFAULT_EXPIRES_IN,
         Duration::from_secs(1),
@@ -567,19 +571,19 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
     let initial = duration_field(
         map,
         "initial",
+        "backoff.initial",
         defaults::BACKOFF_INITIAL,
         Duration::from_millis(100),
         Duration::from_secs(3600),
-    )
-    .map_err(prefix_backoff)?;
+    )?;
     let max = duration_field(
         map,
         "max",
+        "backoff.max",
         defaults::BACKOFF_MAX.max(initial),
         Duration::from_millis(100),
         Duration::from_secs(24 * 3600),
-    )
-    .map_err(prefix_backoff)?;
+    )?;
     if max < initial {
         return Err(invalid(
             "backoff.max",
@@ -589,28 +593,17 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
     Ok(BackoffConfig { initial, max })
 }
 
-/// Moves an error about `initial`/`max` under `backoff.`.
-#[inline(never)]
-fn prefix_backoff(error: ConfigError) -> ConfigError {
-    match error.into_kind() {
-        ConfigErrorKind::Invalid { path, reason } => ConfigErrorKind::Invalid {
-            path: path.replacen(&format!("{PATH}."), &format!("{PATH}.backoff."), 1),
-            reason,
-        },
-        other => other,
-    }
-    .into()
-}
-
+/// The duration at `key` of `map`, named `field` (its path under `oauth2`) in errors.
 #[inline(never)]
 fn duration_field(
     map: &Map,
+    key: &str,
     field: &str,
     default: Duration,
     min: Duration,
     max: Duration,
 ) -> Result<Duration, ConfigError> {
-    let Some(value) = map.get(field) else {
+    let Some(value) = map.get(key) else {
         return Ok(default);
     };
     let duration = parse_duration(value).ok_or_else(|| {
