@@ -579,6 +579,7 @@ impl RawHeaderCondition {
     }
 }
 
+#[derive(Default)]
 struct RawAccess {
     identity: Option<RawIdentity>,
     source_cidrs: Option<Vec<String>>,
@@ -594,36 +595,29 @@ impl RawAccess {
             "an object with identity, source_cidrs and/or require",
             &["identity", "source_cidrs", "require"],
         )?;
-        Ok(Self {
-            identity: map
-                .get("identity")
-                .map(|value| RawIdentity::read(&read::join(path, "identity"), value))
-                .transpose()?,
-            source_cidrs: map
-                .get("source_cidrs")
-                .map(|value| {
-                    read::strings(
-                        &read::join(path, "source_cidrs"),
-                        value,
-                        "a list of ranges such as \"100.64.0.0/10\"",
-                    )
-                })
-                .transpose()?,
-            require: map
-                .get("require")
-                .map(|value| {
-                    read::variant(
-                        &read::join(path, "require"),
-                        value,
-                        &[("all", Requirement::All), ("any", Requirement::Any)],
-                    )
-                })
-                .transpose()?
-                .unwrap_or(Requirement::All),
-        })
+        let mut raw = Self::default();
+        if let Some(value) = map.get("identity") {
+            raw.identity = Some(RawIdentity::read(&read::join(path, "identity"), value)?);
+        }
+        if let Some(value) = map.get("source_cidrs") {
+            raw.source_cidrs = Some(read::strings(
+                &read::join(path, "source_cidrs"),
+                value,
+                "a list of ranges such as \"100.64.0.0/10\"",
+            )?);
+        }
+        if let Some(value) = map.get("require") {
+            raw.require = read::variant(
+                &read::join(path, "require"),
+                value,
+                &[("all", Requirement::All), ("any", Requirement::Any)],
+            )?;
+        }
+        Ok(raw)
     }
 }
 
+#[derive(Default)]
 struct RawIdentity {
     property: Option<String>,
     header: Option<String>,
@@ -640,20 +634,22 @@ impl RawIdentity {
             "an object such as {\"property\": \"caller.id\", \"allow\": [\"alice@example.com\"]}",
             &["property", "header", "trusted", "allow"],
         )?;
-        Ok(Self {
+        let mut raw = Self {
             property: optional_string(path, map, "property")?,
-            header: optional_string(path, map, "header")?,
-            trusted: map
-                .get("trusted")
-                .map(|value| read::boolean(&read::join(path, "trusted"), value))
-                .transpose()?,
-            allow: match map.get("allow") {
-                Some(value) => {
-                    read::strings(&read::join(path, "allow"), value, "a list of identities")?
-                }
-                None => return Err(read::shape(path, "missing field `allow`".into())),
-            },
-        })
+            ..Self::default()
+        };
+        raw.header = optional_string(path, map, "header")?;
+        if let Some(value) = map.get("trusted") {
+            raw.trusted = Some(read::boolean(&read::join(path, "trusted"), value)?);
+        }
+        match map.get("allow") {
+            Some(value) => {
+                raw.allow =
+                    read::strings(&read::join(path, "allow"), value, "a list of identities")?;
+            }
+            None => return Err(read::shape(path, "missing field `allow`".into())),
+        }
+        Ok(raw)
     }
 }
 
