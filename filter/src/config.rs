@@ -994,7 +994,7 @@ fn validate_rules(
 
 #[inline(never)]
 fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
-    let actions = [
+    let given: Vec<&str> = [
         ("set", raw.set.is_some()),
         ("append", raw.append.is_some()),
         ("set_if_absent", raw.set_if_absent.is_some()),
@@ -1002,9 +1002,22 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         ("rename", raw.rename.is_some()),
         ("rewrite_path_prefix", raw.rewrite_path_prefix.is_some()),
         ("set_authority", raw.set_authority.is_some()),
-    ];
-    if actions.iter().filter(|(_, present)| *present).count() != 1 {
-        return Err(action_count_error(path, &actions));
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    if given.len() != 1 {
+        return Err(invalid(
+            path,
+            &if given.is_empty() {
+                format!("no action: give exactly one of {ACTIONS}")
+            } else {
+                format!(
+                    "more than one action ({}): give exactly one per rule",
+                    given.join(", ")
+                )
+            },
+        ));
     }
 
     let name_value = |field: &str, raw: &RawNameValue| -> Result<(String, String), ConfigError> {
@@ -1051,7 +1064,10 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
-        return Err(action_count_error(path, &actions));
+        return Err(invalid(
+            path,
+            &format!("no action: give exactly one of {ACTIONS}"),
+        ));
     };
 
     let when = match &raw.when {
@@ -1059,27 +1075,6 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         None => Conditions::default(),
     };
     Ok(Rule { when, action })
-}
-
-/// A rule with no action or more than one, naming those it has.
-#[cold]
-#[inline(never)]
-fn action_count_error(path: &str, actions: &[(&str, bool)]) -> ConfigError {
-    let given: Vec<&str> = actions
-        .iter()
-        .filter_map(|(name, present)| present.then_some(*name))
-        .collect();
-    invalid(
-        path,
-        &if given.is_empty() {
-            format!("no action: give exactly one of {ACTIONS}")
-        } else {
-            format!(
-                "more than one action ({}): give exactly one per rule",
-                given.join(", ")
-            )
-        },
-    )
 }
 
 #[inline(never)]
