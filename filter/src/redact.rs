@@ -17,10 +17,17 @@ const MAX_SHOWN_VALUE: usize = 128;
 
 /// Whether values of `name` must be hidden; `credential_header` is the configured one.
 pub fn is_sensitive(name: &str, credential_header: &str) -> bool {
-    name.eq_ignore_ascii_case(credential_header)
+    same_name(name, credential_header)
         || SENSITIVE_HEADERS
             .iter()
-            .any(|sensitive| name.eq_ignore_ascii_case(sensitive))
+            .any(|sensitive| same_name(name, sensitive))
+}
+
+/// Case-insensitive name comparison, out of line: the loop above is unrolled, and inlined it
+/// repeated the comparison once per listed header in a path only debug logging takes.
+#[inline(never)]
+fn same_name(name: &str, other: &str) -> bool {
+    name.eq_ignore_ascii_case(other)
 }
 
 /// Renders headers as `name: value` pairs with sensitive values replaced by `[REDACTED]`.

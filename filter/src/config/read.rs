@@ -5,7 +5,7 @@
 //! never reach a log line. Unknown fields are rejected with their own path, as
 //! `parent.field: unknown field ...`.
 
-use super::ConfigError;
+use super::{ConfigError, ConfigErrorKind};
 use crate::json::{self, Duplicates, Map, Value};
 
 /// Parses a JSON document into a [`Value`], refusing an object that names a key twice: most
@@ -37,14 +37,14 @@ pub(crate) fn item(path: &str, index: usize) -> String {
 /// A shape error at `path`; the top level is called `configuration`.
 #[inline(never)]
 pub(crate) fn shape(path: &str, message: String) -> ConfigError {
-    ConfigError::Shape {
+    ConfigError::from(ConfigErrorKind::Shape {
         path: if path.is_empty() {
             "configuration".to_owned()
         } else {
             path.to_owned()
         },
         message,
-    }
+    })
 }
 
 /// The JSON kind of `value`, the only thing a type error says about what was written.
@@ -71,18 +71,18 @@ pub(crate) fn wrong_type(path: &str, value: &Value, expected: &str) -> ConfigErr
 
 /// `` `a` ``, `` `a` or `b` `` or `` one of `a`, `b`, `c` ``.
 #[inline(never)]
-fn one_of(names: impl ExactSizeIterator<Item = impl std::fmt::Display>) -> String {
+fn one_of(names: &[&str]) -> String {
     let count = names.len();
     let mut out = String::new();
     if count > 2 {
         out.push_str("one of ");
     }
-    for (index, name) in names.enumerate() {
+    for (index, name) in names.iter().enumerate() {
         if index > 0 {
             out.push_str(if count == 2 { " or " } else { ", " });
         }
         out.push('`');
-        out.push_str(&name.to_string());
+        out.push_str(name);
         out.push('`');
     }
     out
@@ -105,10 +105,7 @@ pub(crate) fn object<'v>(
     if let Some(unknown) = map.keys().find(|key| !fields.contains(&key.as_str())) {
         return Err(shape(
             &join(path, unknown),
-            format!(
-                "unknown field `{unknown}`, expected {}",
-                one_of(fields.iter())
-            ),
+            format!("unknown field `{unknown}`, expected {}", one_of(fields)),
         ));
     }
     Ok(map)
@@ -191,30 +188,39 @@ pub(crate) fn strings(
 ///
 /// # Errors
 /// A type error, or `unknown variant, expected ...`.
-#[inline(never)]
 pub(crate) fn variant<T: Copy>(
     path: &str,
     value: &Value,
     variants: &[(&str, T)],
 ) -> Result<T, ConfigError> {
-    let names = || variants.iter().map(|(name, _)| *name);
+    let index = variant_index(path, value, &mut variants.iter().map(|(name, _)| *name))?;
+    variants
+        .get(index)
+        .map(|(_, typed)| *typed)
+        .ok_or_else(|| shape(path, "unknown variant".to_owned()))
+}
+
+/// The position of `value` among `names`: the one body behind every [`variant`].
+#[inline(never)]
+fn variant_index(
+    path: &str,
+    value: &Value,
+    names: &mut dyn Iterator<Item = &str>,
+) -> Result<usize, ConfigError> {
+    let names: Vec<&str> = names.collect();
     let Value::String(text) = value else {
         return Err(wrong_type(
             path,
             value,
-            &format!("a string, {}", one_of(names())),
+            &format!("a string, {}", one_of(&names)),
         ));
     };
-    variants
-        .iter()
-        .find(|(name, _)| name == text)
-        .map(|(_, typed)| *typed)
-        .ok_or_else(|| {
-            shape(
-                path,
-                format!("unknown variant, expected {}", one_of(names())),
-            )
-        })
+    names.iter().position(|name| name == text).ok_or_else(|| {
+        shape(
+            path,
+            format!("unknown variant, expected {}", one_of(&names)),
+        )
+    })
 }
 
 /// One item, or a list of items, each read by `read` at its own path (`path[index]` in a list,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::json::{Map, Value};
 
 use crate::config::read;
-use crate::config::{ConfigError, authority_text, env_name_problem, header_value, path_text};
+use crate::config::{
+    ConfigError, ConfigErrorKind, authority_text, env_name_problem, header_value, path_text,
+};
 use crate::secret::Secret;
 
 /// The path of the source object in the configuration.
@@ -179,10 +181,10 @@ pub mod defaults {
 
 #[inline(never)]
 fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+    ConfigError::from(ConfigErrorKind::Invalid {
         path: field_path(field),
         reason: reason.into(),
-    }
+    })
 }
 
 #[inline(never)]
@@ -237,10 +239,10 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
                 ));
             }
             if client_secret.is_none() {
-                return Err(ConfigError::Missing {
+                return Err(ConfigError::from(ConfigErrorKind::Missing {
                     path: field_path("client_secret"),
                     hint: "the client_credentials grant needs {\"env\": \"NAME\"}",
-                });
+                }));
             }
             Grant::ClientCredentials
         }
@@ -282,12 +284,14 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let refresh_before_expiry = duration_field(
         map,
         "refresh_before_expiry",
+        "refresh_before_expiry",
         defaults::REFRESH_BEFORE_EXPIRY,
         Duration::ZERO,
         Duration::from_secs(24 * 3600),
     )?;
     let request_timeout = duration_field(
         map,
+        "request_timeout",
         "request_timeout",
         defaults::REQUEST_TIMEOUT,
         Duration::from_millis(100),
@@ -296,12 +300,14 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     let max_request_wait = duration_field(
         map,
         "max_request_wait",
+        "max_request_wait",
         defaults::MAX_REQUEST_WAIT,
         Duration::from_millis(100),
         Duration::from_secs(300),
     )?;
     let default_expires_in = duration_field(
         map,
+        "default_expires_in",
         "default_expires_in",
         defaults::DEFAULT_EXPIRES_IN,
         Duration::from_secs(1),
@@ -352,10 +358,10 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
 #[inline(never)]
 fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<String, ConfigError> {
     match map.get(field) {
-        None => Err(ConfigError::Missing {
+        None => Err(ConfigError::from(ConfigErrorKind::Missing {
             path: field_path(field),
             hint: expected,
-        }),
+        })),
         Some(value) => read::string(&field_path(field), value, expected).map(str::to_owned),
     }
 }
@@ -372,10 +378,10 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     const HINT: &str =
         "{\"cluster\": \"oauth\", \"authority\": \"auth.example.com\", \"path\": \"/oauth/token\"}";
     let Some(value) = value else {
-        return Err(ConfigError::Missing {
+        return Err(ConfigError::from(ConfigErrorKind::Missing {
             path: field_path("token_endpoint"),
             hint: HINT,
-        });
+        }));
     };
     let map = read::object(
         &field_path("token_endpoint"),
@@ -387,10 +393,10 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
         let path = field_path(&format!("token_endpoint.{field}"));
         match map.get(field) {
             Some(value) => read::string(&path, value, "a string").map(str::to_owned),
-            None => Err(ConfigError::Missing {
+            None => Err(ConfigError::from(ConfigErrorKind::Missing {
                 path: field_path(&format!("token_endpoint.{field}")),
                 hint: HINT,
-            }),
+            })),
         }
     };
     let cluster = text("cluster")?;
@@ -431,10 +437,10 @@ fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
 #[inline(never)]
 fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     match map.get(field) {
-        None => Err(ConfigError::Missing {
+        None => Err(ConfigError::from(ConfigErrorKind::Missing {
             path: field_path(field),
             hint: "a string, or {\"env\": \"NAME\"}",
-        }),
+        })),
         Some(Value::String(text)) => {
             if text.trim().is_empty() {
                 return Err(invalid(field, "must not be empty"));
@@ -453,10 +459,10 @@ fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
 fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
     const HINT: &str = "{\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}";
     let Some(value) = value else {
-        return Err(ConfigError::Missing {
+        return Err(ConfigError::from(ConfigErrorKind::Missing {
             path: field_path("refresh_token"),
             hint: "the refresh_token grant needs {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}",
-        });
+        }));
     };
     let Value::Object(inner) = value else {
         return Err(invalid("refresh_token", format!("must be {HINT}")));
@@ -565,19 +571,19 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
     let initial = duration_field(
         map,
         "initial",
+        "backoff.initial",
         defaults::BACKOFF_INITIAL,
         Duration::from_millis(100),
         Duration::from_secs(3600),
-    )
-    .map_err(prefix_backoff)?;
+    )?;
     let max = duration_field(
         map,
         "max",
+        "backoff.max",
         defaults::BACKOFF_MAX.max(initial),
         Duration::from_millis(100),
         Duration::from_secs(24 * 3600),
-    )
-    .map_err(prefix_backoff)?;
+    )?;
     if max < initial {
         return Err(invalid(
             "backoff.max",
@@ -587,27 +593,17 @@ fn backoff(value: Option<&Value>) -> Result<BackoffConfig, ConfigError> {
     Ok(BackoffConfig { initial, max })
 }
 
-/// Moves an error about `initial`/`max` under `backoff.`.
-#[inline(never)]
-fn prefix_backoff(error: ConfigError) -> ConfigError {
-    match error {
-        ConfigError::Invalid { path, reason } => ConfigError::Invalid {
-            path: path.replacen(&format!("{PATH}."), &format!("{PATH}.backoff."), 1),
-            reason,
-        },
-        other => other,
-    }
-}
-
+/// The duration at `key` of `map`, named `field` (its path under `oauth2`) in errors.
 #[inline(never)]
 fn duration_field(
     map: &Map,
+    key: &str,
     field: &str,
     default: Duration,
     min: Duration,
     max: Duration,
 ) -> Result<Duration, ConfigError> {
-    let Some(value) = map.get(field) else {
+    let Some(value) = map.get(key) else {
         return Ok(default);
     };
     let duration = parse_duration(value).ok_or_else(|| {
