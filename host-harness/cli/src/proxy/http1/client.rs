@@ -582,3 +582,156 @@ impl Body for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// Sends `request` on one end of an in-memory pipe whose other end answers `answer` once the request
+    /// head arrived; the response, whether the connection came back for reuse, and what was sent.
+    async fn exchange(
+        request: Request<Full<Bytes>>,
+        answer: &'static [u8],
+    ) -> (
+        Result<(StatusCode, HeaderMap, Vec<u8>), String>,
+        bool,
+        Vec<u8>,
+    ) {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let server = async move {
+            let mut received = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !received.windows(4).any(|window| window == b"\r\n\r\n") {
+                let read = far.read(&mut chunk).await.unwrap();
+                if read == 0 {
+                    break;
+                }
+                received.extend_from_slice(&chunk[..read]);
+            }
+            far.write_all(answer).await.unwrap();
+            far.shutdown().await.unwrap();
+            // Whatever else the client sends (its body) until it is done.
+            let mut rest = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), far.read_to_end(&mut rest)).await;
+            received.extend_from_slice(&rest);
+            (received, far)
+        };
+        let reused = Rc::new(Cell::new(false));
+        let flag = Rc::clone(&reused);
+        let client = async move {
+            let mut response = send(ClientConnection::new(near), request)
+                .await
+                .map_err(|err| err.to_string())?;
+            response
+                .body_mut()
+                .on_reusable(Box::new(move |_| flag.set(true)));
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.map_err(|err| err.to_string())?;
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let mut headers = parts.headers;
+            headers.extend(trailers);
+            Ok((parts.status, headers, collected.to_bytes().to_vec()))
+        };
+        let (result, (received, _far)): (_, (Vec<u8>, DuplexStream)) = tokio::join!(client, server);
+        (result, reused.get(), received)
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = "/v1/models".parse().unwrap();
+        request
+            .headers_mut()
+            .insert("host", HeaderValue::from_static("up"));
+        request
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped_and_a_sized_body_returns_the_connection() {
+        let (result, reused, sent) = exchange(
+            get(),
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        )
+        .await;
+        let (status, _, body) = result.unwrap();
+        assert_eq!(
+            (status, body.as_slice()),
+            (StatusCode::OK, b"hello".as_slice())
+        );
+        assert!(reused);
+        assert_eq!(sent, b"GET /v1/models HTTP/1.1\r\nhost: up\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_body_held_in_full_goes_with_its_length() {
+        let mut request = get();
+        *request.method_mut() = Method::POST;
+        *request.body_mut() = Full::new(Bytes::from_static(b"{}"));
+        let (_, _, sent) = exchange(request, b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        let sent = String::from_utf8(sent).unwrap();
+        assert!(sent.contains("content-length: 2\r\n"), "{sent}");
+        assert!(sent.ends_with("\r\n\r\n{}"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_with_trailers_is_read_and_framing_twice_forbids_reuse() {
+        let (result, reused, _) = exchange(
+            get(),
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-sum: 1\r\n\r\n",
+        )
+        .await;
+        let (_, headers, body) = result.unwrap();
+        assert_eq!(body, b"ok");
+        assert_eq!(headers["x-sum"], "1");
+        assert!(reused);
+        let (result, reused, _) = exchange(
+            get(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(result.unwrap().2, b"ok");
+        assert!(
+            !reused,
+            "a response framed twice must not leave its connection reusable"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_delimited_body_is_read_to_the_end_of_the_connection() {
+        let (result, reused, _) = exchange(get(), b"HTTP/1.1 200 OK\r\n\r\nall of it").await;
+        assert_eq!(result.unwrap().2, b"all of it");
+        assert!(!reused);
+    }
+
+    #[tokio::test]
+    async fn broken_responses_are_errors() {
+        let (result, _, _) = exchange(get(), b"HTTP/1.1 200 OK\r\ncontent-le").await;
+        assert_eq!(
+            result.unwrap_err(),
+            "connection closed before message completed"
+        );
+        let (result, _, _) = exchange(get(), b"SSH-2.0-OpenSSH\r\n\r\n").await;
+        assert!(result.unwrap_err().starts_with("invalid response"));
+        let (result, _, _) = exchange(
+            get(),
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+        )
+        .await;
+        assert_eq!(result.unwrap_err(), "invalid chunk size line");
+        let (result, _, _) =
+            exchange(get(), b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort").await;
+        assert_eq!(
+            result.unwrap_err(),
+            "connection closed before the response body ended"
+        );
+    }
+}
