@@ -16,13 +16,13 @@
 //! - [`filter_module`]: the filter module compiled once into the library's `Plugin`.
 //! - [`driver`]: one worker's filter VM: serialised callbacks, stream wake-ups, filter http calls, ticks.
 //! - [`exchange`]: one request through the filter and the upstream, streaming both ways.
-//! - [`http1`]: the client side's HTTP/1.1 server: request heads and bodies in, responses out, no
-//!   buffer held between requests.
+//! - [`http1`]: HTTP/1.1 on both sides: the server clients talk to (no buffer held between requests)
+//!   and the upstream client connection (no task or channel per connection), sharing the framing rules.
 //! - [`forwarding`]: headers between HTTP messages and the filter: pseudo-headers, hop-by-hop removal,
 //!   forwarding headers.
 //! - [`identity`]: the caller identity (modes none, whois, trusted_proxy) and identity header removal.
 //! - [`whois`]: tailscaled's LocalAPI WhoIs over its unix socket.
-//! - [`upstream`]: the pooled HTTP/HTTPS client and upstream error mapping.
+//! - [`upstream`]: the per-worker pool of upstream connections (plain or TLS) and upstream error mapping.
 //! - [`worker`]: worker threads, accepting, connection draining.
 //! - [`admin`]: health, readiness and metrics endpoints.
 //! - [`prometheus`]: the Prometheus exposition of the proxy's metrics and the filter's.

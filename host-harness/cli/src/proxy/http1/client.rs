@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::decode::{DecodeError, Decoded, Decoder};
-use super::head::{Framing, MAX_HEADERS, has_token, parse_length};
+use super::head::{self, Framing, MAX_HEADERS, parse_length};
 
 /// Largest upstream response head.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -258,10 +258,10 @@ async fn send_frame(
     match frame.into_data() {
         Ok(data) if data.is_empty() => Ok(false),
         Ok(data) if chunked => {
-            let size = format!("{:x}\r\n", data.len());
+            let (size, length) = head::chunk_size_line(data.len());
             connection
                 .write_all(&mut [
-                    IoSlice::new(size.as_bytes()),
+                    IoSlice::new(size.get(..length).unwrap_or_default()),
                     IoSlice::new(&data),
                     IoSlice::new(b"\r\n"),
                 ])
@@ -288,10 +288,7 @@ async fn send_frame(
 }
 
 fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    head::field(out, name.as_str().as_bytes(), value.as_bytes());
 }
 
 /// A parsed response head and whether its connection may carry another request afterwards.
@@ -337,13 +334,7 @@ fn parse_response_head(
             headers.append(name, value);
         }
         connection.consume(length);
-        let keep_alive = match version {
-            Version::HTTP_10 => {
-                has_token(&headers, &header::CONNECTION, "keep-alive")
-                    && !has_token(&headers, &header::CONNECTION, "close")
-            }
-            _ => !has_token(&headers, &header::CONNECTION, "close"),
-        };
+        let keep_alive = head::keep_alive(version, &headers);
         let framed_twice = super::super::forwarding::framed_twice(&headers);
         let (delimit, delimited) = response_delimit(status, &headers, head_request)?;
         let (mut parts, ()) = Response::new(()).into_parts();
@@ -387,24 +378,7 @@ fn response_delimit(
             (Delimit::Close, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let parsed = value
-            .to_str()
-            .ok()
-            .and_then(|text| {
-                let mut items = text.split(',').map(|item| parse_length(item.trim()));
-                let first = items.next().flatten()?;
-                items.all(|item| item == Some(first)).then_some(first)
-            })
-            .ok_or(ExchangeError::Malformed("invalid Content-Length"))?;
-        if length.is_some_and(|seen| seen != parsed) {
-            return Err(ExchangeError::Malformed(
-                "conflicting Content-Length values",
-            ));
-        }
-        length = Some(parsed);
-    }
+    let length = head::content_length(headers).map_err(ExchangeError::Malformed)?;
     Ok(match length {
         Some(0) => (empty(), true),
         Some(length) => (

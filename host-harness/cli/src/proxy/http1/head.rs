@@ -100,13 +100,7 @@ pub fn parse_request_head(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, 
         headers.append(name, value);
     }
     let framing = request_framing(&headers, version)?;
-    let keep_alive = match version {
-        Version::HTTP_10 => {
-            has_token(&headers, &header::CONNECTION, "keep-alive")
-                && !has_token(&headers, &header::CONNECTION, "close")
-        }
-        _ => !has_token(&headers, &header::CONNECTION, "close"),
-    };
+    let keep_alive = keep_alive(version, &headers);
     let expects_continue = version == Version::HTTP_11
         && headers
             .get(header::EXPECT)
@@ -165,24 +159,53 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Hea
             )),
         };
     }
+    Ok(
+        match content_length(headers).map_err(HeadError::Malformed)? {
+            None | Some(0) => Framing::Empty,
+            Some(length) => Framing::Length(length),
+        },
+    )
+}
+
+/// The message's `Content-Length`: every value (repeated fields, comma lists) must be the same number.
+///
+/// # Errors
+/// A value that is not a number, or two that differ, named for the error message.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| HeadError::Malformed("invalid Content-Length"))?;
+        let text = value.to_str().map_err(|_| "invalid Content-Length")?;
         for item in text.split(',') {
-            let parsed =
-                parse_length(item.trim()).ok_or(HeadError::Malformed("invalid Content-Length"))?;
+            let parsed = parse_length(item.trim()).ok_or("invalid Content-Length")?;
             if length.is_some_and(|seen| seen != parsed) {
-                return Err(HeadError::Malformed("conflicting Content-Length values"));
+                return Err("conflicting Content-Length values");
             }
             length = Some(parsed);
         }
     }
-    Ok(match length {
-        None | Some(0) => Framing::Empty,
-        Some(length) => Framing::Length(length),
-    })
+    Ok(length)
+}
+
+/// Whether the connection stays open after a message of `version` with these headers (RFC 9112 §9.3).
+pub fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let close = has_token(headers, &header::CONNECTION, "close");
+    match version {
+        Version::HTTP_10 => has_token(headers, &header::CONNECTION, "keep-alive") && !close,
+        _ => !close,
+    }
+}
+
+/// A chunk-size line (`1f4\r\n`) without allocating: at most 16 hex digits and CRLF.
+pub fn chunk_size_line(size: usize) -> ([u8; 18], usize) {
+    let mut line = [0u8; 18];
+    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (index, slot) in line.iter_mut().take(digits).enumerate() {
+        let shift = 4 * (digits - 1 - index);
+        *slot = b"0123456789abcdef"[(size >> shift) & 0xf];
+    }
+    line[digits] = b'\r';
+    line[digits + 1] = b'\n';
+    (line, digits + 2)
 }
 
 /// A `Content-Length` value: 1 to 18 digits, so it cannot overflow.
@@ -343,7 +366,8 @@ pub fn write_trailers(out: &mut Vec<u8>, trailers: &HeaderMap) {
     }
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one `name: value` line.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

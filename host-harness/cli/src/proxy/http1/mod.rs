@@ -774,7 +774,7 @@ impl BodyWriter {
         };
         match self.framing {
             ResponseFraming::Chunked if !data.is_empty() => {
-                let (size, length) = chunk_size_line(data.len());
+                let (size, length) = head::chunk_size_line(data.len());
                 connection
                     .write_all(&mut [
                         IoSlice::new(&head),
@@ -825,19 +825,6 @@ impl BodyWriter {
             ResponseFraming::Bodiless => Ok(true),
         }
     }
-}
-
-/// A chunk-size line (`1f4\r\n`) without allocating: at most 16 hex digits and CRLF.
-fn chunk_size_line(size: usize) -> ([u8; 18], usize) {
-    let mut line = [0u8; 18];
-    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (index, slot) in line.iter_mut().take(digits).enumerate() {
-        let shift = 4 * (digits - 1 - index);
-        *slot = b"0123456789abcdef"[(size >> shift) & 0xf];
-    }
-    line[digits] = b'\r';
-    line[digits + 1] = b'\n';
-    (line, digits + 2)
 }
 
 thread_local! {
