@@ -477,7 +477,12 @@ pub async fn serve<S, F, R, B>(
         match after {
             After::Next => connection.unread.borrow_mut().release(),
             After::Close => return connection.close().await,
-            After::Drop => return,
+            // A reset, not a plain close: a response cut short by closing (an HTTP/1.0 client's body
+            // delimited by the close) would otherwise look complete.
+            After::Drop => {
+                let _ = socket2::SockRef::from(&connection.stream).set_linger(Some(Duration::ZERO));
+                return;
+            }
         }
     }
 }

@@ -28,11 +28,13 @@ enum TestBody {
     Channel(mpsc::Receiver<Frame<Bytes>>),
     /// These data frames, one per poll.
     Frames(std::collections::VecDeque<Bytes>),
+    /// One data frame, then a failure.
+    Failing(Option<Bytes>),
 }
 
 impl Body for TestBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = &'static str;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -41,6 +43,10 @@ impl Body for TestBody {
         match self.get_mut() {
             TestBody::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             TestBody::Channel(receiver) => receiver.poll_recv(cx).map(|frame| frame.map(Ok)),
+            TestBody::Failing(first) => Poll::Ready(Some(match first.take() {
+                Some(data) => Ok(Frame::data(data)),
+                None => Err("the body broke"),
+            })),
             TestBody::Frames(frames) => {
                 Poll::Ready(frames.pop_front().map(|data| Ok(Frame::data(data))))
             }
@@ -52,7 +58,9 @@ impl Body for TestBody {
             TestBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            TestBody::Channel(_) | TestBody::Frames(_) => SizeHint::default(),
+            TestBody::Channel(_) | TestBody::Frames(_) | TestBody::Failing(_) => {
+                SizeHint::default()
+            }
         }
     }
 }
@@ -83,6 +91,7 @@ async fn service(
     let response = match path.as_str() {
         "/hang" => std::future::pending().await,
         "/early" => Response::new(TestBody::Full(Some(Bytes::from_static(b"early")))),
+        "/broken" => Response::new(TestBody::Failing(Some(Bytes::from_static(b"part")))),
         // Says three bytes, then sends more: what follows must never reach the client.
         "/overlong" => {
             let frames = [
@@ -428,4 +437,20 @@ fn a_body_longer_than_its_content_length_is_cut_and_the_connection_closed() {
     let text = read_to_close(&mut client);
     assert!(text.ends_with("\r\n\r\nabc"), "{text}");
     assert!(!text.contains("forged"), "{text}");
+}
+
+#[test]
+fn a_response_cut_short_is_reset_so_an_http10_client_cannot_take_it_for_complete() {
+    let server = start(settings());
+    let mut client = connect(&server);
+    client.write_all(b"GET /broken HTTP/1.0\r\n\r\n").unwrap();
+    let mut received = Vec::new();
+    let ended = client.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert_eq!(
+        ended.map_err(|err| err.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "{text}"
+    );
 }
