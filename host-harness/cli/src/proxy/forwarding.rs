@@ -85,19 +85,23 @@ fn push_end_to_end(headers: &HeaderMap, fields: &mut Headers, skip: &[HeaderName
     }
 }
 
-/// The client's authority: the `Host` header, or the authority of an absolute-form request target.
+/// The client's authority (RFC 9112 §3.2): the authority of an absolute-form request target, which
+/// overrides `Host`, else the `Host` header. `None` (a `400`) for an HTTP/1.1 request without a
+/// non-empty `Host`, whatever its target says, and for any request with no authority at all.
 pub fn request_authority(parts: &request::Parts) -> Option<String> {
-    if let Some(host) = parts.headers.get(header::HOST) {
-        return host
-            .to_str()
-            .ok()
-            .filter(|host| !host.is_empty())
-            .map(str::to_owned);
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| !host.is_empty());
+    if host.is_none() && parts.version == http::Version::HTTP_11 {
+        return None;
     }
     parts
         .uri
         .authority()
         .map(|authority| authority.as_str().to_owned())
+        .or_else(|| host.map(str::to_owned))
 }
 
 /// The request headers the filter sees: pseudo-headers, end-to-end headers, then the proxy's own
@@ -276,6 +280,39 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn the_authority_follows_rfc_9112() {
+        let request = |target: &str, version: http::Version, host: Option<&str>| {
+            let mut builder = http::Request::builder().uri(target).version(version);
+            if let Some(host) = host {
+                builder = builder.header("host", host);
+            }
+            builder.body(()).unwrap().into_parts().0
+        };
+        let v11 = http::Version::HTTP_11;
+        let v10 = http::Version::HTTP_10;
+        assert_eq!(
+            request_authority(&request("/a", v11, Some("ai"))).as_deref(),
+            Some("ai")
+        );
+        // An absolute-form target wins over Host.
+        assert_eq!(
+            request_authority(&request("http://api.test/a", v11, Some("ai"))).as_deref(),
+            Some("api.test")
+        );
+        // HTTP/1.1 needs Host even with an absolute-form target; HTTP/1.0 does not.
+        assert_eq!(
+            request_authority(&request("http://api.test/a", v11, None)),
+            None
+        );
+        assert_eq!(request_authority(&request("/a", v11, Some(""))), None);
+        assert_eq!(
+            request_authority(&request("http://api.test/a", v10, None)).as_deref(),
+            Some("api.test")
+        );
+        assert_eq!(request_authority(&request("/a", v10, None)), None);
+    }
 
     fn parts(headers: &[(&str, &str)]) -> request::Parts {
         let mut builder = http::Request::builder()
