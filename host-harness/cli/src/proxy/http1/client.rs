@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -321,18 +321,8 @@ fn parse_response_head(
             connection.consume(length);
             continue;
         }
-        let version = match response.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
-        for field in response.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
-                .map_err(|_| ExchangeError::Malformed("invalid header name"))?;
-            let value = HeaderValue::from_bytes(field.value)
-                .map_err(|_| ExchangeError::Malformed("invalid header value"))?;
-            headers.append(name, value);
-        }
+        let version = head::version(response.version);
+        let headers = head::header_map(response.headers).map_err(ExchangeError::Malformed)?;
         connection.consume(length);
         let keep_alive = head::keep_alive(version, &headers);
         let framed_twice = super::super::forwarding::framed_twice(&headers);

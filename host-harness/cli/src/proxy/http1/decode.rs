@@ -156,7 +156,8 @@ impl Decoder {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(rest, &mut fields) {
                         Ok(httparse::Status::Complete((length, fields))) => {
-                            let trailers = trailer_map(fields)?;
+                            let trailers = super::head::header_map(fields)
+                                .map_err(|_| DecodeError::Trailers)?;
                             self.state = State::Done;
                             return Ok((consumed + length, Decoded::Trailers(trailers)));
                         }
@@ -209,18 +210,6 @@ fn trim_blank(bytes: &[u8]) -> &[u8] {
         .take_while(|byte| matches!(byte, b' ' | b'\t'))
         .count();
     bytes.get(blank..).unwrap_or_default()
-}
-
-fn trailer_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, DecodeError> {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let name = http::HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| DecodeError::Trailers)?;
-        let value =
-            http::HeaderValue::from_bytes(field.value).map_err(|_| DecodeError::Trailers)?;
-        map.append(name, value);
-    }
-    Ok(map)
 }
 
 #[cfg(test)]

@@ -87,18 +87,8 @@ pub fn parse_request_head(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, 
         .path
         .and_then(|target| Uri::try_from(target).ok())
         .ok_or(HeadError::Malformed("invalid request target"))?;
-    let version = match request.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
-    for field in request.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let version = version(request.version);
+    let headers = header_map(request.headers).map_err(HeadError::Malformed)?;
     let framing = request_framing(&headers, version)?;
     let keep_alive = keep_alive(version, &headers);
     let expects_continue = version == Version::HTTP_11
@@ -119,6 +109,29 @@ pub fn parse_request_head(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>, 
         accepts_trailers,
     };
     Ok(Some((head, length)))
+}
+
+/// The version httparse read (`1.0` or `1.1`; it refuses any other).
+pub fn version(minor: Option<u8>) -> Version {
+    match minor {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
+}
+
+/// Header lines as httparse read them, as a map in their order (repeated names kept).
+///
+/// # Errors
+/// A name or value `http` does not accept, named for the error message.
+pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name =
+            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| "invalid header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// The body framing of a request (RFC 9112 §6.3): `Transfer-Encoding` must end in `chunked` and must not
