@@ -69,6 +69,9 @@ pub enum LocalReason {
     CredentialUnavailable,
     /// The filter has no valid configuration.
     NotConfigured,
+    /// The host's request headers could not be read, so the client's credential could not be
+    /// stripped.
+    HeadersUnreadable,
 }
 
 /// A response the filter sends itself.
@@ -273,6 +276,17 @@ pub fn not_configured() -> LocalResponse {
     }
 }
 
+/// The 500 sent when the host's request headers cannot be read: without them the client's own
+/// credential could not be stripped, so nothing is forwarded.
+pub fn headers_unreadable() -> LocalResponse {
+    LocalResponse {
+        status: 500,
+        reason: LocalReason::HeadersUnreadable,
+        headers: json_headers(),
+        body: error_body("api_error", "the proxy could not read the request headers"),
+    }
+}
+
 fn access_denied(reason: DenyReason) -> LocalResponse {
     LocalResponse {
         status: 403,
@@ -337,12 +351,13 @@ impl RequestDecision<'_> {
                     None
                 }
             }
-            Self::Respond(response) => Some(match response.reason {
-                LocalReason::AccessDenied(_) => (Metric::AccessDenied, 1),
+            Self::Respond(response) => match response.reason {
+                LocalReason::AccessDenied(_) => Some((Metric::AccessDenied, 1)),
                 LocalReason::CredentialUnavailable | LocalReason::NotConfigured => {
-                    (Metric::CredentialUnavailable, 1)
+                    Some((Metric::CredentialUnavailable, 1))
                 }
-            }),
+                LocalReason::HeadersUnreadable => None,
+            },
         };
         let rules = match self {
             Self::Forward(forward) if !forward.rules_applied.is_empty() => {

@@ -19,7 +19,23 @@ use std::borrow::Cow;
 /// borrowed for `'a` or owned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderList<'a> {
-    entries: Vec<(Cow<'a, str>, Cow<'a, [u8]>)>,
+    // Names as bytes: a host's names are read without a UTF-8 check, and a name that is not text
+    // can still be kept, passed on and never matched.
+    entries: Vec<Line<'a>>,
+}
+
+/// One header line: its lower-case name and its value.
+type Line<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// Why a serialized header map could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedMap {
+    /// A size points past the end of the bytes.
+    #[error("a size points past the end of the map")]
+    Truncated,
+    /// A name or value is not followed by its NUL.
+    #[error("an entry is not NUL-terminated")]
+    Unterminated,
 }
 
 /// One change to apply to a host header map, per header name.
@@ -74,10 +90,10 @@ impl<'a> IntoValue<'a> for Vec<u8> {
 /// Whether a stored (lower-case) name is `name`, compared ASCII case-insensitively.
 /// Only `name` needs folding: the stored side is lower-case already.
 #[inline(always)]
-fn is_named(stored: &str, name: &str) -> bool {
+fn is_named(stored: &[u8], name: &str) -> bool {
     // Lengths settle almost every comparison; equal lengths are compared eight bytes at a time,
     // which the names of every request make cheaper than a byte loop.
-    let (stored, name) = (stored.as_bytes(), name.as_bytes());
+    let name = name.as_bytes();
     stored.len() == name.len()
         && last_word(stored) == to_ascii_lowercase(last_word(name))
         && stored
@@ -92,16 +108,17 @@ fn is_named(stored: &str, name: &str) -> bool {
 
 /// `name` as stored: borrowed when it is lower-case already, which every
 /// validated configuration name is.
-fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, str> {
-    let mut name = name.into();
-    let bytes = name.as_bytes();
-    let upper = ascii_uppercase(last_word(bytes)) != 0
-        || bytes
-            .as_chunks::<8>()
-            .0
-            .iter()
-            .any(|word| ascii_uppercase(u64::from_le_bytes(*word)) != 0);
-    if upper {
+fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, [u8]> {
+    lower_case(match name.into() {
+        Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
+        Cow::Owned(name) => Cow::Owned(name.into_bytes()),
+    })
+}
+
+/// `name` lower-cased, borrowed when it is lower-case already (as every host's names are).
+fn lower_case(mut name: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    // A byte loop: names are short, and word at a time cost more for them.
+    if name.iter().any(u8::is_ascii_uppercase) {
         name.to_mut().make_ascii_lowercase();
     }
     name
@@ -163,6 +180,47 @@ impl<'a> HeaderList<'a> {
         Self { entries }
     }
 
+    /// Reads a header map in the proxy-wasm wire form (a little-endian `u32` count, then a `u32`
+    /// name size and value size per entry, then each name and value followed by a NUL), borrowing
+    /// every name and value from `bytes`: the host's copy is the only one.
+    pub fn from_serialized(bytes: &'a [u8]) -> Result<Self, MalformedMap> {
+        let word = |at: usize| -> Result<usize, MalformedMap> {
+            let end = at.checked_add(4).ok_or(MalformedMap::Truncated)?;
+            let field = bytes.get(at..end).ok_or(MalformedMap::Truncated)?;
+            let mut le = [0; 4];
+            le.copy_from_slice(field);
+            usize::try_from(u32::from_le_bytes(le)).map_err(|_| MalformedMap::Truncated)
+        };
+        if bytes.is_empty() {
+            return Ok(Self::new());
+        }
+        let count = word(0)?;
+        // The sizes table bounds the count by the bytes there are, so a forged count allocates nothing.
+        let mut data = count
+            .checked_mul(8)
+            .and_then(|table| table.checked_add(4))
+            .filter(|&data| data <= bytes.len())
+            .ok_or(MalformedMap::Truncated)?;
+        let mut entries = Vec::with_capacity(count);
+        let mut take = |size: usize| -> Result<&'a [u8], MalformedMap> {
+            let end = data.checked_add(size).ok_or(MalformedMap::Truncated)?;
+            let field = bytes.get(data..end).ok_or(MalformedMap::Truncated)?;
+            if bytes.get(end) != Some(&0) {
+                return Err(MalformedMap::Unterminated);
+            }
+            data = end + 1;
+            Ok(field)
+        };
+        for entry in 0..count {
+            let sizes = 4 + entry * 8;
+            let (name_size, value_size) = (word(sizes)?, word(sizes + 4)?);
+            let name = take(name_size)?;
+            let value = take(value_size)?;
+            entries.push((lower_case(Cow::Borrowed(name)), Cow::Borrowed(value)));
+        }
+        Ok(Self { entries })
+    }
+
     /// A list with the same entries that borrows them from this one: the
     /// starting point of a rewrite that copies nothing it leaves alone.
     pub fn view(&self) -> HeaderList<'_> {
@@ -191,9 +249,11 @@ impl<'a> HeaderList<'a> {
         self.entries.is_empty()
     }
 
-    /// All entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries.iter().map(|(name, value)| (&**name, &**value))
+    /// All entries in order; a name that is not UTF-8 (which no HTTP name is) is shown lossily.
+    pub fn iter(&self) -> impl Iterator<Item = (Cow<'_, str>, &[u8])> {
+        self.entries
+            .iter()
+            .map(|(name, value)| (String::from_utf8_lossy(name), &**value))
     }
 
     /// Every value of `name`, in order.
@@ -296,7 +356,12 @@ impl<'a> HeaderList<'a> {
     pub fn into_pairs(self) -> Vec<(String, Vec<u8>)> {
         self.entries
             .into_iter()
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .map(|(name, value)| {
+                (
+                    String::from_utf8_lossy(&name).into_owned(),
+                    value.into_owned(),
+                )
+            })
             .collect()
     }
 }
@@ -327,7 +392,7 @@ pub fn diff<'h>(
     // Most lines have a length no name has: one bit test skips them without comparing names.
     let lengths = names
         .iter()
-        .fold(0_u64, |lengths, name| lengths | length_bit(name));
+        .fold(0_u64, |lengths, name| lengths | length_bit(name.as_bytes()));
     for (list, is_after) in [(before, false), (after, true)] {
         for (index, (line, _)) in list.entries.iter().enumerate() {
             if lengths & length_bit(line) == 0 {
@@ -349,7 +414,7 @@ pub fn diff<'h>(
 }
 
 /// A bit for the length of `name`, modulo 64: names of different bits cannot be equal.
-fn length_bit(name: &str) -> u64 {
+fn length_bit(name: &[u8]) -> u64 {
     // Truncation is harmless: lengths only pick a bit, and two names sharing one are compared.
     1_u64.rotate_left(name.len() as u32)
 }
@@ -423,8 +488,8 @@ pub(crate) fn test_list(pairs: &[(&str, &str)]) -> HeaderList<'static> {
 pub(crate) fn all_names(before: &HeaderList<'_>, after: &HeaderList<'_>) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for (name, _) in before.iter().chain(after.iter()) {
-        if !names.iter().any(|known| known == name) {
-            names.push(name.to_owned());
+        if !names.iter().any(|known| *known == name) {
+            names.push(name.into_owned());
         }
     }
     names
@@ -435,6 +500,95 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::headers::test_list as list;
+
+    /// The proxy-wasm wire form of `pairs`, as a host writes it.
+    fn serialized(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut bytes = u32::try_from(pairs.len()).unwrap().to_le_bytes().to_vec();
+        for (name, value) in pairs {
+            bytes.extend(u32::try_from(name.len()).unwrap().to_le_bytes());
+            bytes.extend(u32::try_from(value.len()).unwrap().to_le_bytes());
+        }
+        for (name, value) in pairs {
+            bytes.extend(name.as_bytes());
+            bytes.push(0);
+            bytes.extend(*value);
+            bytes.push(0);
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_serialized_map_is_read_in_place() {
+        let bytes = serialized(&[
+            (":path", b"/v1/messages"),
+            ("X-Api-Key", b"k"),
+            ("x-bin", &[0xff, 0]),
+            ("empty", b""),
+        ]);
+        let headers = HeaderList::from_serialized(&bytes).unwrap();
+        assert_eq!(
+            headers.iter().collect::<Vec<_>>(),
+            vec![
+                (":path".into(), &b"/v1/messages"[..]),
+                ("x-api-key".into(), &b"k"[..]),
+                ("x-bin".into(), &[0xff, 0][..]),
+                ("empty".into(), &b""[..]),
+            ]
+        );
+        assert!(HeaderList::from_serialized(&[]).unwrap().is_empty());
+        assert!(
+            HeaderList::from_serialized(&serialized(&[]))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_malformed_serialized_map_is_an_error_never_a_panic() {
+        let good = serialized(&[("a", b"1"), ("bb", b"22")]);
+        // Every truncation, and a forged count far beyond the bytes.
+        for cut in 1..good.len() {
+            assert!(
+                HeaderList::from_serialized(&good[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut forged = good.clone();
+        forged[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            HeaderList::from_serialized(&forged),
+            Err(MalformedMap::Truncated)
+        );
+        let mut huge = good.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            HeaderList::from_serialized(&huge),
+            Err(MalformedMap::Truncated)
+        );
+        let mut unterminated = good.clone();
+        let nul = 4 + 16 + 1;
+        unterminated[nul] = b'x';
+        assert_eq!(
+            HeaderList::from_serialized(&unterminated),
+            Err(MalformedMap::Unterminated)
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_kept_and_never_matched() {
+        let mut bytes = serialized(&[("\u{e9}", b"1"), ("x-api-key", b"k")]);
+        bytes[4 + 16] = 0xff;
+        let headers = HeaderList::from_serialized(&bytes).unwrap();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers.iter().next().unwrap().0, "\u{fffd}\u{fffd}");
+        let mut cleaned = headers.view();
+        assert!(cleaned.remove("x-api-key"));
+        let names = ["x-api-key".to_owned()];
+        assert_eq!(
+            diff(&headers, &cleaned, &names).collect::<Vec<_>>(),
+            vec![HeaderEdit::Remove("x-api-key")]
+        );
+    }
 
     #[test]
     fn names_are_lower_cased_on_the_way_in() {
@@ -503,14 +657,14 @@ mod tests {
                     }
                     let name = String::from_utf8(name).unwrap();
                     let stored = stored_name(name.as_str());
-                    assert_eq!(stored, name.to_ascii_lowercase(), "{name:?}");
+                    assert_eq!(*stored, *name.to_ascii_lowercase().as_bytes(), "{name:?}");
                     assert_eq!(
                         matches!(stored, Cow::Borrowed(_)),
-                        stored == name,
+                        *stored == *name.as_bytes(),
                         "{name:?}"
                     );
                     assert!(is_named(&stored, &name), "{name:?}");
-                    let mut other = stored.clone().into_owned().into_bytes();
+                    let mut other = stored.clone().into_owned();
                     if let Some(byte) = other.get_mut(at).filter(|byte| byte.is_ascii()) {
                         *byte ^= 0x01;
                         let other = String::from_utf8(other).unwrap();
@@ -526,17 +680,20 @@ mod tests {
         for len in 0..25 {
             let stored: String = "abcdefghijklmnopqrstuvwxy-"[..len].to_owned();
             let upper = stored.to_ascii_uppercase();
-            assert!(is_named(&stored, &stored));
-            assert!(is_named(&stored, &upper));
-            assert!(!is_named(&stored, &format!("{stored}a")));
+            assert!(is_named(stored.as_bytes(), &stored));
+            assert!(is_named(stored.as_bytes(), &upper));
+            assert!(!is_named(stored.as_bytes(), &format!("{stored}a")));
             for at in 0..len {
                 let mut other = upper.clone().into_bytes();
                 other[at] = b'!';
-                assert!(!is_named(&stored, std::str::from_utf8(&other).unwrap()));
+                assert!(!is_named(
+                    stored.as_bytes(),
+                    std::str::from_utf8(&other).unwrap()
+                ));
             }
         }
-        assert!(is_named("x-\u{e9}t\u{e9}", "X-\u{e9}T\u{e9}"));
-        assert!(!is_named("x-\u{e9}", "x-\u{c9}"));
+        assert!(is_named("x-\u{e9}t\u{e9}".as_bytes(), "X-\u{e9}T\u{e9}"));
+        assert!(!is_named("x-\u{e9}".as_bytes(), "x-\u{c9}"));
     }
 
     #[test]

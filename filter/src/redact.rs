@@ -37,9 +37,9 @@ pub fn render_headers(headers: &HeaderList<'_>, credential_header: &str) -> Stri
         if index > 0 {
             out.push_str(", ");
         }
-        out.push_str(name);
+        out.push_str(&name);
         out.push_str(": ");
-        if is_sensitive(name, credential_header) {
+        if is_sensitive(&name, credential_header) {
             out.push_str(REDACTED);
         } else {
             out.push_str(&render_value(value));

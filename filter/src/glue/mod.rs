@@ -38,11 +38,13 @@ use crate::credential::Credential;
 use crate::token::endpoint::TokenRequest;
 use crate::token::manager::{DispatchError, Host, SetError, TokenManager, Write};
 
+mod abi;
 mod effects;
 mod root;
 mod stream;
 mod usage;
 
+use abi::now_ms;
 use root::FilterRoot;
 use stream::StreamShared;
 
@@ -150,21 +152,6 @@ impl Host for HostPort {
             _ => DispatchError::Unexpected,
         })
     }
-}
-
-/// The host's time in milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        // Seconds and milliseconds apart: `as_millis` goes through 128-bit arithmetic, three times a
-        // request.
-        .map_or(0, |elapsed| {
-            elapsed
-                .as_secs()
-                .saturating_mul(1000)
-                .saturating_add(u64::from(elapsed.subsec_millis()))
-        })
 }
 
 /// 64 random bits: the standard library seeds `RandomState` from WASI `random_get`; the clock is mixed

@@ -4,18 +4,19 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use log::{Level, debug, log_enabled};
+use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use super::abi::{self, HostStatus};
 use super::effects::{MetricIds, apply_edit, finish_request, send_local};
 use super::root::carry_out;
 use super::{Configured, HostPort, now_ms, usage};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::engine::{self, LocalResponse, RequestDecision, count};
-use crate::headers::{HeaderList, diff};
+use crate::headers::{HeaderEdit, HeaderList, MalformedMap, diff};
 use crate::metrics::Metric;
 use crate::rules::RequestSummary;
 use crate::token::manager::Verdict;
@@ -135,7 +136,18 @@ impl HttpContext for FilterStream {
             self.metrics.increment(Metric::CredentialUnavailable, 1);
             return self.respond(&engine::not_configured());
         };
-        let request = HeaderList::from_pairs(self.get_http_request_headers_bytes());
+        let bytes = abi::header_map(MapType::HttpRequestHeaders);
+        let request = match read_headers(&bytes) {
+            Ok(request) => request,
+            Err(unreadable) => {
+                warn!(
+                    "request {}: headers unreadable ({unreadable}): answered without forwarding",
+                    self.context_id
+                );
+                self.metrics.increment(Metric::Requests, 1);
+                return self.respond(&engine::headers_unreadable());
+            }
+        };
         let source = caller_facts(&state.config, self.context_id);
         self.usage = usage::start(
             &state.config,
@@ -269,37 +281,58 @@ impl HttpContext for FilterStream {
         let Some(state) = self.state.clone() else {
             return Action::Continue;
         };
+        let observing = self.usage.is_some() && state.usage.is_some();
+        // Unless a rule needs the response (or debug logs say what was removed), its edits are
+        // known without reading it.
+        let reads_response =
+            state.config.response_rules_read_response || log_enabled!(Level::Debug);
+        // One copy of the map serves usage, the 401 watch and the rules; without any of them the
+        // response is not copied into the guest at all.
+        let bytes = (observing || reads_response || self.watches_for_401(&state))
+            .then(|| abi::header_map(MapType::HttpResponseHeaders));
+        let response = match bytes.as_ref().map(read_headers).transpose() {
+            Ok(response) => response,
+            Err(unreadable) => {
+                warn!(
+                    "response {}: headers unreadable ({unreadable}): only the credential header is removed",
+                    self.context_id
+                );
+                None
+            }
+        };
         if let (Some(observation), Some(usage)) = (self.usage.as_deref_mut(), state.usage.as_ref())
         {
-            usage::response_headers(observation, usage, end_of_stream);
+            usage::response_headers(observation, usage, response.as_ref(), end_of_stream);
         }
+        self.on_status(
+            &state,
+            response
+                .as_ref()
+                .and_then(|response| response.first(":status")),
+        );
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
-        // Unless a rule needs the response (or debug logs say what was removed), its edits are
-        // known without reading it: the response is not copied into the guest.
-        if !state.config.response_rules_read_response && !log_enabled!(Level::Debug) {
-            if self.watches_for_401(&state) {
-                // Bytes, not the string getter: it panics on a non-UTF-8 value.
-                let status =
-                    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-                        .ok()
-                        .flatten();
-                self.on_status(&state, status.as_deref());
-            }
-            let applied = engine::unread_response_edits(&state.config, &request, |edit| {
+        let Some(response) = response.filter(|_| reads_response) else {
+            let credential = HeaderEdit::Remove(&state.config.credential.header);
+            let apply = |edit| {
                 apply_edit(
                     self.context_id,
                     MapType::HttpResponseHeaders,
                     &HeaderList::new(),
                     edit,
                 );
-            });
+            };
+            if reads_response {
+                // The rules cannot be judged on a response that cannot be read; the credential
+                // header goes whatever it said.
+                apply(credential);
+                return Action::Continue;
+            }
+            let applied = engine::unread_response_edits(&state.config, &request, apply);
             if applied > 0 {
                 self.metrics.increment(Metric::RulesApplied, count(applied));
             }
             return Action::Continue;
-        }
-        let response = HeaderList::from_pairs(self.get_http_response_headers_bytes());
-        self.on_status(&state, response.first(":status"));
+        };
         let outcome = engine::handle_response(&state.config, &response, &request);
         if !outcome.rules_applied.is_empty() {
             self.metrics
@@ -391,27 +424,48 @@ impl FilterStream {
     }
 }
 
+/// Why a header map the filter reads could not be read.
+#[derive(Debug, thiserror::Error)]
+enum MapUnreadable {
+    /// The host refused it with this status.
+    #[error("the host answered with status {}", .0.0)]
+    Host(HostStatus),
+    /// The host's bytes are not a well-formed map.
+    #[error("{0}")]
+    Malformed(MalformedMap),
+}
+
+/// The header list in a map the host handed over, borrowed from its bytes.
+fn read_headers(bytes: &Result<Vec<u8>, HostStatus>) -> Result<HeaderList<'_>, MapUnreadable> {
+    let bytes = bytes
+        .as_ref()
+        .map_err(|status| MapUnreadable::Host(*status))?;
+    HeaderList::from_serialized(bytes).map_err(MapUnreadable::Malformed)
+}
+
 /// Fetches what the access policy reads from the host, and nothing it does not: `source.address`
 /// with `source_cidrs`, the identity property with a property identity source.
 pub(super) fn caller_facts(config: &FilterConfig, context_id: u32) -> Option<CallerFacts> {
     let access = config.access.as_ref()?;
-    let property = access.identity_property();
-    if property.is_none() && !access.needs_source_address() {
+    let identity = access.identity_property();
+    if identity.is_none() && !access.needs_source_address() {
         return None;
     }
-    // Called directly: the SDK wrapper panics on the statuses a host may legitimately return for
-    // an unavailable property.
-    let fetch = |path: Vec<&str>| {
-        hostcalls::get_property(path.clone()).unwrap_or_else(|status| {
-            debug!("request {context_id}: no {}: {status:?}", path.join("."));
-            None
-        })
-    };
+    let fetch = |path: &str| property(path, context_id);
     Some(CallerFacts {
         source_address: access
             .needs_source_address()
-            .then(|| fetch(vec!["source", "address"]))
+            .then(|| fetch("source.address"))
             .flatten(),
-        identity_property: property.and_then(|path| fetch(path.segments())),
+        identity_property: identity.and_then(|path| fetch(path.as_str())),
+    })
+}
+
+/// A property of the request by its dotted path; `None` when the host has none. Not the SDK's
+/// wrapper: it panics on the statuses a host may legitimately return for an unavailable property.
+pub(super) fn property(path: &str, context_id: u32) -> Option<Vec<u8>> {
+    abi::dotted_property(path).unwrap_or_else(|status| {
+        debug!("request {context_id}: no {path}: {status:?}");
+        None
     })
 }

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 
 use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{BufferType, LogLevel, MetricType};
 
-use super::{HostPort, now_ms};
-use crate::access::{CallerFacts, property_segments};
+use super::{HostPort, now_ms, stream};
+use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::headers::HeaderList;
 use crate::metrics::{MetricKind, USAGE_UNPARSED_TOTAL};
@@ -145,12 +145,7 @@ pub(super) fn start(
         return None;
     }
     let caller = caller::resolve(config.access.as_ref(), request, facts, |path| {
-        // Called directly: the SDK wrapper panics on statuses a host may return for an absent
-        // property.
-        hostcalls::get_property(property_segments(path)).unwrap_or_else(|status| {
-            debug!("request {context_id}: no {path}: {status:?}");
-            None
-        })
+        stream::property(path, context_id)
     });
     Some(Box::new(Observation::start(
         now_ms(),
@@ -159,25 +154,19 @@ pub(super) fn start(
     )))
 }
 
-/// The response headers arrived: status, framing, encoding, time to first byte.
+/// The response headers arrived: status, framing, encoding, time to first byte. `response` is `None`
+/// when the host's map could not be read; the response then counts as one without a status.
 pub(super) fn response_headers(
     observation: &mut Observation,
     usage: &UsageState,
+    response: Option<&HeaderList<'_>>,
     end_of_stream: bool,
 ) {
-    let value = |name: &str| {
-        // Bytes, not the string getter: it panics on a non-UTF-8 value.
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
-    };
-    let status = value(":status");
-    let content_type = value("content-type");
-    let content_encoding = value("content-encoding");
+    let value = |name: &str| response.and_then(|response| response.first(name));
     let start = ResponseStart {
-        status: status.as_deref(),
-        content_type: content_type.as_deref(),
-        content_encoding: content_encoding.as_deref(),
+        status: value(":status"),
+        content_type: value("content-type"),
+        content_encoding: value("content-encoding"),
     };
     observation.response_headers(now_ms(), start, end_of_stream, &usage.config);
 }
