@@ -101,19 +101,25 @@ pub fn merge_flags<'a>(mut lines: impl Iterator<Item = &'a [u8]>, flag: &[u8]) -
     let first = lines.next().unwrap_or_default();
     let capacity = first.len().min(MAX_BETA_FLAGS * (MAX_BETA_FLAG_BYTES + 1)) + 1 + flag.len();
     let mut merged = Vec::with_capacity(capacity);
-    let mut kept: Vec<&[u8]> = Vec::new();
+    // The kept flags on the stack: the cap bounds them, and this runs for every request.
+    let mut kept: [&[u8]; MAX_BETA_FLAGS] = [&[]; MAX_BETA_FLAGS];
+    let mut count = 0;
     'lines: for line in std::iter::once(first).chain(lines) {
         for part in line.split(|byte| *byte == b',') {
-            if kept.len() == MAX_BETA_FLAGS {
+            if count == MAX_BETA_FLAGS {
                 break 'lines;
             }
             let part = part.trim_ascii();
-            if part.len() <= MAX_BETA_FLAG_BYTES && push_flag(&mut merged, &kept, part) {
-                kept.push(part);
+            if part.len() <= MAX_BETA_FLAG_BYTES
+                && push_flag(&mut merged, kept.get(..count).unwrap_or_default(), part)
+                && let Some(slot) = kept.get_mut(count)
+            {
+                *slot = part;
+                count += 1;
             }
         }
     }
-    let added = push_flag(&mut merged, &kept, flag);
+    let added = push_flag(&mut merged, kept.get(..count).unwrap_or_default(), flag);
     (merged, added)
 }
 

@@ -8,8 +8,8 @@
 //! into a record in `on_log`: one `info` line and the metric updates, each metric defined the first time
 //! its label set occurs in this VM. With usage off none of this exists and nothing is read.
 
+use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
@@ -43,6 +43,8 @@ pub(super) struct UsageState {
     /// The ids by caller label, model label and [`UsageSeries::index`], in front of `metric_ids`: a
     /// request finds its ids without formatting a tagged name.
     series_ids: RefCell<HashMap<String, HashMap<String, SeriesIds>>>,
+    /// The usage line's buffer, kept from request to request rather than allocated for each.
+    line: RefCell<String>,
 }
 
 /// The host ids of one caller and model label pair's series; `None` until first needed.
@@ -58,6 +60,7 @@ impl UsageState {
             models: RefCell::new(Admission::new(MODELS_KEY, config.max_models)),
             metric_ids: RefCell::new(HashMap::new()),
             series_ids: RefCell::new(HashMap::new()),
+            line: RefCell::new(String::with_capacity(512)),
         };
         state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
         state
@@ -206,7 +209,10 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     }
     if log_enabled!(Level::Info) {
         // Straight to the host: through `info!` the finished line would be formatted into a copy.
-        if let Err(status) = hostcalls::log(LogLevel::Info, &record.log_line()) {
+        let mut line = usage.line.borrow_mut();
+        line.clear();
+        record.write_log_line(&mut line);
+        if let Err(status) = hostcalls::log(LogLevel::Info, &line) {
             debug!("the usage line was not logged: {status:?}");
         }
     }

@@ -8,7 +8,7 @@
 //! looked up in shared data once per VM, and once the list is full it is never read again (the list
 //! only grows, so a full list is final).
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 
 use crate::token::manager::{SetError, Write};
 use crate::usage::labels::{OTHER, UNKNOWN};
