@@ -7,8 +7,8 @@
 //!
 //! Knobs for profiling runs (under `valgrind --tool=callgrind`, say), all optional environment variables:
 //! `BENCH_BATCHES` and `BENCH_PER_BATCH` (default 30 and 2000), `BENCH_FILTER_WASM` (another build of the
-//! filter, to compare two builds with one benchmark binary), `BENCH_ONLY=harness` or `native` (measure one
-//! side only, so a profile holds nothing else), `BENCH_VM_START=0` (skip the VM start figures),
+//! filter, to compare two builds with one benchmark binary), `BENCH_ONLY=harness`, `usage-off` or `native`
+//! (measure one of the three only, so a profile holds nothing else), `BENCH_VM_START=0` (skip the VM start figures),
 //! `BENCH_CACHE_DIR` (compile the measured plugin through this module cache: a profiled run then skips
 //! compiling, and the cached module's symbols name the guest's compiled functions).
 
@@ -23,9 +23,15 @@ use filter::headers::{HeaderEdit, HeaderList, diff};
 use host_harness::{HarnessError, Headers, LogLevel, Plugin, Vm};
 
 /// The flagship configuration, with a rule on each side so the rule engine is on the measured path.
+/// Usage accounting is on, as the Anthropic preset has it by default.
 const CONFIG: &str = r#"{"credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}}, "preset": "anthropic",
   "request_rules": [{"when": {"path_prefix": "/v1/"}, "set": {"name": "x-team", "value": "ml"}}],
   "response_rules": [{"set": {"name": "x-served-by", "value": "ai-proxy"}}]}"#;
+/// The same with usage accounting off: the credential, rules and preset alone.
+const CONFIG_USAGE_OFF: &str = r#"{"credential": {"source": {"env": "ANTHROPIC_OAUTH_TOKEN"}}, "preset": "anthropic",
+  "request_rules": [{"when": {"path_prefix": "/v1/"}, "set": {"name": "x-team", "value": "ml"}}],
+  "response_rules": [{"set": {"name": "x-served-by", "value": "ai-proxy"}}],
+  "usage": {"enabled": false}}"#;
 const TOKEN: &str = "sk-ant-oat01-benchmark-token";
 
 /// A request as a client such as an SDK sends it.
@@ -53,6 +59,7 @@ struct Knobs {
     per_batch: u32,
     wasm: PathBuf,
     harness: bool,
+    usage_off: bool,
     native: bool,
     vm_start: bool,
     cache_dir: Option<PathBuf>,
@@ -66,8 +73,9 @@ impl Knobs {
             per_batch: env_number("BENCH_PER_BATCH").unwrap_or(2_000),
             wasm: std::env::var_os("BENCH_FILTER_WASM")
                 .map_or_else(|| PathBuf::from(env!("FILTER_WASM")), PathBuf::from),
-            harness: only != "native",
-            native: only != "harness",
+            harness: only.is_empty() || only == "harness",
+            usage_off: only.is_empty() || only == "usage-off",
+            native: only.is_empty() || only == "native",
             vm_start: std::env::var("BENCH_VM_START").map_or(true, |value| value != "0"),
             cache_dir: std::env::var_os("BENCH_CACHE_DIR").map(PathBuf::from),
         }
@@ -97,27 +105,36 @@ fn main() -> Result<(), HarnessError> {
     );
 
     // Info, as a proxy runs in production: at debug level the filter also formats a line per request.
-    let mut builder = Plugin::builder()
-        .module_file(wasm)
-        .plugin_config(CONFIG)
-        .env("ANTHROPIC_OAUTH_TOKEN", TOKEN)
-        .log_level(LogLevel::Info);
-    if let Some(dir) = &knobs.cache_dir {
-        builder = builder.cache_dir(dir);
-    }
-    let plugin = builder.build()?;
-    let mut vm = plugin.start_vm()?;
+    let start = |config: &str| -> Result<Vm, HarnessError> {
+        let mut builder = Plugin::builder()
+            .module_file(wasm)
+            .plugin_config(config)
+            .env("ANTHROPIC_OAUTH_TOKEN", TOKEN)
+            .log_level(LogLevel::Info);
+        if let Some(dir) = &knobs.cache_dir {
+            builder = builder.cache_dir(dir);
+        }
+        builder.build()?.start_vm()
+    };
+    let mut vm = start(CONFIG)?;
+    let mut vm_usage_off = start(CONFIG_USAGE_OFF)?;
     let (config, credential) = native_filter();
     let request: Headers = REQUEST.into();
     let response: Headers = RESPONSE.into();
 
     // Interleave harness and native batches so drift hits both sides alike.
     let mut harness_ns = Vec::with_capacity(batches);
+    let mut usage_off_ns = Vec::with_capacity(batches);
     let mut native_ns = Vec::with_capacity(batches);
     for _ in 0..batches {
         if knobs.harness {
             harness_ns.push(per_iteration(per_batch, || {
                 harness_round_trip(&mut vm, &request, &response)
+            })?);
+        }
+        if knobs.usage_off {
+            usage_off_ns.push(per_iteration(per_batch, || {
+                harness_round_trip(&mut vm_usage_off, &request, &response)
             })?);
         }
         if knobs.native {
@@ -128,6 +145,7 @@ fn main() -> Result<(), HarnessError> {
         }
     }
     let harness = median(&mut harness_ns);
+    let usage_off = median(&mut usage_off_ns);
     let native = median(&mut native_ns);
     println!();
     println!("request + response header round trip (median of {batches} batches of {per_batch}):");
@@ -136,12 +154,16 @@ fn main() -> Result<(), HarnessError> {
         harness / 1000.0
     );
     println!(
-        "  same logic called natively          {:>9.2} µs",
+        "  the same with usage accounting off  {:>9.2} µs",
+        usage_off / 1000.0
+    );
+    println!(
+        "  usage off, logic called natively    {:>9.2} µs",
         native / 1000.0
     );
     println!(
-        "  harness / native                    {:>9.1}×",
-        harness / native
+        "  usage off: harness / native         {:>9.1}×",
+        usage_off / native
     );
 
     if !knobs.vm_start {
@@ -190,9 +212,10 @@ fn harness_round_trip(
     stream.finish()
 }
 
-/// The filter's parsed configuration and credential, as its glue holds them after `on_configure`.
+/// The filter's parsed configuration (usage off: the native side has no host to count with) and
+/// credential, as its glue holds them after `on_configure`.
 fn native_filter() -> (FilterConfig, Credential) {
-    let config = filter::config::parse(CONFIG.as_bytes())
+    let config = filter::config::parse(CONFIG_USAGE_OFF.as_bytes())
         .unwrap_or_else(|err| exit(&format!("benchmark config: {err}")));
     let credential = filter::credential::resolve(&config.credential, |name| {
         if name == "ANTHROPIC_OAUTH_TOKEN" {

@@ -196,8 +196,8 @@ pub(super) fn response_body(observation: &mut Observation, size: usize, end_of_s
 pub(super) fn finish(observation: Observation, usage: &UsageState) {
     let record = observation.finish(now_ms());
     let mut store = HostPort;
-    let caller = sanitize(Some(record.caller.as_bytes()));
-    let model = sanitize(Some(record.model.as_bytes()));
+    let caller = sanitize(&record.caller);
+    let model = sanitize(&record.model);
     let caller_label = usage.callers.borrow_mut().label(&mut store, &caller);
     let model_label = usage.models.borrow_mut().label(&mut store, &model);
     usage.apply(&record, caller_label, model_label);

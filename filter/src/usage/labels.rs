@@ -23,15 +23,17 @@ fn allowed(byte: u8) -> bool {
 }
 
 /// The label value for `raw`: each byte outside `[A-Za-z0-9@._:+-]` becomes `_` (so a multi-byte
-/// character becomes several), cut at [`MAX_LABEL_BYTES`]; empty or absent is [`UNKNOWN`]. A value
+/// character becomes several), cut at [`MAX_LABEL_BYTES`]; empty is [`UNKNOWN`]. A value
 /// that needs no change (the usual case, on every observed request) is borrowed, not copied.
-pub fn sanitize(raw: Option<&[u8]>) -> Cow<'_, str> {
-    let Some(raw) = raw.filter(|raw| !raw.is_empty()) else {
+pub fn sanitize(raw: &str) -> Cow<'_, str> {
+    if raw.is_empty() {
         return Cow::Borrowed(UNKNOWN);
-    };
-    let kept = raw.get(..MAX_LABEL_BYTES).unwrap_or(raw);
+    }
+    let bytes = raw.as_bytes();
+    let kept = bytes.get(..MAX_LABEL_BYTES).unwrap_or(bytes);
+    // Every allowed byte is ASCII, so the cut then falls on a character boundary.
     if kept.iter().all(|&byte| allowed(byte))
-        && let Ok(text) = std::str::from_utf8(kept)
+        && let Some(text) = raw.get(..kept.len())
     {
         return Cow::Borrowed(text);
     }
@@ -64,26 +66,31 @@ mod tests {
 
     #[test]
     fn sanitize_keeps_the_allowed_set_and_replaces_every_other_byte() {
-        assert_eq!(sanitize(Some(b"alice@example.com")), "alice@example.com");
-        assert_eq!(sanitize(Some(b"tag:ci,tag:server")), "tag:ci_tag:server");
+        assert_eq!(sanitize("alice@example.com"), "alice@example.com");
+        assert_eq!(sanitize("tag:ci,tag:server"), "tag:ci_tag:server");
         assert_eq!(
-            sanitize(Some(b"claude-sonnet-4-5+x_1.0")),
+            sanitize("claude-sonnet-4-5+x_1.0"),
             "claude-sonnet-4-5+x_1.0"
         );
-        assert_eq!(sanitize(Some(b"a;b=c\"d\\e\n")), "a_b_c_d_e_");
-        assert_eq!(sanitize(Some("é".as_bytes())), "__");
+        assert_eq!(sanitize("a;b=c\"d\\e\n"), "a_b_c_d_e_");
+        assert_eq!(sanitize("é"), "__");
         assert_eq!(
-            sanitize(Some(b"spiffe://cluster.local/ns/a")),
+            sanitize("spiffe://cluster.local/ns/a"),
             "spiffe:__cluster.local_ns_a"
         );
     }
 
     #[test]
-    fn empty_or_absent_is_unknown_and_long_values_are_cut() {
-        assert_eq!(sanitize(None), UNKNOWN);
-        assert_eq!(sanitize(Some(b"")), UNKNOWN);
-        let long = vec![b'a'; 500];
-        assert_eq!(sanitize(Some(&long)).len(), MAX_LABEL_BYTES);
+    fn empty_is_unknown_and_long_values_are_cut() {
+        assert_eq!(sanitize(""), UNKNOWN);
+        let long = "a".repeat(500);
+        assert_eq!(sanitize(&long).len(), MAX_LABEL_BYTES);
+        // A cut inside a character still gives one `_` per byte kept.
+        let wide = format!("{}é", "a".repeat(MAX_LABEL_BYTES - 1));
+        assert_eq!(
+            sanitize(&wide),
+            format!("{}_", "a".repeat(MAX_LABEL_BYTES - 1))
+        );
     }
 
     #[test]
