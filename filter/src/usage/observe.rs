@@ -30,17 +30,24 @@ pub fn observes(path: &[u8]) -> bool {
 fn body_kind(content_type: Option<&[u8]>) -> Option<BodyKind> {
     match content_type {
         None => Some(BodyKind::Json),
-        Some(value) => BodyKind::from_content_type(std::str::from_utf8(value).ok()?),
+        Some(value) => BodyKind::from_content_type(value),
     }
 }
 
-/// The body's encoding; a value that is not text is one the parser cannot read.
+/// The body's encoding.
 fn encoding(content_encoding: Option<&[u8]>) -> Encoding {
-    match content_encoding.map(std::str::from_utf8) {
-        None => Encoding::Identity,
-        Some(Ok(value)) => Encoding::from_content_encoding(value),
-        Some(Err(_)) => Encoding::Unsupported,
+    Encoding::from_content_encoding(content_encoding.unwrap_or_default())
+}
+
+/// A status code from its header value: one to three ASCII digits after trimming, else 0.
+fn status_code(value: &[u8]) -> u16 {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+        return 0;
     }
+    digits
+        .iter()
+        .fold(0, |code, digit| code * 10 + u16::from(digit - b'0'))
 }
 
 /// What the host reported about a response's start.
@@ -103,10 +110,7 @@ impl Observation {
         end_of_stream: bool,
         config: &UsageConfig,
     ) {
-        self.status = response
-            .status
-            .and_then(|status| std::str::from_utf8(status).ok()?.trim().parse().ok())
-            .unwrap_or(0);
+        self.status = response.status.map_or(0, status_code);
         self.ttfb_ms = Some(now_ms.saturating_sub(self.started_ms));
         let kind = body_kind(response.content_type);
         self.streamed = kind == Some(BodyKind::EventStream);
@@ -190,6 +194,16 @@ impl Observation {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn a_status_is_one_to_three_digits_or_zero() {
+        assert_eq!(status_code(b"200"), 200);
+        assert_eq!(status_code(b" 404 "), 404);
+        assert_eq!(status_code(b"5"), 5);
+        for bad in [&b""[..], b"2000", b"+200", b"20x", b"\xff", b"-1"] {
+            assert_eq!(status_code(bad), 0, "{bad:?}");
+        }
+    }
 
     const STREAM: &str = concat!(
         "event: message_start\n",

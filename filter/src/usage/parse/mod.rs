@@ -66,17 +66,22 @@ pub enum BodyKind {
 
 impl BodyKind {
     /// The framing a `content-type` value names, if it is one the parser reads.
-    pub fn from_content_type(value: &str) -> Option<BodyKind> {
-        // Compared without a lower-cased copy: this runs on every observed response.
-        let essence = value.split(';').next().unwrap_or("").trim();
+    pub fn from_content_type(value: &[u8]) -> Option<BodyKind> {
+        // Bytes compared in place, without a lower-cased copy or a UTF-8 check: this runs on every
+        // observed response.
+        let essence = value
+            .split(|&byte| byte == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
         let json_suffix = essence
             .len()
-            .checked_sub("+json".len())
+            .checked_sub(b"+json".len())
             .and_then(|start| essence.get(start..))
-            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"));
-        if essence.eq_ignore_ascii_case("text/event-stream") {
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case(b"+json"));
+        if essence.eq_ignore_ascii_case(b"text/event-stream") {
             Some(BodyKind::EventStream)
-        } else if essence.eq_ignore_ascii_case("application/json") || json_suffix {
+        } else if essence.eq_ignore_ascii_case(b"application/json") || json_suffix {
             Some(BodyKind::Json)
         } else {
             None
@@ -99,14 +104,14 @@ pub enum Encoding {
 
 impl Encoding {
     /// The encoding a `content-encoding` value names (absent: pass `""`).
-    pub fn from_content_encoding(value: &str) -> Encoding {
-        let value = value.trim();
-        let is = |name: &str| value.eq_ignore_ascii_case(name);
-        if value.is_empty() || is("identity") {
+    pub fn from_content_encoding(value: &[u8]) -> Encoding {
+        let value = value.trim_ascii();
+        let is = |name: &[u8]| value.eq_ignore_ascii_case(name);
+        if value.is_empty() || is(b"identity") {
             Encoding::Identity
-        } else if is("gzip") || is("x-gzip") {
+        } else if is(b"gzip") || is(b"x-gzip") {
             Encoding::Gzip
-        } else if is("deflate") {
+        } else if is(b"deflate") {
             Encoding::Deflate
         } else {
             Encoding::Unsupported

@@ -639,29 +639,32 @@ fn sse_framing_rules() {
 #[test]
 fn header_values_map_to_kinds_and_encodings() {
     assert_eq!(
-        BodyKind::from_content_type("text/event-stream; charset=utf-8"),
+        BodyKind::from_content_type(b"text/event-stream; charset=utf-8"),
         Some(BodyKind::EventStream)
     );
     assert_eq!(
-        BodyKind::from_content_type("Application/JSON"),
+        BodyKind::from_content_type(b"Application/JSON"),
         Some(BodyKind::Json)
     );
     assert_eq!(
-        BodyKind::from_content_type("application/problem+json"),
+        BodyKind::from_content_type(b"application/problem+json"),
         Some(BodyKind::Json)
     );
-    assert_eq!(BodyKind::from_content_type("text/html"), None);
-    assert_eq!(BodyKind::from_content_type(""), None);
-    assert_eq!(Encoding::from_content_encoding(""), Encoding::Identity);
-    assert_eq!(Encoding::from_content_encoding(" GZIP "), Encoding::Gzip);
-    assert_eq!(Encoding::from_content_encoding("x-gzip"), Encoding::Gzip);
+    assert_eq!(BodyKind::from_content_type(b"text/html"), None);
+    assert_eq!(BodyKind::from_content_type(b""), None);
+    assert_eq!(Encoding::from_content_encoding(b""), Encoding::Identity);
+    assert_eq!(Encoding::from_content_encoding(b" GZIP "), Encoding::Gzip);
+    assert_eq!(Encoding::from_content_encoding(b"x-gzip"), Encoding::Gzip);
     assert_eq!(
-        Encoding::from_content_encoding("deflate"),
+        Encoding::from_content_encoding(b"deflate"),
         Encoding::Deflate
     );
-    assert_eq!(Encoding::from_content_encoding("br"), Encoding::Unsupported);
     assert_eq!(
-        Encoding::from_content_encoding("gzip, br"),
+        Encoding::from_content_encoding(b"br"),
+        Encoding::Unsupported
+    );
+    assert_eq!(
+        Encoding::from_content_encoding(b"gzip, br"),
         Encoding::Unsupported
     );
     assert_eq!(Unparsed::TooLarge.as_str(), "too_large");
