@@ -39,8 +39,14 @@ impl Span {
     }
 }
 
+/// Room a copy of a map keeps for edits: a filter typically adds or replaces a field or two (a credential,
+/// a tag) in a map it was handed, and a copy at its exact size would have to grow both buffers for the first.
+const EDIT_ROOM_FIELDS: usize = 4;
+/// Bytes of names and values a copy keeps room for (see [`EDIT_ROOM_FIELDS`]).
+const EDIT_ROOM_BYTES: usize = 256;
+
 /// Ordered header fields; a name may repeat.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Headers {
     /// Every field's lower-case name and value, back to back in field order, with no gaps: its length is
     /// the total size of the names and values.
@@ -249,6 +255,23 @@ impl Headers {
         }
         self.spans.truncate(kept);
         self.bytes.truncate(write);
+    }
+}
+
+/// A copy has room for a few edits beyond the fields it holds, so a filter's first additions do not move it.
+impl Clone for Headers {
+    fn clone(&self) -> Self {
+        if self.is_empty() {
+            // Trailers are mostly absent: an empty copy stays unallocated.
+            return Self::new();
+        }
+        let mut copy = Self::with_capacity(
+            self.spans.len().saturating_add(EDIT_ROOM_FIELDS),
+            self.bytes.len().saturating_add(EDIT_ROOM_BYTES),
+        );
+        copy.bytes.extend_from_slice(&self.bytes);
+        copy.spans.extend_from_slice(&self.spans);
+        copy
     }
 }
 
