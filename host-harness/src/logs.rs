@@ -222,6 +222,15 @@ impl LogBuffer {
     }
 }
 
+/// `bytes` as text, invalid UTF-8 replaced. Valid text (nearly every message) is checked by the word-at-a-time
+/// validator and copied, where the lossy decoder alone walks it byte by byte.
+pub(crate) fn lossy_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 fn output_record(source: LogSource, line: &[u8]) -> LogRecord {
     let level = if source == LogSource::Stderr {
         LogLevel::Error
@@ -231,7 +240,7 @@ fn output_record(source: LogSource, line: &[u8]) -> LogRecord {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     LogRecord {
         level,
-        message: String::from_utf8_lossy(line).into_owned(),
+        message: lossy_text(line),
         source,
     }
 }
