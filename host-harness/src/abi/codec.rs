@@ -144,9 +144,34 @@ fn read_u32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(word)
 }
 
-/// Splits a property path into its NUL-separated segments.
-pub(crate) fn split_path(path: &[u8]) -> Vec<&[u8]> {
-    path.split(|byte| *byte == 0).collect()
+/// The most segments a property path the host derives a value for has (`request.headers.<name>`).
+const MAX_PATH_SEGMENTS: usize = 3;
+
+/// A property path's NUL-separated segments, held without allocating.
+pub(crate) struct PathSegments<'a> {
+    segments: [&'a [u8]; MAX_PATH_SEGMENTS],
+    len: usize,
+}
+
+impl<'a> PathSegments<'a> {
+    /// The segments in order.
+    pub(crate) fn as_slice(&self) -> &[&'a [u8]] {
+        self.segments.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Splits a property path into its NUL-separated segments; `None` when it has more than any property the
+/// host derives.
+pub(crate) fn split_path(path: &[u8]) -> Option<PathSegments<'_>> {
+    let mut segments = PathSegments {
+        segments: [&[]; MAX_PATH_SEGMENTS],
+        len: 0,
+    };
+    for segment in path.split(|byte| *byte == 0) {
+        *segments.segments.get_mut(segments.len)? = segment;
+        segments.len += 1;
+    }
+    Some(segments)
 }
 
 #[cfg(test)]
