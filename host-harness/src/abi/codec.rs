@@ -47,10 +47,10 @@ pub(crate) fn encode_map(headers: &Headers, mut out: &mut [u8]) -> Option<()> {
     if headers.is_empty() {
         return Some(());
     }
-    put(&mut out, &len_u32(headers.len()).to_le_bytes())?;
+    put_u32(&mut out, len_u32(headers.len()))?;
     for (key, value) in headers.iter() {
-        put(&mut out, &len_u32(key.len()).to_le_bytes())?;
-        put(&mut out, &len_u32(value.len()).to_le_bytes())?;
+        put_u32(&mut out, len_u32(key.len()))?;
+        put_u32(&mut out, len_u32(value.len()))?;
     }
     for (key, value) in headers.iter() {
         put(&mut out, key)?;
@@ -65,6 +65,15 @@ pub(crate) fn encode_map(headers: &Headers, mut out: &mut [u8]) -> Option<()> {
 fn put_nul(out: &mut &mut [u8]) -> Option<()> {
     let (nul, tail) = std::mem::take(out).split_first_mut()?;
     *nul = 0;
+    *out = tail;
+    Some(())
+}
+
+/// Writes a little-endian u32 at the front of `out` and moves `out` past it: a fixed-size store, where
+/// [`put`] would call `memcpy` for four bytes.
+fn put_u32(out: &mut &mut [u8], value: u32) -> Option<()> {
+    let (word, tail) = std::mem::take(out).split_first_chunk_mut::<4>()?;
+    *word = value.to_le_bytes();
     *out = tail;
     Some(())
 }
