@@ -27,6 +27,25 @@ fn guest_range(ptr: u32, len: u32, cap: usize, memory_len: usize) -> Option<Rang
     (end <= memory_len).then_some(start..end)
 }
 
+/// Stores a little-endian u32 at `at` in guest memory `data`; `false` when the word lies outside it.
+fn store_u32(data: &mut [u8], at: u32, value: u32, cap: usize) -> bool {
+    let word = guest_range(at, 4, cap, data.len())
+        .and_then(|range| data.get_mut(range))
+        .and_then(|word| <&mut [u8; 4]>::try_from(word).ok());
+    match word {
+        Some(word) => {
+            *word = value.to_le_bytes();
+            true
+        }
+        None => false,
+    }
+}
+
+/// How traps name the two return slots of a call that hands data back.
+const RETURN_DATA: &str = "return data pointer";
+/// See [`RETURN_DATA`].
+const RETURN_SIZE: &str = "return size pointer";
+
 /// A host call in progress: the caller, plus the call's name for trap messages.
 pub(crate) struct HostCall<'a, 'c> {
     caller: &'a mut Caller<'c, HostState>,
@@ -312,18 +331,21 @@ impl<'a, 'c> HostCall<'a, 'c> {
     ) -> wasmtime::Result<()> {
         let memory = self.memory()?;
         let memory_len = memory.data_size(&*self.caller);
-        self.checked_range(ptr_ptr, 4, memory_len, "return data pointer")?;
-        self.checked_range(size_ptr, 4, memory_len, "return size pointer")?;
+        let cap = self.cap();
+        for (slot, what) in [(ptr_ptr, RETURN_DATA), (size_ptr, RETURN_SIZE)] {
+            if guest_range(slot, 4, cap, memory_len).is_none() {
+                return Err(self.range_trap(slot, 4, memory_len, what));
+            }
+        }
         if len == 0 {
-            self.write_u32(ptr_ptr, 0, "return data pointer")?;
-            self.write_u32(size_ptr, 0, "return size pointer")?;
+            self.write_u32(ptr_ptr, 0, RETURN_DATA)?;
+            self.write_u32(size_ptr, 0, RETURN_SIZE)?;
             self.state().trace.returned(0);
             return Ok(());
         }
         let size = u32::try_from(len)
             .map_err(|_| self.trap(format!("cannot return {len} bytes to a 32-bit guest")))?;
         let ptr = self.allocate(size)?;
-        let cap = self.cap();
         let (data, state) = memory.data_and_store_mut(&mut *self.caller);
         let memory_len = data.len();
         let Some(target) = guest_range(ptr, size, cap, memory_len).and_then(|r| data.get_mut(r))
@@ -335,9 +357,14 @@ impl<'a, 'c> HostCall<'a, 'c> {
                 self.trap("the data to return changed while the guest allocated room for it")
             );
         }
-        self.write_u32(ptr_ptr, ptr, "return data pointer")?;
-        self.write_u32(size_ptr, size, "return size pointer")?;
-        self.state().trace.returned(len);
+        // The pointer and size go into the memory already at hand; both slots were checked before the
+        // guest allocated, and its memory can only have grown since.
+        for (slot, value, what) in [(ptr_ptr, ptr, RETURN_DATA), (size_ptr, size, RETURN_SIZE)] {
+            if !store_u32(data, slot, value, cap) {
+                return Err(self.range_trap(slot, 4, memory_len, what));
+            }
+        }
+        state.trace.returned(len);
         Ok(())
     }
 
