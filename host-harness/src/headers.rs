@@ -92,6 +92,17 @@ impl Headers {
         self.slice(span.name())
     }
 
+    /// Whether `span` holds the field `name` (in any case). Lengths first: most names differ in length,
+    /// which settles them without reading a byte; stored names are lower-case, so only `name` is folded.
+    fn is_named(&self, span: Span, name: &[u8]) -> bool {
+        span.name_len == name.len()
+            && self
+                .name_of(span)
+                .iter()
+                .zip(name)
+                .all(|(stored, wanted)| *stored == wanted.to_ascii_lowercase())
+    }
+
     /// The index of the first field named `name`.
     pub(crate) fn position(&self, name: &[u8]) -> Option<usize> {
         self.position_from(0, name)
@@ -100,10 +111,7 @@ impl Headers {
     /// The index of the first field named `name` at or after `from`.
     fn position_from(&self, from: usize, name: &[u8]) -> Option<usize> {
         let later = self.spans.get(from..)?;
-        // Lengths first: most names differ in length, which settles them without reading a byte.
-        let offset = later.iter().position(|span| {
-            span.name_len == name.len() && self.name_of(*span).eq_ignore_ascii_case(name)
-        })?;
+        let offset = later.iter().position(|span| self.is_named(*span, name))?;
         Some(from + offset)
     }
 
@@ -238,7 +246,7 @@ impl Headers {
             let Some(span) = self.spans.get(index).copied() else {
                 break;
             };
-            if span.name_len == name.len() && self.name_of(span).eq_ignore_ascii_case(name) {
+            if self.is_named(span, name) {
                 continue;
             }
             if span.start != write {

@@ -40,23 +40,24 @@ pub(crate) fn encoded_map_len(headers: &Headers) -> usize {
 
 /// Encodes `headers` into `out`, which must be exactly [`encoded_map_len`] bytes long (an empty map
 /// encodes as nothing); `None` when it is not.
-pub(crate) fn encode_map(headers: &Headers, mut out: &mut [u8]) -> Option<()> {
+pub(crate) fn encode_map(headers: &Headers, out: &mut [u8]) -> Option<()> {
     if out.len() != encoded_map_len(headers) {
         return None;
     }
     if headers.is_empty() {
         return Some(());
     }
-    put_u32(&mut out, len_u32(headers.len()))?;
+    // The sizes and the data are written side by side in one pass over the fields.
+    let sizes_len = headers.len().saturating_mul(8).saturating_add(4);
+    let (mut sizes, mut data) = out.split_at_mut_checked(sizes_len)?;
+    put_u32(&mut sizes, len_u32(headers.len()))?;
     for (key, value) in headers.iter() {
-        put_u32(&mut out, len_u32(key.len()))?;
-        put_u32(&mut out, len_u32(value.len()))?;
-    }
-    for (key, value) in headers.iter() {
-        put(&mut out, key)?;
-        put_nul(&mut out)?;
-        put(&mut out, value)?;
-        put_nul(&mut out)?;
+        put_u32(&mut sizes, len_u32(key.len()))?;
+        put_u32(&mut sizes, len_u32(value.len()))?;
+        put(&mut data, key)?;
+        put_nul(&mut data)?;
+        put(&mut data, value)?;
+        put_nul(&mut data)?;
     }
     Some(())
 }
