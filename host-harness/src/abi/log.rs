@@ -5,7 +5,7 @@ use wasmtime::{Caller, Linker};
 use super::ENV;
 use super::memory::HostCall;
 use super::status::{HostResult, Status, ret};
-use crate::logs::{LogLevel, LogSource, lossy_text};
+use crate::logs::{LogLevel, LogSource};
 use crate::state::HostState;
 use crate::trace::{enum_arg, link};
 
@@ -42,9 +42,7 @@ fn proxy_log(
     };
     call.with_bytes(message_ptr, message_len, "message", |message, state| {
         if level >= state.plugin.settings.log_level {
-            state
-                .log
-                .push(level, lossy_text(message), LogSource::ProxyLog);
+            state.log.push_text(level, message, LogSource::ProxyLog);
         }
     })?;
     ret(Status::Ok)
