@@ -256,7 +256,9 @@ impl Vm {
         fields: Headers,
         end_of_stream: bool,
     ) -> Result<Action, HarnessError> {
-        self.step_target(id)?;
+        // Storing the fields moves no stream between the live and the detached ones, so the target
+        // found first still holds afterwards.
+        let target = self.step_target(id)?;
         self.check_order(id, side, phase)?;
         let count = len_u32(fields.len());
         let Some(stream) = self.stream_state_mut(id) else {
@@ -273,17 +275,15 @@ impl Vm {
             dir.trailers_open = true;
         }
         dir.end_seen = end_of_stream;
-        if let Some(bypassed) = self.step_target(id)? {
+        let terminated = stream.is_terminated();
+        if let Some(bypassed) = target {
             return Ok(if bypassed {
                 Action::Continue
             } else {
                 Action::Pause
             });
         }
-        if self
-            .stream_state(id)
-            .is_some_and(StreamState::is_terminated)
-        {
+        if terminated {
             return Ok(Action::Pause);
         }
         let Some(instance) = self.live.as_mut() else {
