@@ -93,11 +93,15 @@ impl Headers {
     }
 
     /// Whether `span` holds the field `name` (in any case). Lengths first: most names differ in length,
-    /// which settles them without reading a byte; stored names are lower-case, so only `name` is folded.
+    /// which settles them without reading a byte. Stored names are lower-case and so, nearly always, is
+    /// the name asked for: a plain comparison settles a match, and only a mismatch folds `name`'s case.
     fn is_named(&self, span: Span, name: &[u8]) -> bool {
-        span.name_len == name.len()
-            && self
-                .name_of(span)
+        if span.name_len != name.len() {
+            return false;
+        }
+        let stored = self.name_of(span);
+        stored == name
+            || stored
                 .iter()
                 .zip(name)
                 .all(|(stored, wanted)| *stored == wanted.to_ascii_lowercase())
