@@ -63,18 +63,20 @@ impl Vm {
         self.maybe_reload();
         let id = self.alloc_context_id();
         let now = self.now_nanos();
-        let mut stream = StreamState::new(id, info, now);
         let Some(instance) = self.live.as_mut() else {
+            let mut stream = StreamState::new(id, info, now);
             apply_failure_policy(self.plugin.failure_policy(), &mut stream);
             self.detached.insert(id, stream);
             return Ok(StreamId(id));
         };
+        // Built in its slot: a stream's state is large, and each move of it is a copy.
         instance
             .store
             .data_mut()
             .contexts
             .streams
-            .insert(id, stream);
+            .entry(id)
+            .insert_entry(StreamState::new(id, info, now));
         let create: Pick<_, _> = |callbacks| callbacks.on_context_create.as_ref();
         let root = instance.root_id;
         if let Err(trap) = instance.invoke(
