@@ -292,7 +292,8 @@ impl<'a, 'c> HostCall<'a, 'c> {
             .map(|_| ())
     }
 
-    /// Allocates `size` bytes in the guest with its own allocator and checks what comes back.
+    /// Allocates `size` bytes in the guest with its own allocator. The caller checks the block against
+    /// the guest's memory with [`HostCall::allocator_trap`] as it fills it.
     fn allocate(&mut self, size: u32) -> wasmtime::Result<u32> {
         // Taken out for the call rather than cloned (a clone touches atomics every VM of the engine shares);
         // an allocator that re-enters a host call needing an allocation finds none and traps.
@@ -301,20 +302,14 @@ impl<'a, 'c> HostCall<'a, 'c> {
         })?;
         let called = allocate.call(&mut *self.caller, size);
         self.caller.data_mut().guest.allocate = Some(allocate);
-        let ptr = called?;
-        let memory = self.memory()?;
-        let memory_len = memory.data_size(&*self.caller);
-        let in_bounds = usize::try_from(ptr)
-            .ok()
-            .zip(usize::try_from(size).ok())
-            .and_then(|(start, len)| start.checked_add(len))
-            .is_some_and(|end| end <= memory_len);
-        if ptr == 0 || !in_bounds {
-            return Err(self.trap(format!(
-                "the guest allocator returned {ptr:#x} for {size} bytes, which is not a usable block of guest memory ({memory_len} bytes)"
-            )));
-        }
-        Ok(ptr)
+        called
+    }
+
+    /// The trap for a block the guest's allocator returned that is null or outside its memory.
+    fn allocator_trap(&self, ptr: u32, size: u32, memory_len: usize) -> wasmtime::Error {
+        self.trap(format!(
+            "the guest allocator returned {ptr:#x} for {size} bytes, which is not a usable block of guest memory ({memory_len} bytes)"
+        ))
     }
 
     /// Hands `len` bytes to the guest: allocates them in the guest, lets `fill` write them from the host
@@ -348,6 +343,9 @@ impl<'a, 'c> HostCall<'a, 'c> {
         let ptr = self.allocate(size)?;
         let (data, state) = memory.data_and_store_mut(&mut *self.caller);
         let memory_len = data.len();
+        if ptr == 0 || guest_range(ptr, size, usize::MAX, memory_len).is_none() {
+            return Err(self.allocator_trap(ptr, size, memory_len));
+        }
         let Some(target) = guest_range(ptr, size, cap, memory_len).and_then(|r| data.get_mut(r))
         else {
             return Err(self.range_trap(ptr, size, memory_len, "allocated block"));
