@@ -467,21 +467,17 @@ impl Vm {
     /// # Errors
     /// [`HarnessError::UnknownStream`].
     pub fn finish_stream(&mut self, id: StreamId) -> Result<(), HarnessError> {
-        if self.detached.remove(&id.0).is_some() {
+        // Streams of a failed instance are rare: most finishes find the detached set empty.
+        if !self.detached.is_empty() && self.detached.remove(&id.0).is_some() {
             return Ok(());
         }
         let Some(instance) = self.live.as_mut() else {
             return Err(HarnessError::UnknownStream(id.0));
         };
-        if !instance.store.data().contexts.streams.contains_key(&id.0) {
-            return Err(HarnessError::UnknownStream(id.0));
+        match instance.store.data_mut().contexts.streams.get_mut(&id.0) {
+            Some(stream) => stream.logging = true,
+            None => return Err(HarnessError::UnknownStream(id.0)),
         }
-        if let Some(stream) = self.stream_state_mut(id) {
-            stream.logging = true;
-        }
-        let Some(instance) = self.live.as_mut() else {
-            return Err(HarnessError::UnknownStream(id.0));
-        };
         let on_log: Pick<_, _> = |callbacks| callbacks.on_log.as_ref();
         let logged = instance.invoke(&self.plugin, &self.log, "proxy_on_log", id.0, on_log, id.0);
         let done = match logged {
@@ -532,7 +528,9 @@ impl Vm {
         if let Some(instance) = self.live.as_mut() {
             instance.store.data_mut().contexts.streams.remove(&id);
         }
-        self.detached.remove(&id);
+        if !self.detached.is_empty() {
+            self.detached.remove(&id);
+        }
     }
 
     /// Runs the response callbacks for the local responses sent since the last step, as Envoy sends a
