@@ -39,8 +39,14 @@ impl Span {
     }
 }
 
+/// Room a copy of a map keeps for edits: a filter typically adds or replaces a field or two (a credential,
+/// a tag) in a map it was handed, and a copy at its exact size would have to grow both buffers for the first.
+const EDIT_ROOM_FIELDS: usize = 4;
+/// Bytes of names and values a copy keeps room for (see [`EDIT_ROOM_FIELDS`]).
+const EDIT_ROOM_BYTES: usize = 256;
+
 /// Ordered header fields; a name may repeat.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Headers {
     /// Every field's lower-case name and value, back to back in field order, with no gaps: its length is
     /// the total size of the names and values.
@@ -86,6 +92,21 @@ impl Headers {
         self.slice(span.name())
     }
 
+    /// Whether `span` holds the field `name` (in any case). Lengths first: most names differ in length,
+    /// which settles them without reading a byte. Stored names are lower-case and so, nearly always, is
+    /// the name asked for: a plain comparison settles a match, and only a mismatch folds `name`'s case.
+    fn is_named(&self, span: Span, name: &[u8]) -> bool {
+        if span.name_len != name.len() {
+            return false;
+        }
+        let stored = self.name_of(span);
+        stored == name
+            || stored
+                .iter()
+                .zip(name)
+                .all(|(stored, wanted)| *stored == wanted.to_ascii_lowercase())
+    }
+
     /// The index of the first field named `name`.
     pub(crate) fn position(&self, name: &[u8]) -> Option<usize> {
         self.position_from(0, name)
@@ -94,10 +115,7 @@ impl Headers {
     /// The index of the first field named `name` at or after `from`.
     fn position_from(&self, from: usize, name: &[u8]) -> Option<usize> {
         let later = self.spans.get(from..)?;
-        // Lengths first: most names differ in length, which settles them without reading a byte.
-        let offset = later.iter().position(|span| {
-            span.name_len == name.len() && self.name_of(*span).eq_ignore_ascii_case(name)
-        })?;
+        let offset = later.iter().position(|span| self.is_named(*span, name))?;
         Some(from + offset)
     }
 
@@ -232,7 +250,7 @@ impl Headers {
             let Some(span) = self.spans.get(index).copied() else {
                 break;
             };
-            if span.name_len == name.len() && self.name_of(span).eq_ignore_ascii_case(name) {
+            if self.is_named(span, name) {
                 continue;
             }
             if span.start != write {
@@ -249,6 +267,23 @@ impl Headers {
         }
         self.spans.truncate(kept);
         self.bytes.truncate(write);
+    }
+}
+
+/// A copy has room for a few edits beyond the fields it holds, so a filter's first additions do not move it.
+impl Clone for Headers {
+    fn clone(&self) -> Self {
+        if self.is_empty() {
+            // Trailers are mostly absent: an empty copy stays unallocated.
+            return Self::new();
+        }
+        let mut copy = Self::with_capacity(
+            self.spans.len().saturating_add(EDIT_ROOM_FIELDS),
+            self.bytes.len().saturating_add(EDIT_ROOM_BYTES),
+        );
+        copy.bytes.extend_from_slice(&self.bytes);
+        copy.spans.extend_from_slice(&self.spans);
+        copy
     }
 }
 

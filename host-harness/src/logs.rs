@@ -6,6 +6,7 @@
 //! is also passed to the `log` crate under the target `wasm`, for embedders that install a logger.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Log levels of the proxy-wasm ABI, in order of severity.
@@ -91,8 +92,16 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 /// A VM's captured records, shared between the `proxy_log` host call and the guest's stdio streams.
 #[derive(Clone, Debug)]
 pub(crate) struct LogCapture {
-    inner: Arc<Mutex<LogBuffer>>,
+    inner: Arc<Shared>,
     vm_label: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    buffer: Mutex<LogBuffer>,
+    /// The buffer's [`LogBuffer::position`], kept up to date under its lock so that [`LogCapture::mark`],
+    /// taken before every callback, reads it without locking.
+    position: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -102,6 +111,33 @@ struct LogBuffer {
     dropped: u64,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
+}
+
+/// A buffer of records locked for a change; dropping it publishes the buffer's new position.
+struct Locked<'a> {
+    buffer: MutexGuard<'a, LogBuffer>,
+    position: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = LogBuffer;
+
+    fn deref(&self) -> &LogBuffer {
+        &self.buffer
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut LogBuffer {
+        &mut self.buffer
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.position
+            .store(self.buffer.position(), Ordering::Release);
+    }
 }
 
 impl LogCapture {
@@ -114,16 +150,25 @@ impl LogCapture {
             partial_stderr: Vec::new(),
         };
         Self {
-            inner: Arc::new(Mutex::new(buffer)),
+            inner: Arc::new(Shared {
+                buffer: Mutex::new(buffer),
+                position: AtomicU64::new(0),
+            }),
             vm_label: Arc::from(vm_label),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, LogBuffer> {
+    fn lock(&self) -> Locked<'_> {
         // A poisoned lock only means another thread panicked mid-push; the records are still usable.
-        self.inner
+        let buffer = self
+            .inner
+            .buffer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked {
+            buffer,
+            position: &self.inner.position,
+        }
     }
 
     pub(crate) fn push(&self, level: LogLevel, message: String, source: LogSource) {
@@ -132,6 +177,27 @@ impl LogCapture {
             log::log!(target: "wasm", level_for_log, "{}: {}", self.vm_label, message);
         }
         self.lock().push(LogRecord {
+            level,
+            message,
+            source,
+        });
+    }
+
+    /// Pushes `text` as a record (invalid UTF-8 replaced). Once the buffer is full, the message goes into
+    /// the string of the record it pushes out, so a steady stream of messages allocates nothing.
+    pub(crate) fn push_text(&self, level: LogLevel, text: &[u8], source: LogSource) {
+        if log::log_enabled!(target: "wasm", level.to_log_crate()) {
+            self.push(level, lossy_text(text), source);
+            return;
+        }
+        let mut buffer = self.lock();
+        let mut message = buffer
+            .make_room()
+            .map(|record| record.message)
+            .unwrap_or_default();
+        message.clear();
+        push_lossy(&mut message, text);
+        buffer.records.push_back(LogRecord {
             level,
             message,
             source,
@@ -150,18 +216,15 @@ impl LogCapture {
         self.lock().dropped
     }
 
-    /// The number of records so far, used to find what a callback logged.
-    pub(crate) fn mark(&self) -> (u64, usize) {
-        let buffer = self.lock();
-        (buffer.dropped, buffer.records.len())
+    /// The position of the next record, used to find what a callback logged.
+    pub(crate) fn mark(&self) -> u64 {
+        self.inner.position.load(Ordering::Acquire)
     }
 
     /// Records pushed since `mark` that are still held.
-    pub(crate) fn since(&self, mark: (u64, usize)) -> Vec<LogRecord> {
+    pub(crate) fn since(&self, mark: u64) -> Vec<LogRecord> {
         let buffer = self.lock();
-        let (dropped_then, len_then) = mark;
-        let absolute_then = dropped_then.saturating_add(len_then as u64);
-        let skip = absolute_then.saturating_sub(buffer.dropped);
+        let skip = mark.saturating_sub(buffer.dropped);
         buffer
             .records
             .iter()
@@ -207,11 +270,22 @@ impl LogCapture {
 
 impl LogBuffer {
     fn push(&mut self, record: LogRecord) {
-        if self.records.len() >= self.capacity {
-            self.records.pop_front();
-            self.dropped = self.dropped.saturating_add(1);
-        }
+        self.make_room();
         self.records.push_back(record);
+    }
+
+    /// Pushes out the oldest record when the buffer is full, counting it as dropped, and returns it.
+    fn make_room(&mut self) -> Option<LogRecord> {
+        if self.records.len() < self.capacity {
+            return None;
+        }
+        self.dropped = self.dropped.saturating_add(1);
+        self.records.pop_front()
+    }
+
+    /// How many records were ever pushed, as far as this buffer knows: those dropped plus those held.
+    fn position(&self) -> u64 {
+        self.dropped.saturating_add(self.records.len() as u64)
     }
 
     fn partial(&mut self, source: LogSource) -> &mut Vec<u8> {
@@ -219,6 +293,22 @@ impl LogBuffer {
             LogSource::Stderr => &mut self.partial_stderr,
             LogSource::Stdout | LogSource::ProxyLog | LogSource::Host => &mut self.partial_stdout,
         }
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced. Valid text (nearly every message) is checked by the word-at-a-time
+/// validator and copied, where the lossy decoder alone walks it byte by byte.
+pub(crate) fn lossy_text(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    push_lossy(&mut text, bytes);
+    text
+}
+
+/// Appends `bytes` to `out` as text (see [`lossy_text`]).
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -231,7 +321,7 @@ fn output_record(source: LogSource, line: &[u8]) -> LogRecord {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     LogRecord {
         level,
-        message: String::from_utf8_lossy(line).into_owned(),
+        message: lossy_text(line),
         source,
     }
 }

@@ -144,6 +144,8 @@ pub(crate) struct PluginShared {
     /// Whether the plugin's VMs start with the host-call trace on.
     pub(crate) trace_host_calls: bool,
     pub(crate) next_vm_index: AtomicUsize,
+    /// The callback deadline in epoch ticks, worked out once: every callback sets it.
+    deadline_ticks: u64,
 }
 
 /// A compiled, configured plugin; start VMs from it. Cheap to clone, `Send + Sync`.
@@ -503,6 +505,7 @@ impl PluginBuilder {
             inherit_stdio: self.inherit_stdio,
             trace_host_calls: self.trace_host_calls,
             next_vm_index: AtomicUsize::new(0),
+            deadline_ticks: deadline_ticks(self.limits.callback_deadline),
         };
         Ok(Plugin {
             shared: Arc::new(shared),
@@ -549,13 +552,14 @@ impl PluginShared {
 
     /// The callback deadline in epoch ticks.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = self
-            .limits
-            .callback_deadline
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+        self.deadline_ticks
     }
+}
+
+/// `deadline` in epoch ticks, rounded up, at least one.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }
 
 /// A callback's expected signature: parameter count and result count, all `i32`.

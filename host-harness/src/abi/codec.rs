@@ -40,23 +40,24 @@ pub(crate) fn encoded_map_len(headers: &Headers) -> usize {
 
 /// Encodes `headers` into `out`, which must be exactly [`encoded_map_len`] bytes long (an empty map
 /// encodes as nothing); `None` when it is not.
-pub(crate) fn encode_map(headers: &Headers, mut out: &mut [u8]) -> Option<()> {
+pub(crate) fn encode_map(headers: &Headers, out: &mut [u8]) -> Option<()> {
     if out.len() != encoded_map_len(headers) {
         return None;
     }
     if headers.is_empty() {
         return Some(());
     }
-    put(&mut out, &len_u32(headers.len()).to_le_bytes())?;
+    // The sizes and the data are written side by side in one pass over the fields.
+    let sizes_len = headers.len().saturating_mul(8).saturating_add(4);
+    let (mut sizes, mut data) = out.split_at_mut_checked(sizes_len)?;
+    put_u32(&mut sizes, len_u32(headers.len()))?;
     for (key, value) in headers.iter() {
-        put(&mut out, &len_u32(key.len()).to_le_bytes())?;
-        put(&mut out, &len_u32(value.len()).to_le_bytes())?;
-    }
-    for (key, value) in headers.iter() {
-        put(&mut out, key)?;
-        put_nul(&mut out)?;
-        put(&mut out, value)?;
-        put_nul(&mut out)?;
+        put_u32(&mut sizes, len_u32(key.len()))?;
+        put_u32(&mut sizes, len_u32(value.len()))?;
+        put(&mut data, key)?;
+        put_nul(&mut data)?;
+        put(&mut data, value)?;
+        put_nul(&mut data)?;
     }
     Some(())
 }
@@ -65,6 +66,15 @@ pub(crate) fn encode_map(headers: &Headers, mut out: &mut [u8]) -> Option<()> {
 fn put_nul(out: &mut &mut [u8]) -> Option<()> {
     let (nul, tail) = std::mem::take(out).split_first_mut()?;
     *nul = 0;
+    *out = tail;
+    Some(())
+}
+
+/// Writes a little-endian u32 at the front of `out` and moves `out` past it: a fixed-size store, where
+/// [`put`] would call `memcpy` for four bytes.
+fn put_u32(out: &mut &mut [u8], value: u32) -> Option<()> {
+    let (word, tail) = std::mem::take(out).split_first_chunk_mut::<4>()?;
+    *word = value.to_le_bytes();
     *out = tail;
     Some(())
 }
@@ -144,9 +154,34 @@ fn read_u32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(word)
 }
 
-/// Splits a property path into its NUL-separated segments.
-pub(crate) fn split_path(path: &[u8]) -> Vec<&[u8]> {
-    path.split(|byte| *byte == 0).collect()
+/// The most segments a property path the host derives a value for has (`request.headers.<name>`).
+const MAX_PATH_SEGMENTS: usize = 3;
+
+/// A property path's NUL-separated segments, held without allocating.
+pub(crate) struct PathSegments<'a> {
+    segments: [&'a [u8]; MAX_PATH_SEGMENTS],
+    len: usize,
+}
+
+impl<'a> PathSegments<'a> {
+    /// The segments in order.
+    pub(crate) fn as_slice(&self) -> &[&'a [u8]] {
+        self.segments.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Splits a property path into its NUL-separated segments; `None` when it has more than any property the
+/// host derives.
+pub(crate) fn split_path(path: &[u8]) -> Option<PathSegments<'_>> {
+    let mut segments = PathSegments {
+        segments: [&[]; MAX_PATH_SEGMENTS],
+        len: 0,
+    };
+    for segment in path.split(|byte| *byte == 0) {
+        *segments.segments.get_mut(segments.len)? = segment;
+        segments.len += 1;
+    }
+    Some(segments)
 }
 
 #[cfg(test)]

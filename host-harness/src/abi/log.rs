@@ -42,11 +42,7 @@ fn proxy_log(
     };
     call.with_bytes(message_ptr, message_len, "message", |message, state| {
         if level >= state.plugin.settings.log_level {
-            state.log.push(
-                level,
-                String::from_utf8_lossy(message).into_owned(),
-                LogSource::ProxyLog,
-            );
+            state.log.push_text(level, message, LogSource::ProxyLog);
         }
     })?;
     ret(Status::Ok)

@@ -15,6 +15,37 @@ use crate::error::HostCallTrap;
 use crate::state::HostState;
 use crate::trace::{HostCallArg, guest_bytes_arg};
 
+/// The bounds of `ptr..ptr+len` when the range lies inside guest memory of `memory_len` bytes and is no longer
+/// than `cap`; `None` otherwise ([`HostCall::checked_range`] says which check failed).
+fn guest_range(ptr: u32, len: u32, cap: usize, memory_len: usize) -> Option<Range<usize>> {
+    let start = usize::try_from(ptr).ok()?;
+    let len = usize::try_from(len).ok()?;
+    if len > cap {
+        return None;
+    }
+    let end = start.checked_add(len)?;
+    (end <= memory_len).then_some(start..end)
+}
+
+/// Stores a little-endian u32 at `at` in guest memory `data`; `false` when the word lies outside it.
+fn store_u32(data: &mut [u8], at: u32, value: u32, cap: usize) -> bool {
+    let word = guest_range(at, 4, cap, data.len())
+        .and_then(|range| data.get_mut(range))
+        .and_then(|word| <&mut [u8; 4]>::try_from(word).ok());
+    match word {
+        Some(word) => {
+            *word = value.to_le_bytes();
+            true
+        }
+        None => false,
+    }
+}
+
+/// How traps name the two return slots of a call that hands data back.
+const RETURN_DATA: &str = "return data pointer";
+/// See [`RETURN_DATA`].
+const RETURN_SIZE: &str = "return size pointer";
+
 /// A host call in progress: the caller, plus the call's name for trap messages.
 pub(crate) struct HostCall<'a, 'c> {
     caller: &'a mut Caller<'c, HostState>,
@@ -78,6 +109,18 @@ impl<'a, 'c> HostCall<'a, 'c> {
             .ok_or_else(|| self.trap("the module exports no memory"))
     }
 
+    /// The plugin's cap on one guest byte range.
+    fn cap(&self) -> usize {
+        self.caller.data().plugin.limits.max_guest_buffer_bytes
+    }
+
+    /// The trap for a range [`guest_range`] refused, saying why.
+    fn range_trap(&self, ptr: u32, len: u32, memory_len: usize, what: &str) -> wasmtime::Error {
+        self.checked_range(ptr, len, memory_len, what)
+            .err()
+            .unwrap_or_else(|| wasmtime::Error::msg("checked range out of bounds"))
+    }
+
     fn checked_range(
         &self,
         ptr: u32,
@@ -113,13 +156,16 @@ impl<'a, 'c> HostCall<'a, 'c> {
         f: impl FnOnce(&[u8], &mut HostState) -> R,
     ) -> wasmtime::Result<R> {
         let memory = self.memory()?;
-        let range = self.checked_range(ptr, len, memory.data_size(&*self.caller), what)?;
+        let cap = self.cap();
         let (data, state) = memory.data_and_store_mut(&mut *self.caller);
-        let bytes = data
-            .get(range)
-            .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
-        state.trace.arg(|| guest_bytes_arg(what, bytes));
-        Ok(f(bytes, state))
+        let memory_len = data.len();
+        match guest_range(ptr, len, cap, memory_len).and_then(|range| data.get(range)) {
+            Some(bytes) => {
+                state.trace.arg(|| guest_bytes_arg(what, bytes));
+                Ok(f(bytes, state))
+            }
+            None => Err(self.range_trap(ptr, len, memory_len, what)),
+        }
     }
 
     /// Runs `f` on two guest byte ranges (typically a key and a value) and the host state.
@@ -130,13 +176,17 @@ impl<'a, 'c> HostCall<'a, 'c> {
         f: impl FnOnce(&[u8], &[u8], &mut HostState) -> R,
     ) -> wasmtime::Result<R> {
         let memory = self.memory()?;
-        let memory_len = memory.data_size(&*self.caller);
-        let first_range = self.checked_range(first.0, first.1, memory_len, first.2)?;
-        let second_range = self.checked_range(second.0, second.1, memory_len, second.2)?;
+        let cap = self.cap();
         let (data, state) = memory.data_and_store_mut(&mut *self.caller);
         let data: &[u8] = data;
-        let (Some(a), Some(b)) = (data.get(first_range), data.get(second_range)) else {
-            return Err(wasmtime::Error::msg("checked range out of bounds"));
+        let memory_len = data.len();
+        let Some(a) = guest_range(first.0, first.1, cap, memory_len).and_then(|r| data.get(r))
+        else {
+            return Err(self.range_trap(first.0, first.1, memory_len, first.2));
+        };
+        let Some(b) = guest_range(second.0, second.1, cap, memory_len).and_then(|r| data.get(r))
+        else {
+            return Err(self.range_trap(second.0, second.1, memory_len, second.2));
         };
         state.trace.arg(|| guest_bytes_arg(first.2, a));
         state.trace.arg(|| guest_bytes_arg(second.2, b));
@@ -153,18 +203,28 @@ impl<'a, 'c> HostCall<'a, 'c> {
         self.with_bytes(ptr, len, what, |bytes, _| bytes.to_vec())
     }
 
-    /// Writes `bytes` at `ptr`.
-    pub(crate) fn write(&mut self, ptr: u32, bytes: &[u8], what: &str) -> wasmtime::Result<()> {
+    /// Writes the `N` bytes of a return value at `ptr`: a fixed-size store, with no copy loop.
+    fn write_array<const N: usize>(
+        &mut self,
+        ptr: u32,
+        bytes: [u8; N],
+        what: &str,
+    ) -> wasmtime::Result<()> {
         let memory = self.memory()?;
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| self.trap(format!("{what} is too large to write")))?;
-        let range = self.checked_range(ptr, len, memory.data_size(&*self.caller), what)?;
-        let target = memory
-            .data_mut(&mut *self.caller)
-            .get_mut(range)
-            .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
-        target.copy_from_slice(bytes);
-        Ok(())
+        let cap = self.cap();
+        let len = u32::try_from(N).unwrap_or(u32::MAX);
+        let data = memory.data_mut(&mut *self.caller);
+        let memory_len = data.len();
+        let target = guest_range(ptr, len, cap, memory_len)
+            .and_then(|range| data.get_mut(range))
+            .and_then(|target| <&mut [u8; N]>::try_from(target).ok());
+        match target {
+            Some(target) => {
+                *target = bytes;
+                Ok(())
+            }
+            None => Err(self.range_trap(ptr, len, memory_len, what)),
+        }
     }
 
     /// The bounds of `ptr..ptr+len` in guest memory, or `None` when they fall outside it (for WASI calls,
@@ -217,12 +277,12 @@ impl<'a, 'c> HostCall<'a, 'c> {
 
     /// Writes a little-endian u32 at `ptr`.
     pub(crate) fn write_u32(&mut self, ptr: u32, value: u32, what: &str) -> wasmtime::Result<()> {
-        self.write(ptr, &value.to_le_bytes(), what)
+        self.write_array(ptr, value.to_le_bytes(), what)
     }
 
     /// Writes a little-endian u64 at `ptr`.
     pub(crate) fn write_u64(&mut self, ptr: u32, value: u64, what: &str) -> wasmtime::Result<()> {
-        self.write(ptr, &value.to_le_bytes(), what)
+        self.write_array(ptr, value.to_le_bytes(), what)
     }
 
     /// Checks that a return slot of `size` bytes at `ptr` is writable, before any work is done for it.
@@ -232,7 +292,8 @@ impl<'a, 'c> HostCall<'a, 'c> {
             .map(|_| ())
     }
 
-    /// Allocates `size` bytes in the guest with its own allocator and checks what comes back.
+    /// Allocates `size` bytes in the guest with its own allocator. The caller checks the block against
+    /// the guest's memory with [`HostCall::allocator_trap`] as it fills it.
     fn allocate(&mut self, size: u32) -> wasmtime::Result<u32> {
         // Taken out for the call rather than cloned (a clone touches atomics every VM of the engine shares);
         // an allocator that re-enters a host call needing an allocation finds none and traps.
@@ -241,20 +302,14 @@ impl<'a, 'c> HostCall<'a, 'c> {
         })?;
         let called = allocate.call(&mut *self.caller, size);
         self.caller.data_mut().guest.allocate = Some(allocate);
-        let ptr = called?;
-        let memory = self.memory()?;
-        let memory_len = memory.data_size(&*self.caller);
-        let in_bounds = usize::try_from(ptr)
-            .ok()
-            .zip(usize::try_from(size).ok())
-            .and_then(|(start, len)| start.checked_add(len))
-            .is_some_and(|end| end <= memory_len);
-        if ptr == 0 || !in_bounds {
-            return Err(self.trap(format!(
-                "the guest allocator returned {ptr:#x} for {size} bytes, which is not a usable block of guest memory ({memory_len} bytes)"
-            )));
-        }
-        Ok(ptr)
+        called
+    }
+
+    /// The trap for a block the guest's allocator returned that is null or outside its memory.
+    fn allocator_trap(&self, ptr: u32, size: u32, memory_len: usize) -> wasmtime::Error {
+        self.trap(format!(
+            "the guest allocator returned {ptr:#x} for {size} bytes, which is not a usable block of guest memory ({memory_len} bytes)"
+        ))
     }
 
     /// Hands `len` bytes to the guest: allocates them in the guest, lets `fill` write them from the host
@@ -269,34 +324,45 @@ impl<'a, 'c> HostCall<'a, 'c> {
         len: usize,
         fill: impl FnOnce(&mut HostState, &mut [u8]) -> Option<()>,
     ) -> wasmtime::Result<()> {
-        self.check_slot(ptr_ptr, 4, "return data pointer")?;
-        self.check_slot(size_ptr, 4, "return size pointer")?;
+        let memory = self.memory()?;
+        let memory_len = memory.data_size(&*self.caller);
+        let cap = self.cap();
+        for (slot, what) in [(ptr_ptr, RETURN_DATA), (size_ptr, RETURN_SIZE)] {
+            if guest_range(slot, 4, cap, memory_len).is_none() {
+                return Err(self.range_trap(slot, 4, memory_len, what));
+            }
+        }
         if len == 0 {
-            self.write_u32(ptr_ptr, 0, "return data pointer")?;
-            self.write_u32(size_ptr, 0, "return size pointer")?;
+            self.write_u32(ptr_ptr, 0, RETURN_DATA)?;
+            self.write_u32(size_ptr, 0, RETURN_SIZE)?;
             self.state().trace.returned(0);
             return Ok(());
         }
         let size = u32::try_from(len)
             .map_err(|_| self.trap(format!("cannot return {len} bytes to a 32-bit guest")))?;
         let ptr = self.allocate(size)?;
-        let memory = self.memory()?;
-        let range = self.checked_range(
-            ptr,
-            size,
-            memory.data_size(&*self.caller),
-            "allocated block",
-        )?;
         let (data, state) = memory.data_and_store_mut(&mut *self.caller);
-        let target = data
-            .get_mut(range)
-            .ok_or_else(|| wasmtime::Error::msg("checked range out of bounds"))?;
-        fill(state, target).ok_or_else(|| {
-            self.trap("the data to return changed while the guest allocated room for it")
-        })?;
-        self.write_u32(ptr_ptr, ptr, "return data pointer")?;
-        self.write_u32(size_ptr, size, "return size pointer")?;
-        self.state().trace.returned(len);
+        let memory_len = data.len();
+        if ptr == 0 || guest_range(ptr, size, usize::MAX, memory_len).is_none() {
+            return Err(self.allocator_trap(ptr, size, memory_len));
+        }
+        let Some(target) = guest_range(ptr, size, cap, memory_len).and_then(|r| data.get_mut(r))
+        else {
+            return Err(self.range_trap(ptr, size, memory_len, "allocated block"));
+        };
+        if fill(state, target).is_none() {
+            return Err(
+                self.trap("the data to return changed while the guest allocated room for it")
+            );
+        }
+        // The pointer and size go into the memory already at hand; both slots were checked before the
+        // guest allocated, and its memory can only have grown since.
+        for (slot, value, what) in [(ptr_ptr, ptr, RETURN_DATA), (size_ptr, size, RETURN_SIZE)] {
+            if !store_u32(data, slot, value, cap) {
+                return Err(self.range_trap(slot, 4, memory_len, what));
+            }
+        }
+        state.trace.returned(len);
         Ok(())
     }
 

@@ -28,83 +28,86 @@ pub(crate) fn add_to_linker(
     Ok(true)
 }
 
-fn find(entries: &[(Vec<u8>, Vec<u8>)], path: &[u8]) -> Option<Vec<u8>> {
+/// A property's value as it is found: borrowed from the state, or an integer in Envoy's 8-byte encoding.
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    Int(u64),
+}
+
+impl Value<'_> {
+    /// Replaces `out`'s contents with the encoded value.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        match self {
+            Value::Bytes(bytes) => out.extend_from_slice(bytes),
+            Value::Int(value) => out.extend_from_slice(&value.to_le_bytes()),
+        }
+    }
+}
+
+fn find<'a>(entries: &'a [(Vec<u8>, Vec<u8>)], path: &[u8]) -> Option<Value<'a>> {
     entries
         .iter()
         .find(|(key, _)| key == path)
-        .map(|(_, value)| value.clone())
+        .map(|(_, value)| Value::Bytes(value))
 }
 
-fn int(value: u64) -> Vec<u8> {
-    value.to_le_bytes().to_vec()
+fn text(text: &str) -> Value<'_> {
+    Value::Bytes(text.as_bytes())
 }
 
-fn port_of(address: &str) -> Option<Vec<u8>> {
+fn port_of(address: &str) -> Option<Value<'_>> {
     address
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse::<u64>().ok())
-        .map(int)
+        .map(Value::Int)
 }
 
 /// Values derived from the stream's headers and connection details.
-fn stream_property(stream: &StreamState, segments: &[&[u8]]) -> Option<Vec<u8>> {
+fn stream_property<'a>(stream: &'a StreamState, segments: &[&[u8]]) -> Option<Value<'a>> {
     let request = &stream.request.headers;
-    let header = |name: &str| request.get(name).map(<[u8]>::to_vec);
+    let header = |name: &str| request.get(name).map(Value::Bytes);
     let path = || request.get(":path").unwrap_or_default();
     match segments {
         [b"request", b"path"] => header(":path"),
-        [b"request", b"url_path"] => Some(
+        [b"request", b"url_path"] => Some(Value::Bytes(
             path()
                 .split(|byte| *byte == b'?')
                 .next()
-                .unwrap_or_default()
-                .to_vec(),
-        ),
-        [b"request", b"query"] => Some(
+                .unwrap_or_default(),
+        )),
+        [b"request", b"query"] => Some(Value::Bytes(
             path()
                 .splitn(2, |byte| *byte == b'?')
                 .nth(1)
-                .unwrap_or_default()
-                .to_vec(),
-        ),
+                .unwrap_or_default(),
+        )),
         [b"request", b"host"] => header(":authority"),
         [b"request", b"scheme"] => header(":scheme"),
         [b"request", b"method"] => header(":method"),
         [b"request", b"id"] => header("x-request-id"),
         [b"request", b"referer"] => header("referer"),
         [b"request", b"useragent"] => header("user-agent"),
-        [b"request", b"headers", name] => request.get(name).map(<[u8]>::to_vec),
-        [b"request", b"protocol"] => stream
-            .info
-            .protocol
-            .as_ref()
-            .map(|protocol| protocol.as_bytes().to_vec()),
-        [b"request", b"time"] => Some(int(stream.started_nanos)),
+        [b"request", b"headers", name] => request.get(name).map(Value::Bytes),
+        [b"request", b"protocol"] => stream.info.protocol.as_deref().map(text),
+        [b"request", b"time"] => Some(Value::Int(stream.started_nanos)),
         [b"response", b"code"] => {
             let status = stream.response.headers.get_str(":status")?;
-            status.parse::<u64>().ok().map(int)
+            status.parse::<u64>().ok().map(Value::Int)
         }
-        [b"response", b"headers", name] => stream.response.headers.get(name).map(<[u8]>::to_vec),
-        [b"response", b"trailers", name] => stream.response.trailers.get(name).map(<[u8]>::to_vec),
-        [b"source", b"address"] => stream
-            .info
-            .source_address
-            .as_ref()
-            .map(|address| address.as_bytes().to_vec()),
+        [b"response", b"headers", name] => stream.response.headers.get(name).map(Value::Bytes),
+        [b"response", b"trailers", name] => stream.response.trailers.get(name).map(Value::Bytes),
+        [b"source", b"address"] => stream.info.source_address.as_deref().map(text),
         [b"source", b"port"] => stream.info.source_address.as_deref().and_then(port_of),
-        [b"destination", b"address"] => stream
-            .info
-            .destination_address
-            .as_ref()
-            .map(|address| address.as_bytes().to_vec()),
+        [b"destination", b"address"] => stream.info.destination_address.as_deref().map(text),
         [b"destination", b"port"] => stream.info.destination_address.as_deref().and_then(port_of),
-        [b"connection", b"id"] => stream.info.connection_id.map(int),
+        [b"connection", b"id"] => stream.info.connection_id.map(Value::Int),
         _ => None,
     }
 }
 
 /// The value at `path` in the effective context, if there is one.
-fn lookup(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
+fn lookup<'a>(state: &'a HostState, path: &[u8]) -> Option<Value<'a>> {
     let stream = state.contexts.streams.get(&state.contexts.effective);
     if let Some(value) = stream.and_then(|stream| find(&stream.custom_properties, path)) {
         return Some(value);
@@ -119,12 +122,13 @@ fn lookup(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
     if let Some(value) = find(&settings.properties, path) {
         return Some(value);
     }
-    let segments = split_path(path);
+    // A path of more segments than any derived property has names none of them.
+    let segments = split_path(path)?;
     match segments.as_slice() {
-        [b"plugin_name"] => Some(settings.plugin_name.as_bytes().to_vec()),
-        [b"plugin_root_id"] => Some(settings.root_id.as_bytes().to_vec()),
-        [b"plugin_vm_id"] => Some(settings.vm_id.as_bytes().to_vec()),
-        _ => stream.and_then(|stream| stream_property(stream, &segments)),
+        [b"plugin_name"] => Some(text(&settings.plugin_name)),
+        [b"plugin_root_id"] => Some(text(&settings.root_id)),
+        [b"plugin_vm_id"] => Some(text(&settings.vm_id)),
+        segments => stream.and_then(|stream| stream_property(stream, segments)),
     }
 }
 
@@ -136,13 +140,17 @@ fn proxy_get_property(
     return_size: u32,
 ) -> HostResult {
     let mut call = HostCall::new(caller, "proxy_get_property");
-    let value = call.with_bytes(path_ptr, path_len, "path", |path, state| {
-        lookup(state, path)
+    // The value is copied into the state's scratch buffer, so a read allocates nothing on the host.
+    let found = call.with_bytes(path_ptr, path_len, "path", |path, state| {
+        let mut out = std::mem::take(&mut state.scratch);
+        let found = lookup(state, path).map(|value| value.encode_into(&mut out));
+        state.scratch = out;
+        found.is_some()
     })?;
-    let Some(value) = value else {
+    if !found {
         return ret(Status::NotFound);
-    };
-    call.return_bytes(return_data, return_size, &value)?;
+    }
+    call.return_scratch(return_data, return_size)?;
     ret(Status::Ok)
 }
 

@@ -63,18 +63,20 @@ impl Vm {
         self.maybe_reload();
         let id = self.alloc_context_id();
         let now = self.now_nanos();
-        let mut stream = StreamState::new(id, info, now);
         let Some(instance) = self.live.as_mut() else {
+            let mut stream = StreamState::new(id, info, now);
             apply_failure_policy(self.plugin.failure_policy(), &mut stream);
             self.detached.insert(id, stream);
             return Ok(StreamId(id));
         };
+        // Built in its slot: a stream's state is large, and each move of it is a copy.
         instance
             .store
             .data_mut()
             .contexts
             .streams
-            .insert(id, stream);
+            .entry(id)
+            .insert_entry(StreamState::new(id, info, now));
         let create: Pick<_, _> = |callbacks| callbacks.on_context_create.as_ref();
         let root = instance.root_id;
         if let Err(trap) = instance.invoke(
@@ -256,7 +258,9 @@ impl Vm {
         fields: Headers,
         end_of_stream: bool,
     ) -> Result<Action, HarnessError> {
-        self.step_target(id)?;
+        // Storing the fields moves no stream between the live and the detached ones, so the target
+        // found first still holds afterwards.
+        let target = self.step_target(id)?;
         self.check_order(id, side, phase)?;
         let count = len_u32(fields.len());
         let Some(stream) = self.stream_state_mut(id) else {
@@ -273,17 +277,15 @@ impl Vm {
             dir.trailers_open = true;
         }
         dir.end_seen = end_of_stream;
-        if let Some(bypassed) = self.step_target(id)? {
+        let terminated = stream.is_terminated();
+        if let Some(bypassed) = target {
             return Ok(if bypassed {
                 Action::Continue
             } else {
                 Action::Pause
             });
         }
-        if self
-            .stream_state(id)
-            .is_some_and(StreamState::is_terminated)
-        {
+        if terminated {
             return Ok(Action::Pause);
         }
         let Some(instance) = self.live.as_mut() else {
@@ -465,21 +467,17 @@ impl Vm {
     /// # Errors
     /// [`HarnessError::UnknownStream`].
     pub fn finish_stream(&mut self, id: StreamId) -> Result<(), HarnessError> {
-        if self.detached.remove(&id.0).is_some() {
+        // Streams of a failed instance are rare: most finishes find the detached set empty.
+        if !self.detached.is_empty() && self.detached.remove(&id.0).is_some() {
             return Ok(());
         }
         let Some(instance) = self.live.as_mut() else {
             return Err(HarnessError::UnknownStream(id.0));
         };
-        if !instance.store.data().contexts.streams.contains_key(&id.0) {
-            return Err(HarnessError::UnknownStream(id.0));
+        match instance.store.data_mut().contexts.streams.get_mut(&id.0) {
+            Some(stream) => stream.logging = true,
+            None => return Err(HarnessError::UnknownStream(id.0)),
         }
-        if let Some(stream) = self.stream_state_mut(id) {
-            stream.logging = true;
-        }
-        let Some(instance) = self.live.as_mut() else {
-            return Err(HarnessError::UnknownStream(id.0));
-        };
         let on_log: Pick<_, _> = |callbacks| callbacks.on_log.as_ref();
         let logged = instance.invoke(&self.plugin, &self.log, "proxy_on_log", id.0, on_log, id.0);
         let done = match logged {
@@ -530,7 +528,9 @@ impl Vm {
         if let Some(instance) = self.live.as_mut() {
             instance.store.data_mut().contexts.streams.remove(&id);
         }
-        self.detached.remove(&id);
+        if !self.detached.is_empty() {
+            self.detached.remove(&id);
+        }
     }
 
     /// Runs the response callbacks for the local responses sent since the last step, as Envoy sends a
