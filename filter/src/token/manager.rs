@@ -866,7 +866,7 @@ impl TokenManager {
                 "oauth2: token request failed ({}): {}; attempt {failures}, next in {} ms; {remaining}",
                 failure.reason.name(),
                 failure.detail,
-                delay.as_millis()
+                millis(delay)
             ),
         )
     }
