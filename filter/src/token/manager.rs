@@ -329,25 +329,28 @@ impl TokenManager {
         answer: Option<(u16, Vec<u8>)>,
     ) -> Vec<Command> {
         let mut out = Vec::new();
+        match &self.flight {
+            Flight::Waiting { call: expected, .. } if *expected == call => {}
+            Flight::Waiting { .. } => return out,
+            Flight::Idle | Flight::Unpublished { .. } => {
+                out.push(Command::Log(
+                    Level::Debug,
+                    format!(
+                        "oauth2: ignoring the answer to call {call}, which this VM no longer waits for"
+                    ),
+                ));
+                return out;
+            }
+        }
         let Flight::Waiting {
-            call: expected,
             started_ms,
             generation,
             seed,
-        } = self.flight.clone()
+            ..
+        } = std::mem::replace(&mut self.flight, Flight::Idle)
         else {
-            out.push(Command::Log(
-                Level::Debug,
-                format!(
-                    "oauth2: ignoring the answer to call {call}, which this VM no longer waits for"
-                ),
-            ));
             return out;
         };
-        if call != expected {
-            return out;
-        }
-        self.flight = Flight::Idle;
         let outcome = match answer {
             Some((status, body)) => CallOutcome::Response { status, body },
             None => CallOutcome::NoResponse {
@@ -365,7 +368,7 @@ impl TokenManager {
             }
             Err(failure) => self.record_failure(host, now, generation, &seed, &failure, &mut out),
         }
-        if self.flight == Flight::Idle {
+        if matches!(self.flight, Flight::Idle) {
             self.release_lease(host);
         }
         self.load(host, &mut out);
@@ -607,7 +610,7 @@ impl TokenManager {
     }
 
     fn maybe_refresh(&mut self, host: &mut dyn Host, now: u64, out: &mut Vec<Command>) {
-        if self.flight != Flight::Idle {
+        if !matches!(self.flight, Flight::Idle) {
             return;
         }
         let wanted = self
@@ -668,7 +671,7 @@ impl TokenManager {
 
     /// Gives up on a call the host never answered, and retries a publication that failed.
     fn check_flight(&mut self, host: &mut dyn Host, now: u64, out: &mut Vec<Command>) {
-        match self.flight.clone() {
+        match &self.flight {
             Flight::Idle => {}
             Flight::Waiting { started_ms, .. } => {
                 if now >= started_ms.saturating_add(self.lease_ms()) {
@@ -679,18 +682,21 @@ impl TokenManager {
                     self.flight = Flight::Idle;
                 }
             }
-            Flight::Unpublished { state, generation } => {
+            Flight::Unpublished { .. } => {
+                let Flight::Unpublished { state, generation } =
+                    std::mem::replace(&mut self.flight, Flight::Idle)
+                else {
+                    return;
+                };
                 if !self.acquire_lease(host, now) {
                     out.push(Command::Log(
                         Level::Error,
                         "oauth2: lost the lease before the new token could be published; it is discarded".into(),
                     ));
-                    self.flight = Flight::Idle;
                     return;
                 }
-                self.flight = Flight::Idle;
                 self.publish(host, state, generation, out);
-                if self.flight == Flight::Idle {
+                if matches!(self.flight, Flight::Idle) {
                     self.release_lease(host);
                 }
                 self.load(host, out);
@@ -896,7 +902,7 @@ impl TokenManager {
             return Some(NoToken::Disabled);
         }
         let deadline = now.saturating_add(millis(self.config.max_request_wait));
-        if self.flight != Flight::Idle || state.retry_at_ms <= deadline {
+        if !matches!(self.flight, Flight::Idle) || state.retry_at_ms <= deadline {
             None
         } else {
             Some(NoToken::BackingOff)
@@ -925,7 +931,7 @@ impl TokenManager {
         if disabled.is_none() {
             self.disabled_logged = false;
         }
-        let idle = self.flight == Flight::Idle;
+        let idle = matches!(self.flight, Flight::Idle);
         let waiters = std::mem::take(&mut self.waiters);
         for waiter in waiters {
             let cause = if usable_now {
