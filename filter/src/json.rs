@@ -76,7 +76,9 @@ impl Number {
         &self.0
     }
 
-    /// The value, when the literal is a plain non-negative integer that fits a `u64`.
+    /// The value, when the literal is a plain non-negative integer that fits a `u64`. Out of line:
+    /// it was inlined at every numeric field of the configuration and of the token state.
+    #[inline(never)]
     pub fn as_u64(&self) -> Option<u64> {
         let digits = self.0.as_bytes();
         if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
