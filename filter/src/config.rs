@@ -323,11 +323,14 @@ impl RawConfig {
 /// The list of rules at `field`.
 #[inline(never)]
 fn read_rules(field: &str, value: &Value) -> Result<Vec<RawRule>, ConfigError> {
-    read::list(field, value, "a list of rules")?
+    let mut rules = Vec::new();
+    for (index, rule) in read::list(field, value, "a list of rules")?
         .iter()
         .enumerate()
-        .map(|(index, rule)| RawRule::read(&read::item(field, index), rule))
-        .collect()
+    {
+        rules.push(RawRule::read(&read::item(field, index), rule)?);
+    }
+    Ok(rules)
 }
 
 #[derive(Clone, Copy, Default)]
@@ -985,11 +988,11 @@ fn validate_rules(
 ) -> Result<Vec<Rule>, ConfigError> {
     // Rules are borrowed, so an error drops the raw list once here rather than the rest of a
     // rule at each of the checks that can fail.
-    rules
-        .iter()
-        .enumerate()
-        .map(|(index, rule)| validate_rule(&read::item(field, index), rule, scope))
-        .collect()
+    let mut valid = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        valid.push(validate_rule(&read::item(field, index), rule, scope)?);
+    }
+    Ok(valid)
 }
 
 #[inline(never)]
@@ -1095,21 +1098,16 @@ fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditi
         .as_ref()
         .map(|prefix| path_text(&read::join(path, "path_prefix"), prefix).map(|()| prefix.clone()))
         .transpose()?;
-    let methods = raw
-        .method
-        .iter()
-        .enumerate()
-        .map(|(index, method)| {
-            if is_token(method) {
-                Ok(method.clone())
-            } else {
-                Err(invalid(
-                    &read::item(&read::join(path, "method"), index),
-                    &format!("{method:?} is not a valid HTTP method"),
-                ))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut methods = Vec::new();
+    for (index, method) in raw.method.iter().enumerate() {
+        if !is_token(method) {
+            return Err(invalid(
+                &read::item(&read::join(path, "method"), index),
+                &format!("{method:?} is not a valid HTTP method"),
+            ));
+        }
+        methods.push(method.clone());
+    }
     let authority = raw
         .authority
         .as_ref()
@@ -1123,29 +1121,27 @@ fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditi
             Ok::<_, ConfigError>(AuthorityMatch { value, with_port })
         })
         .transpose()?;
-    let headers = raw
-        .header
-        .iter()
-        .enumerate()
-        .map(|(index, condition)| {
-            let condition_path = read::item(&read::join(path, "header"), index);
-            let name_path = read::join(&condition_path, "name");
-            let name = header_name(&name_path, &condition.name)?;
-            scope.testable(&name_path, &name)?;
-            match (condition.present, &condition.value) {
-                (Some(_), Some(_)) => Err(invalid(
+    let mut headers = Vec::new();
+    for (index, condition) in raw.header.iter().enumerate() {
+        let condition_path = read::item(&read::join(path, "header"), index);
+        let name_path = read::join(&condition_path, "name");
+        let name = header_name(&name_path, &condition.name)?;
+        scope.testable(&name_path, &name)?;
+        headers.push(match (condition.present, &condition.value) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
                     &condition_path,
                     "give either \"present\" or \"value\", not both",
-                )),
-                (Some(false), None) => Ok(HeaderCondition::Absent(name)),
-                (Some(true) | None, None) => Ok(HeaderCondition::Present(name)),
-                (None, Some(value)) => {
-                    header_value(&read::join(&condition_path, "value"), value)?;
-                    Ok(HeaderCondition::Equals(name, value.as_bytes().to_vec()))
-                }
+                ));
             }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            (Some(false), None) => HeaderCondition::Absent(name),
+            (Some(true) | None, None) => HeaderCondition::Present(name),
+            (None, Some(value)) => {
+                header_value(&read::join(&condition_path, "value"), value)?;
+                HeaderCondition::Equals(name, value.as_bytes().to_vec())
+            }
+        });
+    }
     Ok(Conditions {
         path_prefix,
         methods,
@@ -1170,23 +1166,19 @@ fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPol
             if identity.allow.is_empty() {
                 return Err(invalid("access.identity.allow", "must list at least one identity"));
             }
-            let allow = identity
-                .allow
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| {
-                    let path = read::item("access.identity.allow", index);
-                    let trimmed = entry.trim();
-                    if trimmed.is_empty() {
-                        return Err(invalid(&path, "must not be empty"));
-                    }
-                    if trimmed.contains(',') {
-                        return Err(invalid(&path, "must not contain ',': identities are split on commas, so it could never match; list each identity on its own"));
-                    }
-                    header_value(&path, trimmed)?;
-                    Ok(trimmed.to_owned())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut allow = Vec::new();
+            for (index, entry) in identity.allow.iter().enumerate() {
+                let path = read::item("access.identity.allow", index);
+                let trimmed = entry.trim();
+                if trimmed.is_empty() {
+                    return Err(invalid(&path, "must not be empty"));
+                }
+                if trimmed.contains(',') {
+                    return Err(invalid(&path, "must not contain ',': identities are split on commas, so it could never match; list each identity on its own"));
+                }
+                header_value(&path, trimmed)?;
+                allow.push(trimmed.to_owned());
+            }
             Ok(IdentityRule { source, allow })
         })
         .transpose()?;
@@ -1200,18 +1192,16 @@ fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPol
                     "must list at least one range, e.g. \"100.64.0.0/10\"",
                 ));
             }
-            cidrs
-                .iter()
-                .enumerate()
-                .map(|(index, text)| {
-                    Cidr::parse(text.trim()).map_err(|error| {
-                        invalid(
-                            &read::item("access.source_cidrs", index),
-                            &format!("{text:?}: {error}"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
+            let mut ranges = Vec::new();
+            for (index, text) in cidrs.iter().enumerate() {
+                ranges.push(Cidr::parse(text.trim()).map_err(|error| {
+                    invalid(
+                        &read::item("access.source_cidrs", index),
+                        &format!("{text:?}: {error}"),
+                    )
+                })?);
+            }
+            Ok(ranges)
         })
         .transpose()?;
     Ok(AccessPolicy {

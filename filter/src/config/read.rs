@@ -177,11 +177,11 @@ pub(crate) fn strings(
     value: &Value,
     expected: &str,
 ) -> Result<Vec<String>, ConfigError> {
-    list(path, value, expected)?
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| string(&item(path, index), entry, "a string").map(str::to_owned))
-        .collect()
+    let mut texts = Vec::new();
+    for (index, entry) in list(path, value, expected)?.iter().enumerate() {
+        texts.push(string(&item(path, index), entry, "a string")?.to_owned());
+    }
+    Ok(texts)
 }
 
 /// One of a fixed set of names, as its typed value. An unknown name is never quoted back.
@@ -237,11 +237,13 @@ pub(crate) fn one_or_many<T>(
     read: impl Fn(&str, &Value) -> Result<T, ConfigError>,
 ) -> Result<Vec<T>, ConfigError> {
     match value {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(index, entry)| read(&item(path, index), entry))
-            .collect(),
+        Value::Array(items) => {
+            let mut read_items = Vec::new();
+            for (index, entry) in items.iter().enumerate() {
+                read_items.push(read(&item(path, index), entry)?);
+            }
+            Ok(read_items)
+        }
         single if is_item(single) => Ok(vec![read(&item(path, 0), single)?]),
         other => Err(wrong_type(path, other, expected)),
     }
