@@ -705,10 +705,7 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
             stripped.push(name);
         }
     }
-    for name in preset
-        .iter()
-        .flat_map(|preset| preset.stripped_request_headers())
-    {
+    for name in preset.map_or(&[][..], Preset::stripped_request_headers) {
         if !stripped.iter().any(|existing| existing == name) {
             stripped.push((*name).to_owned());
         }
@@ -740,15 +737,12 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
         .transpose()?;
 
     let mut request_header_names = stripped.clone();
-    let preset_names = preset
-        .iter()
-        .flat_map(|preset| preset.written_request_headers().iter().copied());
-    add_names(
-        &mut request_header_names,
-        written_names(&request_rules).chain(preset_names),
-    );
+    add_written_names(&mut request_header_names, &request_rules);
+    for name in preset.map_or(&[][..], Preset::written_request_headers) {
+        add_name(&mut request_header_names, name);
+    }
     let mut response_header_names = vec![credential.header.clone()];
-    add_names(&mut response_header_names, written_names(&response_rules));
+    add_written_names(&mut response_header_names, &response_rules);
     let response_rules_read_request = response_rules.iter().any(|rule| rule.when.reads_request());
     let response_rules_read_response = response_rules.iter().any(Rule::reads_response);
     let usage = validate_usage(raw.usage, preset)?;
@@ -817,22 +811,21 @@ fn validate_usage(
     Ok(enabled.then_some(config))
 }
 
-/// Every header name the rules may write, in rule order.
+/// Adds every header name the rules may write, in rule order.
 #[inline(never)]
-fn written_names(rules: &[Rule]) -> impl Iterator<Item = &str> {
-    rules
-        .iter()
-        .flat_map(|rule| rule.action.written_names())
-        .flatten()
+fn add_written_names(names: &mut Vec<String>, rules: &[Rule]) {
+    for rule in rules {
+        for name in rule.action.written_names().into_iter().flatten() {
+            add_name(names, name);
+        }
+    }
 }
 
-/// Adds each name not in `names` yet.
+/// Adds `name` unless `names` has it already.
 #[inline(never)]
-fn add_names<'n>(names: &mut Vec<String>, more: impl Iterator<Item = &'n str>) {
-    for name in more {
-        if !names.iter().any(|known| known == name) {
-            names.push(name.to_owned());
-        }
+fn add_name(names: &mut Vec<String>, name: &str) {
+    if !names.iter().any(|known| known == name) {
+        names.push(name.to_owned());
     }
 }
 

@@ -208,14 +208,13 @@ impl<'a> Document<'a> {
     fn texts(&self, field: &str) -> Result<Vec<String>, StateError> {
         match self.0.get(field) {
             None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| {
-                    item.as_str()
-                        .map(str::to_owned)
-                        .ok_or(StateError::Unreadable)
-                })
-                .collect(),
+            Some(Value::Array(items)) => {
+                let mut texts = Vec::new();
+                for item in items {
+                    texts.push(item.as_str().ok_or(StateError::Unreadable)?.to_owned());
+                }
+                Ok(texts)
+            }
             Some(_) => Err(StateError::Unreadable),
         }
     }
