@@ -624,7 +624,7 @@ fn duration_field(
 /// Renders a duration in the configuration's own syntax.
 pub fn show(duration: Duration) -> String {
     // Configured durations are far below u64 milliseconds; u64 keeps 128-bit formatting out.
-    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let millis = super::millis(duration);
     if millis.is_multiple_of(3_600_000) && millis > 0 {
         format!("{}h", millis / 3_600_000)
     } else if millis.is_multiple_of(60_000) && millis > 0 {

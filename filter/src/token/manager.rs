@@ -25,6 +25,7 @@ use super::endpoint::{
     parse_response,
 };
 use super::fingerprint::fingerprint;
+use super::millis;
 use super::state::{Keys, Lease, TokenState};
 use crate::credential::Credential;
 use crate::metrics::Metric;
@@ -1021,8 +1022,4 @@ pub fn failure_metric(reason: FailureReason) -> Metric {
         FailureReason::InvalidGrant => Metric::RefreshFailedInvalidGrant,
         FailureReason::OAuthError => Metric::RefreshFailedOAuthError,
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
