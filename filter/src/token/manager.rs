@@ -304,7 +304,7 @@ impl TokenManager {
         }
         let verdict = match self.arrival_outlook(now) {
             Some(cause) => {
-                out.push(Command::Count(Metric::RequestsFailedNoToken, 1));
+                push(&mut out, Command::Count(Metric::RequestsFailedNoToken, 1));
                 Verdict::Unavailable(cause)
             }
             None => {
@@ -312,7 +312,7 @@ impl TokenManager {
                     context_id,
                     deadline_ms: now.saturating_add(millis(self.config.max_request_wait)),
                 });
-                out.push(Command::Count(Metric::RequestsHeld, 1));
+                push(&mut out, Command::Count(Metric::RequestsHeld, 1));
                 self.kick = true;
                 Verdict::Hold
             }
@@ -334,12 +334,13 @@ impl TokenManager {
             Flight::Waiting { call: expected, .. } if *expected == call => {}
             Flight::Waiting { .. } => return out,
             Flight::Idle | Flight::Unpublished { .. } => {
-                out.push(Command::Log(
+                log(
+                    &mut out,
                     Level::Debug,
                     format!(
                         "oauth2: ignoring the answer to call {call}, which this VM no longer waits for"
                     ),
-                ));
+                );
                 return out;
             }
         }
@@ -364,7 +365,7 @@ impl TokenManager {
         let secret_refs: Vec<&Secret> = secrets.iter().collect();
         match parse_response(&outcome, &secret_refs) {
             Ok(issued) => {
-                out.push(Command::Count(Metric::TokenRefreshSuccess, 1));
+                push(&mut out, Command::Count(Metric::TokenRefreshSuccess, 1));
                 self.publish_success(host, now, started_ms, generation, &seed, issued, &mut out);
             }
             Err(failure) => self.record_failure(host, now, generation, &seed, &failure, &mut out),
@@ -400,11 +401,11 @@ impl TokenManager {
                     .unauthorized_at_ms
                     .saturating_add(UNAUTHORIZED_COOLDOWN_MS)
             {
-                out.push(Command::Log(
+                log_text(
+                    &mut out,
                     Level::Debug,
-                    "oauth2: upstream answered 401 again within the cooldown; the token is kept"
-                        .into(),
-                ));
+                    "oauth2: upstream answered 401 again within the cooldown; the token is kept",
+                );
                 return out;
             }
             let invalidated = TokenState {
@@ -415,13 +416,14 @@ impl TokenManager {
             };
             match host.set(&self.keys.state, &invalidated.encode(), Write::IfCas(cas)) {
                 Ok(()) => {
-                    out.push(Command::Count(Metric::TokenInvalidated, 1));
-                    out.push(Command::Log(
+                    push(&mut out, Command::Count(Metric::TokenInvalidated, 1));
+                    log(
+                        &mut out,
                         Level::Warn,
                         format!(
                             "oauth2: upstream answered 401 to token generation {generation}; the token is dropped and a new one requested"
                         ),
-                    ));
+                    );
                     self.kick = true;
                     self.load(host, &mut out);
                     self.settle(now, &mut out);
@@ -461,6 +463,7 @@ impl TokenManager {
     // Shared state
     // ------------------------------------------------------------------
 
+    #[inline(never)]
     fn read_state(&self, host: &dyn Host) -> Option<(u32, TokenState)> {
         let (bytes, cas) = host.get(&self.keys.state)?;
         TokenState::decode(&bytes).ok().map(|state| (cas, state))
@@ -482,13 +485,14 @@ impl TokenManager {
             }
             Err(problem) => {
                 if !self.unreadable_logged {
-                    out.push(Command::Log(
+                    log(
+                        out,
                         Level::Warn,
                         format!(
                             "oauth2: shared data {}: {problem}; it will be replaced",
                             self.keys.state
                         ),
-                    ));
+                    );
                     self.unreadable_logged = true;
                 }
                 self.view = None;
@@ -509,10 +513,11 @@ impl TokenManager {
                 Some((bytes, cas)) => match TokenState::decode(bytes) {
                     Ok(state) if state.seed == self.seed => return,
                     Ok(state) if state.retired_seeds.contains(&self.seed) => {
-                        out.push(Command::Log(
+                        log_text(
+                            out,
                             Level::Warn,
-                            "oauth2: a newer configuration has replaced this one's credential; this VM uses the newer tokens until it is reconfigured".into(),
-                        ));
+                            "oauth2: a newer configuration has replaced this one's credential; this VM uses the newer tokens until it is reconfigured",
+                        );
                         return;
                     }
                     Ok(state) => (
@@ -532,7 +537,7 @@ impl TokenManager {
             match host.set(&self.keys.state, &value.encode(), write) {
                 Ok(()) => {
                     if let Some(message) = message {
-                        out.push(Command::Log(Level::Info, message.into()));
+                        log_text(out, Level::Info, message);
                     }
                     return;
                 }
@@ -540,10 +545,11 @@ impl TokenManager {
                 Err(SetError::Failed) => break,
             }
         }
-        out.push(Command::Log(
+        log(
+            out,
             Level::Error,
             format!("oauth2: cannot write shared data {}", self.keys.state),
-        ));
+        );
     }
 
     // ------------------------------------------------------------------
@@ -554,6 +560,7 @@ impl TokenManager {
         millis(self.config.request_timeout).saturating_add(millis(LEASE_SLACK))
     }
 
+    #[inline(never)]
     fn read_lease(&self, host: &dyn Host) -> Option<(Lease, u32)> {
         host.get(&self.keys.lease)
             .map(|(bytes, cas)| (Lease::decode(&bytes), cas))
@@ -598,6 +605,7 @@ impl TokenManager {
     // ------------------------------------------------------------------
 
     /// Whether a new token should be requested now according to `state`.
+    #[inline(never)]
     fn wants_refresh(&self, state: &TokenState, now: u64) -> bool {
         let has_grant = match self.config.grant {
             Grant::RefreshToken { .. } => state.refresh_token.is_some(),
@@ -632,10 +640,11 @@ impl TokenManager {
             Grant::ClientCredentials => None,
         };
         let request = build_request(&self.config, &self.client, refresh_token.as_ref());
-        out.push(Command::Count(Metric::TokenRefreshAttempts, 1));
+        push(out, Command::Count(Metric::TokenRefreshAttempts, 1));
         match host.dispatch(&request) {
             Ok(call) => {
-                out.push(Command::Log(
+                log(
+                    out,
                     Level::Debug,
                     format!(
                         "oauth2: requesting a token from cluster {} (generation {}, {})",
@@ -647,7 +656,7 @@ impl TokenManager {
                             "no valid token"
                         }
                     ),
-                ));
+                );
                 self.flight = Flight::Waiting {
                     call,
                     started_ms: now,
@@ -676,10 +685,11 @@ impl TokenManager {
             Flight::Idle => {}
             Flight::Waiting { started_ms, .. } => {
                 if now >= started_ms.saturating_add(self.lease_ms()) {
-                    out.push(Command::Log(
+                    log_text(
+                        out,
                         Level::Warn,
-                        "oauth2: the host never reported the end of the token request; giving up on it".into(),
-                    ));
+                        "oauth2: the host never reported the end of the token request; giving up on it",
+                    );
                     self.flight = Flight::Idle;
                 }
             }
@@ -690,10 +700,11 @@ impl TokenManager {
                     return;
                 };
                 if !self.acquire_lease(host, now) {
-                    out.push(Command::Log(
+                    log_text(
+                        out,
                         Level::Error,
-                        "oauth2: lost the lease before the new token could be published; it is discarded".into(),
-                    ));
+                        "oauth2: lost the lease before the new token could be published; it is discarded",
+                    );
                     return;
                 }
                 self.publish(host, state, generation, out);
@@ -720,10 +731,11 @@ impl TokenManager {
             return;
         };
         if current.generation != generation || current.seed != seed {
-            out.push(Command::Log(
+            log_text(
+                out,
                 Level::Warn,
-                "oauth2: the token state changed while this refresh was in flight (configuration change or another VM); its result is discarded".into(),
-            ));
+                "oauth2: the token state changed while this refresh was in flight (configuration change or another VM); its result is discarded",
+            );
             return;
         }
         let lifetime = issued.expires_in.unwrap_or(self.config.default_expires_in);
@@ -751,7 +763,7 @@ impl TokenManager {
             now.saturating_sub(started_ms),
         );
         self.publish(host, next, generation, out);
-        out.push(Command::Log(Level::Info, message));
+        log(out, Level::Info, message);
     }
 
     /// Writes a new state unless its generation was overtaken; on a host failure keeps it for later.
@@ -780,10 +792,11 @@ impl TokenManager {
                 Err(SetError::Failed) => break,
             }
         }
-        out.push(Command::Log(
+        log_text(
+            out,
             Level::Error,
-            "oauth2: could not publish the new token to shared data; keeping the lease and retrying".into(),
-        ));
+            "oauth2: could not publish the new token to shared data; keeping the lease and retrying",
+        );
         self.flight = Flight::Unpublished {
             state: next,
             generation,
@@ -799,7 +812,7 @@ impl TokenManager {
         failure: &RefreshFailure,
         out: &mut Vec<Command>,
     ) {
-        out.push(Command::Count(failure_metric(failure.reason), 1));
+        push(out, Command::Count(failure_metric(failure.reason), 1));
         let disable = failure.reason == FailureReason::InvalidGrant;
         for _ in 0..CAS_RETRIES {
             let Some((cas, current)) = self.read_state(host) else {
@@ -833,14 +846,15 @@ impl TokenManager {
                 Err(SetError::Failed) => break,
             }
         }
-        out.push(Command::Log(
+        log(
+            out,
             Level::Warn,
             format!(
                 "oauth2: token request failed ({}): {}",
                 failure.reason.name(),
                 failure.detail
             ),
-        ));
+        );
     }
 
     fn failure_log(
@@ -920,13 +934,14 @@ impl TokenManager {
         if let Some(reason) = disabled
             && !self.disabled_logged
         {
-            out.push(Command::Log(
+            log(
+                out,
                 Level::Error,
                 format!(
                     "oauth2: token refresh is disabled ({}) until the configuration changes; requests get 503 once the current token expires",
                     reason.name()
                 ),
-            ));
+            );
             self.disabled_logged = true;
         }
         if disabled.is_none() {
@@ -936,7 +951,7 @@ impl TokenManager {
         let waiters = std::mem::take(&mut self.waiters);
         for waiter in waiters {
             let cause = if usable_now {
-                out.push(Command::Resume(waiter.context_id));
+                push(out, Command::Resume(waiter.context_id));
                 continue;
             } else if disabled.is_some() {
                 NoToken::Disabled
@@ -948,11 +963,14 @@ impl TokenManager {
                 self.waiters.push(waiter);
                 continue;
             };
-            out.push(Command::Count(Metric::RequestsFailedNoToken, 1));
-            out.push(Command::Reject {
-                context_id: waiter.context_id,
-                cause,
-            });
+            push(out, Command::Count(Metric::RequestsFailedNoToken, 1));
+            push(
+                out,
+                Command::Reject {
+                    context_id: waiter.context_id,
+                    cause,
+                },
+            );
         }
         let tick = if self.kick && idle {
             KICK_TICK
@@ -963,7 +981,7 @@ impl TokenManager {
         };
         if self.tick != Some(tick) {
             self.tick = Some(tick);
-            out.push(Command::TickPeriod(tick));
+            push(out, Command::TickPeriod(tick));
         }
         let gauges = Gauges {
             available: u64::from(usable_now),
@@ -977,24 +995,43 @@ impl TokenManager {
         };
         let last = self.gauges.replace(gauges);
         if last.map(|g| g.available) != Some(gauges.available) {
-            out.push(Command::Gauge(
-                Metric::CredentialAvailable,
-                gauges.available,
-            ));
+            push(
+                out,
+                Command::Gauge(Metric::CredentialAvailable, gauges.available),
+            );
         }
         if last.map(|g| g.seconds_to_expiry) != Some(gauges.seconds_to_expiry) {
-            out.push(Command::Gauge(
-                Metric::TokenSecondsToExpiry,
-                gauges.seconds_to_expiry,
-            ));
+            push(
+                out,
+                Command::Gauge(Metric::TokenSecondsToExpiry, gauges.seconds_to_expiry),
+            );
         }
         if last.map(|g| g.disabled) != Some(gauges.disabled) {
-            out.push(Command::Gauge(
-                Metric::TokenRefreshDisabled,
-                gauges.disabled,
-            ));
+            push(
+                out,
+                Command::Gauge(Metric::TokenRefreshDisabled, gauges.disabled),
+            );
         }
     }
+}
+
+/// Asks for a log line. Out of line: each of the manager's log lines would otherwise carry its own
+/// copy of the push.
+#[inline(never)]
+fn log(out: &mut Vec<Command>, level: Level, line: String) {
+    push(out, Command::Log(level, line));
+}
+
+/// Adds a command. Out of line, like [`log`].
+#[inline(never)]
+fn push(out: &mut Vec<Command>, command: Command) {
+    out.push(command);
+}
+
+/// Asks for a fixed log line.
+#[inline(never)]
+fn log_text(out: &mut Vec<Command>, level: Level, line: &str) {
+    log(out, level, line.to_owned());
 }
 
 /// When a proactive refresh is due: `margin` before expiry, but no earlier than half the lifetime.
