@@ -384,6 +384,7 @@ impl Reader<'_> {
         }
     }
 
+    #[inline(never)]
     fn word(&mut self, word: &[u8], value: Value) -> Result<Value, Failure> {
         for &expected in word {
             match self.peek() {
