@@ -1002,25 +1002,22 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
     .collect();
-    if given.len() != 1 {
+    if given.is_empty() {
+        return Err(no_action(path));
+    }
+    if given.len() > 1 {
         return Err(invalid(
             path,
-            &if given.is_empty() {
-                format!("no action: give exactly one of {ACTIONS}")
-            } else {
-                format!(
-                    "more than one action ({}): give exactly one per rule",
-                    given.join(", ")
-                )
-            },
+            &format!(
+                "more than one action ({}): give exactly one per rule",
+                given.join(", ")
+            ),
         ));
     }
 
     let name_value = |field: &str, raw: &RawNameValue| -> Result<(String, String), ConfigError> {
         let field_path = read::join(path, field);
-        let name_path = read::join(&field_path, "name");
-        let name = header_name(&name_path, &raw.name)?;
-        scope.writable(&name_path, &name)?;
+        let name = writable_name(&read::join(&field_path, "name"), &raw.name, scope)?;
         header_value(&read::join(&field_path, "value"), &raw.value)?;
         Ok((name, raw.value.clone()))
     };
@@ -1034,17 +1031,11 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         let (name, value) = name_value("set_if_absent", raw)?;
         Action::SetIfAbsent { name, value }
     } else if let Some(raw) = &raw.remove {
-        let name_path = read::join(path, "remove.name");
-        let name = header_name(&name_path, raw)?;
-        scope.writable(&name_path, &name)?;
+        let name = writable_name(&read::join(path, "remove.name"), raw, scope)?;
         Action::Remove { name }
     } else if let Some(raw) = &raw.rename {
-        let from_path = read::join(path, "rename.from");
-        let from = header_name(&from_path, &raw.from)?;
-        scope.writable(&from_path, &from)?;
-        let to_path = read::join(path, "rename.to");
-        let to = header_name(&to_path, &raw.to)?;
-        scope.writable(&to_path, &to)?;
+        let from = writable_name(&read::join(path, "rename.from"), &raw.from, scope)?;
+        let to = writable_name(&read::join(path, "rename.to"), &raw.to, scope)?;
         Action::Rename { from, to }
     } else if let Some(raw) = &raw.rewrite_path_prefix {
         request_only(path, "rewrite_path_prefix", scope)?;
@@ -1060,10 +1051,7 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
-        return Err(invalid(
-            path,
-            &format!("no action: give exactly one of {ACTIONS}"),
-        ));
+        return Err(no_action(path));
     };
 
     let when = match &raw.when {
@@ -1071,6 +1059,21 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         None => Conditions::default(),
     };
     Ok(Rule { when, action })
+}
+
+/// A rule without an action.
+#[cold]
+#[inline(never)]
+fn no_action(path: &str) -> ConfigError {
+    invalid(path, &format!("no action: give exactly one of {ACTIONS}"))
+}
+
+/// The header name at `path`, lower-cased, which the rule's scope allows it to write.
+#[inline(never)]
+fn writable_name(path: &str, raw: &str, scope: &Scope<'_>) -> Result<String, ConfigError> {
+    let name = header_name(path, raw)?;
+    scope.writable(path, &name)?;
+    Ok(name)
 }
 
 #[inline(never)]
