@@ -197,6 +197,27 @@ pub enum ConfigErrorKind {
     },
 }
 
+/// A required field that is not there.
+#[cold]
+#[inline(never)]
+fn missing(path: &str, hint: &'static str) -> ConfigError {
+    ConfigError::from(ConfigErrorKind::Missing {
+        path: path.to_owned(),
+        hint,
+    })
+}
+
+/// A header that a list or rule may not name.
+#[cold]
+#[inline(never)]
+fn forbidden(path: &str, name: &str, why: &'static str) -> ConfigError {
+    ConfigError::from(ConfigErrorKind::ForbiddenHeader {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        why,
+    })
+}
+
 /// Parses and validates a plugin configuration.
 ///
 /// # Errors
@@ -681,12 +702,10 @@ fn invalid(path: &str, reason: &str) -> ConfigError {
 // Borrowed, so an error drops what was read once, in `parse`, instead of at each check that fails.
 #[inline(never)]
 fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
-    let raw_credential = raw.credential.as_ref().ok_or_else(|| {
-        ConfigError::from(ConfigErrorKind::Missing {
-            path: "credential".into(),
-            hint: CREDENTIAL_HINT,
-        })
-    })?;
+    let raw_credential = raw
+        .credential
+        .as_ref()
+        .ok_or_else(|| missing("credential", CREDENTIAL_HINT))?;
     let credential = validate_credential(raw_credential)?;
     let preset = raw.preset;
 
@@ -836,11 +855,7 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
         None => DEFAULT_HEADER.to_owned(),
     };
     if let Some(why) = managed(&header) {
-        return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
-            path: "credential.header".into(),
-            name: header,
-            why,
-        }));
+        return Err(forbidden("credential.header", &header, why));
     }
     let prefix = match &raw.prefix {
         Some(prefix) => {
@@ -853,12 +868,10 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
         }
         None => String::new(),
     };
-    let source = raw.source.as_ref().ok_or_else(|| {
-        ConfigError::from(ConfigErrorKind::Missing {
-            path: "credential.source".into(),
-            hint: SOURCE_HINT,
-        })
-    })?;
+    let source = raw
+        .source
+        .as_ref()
+        .ok_or_else(|| missing("credential.source", SOURCE_HINT))?;
     Ok(CredentialConfig {
         header,
         prefix,
@@ -940,11 +953,7 @@ impl Scope<'_> {
             managed(name)
         };
         match why {
-            Some(why) => Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
-                path: path.into(),
-                name: name.into(),
-                why,
-            })),
+            Some(why) => Err(forbidden(path, name, why)),
             None => Ok(()),
         }
     }
@@ -963,11 +972,7 @@ impl Scope<'_> {
                     "is the credential header, which is removed from every response before rules run"
                 }
             };
-            return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
-                path: path.into(),
-                name: name.into(),
-                why,
-            }));
+            return Err(forbidden(path, name, why));
         }
         Ok(())
     }
