@@ -358,6 +358,8 @@ impl Reader<'_> {
     }
 
     /// The next byte that is not whitespace, left unread.
+    // Out of line, like `digits`: called from every reading step.
+    #[inline(never)]
     fn skip_space(&mut self) -> Option<u8> {
         while let Some(byte) = self.peek() {
             if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
@@ -396,6 +398,8 @@ impl Reader<'_> {
         Ok(value)
     }
 
+    // Out of line: three loops of it in `number` alone.
+    #[inline(never)]
     fn digits(&mut self) -> usize {
         let start = self.at;
         while self.peek().is_some_and(|byte| byte.is_ascii_digit()) {

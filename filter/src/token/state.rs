@@ -66,6 +66,8 @@ pub struct TokenState {
 
 impl TokenState {
     /// The state a configuration starts from: no access token yet, the configured refresh token.
+    // Out of line: three builders of a fresh state call it.
+    #[inline(never)]
     pub fn seeded(seed: &str, refresh_token: Option<Secret>) -> Self {
         Self {
             refresh_token,
