@@ -655,6 +655,8 @@ impl ObjectWriter {
         Self { out, first: true }
     }
 
+    // Out of line: every member writer starts with it.
+    #[inline(never)]
     fn key(&mut self, key: &str) {
         if !self.first {
             self.out.push(',');
