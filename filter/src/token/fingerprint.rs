@@ -152,6 +152,8 @@ fn sha256(message: &[u8]) -> [u8; 32] {
 
 /// One 64-byte block into `state`. The message schedule lives in a ring of 16 words: word `t` is
 /// computed where word `t - 16` was.
+// Out of line: inlined into the padding loop it cost more than the call.
+#[inline(never)]
 fn compress(state: &mut [u32; 8], block: &[u8]) {
     let mut schedule = [0u32; 16];
     for (word, bytes) in schedule.iter_mut().zip(block.chunks_exact(4)) {
