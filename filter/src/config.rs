@@ -12,9 +12,10 @@
 //! No error quotes a value it could not use (only its JSON kind), so a token
 //! pasted into the wrong field can never be echoed in a log line.
 //!
-//! Configuration code runs once per configure, never per request: its functions (here, in
-//! [`read`] and in the `oauth2` reader) are kept out of line so the binary holds each once
-//! instead of inlined copies of them.
+//! Configuration code runs once per configure, never per request: its functions called from
+//! several places (here, in [`read`] and in the `oauth2` reader) are kept out of line so the binary
+//! holds each once instead of inlined copies of them; a function with one caller is left to the
+//! compiler, which then saves the call.
 
 pub(crate) mod read;
 
@@ -245,7 +246,6 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
 
 /// An error from the JSON reader, which states where it is and never quotes a string: a syntax
 /// error, or a key named twice in one object.
-#[inline(never)]
 fn json_error(error: &json::Error) -> ConfigError {
     let (line, column) = (error.line, error.column);
     if let ErrorKind::Duplicate(_) = error.kind {
@@ -784,7 +784,6 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
 }
 
 /// The `usage` section: on by default with the Anthropic preset, off otherwise; the limits in range.
-#[inline(never)]
 fn validate_usage(
     raw: Option<RawUsage>,
     preset: Option<Preset>,
@@ -848,7 +847,6 @@ fn add_name(names: &mut Vec<String>, name: &str) {
     }
 }
 
-#[inline(never)]
 fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigError> {
     let header = match &raw.header {
         Some(name) => header_name("credential.header", name)?,
@@ -879,7 +877,6 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
     })
 }
 
-#[inline(never)]
 fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
     const PATH: &str = "credential.source";
     let Value::Object(map) = value else {
@@ -943,7 +940,6 @@ struct Scope<'a> {
 
 impl Scope<'_> {
     /// Checks that an action may write to `name`.
-    #[inline(never)]
     fn writable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
         let why = if name == self.credential_header {
             Some("is the credential header, which no rule may touch")
@@ -959,7 +955,6 @@ impl Scope<'_> {
     }
 
     /// Checks that a condition may test `name`.
-    #[inline(never)]
     fn testable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
         let removed =
             name == self.credential_header || self.stripped.iter().any(|stripped| stripped == name);
@@ -993,7 +988,6 @@ fn validate_rules(
     Ok(valid)
 }
 
-#[inline(never)]
 fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
     let given: Vec<&str> = [
         ("set", raw.set.is_some()),
@@ -1092,7 +1086,6 @@ fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), Confi
     Ok(())
 }
 
-#[inline(never)]
 fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
     let path_prefix = raw
         .path_prefix
@@ -1151,7 +1144,6 @@ fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditi
     })
 }
 
-#[inline(never)]
 fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
     if raw.identity.is_none() && raw.source_cidrs.is_none() {
         return Err(invalid(

@@ -324,7 +324,6 @@ struct Failure {
 }
 
 impl Failure {
-    #[inline(never)]
     fn locate(self, bytes: &[u8]) -> Error {
         // The offending byte counts as read, as a streaming reader reports it.
         let read = bytes.get(..self.at.saturating_add(1)).unwrap_or(bytes);

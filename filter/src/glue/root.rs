@@ -152,7 +152,6 @@ impl RootContext for FilterRoot {
 
 /// The credential source of a valid configuration: the static credential, or this VM's token
 /// manager for `oauth2`. Logs which one is ready.
-#[inline(never)]
 fn resolve_source(config: &FilterConfig, root_id: u32) -> Result<Source, CredentialError> {
     let CredentialSource::OAuth2(oauth2) = &config.credential.source else {
         let credential = credential::resolve(&config.credential, env_var)?;

@@ -380,7 +380,6 @@ fn optional_string(map: &Map, field: &str) -> Result<Option<String>, ConfigError
         .transpose()
 }
 
-#[inline(never)]
 fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     const HINT: &str =
         "{\"cluster\": \"oauth\", \"authority\": \"auth.example.com\", \"path\": \"/oauth/token\"}";
@@ -435,7 +434,6 @@ fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     }
 }
 
-#[inline(never)]
 fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     match map.get(field) {
         None => Err(missing(field, "a string, or {\"env\": \"NAME\"}")),
