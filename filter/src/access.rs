@@ -301,7 +301,6 @@ fn push_digits(out: &mut String, value: u32, radix: u32) {
 }
 
 /// IPv6 groups, the first longest run of two or more zero groups as `::`.
-#[inline(never)]
 fn push_groups(out: &mut String, segments: &[u16]) {
     let mut longest = (segments.len(), 0);
     let mut run_start = 0;

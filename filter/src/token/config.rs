@@ -365,7 +365,6 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     })
 }
 
-#[inline(never)]
 fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<String, ConfigError> {
     match map.get(field) {
         None => Err(missing(field, expected)),
@@ -634,7 +633,6 @@ pub fn show(duration: Duration) -> String {
 
 /// Parses a duration in the workspace's one grammar (the `durations` crate, shared with the proxy's
 /// TOML): `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h"`, `"30"` (seconds), or a JSON number of seconds.
-#[inline(never)]
 pub fn parse_duration(value: &Value) -> Option<Duration> {
     match value {
         Value::Number(number) => durations::parse_seconds(number.literal()).ok(),
