@@ -225,9 +225,10 @@ impl Cidr {
         };
         let masked = mask(network, prefix_len);
         if masked != network {
-            return Err(CidrError::HostBits {
-                suggestion: format!("{masked}/{prefix_len}"),
-            });
+            let mut suggestion = show_ip(masked);
+            suggestion.push('/');
+            push_digits(&mut suggestion, u32::from(prefix_len), 10);
+            return Err(CidrError::HostBits { suggestion });
         }
         Ok(Self {
             network,
@@ -249,7 +250,84 @@ impl Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
+        write!(f, "{}/{}", show_ip(self.network), self.prefix_len)
+    }
+}
+
+/// An address as the standard library prints it (RFC 5952 for IPv6: lower-case hex, the first
+/// longest run of two or more zero groups as `::`, an IPv4-mapped address as `::ffff:a.b.c.d`).
+/// Written out because only configuration errors print an address, and the standard formatter
+/// costs the binary about two kilobytes.
+fn show_ip(address: IpAddr) -> String {
+    let mut out = String::new();
+    let v6 = match address {
+        IpAddr::V4(v4) => {
+            push_dotted(&mut out, v4);
+            return out;
+        }
+        IpAddr::V6(v6) => v6,
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        out.push_str("::ffff:");
+        push_dotted(&mut out, v4);
+        return out;
+    }
+    push_groups(&mut out, &v6.segments());
+    out
+}
+
+/// `a.b.c.d`.
+#[inline(never)]
+fn push_dotted(out: &mut String, address: Ipv4Addr) {
+    for (index, octet) in address.octets().into_iter().enumerate() {
+        if index > 0 {
+            out.push('.');
+        }
+        push_digits(out, u32::from(octet), 10);
+    }
+}
+
+/// `value` in `radix`, without leading zeros.
+#[inline(never)]
+fn push_digits(out: &mut String, value: u32, radix: u32) {
+    let mut divisor = 1;
+    while value / divisor >= radix {
+        divisor *= radix;
+    }
+    while divisor > 0 {
+        out.push(char::from_digit(value / divisor % radix, radix).unwrap_or('0'));
+        divisor /= radix;
+    }
+}
+
+/// IPv6 groups, the first longest run of two or more zero groups as `::`.
+fn push_groups(out: &mut String, segments: &[u16]) {
+    let mut longest = (segments.len(), 0);
+    let mut run_start = 0;
+    for (index, segment) in segments.iter().enumerate() {
+        if *segment != 0 {
+            run_start = index + 1;
+        } else if index + 1 - run_start > longest.1 {
+            longest = (run_start, index + 1 - run_start);
+        }
+    }
+    let (gap, gap_len) = if longest.1 > 1 {
+        longest
+    } else {
+        (segments.len(), 0)
+    };
+    let mut index = 0;
+    while let Some(segment) = segments.get(index) {
+        if index == gap {
+            out.push_str("::");
+            index += gap_len;
+            continue;
+        }
+        if index > 0 && index != gap + gap_len {
+            out.push(':');
+        }
+        push_digits(out, u32::from(*segment), 16);
+        index += 1;
     }
 }
 
@@ -438,6 +516,57 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_print_as_the_standard_library_prints_them() {
+        let fixed = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "::",
+            "::1",
+            "1::",
+            "1:0:0:2::3",
+            "1::2:0:0:3",
+            "1:0:1:0:1:0:1:0",
+            "0:1:0:0:1:0:0:1",
+            "fd7a:115c:a1e0::",
+            "2001:db8:0:0:1:0:0:1",
+            "2001:db8::ffff:0:1",
+            "::ffff:10.0.0.0",
+            "::ffff:0.0.0.0",
+            "::10.0.0.1",
+            "::ffff:0:1",
+            "1:2:3:4:5:6:7:8",
+            "abcd:ef01:2345:6789:abcd:ef01:2345:6789",
+            "0:0:1::",
+            "1:2:3:4:5:6:7:0",
+        ];
+        for text in fixed {
+            let address = ip(text);
+            assert_eq!(show_ip(address), address.to_string(), "{text}");
+        }
+        // Every pattern of zero and non-zero groups, with values of every width.
+        for pattern in 0u32..256 {
+            let mut segments = [0u16; 8];
+            for (index, segment) in segments.iter_mut().enumerate() {
+                if pattern & (1 << index) != 0 {
+                    *segment = [0x1, 0x2a, 0x3bc, 0xdef0, 0xffff][(index + pattern as usize) % 5];
+                }
+            }
+            let address = IpAddr::V6(Ipv6Addr::from(segments));
+            assert_eq!(show_ip(address), address.to_string(), "{segments:?}");
+        }
+        assert_eq!(
+            Cidr::parse("10.1.0.0/8").unwrap_err().to_string(),
+            "host bits are set after the prefix; did you mean 10.0.0.0/8?"
+        );
+        assert_eq!(
+            Cidr::parse("::ffff:10.0.0.1/120").unwrap_err().to_string(),
+            "host bits are set after the prefix; did you mean ::ffff:10.0.0.0/120?"
+        );
+        assert_eq!(Cidr::parse("fd7a::/16").unwrap().to_string(), "fd7a::/16");
     }
 
     fn facts(source: Option<&str>, identity: Option<&str>) -> CallerFacts {

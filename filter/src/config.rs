@@ -12,9 +12,10 @@
 //! No error quotes a value it could not use (only its JSON kind), so a token
 //! pasted into the wrong field can never be echoed in a log line.
 //!
-//! Configuration code runs once per configure, never per request: its functions (here, in
-//! [`read`] and in the `oauth2` reader) are kept out of line so the binary holds each once
-//! instead of inlined copies of them.
+//! Configuration code runs once per configure, never per request, so it is shaped for a small
+//! binary: functions (here, in [`read`] and in the `oauth2` reader) are kept out of line where the
+//! binary then holds one copy instead of inlined ones, and left to the compiler where inlining
+//! measured smaller.
 
 pub(crate) mod read;
 
@@ -197,6 +198,27 @@ pub enum ConfigErrorKind {
     },
 }
 
+/// A required field that is not there.
+#[cold]
+#[inline(never)]
+fn missing(path: &str, hint: &'static str) -> ConfigError {
+    ConfigError::from(ConfigErrorKind::Missing {
+        path: path.to_owned(),
+        hint,
+    })
+}
+
+/// A header that a list or rule may not name.
+#[cold]
+#[inline(never)]
+fn forbidden(path: &str, name: &str, why: &'static str) -> ConfigError {
+    ConfigError::from(ConfigErrorKind::ForbiddenHeader {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        why,
+    })
+}
+
 /// Parses and validates a plugin configuration.
 ///
 /// # Errors
@@ -224,7 +246,6 @@ pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
 
 /// An error from the JSON reader, which states where it is and never quotes a string: a syntax
 /// error, or a key named twice in one object.
-#[inline(never)]
 fn json_error(error: &json::Error) -> ConfigError {
     let (line, column) = (error.line, error.column);
     if let ErrorKind::Duplicate(_) = error.kind {
@@ -258,7 +279,6 @@ struct RawConfig {
 }
 
 impl RawConfig {
-    #[inline(never)]
     fn read(value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             "",
@@ -323,11 +343,14 @@ impl RawConfig {
 /// The list of rules at `field`.
 #[inline(never)]
 fn read_rules(field: &str, value: &Value) -> Result<Vec<RawRule>, ConfigError> {
-    read::list(field, value, "a list of rules")?
+    let mut rules = Vec::new();
+    for (index, rule) in read::list(field, value, "a list of rules")?
         .iter()
         .enumerate()
-        .map(|(index, rule)| RawRule::read(&read::item(field, index), rule))
-        .collect()
+    {
+        rules.push(RawRule::read(&read::item(field, index), rule)?);
+    }
+    Ok(rules)
 }
 
 #[derive(Clone, Copy, Default)]
@@ -428,7 +451,6 @@ struct RawFromTo {
 }
 
 impl RawRule {
-    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -518,7 +540,6 @@ struct RawWhen {
 }
 
 impl RawWhen {
-    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -626,7 +647,6 @@ struct RawIdentity {
 }
 
 impl RawIdentity {
-    #[inline(never)]
     fn read(path: &str, value: &Value) -> Result<Self, ConfigError> {
         let map = read::object(
             path,
@@ -678,12 +698,10 @@ fn invalid(path: &str, reason: &str) -> ConfigError {
 // Borrowed, so an error drops what was read once, in `parse`, instead of at each check that fails.
 #[inline(never)]
 fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
-    let raw_credential = raw.credential.as_ref().ok_or_else(|| {
-        ConfigError::from(ConfigErrorKind::Missing {
-            path: "credential".into(),
-            hint: CREDENTIAL_HINT,
-        })
-    })?;
+    let raw_credential = raw
+        .credential
+        .as_ref()
+        .ok_or_else(|| missing("credential", CREDENTIAL_HINT))?;
     let credential = validate_credential(raw_credential)?;
     let preset = raw.preset;
 
@@ -702,10 +720,7 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
             stripped.push(name);
         }
     }
-    for name in preset
-        .iter()
-        .flat_map(|preset| preset.stripped_request_headers())
-    {
+    for name in preset.map_or(&[][..], Preset::stripped_request_headers) {
         if !stripped.iter().any(|existing| existing == name) {
             stripped.push((*name).to_owned());
         }
@@ -737,15 +752,12 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
         .transpose()?;
 
     let mut request_header_names = stripped.clone();
-    let preset_names = preset
-        .iter()
-        .flat_map(|preset| preset.written_request_headers().iter().copied());
-    add_names(
-        &mut request_header_names,
-        written_names(&request_rules).chain(preset_names),
-    );
+    add_written_names(&mut request_header_names, &request_rules);
+    for name in preset.map_or(&[][..], Preset::written_request_headers) {
+        add_name(&mut request_header_names, name);
+    }
     let mut response_header_names = vec![credential.header.clone()];
-    add_names(&mut response_header_names, written_names(&response_rules));
+    add_written_names(&mut response_header_names, &response_rules);
     let response_rules_read_request = response_rules.iter().any(|rule| rule.when.reads_request());
     let response_rules_read_response = response_rules.iter().any(Rule::reads_response);
     let usage = validate_usage(raw.usage, preset)?;
@@ -768,7 +780,6 @@ fn validate(raw: &RawConfig) -> Result<FilterConfig, ConfigError> {
 }
 
 /// The `usage` section: on by default with the Anthropic preset, off otherwise; the limits in range.
-#[inline(never)]
 fn validate_usage(
     raw: Option<RawUsage>,
     preset: Option<Preset>,
@@ -814,37 +825,31 @@ fn validate_usage(
     Ok(enabled.then_some(config))
 }
 
-/// Every header name the rules may write, in rule order.
+/// Adds every header name the rules may write, in rule order.
 #[inline(never)]
-fn written_names(rules: &[Rule]) -> impl Iterator<Item = &str> {
-    rules
-        .iter()
-        .flat_map(|rule| rule.action.written_names())
-        .flatten()
-}
-
-/// Adds each name not in `names` yet.
-#[inline(never)]
-fn add_names<'n>(names: &mut Vec<String>, more: impl Iterator<Item = &'n str>) {
-    for name in more {
-        if !names.iter().any(|known| known == name) {
-            names.push(name.to_owned());
+fn add_written_names(names: &mut Vec<String>, rules: &[Rule]) {
+    for rule in rules {
+        for name in rule.action.written_names().into_iter().flatten() {
+            add_name(names, name);
         }
     }
 }
 
+/// Adds `name` unless `names` has it already.
 #[inline(never)]
+fn add_name(names: &mut Vec<String>, name: &str) {
+    if !names.iter().any(|known| known == name) {
+        names.push(name.to_owned());
+    }
+}
+
 fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigError> {
     let header = match &raw.header {
         Some(name) => header_name("credential.header", name)?,
         None => DEFAULT_HEADER.to_owned(),
     };
     if let Some(why) = managed(&header) {
-        return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
-            path: "credential.header".into(),
-            name: header,
-            why,
-        }));
+        return Err(forbidden("credential.header", &header, why));
     }
     let prefix = match &raw.prefix {
         Some(prefix) => {
@@ -857,12 +862,10 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
         }
         None => String::new(),
     };
-    let source = raw.source.as_ref().ok_or_else(|| {
-        ConfigError::from(ConfigErrorKind::Missing {
-            path: "credential.source".into(),
-            hint: SOURCE_HINT,
-        })
-    })?;
+    let source = raw
+        .source
+        .as_ref()
+        .ok_or_else(|| missing("credential.source", SOURCE_HINT))?;
     Ok(CredentialConfig {
         header,
         prefix,
@@ -870,7 +873,6 @@ fn validate_credential(raw: &RawCredential) -> Result<CredentialConfig, ConfigEr
     })
 }
 
-#[inline(never)]
 fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
     const PATH: &str = "credential.source";
     let Value::Object(map) = value else {
@@ -934,7 +936,6 @@ struct Scope<'a> {
 
 impl Scope<'_> {
     /// Checks that an action may write to `name`.
-    #[inline(never)]
     fn writable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
         let why = if name == self.credential_header {
             Some("is the credential header, which no rule may touch")
@@ -944,17 +945,12 @@ impl Scope<'_> {
             managed(name)
         };
         match why {
-            Some(why) => Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
-                path: path.into(),
-                name: name.into(),
-                why,
-            })),
+            Some(why) => Err(forbidden(path, name, why)),
             None => Ok(()),
         }
     }
 
     /// Checks that a condition may test `name`.
-    #[inline(never)]
     fn testable(&self, path: &str, name: &str) -> Result<(), ConfigError> {
         let removed =
             name == self.credential_header || self.stripped.iter().any(|stripped| stripped == name);
@@ -967,11 +963,7 @@ impl Scope<'_> {
                     "is the credential header, which is removed from every response before rules run"
                 }
             };
-            return Err(ConfigError::from(ConfigErrorKind::ForbiddenHeader {
-                path: path.into(),
-                name: name.into(),
-                why,
-            }));
+            return Err(forbidden(path, name, why));
         }
         Ok(())
     }
@@ -985,14 +977,13 @@ fn validate_rules(
 ) -> Result<Vec<Rule>, ConfigError> {
     // Rules are borrowed, so an error drops the raw list once here rather than the rest of a
     // rule at each of the checks that can fail.
-    rules
-        .iter()
-        .enumerate()
-        .map(|(index, rule)| validate_rule(&read::item(field, index), rule, scope))
-        .collect()
+    let mut valid = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        valid.push(validate_rule(&read::item(field, index), rule, scope)?);
+    }
+    Ok(valid)
 }
 
-#[inline(never)]
 fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, ConfigError> {
     let given: Vec<&str> = [
         ("set", raw.set.is_some()),
@@ -1006,25 +997,22 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
     .collect();
-    if given.len() != 1 {
+    if given.is_empty() {
+        return Err(no_action(path));
+    }
+    if given.len() > 1 {
         return Err(invalid(
             path,
-            &if given.is_empty() {
-                format!("no action: give exactly one of {ACTIONS}")
-            } else {
-                format!(
-                    "more than one action ({}): give exactly one per rule",
-                    given.join(", ")
-                )
-            },
+            &format!(
+                "more than one action ({}): give exactly one per rule",
+                given.join(", ")
+            ),
         ));
     }
 
     let name_value = |field: &str, raw: &RawNameValue| -> Result<(String, String), ConfigError> {
         let field_path = read::join(path, field);
-        let name_path = read::join(&field_path, "name");
-        let name = header_name(&name_path, &raw.name)?;
-        scope.writable(&name_path, &name)?;
+        let name = writable_name(&read::join(&field_path, "name"), &raw.name, scope)?;
         header_value(&read::join(&field_path, "value"), &raw.value)?;
         Ok((name, raw.value.clone()))
     };
@@ -1038,17 +1026,11 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         let (name, value) = name_value("set_if_absent", raw)?;
         Action::SetIfAbsent { name, value }
     } else if let Some(raw) = &raw.remove {
-        let name_path = read::join(path, "remove.name");
-        let name = header_name(&name_path, raw)?;
-        scope.writable(&name_path, &name)?;
+        let name = writable_name(&read::join(path, "remove.name"), raw, scope)?;
         Action::Remove { name }
     } else if let Some(raw) = &raw.rename {
-        let from_path = read::join(path, "rename.from");
-        let from = header_name(&from_path, &raw.from)?;
-        scope.writable(&from_path, &from)?;
-        let to_path = read::join(path, "rename.to");
-        let to = header_name(&to_path, &raw.to)?;
-        scope.writable(&to_path, &to)?;
+        let from = writable_name(&read::join(path, "rename.from"), &raw.from, scope)?;
+        let to = writable_name(&read::join(path, "rename.to"), &raw.to, scope)?;
         Action::Rename { from, to }
     } else if let Some(raw) = &raw.rewrite_path_prefix {
         request_only(path, "rewrite_path_prefix", scope)?;
@@ -1064,10 +1046,7 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         Action::SetAuthority { value }
     } else {
         // Unreachable: exactly one action was counted above.
-        return Err(invalid(
-            path,
-            &format!("no action: give exactly one of {ACTIONS}"),
-        ));
+        return Err(no_action(path));
     };
 
     let when = match &raw.when {
@@ -1075,6 +1054,21 @@ fn validate_rule(path: &str, raw: &RawRule, scope: &Scope<'_>) -> Result<Rule, C
         None => Conditions::default(),
     };
     Ok(Rule { when, action })
+}
+
+/// A rule without an action.
+#[cold]
+#[inline(never)]
+fn no_action(path: &str) -> ConfigError {
+    invalid(path, &format!("no action: give exactly one of {ACTIONS}"))
+}
+
+/// The header name at `path`, lower-cased, which the rule's scope allows it to write.
+#[inline(never)]
+fn writable_name(path: &str, raw: &str, scope: &Scope<'_>) -> Result<String, ConfigError> {
+    let name = header_name(path, raw)?;
+    scope.writable(path, &name)?;
+    Ok(name)
 }
 
 #[inline(never)]
@@ -1088,63 +1082,56 @@ fn request_only(path: &str, action: &str, scope: &Scope<'_>) -> Result<(), Confi
     Ok(())
 }
 
-#[inline(never)]
 fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditions, ConfigError> {
     let path_prefix = raw
         .path_prefix
         .as_ref()
         .map(|prefix| path_text(&read::join(path, "path_prefix"), prefix).map(|()| prefix.clone()))
         .transpose()?;
-    let methods = raw
-        .method
-        .iter()
-        .enumerate()
-        .map(|(index, method)| {
-            if is_token(method) {
-                Ok(method.clone())
-            } else {
-                Err(invalid(
-                    &read::item(&read::join(path, "method"), index),
-                    &format!("{method:?} is not a valid HTTP method"),
-                ))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut methods = Vec::new();
+    for (index, method) in raw.method.iter().enumerate() {
+        if !is_token(method) {
+            return Err(invalid(
+                &read::item(&read::join(path, "method"), index),
+                &format!("{method:?} is not a valid HTTP method"),
+            ));
+        }
+        methods.push(method.clone());
+    }
     let authority = raw
         .authority
         .as_ref()
         .map(|authority| {
             let value = authority_text(&read::join(path, "authority"), authority)?;
             let with_port = match value.strip_prefix('[') {
-                Some(rest) => rest.contains("]:"),
+                // Bytes, not `str::contains`: the substring search costs the binary more than it saves.
+                Some(rest) => rest.as_bytes().windows(2).any(|pair| pair == b"]:"),
                 None => value.contains(':'),
             };
             Ok::<_, ConfigError>(AuthorityMatch { value, with_port })
         })
         .transpose()?;
-    let headers = raw
-        .header
-        .iter()
-        .enumerate()
-        .map(|(index, condition)| {
-            let condition_path = read::item(&read::join(path, "header"), index);
-            let name_path = read::join(&condition_path, "name");
-            let name = header_name(&name_path, &condition.name)?;
-            scope.testable(&name_path, &name)?;
-            match (condition.present, &condition.value) {
-                (Some(_), Some(_)) => Err(invalid(
+    let mut headers = Vec::new();
+    for (index, condition) in raw.header.iter().enumerate() {
+        let condition_path = read::item(&read::join(path, "header"), index);
+        let name_path = read::join(&condition_path, "name");
+        let name = header_name(&name_path, &condition.name)?;
+        scope.testable(&name_path, &name)?;
+        headers.push(match (condition.present, &condition.value) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
                     &condition_path,
                     "give either \"present\" or \"value\", not both",
-                )),
-                (Some(false), None) => Ok(HeaderCondition::Absent(name)),
-                (Some(true) | None, None) => Ok(HeaderCondition::Present(name)),
-                (None, Some(value)) => {
-                    header_value(&read::join(&condition_path, "value"), value)?;
-                    Ok(HeaderCondition::Equals(name, value.as_bytes().to_vec()))
-                }
+                ));
             }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            (Some(false), None) => HeaderCondition::Absent(name),
+            (Some(true) | None, None) => HeaderCondition::Present(name),
+            (None, Some(value)) => {
+                header_value(&read::join(&condition_path, "value"), value)?;
+                HeaderCondition::Equals(name, value.as_bytes().to_vec())
+            }
+        });
+    }
     Ok(Conditions {
         path_prefix,
         methods,
@@ -1153,7 +1140,6 @@ fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditi
     })
 }
 
-#[inline(never)]
 fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPolicy, ConfigError> {
     if raw.identity.is_none() && raw.source_cidrs.is_none() {
         return Err(invalid(
@@ -1169,23 +1155,19 @@ fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPol
             if identity.allow.is_empty() {
                 return Err(invalid("access.identity.allow", "must list at least one identity"));
             }
-            let allow = identity
-                .allow
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| {
-                    let path = read::item("access.identity.allow", index);
-                    let trimmed = entry.trim();
-                    if trimmed.is_empty() {
-                        return Err(invalid(&path, "must not be empty"));
-                    }
-                    if trimmed.contains(',') {
-                        return Err(invalid(&path, "must not contain ',': identities are split on commas, so it could never match; list each identity on its own"));
-                    }
-                    header_value(&path, trimmed)?;
-                    Ok(trimmed.to_owned())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut allow = Vec::new();
+            for (index, entry) in identity.allow.iter().enumerate() {
+                let path = read::item("access.identity.allow", index);
+                let trimmed = entry.trim();
+                if trimmed.is_empty() {
+                    return Err(invalid(&path, "must not be empty"));
+                }
+                if trimmed.contains(',') {
+                    return Err(invalid(&path, "must not contain ',': identities are split on commas, so it could never match; list each identity on its own"));
+                }
+                header_value(&path, trimmed)?;
+                allow.push(trimmed.to_owned());
+            }
             Ok(IdentityRule { source, allow })
         })
         .transpose()?;
@@ -1199,18 +1181,16 @@ fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPol
                     "must list at least one range, e.g. \"100.64.0.0/10\"",
                 ));
             }
-            cidrs
-                .iter()
-                .enumerate()
-                .map(|(index, text)| {
-                    Cidr::parse(text.trim()).map_err(|error| {
-                        invalid(
-                            &read::item("access.source_cidrs", index),
-                            &format!("{text:?}: {error}"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
+            let mut ranges = Vec::new();
+            for (index, text) in cidrs.iter().enumerate() {
+                ranges.push(Cidr::parse(text.trim()).map_err(|error| {
+                    invalid(
+                        &read::item("access.source_cidrs", index),
+                        &format!("{text:?}: {error}"),
+                    )
+                })?);
+            }
+            Ok(ranges)
         })
         .transpose()?;
     Ok(AccessPolicy {
@@ -1224,7 +1204,6 @@ fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPol
 const UNTRUSTED_HEADER: &str = "any client can send a header, so it cannot identify the caller on its own: use {\"property\": \"caller.id\"} (host-harness serve with an [identity] mode) or {\"property\": \"source.principal\"} (Envoy or Istio with mTLS), or add \"trusted\": true only when a front proxy removes this header from every request and sets it itself";
 
 /// The one identity source of `access.identity`: a property, or a header declared trusted.
-#[inline(never)]
 fn identity_source(
     identity: &RawIdentity,
     credential_header: &str,

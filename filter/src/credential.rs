@@ -151,6 +151,8 @@ where
 }
 
 /// Names the first character that may not appear in a header value, if any.
+// Out of line: called by configuration checks and credential resolution alike.
+#[inline(never)]
 pub fn forbidden_value_char(value: &str) -> Option<&'static str> {
     value.bytes().find_map(|byte| match byte {
         b'\r' => Some("a carriage return (CR)"),

@@ -76,7 +76,9 @@ impl Number {
         &self.0
     }
 
-    /// The value, when the literal is a plain non-negative integer that fits a `u64`.
+    /// The value, when the literal is a plain non-negative integer that fits a `u64`. Out of line:
+    /// it was inlined at every numeric field of the configuration and of the token state.
+    #[inline(never)]
     pub fn as_u64(&self) -> Option<u64> {
         let digits = self.0.as_bytes();
         if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
@@ -322,7 +324,6 @@ struct Failure {
 }
 
 impl Failure {
-    #[inline(never)]
     fn locate(self, bytes: &[u8]) -> Error {
         // The offending byte counts as read, as a streaming reader reports it.
         let read = bytes.get(..self.at.saturating_add(1)).unwrap_or(bytes);
@@ -356,6 +357,8 @@ impl Reader<'_> {
     }
 
     /// The next byte that is not whitespace, left unread.
+    // Out of line, like `digits`: called from every reading step.
+    #[inline(never)]
     fn skip_space(&mut self) -> Option<u8> {
         while let Some(byte) = self.peek() {
             if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
@@ -382,6 +385,7 @@ impl Reader<'_> {
         }
     }
 
+    #[inline(never)]
     fn word(&mut self, word: &[u8], value: Value) -> Result<Value, Failure> {
         for &expected in word {
             match self.peek() {
@@ -393,6 +397,8 @@ impl Reader<'_> {
         Ok(value)
     }
 
+    // Out of line: three loops of it in `number` alone.
+    #[inline(never)]
     fn digits(&mut self) -> usize {
         let start = self.at;
         while self.peek().is_some_and(|byte| byte.is_ascii_digit()) {
@@ -648,6 +654,8 @@ impl ObjectWriter {
         Self { out, first: true }
     }
 
+    // Out of line: every member writer starts with it.
+    #[inline(never)]
     fn key(&mut self, key: &str) {
         if !self.first {
             self.out.push(',');

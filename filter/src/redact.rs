@@ -52,16 +52,53 @@ pub fn render_headers(headers: &HeaderList<'_>, credential_header: &str) -> Stri
 /// Shows a value as escaped text: non-UTF-8 bytes as `\xNN`, controls escaped, long values cut.
 fn render_value(value: &[u8]) -> String {
     let shown = value.get(..MAX_SHOWN_VALUE).unwrap_or(value);
-    let mut out: String = shown.escape_ascii().to_string();
+    let mut out = String::with_capacity(shown.len());
+    for byte in shown {
+        push_escaped(&mut out, *byte);
+    }
     if shown.len() < value.len() {
         out.push_str(&format!("...({} bytes)", value.len()));
     }
     out
 }
 
+/// One byte as `<[u8]>::escape_ascii` shows it. Written out because the standard escape goes through
+/// the formatting machinery, which costs more binary than this match.
+fn push_escaped(out: &mut String, byte: u8) {
+    let escaped = match byte {
+        b'\t' => "\\t",
+        b'\r' => "\\r",
+        b'\n' => "\\n",
+        b'\\' => "\\\\",
+        b'\'' => "\\'",
+        b'"' => "\\\"",
+        0x20..=0x7e => {
+            out.push(char::from(byte));
+            return;
+        }
+        _ => {
+            out.push_str("\\x");
+            for nibble in [byte >> 4, byte & 0xf] {
+                out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            }
+            return;
+        }
+    };
+    out.push_str(escaped);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_byte_is_escaped_as_the_standard_library_does() {
+        for byte in 0..=u8::MAX {
+            let mut out = String::new();
+            push_escaped(&mut out, byte);
+            assert_eq!(out, [byte].escape_ascii().to_string(), "{byte}");
+        }
+    }
 
     #[test]
     fn sensitive_values_are_redacted_and_others_escaped() {

@@ -13,7 +13,6 @@ use crate::json::{self, Duplicates, Map, Value};
 ///
 /// # Errors
 /// The reader's error: a syntax error, or a duplicate key, with its position.
-#[inline(never)]
 pub(crate) fn document(bytes: &[u8]) -> Result<Value, json::Error> {
     json::parse(bytes, Duplicates::Refuse)
 }
@@ -48,7 +47,6 @@ pub(crate) fn shape(path: &str, message: String) -> ConfigError {
 }
 
 /// The JSON kind of `value`, the only thing a type error says about what was written.
-#[inline(never)]
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -115,7 +113,6 @@ pub(crate) fn object<'v>(
 ///
 /// # Errors
 /// A type error naming `expected`.
-#[inline(never)]
 pub(crate) fn string<'v>(
     path: &str,
     value: &'v Value,
@@ -131,7 +128,6 @@ pub(crate) fn string<'v>(
 ///
 /// # Errors
 /// A type error.
-#[inline(never)]
 pub(crate) fn boolean(path: &str, value: &Value) -> Result<bool, ConfigError> {
     match value {
         Value::Bool(flag) => Ok(*flag),
@@ -143,7 +139,6 @@ pub(crate) fn boolean(path: &str, value: &Value) -> Result<bool, ConfigError> {
 ///
 /// # Errors
 /// A type error, also for negative and fractional numbers.
-#[inline(never)]
 pub(crate) fn whole(path: &str, value: &Value) -> Result<u64, ConfigError> {
     match value.as_u64() {
         Some(number) => Ok(number),
@@ -155,7 +150,6 @@ pub(crate) fn whole(path: &str, value: &Value) -> Result<u64, ConfigError> {
 ///
 /// # Errors
 /// A type error naming `expected`.
-#[inline(never)]
 pub(crate) fn list<'v>(
     path: &str,
     value: &'v Value,
@@ -177,11 +171,11 @@ pub(crate) fn strings(
     value: &Value,
     expected: &str,
 ) -> Result<Vec<String>, ConfigError> {
-    list(path, value, expected)?
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| string(&item(path, index), entry, "a string").map(str::to_owned))
-        .collect()
+    let mut texts = Vec::new();
+    for (index, entry) in list(path, value, expected)?.iter().enumerate() {
+        texts.push(string(&item(path, index), entry, "a string")?.to_owned());
+    }
+    Ok(texts)
 }
 
 /// One of a fixed set of names, as its typed value. An unknown name is never quoted back.
@@ -237,11 +231,13 @@ pub(crate) fn one_or_many<T>(
     read: impl Fn(&str, &Value) -> Result<T, ConfigError>,
 ) -> Result<Vec<T>, ConfigError> {
     match value {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(index, entry)| read(&item(path, index), entry))
-            .collect(),
+        Value::Array(items) => {
+            let mut read_items = Vec::new();
+            for (index, entry) in items.iter().enumerate() {
+                read_items.push(read(&item(path, index), entry)?);
+            }
+            Ok(read_items)
+        }
         single if is_item(single) => Ok(vec![read(&item(path, 0), single)?]),
         other => Err(wrong_type(path, other, expected)),
     }

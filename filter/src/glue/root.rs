@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::env::VarError;
 use std::rc::Rc;
 
 use log::{debug, error, info, warn};
@@ -13,8 +14,8 @@ use proxy_wasm::types::{Action, ContextType, MapType};
 use super::effects::{MetricIds, finish_request};
 use super::stream::{FilterStream, ShareableStream, StreamShared};
 use super::{Configured, HostPort, Source, Tokens, now_ms, random_u64, usage};
-use crate::config::{self, MissingCredential};
-use crate::credential::{self, CredentialSource};
+use crate::config::{self, FilterConfig, MissingCredential};
+use crate::credential::{self, CredentialError, CredentialSource};
 use crate::engine::{self, RequestDecision};
 use crate::headers::HeaderList;
 use crate::metrics::Metric;
@@ -93,70 +94,33 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
-        let consequence = match config.on_missing_credential {
-            MissingCredential::Deny => "requests will be answered with 503",
-            MissingCredential::Forward => "requests will be forwarded without a credential",
-        };
-        if let CredentialSource::OAuth2(oauth2) = &config.credential.source {
-            let tokens = match Client::resolve(oauth2, |name| std::env::var(name)) {
-                Ok(client) => {
-                    let random = random_u64();
-                    let manager = TokenManager::new(
-                        (**oauth2).clone(),
-                        client,
-                        &config.credential.prefix,
-                        format!("{random:016x}"),
-                        random.rotate_left(29) ^ 0x5bd1_e995,
-                    );
-                    info!(
-                        "credential filter configured: oauth2 tokens from cluster {} for header {} (shared data {})",
-                        oauth2.endpoint.cluster,
-                        config.credential.header,
-                        manager.keys().state
-                    );
-                    Some(Rc::new(Tokens {
-                        manager: RefCell::new(manager),
-                        held: RefCell::new(HashMap::new()),
-                        root_id: self.context_id,
-                    }))
-                }
-                Err(problem) => {
-                    error!("credential filter has no credential: {problem}; {consequence}");
-                    metrics.record(Metric::CredentialAvailable, 0);
-                    None
-                }
-            };
-            let state = Rc::new(Configured {
-                usage: config.usage.map(usage::UsageState::new),
-                config,
-                source: tokens.clone().map_or(Source::Unavailable, Source::OAuth2),
-            });
-            self.state = Some(Rc::clone(&state));
-            if let Some(tokens) = tokens {
-                let commands = tokens.manager.borrow_mut().start(&mut HostPort, now_ms());
-                carry_out(&state, &tokens, metrics, commands, self.context_id);
-            }
-            return true;
-        }
-        let credential = match credential::resolve(&config.credential, |name| std::env::var(name)) {
-            Ok(credential) => {
-                info!(
-                    "credential filter configured: credential ready for header {}",
-                    config.credential.header
-                );
-                Some(credential)
-            }
+        let source = match resolve_source(&config, self.context_id) {
+            Ok(source) => source,
             Err(problem) => {
+                let consequence = match config.on_missing_credential {
+                    MissingCredential::Deny => "requests will be answered with 503",
+                    MissingCredential::Forward => "requests will be forwarded without a credential",
+                };
                 error!("credential filter has no credential: {problem}; {consequence}");
-                None
+                Source::Unavailable
             }
         };
-        metrics.record(Metric::CredentialAvailable, u64::from(credential.is_some()));
-        self.state = Some(Rc::new(Configured {
+        // With `oauth2` the token manager reports availability as tokens come and go.
+        match &source {
+            Source::OAuth2(_) => {}
+            Source::Static(_) => metrics.record(Metric::CredentialAvailable, 1),
+            Source::Unavailable => metrics.record(Metric::CredentialAvailable, 0),
+        }
+        let state = Rc::new(Configured {
             usage: config.usage.map(usage::UsageState::new),
             config,
-            source: credential.map_or(Source::Unavailable, Source::Static),
-        }));
+            source,
+        });
+        self.state = Some(Rc::clone(&state));
+        if let Some(tokens) = state.tokens() {
+            let commands = tokens.manager.borrow_mut().start(&mut HostPort, now_ms());
+            carry_out(&state, tokens, metrics, commands, self.context_id);
+        }
         true
     }
 
@@ -186,6 +150,44 @@ impl RootContext for FilterRoot {
     }
 }
 
+/// The credential source of a valid configuration: the static credential, or this VM's token
+/// manager for `oauth2`. Logs which one is ready.
+fn resolve_source(config: &FilterConfig, root_id: u32) -> Result<Source, CredentialError> {
+    let CredentialSource::OAuth2(oauth2) = &config.credential.source else {
+        let credential = credential::resolve(&config.credential, env_var)?;
+        info!(
+            "credential filter configured: credential ready for header {}",
+            config.credential.header
+        );
+        return Ok(Source::Static(credential));
+    };
+    let client = Client::resolve(oauth2, env_var)?;
+    let random = random_u64();
+    let manager = TokenManager::new(
+        (**oauth2).clone(),
+        client,
+        &config.credential.prefix,
+        format!("{random:016x}"),
+        random.rotate_left(29) ^ 0x5bd1_e995,
+    );
+    info!(
+        "credential filter configured: oauth2 tokens from cluster {} for header {} (shared data {})",
+        oauth2.endpoint.cluster,
+        config.credential.header,
+        manager.keys().state
+    );
+    Ok(Source::OAuth2(Rc::new(Tokens {
+        manager: RefCell::new(manager),
+        held: RefCell::new(HashMap::new()),
+        root_id,
+    })))
+}
+
+/// The VM environment, where `env` sources are read: one function, so every reader shares it.
+fn env_var(name: &str) -> Result<String, VarError> {
+    std::env::var(name)
+}
+
 /// Carries out the token manager's commands. Held requests are finished in their own context
 /// (`proxy_set_effective_context`); afterwards the context of the running callback is restored, so
 /// later host calls (an http call in particular) belong to it and not to a request.
@@ -206,12 +208,15 @@ pub(super) fn carry_out(
                     warn!("cannot set the tick period: {status:?}");
                 }
             }
-            Command::Log(level, line) => match level {
-                TokenLevel::Debug => debug!("{line}"),
-                TokenLevel::Info => info!("{line}"),
-                TokenLevel::Warn => warn!("{line}"),
-                TokenLevel::Error => error!("{line}"),
-            },
+            Command::Log(level, line) => {
+                let level = match level {
+                    TokenLevel::Debug => log::Level::Debug,
+                    TokenLevel::Info => log::Level::Info,
+                    TokenLevel::Warn => log::Level::Warn,
+                    TokenLevel::Error => log::Level::Error,
+                };
+                log::log!(level, "{line}");
+            }
             Command::Resume(context_id) => {
                 switched |= finish_held(state, tokens, metrics, context_id, None);
             }

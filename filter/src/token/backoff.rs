@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::config::BackoffConfig;
+use super::millis;
 
 /// SplitMix64: tiny, fast, and good enough to spread retries apart. Not for secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,10 +47,6 @@ pub fn delay(config: &BackoffConfig, failures: u32, rng: &mut Rng) -> Duration {
         .min(millis(config.max));
     let half = ceiling / 2;
     Duration::from_millis(half.saturating_add(rng.up_to(ceiling.saturating_sub(half))))
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -187,6 +187,16 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     })
 }
 
+/// A required field of the `oauth2` object that is not there.
+#[cold]
+#[inline(never)]
+fn missing(field: &str, hint: &'static str) -> ConfigError {
+    ConfigError::from(ConfigErrorKind::Missing {
+        path: field_path(field),
+        hint,
+    })
+}
+
 #[inline(never)]
 fn field_path(field: &str) -> String {
     if field.is_empty() {
@@ -239,10 +249,10 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
                 ));
             }
             if client_secret.is_none() {
-                return Err(ConfigError::from(ConfigErrorKind::Missing {
-                    path: field_path("client_secret"),
-                    hint: "the client_credentials grant needs {\"env\": \"NAME\"}",
-                }));
+                return Err(missing(
+                    "client_secret",
+                    "the client_credentials grant needs {\"env\": \"NAME\"}",
+                ));
             }
             Grant::ClientCredentials
         }
@@ -355,13 +365,9 @@ pub fn parse(value: &Value) -> Result<OAuth2Config, ConfigError> {
     })
 }
 
-#[inline(never)]
 fn required_string(map: &Map, field: &str, expected: &'static str) -> Result<String, ConfigError> {
     match map.get(field) {
-        None => Err(ConfigError::from(ConfigErrorKind::Missing {
-            path: field_path(field),
-            hint: expected,
-        })),
+        None => Err(missing(field, expected)),
         Some(value) => read::string(&field_path(field), value, expected).map(str::to_owned),
     }
 }
@@ -373,15 +379,11 @@ fn optional_string(map: &Map, field: &str) -> Result<Option<String>, ConfigError
         .transpose()
 }
 
-#[inline(never)]
 fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
     const HINT: &str =
         "{\"cluster\": \"oauth\", \"authority\": \"auth.example.com\", \"path\": \"/oauth/token\"}";
     let Some(value) = value else {
-        return Err(ConfigError::from(ConfigErrorKind::Missing {
-            path: field_path("token_endpoint"),
-            hint: HINT,
-        }));
+        return Err(missing("token_endpoint", HINT));
     };
     let map = read::object(
         &field_path("token_endpoint"),
@@ -393,10 +395,7 @@ fn token_endpoint(value: Option<&Value>) -> Result<TokenEndpoint, ConfigError> {
         let path = field_path(&format!("token_endpoint.{field}"));
         match map.get(field) {
             Some(value) => read::string(&path, value, "a string").map(str::to_owned),
-            None => Err(ConfigError::from(ConfigErrorKind::Missing {
-                path: field_path(&format!("token_endpoint.{field}")),
-                hint: HINT,
-            })),
+            None => Err(missing(&format!("token_endpoint.{field}"), HINT)),
         }
     };
     let cluster = text("cluster")?;
@@ -434,13 +433,9 @@ fn env_name(field: &str, value: Option<&Value>) -> Result<String, ConfigError> {
     }
 }
 
-#[inline(never)]
 fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
     match map.get(field) {
-        None => Err(ConfigError::from(ConfigErrorKind::Missing {
-            path: field_path(field),
-            hint: "a string, or {\"env\": \"NAME\"}",
-        })),
+        None => Err(missing(field, "a string, or {\"env\": \"NAME\"}")),
         Some(Value::String(text)) => {
             if text.trim().is_empty() {
                 return Err(invalid(field, "must not be empty"));
@@ -459,10 +454,10 @@ fn value_source(map: &Map, field: &str) -> Result<ValueSource, ConfigError> {
 fn secret_source(value: Option<&Value>) -> Result<SecretSource, ConfigError> {
     const HINT: &str = "{\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}";
     let Some(value) = value else {
-        return Err(ConfigError::from(ConfigErrorKind::Missing {
-            path: field_path("refresh_token"),
-            hint: "the refresh_token grant needs {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}",
-        }));
+        return Err(missing(
+            "refresh_token",
+            "the refresh_token grant needs {\"env\": \"NAME\"} or {\"inline\": \"TOKEN\"}",
+        ));
     };
     let Value::Object(inner) = value else {
         return Err(invalid("refresh_token", format!("must be {HINT}")));
@@ -624,7 +619,7 @@ fn duration_field(
 /// Renders a duration in the configuration's own syntax.
 pub fn show(duration: Duration) -> String {
     // Configured durations are far below u64 milliseconds; u64 keeps 128-bit formatting out.
-    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let millis = super::millis(duration);
     if millis.is_multiple_of(3_600_000) && millis > 0 {
         format!("{}h", millis / 3_600_000)
     } else if millis.is_multiple_of(60_000) && millis > 0 {
@@ -638,7 +633,6 @@ pub fn show(duration: Duration) -> String {
 
 /// Parses a duration in the workspace's one grammar (the `durations` crate, shared with the proxy's
 /// TOML): `"250ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1h"`, `"30"` (seconds), or a JSON number of seconds.
-#[inline(never)]
 pub fn parse_duration(value: &Value) -> Option<Duration> {
     match value {
         Value::Number(number) => durations::parse_seconds(number.literal()).ok(),

@@ -25,6 +25,7 @@ use super::endpoint::{
     parse_response,
 };
 use super::fingerprint::fingerprint;
+use super::millis;
 use super::state::{Keys, Lease, TokenState};
 use crate::credential::Credential;
 use crate::metrics::Metric;
@@ -303,7 +304,7 @@ impl TokenManager {
         }
         let verdict = match self.arrival_outlook(now) {
             Some(cause) => {
-                out.push(Command::Count(Metric::RequestsFailedNoToken, 1));
+                push(&mut out, Command::Count(Metric::RequestsFailedNoToken, 1));
                 Verdict::Unavailable(cause)
             }
             None => {
@@ -311,7 +312,7 @@ impl TokenManager {
                     context_id,
                     deadline_ms: now.saturating_add(millis(self.config.max_request_wait)),
                 });
-                out.push(Command::Count(Metric::RequestsHeld, 1));
+                push(&mut out, Command::Count(Metric::RequestsHeld, 1));
                 self.kick = true;
                 Verdict::Hold
             }
@@ -329,25 +330,29 @@ impl TokenManager {
         answer: Option<(u16, Vec<u8>)>,
     ) -> Vec<Command> {
         let mut out = Vec::new();
+        match &self.flight {
+            Flight::Waiting { call: expected, .. } if *expected == call => {}
+            Flight::Waiting { .. } => return out,
+            Flight::Idle | Flight::Unpublished { .. } => {
+                log(
+                    &mut out,
+                    Level::Debug,
+                    format!(
+                        "oauth2: ignoring the answer to call {call}, which this VM no longer waits for"
+                    ),
+                );
+                return out;
+            }
+        }
         let Flight::Waiting {
-            call: expected,
             started_ms,
             generation,
             seed,
-        } = self.flight.clone()
+            ..
+        } = std::mem::replace(&mut self.flight, Flight::Idle)
         else {
-            out.push(Command::Log(
-                Level::Debug,
-                format!(
-                    "oauth2: ignoring the answer to call {call}, which this VM no longer waits for"
-                ),
-            ));
             return out;
         };
-        if call != expected {
-            return out;
-        }
-        self.flight = Flight::Idle;
         let outcome = match answer {
             Some((status, body)) => CallOutcome::Response { status, body },
             None => CallOutcome::NoResponse {
@@ -360,12 +365,12 @@ impl TokenManager {
         let secret_refs: Vec<&Secret> = secrets.iter().collect();
         match parse_response(&outcome, &secret_refs) {
             Ok(issued) => {
-                out.push(Command::Count(Metric::TokenRefreshSuccess, 1));
+                push(&mut out, Command::Count(Metric::TokenRefreshSuccess, 1));
                 self.publish_success(host, now, started_ms, generation, &seed, issued, &mut out);
             }
             Err(failure) => self.record_failure(host, now, generation, &seed, &failure, &mut out),
         }
-        if self.flight == Flight::Idle {
+        if matches!(self.flight, Flight::Idle) {
             self.release_lease(host);
         }
         self.load(host, &mut out);
@@ -396,11 +401,11 @@ impl TokenManager {
                     .unauthorized_at_ms
                     .saturating_add(UNAUTHORIZED_COOLDOWN_MS)
             {
-                out.push(Command::Log(
+                log_text(
+                    &mut out,
                     Level::Debug,
-                    "oauth2: upstream answered 401 again within the cooldown; the token is kept"
-                        .into(),
-                ));
+                    "oauth2: upstream answered 401 again within the cooldown; the token is kept",
+                );
                 return out;
             }
             let invalidated = TokenState {
@@ -411,13 +416,14 @@ impl TokenManager {
             };
             match host.set(&self.keys.state, &invalidated.encode(), Write::IfCas(cas)) {
                 Ok(()) => {
-                    out.push(Command::Count(Metric::TokenInvalidated, 1));
-                    out.push(Command::Log(
+                    push(&mut out, Command::Count(Metric::TokenInvalidated, 1));
+                    log(
+                        &mut out,
                         Level::Warn,
                         format!(
                             "oauth2: upstream answered 401 to token generation {generation}; the token is dropped and a new one requested"
                         ),
-                    ));
+                    );
                     self.kick = true;
                     self.load(host, &mut out);
                     self.settle(now, &mut out);
@@ -457,6 +463,7 @@ impl TokenManager {
     // Shared state
     // ------------------------------------------------------------------
 
+    #[inline(never)]
     fn read_state(&self, host: &dyn Host) -> Option<(u32, TokenState)> {
         let (bytes, cas) = host.get(&self.keys.state)?;
         TokenState::decode(&bytes).ok().map(|state| (cas, state))
@@ -478,13 +485,14 @@ impl TokenManager {
             }
             Err(problem) => {
                 if !self.unreadable_logged {
-                    out.push(Command::Log(
+                    log(
+                        out,
                         Level::Warn,
                         format!(
                             "oauth2: shared data {}: {problem}; it will be replaced",
                             self.keys.state
                         ),
-                    ));
+                    );
                     self.unreadable_logged = true;
                 }
                 self.view = None;
@@ -505,10 +513,11 @@ impl TokenManager {
                 Some((bytes, cas)) => match TokenState::decode(bytes) {
                     Ok(state) if state.seed == self.seed => return,
                     Ok(state) if state.retired_seeds.contains(&self.seed) => {
-                        out.push(Command::Log(
+                        log_text(
+                            out,
                             Level::Warn,
-                            "oauth2: a newer configuration has replaced this one's credential; this VM uses the newer tokens until it is reconfigured".into(),
-                        ));
+                            "oauth2: a newer configuration has replaced this one's credential; this VM uses the newer tokens until it is reconfigured",
+                        );
                         return;
                     }
                     Ok(state) => (
@@ -528,7 +537,7 @@ impl TokenManager {
             match host.set(&self.keys.state, &value.encode(), write) {
                 Ok(()) => {
                     if let Some(message) = message {
-                        out.push(Command::Log(Level::Info, message.into()));
+                        log_text(out, Level::Info, message);
                     }
                     return;
                 }
@@ -536,10 +545,11 @@ impl TokenManager {
                 Err(SetError::Failed) => break,
             }
         }
-        out.push(Command::Log(
+        log(
+            out,
             Level::Error,
             format!("oauth2: cannot write shared data {}", self.keys.state),
-        ));
+        );
     }
 
     // ------------------------------------------------------------------
@@ -550,6 +560,7 @@ impl TokenManager {
         millis(self.config.request_timeout).saturating_add(millis(LEASE_SLACK))
     }
 
+    #[inline(never)]
     fn read_lease(&self, host: &dyn Host) -> Option<(Lease, u32)> {
         host.get(&self.keys.lease)
             .map(|(bytes, cas)| (Lease::decode(&bytes), cas))
@@ -594,6 +605,7 @@ impl TokenManager {
     // ------------------------------------------------------------------
 
     /// Whether a new token should be requested now according to `state`.
+    #[inline(never)]
     fn wants_refresh(&self, state: &TokenState, now: u64) -> bool {
         let has_grant = match self.config.grant {
             Grant::RefreshToken { .. } => state.refresh_token.is_some(),
@@ -607,7 +619,7 @@ impl TokenManager {
     }
 
     fn maybe_refresh(&mut self, host: &mut dyn Host, now: u64, out: &mut Vec<Command>) {
-        if self.flight != Flight::Idle {
+        if !matches!(self.flight, Flight::Idle) {
             return;
         }
         let wanted = self
@@ -628,10 +640,11 @@ impl TokenManager {
             Grant::ClientCredentials => None,
         };
         let request = build_request(&self.config, &self.client, refresh_token.as_ref());
-        out.push(Command::Count(Metric::TokenRefreshAttempts, 1));
+        push(out, Command::Count(Metric::TokenRefreshAttempts, 1));
         match host.dispatch(&request) {
             Ok(call) => {
-                out.push(Command::Log(
+                log(
+                    out,
                     Level::Debug,
                     format!(
                         "oauth2: requesting a token from cluster {} (generation {}, {})",
@@ -643,7 +656,7 @@ impl TokenManager {
                             "no valid token"
                         }
                     ),
-                ));
+                );
                 self.flight = Flight::Waiting {
                     call,
                     started_ms: now,
@@ -668,29 +681,34 @@ impl TokenManager {
 
     /// Gives up on a call the host never answered, and retries a publication that failed.
     fn check_flight(&mut self, host: &mut dyn Host, now: u64, out: &mut Vec<Command>) {
-        match self.flight.clone() {
+        match &self.flight {
             Flight::Idle => {}
             Flight::Waiting { started_ms, .. } => {
                 if now >= started_ms.saturating_add(self.lease_ms()) {
-                    out.push(Command::Log(
+                    log_text(
+                        out,
                         Level::Warn,
-                        "oauth2: the host never reported the end of the token request; giving up on it".into(),
-                    ));
+                        "oauth2: the host never reported the end of the token request; giving up on it",
+                    );
                     self.flight = Flight::Idle;
                 }
             }
-            Flight::Unpublished { state, generation } => {
+            Flight::Unpublished { .. } => {
+                let Flight::Unpublished { state, generation } =
+                    std::mem::replace(&mut self.flight, Flight::Idle)
+                else {
+                    return;
+                };
                 if !self.acquire_lease(host, now) {
-                    out.push(Command::Log(
+                    log_text(
+                        out,
                         Level::Error,
-                        "oauth2: lost the lease before the new token could be published; it is discarded".into(),
-                    ));
-                    self.flight = Flight::Idle;
+                        "oauth2: lost the lease before the new token could be published; it is discarded",
+                    );
                     return;
                 }
-                self.flight = Flight::Idle;
                 self.publish(host, state, generation, out);
-                if self.flight == Flight::Idle {
+                if matches!(self.flight, Flight::Idle) {
                     self.release_lease(host);
                 }
                 self.load(host, out);
@@ -713,10 +731,11 @@ impl TokenManager {
             return;
         };
         if current.generation != generation || current.seed != seed {
-            out.push(Command::Log(
+            log_text(
+                out,
                 Level::Warn,
-                "oauth2: the token state changed while this refresh was in flight (configuration change or another VM); its result is discarded".into(),
-            ));
+                "oauth2: the token state changed while this refresh was in flight (configuration change or another VM); its result is discarded",
+            );
             return;
         }
         let lifetime = issued.expires_in.unwrap_or(self.config.default_expires_in);
@@ -744,7 +763,7 @@ impl TokenManager {
             now.saturating_sub(started_ms),
         );
         self.publish(host, next, generation, out);
-        out.push(Command::Log(Level::Info, message));
+        log(out, Level::Info, message);
     }
 
     /// Writes a new state unless its generation was overtaken; on a host failure keeps it for later.
@@ -773,10 +792,11 @@ impl TokenManager {
                 Err(SetError::Failed) => break,
             }
         }
-        out.push(Command::Log(
+        log_text(
+            out,
             Level::Error,
-            "oauth2: could not publish the new token to shared data; keeping the lease and retrying".into(),
-        ));
+            "oauth2: could not publish the new token to shared data; keeping the lease and retrying",
+        );
         self.flight = Flight::Unpublished {
             state: next,
             generation,
@@ -792,7 +812,7 @@ impl TokenManager {
         failure: &RefreshFailure,
         out: &mut Vec<Command>,
     ) {
-        out.push(Command::Count(failure_metric(failure.reason), 1));
+        push(out, Command::Count(failure_metric(failure.reason), 1));
         let disable = failure.reason == FailureReason::InvalidGrant;
         for _ in 0..CAS_RETRIES {
             let Some((cas, current)) = self.read_state(host) else {
@@ -826,14 +846,15 @@ impl TokenManager {
                 Err(SetError::Failed) => break,
             }
         }
-        out.push(Command::Log(
+        log(
+            out,
             Level::Warn,
             format!(
                 "oauth2: token request failed ({}): {}",
                 failure.reason.name(),
                 failure.detail
             ),
-        ));
+        );
     }
 
     fn failure_log(
@@ -866,7 +887,7 @@ impl TokenManager {
                 "oauth2: token request failed ({}): {}; attempt {failures}, next in {} ms; {remaining}",
                 failure.reason.name(),
                 failure.detail,
-                delay.as_millis()
+                millis(delay)
             ),
         )
     }
@@ -896,7 +917,7 @@ impl TokenManager {
             return Some(NoToken::Disabled);
         }
         let deadline = now.saturating_add(millis(self.config.max_request_wait));
-        if self.flight != Flight::Idle || state.retry_at_ms <= deadline {
+        if !matches!(self.flight, Flight::Idle) || state.retry_at_ms <= deadline {
             None
         } else {
             Some(NoToken::BackingOff)
@@ -913,23 +934,24 @@ impl TokenManager {
         if let Some(reason) = disabled
             && !self.disabled_logged
         {
-            out.push(Command::Log(
+            log(
+                out,
                 Level::Error,
                 format!(
                     "oauth2: token refresh is disabled ({}) until the configuration changes; requests get 503 once the current token expires",
                     reason.name()
                 ),
-            ));
+            );
             self.disabled_logged = true;
         }
         if disabled.is_none() {
             self.disabled_logged = false;
         }
-        let idle = self.flight == Flight::Idle;
+        let idle = matches!(self.flight, Flight::Idle);
         let waiters = std::mem::take(&mut self.waiters);
         for waiter in waiters {
             let cause = if usable_now {
-                out.push(Command::Resume(waiter.context_id));
+                push(out, Command::Resume(waiter.context_id));
                 continue;
             } else if disabled.is_some() {
                 NoToken::Disabled
@@ -941,11 +963,14 @@ impl TokenManager {
                 self.waiters.push(waiter);
                 continue;
             };
-            out.push(Command::Count(Metric::RequestsFailedNoToken, 1));
-            out.push(Command::Reject {
-                context_id: waiter.context_id,
-                cause,
-            });
+            push(out, Command::Count(Metric::RequestsFailedNoToken, 1));
+            push(
+                out,
+                Command::Reject {
+                    context_id: waiter.context_id,
+                    cause,
+                },
+            );
         }
         let tick = if self.kick && idle {
             KICK_TICK
@@ -956,7 +981,7 @@ impl TokenManager {
         };
         if self.tick != Some(tick) {
             self.tick = Some(tick);
-            out.push(Command::TickPeriod(tick));
+            push(out, Command::TickPeriod(tick));
         }
         let gauges = Gauges {
             available: u64::from(usable_now),
@@ -970,24 +995,43 @@ impl TokenManager {
         };
         let last = self.gauges.replace(gauges);
         if last.map(|g| g.available) != Some(gauges.available) {
-            out.push(Command::Gauge(
-                Metric::CredentialAvailable,
-                gauges.available,
-            ));
+            push(
+                out,
+                Command::Gauge(Metric::CredentialAvailable, gauges.available),
+            );
         }
         if last.map(|g| g.seconds_to_expiry) != Some(gauges.seconds_to_expiry) {
-            out.push(Command::Gauge(
-                Metric::TokenSecondsToExpiry,
-                gauges.seconds_to_expiry,
-            ));
+            push(
+                out,
+                Command::Gauge(Metric::TokenSecondsToExpiry, gauges.seconds_to_expiry),
+            );
         }
         if last.map(|g| g.disabled) != Some(gauges.disabled) {
-            out.push(Command::Gauge(
-                Metric::TokenRefreshDisabled,
-                gauges.disabled,
-            ));
+            push(
+                out,
+                Command::Gauge(Metric::TokenRefreshDisabled, gauges.disabled),
+            );
         }
     }
+}
+
+/// Asks for a log line. Out of line: each of the manager's log lines would otherwise carry its own
+/// copy of the push.
+#[inline(never)]
+fn log(out: &mut Vec<Command>, level: Level, line: String) {
+    push(out, Command::Log(level, line));
+}
+
+/// Adds a command. Out of line, like [`log`].
+#[inline(never)]
+fn push(out: &mut Vec<Command>, command: Command) {
+    out.push(command);
+}
+
+/// Asks for a fixed log line.
+#[inline(never)]
+fn log_text(out: &mut Vec<Command>, level: Level, line: &str) {
+    log(out, level, line.to_owned());
 }
 
 /// When a proactive refresh is due: `margin` before expiry, but no earlier than half the lifetime.
@@ -1015,8 +1059,4 @@ pub fn failure_metric(reason: FailureReason) -> Metric {
         FailureReason::InvalidGrant => Metric::RefreshFailedInvalidGrant,
         FailureReason::OAuthError => Metric::RefreshFailedOAuthError,
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -22,5 +22,12 @@ pub mod fingerprint;
 pub mod manager;
 pub mod state;
 
+/// Whole milliseconds of `duration`, saturating. Out of line and shared: the 128-bit arithmetic of
+/// `Duration::as_millis` was inlined at each of the token manager's many uses.
+#[inline(never)]
+pub(crate) fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests;

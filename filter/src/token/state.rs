@@ -66,6 +66,8 @@ pub struct TokenState {
 
 impl TokenState {
     /// The state a configuration starts from: no access token yet, the configured refresh token.
+    // Out of line: three builders of a fresh state call it.
+    #[inline(never)]
     pub fn seeded(seed: &str, refresh_token: Option<Secret>) -> Self {
         Self {
             refresh_token,
@@ -151,19 +153,30 @@ impl TokenState {
                 .filter(|token| !token.is_empty())
                 .map(Secret::new))
         };
+        // Every field fails alike (unreadable), so the numbers are read first and the owned fields
+        // last: an error then has fewer allocations to drop.
+        let generation = document.whole("generation")?.unwrap_or(0);
+        let expires_at_ms = document.whole("expires_at_ms")?.unwrap_or(0);
+        let obtained_at_ms = document.whole("obtained_at_ms")?.unwrap_or(0);
+        let failures = u32::try_from(document.whole("failures")?.unwrap_or(0))
+            .map_err(|_| StateError::Unreadable)?;
+        let retry_at_ms = document.whole("retry_at_ms")?.unwrap_or(0);
+        let unauthorized_at_ms = document.whole("unauthorized_at_ms")?.unwrap_or(0);
+        let seed = document.text("seed")?.unwrap_or_default();
+        let access_token = token("access_token")?;
+        let refresh_token = token("refresh_token")?;
         Ok(Self {
-            generation: document.whole("generation")?.unwrap_or(0),
-            access_token: token("access_token")?,
-            expires_at_ms: document.whole("expires_at_ms")?.unwrap_or(0),
-            obtained_at_ms: document.whole("obtained_at_ms")?.unwrap_or(0),
-            refresh_token: token("refresh_token")?,
-            seed: document.text("seed")?.unwrap_or_default().to_owned(),
+            generation,
+            access_token,
+            expires_at_ms,
+            obtained_at_ms,
+            refresh_token,
+            seed: seed.to_owned(),
             retired_seeds: document.texts("retired_seeds")?,
             disabled,
-            failures: u32::try_from(document.whole("failures")?.unwrap_or(0))
-                .map_err(|_| StateError::Unreadable)?,
-            retry_at_ms: document.whole("retry_at_ms")?.unwrap_or(0),
-            unauthorized_at_ms: document.whole("unauthorized_at_ms")?.unwrap_or(0),
+            failures,
+            retry_at_ms,
+            unauthorized_at_ms,
         })
     }
 }
@@ -208,14 +221,13 @@ impl<'a> Document<'a> {
     fn texts(&self, field: &str) -> Result<Vec<String>, StateError> {
         match self.0.get(field) {
             None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| {
-                    item.as_str()
-                        .map(str::to_owned)
-                        .ok_or(StateError::Unreadable)
-                })
-                .collect(),
+            Some(Value::Array(items)) => {
+                let mut texts = Vec::new();
+                for item in items {
+                    texts.push(item.as_str().ok_or(StateError::Unreadable)?.to_owned());
+                }
+                Ok(texts)
+            }
             Some(_) => Err(StateError::Unreadable),
         }
     }
