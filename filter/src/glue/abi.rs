@@ -1,5 +1,5 @@
 //! The filter's only `unsafe` code: the host calls of the per-request path made without the SDK's
-//! wrappers, and the global allocator.
+//! wrappers, WASI's `random_get`, and the global allocator.
 //!
 //! The SDK decodes a header map into an owned `String` and `Vec` per name and value (two allocations
 //! per header, and a panic on a name that is not UTF-8), serialises a property path into a fresh `Vec`
@@ -30,6 +30,11 @@ unsafe extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+unsafe extern "C" {
+    fn random_get(buffer: *mut u8, length: usize) -> u16;
 }
 
 /// `Ok`, in the ABI's numbering.
@@ -79,14 +84,28 @@ pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
     }
 }
 
-/// The host's time in milliseconds since the Unix epoch; 0 if the host will not say.
-pub(super) fn now_ms() -> u64 {
+/// The host's time in nanoseconds since the Unix epoch; 0 if the host will not say.
+pub(super) fn now_nanos() -> u64 {
     let mut nanos = 0;
     // SAFETY: the host writes one `u64` into the local.
     match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
-        OK => nanos / 1_000_000,
+        OK => nanos,
         _ => 0,
     }
+}
+
+/// The host's time in milliseconds since the Unix epoch; 0 if the host will not say.
+pub(super) fn now_ms() -> u64 {
+    now_nanos() / 1_000_000
+}
+
+/// 64 bits from WASI `random_get`; `None` when the host fails it. Called directly: the standard
+/// library reaches it only through `RandomState`, whose SipHash and error tables cost kilobytes.
+pub(super) fn random_u64() -> Option<u64> {
+    let mut bytes = [0; 8];
+    // SAFETY: the host writes at most `bytes.len()` bytes into the local array.
+    let errno = unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) };
+    (errno == 0).then(|| u64::from_le_bytes(bytes))
 }
 
 /// The value of a property by its dotted path (`caller.id`), which has no NUL and no escaped dot

@@ -25,10 +25,9 @@
 //! - `usage`: the host side of usage accounting.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+
+use hashbrown::HashMap;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
@@ -154,14 +153,11 @@ impl Host for HostPort {
     }
 }
 
-/// 64 random bits: the standard library seeds `RandomState` from WASI `random_get`; the clock is mixed
-/// in so two VMs differ even on a host whose random source is weak.
+/// 64 random bits: WASI `random_get`, with the clock mixed in (through SplitMix64's finaliser) so two
+/// VMs differ even on a host whose random source is weak or fails.
 fn random_u64() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = hostcalls::get_current_time()
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .unwrap_or(Duration::ZERO);
-    hasher.write_u128(nanos.as_nanos());
-    hasher.finish()
+    let mut mixed = abi::random_u64().unwrap_or(0) ^ abi::now_nanos();
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^ (mixed >> 31)
 }

@@ -1,8 +1,8 @@
 //! The root context: validates the configuration, resolves the credential, defines the metrics, and
 //! with the `oauth2` source runs the VM's token manager and finishes the requests held for a token.
 
+use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::env::VarError;
 use std::rc::Rc;
 
