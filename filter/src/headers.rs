@@ -17,11 +17,31 @@ use std::borrow::Cow;
 
 /// An ordered list of header entries `(lower-case name, value bytes)`, each
 /// borrowed for `'a` or owned.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct HeaderList<'a> {
     // Names as bytes: a host's names are read without a UTF-8 check, and a name that is not text
     // can still be kept, passed on and never matched.
     entries: Vec<Line<'a>>,
+    /// A bit per name length the list has held ([`length_bit`]), set as lines come and never
+    /// cleared: a name whose bit is clear is absent without a scan, and most names a request is
+    /// asked for (a credential it did not send, a header a preset adds) are.
+    lengths: u64,
+}
+
+/// Lists are equal when their lines are; `lengths` only says where not to look.
+impl PartialEq for HeaderList<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for HeaderList<'_> {}
+
+/// The [`HeaderList::lengths`] bits of `entries`.
+fn lengths_of(entries: &[Line<'_>]) -> u64 {
+    entries
+        .iter()
+        .fold(0, |lengths, (name, _)| lengths | length_bit(name))
 }
 
 /// One header line: its lower-case name and its value.
@@ -187,8 +207,9 @@ impl<'a> HeaderList<'a> {
         let entries = pairs
             .into_iter()
             .map(|(name, value)| (stored_name(name), value.into()))
-            .collect();
-        Self { entries }
+            .collect::<Vec<_>>();
+        let lengths = lengths_of(&entries);
+        Self { entries, lengths }
     }
 
     /// Reads a header map in the proxy-wasm wire form (a little-endian `u32` count, then a `u32`
@@ -236,7 +257,8 @@ impl<'a> HeaderList<'a> {
             };
             entries.push((name, Cow::Borrowed(value)));
         }
-        Ok(Self { entries })
+        let lengths = lengths_of(&entries);
+        Ok(Self { entries, lengths })
     }
 
     /// A list with the same entries that borrows them from this one: the
@@ -254,7 +276,10 @@ impl<'a> HeaderList<'a> {
                 .iter()
                 .map(|(name, value)| (Cow::Borrowed(&**name), Cow::Borrowed(&**value))),
         );
-        HeaderList { entries }
+        HeaderList {
+            entries,
+            lengths: self.lengths,
+        }
     }
 
     /// Number of entries (header lines).
@@ -279,8 +304,14 @@ impl<'a> HeaderList<'a> {
         &'s self,
         name: &'n str,
     ) -> impl Iterator<Item = &'s [u8]> + Clone + use<'s, 'a, 'n> {
+        let lines = if self.may_hold(name) {
+            self.entries.len()
+        } else {
+            0
+        };
         self.entries
             .iter()
+            .take(lines)
             .filter(move |(entry, _)| is_named(entry, name))
             .map(|(_, value)| &**value)
     }
@@ -305,8 +336,16 @@ impl<'a> HeaderList<'a> {
         self.entries.get(index).map(|(_, value)| &**value)
     }
 
+    /// Whether a line of `name` may be in the list; false means it is not.
+    fn may_hold(&self, name: &str) -> bool {
+        self.lengths & length_bit(name.as_bytes()) != 0
+    }
+
     /// Index of the first line of `name`.
     fn position(&self, name: &str) -> Option<usize> {
+        if !self.may_hold(name) {
+            return None;
+        }
         self.entries
             .iter()
             .position(|(entry, _)| is_named(entry, name))
@@ -323,12 +362,16 @@ impl<'a> HeaderList<'a> {
                     entry.1 = value;
                 }
             }
-            None => self.entries.push((stored_name(name), value)),
+            None => {
+                self.lengths |= length_bit(name.as_bytes());
+                self.entries.push((stored_name(name), value));
+            }
         }
     }
 
     /// Adds one more line for `name`, after any existing ones.
     pub fn append(&mut self, name: &'a str, value: impl IntoValue<'a>) {
+        self.lengths |= length_bit(name.as_bytes());
         self.entries.push((stored_name(name), value.into_value()));
     }
 
@@ -338,15 +381,27 @@ impl<'a> HeaderList<'a> {
         let Some(first) = self.position(name) else {
             return false;
         };
+        self.entries.remove(first);
         self.remove_from(name, first);
         true
     }
 
     /// Removes the lines of `name` from index `from` on.
     fn remove_from(&mut self, name: &str, from: usize) {
+        // A name almost always has one line: a scan of the rest finds no other, and only a second
+        // line costs a pass that moves entries.
+        let Some(next) = self
+            .entries
+            .iter()
+            .skip(from)
+            .position(|(entry, _)| is_named(entry, name))
+        else {
+            return;
+        };
+        let next = from + next;
         let mut index = 0;
         self.entries.retain(|(entry, _)| {
-            let keep = index < from || !is_named(entry, name);
+            let keep = index < next || !is_named(entry, name);
             index += 1;
             keep
         });
@@ -361,6 +416,7 @@ impl<'a> HeaderList<'a> {
         if !from.eq_ignore_ascii_case(to) {
             self.remove(to);
             let to = stored_name(to);
+            self.lengths |= length_bit(&to);
             for (entry, _) in &mut self.entries {
                 if is_named(entry, from) {
                     entry.clone_from(&to);
@@ -638,11 +694,37 @@ mod tests {
     }
 
     #[test]
+    fn lookups_skip_absent_lengths_and_still_find_every_line() {
+        let mut headers = list(&[("ab", "1")]);
+        assert_eq!(headers.first("xyz"), None);
+        assert!(!headers.contains("xyz"));
+        assert!(headers.remove("ab"));
+        headers.append("CD", "2");
+        assert_eq!(headers.first("cd"), Some(&b"2"[..]));
+        // Lengths 66 and 2 share a bit: the names are still compared.
+        let long = "x".repeat(66);
+        headers.append(&long, "3");
+        assert_eq!(headers.first(&long), Some(&b"3"[..]));
+        assert_eq!(headers.first("ef"), None);
+        // Equality looks at the lines alone.
+        let mut other = list(&[("cd", "2")]);
+        other.append(&long, "3");
+        assert_eq!(headers, other);
+    }
+
+    #[test]
     fn remove_reports_whether_anything_went() {
         let mut headers = list(&[("a", "1"), ("a", "2"), ("b", "3")]);
         assert!(headers.remove("A"));
         assert!(!headers.remove("a"));
         assert_eq!(headers, list(&[("b", "3")]));
+        // Lines of the name anywhere, the others kept in order.
+        let mut headers = list(&[("x", "1"), ("a", "1"), ("x", "2"), ("a", "2"), ("a", "3")]);
+        assert!(headers.remove("a"));
+        assert_eq!(headers, list(&[("x", "1"), ("x", "2")]));
+        let mut headers = list(&[("a", "1"), ("x", "1"), ("a", "2"), ("y", "1"), ("a", "3")]);
+        headers.set("A", "z");
+        assert_eq!(headers, list(&[("a", "z"), ("x", "1"), ("y", "1")]));
     }
 
     #[test]
