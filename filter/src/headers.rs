@@ -227,12 +227,14 @@ impl<'a> HeaderList<'a> {
             return Ok(Self::new());
         }
         let count = word(0)?;
-        // The sizes table bounds the count by the bytes there are, so a forged count allocates nothing.
-        let mut data = count
-            .checked_mul(8)
-            .and_then(|table| table.checked_add(4))
-            .filter(|&data| data <= bytes.len())
+        // Each entry takes at least ten bytes (two sizes, two NULs): a forged count is refused
+        // before anything is allocated for it.
+        count
+            .checked_mul(10)
+            .and_then(|least| least.checked_add(4))
+            .filter(|&least| least <= bytes.len())
             .ok_or(MalformedMap::Truncated)?;
+        let mut data = 4 + count * 8;
         let mut entries = Vec::with_capacity(count);
         let mut take = |size: usize| -> Result<&'a [u8], MalformedMap> {
             let end = data.checked_add(size).ok_or(MalformedMap::Truncated)?;

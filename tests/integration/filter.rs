@@ -675,3 +675,84 @@ fn each_vm_of_a_plugin_is_configured_and_counts_into_shared_metrics() {
     forwarded(&mut second, request("/", &[]));
     assert_eq!(counter(&plugin, "credential_filter_requests_total"), 2);
 }
+
+/// The import and export names of a module, read from its sections (`module.name` for imports).
+fn interface(wasm: &[u8]) -> (Vec<String>, Vec<String>) {
+    fn leb(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut value, mut shift) = (0, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            value |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                return value;
+            }
+        }
+    }
+    fn name(bytes: &[u8], at: &mut usize) -> String {
+        let len = leb(bytes, at);
+        let text = String::from_utf8(bytes[*at..*at + len].to_vec()).unwrap();
+        *at += len;
+        text
+    }
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut at = 8;
+    while at < wasm.len() {
+        let id = wasm[at];
+        at += 1;
+        let size = leb(wasm, &mut at);
+        let end = at + size;
+        let mut cursor = at;
+        if id == 2 || id == 7 {
+            for _ in 0..leb(wasm, &mut cursor) {
+                let first = name(wasm, &mut cursor);
+                if id == 7 {
+                    cursor += 1;
+                    leb(wasm, &mut cursor);
+                    exports.push(first);
+                    continue;
+                }
+                let field = name(wasm, &mut cursor);
+                let kind = wasm[cursor];
+                cursor += 1;
+                assert_eq!(kind, 0, "{first}.{field}: only functions are imported");
+                leb(wasm, &mut cursor);
+                imports.push(format!("{first}.{field}"));
+            }
+        }
+        at = end;
+    }
+    (imports, exports)
+}
+
+#[test]
+fn the_module_exports_no_malloc_and_imports_the_abi_and_five_wasi_calls() {
+    let wasm = std::fs::read(env!("FILTER_WASM")).unwrap();
+    let (imports, exports) = interface(&wasm);
+    // Hosts prefer an exported `malloc` to `proxy_on_memory_allocate`: the filter hands over blocks
+    // its allocator frees by size, so only the latter may be there.
+    assert!(
+        exports
+            .iter()
+            .any(|name| name == "proxy_on_memory_allocate"),
+        "{exports:?}"
+    );
+    assert!(!exports.iter().any(|name| name == "malloc"), "{exports:?}");
+    let wasi: Vec<&str> = imports
+        .iter()
+        .filter(|name| !name.starts_with("env.proxy_"))
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "wasi_snapshot_preview1.environ_get",
+        "wasi_snapshot_preview1.environ_sizes_get",
+        "wasi_snapshot_preview1.fd_write",
+        "wasi_snapshot_preview1.proc_exit",
+        "wasi_snapshot_preview1.random_get",
+    ];
+    let mut found = wasi.clone();
+    found.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(found, expected);
+}

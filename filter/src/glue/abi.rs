@@ -34,17 +34,28 @@ unsafe extern "C" {
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
 unsafe extern "C" {
-    fn random_get(buffer: *mut u8, length: usize) -> u16;
+    fn random_get(buffer: *mut u8, length: usize) -> i32;
 }
 
 /// `Ok`, in the ABI's numbering.
 const OK: u32 = 0;
 /// `NotFound`, in the ABI's numbering.
 const NOT_FOUND: u32 = 1;
+/// Not a status: `Ok` with a size but no block, reported as this number (outside the ABI's).
+pub(super) const NO_BLOCK: u32 = u32::MAX;
 
 /// A status other than `Ok` from the host, by its ABI number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct HostStatus(pub(super) u32);
+
+impl std::fmt::Display for HostStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            NO_BLOCK => f.write_str("the host answered Ok with a size but no data"),
+            status => write!(f, "the host answered with status {status}"),
+        }
+    }
+}
 
 /// Takes ownership of a block the host filled: it allocated it through the SDK's
 /// `proxy_on_memory_allocate`, which hands out a leaked `Box<[u8]>` of exactly `size` bytes.
@@ -58,12 +69,15 @@ fn host_block(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
-/// The serialized pairs of a header map, in the host's own block.
+/// The serialized pairs of a header map, in the host's own block. A host that answers `Ok` with a
+/// size but no block is refused as [`NO_BLOCK`] rather than read as an empty map, which would hide
+/// every header the filter must strip.
 pub(super) fn header_map(map: MapType) -> Result<Vec<u8>, HostStatus> {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: the host writes a pointer and a size into the two locals, nothing else.
     let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
     match status {
+        OK if data.is_null() && size != 0 => Err(HostStatus(NO_BLOCK)),
         OK => Ok(host_block(data, size)),
         other => Err(HostStatus(other)),
     }

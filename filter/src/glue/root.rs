@@ -1,18 +1,20 @@
 //! The root context: validates the configuration, resolves the credential, defines the metrics, and
 //! with the `oauth2` source runs the VM's token manager and finishes the requests held for a token.
 
-use hashbrown::HashMap;
 use std::cell::RefCell;
 use std::env::VarError;
 use std::rc::Rc;
+
+use hashbrown::HashMap;
 
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
+use super::abi;
 use super::effects::{MetricIds, finish_request};
-use super::stream::{FilterStream, ShareableStream, StreamShared};
+use super::stream::{FilterStream, ShareableStream, StreamShared, read_headers};
 use super::{Configured, HostPort, Source, Tokens, now_ms, random_u64, usage};
 use crate::config::{self, FilterConfig, MissingCredential};
 use crate::credential::{self, CredentialError, CredentialSource};
@@ -247,10 +249,25 @@ pub(super) fn finish_held(
         debug!("request {context_id}: gone before it could be resumed: {status:?}");
         return false;
     }
-    let Ok(pairs) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-        return true;
+    let bytes = abi::header_map(MapType::HttpRequestHeaders);
+    let request = match read_headers(&bytes) {
+        Ok(request) => request,
+        Err(unreadable) => {
+            warn!(
+                "request {context_id}: headers unreadable ({unreadable}): answered without forwarding"
+            );
+            finish_request(
+                state,
+                metrics,
+                &shared,
+                context_id,
+                &HeaderList::new(),
+                RequestDecision::Respond(engine::headers_unreadable()),
+                false,
+            );
+            return true;
+        }
     };
-    let request = HeaderList::from_pairs(pairs);
     // Only an admitted request is ever held; without the verdict the request is refused as
     // unconfigured rather than forwarded unchecked.
     let Some(admitted) = admitted else {

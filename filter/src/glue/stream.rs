@@ -284,18 +284,32 @@ impl HttpContext for FilterStream {
         let observing = self.usage.is_some() && state.usage.is_some();
         // Unless a rule needs the response (or debug logs say what was removed), its edits are
         // known without reading it.
-        let reads_response =
-            state.config.response_rules_read_response || log_enabled!(Level::Debug);
+        let rules_read = state.config.response_rules_read_response;
+        let reads_response = rules_read || log_enabled!(Level::Debug);
+        let watching = self.watches_for_401(&state);
+        if watching && !observing && !reads_response {
+            // Only the status matters: one value, not the whole map. Bytes, not the string getter:
+            // it panics on a non-UTF-8 value.
+            let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+                .ok()
+                .flatten();
+            self.on_status(&state, status.as_deref());
+        }
         // One copy of the map serves usage, the 401 watch and the rules; without any of them the
         // response is not copied into the guest at all.
-        let bytes = (observing || reads_response || self.watches_for_401(&state))
-            .then(|| abi::header_map(MapType::HttpResponseHeaders));
+        let bytes =
+            (observing || reads_response).then(|| abi::header_map(MapType::HttpResponseHeaders));
         let response = match bytes.as_ref().map(read_headers).transpose() {
             Ok(response) => response,
             Err(unreadable) => {
                 warn!(
-                    "response {}: headers unreadable ({unreadable}): only the credential header is removed",
-                    self.context_id
+                    "response {}: headers unreadable ({unreadable}): usage counts no status{}",
+                    self.context_id,
+                    if rules_read {
+                        ", and only the credential header is removed"
+                    } else {
+                        ""
+                    }
                 );
                 None
             }
@@ -304,15 +318,16 @@ impl HttpContext for FilterStream {
         {
             usage::response_headers(observation, usage, response.as_ref(), end_of_stream);
         }
-        self.on_status(
-            &state,
-            response
-                .as_ref()
-                .and_then(|response| response.first(":status")),
-        );
+        if observing || reads_response {
+            self.on_status(
+                &state,
+                response
+                    .as_ref()
+                    .and_then(|response| response.first(":status")),
+            );
+        }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
         let Some(response) = response.filter(|_| reads_response) else {
-            let credential = HeaderEdit::Remove(&state.config.credential.header);
             let apply = |edit| {
                 apply_edit(
                     self.context_id,
@@ -321,10 +336,10 @@ impl HttpContext for FilterStream {
                     edit,
                 );
             };
-            if reads_response {
+            if rules_read {
                 // The rules cannot be judged on a response that cannot be read; the credential
                 // header goes whatever it said.
-                apply(credential);
+                apply(HeaderEdit::Remove(&state.config.credential.header));
                 return Action::Continue;
             }
             let applied = engine::unread_response_edits(&state.config, &request, apply);
@@ -413,10 +428,17 @@ impl FilterStream {
         let Some(state) = self.state.as_ref() else {
             return;
         };
-        let Ok(pairs) = hostcalls::get_map_bytes(map) else {
-            return;
+        let bytes = abi::header_map(map);
+        let trailers = match read_headers(&bytes) {
+            Ok(trailers) => trailers,
+            Err(unreadable) => {
+                warn!(
+                    "context {}: trailers unreadable ({unreadable}): left as they are",
+                    self.context_id
+                );
+                return;
+            }
         };
-        let trailers = HeaderList::from_pairs(pairs);
         let cleaned = pass(&state.config, &trailers);
         for edit in diff(&trailers, &cleaned, names(&state.config)) {
             apply_edit(self.context_id, map, &cleaned, edit);
@@ -426,9 +448,9 @@ impl FilterStream {
 
 /// Why a header map the filter reads could not be read.
 #[derive(Debug, thiserror::Error)]
-enum MapUnreadable {
+pub(super) enum MapUnreadable {
     /// The host refused it with this status.
-    #[error("the host answered with status {}", .0.0)]
+    #[error("{0}")]
     Host(HostStatus),
     /// The host's bytes are not a well-formed map.
     #[error("{0}")]
@@ -436,7 +458,9 @@ enum MapUnreadable {
 }
 
 /// The header list in a map the host handed over, borrowed from its bytes.
-fn read_headers(bytes: &Result<Vec<u8>, HostStatus>) -> Result<HeaderList<'_>, MapUnreadable> {
+pub(super) fn read_headers(
+    bytes: &Result<Vec<u8>, HostStatus>,
+) -> Result<HeaderList<'_>, MapUnreadable> {
     let bytes = bytes
         .as_ref()
         .map_err(|status| MapUnreadable::Host(*status))?;
