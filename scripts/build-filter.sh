@@ -8,7 +8,8 @@
 #   2. the post-link step with binaryen: `wasm-metadce` drops the SDK's callbacks for features the filter
 #      never uses (gRPC, foreign functions, shared queues, TCP streams) and everything only they reach; hosts
 #      treat every `proxy_on_*` callback as optional and never call these for an HTTP filter that makes no
-#      gRPC call, calls no foreign function and registers no queue. Then `wasm-opt -Oz`.
+#      gRPC call, calls no foreign function and registers no queue. Then `wasm-opt -Os` (not `-Oz`: that is
+#      2% smaller but costs 3% more instructions per request, where `-Os` costs none).
 # The result is written next to the target dir's platform folder, as DIR/filter.wasm (default target/wasm).
 # binaryen is installed with apt-get when missing and this runs as root; otherwise the error says what to do.
 set -euo pipefail
@@ -69,7 +70,7 @@ features=(--enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enab
     --enable-multivalue --enable-reference-types)
 wasm-metadce "${features[@]}" --graph-file "$work/graph.json" "$linked" -o "$work/dce.wasm" >/dev/null \
     || die "wasm-metadce failed on $linked"
-wasm-opt -Oz "${features[@]}" "$work/dce.wasm" -o "$work/filter.wasm" \
+wasm-opt -Os "${features[@]}" "$work/dce.wasm" -o "$work/filter.wasm" \
     || die "wasm-opt failed on $linked"
 
 # Replace the shipped module in one step: a reader never sees half a file.
