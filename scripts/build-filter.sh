@@ -49,12 +49,17 @@ linked="$target_dir/wasm32-wasip1/wasm-release/filter.wasm"
 work="$(mktemp -d "$target_dir/.post-link.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-# The exports that stay: the ABI marker, start-up, the allocator, and the callbacks of an HTTP filter with
-# timers and HTTP calls. tests/integration/filter.rs checks the module exports exactly these.
-keep=(memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate proxy_on_context_create
-    proxy_on_vm_start proxy_on_configure proxy_on_tick proxy_on_http_call_response proxy_on_request_headers
-    proxy_on_request_body proxy_on_request_trailers proxy_on_response_headers proxy_on_response_body
-    proxy_on_response_trailers proxy_on_done proxy_on_log proxy_on_delete)
+# The SDK's callbacks for what the filter never uses. Everything else the link output exports stays, so a
+# callback a later SDK adds is kept until someone decides otherwise; tests/integration/filter.rs pins the set.
+drop=(proxy_on_grpc_receive proxy_on_grpc_receive_initial_metadata proxy_on_grpc_receive_trailing_metadata
+    proxy_on_grpc_close proxy_on_foreign_function proxy_on_queue_ready proxy_on_new_connection
+    proxy_on_downstream_data proxy_on_upstream_data proxy_on_downstream_connection_close
+    proxy_on_upstream_connection_close)
+exports_of() { wasm-dis "$1" | sed -n 's/^ (export "\([^"]*\)".*/\1/p' | sort; }
+keep=()
+while read -r name; do
+    [[ " ${drop[*]} " == *" $name "* ]] || keep+=("$name")
+done < <(exports_of "$linked")
 {
     echo "["
     sep=""
@@ -72,6 +77,10 @@ wasm-metadce "${features[@]}" --graph-file "$work/graph.json" "$linked" -o "$wor
     || die "wasm-metadce failed on $linked"
 wasm-opt -Os "${features[@]}" "$work/dce.wasm" -o "$work/filter.wasm" \
     || die "wasm-opt failed on $linked"
+
+# The post-link module exports exactly what was kept.
+[[ "$(exports_of "$work/filter.wasm")" == "$(printf '%s\n' "${keep[@]}")" ]] \
+    || die "the post-link module's exports differ from the ones kept: ${keep[*]}"
 
 # Replace the shipped module in one step: a reader never sees half a file.
 mv -f "$work/filter.wasm" "$target_dir/filter.wasm"
