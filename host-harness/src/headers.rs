@@ -3,8 +3,10 @@
 //! Names are stored lower-case, as Envoy stores them, so lookups are case-insensitive; values are bytes, since
 //! HTTP allows values that are not UTF-8. `Debug` output redacts credential-bearing headers.
 //!
-//! A map is one byte buffer holding every name and value back to back, plus one span per field: copying a
-//! map costs two allocations however many fields it has, and a filter's edits change it in place.
+//! A map is one byte buffer holding every field as `name\0value\0`, back to back, plus one span per field:
+//! copying a map costs two allocations however many fields it has, a filter's edits change it in place, and
+//! the buffer is already the data part of the ABI's serialized form, so handing a map to a guest copies it
+//! in one piece.
 
 use std::fmt;
 use std::ops::Range;
@@ -17,7 +19,7 @@ const REDACTED_NAMES: [&str; 4] = [
     "cookie",
 ];
 
-/// Where one field sits in the map's buffer: the name at `start`, the value right after it.
+/// Where one field sits in the map's buffer: the name at `start`, its NUL, the value, the value's NUL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     start: usize,
@@ -31,13 +33,18 @@ impl Span {
     }
 
     fn value(self) -> Range<usize> {
-        self.start + self.name_len..self.end()
+        let value_start = self.start + self.name_len + 1;
+        value_start..value_start + self.value_len
     }
 
+    /// Where the next field starts: past the value's NUL.
     fn end(self) -> usize {
-        self.start + self.name_len + self.value_len
+        self.start + self.name_len + self.value_len + FIELD_NULS
     }
 }
+
+/// The NULs each field carries in the buffer, one after the name and one after the value.
+const FIELD_NULS: usize = 2;
 
 /// Room a copy of a map keeps for edits: a filter typically adds or replaces a field or two (a credential,
 /// a tag) in a map it was handed, and a copy at its exact size would have to grow both buffers for the first.
@@ -48,8 +55,8 @@ const EDIT_ROOM_BYTES: usize = 256;
 /// Ordered header fields; a name may repeat.
 #[derive(Default)]
 pub struct Headers {
-    /// Every field's lower-case name and value, back to back in field order, with no gaps: its length is
-    /// the total size of the names and values.
+    /// Every field as its lower-case name, a NUL, its value and a NUL, back to back in field order, with
+    /// no gaps: the data part of the map's ABI encoding.
     bytes: Vec<u8>,
     spans: Vec<Span>,
 }
@@ -80,7 +87,19 @@ impl Headers {
 
     /// The total size of every name and value, the part of a map's size that is not per-field overhead.
     pub(crate) fn byte_len(&self) -> usize {
-        self.bytes.len()
+        self.bytes.len() - self.spans.len() * FIELD_NULS
+    }
+
+    /// Every field as `name\0value\0`, back to back in field order: the data part of the map's encoding.
+    pub(crate) fn field_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Each field's name and value lengths, in field order.
+    pub(crate) fn field_lens(&self) -> impl ExactSizeIterator<Item = (usize, usize)> + '_ {
+        self.spans
+            .iter()
+            .map(|span| (span.name_len, span.value_len))
     }
 
     fn slice(&self, range: Range<usize>) -> &[u8] {
@@ -160,11 +179,15 @@ impl Headers {
     pub fn add(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         let (name, value) = (name.as_ref(), value.as_ref());
         let start = self.bytes.len();
+        self.bytes
+            .reserve(name.len().saturating_add(value.len()) + FIELD_NULS);
         self.bytes.extend_from_slice(name);
         if let Some(stored) = self.bytes.get_mut(start..) {
             stored.make_ascii_lowercase();
         }
+        self.bytes.push(0);
         self.bytes.extend_from_slice(value);
+        self.bytes.push(0);
         self.spans.push(Span {
             start,
             name_len: name.len(),
@@ -398,6 +421,7 @@ mod tests {
         headers.add("D", "5");
         assert_eq!(headers, Headers::from([("b", ""), ("c", "4"), ("d", "5")]));
         assert_eq!(headers.byte_len(), "bc4d5".len());
+        assert_eq!(headers.field_bytes(), b"b\0\0c\x004\0d\x005\0");
         headers.remove("absent");
         assert_eq!(headers.len(), 3);
         headers.clear();

@@ -47,27 +47,15 @@ pub(crate) fn encode_map(headers: &Headers, out: &mut [u8]) -> Option<()> {
     if headers.is_empty() {
         return Some(());
     }
-    // The sizes and the data are written side by side in one pass over the fields.
+    // The map holds its fields as `key\0value\0` already: only the sizes are written field by field.
     let sizes_len = headers.len().saturating_mul(8).saturating_add(4);
     let (mut sizes, mut data) = out.split_at_mut_checked(sizes_len)?;
     put_u32(&mut sizes, len_u32(headers.len()))?;
-    for (key, value) in headers.iter() {
-        put_u32(&mut sizes, len_u32(key.len()))?;
-        put_u32(&mut sizes, len_u32(value.len()))?;
-        put(&mut data, key)?;
-        put_nul(&mut data)?;
-        put(&mut data, value)?;
-        put_nul(&mut data)?;
+    for (key_len, value_len) in headers.field_lens() {
+        put_u32(&mut sizes, len_u32(key_len))?;
+        put_u32(&mut sizes, len_u32(value_len))?;
     }
-    Some(())
-}
-
-/// Writes the NUL that ends a key or value; a byte store, where [`put`] would call `memcpy` for one byte.
-fn put_nul(out: &mut &mut [u8]) -> Option<()> {
-    let (nul, tail) = std::mem::take(out).split_first_mut()?;
-    *nul = 0;
-    *out = tail;
-    Some(())
+    put(&mut data, headers.field_bytes())
 }
 
 /// Writes a little-endian u32 at the front of `out` and moves `out` past it: a fixed-size store, where
