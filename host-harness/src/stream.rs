@@ -323,9 +323,11 @@ impl<'vm> Stream<'vm> {
     /// # Errors
     /// [`HarnessError::UnknownStream`] once the stream is finished.
     pub fn state(&self) -> Result<&StreamState, HarnessError> {
-        self.vm
-            .stream_state(self.id)
-            .ok_or(HarnessError::UnknownStream(self.id.0))
+        // A `match` rather than `ok_or`: an error value built on every call and dropped costs a call.
+        match self.vm.stream_state(self.id) {
+            Some(state) => Ok(state),
+            None => Err(HarnessError::UnknownStream(self.id.0)),
+        }
     }
 
     /// Request headers as they stand (what goes upstream once the filter continues).

@@ -94,14 +94,9 @@ enum Unreachable {
     InLog,
 }
 
-/// The map `map` in the effective context, for reading or (with `write`) changing it. gRPC metadata is
-/// served from `empty`, which stays empty.
-fn resolve<'s>(
-    state: &'s mut HostState,
-    map: MapType,
-    write: bool,
-    empty: &'s mut Headers,
-) -> Result<&'s mut Headers, Unreachable> {
+/// The map `map` in the effective context, for reading or (with `write`) changing it; gRPC metadata is
+/// the caller's to serve.
+fn resolve(state: &mut HostState, map: MapType, write: bool) -> Result<&mut Headers, Unreachable> {
     let delivering = &mut state.http.delivering;
     match map {
         MapType::HttpCallResponseHeaders => {
@@ -116,7 +111,6 @@ fn resolve<'s>(
                 .map(|r| &mut r.trailers)
                 .ok_or(Unreachable::Elsewhere);
         }
-        MapType::GrpcMetadata => return Ok(empty),
         _ => {}
     }
     let stream = state
@@ -152,9 +146,11 @@ fn with_map_in<R>(
     write: bool,
     f: impl FnOnce(&mut Headers) -> R,
 ) -> Result<R, Unreachable> {
-    // gRPC metadata reads as this map, which never allocates and is dropped with whatever was written to it.
-    let mut empty = Headers::new();
-    resolve(state, map, write, &mut empty).map(f)
+    if map == MapType::GrpcMetadata {
+        // gRPC metadata reads as this map, which is dropped with whatever was written to it.
+        return Ok(f(&mut Headers::new()));
+    }
+    resolve(state, map, write).map(f)
 }
 
 /// Applies `f` to the map; `Err` with the reason when it cannot be reached from here.

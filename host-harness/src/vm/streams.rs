@@ -28,6 +28,29 @@ fn direction(stream: &mut StreamState, side: Side) -> &mut Direction {
     }
 }
 
+/// The error for a step that comes out of order on `dir`, if it does.
+fn order_error(dir: &Direction, id: StreamId, side: Side, phase: Phase) -> Option<HarnessError> {
+    let reason = match phase {
+        Phase::Headers if dir.headers_seen => "came twice",
+        Phase::Body | Phase::Trailers if !dir.headers_seen => "came before the headers",
+        Phase::Body | Phase::Trailers if dir.end_seen => "came after the end of stream",
+        _ => return None,
+    };
+    let step = match (side, phase) {
+        (Side::Request, Phase::Headers) => "request headers",
+        (Side::Request, Phase::Body) => "request body",
+        (Side::Request, Phase::Trailers) => "request trailers",
+        (Side::Response, Phase::Headers) => "response headers",
+        (Side::Response, Phase::Body) => "response body",
+        (Side::Response, Phase::Trailers) => "response trailers",
+    };
+    Some(HarnessError::StreamOrder {
+        id: id.0,
+        step,
+        reason,
+    })
+}
+
 impl Vm {
     /// Creates a stream (its context) and returns a handle for driving it in a test.
     ///
@@ -201,32 +224,10 @@ impl Vm {
     }
 
     fn check_order(&mut self, id: StreamId, side: Side, phase: Phase) -> Result<(), HarnessError> {
-        let stream = self
-            .stream_state_mut(id)
-            .ok_or(HarnessError::UnknownStream(id.0))?;
-        let dir = direction(stream, side);
-        let step = match (side, phase) {
-            (Side::Request, Phase::Headers) => "request headers",
-            (Side::Request, Phase::Body) => "request body",
-            (Side::Request, Phase::Trailers) => "request trailers",
-            (Side::Response, Phase::Headers) => "response headers",
-            (Side::Response, Phase::Body) => "response body",
-            (Side::Response, Phase::Trailers) => "response trailers",
+        let Some(stream) = self.stream_state_mut(id) else {
+            return Err(HarnessError::UnknownStream(id.0));
         };
-        let reason = match phase {
-            Phase::Headers if dir.headers_seen => Some("came twice"),
-            Phase::Body | Phase::Trailers if !dir.headers_seen => Some("came before the headers"),
-            Phase::Body | Phase::Trailers if dir.end_seen => Some("came after the end of stream"),
-            _ => None,
-        };
-        match reason {
-            Some(reason) => Err(HarnessError::StreamOrder {
-                id: id.0,
-                step,
-                reason,
-            }),
-            None => Ok(()),
-        }
+        order_error(direction(stream, side), id, side, phase).map_or(Ok(()), Err)
     }
 
     fn headers_step(
@@ -258,15 +259,27 @@ impl Vm {
         fields: Headers,
         end_of_stream: bool,
     ) -> Result<Action, HarnessError> {
-        // Storing the fields moves no stream between the live and the detached ones, so the target
-        // found first still holds afterwards.
-        let target = self.step_target(id)?;
-        self.check_order(id, side, phase)?;
         let count = len_u32(fields.len());
-        let Some(stream) = self.stream_state_mut(id) else {
-            return Err(HarnessError::UnknownStream(id.0));
+        // One lookup serves the whole step: a stream is either live or detached (left by a failed
+        // instance, whose streams get the failure policy), never both.
+        let live = self
+            .live
+            .as_mut()
+            .and_then(|instance| instance.store.data_mut().contexts.streams.get_mut(&id.0));
+        let (stream, target) = match live {
+            Some(stream) => (stream, None),
+            None => {
+                let Some(stream) = self.detached.get_mut(&id.0) else {
+                    return Err(HarnessError::UnknownStream(id.0));
+                };
+                let bypassed = stream.bypassed;
+                (stream, Some(bypassed))
+            }
         };
         let dir = direction(stream, side);
+        if let Some(error) = order_error(dir, id, side, phase) {
+            return Err(error);
+        }
         if phase == Phase::Headers {
             dir.headers = fields;
             dir.headers_seen = true;
