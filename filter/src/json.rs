@@ -738,42 +738,74 @@ impl ObjectWriter {
     }
 }
 
+/// Where JSON text is written: a `String`, or the bytes of a log line handed to the host as they
+/// are (no UTF-8 check on the way out: every piece written is text or ASCII).
+pub(crate) trait Sink {
+    /// Appends text.
+    fn put(&mut self, text: &str);
+    /// Appends ASCII bytes (digits, escapes).
+    fn put_ascii(&mut self, ascii: &[u8]);
+}
+
+impl Sink for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+
+    fn put_ascii(&mut self, ascii: &[u8]) {
+        ascii.iter().for_each(|&byte| self.push(char::from(byte)));
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+
+    fn put_ascii(&mut self, ascii: &[u8]) {
+        self.extend_from_slice(ascii);
+    }
+}
+
 /// `text` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
 ///
 /// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
 /// almost none of it needs escaping.
-pub(crate) fn write_string(out: &mut String, text: &str) {
+pub(crate) fn write_string(out: &mut impl Sink, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
+    out.put_ascii(b"\"");
     let mut rest = text;
     // Every byte to escape is ASCII, so each cut falls on a character boundary.
     while let Some((plain, from)) = rest.split_at_checked(plain_prefix(rest.as_bytes()))
         && let Some(&special) = from.as_bytes().first()
     {
-        out.push_str(plain);
+        out.put(plain);
         rest = from.get(1..).unwrap_or_default();
         let letter = match special {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'\n' => 'n',
-            b'\r' => 'r',
-            b'\t' => 't',
-            0x08 => 'b',
-            0x0c => 'f',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
             _ => {
-                out.push_str("\\u00");
-                for nibble in [special >> 4, special & 15] {
-                    let digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
-                    out.push(char::from(digit));
-                }
+                let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+                out.put_ascii(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    hex(special >> 4),
+                    hex(special & 15),
+                ]);
                 continue;
             }
         };
-        out.push('\\');
-        out.push(letter);
+        out.put_ascii(&[b'\\', letter]);
     }
-    out.push_str(rest);
-    out.push('"');
+    out.put(rest);
+    out.put_ascii(b"\"");
 }
 
 /// How many bytes at the start of `bytes` a JSON string holds as they are (no quote, backslash or
@@ -811,7 +843,7 @@ fn plain_prefix(bytes: &[u8]) -> usize {
 }
 
 /// `number` in decimal.
-pub(crate) fn write_u64(out: &mut String, mut number: u64) {
+pub(crate) fn write_u64(out: &mut impl Sink, mut number: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -824,9 +856,7 @@ pub(crate) fn write_u64(out: &mut String, mut number: u64) {
             break;
         }
     }
-    for &digit in digits.get(start..).unwrap_or_default() {
-        out.push(char::from(digit));
-    }
+    out.put_ascii(digits.get(start..).unwrap_or_default());
 }
 
 /// The same document as a [`Value`], for tests that write their input with `serde_json::json!`.

@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr::null_mut;
 
-use proxy_wasm::types::MapType;
+use proxy_wasm::types::{LogLevel, MapType};
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
@@ -30,6 +30,7 @@ unsafe extern "C" {
         return_value_size: *mut usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> u32;
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -94,6 +95,16 @@ pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
         OK if data.is_null() => Ok(None),
         OK => Ok(Some(host_block(data, size))),
         NOT_FOUND => Ok(None),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Logs `message` at `level`. Bytes, so a line written as bytes (text and ASCII only) reaches the
+/// host without a UTF-8 check; a failure is the host's status, never an abort.
+pub(super) fn log(level: LogLevel, message: &[u8]) -> Result<(), HostStatus> {
+    // SAFETY: the host reads `message`, valid for its length.
+    match unsafe { proxy_log(level, message.as_ptr(), message.len()) } {
+        OK => Ok(()),
         other => Err(HostStatus(other)),
     }
 }

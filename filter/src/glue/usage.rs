@@ -15,7 +15,7 @@ use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MetricType};
 
-use super::{HostPort, now_ms, stream};
+use super::{HostPort, abi, now_ms, stream};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::headers::HeaderList;
@@ -44,7 +44,7 @@ pub(super) struct UsageState {
     /// request finds its ids without formatting a tagged name.
     series_ids: RefCell<HashMap<String, HashMap<String, SeriesIds>>>,
     /// The usage line's buffer, kept from request to request rather than allocated for each.
-    line: RefCell<String>,
+    line: RefCell<Vec<u8>>,
 }
 
 /// The host ids of one caller and model label pair's series; `None` until first needed.
@@ -60,7 +60,7 @@ impl UsageState {
             models: RefCell::new(Admission::new(MODELS_KEY, config.max_models)),
             metric_ids: RefCell::new(HashMap::new()),
             series_ids: RefCell::new(HashMap::new()),
-            line: RefCell::new(String::with_capacity(512)),
+            line: RefCell::new(Vec::with_capacity(512)),
         };
         state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
         state
@@ -212,7 +212,7 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
         let mut line = usage.line.borrow_mut();
         line.clear();
         record.write_log_line(&mut line);
-        if let Err(status) = hostcalls::log(LogLevel::Info, &line) {
+        if let Err(status) = abi::log(LogLevel::Info, &line) {
             debug!("the usage line was not logged: {status:?}");
         }
     }
