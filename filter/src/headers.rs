@@ -231,40 +231,48 @@ impl<'a> HeaderList<'a> {
     /// name size and value size per entry, then each name and value followed by a NUL), borrowing
     /// every name and value from `bytes`: the host's copy is the only one.
     pub fn from_serialized(bytes: &'a [u8]) -> Result<Self, MalformedMap> {
-        let word = |at: usize| -> Result<usize, MalformedMap> {
-            let end = at.checked_add(4).ok_or(MalformedMap::Truncated)?;
-            let field = bytes.get(at..end).ok_or(MalformedMap::Truncated)?;
-            let mut le = [0; 4];
-            le.copy_from_slice(field);
-            usize::try_from(u32::from_le_bytes(le)).map_err(|_| MalformedMap::Truncated)
+        let Some((count, rest)) = bytes.split_first_chunk::<4>() else {
+            return if bytes.is_empty() {
+                Ok(Self::new())
+            } else {
+                Err(MalformedMap::Truncated)
+            };
         };
-        if bytes.is_empty() {
-            return Ok(Self::new());
-        }
-        let count = word(0)?;
+        let count =
+            usize::try_from(u32::from_le_bytes(*count)).map_err(|_| MalformedMap::Truncated)?;
         // Each entry takes at least ten bytes (two sizes, two NULs): a forged count is refused
         // before anything is allocated for it.
         count
             .checked_mul(10)
-            .and_then(|least| least.checked_add(4))
-            .filter(|&least| least <= bytes.len())
+            .filter(|&least| least <= rest.len())
             .ok_or(MalformedMap::Truncated)?;
-        let mut data = 4 + count * 8;
-        let mut entries = Vec::with_capacity(count);
-        let mut take = |size: usize| -> Result<&'a [u8], MalformedMap> {
-            let end = data.checked_add(size).ok_or(MalformedMap::Truncated)?;
-            let field = bytes.get(data..end).ok_or(MalformedMap::Truncated)?;
-            if bytes.get(end) != Some(&0) {
-                return Err(MalformedMap::Unterminated);
+        let (sizes, mut data) = rest
+            .split_at_checked(count * 8)
+            .ok_or(MalformedMap::Truncated)?;
+        // One field and its NUL off the front of `data`.
+        let mut take = |size: u32| -> Result<&'a [u8], MalformedMap> {
+            let size = usize::try_from(size).map_err(|_| MalformedMap::Truncated)?;
+            let (field, after) = data.split_at_checked(size).ok_or(MalformedMap::Truncated)?;
+            match after.split_first() {
+                Some((0, after)) => {
+                    data = after;
+                    Ok(field)
+                }
+                _ => Err(MalformedMap::Unterminated),
             }
-            data = end + 1;
-            Ok(field)
         };
-        for entry in 0..count {
-            let sizes = 4 + entry * 8;
-            let (name_size, value_size) = (word(sizes)?, word(sizes + 4)?);
-            let name = take(name_size)?;
-            let value = take(value_size)?;
+        let mut entries = Vec::with_capacity(count);
+        let mut lengths = 0;
+        for pair in sizes.as_chunks::<8>().0 {
+            let (name_size, value_size) = pair.split_at(4);
+            let word = |field: &[u8]| {
+                field
+                    .first_chunk::<4>()
+                    .map_or(0, |word| u32::from_le_bytes(*word))
+            };
+            let name = take(word(name_size))?;
+            let value = take(word(value_size))?;
+            lengths |= length_bit(name);
             // Checked in place: every host hands over lower-case names, and a call per name cost
             // more than the check.
             let name = if has_upper_case(name) {
@@ -274,7 +282,6 @@ impl<'a> HeaderList<'a> {
             };
             entries.push((name, Cow::Borrowed(value)));
         }
-        let lengths = lengths_of(&entries);
         Ok(Self { entries, lengths })
     }
 
