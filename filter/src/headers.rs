@@ -328,14 +328,13 @@ impl<'a> HeaderList<'a> {
         &'s self,
         name: &'n str,
     ) -> impl Iterator<Item = &'s [u8]> + Clone + use<'s, 'a, 'n> {
-        let lines = if self.may_hold(name) {
-            self.entries.len()
+        let lines: &[Line<'a>] = if self.may_hold(name) {
+            &self.entries
         } else {
-            0
+            &[]
         };
-        self.entries
+        lines
             .iter()
-            .take(lines)
             .filter(move |(entry, _)| is_named(entry, name))
             .map(|(_, value)| &**value)
     }

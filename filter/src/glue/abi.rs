@@ -137,7 +137,9 @@ pub(super) fn random_u64() -> Option<u64> {
 /// (a [`PropertyPath`](crate::access::PropertyPath) or a constant): each dot becomes the wire form's
 /// NUL in a stack buffer, so a lookup allocates only for the value.
 pub(super) fn dotted_property(path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
-    let mut buffer = [0; 128];
+    // Room for the paths a filter reads (`source.principal` is 16 bytes) in a few stores: 128 bytes
+    // to clear cost a call of their own on every read.
+    let mut buffer = [0; 32];
     let Some(wire) = buffer.get_mut(..path.len()) else {
         let wire: Vec<u8> = path.bytes().map(nul_for_dot).collect();
         return property(&wire);
