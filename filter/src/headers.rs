@@ -144,10 +144,12 @@ pub(crate) fn same_bytes(left: &[u8], right: &[u8]) -> bool {
 /// `name` as stored: borrowed when it is lower-case already, which every
 /// validated configuration name is.
 fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, [u8]> {
-    lower_case(match name.into() {
-        Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
-        Cow::Owned(name) => Cow::Owned(name.into_bytes()),
-    })
+    match name.into() {
+        // Checked in place, the usual case: a call to `lower_case` cost more than the check.
+        Cow::Borrowed(name) if !has_upper_case(name.as_bytes()) => Cow::Borrowed(name.as_bytes()),
+        Cow::Borrowed(name) => lower_case(Cow::Borrowed(name.as_bytes())),
+        Cow::Owned(name) => lower_case(Cow::Owned(name.into_bytes())),
+    }
 }
 
 /// `name` lower-cased, borrowed when it is lower-case already (as every host's names are).
