@@ -146,29 +146,40 @@ pub(crate) fn same_bytes(left: &[u8], right: &[u8]) -> bool {
 pub(crate) fn position_of_any<const N: usize>(bytes: &[u8], needles: [u8; N]) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    // The lowest byte of `word` equal to a needle. Each needle's mask may flag false bytes only
-    // above a true one, so the lowest flag of them all is a true match.
-    let first = |word: u64| {
-        let flags = needles.iter().fold(0, |flags, &needle| {
+    // Each needle's mask may flag false bytes only above a true one, so the lowest flag of them
+    // all is a true match.
+    first_flagged(bytes, |word| {
+        needles.iter().fold(0, |flags, &needle| {
             let zero = word ^ ONES.wrapping_mul(u64::from(needle));
             flags | (zero.wrapping_sub(ONES) & !zero & HIGHS)
-        });
-        (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize)
-    };
+        })
+    })
+}
+
+/// Index of the first byte `flags` marks, given words of eight bytes (little-endian) and setting
+/// the high bit of each byte it marks, where it may mark false bytes only above a true one.
+/// Every byte is looked at in words: a tail is the last eight bytes again (overlapping bytes
+/// already searched), and fewer than eight bytes fill a word with the last byte repeated.
+pub(crate) fn first_flagged(bytes: &[u8], flags: impl Fn(u64) -> u64) -> Option<usize> {
+    let lowest = |flagged: u64| (flagged.trailing_zeros() / 8) as usize;
     let (words, tail) = bytes.as_chunks::<8>();
     for (index, word) in words.iter().enumerate() {
-        if let Some(at) = first(u64::from_le_bytes(*word)) {
-            return Some(index * 8 + at);
+        let flagged = flags(u64::from_le_bytes(*word));
+        if flagged != 0 {
+            return Some(index * 8 + lowest(flagged));
         }
     }
     if tail.is_empty() {
         return None;
     }
-    // The tail as the last eight bytes, overlapping bytes already searched (none of them matched).
-    if let Some(last) = bytes.last_chunk::<8>() {
-        return first(u64::from_le_bytes(*last)).map(|at| bytes.len() - 8 + at);
+    if let Some(word) = bytes.last_chunk::<8>() {
+        let flagged = flags(u64::from_le_bytes(*word));
+        return (flagged != 0).then(|| bytes.len() - 8 + lowest(flagged));
     }
-    tail.iter().position(|byte| needles.contains(byte))
+    let last = tail.len() - 1;
+    let word = std::array::from_fn(|at| tail.get(at.min(last)).copied().unwrap_or_default());
+    let flagged = flags(u64::from_le_bytes(word));
+    (flagged != 0).then(|| lowest(flagged).min(last))
 }
 
 /// `name` as stored: borrowed when it is lower-case already, which every

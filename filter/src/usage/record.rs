@@ -340,7 +340,7 @@ fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
         (20, of_day % 1000 / 10),
     ];
     for (at, value) in pairs {
-        if let (Some(slot), Some(digits)) = (stamp.get_mut(at..at + 2), two_digits(value)) {
+        if let (Some(slot), Some(digits)) = (stamp.get_mut(at..at + 2), json::two_digits(value)) {
             slot.copy_from_slice(digits);
         }
     }
@@ -349,7 +349,7 @@ fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
     }
     let century = year / 100;
     if century < 100 {
-        if let (Some(slot), Some(digits)) = (stamp.get_mut(..2), two_digits(century)) {
+        if let (Some(slot), Some(digits)) = (stamp.get_mut(..2), json::two_digits(century)) {
             slot.copy_from_slice(digits);
         }
         text.extend_from_slice(&stamp);
@@ -358,18 +358,6 @@ fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
         json::write_u64(text, century);
         text.extend_from_slice(stamp.get(2..).unwrap_or_default());
     }
-}
-
-/// The two decimal digits of `value` (below 100), from a table.
-fn two_digits(value: u64) -> Option<&'static [u8]> {
-    const TABLE: &[u8; 200] = b"\
-        0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
-    let at = usize::try_from(value).ok()?.checked_mul(2)?;
-    TABLE.get(at..at.checked_add(2)?)
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01: the date is counted in 400-year eras
