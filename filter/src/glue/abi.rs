@@ -100,7 +100,7 @@ pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
 }
 
 /// Logs `message` at `level`. Bytes, so a line written as bytes (text and ASCII only) reaches the
-/// host without a UTF-8 check; a failure is the host's status, never an abort.
+/// host without a UTF-8 check; a failure is the host's status, for the caller to handle.
 pub(super) fn log(level: LogLevel, message: &[u8]) -> Result<(), HostStatus> {
     // SAFETY: the host reads `message`, valid for its length.
     match unsafe { proxy_log(level, message.as_ptr(), message.len()) } {
