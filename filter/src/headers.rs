@@ -624,12 +624,13 @@ impl<'h> Pending<'h> {
     }
 
     fn edit(self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
-        match self.after.count {
-            0 => HeaderEdit::Remove(self.name),
-            1 => HeaderEdit::Set(
-                self.name,
-                after.value_at(self.after.first).unwrap_or_default(),
-            ),
+        let value = || after.value_at(self.after.first).unwrap_or_default();
+        match (self.before.count, self.after.count) {
+            (_, 0) => HeaderEdit::Remove(self.name),
+            // A header the map lacks is added: the same map as setting it, and a host need not
+            // look for values to replace first.
+            (0, 1) => HeaderEdit::Add(self.name, value()),
+            (_, 1) => HeaderEdit::Set(self.name, value()),
             _ => HeaderEdit::Replace(self.name),
         }
     }
@@ -931,7 +932,7 @@ mod tests {
                 HeaderEdit::Remove("gone"),
                 HeaderEdit::Set(":path", b"/b"),
                 HeaderEdit::Replace("multi"),
-                HeaderEdit::Set("new", b"n"),
+                HeaderEdit::Add("new", b"n"),
             ]
         );
         let names = all_names(&after, &after);
@@ -950,8 +951,8 @@ mod tests {
                 HeaderEdit::Remove("b"),
                 HeaderEdit::Remove("c"),
                 HeaderEdit::Set("a", b"9"),
-                HeaderEdit::Set("x", b"1"),
-                HeaderEdit::Set("y", b"2"),
+                HeaderEdit::Add("x", b"1"),
+                HeaderEdit::Add("y", b"2"),
             ]
         );
     }
