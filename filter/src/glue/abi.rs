@@ -140,14 +140,40 @@ pub(super) fn dotted_property(path: &str) -> Result<Option<Vec<u8>>, HostStatus>
     // Room for the paths a filter reads (`source.principal` is 16 bytes) in a few stores: 128 bytes
     // to clear cost a call of their own on every read.
     let mut buffer = [0; 32];
-    let Some(wire) = buffer.get_mut(..path.len()) else {
-        let wire: Vec<u8> = path.bytes().map(nul_for_dot).collect();
+    let bytes = path.as_bytes();
+    let Some(wire) = buffer.get_mut(..bytes.len()) else {
+        let wire: Vec<u8> = bytes.iter().map(|&byte| nul_for_dot(byte)).collect();
         return property(&wire);
     };
-    for (slot, byte) in wire.iter_mut().zip(path.bytes()) {
-        *slot = nul_for_dot(byte);
+    // Eight bytes per step (a byte loop costs a dozen instructions a turn in the guest); the tail
+    // as the last eight bytes again, which rewrites some bytes to what they already are.
+    let (words, tail) = bytes.as_chunks::<8>();
+    for (slot, word) in wire.as_chunks_mut::<8>().0.iter_mut().zip(words) {
+        *slot = nuls_for_dots(*word);
+    }
+    if !tail.is_empty() {
+        match (bytes.last_chunk::<8>(), wire.last_chunk_mut::<8>()) {
+            (Some(word), Some(slot)) => *slot = nuls_for_dots(*word),
+            _ => {
+                for (slot, &byte) in wire.iter_mut().zip(bytes) {
+                    *slot = nul_for_dot(byte);
+                }
+            }
+        }
     }
     property(wire)
+}
+
+/// Eight bytes with each dot made a NUL: an exact per-byte test, no carry between bytes.
+fn nuls_for_dots(word: [u8; 8]) -> [u8; 8] {
+    const LOWS: u64 = u64::from_le_bytes([0x7f; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let word = u64::from_le_bytes(word);
+    let other = word ^ u64::from_le_bytes([b'.'; 8]);
+    // High bit of each byte that differs from a dot.
+    let differs = (((other & LOWS) + LOWS) | other) & HIGHS;
+    let dots = (!differs & HIGHS) >> 7;
+    (word & !(dots * 0xff)).to_le_bytes()
 }
 
 fn nul_for_dot(byte: u8) -> u8 {
