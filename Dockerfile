@@ -4,11 +4,12 @@
 #
 #   docker build -t registry.example.com/ai-proxy:0.1.0 .
 #
-# Build stage: the pinned Rust toolchain builds the filter for wasm32-wasip1 and the proxy natively, from the
-# committed Cargo.lock only (--locked).
+# Build stage: the pinned Rust toolchain builds the filter for wasm32-wasip1 (then binaryen's post-link step,
+# scripts/build-filter.sh) and the proxy natively, from the committed Cargo.lock only (--locked).
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
-RUN rustup target add wasm32-wasip1
+RUN rustup target add wasm32-wasip1 \
+ && apt-get update -q && apt-get install -y -q --no-install-recommends binaryen=108-1 && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY durations ./durations
 COPY filter ./filter
@@ -16,8 +17,8 @@ COPY host-harness ./host-harness
 COPY tests ./tests
 # Sources embed files from specs/ (their unit tests check the spec's examples).
 COPY specs ./specs
-COPY scripts/build-proxy-image.sh ./scripts/build-proxy-image.sh
-RUN cargo build --locked -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm \
+COPY scripts/build-proxy-image.sh scripts/build-filter.sh ./scripts/
+RUN scripts/build-filter.sh --locked \
  && cargo build --locked --release -p host-harness-cli \
  && scripts/build-proxy-image.sh --rootfs /rootfs
 
@@ -28,7 +29,7 @@ RUN cargo build --locked -p filter --target wasm32-wasip1 --profile wasm-release
 FROM scratch
 COPY --from=build /rootfs/ /
 COPY --from=build /src/target/release/host-harness /usr/local/bin/host-harness
-COPY --from=build /src/target/wasm/wasm32-wasip1/wasm-release/filter.wasm /usr/lib/ai-proxy/filter.wasm
+COPY --from=build /src/target/wasm/filter.wasm /usr/lib/ai-proxy/filter.wasm
 # A numeric non-root user: Kubernetes can verify runAsNonRoot without a passwd lookup.
 USER 65532:65532
 EXPOSE 8080 9901

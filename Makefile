@@ -7,7 +7,7 @@ CARGO ?= cargo
 BUILD_DIR := build
 WASM_TARGET := wasm32-wasip1
 WASM_TARGET_DIR := target/wasm
-FILTER_WASM := $(WASM_TARGET_DIR)/$(WASM_TARGET)/wasm-release/filter.wasm
+FILTER_WASM := $(WASM_TARGET_DIR)/filter.wasm
 HARNESS_DEBUG := target/debug/host-harness
 HARNESS_RELEASE := target/release/host-harness
 HARNESS_RUN := target/quick-release/host-harness
@@ -32,9 +32,9 @@ help:
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
+# cargo's wasm-release build, then the post-link step (binaryen): scripts/build-filter.sh.
 filter: wasm-target
-	$(CARGO) build -p filter --target $(WASM_TARGET) --profile wasm-release --target-dir $(WASM_TARGET_DIR)
-	@echo "filter: $(FILTER_WASM) ($$(stat -c %s $(FILTER_WASM)) bytes)"
+	scripts/build-filter.sh --target-dir $(WASM_TARGET_DIR)
 
 build: filter
 	$(CARGO) build --release -p host-harness-cli

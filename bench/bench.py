@@ -23,7 +23,7 @@ API does. Interleaved rounds at 1 and 8 connections; reported: streams per secon
 stream, CPU per stream, the throughput ratio on/off, and the added latency and CPU per event.
 
 Environment: BENCH_HARNESS (the binary, default target/release/host-harness), BENCH_FILTER (the filter.wasm to run,
-default the wasm-release build), BENCH_COMPARE_FILTER (another filter.wasm, say the previous build: the streaming
+default the shipped build, target/wasm/filter.wasm), BENCH_COMPARE_FILTER (another filter.wasm, say the previous build: the streaming
 case then runs it too, usage on and off, in the same interleaved rounds, and reports it beside), BENCH_ROUNDS (default 3), BENCH_DURATION seconds per measurement (default 5),
 BENCH_WORKERS (default: the number of CPUs), BENCH_SKIP_ENVOY=1, BENCH_CASES (`requests,streaming,memory`,
 the default, or some of them).
@@ -47,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT / "target" / "release" / "host-harness"))
-FILTER = Path(os.environ.get("BENCH_FILTER", ROOT / "target" / "wasm" / "wasm32-wasip1" / "wasm-release" / "filter.wasm"))
+FILTER = Path(os.environ.get("BENCH_FILTER", ROOT / "target" / "wasm" / "filter.wasm"))
 RESULTS = ROOT / "build" / "bench" / "results.json"
 
 TOKEN = "sk-ant-oat01-bench-token"

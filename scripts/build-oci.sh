@@ -3,7 +3,7 @@
 # digest of the image manifest: the value of the WasmPlugin's `sha256` field.
 #
 # Usage: scripts/build-oci.sh [--wasm FILE] [--out DIR] [--ref REGISTRY/REPOSITORY:TAG]
-#   --wasm  the filter module (default: target/wasm/wasm32-wasip1/wasm-release/filter.wasm, built if missing)
+#   --wasm  the filter module (default: target/wasm/filter.wasm, built if missing)
 #   --out   output directory (default: build/oci)
 #   --ref   where the image will be pushed (default: registry.example.com/ai-proxy/credential-filter:VERSION,
 #           VERSION being the workspace version in Cargo.toml)
@@ -29,7 +29,7 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
-wasm="$repo_root/target/wasm/wasm32-wasip1/wasm-release/filter.wasm"
+wasm="$repo_root/target/wasm/filter.wasm"
 out="$repo_root/build/oci"
 ref=""
 
@@ -55,9 +55,9 @@ tag="${ref##*:}"
 [[ "$ref" == *:* && "$tag" != */* && -n "$tag" ]] || die "--ref '$ref': expected REGISTRY/REPOSITORY:TAG"
 [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ ]] || die "--ref '$ref': '$tag' is not a valid tag"
 
-if [[ ! -f "$wasm" && "$wasm" == "$repo_root/target/wasm/wasm32-wasip1/wasm-release/filter.wasm" ]]; then
+if [[ ! -f "$wasm" && "$wasm" == "$repo_root/target/wasm/filter.wasm" ]]; then
     echo "building the filter ($wasm is missing)" >&2
-    (cd "$repo_root" && cargo build -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm >&2)
+    "$repo_root/scripts/build-filter.sh" >&2
 fi
 [[ -f "$wasm" ]] || die "--wasm: $wasm does not exist"
 [[ "$(head -c 4 "$wasm" | od -An -tx1 | tr -d ' \n')" == "0061736d" ]] || die "--wasm: $wasm is not a WebAssembly module (bad magic number)"

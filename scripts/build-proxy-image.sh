@@ -7,7 +7,7 @@
 #   --rootfs  only lay out the image's file system in DIR (as root: the Dockerfile's build stage does this, so
 #             both images hold the same files), no OCI layout
 #   --binary  the proxy (default: target/release/host-harness; `make build` builds it)
-#   --wasm    the filter (default: target/wasm/wasm32-wasip1/wasm-release/filter.wasm)
+#   --wasm    the filter (default: target/wasm/filter.wasm)
 #   --out     output directory (default: build/proxy-image)
 #   --ref     the name the manifests use (default: registry.example.com/ai-proxy:VERSION, VERSION being the
 #             workspace version in Cargo.toml; k8s/standalone/kustomization.yaml names the same image)
@@ -31,7 +31,7 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 binary="$repo_root/target/release/host-harness"
-wasm="$repo_root/target/wasm/wasm32-wasip1/wasm-release/filter.wasm"
+wasm="$repo_root/target/wasm/filter.wasm"
 out="$repo_root/build/proxy-image"
 ref=""
 rootfs_only=""

@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
 done
 fail() { echo "FAIL clients: $*" >&2; exit 1; }
 [[ -x "$harness" ]] || fail "$harness is missing: build it with \`cargo build -p host-harness-cli\`"
-filter="target/wasm/wasm32-wasip1/wasm-release/filter.wasm"
+filter="target/wasm/filter.wasm"
 [[ -f "$filter" ]] || fail "$filter is missing: build it with \`make filter\`"
 
 clients="build/clients"

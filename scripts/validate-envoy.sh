@@ -10,7 +10,7 @@
 #      without the token the proxy answers 503 credential_unavailable and forwards nothing.
 #
 # Environment: ENVOY_BIN (default: what scripts/install-envoy.sh installs), FILTER_WASM (default: the
-# wasm-release build, built when missing). Derived configs and logs go to build/envoy/.
+# shipped build, target/wasm/filter.wasm, built with scripts/build-filter.sh when missing). Derived configs and logs go to build/envoy/.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,10 +27,10 @@ if [[ -z "$envoy" ]]; then
 fi
 [[ -x "$envoy" ]] || { echo "FAIL ENVOY_BIN=$envoy: not an executable"; exit 1; }
 
-wasm="${FILTER_WASM:-target/wasm/wasm32-wasip1/wasm-release/filter.wasm}"
+wasm="${FILTER_WASM:-target/wasm/filter.wasm}"
 if [[ ! -f "$wasm" ]]; then
     echo "building the filter ($wasm is missing)" >&2
-    cargo build -p filter --target wasm32-wasip1 --profile wasm-release --target-dir target/wasm >&2
+    scripts/build-filter.sh >&2
 fi
 [[ -f "$wasm" ]] || { echo "FAIL $wasm: the filter module does not exist"; exit 1; }
 

@@ -95,7 +95,7 @@ if skopeo copy -q --src-tls-verify=false "$remote" "oci:$reg_dir/pulled:$tag" >>
     && layer="$("$venv/bin/python" -c 'import json, sys; m = json.load(open(sys.argv[1])); l = m["layers"][-1]; print(l["digest"].split(":")[1], l["mediaType"])' \
         "$reg_dir/pulled/blobs/sha256/$digest_a")" \
     && [[ "${layer#* }" == "application/vnd.oci.image.layer.v1.tar+gzip" ]] \
-    && tar -xzOf "$reg_dir/pulled/blobs/sha256/${layer%% *}" plugin.wasm | cmp -s - target/wasm/wasm32-wasip1/wasm-release/filter.wasm; then
+    && tar -xzOf "$reg_dir/pulled/blobs/sha256/${layer%% *}" plugin.wasm | cmp -s - target/wasm/filter.wasm; then
     echo "ok   pulled back: the last layer is tar+gzip and its plugin.wasm is byte for byte filter.wasm"
 else
     echo "FAIL registry pull: the pulled image (${layer:-no layer}) does not unpack to filter.wasm (logs: $reg_dir/)"
@@ -114,7 +114,7 @@ if [[ ! -x "$harness" ]]; then
     echo "building host-harness ($harness is missing)" >&2
     cargo build -p host-harness-cli >&2
 fi
-wasm="target/wasm/wasm32-wasip1/wasm-release/filter.wasm"
+wasm="target/wasm/filter.wasm"
 # k8s/standalone/plugin.json is also the WasmPlugin's pluginConfig and Envoy's StringValue (check.py requires
 # them equal).
 for plugin_json in k8s/standalone/plugin.json k8s/standalone-oauth2/plugin.json; do

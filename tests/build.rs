@@ -1,5 +1,6 @@
-//! Builds the product filter and the probe filter for `wasm32-wasip1` before the integration tests compile,
-//! so every test run loads the `.wasm` of the sources as they are now, never a stale artifact.
+//! Builds the product filter (as it ships: `scripts/build-filter.sh`) and the probe filter for `wasm32-wasip1`
+//! before the integration tests compile, so every test run loads the `.wasm` of the sources as they are now,
+//! never a stale artifact.
 //!
 //! The nested cargo uses its own target directory (`target/wasm`): the outer build holds the lock on the
 //! main one. The artifact paths reach the tests as `FILTER_WASM` and `PROBE_WASM` (compile-time env).
@@ -17,6 +18,7 @@ fn main() {
         "tests/probe-filter/Cargo.toml",
         "Cargo.toml",
         "Cargo.lock",
+        "scripts/build-filter.sh",
     ] {
         println!(
             "cargo::rerun-if-changed={}",
@@ -25,8 +27,16 @@ fn main() {
     }
     let target_dir = workspace.join("target").join("wasm");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
+    // The product filter as it ships: cargo's build and the post-link step, one script for every consumer.
+    let mut filter = Command::new("bash");
+    filter
+        .current_dir(&workspace)
+        .arg(workspace.join("scripts").join("build-filter.sh"))
+        .args(["--quiet", "--target-dir"])
+        .arg(&target_dir);
+    run(filter, "the filter (scripts/build-filter.sh)");
+    let mut probe = Command::new(cargo);
+    probe
         .current_dir(&workspace)
         .args([
             "build",
@@ -35,12 +45,27 @@ fn main() {
             "--profile",
             "wasm-release",
             "-p",
-            "filter",
-            "-p",
             "probe-filter",
             "--target-dir",
         ])
         .arg(&target_dir);
+    run(probe, "the probe filter");
+    println!(
+        "cargo::rustc-env=FILTER_WASM={}",
+        target_dir.join("filter.wasm").display()
+    );
+    println!(
+        "cargo::rustc-env=PROBE_WASM={}",
+        target_dir
+            .join("wasm32-wasip1")
+            .join("wasm-release")
+            .join("probe_filter.wasm")
+            .display()
+    );
+}
+
+/// Runs one nested build without the outer build's settings, exiting with a message when it fails.
+fn run(mut build: Command, what: &str) {
     // The outer build's flags and target belong to the host build, not to this nested wasm build.
     for inherited in [
         "RUSTFLAGS",
@@ -56,27 +81,17 @@ fn main() {
     ] {
         build.env_remove(inherited);
     }
-    let status = build.status();
-    match status {
+    match build.status() {
         Ok(s) if s.success() => {}
         Ok(s) => {
             eprintln!(
-                "building the wasm filters failed ({s}); is the wasm32-wasip1 target installed? (rustup target add wasm32-wasip1)"
+                "building {what} failed ({s}); is the wasm32-wasip1 target installed? (rustup target add wasm32-wasip1)"
             );
             std::process::exit(1);
         }
         Err(err) => {
-            eprintln!("could not run cargo to build the wasm filters: {err}");
+            eprintln!("could not run the build of {what}: {err}");
             std::process::exit(1);
         }
     }
-    let out = target_dir.join("wasm32-wasip1").join("wasm-release");
-    println!(
-        "cargo::rustc-env=FILTER_WASM={}",
-        out.join("filter.wasm").display()
-    );
-    println!(
-        "cargo::rustc-env=PROBE_WASM={}",
-        out.join("probe_filter.wasm").display()
-    );
 }

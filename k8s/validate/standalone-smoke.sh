@@ -33,7 +33,7 @@ if [[ ! -x "$harness" ]]; then
     echo "building host-harness ($harness is missing)" >&2
     cargo build -p host-harness-cli >&2
 fi
-wasm="${FILTER_WASM:-target/wasm/wasm32-wasip1/wasm-release/filter.wasm}"
+wasm="${FILTER_WASM:-target/wasm/filter.wasm}"
 [[ -f "$wasm" ]] || { echo "FAIL $wasm: the filter module does not exist"; exit 1; }
 if ! "$harness" serve --help >/dev/null 2>&1; then
     echo "FAIL $harness: no \`serve\` subcommand; the Deployment runs \`host-harness serve --config ...\`"

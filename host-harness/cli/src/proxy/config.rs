@@ -31,7 +31,7 @@ pub fn default_filter_path() -> PathBuf {
         .ancestors()
         .nth(2)
         .unwrap_or_else(|| Path::new("."))
-        .join("target/wasm/wasm32-wasip1/wasm-release/filter.wasm")
+        .join("target/wasm/filter.wasm")
 }
 
 /// A configuration value that must never be printed (tokens, passwords in the VM environment).
