@@ -844,6 +844,11 @@ fn plain_prefix(bytes: &[u8]) -> usize {
 
 /// `number` in decimal.
 pub(crate) fn write_u64(out: &mut impl Sink, mut number: u64) {
+    // One digit (a zero count, most often) as one byte.
+    if number < 10 {
+        out.put_ascii(&[b'0' + number as u8]);
+        return;
+    }
     // Right to left, two digits per step from a table, ending at `END`: room after them for a
     // window of eight.
     const END: usize = 20;
