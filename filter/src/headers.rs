@@ -126,13 +126,71 @@ fn is_named(stored: &[u8], name: &str) -> bool {
             })
 }
 
+/// Whether two byte strings are equal, compared eight bytes at a time: `==` on slices calls the
+/// guest's byte-by-byte `memcmp`, which cost several times as much for the short strings a request
+/// compares (a path prefix, a label).
+#[inline]
+pub(crate) fn same_bytes(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && last_word(left) == last_word(right)
+        && left
+            .as_chunks::<8>()
+            .0
+            .iter()
+            .zip(right.as_chunks::<8>().0)
+            .all(|(left, right)| u64::from_le_bytes(*left) == u64::from_le_bytes(*right))
+}
+
+/// Index of the first byte of `bytes` that is one of `needles`, looked at eight bytes per step: in
+/// the guest every turn of a byte loop costs a dozen instructions besides its work.
+pub(crate) fn position_of_any<const N: usize>(bytes: &[u8], needles: [u8; N]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    // Each needle's mask may flag false bytes only above a true one, so the lowest flag of them
+    // all is a true match.
+    first_flagged(bytes, |word| {
+        needles.iter().fold(0, |flags, &needle| {
+            let zero = word ^ ONES.wrapping_mul(u64::from(needle));
+            flags | (zero.wrapping_sub(ONES) & !zero & HIGHS)
+        })
+    })
+}
+
+/// Index of the first byte `flags` marks, given words of eight bytes (little-endian) and setting
+/// the high bit of each byte it marks, where it may mark false bytes only above a true one.
+/// Every byte is looked at in words: a tail is the last eight bytes again (overlapping bytes
+/// already searched), and fewer than eight bytes fill a word with the last byte repeated.
+pub(crate) fn first_flagged(bytes: &[u8], flags: impl Fn(u64) -> u64) -> Option<usize> {
+    let lowest = |flagged: u64| (flagged.trailing_zeros() / 8) as usize;
+    let (words, tail) = bytes.as_chunks::<8>();
+    for (index, word) in words.iter().enumerate() {
+        let flagged = flags(u64::from_le_bytes(*word));
+        if flagged != 0 {
+            return Some(index * 8 + lowest(flagged));
+        }
+    }
+    if tail.is_empty() {
+        return None;
+    }
+    if let Some(word) = bytes.last_chunk::<8>() {
+        let flagged = flags(u64::from_le_bytes(*word));
+        return (flagged != 0).then(|| bytes.len() - 8 + lowest(flagged));
+    }
+    let last = tail.len() - 1;
+    let word = std::array::from_fn(|at| tail.get(at.min(last)).copied().unwrap_or_default());
+    let flagged = flags(u64::from_le_bytes(word));
+    (flagged != 0).then(|| lowest(flagged).min(last))
+}
+
 /// `name` as stored: borrowed when it is lower-case already, which every
 /// validated configuration name is.
 fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, [u8]> {
-    lower_case(match name.into() {
-        Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
-        Cow::Owned(name) => Cow::Owned(name.into_bytes()),
-    })
+    match name.into() {
+        // Checked in place, the usual case: a call to `lower_case` cost more than the check.
+        Cow::Borrowed(name) if !has_upper_case(name.as_bytes()) => Cow::Borrowed(name.as_bytes()),
+        Cow::Borrowed(name) => lower_case(Cow::Borrowed(name.as_bytes())),
+        Cow::Owned(name) => lower_case(Cow::Owned(name.into_bytes())),
+    }
 }
 
 /// `name` lower-cased, borrowed when it is lower-case already (as every host's names are).
@@ -216,40 +274,48 @@ impl<'a> HeaderList<'a> {
     /// name size and value size per entry, then each name and value followed by a NUL), borrowing
     /// every name and value from `bytes`: the host's copy is the only one.
     pub fn from_serialized(bytes: &'a [u8]) -> Result<Self, MalformedMap> {
-        let word = |at: usize| -> Result<usize, MalformedMap> {
-            let end = at.checked_add(4).ok_or(MalformedMap::Truncated)?;
-            let field = bytes.get(at..end).ok_or(MalformedMap::Truncated)?;
-            let mut le = [0; 4];
-            le.copy_from_slice(field);
-            usize::try_from(u32::from_le_bytes(le)).map_err(|_| MalformedMap::Truncated)
+        let Some((count, rest)) = bytes.split_first_chunk::<4>() else {
+            return if bytes.is_empty() {
+                Ok(Self::new())
+            } else {
+                Err(MalformedMap::Truncated)
+            };
         };
-        if bytes.is_empty() {
-            return Ok(Self::new());
-        }
-        let count = word(0)?;
+        let count =
+            usize::try_from(u32::from_le_bytes(*count)).map_err(|_| MalformedMap::Truncated)?;
         // Each entry takes at least ten bytes (two sizes, two NULs): a forged count is refused
         // before anything is allocated for it.
         count
             .checked_mul(10)
-            .and_then(|least| least.checked_add(4))
-            .filter(|&least| least <= bytes.len())
+            .filter(|&least| least <= rest.len())
             .ok_or(MalformedMap::Truncated)?;
-        let mut data = 4 + count * 8;
-        let mut entries = Vec::with_capacity(count);
-        let mut take = |size: usize| -> Result<&'a [u8], MalformedMap> {
-            let end = data.checked_add(size).ok_or(MalformedMap::Truncated)?;
-            let field = bytes.get(data..end).ok_or(MalformedMap::Truncated)?;
-            if bytes.get(end) != Some(&0) {
-                return Err(MalformedMap::Unterminated);
+        let (sizes, mut data) = rest
+            .split_at_checked(count * 8)
+            .ok_or(MalformedMap::Truncated)?;
+        // One field and its NUL off the front of `data`.
+        let mut take = |size: u32| -> Result<&'a [u8], MalformedMap> {
+            let size = usize::try_from(size).map_err(|_| MalformedMap::Truncated)?;
+            let (field, after) = data.split_at_checked(size).ok_or(MalformedMap::Truncated)?;
+            match after.split_first() {
+                Some((0, after)) => {
+                    data = after;
+                    Ok(field)
+                }
+                _ => Err(MalformedMap::Unterminated),
             }
-            data = end + 1;
-            Ok(field)
         };
-        for entry in 0..count {
-            let sizes = 4 + entry * 8;
-            let (name_size, value_size) = (word(sizes)?, word(sizes + 4)?);
-            let name = take(name_size)?;
-            let value = take(value_size)?;
+        let mut entries = Vec::with_capacity(count);
+        let mut lengths = 0;
+        for pair in sizes.as_chunks::<8>().0 {
+            let (name_size, value_size) = pair.split_at(4);
+            let word = |field: &[u8]| {
+                field
+                    .first_chunk::<4>()
+                    .map_or(0, |word| u32::from_le_bytes(*word))
+            };
+            let name = take(word(name_size))?;
+            let value = take(word(value_size))?;
+            lengths |= length_bit(name);
             // Checked in place: every host hands over lower-case names, and a call per name cost
             // more than the check.
             let name = if has_upper_case(name) {
@@ -259,7 +325,6 @@ impl<'a> HeaderList<'a> {
             };
             entries.push((name, Cow::Borrowed(value)));
         }
-        let lengths = lengths_of(&entries);
         Ok(Self { entries, lengths })
     }
 
@@ -306,21 +371,21 @@ impl<'a> HeaderList<'a> {
         &'s self,
         name: &'n str,
     ) -> impl Iterator<Item = &'s [u8]> + Clone + use<'s, 'a, 'n> {
-        let lines = if self.may_hold(name) {
-            self.entries.len()
+        let lines: &[Line<'a>] = if self.may_hold(name) {
+            &self.entries
         } else {
-            0
+            &[]
         };
-        self.entries
+        lines
             .iter()
-            .take(lines)
             .filter(move |(entry, _)| is_named(entry, name))
             .map(|(_, value)| &**value)
     }
 
     /// The first value of `name`.
     pub fn first(&self, name: &str) -> Option<&[u8]> {
-        self.get_all(name).next()
+        // Not through `get_all`: its iterator cost more than the scan for a single value.
+        self.value_at(self.position(name)?)
     }
 
     /// Whether `name` has at least one value.
@@ -484,7 +549,18 @@ pub fn diff<'h>(
             }
         }
     }
-    pending.retain(|found| found.changed(before, after));
+    // In place: `retain` called its closure out of line for every name.
+    let mut kept = 0;
+    for index in 0..pending.len() {
+        if pending
+            .get(index)
+            .is_some_and(|found| found.changed(before, after))
+        {
+            pending.swap(kept, index);
+            kept += 1;
+        }
+    }
+    pending.truncate(kept);
     // A handful of names: an insertion sort in place cost a quarter of the library's.
     for index in 1..pending.len() {
         let mut at = index;
@@ -548,12 +624,13 @@ impl<'h> Pending<'h> {
     }
 
     fn edit(self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
-        match self.after.count {
-            0 => HeaderEdit::Remove(self.name),
-            1 => HeaderEdit::Set(
-                self.name,
-                after.value_at(self.after.first).unwrap_or_default(),
-            ),
+        let value = || after.value_at(self.after.first).unwrap_or_default();
+        match (self.before.count, self.after.count) {
+            (_, 0) => HeaderEdit::Remove(self.name),
+            // A header the map lacks is added: the same map as setting it, and a host need not
+            // look for values to replace first.
+            (0, 1) => HeaderEdit::Add(self.name, value()),
+            (_, 1) => HeaderEdit::Set(self.name, value()),
             _ => HeaderEdit::Replace(self.name),
         }
     }
@@ -586,6 +663,24 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::headers::test_list as list;
+
+    #[test]
+    fn position_of_any_agrees_with_a_byte_scan() {
+        let text = b"abc,def?ghij#klmnopq,rstu,,vwxyz0123456789";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let bytes = &text[start..end];
+                for needles in [[b','; 1], [b'?'; 1], [b'z'; 1]] {
+                    let scan = bytes.iter().position(|byte| needles.contains(byte));
+                    assert_eq!(position_of_any(bytes, needles), scan, "{start}..{end}");
+                }
+                let scan = bytes.iter().position(|&byte| byte == b'?' || byte == b'#');
+                assert_eq!(position_of_any(bytes, [b'?', b'#']), scan, "{start}..{end}");
+            }
+        }
+        assert_eq!(position_of_any(b"\x80\x81,", [b',']), Some(2));
+        assert_eq!(position_of_any(b"\x01\x00\x2c\xac", [b',']), Some(2));
+    }
 
     /// The proxy-wasm wire form of `pairs`, as a host writes it.
     fn serialized(pairs: &[(&str, &[u8])]) -> Vec<u8> {
@@ -837,7 +932,7 @@ mod tests {
                 HeaderEdit::Remove("gone"),
                 HeaderEdit::Set(":path", b"/b"),
                 HeaderEdit::Replace("multi"),
-                HeaderEdit::Set("new", b"n"),
+                HeaderEdit::Add("new", b"n"),
             ]
         );
         let names = all_names(&after, &after);
@@ -856,8 +951,8 @@ mod tests {
                 HeaderEdit::Remove("b"),
                 HeaderEdit::Remove("c"),
                 HeaderEdit::Set("a", b"9"),
-                HeaderEdit::Set("x", b"1"),
-                HeaderEdit::Set("y", b"2"),
+                HeaderEdit::Add("x", b"1"),
+                HeaderEdit::Add("y", b"2"),
             ]
         );
     }

@@ -13,6 +13,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::headers::first_flagged;
+
 /// Deepest nesting of arrays and objects a document may use.
 pub const MAX_DEPTH: usize = 128;
 
@@ -738,42 +740,88 @@ impl ObjectWriter {
     }
 }
 
+/// Where JSON text is written: a `String`, or the bytes of a log line handed to the host as they
+/// are (no UTF-8 check on the way out: every piece written is text or ASCII).
+pub(crate) trait Sink {
+    /// Appends text.
+    fn put(&mut self, text: &str);
+    /// Appends ASCII bytes (digits, escapes).
+    fn put_ascii(&mut self, ascii: &[u8]);
+    /// Appends the first `len` (at most eight) of eight ASCII bytes.
+    fn put_ascii_window(&mut self, window: &[u8; 8], len: usize);
+}
+
+impl Sink for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+
+    fn put_ascii(&mut self, ascii: &[u8]) {
+        ascii.iter().for_each(|&byte| self.push(char::from(byte)));
+    }
+
+    fn put_ascii_window(&mut self, window: &[u8; 8], len: usize) {
+        self.put_ascii(window.get(..len).unwrap_or(window));
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+
+    fn put_ascii(&mut self, ascii: &[u8]) {
+        self.extend_from_slice(ascii);
+    }
+
+    fn put_ascii_window(&mut self, window: &[u8; 8], len: usize) {
+        // All eight as one store, then cut back: a copy of a length known only at run time is a
+        // call to the host's memory.copy, several times the cost for a few bytes.
+        let end = self.len() + len.min(8);
+        self.extend_from_slice(window);
+        self.truncate(end);
+    }
+}
+
 /// `text` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
 ///
 /// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
 /// almost none of it needs escaping.
-pub(crate) fn write_string(out: &mut String, text: &str) {
+pub(crate) fn write_string(out: &mut impl Sink, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
+    out.put_ascii(b"\"");
     let mut rest = text;
     // Every byte to escape is ASCII, so each cut falls on a character boundary.
     while let Some((plain, from)) = rest.split_at_checked(plain_prefix(rest.as_bytes()))
         && let Some(&special) = from.as_bytes().first()
     {
-        out.push_str(plain);
+        out.put(plain);
         rest = from.get(1..).unwrap_or_default();
         let letter = match special {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'\n' => 'n',
-            b'\r' => 'r',
-            b'\t' => 't',
-            0x08 => 'b',
-            0x0c => 'f',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
             _ => {
-                out.push_str("\\u00");
-                for nibble in [special >> 4, special & 15] {
-                    let digit = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
-                    out.push(char::from(digit));
-                }
+                let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+                out.put_ascii(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    hex(special >> 4),
+                    hex(special & 15),
+                ]);
                 continue;
             }
         };
-        out.push('\\');
-        out.push(letter);
+        out.put_ascii(&[b'\\', letter]);
     }
-    out.push_str(rest);
-    out.push('"');
+    out.put(rest);
+    out.put_ascii(b"\"");
 }
 
 /// How many bytes at the start of `bytes` a JSON string holds as they are (no quote, backslash or
@@ -783,50 +831,65 @@ fn plain_prefix(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // High bit set in each byte of `word` that is below `limit` (at most 0x80); false positives only
-    // above a true one, which the byte-wise scan below then finds first.
+    // above a true one.
     let below = |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS;
     let zero = |word: u64| below(word, 1);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut plain = 0;
-    for chunk in chunks.by_ref() {
-        let word = chunk
-            .iter()
-            .rev()
-            .fold(0u64, |word, &byte| word << 8 | u64::from(byte));
-        if below(word, 0x20)
+    first_flagged(bytes, |word| {
+        below(word, 0x20)
             | zero(word ^ (ONES * u64::from(b'"')))
             | zero(word ^ (ONES * u64::from(b'\\')))
-            != 0
-        {
-            break;
-        }
-        plain += 8;
-    }
-    let tail = bytes.get(plain..).unwrap_or_default();
-    plain
-        + tail
-            .iter()
-            .position(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
-            .unwrap_or(tail.len())
+    })
+    .unwrap_or(bytes.len())
 }
 
 /// `number` in decimal.
-pub(crate) fn write_u64(out: &mut String, mut number: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
+pub(crate) fn write_u64(out: &mut impl Sink, mut number: u64) {
+    // One digit (a zero count, most often) as one byte.
+    if number < 10 {
+        out.put_ascii(&[b'0' + number as u8]);
+        return;
+    }
+    // Right to left, two digits per step from a table, ending at `END`: room after them for a
+    // window of eight.
+    const END: usize = 20;
+    let mut digits = [b'0'; END + 8];
+    let mut start = END;
+    let mut put_pair = |start: usize, pair: u64| {
+        if let (Some(slot), Some(pair)) = (digits.get_mut(start..start + 2), two_digits(pair)) {
+            slot.copy_from_slice(pair);
+        }
+    };
+    while number >= 100 {
+        start -= 2;
+        put_pair(start, number % 100);
+        number /= 100;
+    }
+    if number >= 10 {
+        start -= 2;
+        put_pair(start, number);
+    } else {
         start -= 1;
         if let Some(slot) = digits.get_mut(start) {
-            *slot = b'0' + (number % 10) as u8;
-        }
-        number /= 10;
-        if number == 0 {
-            break;
+            *slot = b'0' + number as u8;
         }
     }
-    for &digit in digits.get(start..).unwrap_or_default() {
-        out.push(char::from(digit));
+    let len = END - start;
+    match digits.get(start..).and_then(<[u8]>::first_chunk::<8>) {
+        Some(window) if len <= 8 => out.put_ascii_window(window, len),
+        _ => out.put_ascii(digits.get(start..END).unwrap_or_default()),
     }
+}
+
+/// The two decimal digits of `value` (below 100), from a table.
+pub(crate) fn two_digits(value: u64) -> Option<&'static [u8]> {
+    const TABLE: &[u8; 200] = b"\
+        0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let at = usize::try_from(value).ok()?.checked_mul(2)?;
+    TABLE.get(at..at.checked_add(2)?)
 }
 
 /// The same document as a [`Value`], for tests that write their input with `serde_json::json!`.
@@ -867,6 +930,40 @@ pub(crate) fn simple_escape(letter: u8) -> Option<u8> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn plain_prefix_agrees_with_a_byte_scan() {
+        let text = b"abc\"def\\ghij\nklm\x1fnop\x7f\xc3\xa9qrstuvwxyz0123456789\"";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let bytes = &text[start..end];
+                let scan = bytes
+                    .iter()
+                    .position(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+                    .unwrap_or(bytes.len());
+                assert_eq!(plain_prefix(bytes), scan, "{start}..{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_alike_into_bytes_and_text() {
+        let mut samples: Vec<u64> = (0..1_000).collect();
+        let mut power = 1_u64;
+        while let Some(next) = power.checked_mul(10) {
+            samples.extend([power - 1, power, power + 1, next - 1]);
+            power = next;
+        }
+        samples.extend([u64::MAX - 1, u64::MAX]);
+        for number in samples {
+            let mut bytes = b"x".to_vec();
+            write_u64(&mut bytes, number);
+            let mut text = String::from("x");
+            write_u64(&mut text, number);
+            assert_eq!(bytes, format!("x{number}").into_bytes());
+            assert_eq!(text, format!("x{number}"));
+        }
+    }
 
     fn read(text: &str) -> Result<Value, Error> {
         parse(text.as_bytes(), Duplicates::Refuse)

@@ -6,7 +6,7 @@
 //! client's own beta flags), and strips `x-api-key` so a client key never
 //! reaches the upstream.
 
-use crate::headers::HeaderList;
+use crate::headers::{HeaderList, position_of_any, same_bytes};
 
 /// The header naming the Anthropic API version.
 pub const ANTHROPIC_VERSION_HEADER: &str = "anthropic-version";
@@ -105,7 +105,7 @@ pub fn merge_flags<'a>(mut lines: impl Iterator<Item = &'a [u8]>, flag: &[u8]) -
     let mut kept: [&[u8]; MAX_BETA_FLAGS] = [&[]; MAX_BETA_FLAGS];
     let mut count = 0;
     'lines: for line in std::iter::once(first).chain(lines) {
-        for part in line.split(|byte| *byte == b',') {
+        for part in Flags(Some(line)) {
             if count == MAX_BETA_FLAGS {
                 break 'lines;
             }
@@ -123,9 +123,27 @@ pub fn merge_flags<'a>(mut lines: impl Iterator<Item = &'a [u8]>, flag: &[u8]) -
     (merged, added)
 }
 
+/// The comma-separated parts of a line, as `split(',')` gives them (an empty line is one empty
+/// part), found eight bytes per step.
+struct Flags<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for Flags<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        let Some(comma) = position_of_any(rest, [b',']) else {
+            self.0 = None;
+            return Some(rest);
+        };
+        self.0 = rest.get(comma + 1..);
+        rest.get(..comma)
+    }
+}
+
 /// Appends `flag` to a merged line unless it is empty or already `kept`; returns whether it was added.
 fn push_flag(merged: &mut Vec<u8>, kept: &[&[u8]], flag: &[u8]) -> bool {
-    if flag.is_empty() || kept.contains(&flag) {
+    if flag.is_empty() || kept.iter().any(|kept| same_bytes(kept, flag)) {
         return false;
     }
     if !merged.is_empty() {

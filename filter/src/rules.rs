@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::headers::{HeaderEdit, HeaderList};
+use crate::headers::{HeaderEdit, HeaderList, same_bytes};
 
 /// The request pseudo-header holding the path (with query).
 pub const PATH: &str = ":path";
@@ -284,9 +284,10 @@ impl Request<'_> {
 impl Conditions {
     fn holds(&self, request: &Request<'_>, headers: &HeaderList<'_>) -> bool {
         let path_ok = self.path_prefix.as_ref().is_none_or(|prefix| {
-            request
-                .path()
-                .is_some_and(|path| path.starts_with(prefix.as_bytes()))
+            request.path().is_some_and(|path| {
+                path.get(..prefix.len())
+                    .is_some_and(|start| same_bytes(start, prefix.as_bytes()))
+            })
         });
         let method_ok = || {
             self.methods.is_empty()

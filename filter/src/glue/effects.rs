@@ -14,12 +14,26 @@ use crate::preset::PresetOutcome;
 use crate::redact::render_headers;
 
 /// Host ids of the metrics, by [`Metric::index`]; `None` when definition failed.
-#[derive(Clone, Copy, Default)]
-pub(super) struct MetricIds([Option<u32>; Metric::ALL.len()]);
+type MetricTable = [Option<u32>; Metric::ALL.len()];
+
+/// No metric defined.
+static UNDEFINED: MetricTable = [None; Metric::ALL.len()];
+
+/// The host ids of the metrics, as a reference every stream copies: the table itself is made once
+/// per root context and kept for the life of the VM, as root contexts are, where a copy of the
+/// whole table into every stream cost a memory.copy call per request.
+#[derive(Clone, Copy)]
+pub(super) struct MetricIds(&'static MetricTable);
+
+impl Default for MetricIds {
+    fn default() -> Self {
+        Self(&UNDEFINED)
+    }
+}
 
 impl MetricIds {
     pub(super) fn define() -> Self {
-        let mut ids = Self::default();
+        let mut ids: MetricTable = [None; Metric::ALL.len()];
         for metric in Metric::ALL {
             let kind = match metric.kind() {
                 MetricKind::Counter => MetricType::Counter,
@@ -28,14 +42,15 @@ impl MetricIds {
             };
             match hostcalls::define_metric(kind, metric.name()) {
                 Ok(id) => {
-                    if let Some(slot) = ids.0.get_mut(metric.index()) {
+                    if let Some(slot) = ids.get_mut(metric.index()) {
                         *slot = Some(id);
                     }
                 }
                 Err(status) => warn!("cannot define metric {}: {status:?}", metric.name()),
             }
         }
-        ids
+        // Once per root context (`FilterRoot` keeps the first), which lives as long as the VM.
+        Self(Box::leak(Box::new(ids)))
     }
 
     fn id(self, metric: Metric) -> Option<u32> {

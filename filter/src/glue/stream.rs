@@ -327,8 +327,23 @@ impl HttpContext for FilterStream {
             );
         }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
-        let Some(response) = response.filter(|_| reads_response) else {
-            let apply = |edit| {
+        // A response copied for usage alone, which none of the rules needs.
+        let (response, read_for_usage) = if reads_response {
+            (response, None)
+        } else {
+            (None, response)
+        };
+        let Some(response) = response else {
+            // Until the first edit the host's map is the one read for usage (when it was): removing
+            // a header it lacks would change nothing, and is skipped.
+            let mut untouched = read_for_usage.as_ref();
+            let mut apply = |edit| {
+                if let (HeaderEdit::Remove(name), Some(read)) = (edit, untouched)
+                    && !read.contains(name)
+                {
+                    return;
+                }
+                untouched = None;
                 apply_edit(
                     self.context_id,
                     MapType::HttpResponseHeaders,

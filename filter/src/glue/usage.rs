@@ -15,10 +15,10 @@ use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MetricType};
 
-use super::{HostPort, now_ms, stream};
+use super::{HostPort, abi, now_ms, stream};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
-use crate::headers::HeaderList;
+use crate::headers::{HeaderList, same_bytes};
 use crate::metrics::{MetricKind, USAGE_UNPARSED_TOTAL};
 use crate::token::manager::{Host, SetError, Write};
 use crate::usage::UsageConfig;
@@ -44,7 +44,18 @@ pub(super) struct UsageState {
     /// request finds its ids without formatting a tagged name.
     series_ids: RefCell<HashMap<String, HashMap<String, SeriesIds>>>,
     /// The usage line's buffer, kept from request to request rather than allocated for each.
-    line: RefCell<String>,
+    line: RefCell<Vec<u8>>,
+    /// The last label pair's ids, in front of `series_ids` (which holds them again only once
+    /// another pair takes the place): requests of one caller and model in a row, the usual case,
+    /// find their ids by two comparisons instead of two hashed look-ups.
+    recent: RefCell<Option<RecentPair>>,
+}
+
+/// The label pair whose ids [`UsageState::recent`] holds.
+struct RecentPair {
+    caller: String,
+    model: String,
+    ids: SeriesIds,
 }
 
 /// The host ids of one caller and model label pair's series; `None` until first needed.
@@ -60,7 +71,8 @@ impl UsageState {
             models: RefCell::new(Admission::new(MODELS_KEY, config.max_models)),
             metric_ids: RefCell::new(HashMap::new()),
             series_ids: RefCell::new(HashMap::new()),
-            line: RefCell::new(String::with_capacity(512)),
+            line: RefCell::new(Vec::with_capacity(512)),
+            recent: RefCell::new(None),
         };
         state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
         state
@@ -96,16 +108,32 @@ impl UsageState {
     /// Adds the record's samples to the series of the label pair `caller`, `model`, defining each
     /// series the first time this VM sees it.
     fn apply(&self, record: &UsageRecord, caller: &str, model: &str) {
-        let mut by_caller = self.series_ids.borrow_mut();
-        let by_model = match by_caller.get_mut(caller) {
-            Some(by_model) => by_model,
-            None => by_caller.entry(caller.to_owned()).or_default(),
-        };
-        let ids = match by_model.get_mut(model) {
-            Some(ids) => ids,
-            None => by_model
-                .entry(model.to_owned())
-                .or_insert([None; UsageSeries::COUNT]),
+        let mut recent = self.recent.borrow_mut();
+        let is_recent = recent.as_ref().is_some_and(|recent| {
+            same_bytes(recent.caller.as_bytes(), caller.as_bytes())
+                && same_bytes(recent.model.as_bytes(), model.as_bytes())
+        });
+        if !is_recent {
+            let mut by_caller = self.series_ids.borrow_mut();
+            if let Some(previous) = recent.take() {
+                by_caller
+                    .entry(previous.caller)
+                    .or_default()
+                    .insert(previous.model, previous.ids);
+            }
+            let ids = by_caller
+                .get(caller)
+                .and_then(|by_model| by_model.get(model))
+                .copied()
+                .unwrap_or([None; UsageSeries::COUNT]);
+            *recent = Some(RecentPair {
+                caller: caller.to_owned(),
+                model: model.to_owned(),
+                ids,
+            });
+        }
+        let Some(RecentPair { ids, .. }) = recent.as_mut() else {
+            return;
         };
         for (series, value) in record.samples() {
             let Some(slot) = ids.get_mut(series.index()) else {
@@ -212,8 +240,13 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
         let mut line = usage.line.borrow_mut();
         line.clear();
         record.write_log_line(&mut line);
-        if let Err(status) = hostcalls::log(LogLevel::Info, &line) {
-            debug!("the usage line was not logged: {status:?}");
+        if abi::log(LogLevel::Info, &line).is_err() {
+            // A refusal is the SDK's to handle, as it always was (it aborts the VM on a status
+            // other than Ok): the line goes to its wrapper, as text, which repeats the call.
+            let sent = std::str::from_utf8(&line).map(|text| hostcalls::log(LogLevel::Info, text));
+            if let Ok(Err(status)) = sent {
+                debug!("the usage line was not logged: {status:?}");
+            }
         }
     }
 }

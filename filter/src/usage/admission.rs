@@ -10,6 +10,7 @@
 
 use hashbrown::HashSet;
 
+use crate::headers::same_bytes;
 use crate::token::manager::{SetError, Write};
 use crate::usage::labels::{OTHER, UNKNOWN};
 
@@ -60,7 +61,8 @@ impl Admission {
     /// be admitted now, else [`OTHER`]. [`UNKNOWN`] and [`OTHER`] are always themselves and take no
     /// place under the cap.
     pub fn label<'v>(&mut self, store: &mut dyn SharedStore, value: &'v str) -> &'v str {
-        if value == OTHER || value == UNKNOWN || self.admitted.contains(value) {
+        let is = |label: &str| same_bytes(value.as_bytes(), label.as_bytes());
+        if is(OTHER) || is(UNKNOWN) || self.admitted.contains(value) {
             return value;
         }
         if self.full {

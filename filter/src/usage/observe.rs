@@ -6,6 +6,7 @@
 //! and turns it into a [`UsageRecord`] at the end of the stream. It only reads: the bytes it is shown
 //! are never held or changed.
 
+use crate::headers::position_of_any;
 use crate::usage::UsageConfig;
 use crate::usage::parse::{
     BodyKind, Encoding, Limits, Observed, TokenCounts, Unparsed, UsageParser,
@@ -17,10 +18,7 @@ const MESSAGES_SUFFIX: &[u8] = b"/v1/messages";
 
 /// Whether a request with this `:path` is observed.
 pub fn observes(path: &[u8]) -> bool {
-    let end = path
-        .iter()
-        .position(|&byte| byte == b'?' || byte == b'#')
-        .unwrap_or(path.len());
+    let end = position_of_any(path, [b'?', b'#']).unwrap_or(path.len());
     path.get(..end)
         .is_some_and(|path| path.ends_with(MESSAGES_SUFFIX))
 }
