@@ -447,10 +447,16 @@ impl FilterStream {
         let trailers = match read_headers(&bytes) {
             Ok(trailers) => trailers,
             Err(unreadable) => {
+                // The pass only removes names: removing each one blind (an absent name is no error)
+                // keeps a credential smuggled in trailers from passing when the map cannot be read.
                 warn!(
-                    "context {}: trailers unreadable ({unreadable}): left as they are",
+                    "context {}: trailers unreadable ({unreadable}): removing the stripped names without reading them",
                     self.context_id
                 );
+                let none = HeaderList::default();
+                for name in names(&state.config) {
+                    apply_edit(self.context_id, map, &none, HeaderEdit::Remove(name));
+                }
                 return;
             }
         };
