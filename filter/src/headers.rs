@@ -109,21 +109,46 @@ impl<'a> IntoValue<'a> for Vec<u8> {
 
 /// Whether a stored (lower-case) name is `name`, compared ASCII case-insensitively.
 /// Only `name` needs folding: the stored side is lower-case already.
-#[inline(always)]
+#[cfg(test)]
 fn is_named(stored: &[u8], name: &str) -> bool {
-    // Lengths settle almost every comparison; equal lengths are compared eight bytes at a time,
-    // which the names of every request make cheaper than a byte loop.
-    let name = name.as_bytes();
-    stored.len() == name.len()
-        && last_word(stored) == to_ascii_lowercase(last_word(name))
-        && stored
-            .as_chunks::<8>()
-            .0
-            .iter()
-            .zip(name.as_chunks::<8>().0)
-            .all(|(stored, name)| {
-                u64::from_le_bytes(*stored) == to_ascii_lowercase(u64::from_le_bytes(*name))
-            })
+    NameKey::new(name).matches(stored)
+}
+
+/// A name folded once for comparing against many stored (lower-case) names: a scan then folds
+/// only the words of the lines whose length matches, never the name again.
+#[derive(Clone, Copy)]
+struct NameKey<'n> {
+    bytes: &'n [u8],
+    /// `last_word` of the name, lower-cased.
+    last: u64,
+}
+
+impl<'n> NameKey<'n> {
+    #[inline(always)]
+    fn new(name: &'n str) -> Self {
+        let bytes = name.as_bytes();
+        Self {
+            bytes,
+            last: to_ascii_lowercase(last_word(bytes)),
+        }
+    }
+
+    /// Whether `stored` is this name. Lengths settle almost every comparison; equal lengths are
+    /// compared eight bytes at a time, which the names of every request make cheaper than a byte
+    /// loop.
+    #[inline(always)]
+    fn matches(self, stored: &[u8]) -> bool {
+        stored.len() == self.bytes.len()
+            && last_word(stored) == self.last
+            && stored
+                .as_chunks::<8>()
+                .0
+                .iter()
+                .zip(self.bytes.as_chunks::<8>().0)
+                .all(|(stored, name)| {
+                    u64::from_le_bytes(*stored) == to_ascii_lowercase(u64::from_le_bytes(*name))
+                })
+    }
 }
 
 /// Whether two byte strings are equal, compared eight bytes at a time: `==` on slices calls the
@@ -184,6 +209,7 @@ pub(crate) fn first_flagged(bytes: &[u8], flags: impl Fn(u64) -> u64) -> Option<
 
 /// `name` as stored: borrowed when it is lower-case already, which every
 /// validated configuration name is.
+#[inline]
 fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, [u8]> {
     match name.into() {
         // Checked in place, the usual case: a call to `lower_case` cost more than the check.
@@ -371,6 +397,7 @@ impl<'a> HeaderList<'a> {
         &'s self,
         name: &'n str,
     ) -> impl Iterator<Item = &'s [u8]> + Clone + use<'s, 'a, 'n> {
+        let key = NameKey::new(name);
         let lines: &[Line<'a>] = if self.may_hold(name) {
             &self.entries
         } else {
@@ -378,7 +405,7 @@ impl<'a> HeaderList<'a> {
         };
         lines
             .iter()
-            .filter(move |(entry, _)| is_named(entry, name))
+            .filter(move |(entry, _)| key.matches(entry))
             .map(|(_, value)| &**value)
     }
 
@@ -409,13 +436,15 @@ impl<'a> HeaderList<'a> {
     }
 
     /// Index of the first line of `name`.
+    #[inline]
     fn position(&self, name: &str) -> Option<usize> {
         if !self.may_hold(name) {
             return None;
         }
+        let key = NameKey::new(name);
         self.entries
             .iter()
-            .position(|(entry, _)| is_named(entry, name))
+            .position(|(entry, _)| key.matches(entry))
     }
 
     /// Replaces every value of `name` with `value`, keeping the position of the
@@ -457,18 +486,19 @@ impl<'a> HeaderList<'a> {
     fn remove_from(&mut self, name: &str, from: usize) {
         // A name almost always has one line: a scan of the rest finds no other, and only a second
         // line costs a pass that moves entries.
+        let key = NameKey::new(name);
         let Some(next) = self
             .entries
             .iter()
             .skip(from)
-            .position(|(entry, _)| is_named(entry, name))
+            .position(|(entry, _)| key.matches(entry))
         else {
             return;
         };
         let next = from + next;
         let mut index = 0;
         self.entries.retain(|(entry, _)| {
-            let keep = index < next || !is_named(entry, name);
+            let keep = index < next || !key.matches(entry);
             index += 1;
             keep
         });
@@ -484,8 +514,9 @@ impl<'a> HeaderList<'a> {
             self.remove(to);
             let to = stored_name(to);
             self.lengths |= length_bit(&to);
+            let key = NameKey::new(from);
             for (entry, _) in &mut self.entries {
-                if is_named(entry, from) {
+                if key.matches(entry) {
                     entry.clone_from(&to);
                 }
             }
@@ -526,8 +557,10 @@ pub fn diff<'h>(
         .iter()
         .map(|name| Pending {
             name,
+            key: NameKey::new(name),
             before: Lines::default(),
             after: Lines::default(),
+            rank: 0,
         })
         .collect();
     // Most lines have a length no name has: one bit test skips them without comparing names.
@@ -539,7 +572,7 @@ pub fn diff<'h>(
             if lengths & length_bit(line) == 0 {
                 continue;
             }
-            if let Some(found) = pending.iter_mut().find(|found| is_named(line, found.name)) {
+            if let Some(found) = pending.iter_mut().find(|found| found.key.matches(line)) {
                 let lines = if is_after {
                     &mut found.after
                 } else {
@@ -552,10 +585,10 @@ pub fn diff<'h>(
     // In place: `retain` called its closure out of line for every name.
     let mut kept = 0;
     for index in 0..pending.len() {
-        if pending
-            .get(index)
-            .is_some_and(|found| found.changed(before, after))
+        if let Some(found) = pending.get_mut(index)
+            && found.changed(before, after)
         {
+            found.rank = found.order();
             pending.swap(kept, index);
             kept += 1;
         }
@@ -566,7 +599,7 @@ pub fn diff<'h>(
         let mut at = index;
         while let Some(earlier) = at.checked_sub(1)
             && let (Some(left), Some(right)) = (pending.get(earlier), pending.get(at))
-            && left.order() > right.order()
+            && left.rank > right.rank
         {
             pending.swap(earlier, at);
             at = earlier;
@@ -600,8 +633,11 @@ impl Lines {
 /// One name [`diff`] compares, with its lines in both lists.
 struct Pending<'h> {
     name: &'h str,
+    key: NameKey<'h>,
     before: Lines,
     after: Lines,
+    /// [`Pending::order`], once the lines are known: the sort compares numbers only.
+    rank: usize,
 }
 
 impl<'h> Pending<'h> {
@@ -609,17 +645,25 @@ impl<'h> Pending<'h> {
         match (self.before.count, self.after.count) {
             (0, 0) => false,
             (was, now) if was != now => true,
-            (1, 1) => before.value_at(self.before.first) != after.value_at(self.after.first),
+            (1, 1) => match (
+                before.value_at(self.before.first),
+                after.value_at(self.after.first),
+            ) {
+                (Some(was), Some(now)) => !same_bytes(was, now),
+                _ => true,
+            },
             _ => !before.get_all(self.name).eq(after.get_all(self.name)),
         }
     }
 
-    /// Removals first, by their line in "before"; then the rest by their line in "after".
-    fn order(&self) -> (bool, usize) {
+    /// Removals first, by their line in "before"; then the rest by their line in "after". Lines
+    /// are far fewer than `usize::MAX / 2`, so the halves never meet.
+    fn order(&self) -> usize {
+        const REST: usize = usize::MAX / 2 + 1;
         if self.after.count == 0 {
-            (false, self.before.first)
+            self.before.first
         } else {
-            (true, self.after.first)
+            REST | self.after.first
         }
     }
 
