@@ -66,7 +66,11 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
+    // `find` stops on a character boundary, so this never fails; unlike `split_at` it has no panic
+    // path, whose message would bring `char`'s debug formatting into the filter module.
+    let (number, unit) = text
+        .split_at_checked(split)
+        .ok_or(DurationError::NotANumber)?;
     let unit_millis = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
@@ -183,6 +187,9 @@ mod tests {
             ("0.5ms", DurationError::FinerThanMillisecond),
             ("9999999999999999h", DurationError::TooLong),
             ("99999999999999h", DurationError::TooLong),
+            ("5µs", DurationError::UnknownUnit),
+            ("é", DurationError::NotANumber),
+            ("1.5€", DurationError::UnknownUnit),
         ];
         for (text, error) in cases {
             assert_eq!(parse(text), Err(error), "{text:?}");

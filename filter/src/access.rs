@@ -19,6 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::headers::HeaderList;
+use crate::json::Quoted;
 
 /// A validated access policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,10 +177,10 @@ pub struct Cidr {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
     /// The address part is not an IPv4 or IPv6 address.
-    #[error("{0:?} is not an IP address")]
+    #[error("{} is not an IP address", Quoted(.0))]
     Address(String),
     /// The prefix length is not a number within the family's range.
-    #[error("prefix length {given:?} is not a number from 0 to {max}")]
+    #[error("prefix length {} is not a number from 0 to {max}", Quoted(.given))]
     PrefixLength {
         /// The prefix length as written.
         given: String,

@@ -19,7 +19,7 @@
 
 pub(crate) mod read;
 
-use crate::json::{self, ErrorKind, Map, Value};
+use crate::json::{self, ErrorKind, Map, Quoted, Value};
 
 use crate::access::{AccessPolicy, Cidr, IdentityRule, IdentitySource, PropertyPath, Requirement};
 use crate::credential::{
@@ -161,7 +161,7 @@ pub enum ConfigErrorKind {
         hint: &'static str,
     },
     /// A header name is not a valid lower-case-able HTTP token.
-    #[error("{path}: {name:?} is not a valid header name{hint}")]
+    #[error("{path}: {} is not a valid header name{hint}", Quoted(.name))]
     InvalidHeaderName {
         /// Path of the field.
         path: String,
@@ -179,7 +179,7 @@ pub enum ConfigErrorKind {
         what: &'static str,
     },
     /// A rule or list names a header it may not touch.
-    #[error("{path}: {name:?} {why}")]
+    #[error("{path}: {} {why}", Quoted(.name))]
     ForbiddenHeader {
         /// Path of the field.
         path: String,
@@ -883,10 +883,10 @@ fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
     };
     let mut entries = map.iter();
     let (Some((kind, setting)), None) = (entries.next(), entries.next()) else {
-        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        let keys = json::quoted_list(map.keys().map(String::as_str));
         return Err(invalid(
             PATH,
-            &format!("must have exactly one key, found {keys:?}: {SOURCE_HINT}"),
+            &format!("must have exactly one key, found {keys}: {SOURCE_HINT}"),
         ));
     };
     match kind.as_str() {
@@ -916,7 +916,10 @@ fn credential_source(value: &Value) -> Result<CredentialSource, ConfigError> {
         ))),
         other => Err(invalid(
             PATH,
-            &format!("unknown source {other:?}; expected one of \"env\", \"inline\", \"oauth2\""),
+            &format!(
+                "unknown source {}; expected one of \"env\", \"inline\", \"oauth2\"",
+                Quoted(other)
+            ),
         )),
     }
 }
@@ -1093,7 +1096,7 @@ fn validate_when(path: &str, raw: &RawWhen, scope: &Scope<'_>) -> Result<Conditi
         if !is_token(method) {
             return Err(invalid(
                 &read::item(&read::join(path, "method"), index),
-                &format!("{method:?} is not a valid HTTP method"),
+                &format!("{} is not a valid HTTP method", Quoted(method)),
             ));
         }
         methods.push(method.clone());
@@ -1186,7 +1189,7 @@ fn validate_access(raw: &RawAccess, credential_header: &str) -> Result<AccessPol
                 ranges.push(Cidr::parse(text.trim()).map_err(|error| {
                     invalid(
                         &read::item("access.source_cidrs", index),
-                        &format!("{text:?}: {error}"),
+                        &format!("{}: {error}", Quoted(text)),
                     )
                 })?);
             }
@@ -1227,7 +1230,10 @@ fn identity_source(
             PropertyPath::parse(property)
                 .map(IdentitySource::Property)
                 .map_err(|error| {
-                    invalid("access.identity.property", &format!("{property:?} {error}"))
+                    invalid(
+                        "access.identity.property",
+                        &format!("{} {error}", Quoted(property)),
+                    )
                 })
         }
         (None, Some(header)) => {
@@ -1242,7 +1248,7 @@ fn identity_source(
             if identity.trusted != Some(true) {
                 return Err(invalid(
                     "access.identity.header",
-                    &format!("{name:?}: {UNTRUSTED_HEADER}"),
+                    &format!("{}: {UNTRUSTED_HEADER}", Quoted(&name)),
                 ));
             }
             Ok(IdentitySource::TrustedHeader(name))
@@ -1328,7 +1334,10 @@ fn managed(name: &str) -> Option<&'static str> {
 #[inline(never)]
 pub(crate) fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
     if !text.starts_with('/') {
-        return Err(invalid(path, &format!("{text:?} must start with \"/\"")));
+        return Err(invalid(
+            path,
+            &format!("{} must start with \"/\"", Quoted(text)),
+        ));
     }
     if text
         .bytes()
@@ -1336,7 +1345,10 @@ pub(crate) fn path_text(path: &str, text: &str) -> Result<(), ConfigError> {
     {
         return Err(invalid(
             path,
-            &format!("{text:?} contains whitespace or a control character"),
+            &format!(
+                "{} contains whitespace or a control character",
+                Quoted(text)
+            ),
         ));
     }
     Ok(())
@@ -1354,7 +1366,10 @@ pub(crate) fn authority_text(path: &str, text: &str) -> Result<String, ConfigErr
     } else {
         Err(invalid(
             path,
-            &format!("{text:?} is not a valid authority (host or host:port)"),
+            &format!(
+                "{} is not a valid authority (host or host:port)",
+                Quoted(text)
+            ),
         ))
     }
 }

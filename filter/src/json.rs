@@ -9,6 +9,7 @@
 //! reason, never a string from the document (a duplicate key, which is a field name, excepted).
 //!
 //! The writer, [`ObjectWriter`], emits compact objects field by field in the order it is called.
+//! [`Quoted`] shows a value in a message the same way, as a JSON string.
 
 use std::fmt;
 use std::time::Duration;
@@ -783,6 +784,34 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// A value as a message quotes it: a JSON string, with quotes, backslashes and control characters
+/// escaped, so an odd character can neither end the quote nor reach a log line raw.
+///
+/// Messages use this, never `{:?}`: `str`'s `Debug` brings Unicode printability tables into the
+/// module, several kilobytes for error and debug text alone.
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(self.0.len() + 2);
+        write_string(&mut text, self.0);
+        f.write_str(&text)
+    }
+}
+
+/// `names` as a list of quoted values, `["a", "b"]`, for a message.
+pub(crate) fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (index, name) in names.into_iter().enumerate() {
+        if index > 0 {
+            out.push_str(", ");
+        }
+        write_string(&mut out, name);
+    }
+    out.push(']');
+    out
+}
+
 /// `text` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
 ///
 /// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
@@ -944,6 +973,18 @@ mod tests {
                 assert_eq!(plain_prefix(bytes), scan, "{start}..{end}");
             }
         }
+    }
+
+    #[test]
+    fn quoted_values_escape_what_could_end_the_quote_or_reach_a_log_raw() {
+        assert_eq!(Quoted("x-team").to_string(), r#""x-team""#);
+        assert_eq!(
+            Quoted("a \"b\" \\ c\r\nd\0\x1b é").to_string(),
+            r#""a \"b\" \\ c\r\nd\u0000\u001b é""#
+        );
+        assert_eq!(format!("{}: bad", Quoted("")), r#""": bad"#);
+        assert_eq!(quoted_list(["a", "b\"c"]), r#"["a", "b\"c"]"#);
+        assert_eq!(quoted_list([]), "[]");
     }
 
     #[test]

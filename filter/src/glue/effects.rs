@@ -9,6 +9,7 @@ use super::stream::{RequestPhase, StreamShared};
 use crate::config::FilterConfig;
 use crate::engine::{self, LocalResponse, RequestDecision};
 use crate::headers::{HeaderEdit, HeaderList, diff};
+use crate::json;
 use crate::metrics::{Metric, MetricKind};
 use crate::preset::PresetOutcome;
 use crate::redact::render_headers;
@@ -103,13 +104,13 @@ pub(super) fn finish_request(
         RequestDecision::Forward(forward) => {
             if log_enabled!(Level::Debug) {
                 debug!(
-                    "request {context_id}: forwarded; credential {}; stripped {:?}; rules applied {:?}; preset {}; upstream headers {}",
+                    "request {context_id}: forwarded; credential {}; stripped {}; rules applied {:?}; preset {}; upstream headers {}",
                     if forward.credential_injected {
                         "injected"
                     } else {
                         "missing"
                     },
-                    engine::stripped_headers(&state.config, request).collect::<Vec<_>>(),
+                    json::quoted_list(engine::stripped_headers(&state.config, request)),
                     forward.rules_applied,
                     describe_preset(&state.config, forward.preset),
                     render_headers(&forward.headers, &state.config.credential.header),

@@ -443,7 +443,9 @@ fn quote(text: &str, secrets: &[&Secret]) -> String {
             out.push(character);
         }
     }
-    format!("{out:?}")
+    let mut quoted = String::with_capacity(out.len() + 2);
+    json::write_string(&mut quoted, &out);
+    quoted
 }
 
 /// `text` with every occurrence of `needle` (not empty) replaced by `with`, left to right, as
