@@ -21,6 +21,7 @@
 //! - [`metrics`]: metric names and kinds.
 //! - [`redact`]: header rendering for debug logs.
 //! - [`token`]: the `oauth2` source: token requests, shared state, single-flight refresh.
+//! - [`by_context`]: values by context id (the requests held for a token).
 //! - [`usage`]: token usage per caller read from responses ([`usage::parse`]: the pure body readers).
 //! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts.
 //!
@@ -28,6 +29,7 @@
 //! and on `wasm32-wasip1`.
 
 pub mod access;
+pub mod by_context;
 pub mod config;
 pub mod credential;
 pub mod engine;

@@ -27,11 +27,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use hashbrown::HashMap;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 
+use crate::by_context::ByContext;
 use crate::config::FilterConfig;
 use crate::credential::Credential;
 use crate::token::endpoint::TokenRequest;
@@ -100,7 +99,7 @@ impl Configured {
 struct Tokens {
     manager: RefCell<TokenManager>,
     /// Requests paused for a token, by context id.
-    held: RefCell<HashMap<u32, Rc<StreamShared>>>,
+    held: RefCell<ByContext<Rc<StreamShared>>>,
     root_id: u32,
 }
 

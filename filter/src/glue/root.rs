@@ -5,8 +5,6 @@ use std::cell::RefCell;
 use std::env::VarError;
 use std::rc::Rc;
 
-use hashbrown::HashMap;
-
 use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -16,6 +14,7 @@ use super::abi;
 use super::effects::{MetricIds, finish_request};
 use super::stream::{FilterStream, ShareableStream, StreamShared, read_headers};
 use super::{Configured, HostPort, Source, Tokens, now_ms, random_u64, usage};
+use crate::by_context::ByContext;
 use crate::config::{self, FilterConfig, MissingCredential};
 use crate::credential::{self, CredentialError, CredentialSource};
 use crate::engine::{self, RequestDecision};
@@ -180,7 +179,7 @@ fn resolve_source(config: &FilterConfig, root_id: u32) -> Result<Source, Credent
     );
     Ok(Source::OAuth2(Rc::new(Tokens {
         manager: RefCell::new(manager),
-        held: RefCell::new(HashMap::new()),
+        held: RefCell::new(ByContext::default()),
         root_id,
     })))
 }

@@ -40,14 +40,16 @@ pub(super) struct UsageState {
     /// Host ids of the usage metrics this VM has defined, by tagged name: each name is defined once,
     /// whichever label pair first needs it.
     metric_ids: RefCell<HashMap<String, u32>>,
-    /// The ids by caller label, model label and [`UsageSeries::index`], in front of `metric_ids`: a
-    /// request finds its ids without formatting a tagged name.
-    series_ids: RefCell<HashMap<String, HashMap<String, SeriesIds>>>,
+    /// The place in `series_ids` of each label pair, by [`pair_key`]: a request finds its ids without
+    /// formatting a tagged name. Keyed by one string, as `metric_ids` is, rather than by caller then
+    /// model: one map type is one copy of the hash table's code in the module.
+    series_places: RefCell<HashMap<String, u32>>,
+    /// The ids of each label pair, by [`UsageSeries::index`]; one entry per pair in `series_places`.
+    series_ids: RefCell<Vec<SeriesIds>>,
     /// The usage line's buffer, kept from request to request rather than allocated for each.
     line: RefCell<Vec<u8>>,
-    /// The last label pair's ids, in front of `series_ids` (which holds them again only once
-    /// another pair takes the place): requests of one caller and model in a row, the usual case,
-    /// find their ids by two comparisons instead of two hashed look-ups.
+    /// The last label pair's ids, in front of `series_places`: requests of one caller and model in a
+    /// row, the usual case, find their ids by two comparisons instead of a hashed look-up.
     recent: RefCell<Option<RecentPair>>,
 }
 
@@ -55,7 +57,19 @@ pub(super) struct UsageState {
 struct RecentPair {
     caller: String,
     model: String,
+    /// Where `series_ids` holds the same ids, for an id defined now to be kept there too.
+    place: usize,
     ids: SeriesIds,
+}
+
+/// The map key of the label pair `caller`, `model`: the two labels with a `\n` between them, a byte
+/// no sanitised label holds, so two pairs never share a key.
+fn pair_key(caller: &str, model: &str) -> String {
+    let mut key = String::with_capacity(caller.len() + 1 + model.len());
+    key.push_str(caller);
+    key.push('\n');
+    key.push_str(model);
+    key
 }
 
 /// The host ids of one caller and model label pair's series; `None` until first needed.
@@ -70,7 +84,8 @@ impl UsageState {
             callers: RefCell::new(Admission::new(CALLERS_KEY, config.max_callers)),
             models: RefCell::new(Admission::new(MODELS_KEY, config.max_models)),
             metric_ids: RefCell::new(HashMap::new()),
-            series_ids: RefCell::new(HashMap::new()),
+            series_places: RefCell::new(HashMap::new()),
+            series_ids: RefCell::new(Vec::new()),
             line: RefCell::new(Vec::with_capacity(512)),
             recent: RefCell::new(None),
         };
@@ -105,6 +120,21 @@ impl UsageState {
         }
     }
 
+    /// The place in `series_ids` of the label pair `caller`, `model`, taken now if the pair is new.
+    fn place_of(&self, caller: &str, model: &str) -> usize {
+        let key = pair_key(caller, model);
+        let mut places = self.series_places.borrow_mut();
+        if let Some(&place) = places.get(key.as_str()) {
+            return place as usize;
+        }
+        let mut all_ids = self.series_ids.borrow_mut();
+        let place = all_ids.len();
+        // One place per label pair, so far below `u32::MAX`: the caps bound the pairs.
+        places.insert(key, u32::try_from(place).unwrap_or(u32::MAX));
+        all_ids.push([None; UsageSeries::COUNT]);
+        place
+    }
+
     /// Adds the record's samples to the series of the label pair `caller`, `model`, defining each
     /// series the first time this VM sees it.
     fn apply(&self, record: &UsageRecord, caller: &str, model: &str) {
@@ -114,25 +144,28 @@ impl UsageState {
                 && same_bytes(recent.model.as_bytes(), model.as_bytes())
         });
         if !is_recent {
-            let mut by_caller = self.series_ids.borrow_mut();
-            if let Some(previous) = recent.take() {
-                by_caller
-                    .entry(previous.caller)
-                    .or_default()
-                    .insert(previous.model, previous.ids);
-            }
-            let ids = by_caller
-                .get(caller)
-                .and_then(|by_model| by_model.get(model))
+            let place = self.place_of(caller, model);
+            let ids = self
+                .series_ids
+                .borrow()
+                .get(place)
                 .copied()
                 .unwrap_or([None; UsageSeries::COUNT]);
-            *recent = Some(RecentPair {
-                caller: caller.to_owned(),
-                model: model.to_owned(),
+            // The buffers of the pair before are reused: no allocation unless a label is longer.
+            let pair = recent.get_or_insert_with(|| RecentPair {
+                caller: String::new(),
+                model: String::new(),
+                place,
                 ids,
             });
+            pair.caller.clear();
+            pair.caller.push_str(caller);
+            pair.model.clear();
+            pair.model.push_str(model);
+            pair.place = place;
+            pair.ids = ids;
         }
-        let Some(RecentPair { ids, .. }) = recent.as_mut() else {
+        let Some(RecentPair { ids, place, .. }) = recent.as_mut() else {
             return;
         };
         for (series, value) in record.samples() {
@@ -147,6 +180,14 @@ impl UsageState {
                         continue;
                     };
                     *slot = Some(id);
+                    if let Some(kept) = self
+                        .series_ids
+                        .borrow_mut()
+                        .get_mut(*place)
+                        .and_then(|ids| ids.get_mut(series.index()))
+                    {
+                        *kept = Some(id);
+                    }
                     id
                 }
             };

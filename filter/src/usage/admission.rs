@@ -8,7 +8,7 @@
 //! looked up in shared data once per VM, and once the list is full it is never read again (the list
 //! only grows, so a full list is final).
 
-use hashbrown::HashSet;
+use hashbrown::HashMap;
 
 use crate::headers::same_bytes;
 use crate::token::manager::{SetError, Write};
@@ -40,8 +40,10 @@ const MAX_ATTEMPTS: usize = 16;
 pub struct Admission {
     key: &'static str,
     cap: usize,
-    /// Values known to be admitted (read from or written to shared data).
-    admitted: HashSet<String>,
+    /// Values known to be admitted (read from or written to shared data). A map whose values are
+    /// unused rather than a set: it is the type of the usage glue's maps, so the module carries one
+    /// copy of the hash table's code for all of them.
+    admitted: HashMap<String, u32>,
     /// The shared list had reached the cap when last read; `admitted` then holds all of it.
     full: bool,
 }
@@ -52,7 +54,7 @@ impl Admission {
         Self {
             key,
             cap,
-            admitted: HashSet::new(),
+            admitted: HashMap::new(),
             full: false,
         }
     }
@@ -62,7 +64,9 @@ impl Admission {
     /// place under the cap.
     pub fn label<'v>(&mut self, store: &mut dyn SharedStore, value: &'v str) -> &'v str {
         let is = |label: &str| same_bytes(value.as_bytes(), label.as_bytes());
-        if is(OTHER) || is(UNKNOWN) || self.admitted.contains(value) {
+        // `get` rather than `contains_key`: the glue's look-ups in maps of this type use `get`, which
+        // then is the one compiled look-up for all of them.
+        if is(OTHER) || is(UNKNOWN) || self.admitted.get(value).is_some() {
             return value;
         }
         if self.full {
@@ -93,7 +97,7 @@ impl Admission {
             updated.extend_from_slice(value.as_bytes());
             match store.set(self.key, &updated, write) {
                 Ok(()) => {
-                    self.admitted.insert(value.to_owned());
+                    self.admitted.insert(value.to_owned(), 0);
                     self.full = count + 1 >= self.cap;
                     return value;
                 }
@@ -112,9 +116,9 @@ impl Admission {
     fn remember(&mut self, listed: &[&[u8]]) {
         for label in listed {
             if let Ok(label) = std::str::from_utf8(label)
-                && !self.admitted.contains(label)
+                && self.admitted.get(label).is_none()
             {
-                self.admitted.insert(label.to_owned());
+                self.admitted.insert(label.to_owned(), 0);
             }
         }
     }
