@@ -10,6 +10,7 @@ use miniz_oxide::inflate::core::inflate_flags::{
     TINFL_FLAG_HAS_MORE_INPUT, TINFL_FLAG_PARSE_ZLIB_HEADER,
 };
 use miniz_oxide::inflate::core::{DecompressorOxide, TINFL_LZ_DICT_SIZE, decompress};
+use std::sync::OnceLock;
 
 /// gzip header flag bits (RFC 1952 section 2.3.1).
 const FHCRC: u8 = 0x02;
@@ -292,42 +293,32 @@ impl Inflater {
     }
 }
 
-/// The CRC-32 (IEEE, reflected) tables for slicing by 4: `CRC_TABLES[0]` is the byte table,
-/// `CRC_TABLES[k][n]` the CRC of byte `n` followed by `k` zero bytes. 4 KiB of data, four
-/// independent lookups per 4 bytes: the checksum no longer costs more than the inflating.
-const CRC_TABLES: [[u32; 256]; 4] = {
-    let mut tables = [[0u32; 256]; 4];
-    let mut n = 0;
-    while n < 256 {
-        let mut c = n as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
+/// The CRC-32 (IEEE, reflected) tables for slicing by 4: `[0]` is the byte table, `[k][n]`
+/// the CRC of byte `n` followed by `k` zero bytes. Four independent lookups per 4 bytes:
+/// the checksum costs no more than the inflating. Built on first use (once per VM), so the
+/// 4 KiB are no data in the module.
+fn crc_tables() -> &'static [[u32; 256]; 4] {
+    static TABLES: OnceLock<[[u32; 256]; 4]> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut tables = [[0u32; 256]; 4];
+        let [t0, rest @ ..] = &mut tables;
+        for (n, entry) in (0u32..).zip(t0.iter_mut()) {
+            *entry = (0..8).fold(n, |c, _| (c >> 1) ^ (0xedb8_8320 & (c & 1).wrapping_neg()));
         }
-        tables[0][n] = c;
-        n += 1;
-    }
-    let mut n = 0;
-    while n < 256 {
-        let mut k = 1;
-        while k < 4 {
-            let c = tables[k - 1][n];
-            tables[k][n] = (c >> 8) ^ tables[0][(c & 0xff) as usize];
-            k += 1;
+        let mut previous: &[u32; 256] = t0;
+        for table in rest {
+            for (entry, &c) in table.iter_mut().zip(previous) {
+                *entry = (c >> 8) ^ t0[(c & 0xff) as usize];
+            }
+            previous = table;
         }
-        n += 1;
-    }
-    tables
-};
+        tables
+    })
+}
 
 /// `crc` (of the bytes before) extended over `bytes`.
 pub(super) fn crc32(crc: u32, bytes: &[u8]) -> u32 {
-    let [t0, t1, t2, t3] = &CRC_TABLES;
+    let [t0, t1, t2, t3] = crc_tables();
     let byte = |c: u32, b: u8| (c >> 8) ^ t0[((c ^ u32::from(b)) & 0xff) as usize];
     let mut words = bytes.chunks_exact(4);
     let mut c = !crc;
