@@ -878,7 +878,13 @@ impl Inflater {
             let to = self.at;
             let n = length.min(WINDOW - to);
             let from = to.wrapping_sub(distance) & MASK;
-            if from < to {
+            if distance == 1 {
+                // A run of one byte (the commonest overlap): a fill.
+                let b = self.window[from & MASK];
+                if let Some(run) = self.window.get_mut(to..to + n) {
+                    run.fill(b);
+                }
+            } else if from < to {
                 // The source does not wrap. Where it overlaps the destination, the bytes
                 // repeat with period `distance`: each move copies all that is there, doubling.
                 let mut done = 0;
