@@ -33,7 +33,7 @@
 //! captured `type`/`model`/`stop_reason` strings up to 256 bytes each (for the document
 //! being read and for the stream's totals), one 256-byte string buffer, an event name up
 //! to 32 bytes and a few integers: under 2 KiB. `gzip`/`deflate` add the inflate state
-//! (about 11 KiB) and its 32 KiB window.
+//! (under 6 KiB) and its 32 KiB window.
 //!
 //! `max_event_bytes` ([`Limits`]) still caps the data of a kept event (`message_start`,
 //! `message_delta`): a larger one ends reading with [`Unparsed::TooLarge`], since no real
@@ -42,7 +42,7 @@
 //! # Layout
 //! - `json`: the streaming JSON scanner.
 //! - `sse`: event-stream framing over the scanner.
-//! - `inflate`: gzip/deflate framing over `miniz_oxide`'s inflater.
+//! - `inflate`: gzip/deflate framing and the inflater (RFC 1951) under it.
 
 mod inflate;
 mod json;
