@@ -209,7 +209,6 @@ pub(crate) fn first_flagged(bytes: &[u8], flags: impl Fn(u64) -> u64) -> Option<
 
 /// `name` as stored: borrowed when it is lower-case already, which every
 /// validated configuration name is.
-#[inline]
 fn stored_name<'a>(name: impl Into<Cow<'a, str>>) -> Cow<'a, [u8]> {
     match name.into() {
         // Checked in place, the usual case: a call to `lower_case` cost more than the check.
@@ -436,7 +435,6 @@ impl<'a> HeaderList<'a> {
     }
 
     /// Index of the first line of `name`.
-    #[inline]
     fn position(&self, name: &str) -> Option<usize> {
         if !self.may_hold(name) {
             return None;

@@ -23,6 +23,7 @@
 //! - `stream`: the HTTP context of one request: its callbacks and what it shares with the root.
 //! - `effects`: carrying a decision out on the host: metrics, header edits, local answers.
 //! - `usage`: the host side of usage accounting.
+//! - `unused`: the SDK's `HttpContext` helpers the filter never calls, overridden to cost nothing.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -40,6 +41,7 @@ mod abi;
 mod effects;
 mod root;
 mod stream;
+mod unused;
 mod usage;
 
 use abi::now_ms;

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, Bytes, GrpcStatusCode, MapType};
 
 use super::abi::{self, HostStatus};
 use super::effects::{MetricIds, apply_edit, finish_request, send_local};
@@ -129,6 +129,63 @@ impl Drop for FilterStream {
 }
 
 impl HttpContext for FilterStream {
+    super::unused::unused_http_helpers! {
+        fn get_http_request_headers() -> Vec<(String, String)>;
+        fn get_http_request_headers_bytes() -> Vec<(String, Bytes)>;
+        fn set_http_request_headers(Vec<(&str, &str)>);
+        fn set_http_request_headers_bytes(Vec<(&str, &[u8])>);
+        fn get_http_request_header(&str) -> Option<String>;
+        fn get_http_request_header_bytes(&str) -> Option<Bytes>;
+        fn set_http_request_header(&str, Option<&str>);
+        fn set_http_request_header_bytes(&str, Option<&[u8]>);
+        fn add_http_request_header(&str, &str);
+        fn add_http_request_header_bytes(&str, &[u8]);
+        fn remove_http_request_header(&str);
+        fn get_http_request_body(usize, usize) -> Option<Bytes>;
+        fn set_http_request_body(usize, usize, &[u8]);
+        fn get_http_request_trailers() -> Vec<(String, String)>;
+        fn get_http_request_trailers_bytes() -> Vec<(String, Bytes)>;
+        fn set_http_request_trailers(Vec<(&str, &str)>);
+        fn set_http_request_trailers_bytes(Vec<(&str, &[u8])>);
+        fn get_http_request_trailer(&str) -> Option<String>;
+        fn get_http_request_trailer_bytes(&str) -> Option<Bytes>;
+        fn set_http_request_trailer(&str, Option<&str>);
+        fn set_http_request_trailer_bytes(&str, Option<&[u8]>);
+        fn add_http_request_trailer(&str, &str);
+        fn add_http_request_trailer_bytes(&str, &[u8]);
+        fn remove_http_request_trailer(&str);
+        fn resume_http_request();
+        fn reset_http_request();
+        fn get_http_response_headers() -> Vec<(String, String)>;
+        fn get_http_response_headers_bytes() -> Vec<(String, Bytes)>;
+        fn set_http_response_headers(Vec<(&str, &str)>);
+        fn set_http_response_headers_bytes(Vec<(&str, &[u8])>);
+        fn get_http_response_header(&str) -> Option<String>;
+        fn get_http_response_header_bytes(&str) -> Option<Bytes>;
+        fn set_http_response_header(&str, Option<&str>);
+        fn set_http_response_header_bytes(&str, Option<&[u8]>);
+        fn add_http_response_header(&str, &str);
+        fn add_http_response_header_bytes(&str, &[u8]);
+        fn remove_http_response_header(&str);
+        fn get_http_response_body(usize, usize) -> Option<Bytes>;
+        fn set_http_response_body(usize, usize, &[u8]);
+        fn get_http_response_trailers() -> Vec<(String, String)>;
+        fn get_http_response_trailers_bytes() -> Vec<(String, Bytes)>;
+        fn set_http_response_trailers(Vec<(&str, &str)>);
+        fn set_http_response_trailers_bytes(Vec<(&str, &[u8])>);
+        fn get_http_response_trailer(&str) -> Option<String>;
+        fn get_http_response_trailer_bytes(&str) -> Option<Bytes>;
+        fn set_http_response_trailer(&str, Option<&str>);
+        fn set_http_response_trailer_bytes(&str, Option<&[u8]>);
+        fn add_http_response_trailer(&str, &str);
+        fn add_http_response_trailer_bytes(&str, &[u8]);
+        fn remove_http_response_trailer(&str);
+        fn resume_http_response();
+        fn reset_http_response();
+        fn send_http_response(u32, Vec<(&str, &str)>, Option<&[u8]>);
+        fn send_grpc_response(GrpcStatusCode, Option<&str>, Vec<(&str, &[u8])>);
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(state) = self.state.clone() else {
             // Never forward without a valid configuration: fail closed.
