@@ -4,7 +4,10 @@
 #   scripts/build-filter.sh [--target-dir DIR] [--quiet] [--locked]
 #
 # Two steps, both needed for every consumer (Makefile, tests, scripts, images), so they live here only:
-#   1. cargo's `wasm-release` build (target/wasm/wasm32-wasip1/wasm-release/filter.wasm, the link output);
+#   1. cargo's `wasm-release` build (target/wasm/wasm32-wasip1/wasm-release/filter.wasm, the link output),
+#      with LLVM's inliner held to a threshold of 200 (opt-level 3's is 250): 5 KB smaller for about 1.5%
+#      more instructions per request. The flag is set here, whatever RUSTFLAGS the caller has, so the
+#      module is the same for every consumer;
 #   2. the post-link step with binaryen: `wasm-metadce` drops the SDK's callbacks for features the filter
 #      never uses (gRPC, foreign functions, shared queues, TCP streams) and everything only they reach; hosts
 #      treat every `proxy_on_*` callback as optional and never call these for an HTTP filter that makes no
@@ -45,7 +48,8 @@ fi
 cargo_args=(build -p filter --target wasm32-wasip1 --profile wasm-release --target-dir "$target_dir")
 $quiet && cargo_args+=(--quiet)
 $locked && cargo_args+=(--locked)
-(cd "$repo_root" && "${CARGO:-cargo}" "${cargo_args[@]}" >&2)
+(cd "$repo_root" && CARGO_ENCODED_RUSTFLAGS=$'-C\x1fllvm-args=-inline-threshold=200' \
+    "${CARGO:-cargo}" "${cargo_args[@]}" >&2)
 linked="$target_dir/wasm32-wasip1/wasm-release/filter.wasm"
 [[ -f "$linked" ]] || die "cargo produced no $linked"
 

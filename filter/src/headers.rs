@@ -435,6 +435,7 @@ impl<'a> HeaderList<'a> {
     }
 
     /// Index of the first line of `name`.
+    #[inline]
     fn position(&self, name: &str) -> Option<usize> {
         if !self.may_hold(name) {
             return None;
