@@ -1102,21 +1102,8 @@ mod tests {
         }
     }
 
-    /// xorshift64*: deterministic pseudo-random test data.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    // Deterministic pseudo-random test data: the parser tests' generator.
+    use super::super::tests::Rng;
 
     /// Words from a small vocabulary: text as compressible as a JSON or event-stream body.
     fn text(rng: &mut Rng, len: usize) -> Vec<u8> {

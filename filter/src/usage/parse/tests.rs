@@ -670,18 +670,18 @@ fn header_values_map_to_kinds_and_encodings() {
     assert_eq!(Unparsed::TooLarge.as_str(), "too_large");
 }
 
-/// xorshift64*: deterministic pseudo-random bytes for the garbage tests.
-struct Rng(u64);
+/// xorshift64*: deterministic pseudo-random bytes for the garbage tests (and the inflater's).
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
