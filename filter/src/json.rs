@@ -784,8 +784,9 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// A value as a message quotes it: a JSON string, with quotes, backslashes and control characters
-/// escaped, so an odd character can neither end the quote nor reach a log line raw.
+/// A value as a message quotes it: a JSON string, with quotes, backslashes, control characters
+/// (DEL and C1 too) and the invisible characters of [`hides_or_reorders`] escaped, so an odd
+/// character can neither end the quote, reach a terminal raw, nor hide or reorder words of the line.
 ///
 /// Messages use this, never `{:?}`: `str`'s `Debug` brings Unicode printability tables into the
 /// module, several kilobytes for error and debug text alone.
@@ -794,7 +795,7 @@ pub struct Quoted<'a>(pub &'a str);
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = String::with_capacity(self.0.len() + 2);
-        write_string(&mut text, self.0);
+        write_quoted(&mut text, self.0);
         f.write_str(&text)
     }
 }
@@ -806,10 +807,65 @@ pub(crate) fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Strin
         if index > 0 {
             out.push_str(", ");
         }
-        write_string(&mut out, name);
+        write_quoted(&mut out, name);
     }
     out.push(']');
     out
+}
+
+/// `text` as [`Quoted`] shows it: a JSON string, and as `\\uXXXX` (a surrogate pair above the Basic
+/// Multilingual Plane) each character JSON may carry raw but a log line must not.
+fn write_quoted(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    while let Some((at, character)) = rest
+        .char_indices()
+        .find(|&(_, character)| escaped_in_messages(character))
+    {
+        write_string_body(out, rest.get(..at).unwrap_or_default());
+        let mut units = [0_u16; 2];
+        for unit in character.encode_utf16(&mut units) {
+            push_unicode_escape(out, *unit);
+        }
+        rest = rest.get(at + character.len_utf8()..).unwrap_or_default();
+    }
+    write_string_body(out, rest);
+    out.push('"');
+}
+
+/// `\\u` and four lower-case hex digits of `unit`.
+fn push_unicode_escape(out: &mut String, unit: u16) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("\\u");
+    for shift in [12, 8, 4, 0] {
+        let digit = usize::from((unit >> shift) & 0xf);
+        out.push(char::from(HEX.get(digit).copied().unwrap_or(b'0')));
+    }
+}
+
+/// What [`write_quoted`] escapes beyond JSON's own escapes: DEL, the C1 controls, and the
+/// invisible characters of [`hides_or_reorders`].
+fn escaped_in_messages(character: char) -> bool {
+    matches!(character, '\u{7f}'..='\u{9f}') || hides_or_reorders(character)
+}
+
+/// Invisible characters that change how a line reads: the soft hyphen, zero-width characters,
+/// bidirectional marks, embeddings, overrides and isolates, line and paragraph separators,
+/// invisible operators, the byte order mark, interlinear annotation controls and tag characters.
+/// Someone who controls the text could hide or reorder words of a log line with them.
+pub(crate) fn hides_or_reorders(character: char) -> bool {
+    matches!(
+        character,
+        '\u{ad}'
+            | '\u{61c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e007f}'
+    )
 }
 
 /// `text` as a JSON string: quotes, backslashes and control characters escaped, the rest as is.
@@ -817,8 +873,14 @@ pub(crate) fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Strin
 /// Runs of plain bytes are copied whole: the usage line is written on every observed request, and
 /// almost none of it needs escaping.
 pub(crate) fn write_string(out: &mut impl Sink, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.put_ascii(b"\"");
+    write_string_body(out, text);
+    out.put_ascii(b"\"");
+}
+
+/// [`write_string`] without the quotation marks.
+fn write_string_body(out: &mut impl Sink, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut rest = text;
     // Every byte to escape is ASCII, so each cut falls on a character boundary.
     while let Some((plain, from)) = rest.split_at_checked(plain_prefix(rest.as_bytes()))
@@ -850,7 +912,6 @@ pub(crate) fn write_string(out: &mut impl Sink, text: &str) {
         out.put_ascii(&[b'\\', letter]);
     }
     out.put(rest);
-    out.put_ascii(b"\"");
 }
 
 /// How many bytes at the start of `bytes` a JSON string holds as they are (no quote, backslash or
@@ -985,6 +1046,13 @@ mod tests {
         assert_eq!(format!("{}: bad", Quoted("")), r#""": bad"#);
         assert_eq!(quoted_list(["a", "b\"c"]), r#"["a", "b\"c"]"#);
         assert_eq!(quoted_list([]), "[]");
+        // What JSON may carry raw but a log line must not: DEL, C1, bidirectional and invisible
+        // characters, a tag character (a surrogate pair).
+        assert_eq!(
+            Quoted("a\u{7f}b\u{9b}c\u{202e}d\u{2066}e\u{200b}f\u{2028}g\u{e0041}h é").to_string(),
+            r#""a\u007fb\u009bc\u202ed\u2066e\u200bf\u2028g\udb40\udc41h é""#
+        );
+        assert_eq!(quoted_list(["x\u{202e}y"]), r#"["x\u202ey"]"#);
     }
 
     #[test]

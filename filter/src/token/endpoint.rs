@@ -437,7 +437,7 @@ fn quote(text: &str, secrets: &[&Secret]) -> String {
             out.push_str("...");
             break;
         }
-        if character.is_control() || reorders_text(character) {
+        if character.is_control() || json::hides_or_reorders(character) {
             let _ = write!(out, "\\u{{{:x}}}", u32::from(character));
         } else {
             out.push(character);
@@ -446,16 +446,6 @@ fn quote(text: &str, secrets: &[&Secret]) -> String {
     let mut quoted = String::with_capacity(out.len() + 2);
     json::write_string(&mut quoted, &out);
     quoted
-}
-
-/// Invisible characters that change how a line reads (zero-width characters, bidirectional
-/// embeddings, overrides and isolates, the byte order mark): a server could hide or reorder words of
-/// a log line with them.
-fn reorders_text(character: char) -> bool {
-    matches!(
-        character,
-        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
-    )
 }
 
 /// `text` with every occurrence of `needle` (not empty) replaced by `with`, left to right, as
@@ -776,9 +766,18 @@ mod tests {
 
     #[test]
     fn quoted_server_text_cannot_hide_or_reorder_words() {
-        let text = "ok\u{202e}desrever\u{202c} \u{200b}hidden\u{feff} caf\u{e9}";
+        let text =
+            "ok\u{202e}desrever\u{202c} \u{200b}hidden\u{feff}\u{61c}\u{2029}\u{e0041} caf\u{e9}";
         let failure = parse_response(&response(400, json!({"error": text})), &[]).unwrap_err();
-        for escaped in ["\\u{202e}", "\\u{202c}", "\\u{200b}", "\\u{feff}"] {
+        for escaped in [
+            "\\u{202e}",
+            "\\u{202c}",
+            "\\u{200b}",
+            "\\u{feff}",
+            "\\u{61c}",
+            "\\u{2029}",
+            "\\u{e0041}",
+        ] {
             assert!(failure.detail.contains(escaped), "{}", failure.detail);
         }
         assert!(failure.detail.contains("caf\u{e9}"), "{}", failure.detail);
