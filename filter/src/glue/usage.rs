@@ -48,8 +48,9 @@ pub(super) struct UsageState {
     series_ids: RefCell<Vec<SeriesIds>>,
     /// The usage line's buffer, kept from request to request rather than allocated for each.
     line: RefCell<Vec<u8>>,
-    /// The last label pair's ids, in front of `series_places`: requests of one caller and model in a
-    /// row, the usual case, find their ids by two comparisons instead of a hashed look-up.
+    /// The last label pair and its place in `series_ids`, in front of `series_places`: requests of one
+    /// caller and model in a row, the usual case, find their ids by two comparisons instead of a
+    /// hashed look-up.
     recent: RefCell<Option<RecentPair>>,
 }
 
@@ -57,9 +58,8 @@ pub(super) struct UsageState {
 struct RecentPair {
     caller: String,
     model: String,
-    /// Where `series_ids` holds the same ids, for an id defined now to be kept there too.
+    /// Where `series_ids` holds the pair's ids.
     place: usize,
-    ids: SeriesIds,
 }
 
 /// The map key of the label pair `caller`, `model`: the two labels with a `\n` between them, a byte
@@ -145,27 +145,23 @@ impl UsageState {
         });
         if !is_recent {
             let place = self.place_of(caller, model);
-            let ids = self
-                .series_ids
-                .borrow()
-                .get(place)
-                .copied()
-                .unwrap_or([None; UsageSeries::COUNT]);
             // The buffers of the pair before are reused: no allocation unless a label is longer.
             let pair = recent.get_or_insert_with(|| RecentPair {
                 caller: String::new(),
                 model: String::new(),
                 place,
-                ids,
             });
             pair.caller.clear();
             pair.caller.push_str(caller);
             pair.model.clear();
             pair.model.push_str(model);
             pair.place = place;
-            pair.ids = ids;
         }
-        let Some(RecentPair { ids, place, .. }) = recent.as_mut() else {
+        let Some(RecentPair { place, .. }) = recent.as_ref() else {
+            return;
+        };
+        let mut all_ids = self.series_ids.borrow_mut();
+        let Some(ids) = all_ids.get_mut(*place) else {
             return;
         };
         for (series, value) in record.samples() {
@@ -180,14 +176,6 @@ impl UsageState {
                         continue;
                     };
                     *slot = Some(id);
-                    if let Some(kept) = self
-                        .series_ids
-                        .borrow_mut()
-                        .get_mut(*place)
-                        .and_then(|ids| ids.get_mut(series.index()))
-                    {
-                        *kept = Some(id);
-                    }
                     id
                 }
             };
