@@ -4,8 +4,8 @@
 #
 #   docker build -t registry.example.com/ai-proxy:0.1.0 .
 #
-# Build stage: the pinned Rust toolchain builds the filter for wasm32-wasip1 (then binaryen's post-link step,
-# scripts/build-filter.sh) and the proxy natively, from the committed Cargo.lock only (--locked).
+# Build stage: the pinned Rust toolchain builds the filter for wasm32-wasip1 (linked by scripts/link-filter.sh,
+# which runs binaryen's wasm-opt; scripts/build-filter.sh) and the proxy natively, from the committed Cargo.lock only (--locked).
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 RUN rustup target add wasm32-wasip1 \
@@ -17,7 +17,7 @@ COPY host-harness ./host-harness
 COPY tests ./tests
 # Sources embed files from specs/ (their unit tests check the spec's examples).
 COPY specs ./specs
-COPY scripts/build-proxy-image.sh scripts/build-filter.sh ./scripts/
+COPY scripts/build-proxy-image.sh scripts/build-filter.sh scripts/link-filter.sh ./scripts/
 RUN scripts/build-filter.sh --locked \
  && cargo build --locked --release -p host-harness-cli \
  && scripts/build-proxy-image.sh --rootfs /rootfs

@@ -32,7 +32,7 @@ help:
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
-# cargo's wasm-release build, then the post-link step (binaryen): scripts/build-filter.sh.
+# cargo's wasm-release build, linked by scripts/link-filter.sh (rust-lld, then binaryen): scripts/build-filter.sh.
 filter: wasm-target
 	scripts/build-filter.sh --target-dir $(WASM_TARGET_DIR)
 

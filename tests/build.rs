@@ -19,6 +19,7 @@ fn main() {
         "Cargo.toml",
         "Cargo.lock",
         "scripts/build-filter.sh",
+        "scripts/link-filter.sh",
     ] {
         println!(
             "cargo::rerun-if-changed={}",
@@ -27,7 +28,7 @@ fn main() {
     }
     let target_dir = workspace.join("target").join("wasm");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // The product filter as it ships: cargo's build and the post-link step, one script for every consumer.
+    // The product filter as it ships: cargo's build with its own linker step, one script for every consumer.
     let mut filter = Command::new("bash");
     filter
         .current_dir(&workspace)

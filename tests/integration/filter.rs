@@ -730,7 +730,7 @@ fn interface(wasm: &[u8]) -> (Vec<String>, Vec<String>) {
 fn the_module_exports_the_http_callbacks_only_and_imports_the_abi_and_five_wasi_calls() {
     let wasm = std::fs::read(env!("FILTER_WASM")).unwrap();
     let (imports, exports) = interface(&wasm);
-    // The post-link step (scripts/build-filter.sh) keeps exactly these. No `malloc`: hosts prefer it to
+    // The shipped build's linker (scripts/link-filter.sh) keeps exactly these. No `malloc`: hosts prefer it to
     // `proxy_on_memory_allocate`, and the filter hands over blocks its allocator frees by size.
     let mut kept: Vec<&str> = exports.iter().map(String::as_str).collect();
     kept.sort_unstable();
