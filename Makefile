@@ -104,4 +104,5 @@ lint: wasm-target
 
 bench: build
 	$(CARGO) bench -p integration-tests --bench harness
+	bench/instructions.sh
 	bench/run.sh
