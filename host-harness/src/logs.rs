@@ -191,11 +191,16 @@ impl LogCapture {
             return;
         }
         let mut buffer = self.lock();
-        let mut message = buffer
-            .make_room()
-            .map(|record| record.message)
-            .unwrap_or_default();
-        message.clear();
+        let mut message = match buffer.make_room() {
+            Some(record) => {
+                let mut reused = record.message;
+                reused.clear();
+                reused
+            }
+            // Until the buffer is full, each message gets a string of its size at once, where an
+            // empty one would go through the growth path to reach it.
+            None => String::with_capacity(text.len()),
+        };
         push_lossy(&mut message, text);
         buffer.records.push_back(LogRecord {
             level,
