@@ -47,6 +47,13 @@ fn metrics_cover_the_proxy_and_the_filter() {
             200
         );
     }
+    // The proxy counts a request when it has finished writing the response, which can be just after
+    // the client has read it all.
+    wait::until("the three requests to be counted as answered", WAIT, || {
+        proxy.metric("proxy_requests_total{class=\"2xx\"}").ok() == Some(3.0)
+            && proxy.metric("proxy_in_flight_requests").ok() == Some(0.0)
+    })
+    .unwrap();
     let scrape = proxy.admin("/metrics").unwrap();
     assert_eq!(scrape.status, 200);
     let text = scrape.body_text();
