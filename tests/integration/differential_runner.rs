@@ -446,10 +446,15 @@ impl Servers {
                 .map(SeenRequest::from_recorded)
                 .collect()
         };
+        // Calls a filter dispatches together travel on connections of their own, so the order they
+        // reach the target in is not the host's to keep (Envoy's varies from run to run): they are
+        // compared sorted.
+        let mut side_requests: Vec<SeenRequest> = seen(&self.side);
+        side_requests.sort();
         Observation {
             exchanges,
             upstream_requests: seen(&self.upstream),
-            side_requests: seen(&self.side),
+            side_requests,
             logs,
             metrics,
         }
@@ -495,7 +500,7 @@ pub struct Observation {
     pub exchanges: Vec<Exchange>,
     /// What the routed upstream received.
     pub upstream_requests: Vec<SeenRequest>,
-    /// What the http-call target received.
+    /// What the http-call target received, sorted (see [`SeenRequest`]).
     pub side_requests: Vec<SeenRequest>,
     /// The plugin's log lines from HTTP contexts (root lines repeat once per Envoy VM), in order.
     pub logs: Vec<LogLine>,
@@ -540,8 +545,9 @@ impl Exchange {
     }
 }
 
-/// One request as a loopback server received it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One request as a loopback server received it. Ordered field by field, so side requests can be put in
+/// one order on both hosts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct SeenRequest {
     /// Method.
     pub method: String,
