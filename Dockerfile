@@ -17,7 +17,7 @@ COPY host-harness ./host-harness
 COPY tests ./tests
 # Sources embed files from specs/ (their unit tests check the spec's examples).
 COPY specs ./specs
-COPY scripts/build-proxy-image.sh scripts/build-filter.sh scripts/link-filter.sh ./scripts/
+COPY scripts/build-proxy-image.sh scripts/build-filter.sh scripts/link-filter.sh scripts/require-tools.sh ./scripts/
 RUN scripts/build-filter.sh --locked \
  && cargo build --locked --release -p host-harness-cli \
  && scripts/build-proxy-image.sh --rootfs /rootfs

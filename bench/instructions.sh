@@ -14,15 +14,9 @@ cd "$(dirname "$0")/.."
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "instructions.sh: installing valgrind" >&2
-        { apt-get update -q && apt-get install -y -q --no-install-recommends valgrind; } >&2 \
-            || die "apt-get install valgrind failed"
-    else
-        die "valgrind is missing: install it (Debian/Ubuntu: apt-get install valgrind)"
-    fi
-fi
+# shellcheck source=scripts/require-tools.sh
+source scripts/require-tools.sh
+require_tools instructions.sh valgrind
 
 wasm="$(realpath "${1:-target/wasm/filter.wasm}")"
 [[ -f "$wasm" ]] || die "no filter module at $wasm (make filter builds it)"

@@ -29,15 +29,9 @@ done
 
 die() { echo "build-filter.sh: $*" >&2; exit 1; }
 
-if ! command -v wasm-opt >/dev/null 2>&1 || ! command -v wasm-dis >/dev/null 2>&1; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        echo "build-filter.sh: installing binaryen (wasm-opt, wasm-dis)" >&2
-        { apt-get update -q && apt-get install -y -q --no-install-recommends binaryen; } >&2 \
-            || die "apt-get install binaryen failed"
-    else
-        die "wasm-opt and wasm-dis are missing: install binaryen (Debian/Ubuntu: apt-get install binaryen)"
-    fi
-fi
+# shellcheck source=scripts/require-tools.sh
+source "$repo_root/scripts/require-tools.sh"
+require_tools build-filter.sh wasm-opt=binaryen wasm-dis=binaryen
 
 rustc="${RUSTC:-rustc}"
 cd "$repo_root"
@@ -52,9 +46,8 @@ $locked && cargo_args+=(--locked)
 # The linker script's digest rides along as a flag it drops, so cargo links again when the script changes.
 digest="$(sha256sum "$linker" | cut -c1-16)"
 rustflags=(-C llvm-args=-inline-threshold=200 -C "linker=$linker" -C "link-arg=--filter-linker=$digest")
-(cd "$repo_root" && FILTER_RUST_LLD="$rust_lld" \
-    CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
-    "${CARGO:-cargo}" "${cargo_args[@]}" >&2)
+FILTER_RUST_LLD="$rust_lld" CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
+    "${CARGO:-cargo}" "${cargo_args[@]}" >&2
 linked="$target_dir/wasm32-wasip1/wasm-release/filter.wasm"
 [[ -f "$linked" ]] || die "cargo produced no $linked"
 

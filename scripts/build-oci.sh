@@ -29,6 +29,8 @@
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/require-tools.sh
+source "$repo_root/scripts/require-tools.sh"
 wasm="$repo_root/target/wasm/filter.wasm"
 out="$repo_root/build/oci"
 ref=""
@@ -105,13 +107,7 @@ printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"
 echo "$manifest_digest" > "$out/digest"
 
 # --- check the image the way its consumers read it ------------------------------------------------------
-if ! command -v skopeo >/dev/null 2>&1; then
-    command -v apt-get >/dev/null 2>&1 || die "skopeo is missing and apt-get is not available to install it"
-    echo "installing skopeo (Debian package) to check the image" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2 || die "apt-get update failed; cannot install skopeo"
-    apt-get install -y -q --no-install-recommends skopeo >&2 || die "apt-get install skopeo failed"
-fi
+require_tools build-oci.sh skopeo
 inspected="$(skopeo inspect --format '{{.Digest}}' "oci:$layout:$tag")" \
     || die "$layout: skopeo cannot read the image layout"
 [[ "$inspected" == "sha256:$manifest_digest" ]] \

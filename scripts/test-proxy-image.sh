@@ -24,14 +24,9 @@ done
 fail() { echo "FAIL proxy image: $*" >&2; exit 1; }
 [[ "$(id -u)" == 0 ]] || fail "runc needs root here; run as root"
 
-missing=()
-for tool in runc umoci skopeo curl; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    echo "installing ${missing[*]} (Debian packages)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null || fail "apt-get update failed; cannot install ${missing[*]}"
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || fail "apt-get install ${missing[*]} failed"
-fi
+# shellcheck source=scripts/require-tools.sh
+source scripts/require-tools.sh
+require_tools test-proxy-image.sh runc umoci skopeo curl
 
 if [[ -z "$image_dir" ]]; then
     image_dir="build/proxy-image"
