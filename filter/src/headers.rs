@@ -121,6 +121,8 @@ struct NameKey<'n> {
     bytes: &'n [u8],
     /// `last_word` of the name, lower-cased.
     last: u64,
+    /// `first_word` of the name, lower-cased; 0 for a name shorter than eight bytes.
+    first: u64,
 }
 
 impl<'n> NameKey<'n> {
@@ -130,6 +132,7 @@ impl<'n> NameKey<'n> {
         Self {
             bytes,
             last: to_ascii_lowercase(last_word(bytes)),
+            first: first_word(bytes).map_or(0, to_ascii_lowercase),
         }
     }
 
@@ -140,15 +143,23 @@ impl<'n> NameKey<'n> {
     fn matches(self, stored: &[u8]) -> bool {
         stored.len() == self.bytes.len()
             && last_word(stored) == self.last
-            && stored
-                .as_chunks::<8>()
-                .0
-                .iter()
-                .zip(self.bytes.as_chunks::<8>().0)
-                .all(|(stored, name)| {
-                    u64::from_le_bytes(*stored) == to_ascii_lowercase(u64::from_le_bytes(*name))
-                })
+            && first_word(stored).is_none_or(|first| first == self.first)
+            && (stored.len() <= 16 || middle_words_match(stored, self.bytes))
     }
+}
+
+/// Whether every word of `stored` is the word of `name` lower-cased, for the rare names longer than
+/// sixteen bytes: out of line, so the loop is not copied into every scan.
+#[inline(never)]
+fn middle_words_match(stored: &[u8], name: &[u8]) -> bool {
+    stored
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .zip(name.as_chunks::<8>().0)
+        .all(|(stored, name)| {
+            u64::from_le_bytes(*stored) == to_ascii_lowercase(u64::from_le_bytes(*name))
+        })
 }
 
 /// Whether two byte strings are equal, compared eight bytes at a time: `==` on slices calls the
@@ -158,12 +169,19 @@ impl<'n> NameKey<'n> {
 pub(crate) fn same_bytes(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len()
         && last_word(left) == last_word(right)
-        && left
-            .as_chunks::<8>()
-            .0
-            .iter()
-            .zip(right.as_chunks::<8>().0)
-            .all(|(left, right)| u64::from_le_bytes(*left) == u64::from_le_bytes(*right))
+        && first_word(left) == first_word(right)
+        && (left.len() <= 16 || middle_words_equal(left, right))
+}
+
+/// Whether the words of two byte strings longer than sixteen bytes are equal: out of line, so the
+/// loop is not copied into every comparison.
+#[inline(never)]
+fn middle_words_equal(left: &[u8], right: &[u8]) -> bool {
+    left.as_chunks::<8>()
+        .0
+        .iter()
+        .zip(right.as_chunks::<8>().0)
+        .all(|(left, right)| u64::from_le_bytes(*left) == u64::from_le_bytes(*right))
 }
 
 /// Index of the first byte of `bytes` that is one of `needles`, looked at eight bytes per step: in
@@ -230,12 +248,29 @@ fn lower_case(mut name: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
 /// cost several times as much for the names of every request.
 #[inline(always)]
 fn has_upper_case(bytes: &[u8]) -> bool {
-    ascii_uppercase(last_word(bytes)) != 0
-        || bytes
-            .as_chunks::<8>()
-            .0
-            .iter()
-            .any(|word| ascii_uppercase(u64::from_le_bytes(*word)) != 0)
+    ascii_uppercase(last_word(bytes)) | ascii_uppercase(first_word(bytes).unwrap_or_default()) != 0
+        || (bytes.len() > 16 && middle_has_upper_case(bytes))
+}
+
+/// Whether a word of `bytes` holds an ASCII upper-case letter, for the rare names longer than
+/// sixteen bytes: out of line, so the loop is not copied into every check.
+#[inline(never)]
+fn middle_has_upper_case(bytes: &[u8]) -> bool {
+    bytes
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .any(|word| ascii_uppercase(u64::from_le_bytes(*word)) != 0)
+}
+
+/// The first eight bytes of `bytes` as a little-endian word, when it has eight. With
+/// [`last_word`] it covers every byte of up to sixteen, so most names need no loop, whose every
+/// turn costs the guest more than a word's work.
+#[inline(always)]
+fn first_word(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .first_chunk::<8>()
+        .map(|first| u64::from_le_bytes(*first))
 }
 
 /// The last eight bytes of `bytes` as a little-endian word; fewer than eight as one word, from
@@ -921,6 +956,21 @@ mod tests {
                         assert!(!is_named(&stored, &other), "{name:?} {other:?}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn word_wise_byte_comparison_agrees_with_slice_equality() {
+        let text: Vec<u8> = (0..40_u8).map(|n| b'a' + n % 26).collect();
+        for len in 0..text.len() {
+            let left = &text[..len];
+            assert!(same_bytes(left, left), "{len}");
+            assert!(!same_bytes(left, &text[..=len]), "{len}");
+            for at in 0..len {
+                let mut right = left.to_vec();
+                right[at] ^= 0x01;
+                assert!(!same_bytes(left, &right), "{len} {at}");
             }
         }
     }
