@@ -597,16 +597,27 @@ pub fn diff<'h>(
             rank: 0,
         })
         .collect();
-    // Most lines have a length no name has: one bit test skips them without comparing names.
-    let lengths = names
-        .iter()
-        .fold(0_u64, |lengths, name| lengths | length_bit(name.as_bytes()));
+    // The name of each length (modulo 64): most lines have a length no name has, and most others
+    // the length of one name, the only one then compared.
+    let mut by_length = [NO_NAME; 64];
+    for (index, name) in names.iter().enumerate() {
+        if let Some(slot) = by_length.get_mut(name.len() % 64) {
+            *slot = match (*slot, u8::try_from(index)) {
+                (NO_NAME, Ok(index)) if index < SEVERAL => index,
+                _ => SEVERAL,
+            };
+        }
+    }
     for (list, is_after) in [(before, false), (after, true)] {
         for (index, (line, _)) in list.entries.iter().enumerate() {
-            if lengths & length_bit(line) == 0 {
-                continue;
-            }
-            if let Some(found) = pending.iter_mut().find(|found| found.key.matches(line)) {
+            let found = match by_length.get(line.len() % 64) {
+                None | Some(&NO_NAME) => continue,
+                Some(&SEVERAL) => pending.iter_mut().find(|found| found.key.matches(line)),
+                Some(&at) => pending
+                    .get_mut(usize::from(at))
+                    .filter(|found| found.key.matches(line)),
+            };
+            if let Some(found) = found {
                 let lines = if is_after {
                     &mut found.after
                 } else {
@@ -623,7 +634,9 @@ pub fn diff<'h>(
             && found.changed(before, after)
         {
             found.rank = found.order();
-            pending.swap(kept, index);
+            if kept != index {
+                pending.swap(kept, index);
+            }
             kept += 1;
         }
     }
@@ -641,6 +654,13 @@ pub fn diff<'h>(
     }
     pending.into_iter().map(move |found| found.edit(after))
 }
+
+/// In [`diff`]'s table of names by length: no name has the length.
+const NO_NAME: u8 = u8::MAX;
+
+/// In [`diff`]'s table of names by length: several names have the length (or one past the table's
+/// indices), and are compared in turn.
+const SEVERAL: u8 = u8::MAX - 1;
 
 /// A bit for the length of `name`, modulo 64: names of different bits cannot be equal.
 fn length_bit(name: &[u8]) -> u64 {
@@ -1087,6 +1107,22 @@ mod tests {
                 HeaderEdit::Set("abcdef", b"9"),
                 HeaderEdit::Set(&long, b"8")
             ]
+        );
+    }
+
+    #[test]
+    fn diff_finds_names_past_the_table_of_lengths() {
+        // More names than the table has indices: the last one, of a length of its own, is still
+        // compared.
+        let mut names: Vec<String> = (0..300).map(|n| format!("n{n}")).collect();
+        names.push("x".repeat(30));
+        let before = list(&[("n7", "1")]);
+        let after = list(&[("n7", "2"), (&"x".repeat(30), "3")]);
+        let edits: Vec<_> = diff(&before, &after, &names).collect();
+        let long = "x".repeat(30);
+        assert_eq!(
+            edits,
+            vec![HeaderEdit::Set("n7", b"2"), HeaderEdit::Add(&long, b"3")]
         );
     }
 
