@@ -594,7 +594,7 @@ pub fn diff<'h>(
             key: NameKey::new(name),
             before: Lines::default(),
             after: Lines::default(),
-            rank: 0,
+            next_edit: END,
         })
         .collect();
     // The name of each length (modulo 64): most lines have a length no name has, and most others
@@ -608,51 +608,94 @@ pub fn diff<'h>(
             };
         }
     }
-    for (list, is_after) in [(before, false), (after, true)] {
-        for (index, (line, _)) in list.entries.iter().enumerate() {
-            let found = match by_length.get(line.len() % 64) {
-                None | Some(&NO_NAME) => continue,
-                Some(&SEVERAL) => pending.iter_mut().find(|found| found.key.matches(line)),
-                Some(&at) => pending
-                    .get_mut(usize::from(at))
-                    .filter(|found| found.key.matches(line)),
-            };
-            if let Some(found) = found {
-                let lines = if is_after {
-                    &mut found.after
-                } else {
-                    &mut found.before
-                };
-                lines.add(index);
-            }
+    let in_before = locate(&mut pending, &by_length, before, false);
+    let in_after = locate(&mut pending, &by_length, after, true);
+    // The edits are linked in the order they go out, so the names never move: removals by their
+    // first line in `before`, then the other changes by their first line in `after`.
+    let mut edits = Chain::EMPTY;
+    let mut at = in_before;
+    while let Some(found) = pending.get(at) {
+        let next = found.before.next;
+        if found.after.count == 0 {
+            edits.push(&mut pending, at, |found| &mut found.next_edit);
+        }
+        at = next;
+    }
+    let mut at = in_after;
+    while let Some(found) = pending.get(at) {
+        let next = found.after.next;
+        if found.changed(before, after) {
+            edits.push(&mut pending, at, |found| &mut found.next_edit);
+        }
+        at = next;
+    }
+    let mut at = edits.head;
+    std::iter::from_fn(move || {
+        let found = pending.get(at)?;
+        at = found.next_edit;
+        Some(found.edit(after))
+    })
+}
+
+/// Records where the lines of each name are in `list`, `before` or `after` as `is_after` says, and
+/// links the names in the order of their first lines there; returns the first.
+fn locate<'h>(
+    pending: &mut [Pending<'h>],
+    by_length: &[u8; 64],
+    list: &HeaderList<'_>,
+    is_after: bool,
+) -> usize {
+    let mut order = Chain::EMPTY;
+    for (index, (line, _)) in list.entries.iter().enumerate() {
+        let at = match by_length.get(line.len() % 64) {
+            None | Some(&NO_NAME) => continue,
+            Some(&SEVERAL) => pending.iter().position(|found| found.key.matches(line)),
+            Some(&at) => Some(usize::from(at))
+                .filter(|&at| pending.get(at).is_some_and(|found| found.key.matches(line))),
+        };
+        let Some(lines) = at
+            .and_then(|at| pending.get_mut(at))
+            .map(|found| found.lines(is_after))
+        else {
+            continue;
+        };
+        let first = lines.count == 0;
+        lines.add(index);
+        if first && let Some(at) = at {
+            order.push(pending, at, |found| &mut found.lines(is_after).next);
         }
     }
-    // In place: `retain` called its closure out of line for every name.
-    let mut kept = 0;
-    for index in 0..pending.len() {
-        if let Some(found) = pending.get_mut(index)
-            && found.changed(before, after)
-        {
-            found.rank = found.order();
-            if kept != index {
-                pending.swap(kept, index);
-            }
-            kept += 1;
+    order.head
+}
+
+/// No further name in a chain of names.
+const END: usize = usize::MAX;
+
+/// Names of [`diff`] in an order, linked through one of their `next` fields.
+struct Chain {
+    head: usize,
+    tail: usize,
+}
+
+impl Chain {
+    const EMPTY: Self = Self {
+        head: END,
+        tail: END,
+    };
+
+    /// Adds the name at `at` to the end; `next` picks the link it is reached through.
+    fn push<'h>(
+        &mut self,
+        pending: &mut [Pending<'h>],
+        at: usize,
+        next: impl for<'p> Fn(&'p mut Pending<'h>) -> &'p mut usize,
+    ) {
+        match pending.get_mut(self.tail) {
+            Some(tail) => *next(tail) = at,
+            None => self.head = at,
         }
+        self.tail = at;
     }
-    pending.truncate(kept);
-    // A handful of names: an insertion sort in place cost a quarter of the library's.
-    for index in 1..pending.len() {
-        let mut at = index;
-        while let Some(earlier) = at.checked_sub(1)
-            && let (Some(left), Some(right)) = (pending.get(earlier), pending.get(at))
-            && left.rank > right.rank
-        {
-            pending.swap(earlier, at);
-            at = earlier;
-        }
-    }
-    pending.into_iter().map(move |found| found.edit(after))
 }
 
 /// In [`diff`]'s table of names by length: no name has the length.
@@ -669,10 +712,22 @@ fn length_bit(name: &[u8]) -> u64 {
 }
 
 /// Where one name's lines are in a list: the first line and how many there are.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Lines {
     first: usize,
     count: usize,
+    /// The name whose first line comes next in the list, or [`END`].
+    next: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self {
+            first: 0,
+            count: 0,
+            next: END,
+        }
+    }
 }
 
 impl Lines {
@@ -690,11 +745,21 @@ struct Pending<'h> {
     key: NameKey<'h>,
     before: Lines,
     after: Lines,
-    /// [`Pending::order`], once the lines are known: the sort compares numbers only.
-    rank: usize,
+    /// The name whose edit goes out next, or [`END`].
+    next_edit: usize,
 }
 
 impl<'h> Pending<'h> {
+    /// Where the name's lines are in `after` or, when `is_after` is false, in `before`. A flag, not
+    /// a function picking the field: a call through a pointer cost more than the test.
+    fn lines(&mut self, is_after: bool) -> &mut Lines {
+        if is_after {
+            &mut self.after
+        } else {
+            &mut self.before
+        }
+    }
+
     fn changed(&self, before: &HeaderList<'_>, after: &HeaderList<'_>) -> bool {
         match (self.before.count, self.after.count) {
             (0, 0) => false,
@@ -710,18 +775,7 @@ impl<'h> Pending<'h> {
         }
     }
 
-    /// Removals first, by their line in "before"; then the rest by their line in "after". Lines
-    /// are far fewer than `usize::MAX / 2`, so the halves never meet.
-    fn order(&self) -> usize {
-        const REST: usize = usize::MAX / 2 + 1;
-        if self.after.count == 0 {
-            self.before.first
-        } else {
-            REST | self.after.first
-        }
-    }
-
-    fn edit(self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
+    fn edit(&self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
         let value = || after.value_at(self.after.first).unwrap_or_default();
         match (self.before.count, self.after.count) {
             (_, 0) => HeaderEdit::Remove(self.name),
