@@ -22,13 +22,13 @@ pub struct HeaderList<'a> {
     // Names as bytes: a host's names are read without a UTF-8 check, and a name that is not text
     // can still be kept, passed on and never matched.
     entries: Vec<Line<'a>>,
-    /// A bit per name length the list has held ([`length_bit`]), set as lines come and never
-    /// cleared: a name whose bit is clear is absent without a scan, and most names a request is
-    /// asked for (a credential it did not send, a header a preset adds) are.
-    lengths: u64,
+    /// A bit per name the list has held ([`name_bit`]), set as lines come and never cleared: a
+    /// name whose bit is clear is absent without a scan, and most names a request is asked for (a
+    /// credential it did not send, a header a preset adds) are.
+    name_bits: u64,
 }
 
-/// Lists are equal when their lines are; `lengths` only says where not to look.
+/// Lists are equal when their lines are; `name_bits` only says where not to look.
 impl PartialEq for HeaderList<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.entries == other.entries
@@ -37,11 +37,11 @@ impl PartialEq for HeaderList<'_> {
 
 impl Eq for HeaderList<'_> {}
 
-/// The [`HeaderList::lengths`] bits of `entries`.
-fn lengths_of(entries: &[Line<'_>]) -> u64 {
+/// The [`HeaderList::name_bits`] of `entries`.
+fn name_bits_of(entries: &[Line<'_>]) -> u64 {
     entries
         .iter()
-        .fold(0, |lengths, (name, _)| lengths | length_bit(name))
+        .fold(0, |bits, (name, _)| bits | name_bit(name))
 }
 
 /// One header line: its lower-case name and its value.
@@ -326,8 +326,8 @@ impl<'a> HeaderList<'a> {
             .into_iter()
             .map(|(name, value)| (stored_name(name), value.into()))
             .collect::<Vec<_>>();
-        let lengths = lengths_of(&entries);
-        Self { entries, lengths }
+        let name_bits = name_bits_of(&entries);
+        Self { entries, name_bits }
     }
 
     /// Reads a header map in the proxy-wasm wire form (a little-endian `u32` count, then a `u32`
@@ -365,7 +365,7 @@ impl<'a> HeaderList<'a> {
             }
         };
         let mut entries = Vec::with_capacity(count);
-        let mut lengths = 0;
+        let mut name_bits = 0;
         for pair in sizes.as_chunks::<8>().0 {
             let (name_size, value_size) = pair.split_at(4);
             let word = |field: &[u8]| {
@@ -375,7 +375,7 @@ impl<'a> HeaderList<'a> {
             };
             let name = take(word(name_size))?;
             let value = take(word(value_size))?;
-            lengths |= length_bit(name);
+            name_bits |= name_bit(name);
             // Checked in place: every host hands over lower-case names, and a call per name cost
             // more than the check.
             let name = if has_upper_case(name) {
@@ -385,7 +385,7 @@ impl<'a> HeaderList<'a> {
             };
             entries.push((name, Cow::Borrowed(value)));
         }
-        Ok(Self { entries, lengths })
+        Ok(Self { entries, name_bits })
     }
 
     /// A list with the same entries that borrows them from this one: the
@@ -405,7 +405,7 @@ impl<'a> HeaderList<'a> {
         );
         HeaderList {
             entries,
-            lengths: self.lengths,
+            name_bits: self.name_bits,
         }
     }
 
@@ -466,7 +466,7 @@ impl<'a> HeaderList<'a> {
 
     /// Whether a line of `name` may be in the list; false means it is not.
     fn may_hold(&self, name: &str) -> bool {
-        self.lengths & length_bit(name.as_bytes()) != 0
+        self.name_bits & name_bit(name.as_bytes()) != 0
     }
 
     /// Index of the first line of `name`.
@@ -493,7 +493,7 @@ impl<'a> HeaderList<'a> {
                 }
             }
             None => {
-                self.lengths |= length_bit(name.as_bytes());
+                self.name_bits |= name_bit(name.as_bytes());
                 self.entries.push((stored_name(name), value));
             }
         }
@@ -501,7 +501,7 @@ impl<'a> HeaderList<'a> {
 
     /// Adds one more line for `name`, after any existing ones.
     pub fn append(&mut self, name: &'a str, value: impl IntoValue<'a>) {
-        self.lengths |= length_bit(name.as_bytes());
+        self.name_bits |= name_bit(name.as_bytes());
         self.entries.push((stored_name(name), value.into_value()));
     }
 
@@ -546,7 +546,7 @@ impl<'a> HeaderList<'a> {
         if !from.eq_ignore_ascii_case(to) {
             self.remove(to);
             let to = stored_name(to);
-            self.lengths |= length_bit(&to);
+            self.name_bits |= name_bit(&to);
             let key = NameKey::new(from);
             for (entry, _) in &mut self.entries {
                 if key.matches(entry) {
@@ -704,10 +704,14 @@ const NO_NAME: u8 = u8::MAX;
 /// indices), and are compared in turn.
 const SEVERAL: u8 = u8::MAX - 1;
 
-/// A bit for the length of `name`, modulo 64: names of different bits cannot be equal.
-fn length_bit(name: &[u8]) -> u64 {
-    // Truncation is harmless: lengths only pick a bit, and two names sharing one are compared.
-    1_u64.rotate_left(name.len() as u32)
+/// A bit for `name` from its length and its last byte, ASCII case folded (`| 0x20` maps a letter of
+/// either case to its lower case, and any other byte to the same value for both names): names of
+/// different bits cannot be equal. The last byte parts names of one length, such as `accept` and a
+/// rule's `x-team`, that length alone would send to a scan.
+fn name_bit(name: &[u8]) -> u64 {
+    let last = name.last().map_or(0, |byte| byte | 0x20);
+    // Truncation is harmless: the sum only picks a bit, and two names sharing one are compared.
+    1_u64.rotate_left(name.len() as u32 + u32::from(last))
 }
 
 /// Where one name's lines are in a list: the first line and how many there are.
@@ -952,18 +956,24 @@ mod tests {
     }
 
     #[test]
-    fn lookups_skip_absent_lengths_and_still_find_every_line() {
+    fn lookups_skip_absent_names_and_still_find_every_line() {
         let mut headers = list(&[("ab", "1")]);
         assert_eq!(headers.first("xyz"), None);
         assert!(!headers.contains("xyz"));
         assert!(headers.remove("ab"));
         headers.append("CD", "2");
         assert_eq!(headers.first("cd"), Some(&b"2"[..]));
-        // Lengths 66 and 2 share a bit: the names are still compared.
-        let long = "x".repeat(66);
+        // `cd` and this name of 66 bytes share a bit: the names are still compared.
+        let long = format!("{}D", "x".repeat(65));
+        assert_eq!(name_bit(b"cd"), name_bit(long.as_bytes()));
         headers.append(&long, "3");
         assert_eq!(headers.first(&long), Some(&b"3"[..]));
         assert_eq!(headers.first("ef"), None);
+        // A name's bit does not depend on its case; names of one length can differ.
+        for byte in 0..=127_u8 {
+            assert_eq!(name_bit(&[byte]), name_bit(&[byte.to_ascii_lowercase()]));
+        }
+        assert_ne!(name_bit(b"accept"), name_bit(b"x-team"));
         // Equality looks at the lines alone.
         let mut other = list(&[("cd", "2")]);
         other.append(&long, "3");
