@@ -472,6 +472,12 @@ impl<'a> HeaderList<'a> {
     /// Index of the first line of `name`.
     #[inline]
     fn position(&self, name: &str) -> Option<usize> {
+        self.find(name).map(|(first, _)| first)
+    }
+
+    /// Index of the first line of `name`, with the key that found it, for a scan of the rest.
+    #[inline]
+    fn find<'n>(&self, name: &'n str) -> Option<(usize, NameKey<'n>)> {
         if !self.may_hold(name) {
             return None;
         }
@@ -479,15 +485,16 @@ impl<'a> HeaderList<'a> {
         self.entries
             .iter()
             .position(|(entry, _)| key.matches(entry))
+            .map(|first| (first, key))
     }
 
     /// Replaces every value of `name` with `value`, keeping the position of the
     /// first existing line (or appending when absent).
     pub fn set(&mut self, name: &'a str, value: impl IntoValue<'a>) {
         let value = value.into_value();
-        match self.position(name) {
-            Some(first) => {
-                self.remove_from(name, first + 1);
+        match self.find(name) {
+            Some((first, key)) => {
+                self.remove_from(key, first + 1);
                 if let Some(entry) = self.entries.get_mut(first) {
                     entry.1 = value;
                 }
@@ -508,19 +515,18 @@ impl<'a> HeaderList<'a> {
     /// Removes every value of `name`; returns whether anything was removed.
     pub fn remove(&mut self, name: &str) -> bool {
         // Most removed names are absent (clients rarely send a credential): one scan says so.
-        let Some(first) = self.position(name) else {
+        let Some((first, key)) = self.find(name) else {
             return false;
         };
-        self.remove_from(name, first);
+        self.remove_from(key, first);
         true
     }
 
-    /// Removes the lines of `name` from index `from` on.
-    fn remove_from(&mut self, name: &str, from: usize) {
+    /// Removes the lines `key` matches from index `from` on.
+    fn remove_from(&mut self, key: NameKey<'_>, from: usize) {
         // The lines after a removed one move down one at a time, and nothing moves before the scan
         // meets a line of the name (a name almost always has one): `Vec::remove` moved them with a
         // call to the host's `memmove`, which cost more for the few lines of a request.
-        let key = NameKey::new(name);
         let mut kept = from;
         for index in from..self.entries.len() {
             if self
