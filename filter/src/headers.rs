@@ -22,13 +22,13 @@ pub struct HeaderList<'a> {
     // Names as bytes: a host's names are read without a UTF-8 check, and a name that is not text
     // can still be kept, passed on and never matched.
     entries: Vec<Line<'a>>,
-    /// A bit per name length the list has held ([`length_bit`]), set as lines come and never
-    /// cleared: a name whose bit is clear is absent without a scan, and most names a request is
-    /// asked for (a credential it did not send, a header a preset adds) are.
-    lengths: u64,
+    /// A bit per name the list has held ([`name_bit`]), set as lines come and never cleared: a
+    /// name whose bit is clear is absent without a scan, and most names a request is asked for (a
+    /// credential it did not send, a header a preset adds) are.
+    name_bits: u64,
 }
 
-/// Lists are equal when their lines are; `lengths` only says where not to look.
+/// Lists are equal when their lines are; `name_bits` only says where not to look.
 impl PartialEq for HeaderList<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.entries == other.entries
@@ -37,11 +37,11 @@ impl PartialEq for HeaderList<'_> {
 
 impl Eq for HeaderList<'_> {}
 
-/// The [`HeaderList::lengths`] bits of `entries`.
-fn lengths_of(entries: &[Line<'_>]) -> u64 {
+/// The [`HeaderList::name_bits`] of `entries`.
+fn name_bits_of(entries: &[Line<'_>]) -> u64 {
     entries
         .iter()
-        .fold(0, |lengths, (name, _)| lengths | length_bit(name))
+        .fold(0, |bits, (name, _)| bits | name_bit(name))
 }
 
 /// One header line: its lower-case name and its value.
@@ -121,6 +121,8 @@ struct NameKey<'n> {
     bytes: &'n [u8],
     /// `last_word` of the name, lower-cased.
     last: u64,
+    /// `first_word` of the name, lower-cased; 0 for a name shorter than eight bytes.
+    first: u64,
 }
 
 impl<'n> NameKey<'n> {
@@ -130,6 +132,7 @@ impl<'n> NameKey<'n> {
         Self {
             bytes,
             last: to_ascii_lowercase(last_word(bytes)),
+            first: first_word(bytes).map_or(0, to_ascii_lowercase),
         }
     }
 
@@ -140,15 +143,23 @@ impl<'n> NameKey<'n> {
     fn matches(self, stored: &[u8]) -> bool {
         stored.len() == self.bytes.len()
             && last_word(stored) == self.last
-            && stored
-                .as_chunks::<8>()
-                .0
-                .iter()
-                .zip(self.bytes.as_chunks::<8>().0)
-                .all(|(stored, name)| {
-                    u64::from_le_bytes(*stored) == to_ascii_lowercase(u64::from_le_bytes(*name))
-                })
+            && first_word(stored).is_none_or(|first| first == self.first)
+            && (stored.len() <= 16 || middle_words_match(stored, self.bytes))
     }
+}
+
+/// Whether every word of `stored` is the word of `name` lower-cased, for the rare names longer than
+/// sixteen bytes: out of line, so the loop is not copied into every scan.
+#[inline(never)]
+fn middle_words_match(stored: &[u8], name: &[u8]) -> bool {
+    stored
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .zip(name.as_chunks::<8>().0)
+        .all(|(stored, name)| {
+            u64::from_le_bytes(*stored) == to_ascii_lowercase(u64::from_le_bytes(*name))
+        })
 }
 
 /// Whether two byte strings are equal, compared eight bytes at a time: `==` on slices calls the
@@ -158,12 +169,19 @@ impl<'n> NameKey<'n> {
 pub(crate) fn same_bytes(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len()
         && last_word(left) == last_word(right)
-        && left
-            .as_chunks::<8>()
-            .0
-            .iter()
-            .zip(right.as_chunks::<8>().0)
-            .all(|(left, right)| u64::from_le_bytes(*left) == u64::from_le_bytes(*right))
+        && first_word(left) == first_word(right)
+        && (left.len() <= 16 || middle_words_equal(left, right))
+}
+
+/// Whether the words of two byte strings longer than sixteen bytes are equal: out of line, so the
+/// loop is not copied into every comparison.
+#[inline(never)]
+fn middle_words_equal(left: &[u8], right: &[u8]) -> bool {
+    left.as_chunks::<8>()
+        .0
+        .iter()
+        .zip(right.as_chunks::<8>().0)
+        .all(|(left, right)| u64::from_le_bytes(*left) == u64::from_le_bytes(*right))
 }
 
 /// Index of the first byte of `bytes` that is one of `needles`, looked at eight bytes per step: in
@@ -230,12 +248,29 @@ fn lower_case(mut name: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
 /// cost several times as much for the names of every request.
 #[inline(always)]
 fn has_upper_case(bytes: &[u8]) -> bool {
-    ascii_uppercase(last_word(bytes)) != 0
-        || bytes
-            .as_chunks::<8>()
-            .0
-            .iter()
-            .any(|word| ascii_uppercase(u64::from_le_bytes(*word)) != 0)
+    ascii_uppercase(last_word(bytes)) | ascii_uppercase(first_word(bytes).unwrap_or_default()) != 0
+        || (bytes.len() > 16 && middle_has_upper_case(bytes))
+}
+
+/// Whether a word of `bytes` holds an ASCII upper-case letter, for the rare names longer than
+/// sixteen bytes: out of line, so the loop is not copied into every check.
+#[inline(never)]
+fn middle_has_upper_case(bytes: &[u8]) -> bool {
+    bytes
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .any(|word| ascii_uppercase(u64::from_le_bytes(*word)) != 0)
+}
+
+/// The first eight bytes of `bytes` as a little-endian word, when it has eight. With
+/// [`last_word`] it covers every byte of up to sixteen, so most names need no loop, whose every
+/// turn costs the guest more than a word's work.
+#[inline(always)]
+fn first_word(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .first_chunk::<8>()
+        .map(|first| u64::from_le_bytes(*first))
 }
 
 /// The last eight bytes of `bytes` as a little-endian word; fewer than eight as one word, from
@@ -291,8 +326,8 @@ impl<'a> HeaderList<'a> {
             .into_iter()
             .map(|(name, value)| (stored_name(name), value.into()))
             .collect::<Vec<_>>();
-        let lengths = lengths_of(&entries);
-        Self { entries, lengths }
+        let name_bits = name_bits_of(&entries);
+        Self { entries, name_bits }
     }
 
     /// Reads a header map in the proxy-wasm wire form (a little-endian `u32` count, then a `u32`
@@ -330,7 +365,7 @@ impl<'a> HeaderList<'a> {
             }
         };
         let mut entries = Vec::with_capacity(count);
-        let mut lengths = 0;
+        let mut name_bits = 0;
         for pair in sizes.as_chunks::<8>().0 {
             let (name_size, value_size) = pair.split_at(4);
             let word = |field: &[u8]| {
@@ -340,7 +375,7 @@ impl<'a> HeaderList<'a> {
             };
             let name = take(word(name_size))?;
             let value = take(word(value_size))?;
-            lengths |= length_bit(name);
+            name_bits |= name_bit(name);
             // Checked in place: every host hands over lower-case names, and a call per name cost
             // more than the check.
             let name = if has_upper_case(name) {
@@ -350,7 +385,7 @@ impl<'a> HeaderList<'a> {
             };
             entries.push((name, Cow::Borrowed(value)));
         }
-        Ok(Self { entries, lengths })
+        Ok(Self { entries, name_bits })
     }
 
     /// A list with the same entries that borrows them from this one: the
@@ -370,7 +405,7 @@ impl<'a> HeaderList<'a> {
         );
         HeaderList {
             entries,
-            lengths: self.lengths,
+            name_bits: self.name_bits,
         }
     }
 
@@ -431,12 +466,18 @@ impl<'a> HeaderList<'a> {
 
     /// Whether a line of `name` may be in the list; false means it is not.
     fn may_hold(&self, name: &str) -> bool {
-        self.lengths & length_bit(name.as_bytes()) != 0
+        self.name_bits & name_bit(name.as_bytes()) != 0
     }
 
     /// Index of the first line of `name`.
     #[inline]
     fn position(&self, name: &str) -> Option<usize> {
+        self.find(name).map(|(first, _)| first)
+    }
+
+    /// Index of the first line of `name`, with the key that found it, for a scan of the rest.
+    #[inline]
+    fn find<'n>(&self, name: &'n str) -> Option<(usize, NameKey<'n>)> {
         if !self.may_hold(name) {
             return None;
         }
@@ -444,21 +485,22 @@ impl<'a> HeaderList<'a> {
         self.entries
             .iter()
             .position(|(entry, _)| key.matches(entry))
+            .map(|first| (first, key))
     }
 
     /// Replaces every value of `name` with `value`, keeping the position of the
     /// first existing line (or appending when absent).
     pub fn set(&mut self, name: &'a str, value: impl IntoValue<'a>) {
         let value = value.into_value();
-        match self.position(name) {
-            Some(first) => {
-                self.remove_from(name, first + 1);
+        match self.find(name) {
+            Some((first, key)) => {
+                self.remove_from(key, first + 1);
                 if let Some(entry) = self.entries.get_mut(first) {
                     entry.1 = value;
                 }
             }
             None => {
-                self.lengths |= length_bit(name.as_bytes());
+                self.name_bits |= name_bit(name.as_bytes());
                 self.entries.push((stored_name(name), value));
             }
         }
@@ -466,41 +508,39 @@ impl<'a> HeaderList<'a> {
 
     /// Adds one more line for `name`, after any existing ones.
     pub fn append(&mut self, name: &'a str, value: impl IntoValue<'a>) {
-        self.lengths |= length_bit(name.as_bytes());
+        self.name_bits |= name_bit(name.as_bytes());
         self.entries.push((stored_name(name), value.into_value()));
     }
 
     /// Removes every value of `name`; returns whether anything was removed.
     pub fn remove(&mut self, name: &str) -> bool {
         // Most removed names are absent (clients rarely send a credential): one scan says so.
-        let Some(first) = self.position(name) else {
+        let Some((first, key)) = self.find(name) else {
             return false;
         };
-        self.entries.remove(first);
-        self.remove_from(name, first);
+        self.remove_from(key, first);
         true
     }
 
-    /// Removes the lines of `name` from index `from` on.
-    fn remove_from(&mut self, name: &str, from: usize) {
-        // A name almost always has one line: a scan of the rest finds no other, and only a second
-        // line costs a pass that moves entries.
-        let key = NameKey::new(name);
-        let Some(next) = self
-            .entries
-            .iter()
-            .skip(from)
-            .position(|(entry, _)| key.matches(entry))
-        else {
-            return;
-        };
-        let next = from + next;
-        let mut index = 0;
-        self.entries.retain(|(entry, _)| {
-            let keep = index < next || !key.matches(entry);
-            index += 1;
-            keep
-        });
+    /// Removes the lines `key` matches from index `from` on.
+    fn remove_from(&mut self, key: NameKey<'_>, from: usize) {
+        // The lines after a removed one move down one at a time, and nothing moves before the scan
+        // meets a line of the name (a name almost always has one): `Vec::remove` moved them with a
+        // call to the host's `memmove`, which cost more for the few lines of a request.
+        let mut kept = from;
+        for index in from..self.entries.len() {
+            if self
+                .entries
+                .get(index)
+                .is_some_and(|(entry, _)| !key.matches(entry))
+            {
+                if kept != index {
+                    self.entries.swap(kept, index);
+                }
+                kept += 1;
+            }
+        }
+        self.entries.truncate(kept);
     }
 
     /// Moves every value of `from` to `to`, replacing any existing `to` values.
@@ -512,7 +552,7 @@ impl<'a> HeaderList<'a> {
         if !from.eq_ignore_ascii_case(to) {
             self.remove(to);
             let to = stored_name(to);
-            self.lengths |= length_bit(&to);
+            self.name_bits |= name_bit(&to);
             let key = NameKey::new(from);
             for (entry, _) in &mut self.entries {
                 if key.matches(entry) {
@@ -559,65 +599,144 @@ pub fn diff<'h>(
             key: NameKey::new(name),
             before: Lines::default(),
             after: Lines::default(),
-            rank: 0,
+            next_edit: END,
         })
         .collect();
-    // Most lines have a length no name has: one bit test skips them without comparing names.
-    let lengths = names
-        .iter()
-        .fold(0_u64, |lengths, name| lengths | length_bit(name.as_bytes()));
-    for (list, is_after) in [(before, false), (after, true)] {
-        for (index, (line, _)) in list.entries.iter().enumerate() {
-            if lengths & length_bit(line) == 0 {
-                continue;
-            }
-            if let Some(found) = pending.iter_mut().find(|found| found.key.matches(line)) {
-                let lines = if is_after {
-                    &mut found.after
-                } else {
-                    &mut found.before
-                };
-                lines.add(index);
-            }
+    // The name of each length (modulo 64): most lines have a length no name has, and most others
+    // the length of one name, the only one then compared.
+    let mut by_length = [NO_NAME; 64];
+    for (index, name) in names.iter().enumerate() {
+        if let Some(slot) = by_length.get_mut(name.len() % 64) {
+            *slot = match (*slot, u8::try_from(index)) {
+                (NO_NAME, Ok(index)) if index < SEVERAL => index,
+                _ => SEVERAL,
+            };
         }
     }
-    // In place: `retain` called its closure out of line for every name.
-    let mut kept = 0;
-    for index in 0..pending.len() {
-        if let Some(found) = pending.get_mut(index)
-            && found.changed(before, after)
-        {
-            found.rank = found.order();
-            pending.swap(kept, index);
-            kept += 1;
+    let in_before = locate(&mut pending, &by_length, before, false);
+    let in_after = locate(&mut pending, &by_length, after, true);
+    // The edits are linked in the order they go out, so the names never move: removals by their
+    // first line in `before`, then the other changes by their first line in `after`.
+    let mut edits = Chain::EMPTY;
+    let mut at = in_before;
+    while let Some(found) = pending.get(at) {
+        let next = found.before.next;
+        if found.after.count == 0 {
+            edits.push(&mut pending, at, |found| &mut found.next_edit);
         }
+        at = next;
     }
-    pending.truncate(kept);
-    // A handful of names: an insertion sort in place cost a quarter of the library's.
-    for index in 1..pending.len() {
-        let mut at = index;
-        while let Some(earlier) = at.checked_sub(1)
-            && let (Some(left), Some(right)) = (pending.get(earlier), pending.get(at))
-            && left.rank > right.rank
-        {
-            pending.swap(earlier, at);
-            at = earlier;
+    let mut at = in_after;
+    while let Some(found) = pending.get(at) {
+        let next = found.after.next;
+        if found.changed(before, after) {
+            edits.push(&mut pending, at, |found| &mut found.next_edit);
         }
+        at = next;
     }
-    pending.into_iter().map(move |found| found.edit(after))
+    let mut at = edits.head;
+    std::iter::from_fn(move || {
+        let found = pending.get(at)?;
+        at = found.next_edit;
+        Some(found.edit(after))
+    })
 }
 
-/// A bit for the length of `name`, modulo 64: names of different bits cannot be equal.
-fn length_bit(name: &[u8]) -> u64 {
-    // Truncation is harmless: lengths only pick a bit, and two names sharing one are compared.
-    1_u64.rotate_left(name.len() as u32)
+/// Records where the lines of each name are in `list`, `before` or `after` as `is_after` says, and
+/// links the names in the order of their first lines there; returns the first.
+fn locate<'h>(
+    pending: &mut [Pending<'h>],
+    by_length: &[u8; 64],
+    list: &HeaderList<'_>,
+    is_after: bool,
+) -> usize {
+    let mut order = Chain::EMPTY;
+    for (index, (line, _)) in list.entries.iter().enumerate() {
+        let at = match by_length.get(line.len() % 64) {
+            None | Some(&NO_NAME) => continue,
+            Some(&SEVERAL) => pending.iter().position(|found| found.key.matches(line)),
+            Some(&at) => Some(usize::from(at))
+                .filter(|&at| pending.get(at).is_some_and(|found| found.key.matches(line))),
+        };
+        let Some(lines) = at
+            .and_then(|at| pending.get_mut(at))
+            .map(|found| found.lines(is_after))
+        else {
+            continue;
+        };
+        let first = lines.count == 0;
+        lines.add(index);
+        if first && let Some(at) = at {
+            order.push(pending, at, |found| &mut found.lines(is_after).next);
+        }
+    }
+    order.head
+}
+
+/// No further name in a chain of names.
+const END: usize = usize::MAX;
+
+/// Names of [`diff`] in an order, linked through one of their `next` fields.
+struct Chain {
+    head: usize,
+    tail: usize,
+}
+
+impl Chain {
+    const EMPTY: Self = Self {
+        head: END,
+        tail: END,
+    };
+
+    /// Adds the name at `at` to the end; `next` picks the link it is reached through.
+    fn push<'h>(
+        &mut self,
+        pending: &mut [Pending<'h>],
+        at: usize,
+        next: impl for<'p> Fn(&'p mut Pending<'h>) -> &'p mut usize,
+    ) {
+        match pending.get_mut(self.tail) {
+            Some(tail) => *next(tail) = at,
+            None => self.head = at,
+        }
+        self.tail = at;
+    }
+}
+
+/// In [`diff`]'s table of names by length: no name has the length.
+const NO_NAME: u8 = u8::MAX;
+
+/// In [`diff`]'s table of names by length: several names have the length (or one past the table's
+/// indices), and are compared in turn.
+const SEVERAL: u8 = u8::MAX - 1;
+
+/// A bit for `name` from its length and its last byte, ASCII case folded (`| 0x20` maps a letter of
+/// either case to its lower case, and any other byte to the same value for both names): names of
+/// different bits cannot be equal. The last byte parts names of one length, such as `accept` and a
+/// rule's `x-team`, that length alone would send to a scan.
+fn name_bit(name: &[u8]) -> u64 {
+    let last = name.last().map_or(0, |byte| byte | 0x20);
+    // Truncation is harmless: the sum only picks a bit, and two names sharing one are compared.
+    1_u64.rotate_left(name.len() as u32 + u32::from(last))
 }
 
 /// Where one name's lines are in a list: the first line and how many there are.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Lines {
     first: usize,
     count: usize,
+    /// The name whose first line comes next in the list, or [`END`].
+    next: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self {
+            first: 0,
+            count: 0,
+            next: END,
+        }
+    }
 }
 
 impl Lines {
@@ -635,11 +754,21 @@ struct Pending<'h> {
     key: NameKey<'h>,
     before: Lines,
     after: Lines,
-    /// [`Pending::order`], once the lines are known: the sort compares numbers only.
-    rank: usize,
+    /// The name whose edit goes out next, or [`END`].
+    next_edit: usize,
 }
 
 impl<'h> Pending<'h> {
+    /// Where the name's lines are in `after` or, when `is_after` is false, in `before`. A flag, not
+    /// a function picking the field: a call through a pointer cost more than the test.
+    fn lines(&mut self, is_after: bool) -> &mut Lines {
+        if is_after {
+            &mut self.after
+        } else {
+            &mut self.before
+        }
+    }
+
     fn changed(&self, before: &HeaderList<'_>, after: &HeaderList<'_>) -> bool {
         match (self.before.count, self.after.count) {
             (0, 0) => false,
@@ -655,18 +784,7 @@ impl<'h> Pending<'h> {
         }
     }
 
-    /// Removals first, by their line in "before"; then the rest by their line in "after". Lines
-    /// are far fewer than `usize::MAX / 2`, so the halves never meet.
-    fn order(&self) -> usize {
-        const REST: usize = usize::MAX / 2 + 1;
-        if self.after.count == 0 {
-            self.before.first
-        } else {
-            REST | self.after.first
-        }
-    }
-
-    fn edit(self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
+    fn edit(&self, after: &'h HeaderList<'_>) -> HeaderEdit<'h> {
         let value = || after.value_at(self.after.first).unwrap_or_default();
         match (self.before.count, self.after.count) {
             (_, 0) => HeaderEdit::Remove(self.name),
@@ -844,18 +962,24 @@ mod tests {
     }
 
     #[test]
-    fn lookups_skip_absent_lengths_and_still_find_every_line() {
+    fn lookups_skip_absent_names_and_still_find_every_line() {
         let mut headers = list(&[("ab", "1")]);
         assert_eq!(headers.first("xyz"), None);
         assert!(!headers.contains("xyz"));
         assert!(headers.remove("ab"));
         headers.append("CD", "2");
         assert_eq!(headers.first("cd"), Some(&b"2"[..]));
-        // Lengths 66 and 2 share a bit: the names are still compared.
-        let long = "x".repeat(66);
+        // `cd` and this name of 66 bytes share a bit: the names are still compared.
+        let long = format!("{}D", "x".repeat(65));
+        assert_eq!(name_bit(b"cd"), name_bit(long.as_bytes()));
         headers.append(&long, "3");
         assert_eq!(headers.first(&long), Some(&b"3"[..]));
         assert_eq!(headers.first("ef"), None);
+        // A name's bit does not depend on its case; names of one length can differ.
+        for byte in 0..=127_u8 {
+            assert_eq!(name_bit(&[byte]), name_bit(&[byte.to_ascii_lowercase()]));
+        }
+        assert_ne!(name_bit(b"accept"), name_bit(b"x-team"));
         // Equality looks at the lines alone.
         let mut other = list(&[("cd", "2")]);
         other.append(&long, "3");
@@ -921,6 +1045,21 @@ mod tests {
                         assert!(!is_named(&stored, &other), "{name:?} {other:?}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn word_wise_byte_comparison_agrees_with_slice_equality() {
+        let text: Vec<u8> = (0..40_u8).map(|n| b'a' + n % 26).collect();
+        for len in 0..text.len() {
+            let left = &text[..len];
+            assert!(same_bytes(left, left), "{len}");
+            assert!(!same_bytes(left, &text[..=len]), "{len}");
+            for at in 0..len {
+                let mut right = left.to_vec();
+                right[at] ^= 0x01;
+                assert!(!same_bytes(left, &right), "{len} {at}");
             }
         }
     }
@@ -1037,6 +1176,22 @@ mod tests {
                 HeaderEdit::Set("abcdef", b"9"),
                 HeaderEdit::Set(&long, b"8")
             ]
+        );
+    }
+
+    #[test]
+    fn diff_finds_names_past_the_table_of_lengths() {
+        // More names than the table has indices: the last one, of a length of its own, is still
+        // compared.
+        let mut names: Vec<String> = (0..300).map(|n| format!("n{n}")).collect();
+        names.push("x".repeat(30));
+        let before = list(&[("n7", "1")]);
+        let after = list(&[("n7", "2"), (&"x".repeat(30), "3")]);
+        let edits: Vec<_> = diff(&before, &after, &names).collect();
+        let long = "x".repeat(30);
+        assert_eq!(
+            edits,
+            vec![HeaderEdit::Set("n7", b"2"), HeaderEdit::Add(&long, b"3")]
         );
     }
 

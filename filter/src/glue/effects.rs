@@ -2,7 +2,7 @@
 
 use log::{Level, debug, log_enabled, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, MapType, MetricType};
+use proxy_wasm::types::{Action, MapType, MetricType, Status};
 
 use super::Configured;
 use super::stream::{RequestPhase, StreamShared};
@@ -62,16 +62,23 @@ impl MetricIds {
         let Some(id) = self.id(metric) else { return };
         let offset = i64::try_from(by).unwrap_or(i64::MAX);
         if let Err(status) = hostcalls::increment_metric(id, offset) {
-            debug!("cannot increment {}: {status:?}", metric.name());
+            metric_failed("increment", metric, status);
         }
     }
 
     pub(super) fn record(self, metric: Metric, value: u64) {
         let Some(id) = self.id(metric) else { return };
         if let Err(status) = hostcalls::record_metric(id, value) {
-            debug!("cannot record {}: {status:?}", metric.name());
+            metric_failed("record", metric, status);
         }
     }
+}
+
+/// Logs a metric update the host refused. Out of line, as [`edit_failed`].
+#[cold]
+#[inline(never)]
+fn metric_failed(verb: &str, metric: Metric, status: Status) {
+    debug!("cannot {verb} {}: {status:?}", metric.name());
 }
 
 /// Carries out a request decision on the effective context: counts it, logs it, and either changes
@@ -164,10 +171,17 @@ pub(super) fn apply_edit(
     // The SDK aborts the VM on a status it does not expect (the host's failure policy then closes the
     // stream, so a request never leaves half-edited); what it does return is logged here.
     if let Err(status) = result {
-        // Only the name: the value may be the credential.
-        let name = edit.name();
-        warn!("context {context_id}: changing header {name} failed: {status:?}");
+        edit_failed(context_id, edit.name(), status);
     }
+}
+
+/// Logs a header edit the host refused. Out of line: the message's formatting made every edit
+/// set up a stack frame for it.
+#[cold]
+#[inline(never)]
+fn edit_failed(context_id: u32, name: &str, status: Status) {
+    // Only the name: the value may be the credential.
+    warn!("context {context_id}: changing header {name} failed: {status:?}");
 }
 
 /// Says in words what the preset did, for the per-request debug line.
