@@ -34,11 +34,23 @@ fn body_kind(content_type: Option<&[u8]>) -> Option<BodyKind> {
 
 /// The body's encoding.
 fn encoding(content_encoding: Option<&[u8]>) -> Encoding {
-    Encoding::from_content_encoding(content_encoding.unwrap_or_default())
+    // Absent, as the API sends it: no value to look at.
+    content_encoding.map_or(Encoding::Identity, Encoding::from_content_encoding)
 }
 
 /// A status code from its header value: one to three ASCII digits after trimming, else 0.
 fn status_code(value: &[u8]) -> u16 {
+    // Three digits, as every status is sent: read without a trim or a loop.
+    if let [
+        hundreds @ b'0'..=b'9',
+        tens @ b'0'..=b'9',
+        ones @ b'0'..=b'9',
+    ] = *value
+    {
+        return u16::from(hundreds - b'0') * 100
+            + u16::from(tens - b'0') * 10
+            + u16::from(ones - b'0');
+    }
     let digits = value.trim_ascii();
     if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
         return 0;

@@ -324,8 +324,11 @@ fn write_bool(line: &mut Vec<u8>, value: bool) {
 /// `number` as [`json::write_u64`] writes it, with the usual short ones written here without the
 /// call: a single digit (a count of zero, most often) and three (a status).
 fn write_number(line: &mut Vec<u8>, number: u64) {
+    if number < 10 {
+        line.push(b'0' + number as u8);
+        return;
+    }
     match (number, json::two_digits(number % 100)) {
-        (0..=9, _) => line.push(b'0' + number as u8),
         (100..=999, Some(&[tens, ones])) => {
             line.extend_from_slice(&[b'0' + (number / 100) as u8, tens, ones]);
         }
@@ -350,15 +353,34 @@ pub fn rfc3339_millis(ms: u64) -> String {
 
 /// Appends [`rfc3339_millis`] of `ms` to `text`.
 fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
+    let (stamp, century) = stamp(ms);
+    push_stamp(text, &stamp, century);
+}
+
+/// Appends a [`stamp`] and its century as RFC 3339.
+fn push_stamp(text: &mut Vec<u8>, stamp: &[u8; 24], century: u64) {
+    if century < 100 {
+        text.extend_from_slice(stamp);
+    } else {
+        // Past the template's four digits (the year 10000 is 253 billion seconds away).
+        json::write_u64(text, century);
+        text.extend_from_slice(stamp.get(2..).unwrap_or_default());
+    }
+}
+
+/// [`rfc3339_millis`] of `ms` in a fixed 24-byte template, and the century: the template holds the
+/// whole year while the century is below 100, else only its last two digits.
+fn stamp(ms: u64) -> ([u8; 24], u64) {
     let days = ms / 86_400_000;
     let of_day = ms % 86_400_000;
     let (year, month, day) = civil_date(days);
     let seconds = of_day / 1000;
     let minutes = seconds / 60;
-    // Filled in place in a fixed template, two digits at a time from a table: this runs for every
-    // observed request.
+    let century = year / 100;
+    // Filled in place, two digits at a time from a table: this runs for every observed request.
     let mut stamp = *b"0000-00-00T00:00:00.000Z";
     let pairs = [
+        (0, century % 100),
         (2, year % 100),
         (5, month),
         (8, day),
@@ -375,17 +397,7 @@ fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
     if let Some(last) = stamp.get_mut(22) {
         *last = b'0' + (of_day % 10) as u8;
     }
-    let century = year / 100;
-    if century < 100 {
-        if let (Some(slot), Some(digits)) = (stamp.get_mut(..2), json::two_digits(century)) {
-            slot.copy_from_slice(digits);
-        }
-        text.extend_from_slice(&stamp);
-    } else {
-        // Past the template's four digits (the year 10000 is 253 billion seconds away).
-        json::write_u64(text, century);
-        text.extend_from_slice(stamp.get(2..).unwrap_or_default());
-    }
+    (stamp, century)
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01: the date is counted in 400-year eras
