@@ -321,13 +321,21 @@ fn write_bool(line: &mut Vec<u8>, value: bool) {
     line.put_ascii_window(block, len);
 }
 
-/// `number` as [`json::write_u64`] writes it, with the usual short ones written here without the
-/// call: a single digit (a count of zero, most often) and three (a status).
+/// `number` as [`json::write_u64`] writes it, a single digit (a count of zero, most often) without
+/// a call: inlined, a call per number cost more than the writing.
+#[inline(always)]
 fn write_number(line: &mut Vec<u8>, number: u64) {
     if number < 10 {
         line.push(b'0' + number as u8);
-        return;
+    } else {
+        write_wider_number(line, number);
     }
+}
+
+/// [`write_number`] past one digit, with three (a status) written here from the table. Out of line:
+/// inlined at each number it made the module a kilobyte larger.
+#[inline(never)]
+fn write_wider_number(line: &mut Vec<u8>, number: u64) {
     match (number, json::two_digits(number % 100)) {
         (100..=999, Some(&[tens, ones])) => {
             line.extend_from_slice(&[b'0' + (number / 100) as u8, tens, ones]);
