@@ -11,7 +11,7 @@
 use hashbrown::HashMap;
 use std::cell::RefCell;
 
-use log::{Level, debug, log_enabled, warn};
+use log::{Level, debug, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MetricType};
 
@@ -24,7 +24,7 @@ use crate::token::manager::{Host, SetError, Write};
 use crate::usage::UsageConfig;
 use crate::usage::admission::{Admission, CALLERS_KEY, MODELS_KEY, SharedStore};
 use crate::usage::caller;
-use crate::usage::labels::sanitize;
+use crate::usage::labels::{UNKNOWN, sanitize};
 use crate::usage::observe::{Observation, ResponseStart, observes};
 use crate::usage::record::{UsageRecord, UsageSeries};
 
@@ -164,16 +164,16 @@ impl UsageState {
         let Some(ids) = all_ids.get_mut(*place) else {
             return;
         };
-        for (series, value) in record.samples() {
+        record.for_each_sample(|series, value| {
             let Some(slot) = ids.get_mut(series.index()) else {
-                continue;
+                return;
             };
             let id = match *slot {
                 Some(id) => id,
                 None => {
                     let Some(id) = self.metric_id(&series.name(caller, model), series.kind())
                     else {
-                        continue;
+                        return;
                     };
                     *slot = Some(id);
                     id
@@ -188,7 +188,7 @@ impl UsageState {
             if let Err(status) = result {
                 debug!("cannot update usage metric {series:?}: {status:?}");
             }
-        }
+        });
     }
 }
 
@@ -253,10 +253,15 @@ pub(super) fn response_body(observation: &mut Observation, size: usize, end_of_s
 pub(super) fn finish(observation: Observation, usage: &UsageState) {
     let record = observation.finish(now_ms());
     let mut store = HostPort;
-    let caller = sanitize(&record.caller);
-    let model = sanitize(&record.model);
-    let caller_label = usage.callers.borrow_mut().label(&mut store, &caller);
-    let model_label = usage.models.borrow_mut().label(&mut store, &model);
+    let caller = record.caller.as_deref().map(sanitize);
+    let model = record.model.as_deref().map(sanitize);
+    // An absent caller or model is `unknown`, which is clean and never takes a place under a cap.
+    let caller_label = caller.as_deref().map_or(UNKNOWN, |caller| {
+        usage.callers.borrow_mut().label(&mut store, caller)
+    });
+    let model_label = model.as_deref().map_or(UNKNOWN, |model| {
+        usage.models.borrow_mut().label(&mut store, model)
+    });
     usage.apply(&record, caller_label, model_label);
     if let Some(reason) = record.unparsed {
         debug!(
@@ -264,7 +269,9 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
             record.status
         );
     }
-    if log_enabled!(Level::Info) {
+    // What `log_enabled!` would ask the SDK's logger, which enables exactly the levels up to the
+    // maximum: asked directly, without two calls through the `log` crate.
+    if Level::Info <= log::max_level() {
         // Straight to the host: through `info!` the finished line would be formatted into a copy.
         let mut line = usage.line.borrow_mut();
         line.clear();

@@ -34,11 +34,23 @@ fn body_kind(content_type: Option<&[u8]>) -> Option<BodyKind> {
 
 /// The body's encoding.
 fn encoding(content_encoding: Option<&[u8]>) -> Encoding {
-    Encoding::from_content_encoding(content_encoding.unwrap_or_default())
+    // Absent, as the API sends it: no value to look at.
+    content_encoding.map_or(Encoding::Identity, Encoding::from_content_encoding)
 }
 
 /// A status code from its header value: one to three ASCII digits after trimming, else 0.
 fn status_code(value: &[u8]) -> u16 {
+    // Three digits, as every status is sent: read without a trim or a loop.
+    if let [
+        hundreds @ b'0'..=b'9',
+        tens @ b'0'..=b'9',
+        ones @ b'0'..=b'9',
+    ] = *value
+    {
+        return u16::from(hundreds - b'0') * 100
+            + u16::from(tens - b'0') * 10
+            + u16::from(ones - b'0');
+    }
     let digits = value.trim_ascii();
     if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
         return 0;
@@ -62,26 +74,37 @@ pub struct ResponseStart<'a> {
 /// One observed request.
 pub struct Observation {
     started_ms: u64,
-    caller: String,
+    caller: Option<String>,
     request_id: Option<String>,
     status: u16,
     ttfb_ms: Option<u64>,
     streamed: bool,
-    parser: Option<UsageParser>,
+    body: Reading,
     /// The body ended (end of stream or trailers) rather than being cut off.
     complete: bool,
     /// The parser's result, once the body has ended.
     observed: Option<Observed>,
 }
 
+/// Where the reading of the response body stands.
+enum Reading {
+    /// No response yet, or a body that is not read; also once the body has ended.
+    Not,
+    /// A body to read of which no byte has arrived: its reader is built with the first byte, so a
+    /// response without a body never builds one.
+    Unread(BodyKind, Encoding, Limits),
+    /// A body being read. Boxed: the observation, moved whole from request to record, stays a few
+    /// words long whether or not a body is read.
+    Parser(Box<UsageParser>),
+}
+
 impl Observation {
     /// A request that arrived at `now_ms`, from `caller` (its identity as resolved, `None` when
     /// unknown), with header `x-request-id` = `request_id`.
     pub fn start(now_ms: u64, caller: Option<&[u8]>, request_id: Option<&[u8]>) -> Self {
-        let caller = caller.filter(|caller| !caller.is_empty()).map_or_else(
-            || crate::usage::labels::UNKNOWN.to_owned(),
-            |caller| log_text(caller, MAX_LOG_VALUE_BYTES),
-        );
+        let caller = caller
+            .filter(|caller| !caller.is_empty())
+            .map(|caller| log_text(caller, MAX_LOG_VALUE_BYTES));
         Self {
             started_ms: now_ms,
             caller,
@@ -89,7 +112,7 @@ impl Observation {
             status: 0,
             ttfb_ms: None,
             streamed: false,
-            parser: None,
+            body: Reading::Not,
             complete: false,
             observed: None,
         }
@@ -97,7 +120,9 @@ impl Observation {
 
     /// The caller identity as resolved (`unknown` when absent).
     pub fn caller(&self) -> &str {
-        &self.caller
+        self.caller
+            .as_deref()
+            .unwrap_or(crate::usage::labels::UNKNOWN)
     }
 
     /// The response headers arrived at `now_ms`; `end_of_stream` when there is no body.
@@ -115,8 +140,10 @@ impl Observation {
         let limits = Limits {
             max_event_bytes: config.max_event_bytes,
         };
-        self.parser =
-            kind.map(|kind| UsageParser::new(kind, encoding(response.content_encoding), limits));
+        self.body = match kind {
+            Some(kind) => Reading::Unread(kind, encoding(response.content_encoding), limits),
+            None => Reading::Not,
+        };
         self.observed = None;
         self.complete = false;
         if end_of_stream {
@@ -126,7 +153,10 @@ impl Observation {
 
     /// A body chunk passed; `end_of_stream` when it is the last.
     pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) {
-        if let Some(parser) = self.parser.as_mut() {
+        if let (&Reading::Unread(kind, encoding, limits), false) = (&self.body, chunk.is_empty()) {
+            self.body = Reading::Parser(Box::new(UsageParser::new(kind, encoding, limits)));
+        }
+        if let Reading::Parser(parser) = &mut self.body {
             parser.feed(chunk);
         }
         if end_of_stream {
@@ -137,8 +167,8 @@ impl Observation {
     /// The body is complete (its last chunk, or the response trailers, arrived).
     pub fn end_of_body(&mut self) {
         self.complete = true;
-        if let Some(parser) = self.parser.take() {
-            self.observed = Some(parser.finish(true));
+        if let Some(observed) = std::mem::replace(&mut self.body, Reading::Not).finish(true) {
+            self.observed = Some(observed);
         }
     }
 
@@ -146,16 +176,19 @@ impl Observation {
     /// body that is not read, and once the parser has stopped for good (the host then need not copy
     /// the chunks out).
     pub fn reading_body(&self) -> bool {
-        self.parser.as_ref().is_some_and(|parser| !parser.done())
+        match &self.body {
+            Reading::Not => false,
+            Reading::Unread(_, encoding, _) => !UsageParser::done_unread(*encoding),
+            Reading::Parser(parser) => !parser.done(),
+        }
     }
 
     /// The record of the request, at the end of the stream (`now_ms`). A body that never ended is read
     /// as cut short: counts seen so far are kept, the response counts as unparsed.
     pub fn finish(self, now_ms: u64) -> UsageRecord {
-        let observed = match (self.observed, self.parser) {
-            (Some(observed), _) => Some(observed),
-            (None, Some(parser)) => Some(parser.finish(self.complete)),
-            (None, None) => None,
+        let observed = match self.observed {
+            Some(observed) => Some(observed),
+            None => self.body.finish(self.complete),
         };
         let (model, tokens, stop_reason, unparsed) = match observed {
             Some(observed) => (
@@ -173,10 +206,9 @@ impl Observation {
             time_ms: self.started_ms,
             request_id: self.request_id,
             caller: self.caller,
-            model: model.filter(|model| !model.is_empty()).map_or_else(
-                || crate::usage::labels::UNKNOWN.to_owned(),
-                |model| log_text(model.as_bytes(), MAX_LOG_VALUE_BYTES),
-            ),
+            model: model
+                .filter(|model| !model.is_empty())
+                .map(|model| log_text(model.as_bytes(), MAX_LOG_VALUE_BYTES)),
             status: self.status,
             tokens,
             stop_reason: stop_reason.map(|reason| log_text(reason.as_bytes(), MAX_LOG_VALUE_BYTES)),
@@ -184,6 +216,20 @@ impl Observation {
             ttfb_ms: self.ttfb_ms,
             streamed: self.streamed,
             unparsed,
+        }
+    }
+}
+
+impl Reading {
+    /// What was read of the body, now that it is over (`complete`: it ended rather than being cut
+    /// off); `None` for a body that is not read.
+    fn finish(self, complete: bool) -> Option<Observed> {
+        match self {
+            Reading::Not => None,
+            Reading::Unread(kind, encoding, _) => {
+                Some(UsageParser::finish_unread(kind, encoding, complete))
+            }
+            Reading::Parser(parser) => Some((*parser).finish(complete)),
         }
     }
 }
@@ -259,8 +305,8 @@ mod tests {
             UsageRecord {
                 time_ms: 1_000,
                 request_id: Some("r-1".into()),
-                caller: "alice@example.com".into(),
-                model: "claude-sonnet-4-5".into(),
+                caller: Some("alice@example.com".into()),
+                model: Some("claude-sonnet-4-5".into()),
                 status: 200,
                 tokens: TokenCounts {
                     input: 25,
@@ -291,8 +337,10 @@ mod tests {
         assert!(observation.reading_body());
         observation.response_body(body, true);
         assert!(!observation.reading_body());
+        // The end of the body reported again (trailers after the last chunk) keeps what was read.
+        observation.end_of_body();
         let record = observation.finish(9);
-        assert_eq!(record.model, "claude-haiku-4-5");
+        assert_eq!(record.model.as_deref(), Some("claude-haiku-4-5"));
         assert_eq!(record.tokens.output, 20);
         assert_eq!(record.stop_reason.as_deref(), Some("max_tokens"));
         assert!(record.unparsed.is_none() && !record.streamed);
@@ -328,10 +376,7 @@ mod tests {
             (record.status, record.unparsed, record.ttfb_ms),
             (502, Some("content_type"), Some(3))
         );
-        assert_eq!(
-            (record.caller.as_str(), record.model.as_str()),
-            ("unknown", "unknown")
-        );
+        assert_eq!((record.caller, record.model), (None, None));
 
         let none = Observation::start(10, Some(b"carol"), None).finish(15);
         assert_eq!(
@@ -350,6 +395,7 @@ mod tests {
             false,
             &UsageConfig::default(),
         );
+        assert!(!brotli.reading_body());
         brotli.response_body(STREAM.as_bytes(), true);
         let record = brotli.finish(2);
         assert_eq!(record.unparsed, Some("encoding"));
@@ -377,7 +423,7 @@ mod tests {
         let caller = vec![b'a'; 1_000];
         let id = vec![b'i'; 1_000];
         let record = Observation::start(0, Some(&caller), Some(&id)).finish(0);
-        assert_eq!(record.caller.len(), MAX_LOG_VALUE_BYTES);
+        assert_eq!(record.caller.unwrap().len(), MAX_LOG_VALUE_BYTES);
         assert_eq!(record.request_id.unwrap().len(), MAX_REQUEST_ID_BYTES);
     }
 }

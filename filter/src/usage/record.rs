@@ -25,10 +25,11 @@ pub struct UsageRecord {
     pub time_ms: u64,
     /// The request's `x-request-id`, if it had one.
     pub request_id: Option<String>,
-    /// The caller identity as resolved (not capped; `unknown` when absent).
-    pub caller: String,
-    /// The model the response names (`unknown` when it names none).
-    pub model: String,
+    /// The caller identity as resolved (not capped); `None` when absent, written and counted as
+    /// `unknown`.
+    pub caller: Option<String>,
+    /// The model the response names; `None` when it names none, written and counted as `unknown`.
+    pub model: Option<String>,
     /// The response status; 0 when no response arrived.
     pub status: u16,
     /// Token counts read from the response (0 where absent).
@@ -83,77 +84,72 @@ impl UsageRecord {
         line.extend_from_slice(b"\",\"request_id\":");
         optional_text(line, self.request_id.as_deref());
         line.extend_from_slice(b",\"caller\":");
-        json::write_string(line, &self.caller);
+        label_text(line, self.caller.as_deref());
         line.extend_from_slice(b",\"model\":");
-        json::write_string(line, &self.model);
+        label_text(line, self.model.as_deref());
         line.extend_from_slice(b",\"status\":");
-        json::write_u64(line, u64::from(self.status));
+        write_number(line, u64::from(self.status));
         line.extend_from_slice(b",\"input_tokens\":");
-        json::write_u64(line, tokens.input);
+        write_number(line, tokens.input);
         line.extend_from_slice(b",\"output_tokens\":");
-        json::write_u64(line, tokens.output);
+        write_number(line, tokens.output);
         line.extend_from_slice(b",\"cache_creation_input_tokens\":");
-        json::write_u64(line, tokens.cache_creation_input);
+        write_number(line, tokens.cache_creation_input);
         line.extend_from_slice(b",\"cache_read_input_tokens\":");
-        json::write_u64(line, tokens.cache_read_input);
+        write_number(line, tokens.cache_read_input);
         line.extend_from_slice(b",\"stop_reason\":");
         optional_text(line, self.stop_reason.as_deref());
         line.extend_from_slice(b",\"duration_ms\":");
-        json::write_u64(line, self.duration_ms);
+        write_number(line, self.duration_ms);
         line.extend_from_slice(b",\"ttfb_ms\":");
         match self.ttfb_ms {
-            Some(ttfb) => json::write_u64(line, ttfb),
+            Some(ttfb) => write_number(line, ttfb),
             None => line.extend_from_slice(b"null"),
         }
-        line.extend_from_slice(if self.streamed {
-            b",\"streamed\":true"
-        } else {
-            b",\"streamed\":false"
-        });
-        line.extend_from_slice(if self.unparsed.is_none() {
-            b",\"parsed\":true}"
-        } else {
-            b",\"parsed\":false}"
-        });
+        line.extend_from_slice(b",\"streamed\":");
+        write_bool(line, self.streamed);
+        line.extend_from_slice(b",\"parsed\":");
+        write_bool(line, self.unparsed.is_none());
+        line.push(b'}');
     }
 
     /// The metric updates this record accounts for, given the caller and model labels after the caps:
     /// one request by status class, each non-zero token count by type, the time to first byte by model,
     /// and an unparsed response when a successful (2xx) response's usage could not be read.
     pub fn metric_updates(&self, caller: &str, model: &str) -> Vec<MetricUpdate> {
-        self.samples()
-            .map(|(series, value)| MetricUpdate {
+        let mut updates = Vec::new();
+        self.for_each_sample(|series, value| {
+            updates.push(MetricUpdate {
                 name: series.name(caller, model),
                 kind: series.kind(),
                 value,
-            })
-            .collect()
+            });
+        });
+        updates
     }
 
-    /// The series [`UsageRecord::metric_updates`] updates, in the same order, with their values; a
-    /// series is named (and its name formatted) only when a VM first defines it.
-    pub fn samples(&self) -> impl Iterator<Item = (UsageSeries, u64)> + use<> {
+    /// Hands `sample` each series [`UsageRecord::metric_updates`] updates, in the same order, with its
+    /// value; a series is named (and its name formatted) only when a VM first defines it. A call per
+    /// sample rather than an iterator: a chain of iterators cost a state check per step.
+    pub fn for_each_sample(&self, mut sample: impl FnMut(UsageSeries, u64)) {
+        sample(UsageSeries::Requests(StatusClass::of(self.status)), 1);
         let tokens = [
             (TokenType::Input, self.tokens.input),
             (TokenType::Output, self.tokens.output),
             (TokenType::CacheRead, self.tokens.cache_read_input),
             (TokenType::CacheCreation, self.tokens.cache_creation_input),
         ];
-        let requests = (UsageSeries::Requests(StatusClass::of(self.status)), 1);
-        let ttfb = self
-            .ttfb_ms
-            .map(|ttfb| (UsageSeries::TimeToFirstByte, ttfb));
-        let unparsed = (self.unparsed.is_some() && (200..300).contains(&self.status))
-            .then_some((UsageSeries::Unparsed, 1));
-        std::iter::once(requests)
-            .chain(
-                tokens
-                    .into_iter()
-                    .filter(|(_, value)| *value > 0)
-                    .map(|(kind, value)| (UsageSeries::Tokens(kind), value)),
-            )
-            .chain(ttfb)
-            .chain(unparsed)
+        for (kind, value) in tokens {
+            if value > 0 {
+                sample(UsageSeries::Tokens(kind), value);
+            }
+        }
+        if let Some(ttfb) = self.ttfb_ms {
+            sample(UsageSeries::TimeToFirstByte, ttfb);
+        }
+        if self.unparsed.is_some() && (200..300).contains(&self.status) {
+            sample(UsageSeries::Unparsed, 1);
+        }
     }
 }
 
@@ -305,6 +301,49 @@ pub fn log_text(bytes: &[u8], max: usize) -> String {
     text.get(..end).unwrap_or_default().to_owned()
 }
 
+/// A JSON string, or `"unknown"`: the caller or model as written when absent.
+fn label_text(line: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => json::write_string(line, text),
+        None => line.extend_from_slice(b"\"unknown\""),
+    }
+}
+
+/// `true` or `false`, each as one eight-byte block cut to length: two texts of different lengths
+/// would be a copy of a run-time length, a call to the host's `memory.copy`.
+fn write_bool(line: &mut Vec<u8>, value: bool) {
+    use json::Sink;
+    let (block, len) = if value {
+        (b"true\0\0\0\0", 4)
+    } else {
+        (b"false\0\0\0", 5)
+    };
+    line.put_ascii_window(block, len);
+}
+
+/// `number` as [`json::write_u64`] writes it, a single digit (a count of zero, most often) without
+/// a call: inlined, a call per number cost more than the writing.
+#[inline(always)]
+fn write_number(line: &mut Vec<u8>, number: u64) {
+    if number < 10 {
+        line.push(b'0' + number as u8);
+    } else {
+        write_wider_number(line, number);
+    }
+}
+
+/// [`write_number`] past one digit, with three (a status) written here from the table. Out of line:
+/// inlined at each number it made the module a kilobyte larger.
+#[inline(never)]
+fn write_wider_number(line: &mut Vec<u8>, number: u64) {
+    match (number, json::two_digits(number % 100)) {
+        (100..=999, Some(&[tens, ones])) => {
+            line.extend_from_slice(&[b'0' + (number / 100) as u8, tens, ones]);
+        }
+        _ => json::write_u64(line, number),
+    }
+}
+
 /// A JSON string, or `null`.
 fn optional_text(line: &mut Vec<u8>, text: Option<&str>) {
     match text {
@@ -322,15 +361,34 @@ pub fn rfc3339_millis(ms: u64) -> String {
 
 /// Appends [`rfc3339_millis`] of `ms` to `text`.
 fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
+    let (stamp, century) = stamp(ms);
+    push_stamp(text, &stamp, century);
+}
+
+/// Appends a [`stamp`] and its century as RFC 3339.
+fn push_stamp(text: &mut Vec<u8>, stamp: &[u8; 24], century: u64) {
+    if century < 100 {
+        text.extend_from_slice(stamp);
+    } else {
+        // Past the template's four digits (the year 10000 is 253 billion seconds away).
+        json::write_u64(text, century);
+        text.extend_from_slice(stamp.get(2..).unwrap_or_default());
+    }
+}
+
+/// [`rfc3339_millis`] of `ms` in a fixed 24-byte template, and the century: the template holds the
+/// whole year while the century is below 100, else only its last two digits.
+fn stamp(ms: u64) -> ([u8; 24], u64) {
     let days = ms / 86_400_000;
     let of_day = ms % 86_400_000;
     let (year, month, day) = civil_date(days);
     let seconds = of_day / 1000;
     let minutes = seconds / 60;
-    // Filled in place in a fixed template, two digits at a time from a table: this runs for every
-    // observed request.
+    let century = year / 100;
+    // Filled in place, two digits at a time from a table: this runs for every observed request.
     let mut stamp = *b"0000-00-00T00:00:00.000Z";
     let pairs = [
+        (0, century % 100),
         (2, year % 100),
         (5, month),
         (8, day),
@@ -347,17 +405,7 @@ fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
     if let Some(last) = stamp.get_mut(22) {
         *last = b'0' + (of_day % 10) as u8;
     }
-    let century = year / 100;
-    if century < 100 {
-        if let (Some(slot), Some(digits)) = (stamp.get_mut(..2), json::two_digits(century)) {
-            slot.copy_from_slice(digits);
-        }
-        text.extend_from_slice(&stamp);
-    } else {
-        // Past the template's four digits (the year 10000 is 253 billion seconds away).
-        json::write_u64(text, century);
-        text.extend_from_slice(stamp.get(2..).unwrap_or_default());
-    }
+    (stamp, century)
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01: the date is counted in 400-year eras
@@ -391,8 +439,8 @@ mod tests {
         UsageRecord {
             time_ms: 1_764_752_909_123,
             request_id: Some("req-1".into()),
-            caller: "alice@example.com".into(),
-            model: "claude-sonnet-4-5".into(),
+            caller: Some("alice@example.com".into()),
+            model: Some("claude-sonnet-4-5".into()),
             status: 200,
             tokens: TokenCounts {
                 input: 12,
@@ -472,7 +520,7 @@ mod tests {
             request_id: None,
             stop_reason: None,
             ttfb_ms: None,
-            caller: "a\"b\n".into(),
+            caller: Some("a\"b\n".into()),
             ..record()
         };
         let line = bare.log_line();
@@ -482,6 +530,23 @@ mod tests {
         assert_eq!(json["stop_reason"], serde_json::Value::Null);
         assert_eq!(json["ttfb_ms"], serde_json::Value::Null);
         assert_eq!(json["caller"], "a\"b\n");
+        let unknown = UsageRecord {
+            caller: None,
+            model: None,
+            streamed: false,
+            unparsed: Some("truncated"),
+            ..record()
+        };
+        assert!(
+            unknown
+                .log_line()
+                .contains(r#""caller":"unknown","model":"unknown","status":200,"#)
+        );
+        assert!(
+            unknown
+                .log_line()
+                .ends_with(r#","ttfb_ms":250,"streamed":false,"parsed":false}"#)
+        );
     }
 
     #[test]

@@ -371,6 +371,30 @@ impl UsageParser {
     }
 }
 
+impl UsageParser {
+    /// What [`UsageParser::done`] says of a reader of this encoding fed nothing: done at once only
+    /// for an encoding it does not decode.
+    pub fn done_unread(encoding: Encoding) -> bool {
+        encoding == Encoding::Unsupported
+    }
+
+    /// What [`UsageParser::finish`] says of a body of this framing and encoding of which no byte
+    /// was fed, without building the reader: a response without a body builds none.
+    pub fn finish_unread(kind: BodyKind, encoding: Encoding, complete: bool) -> Observed {
+        let unparsed = match (encoding, kind) {
+            (Encoding::Unsupported, _) => Unparsed::Encoding,
+            // An empty body that ended, compressed or not, is an empty document: complete, and it
+            // says nothing. An event stream is cut short until its end event.
+            (_, BodyKind::Json) if complete => Unparsed::NoUsage,
+            _ => Unparsed::Truncated,
+        };
+        Observed {
+            unparsed: Some(unparsed),
+            ..Observed::default()
+        }
+    }
+}
+
 #[cfg(test)]
 impl UsageParser {
     /// Heap bytes the parser holds now (tests check the bound the module docs state).

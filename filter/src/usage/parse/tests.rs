@@ -996,3 +996,31 @@ fn stepping_over_data_reads_as_scanning_it_all() {
         assert!(outcomes.contains(&verdict), "{verdict:?} never reached");
     }
 }
+
+#[test]
+fn an_unread_body_finishes_as_a_reader_fed_nothing_would() {
+    let kinds = [BodyKind::Json, BodyKind::EventStream];
+    let encodings = [
+        Encoding::Identity,
+        Encoding::Gzip,
+        Encoding::Deflate,
+        Encoding::Unsupported,
+    ];
+    for kind in kinds {
+        for encoding in encodings {
+            assert_eq!(
+                UsageParser::done_unread(encoding),
+                UsageParser::new(kind, encoding, limits()).done(),
+                "{kind:?} {encoding:?}"
+            );
+            for complete in [false, true] {
+                let fed_nothing = UsageParser::new(kind, encoding, limits()).finish(complete);
+                assert_eq!(
+                    UsageParser::finish_unread(kind, encoding, complete),
+                    fed_nothing,
+                    "{kind:?} {encoding:?} complete {complete}"
+                );
+            }
+        }
+    }
+}
