@@ -353,16 +353,19 @@ impl<'a> HeaderList<'a> {
             .split_at_checked(count * 8)
             .ok_or(MalformedMap::Truncated)?;
         // One field and its NUL off the front of `data`.
+        // The NUL is looked at first: once it is known to be there, the field and the rest need
+        // no further bounds checks.
         let mut take = |size: u32| -> Result<&'a [u8], MalformedMap> {
             let size = usize::try_from(size).map_err(|_| MalformedMap::Truncated)?;
-            let (field, after) = data.split_at_checked(size).ok_or(MalformedMap::Truncated)?;
-            match after.split_first() {
-                Some((0, after)) => {
-                    data = after;
-                    Ok(field)
-                }
-                _ => Err(MalformedMap::Unterminated),
+            match data.get(size) {
+                Some(0) => {}
+                Some(_) => return Err(MalformedMap::Unterminated),
+                None if size == data.len() => return Err(MalformedMap::Unterminated),
+                None => return Err(MalformedMap::Truncated),
             }
+            let (field, after) = data.split_at_checked(size).ok_or(MalformedMap::Truncated)?;
+            data = after.get(1..).unwrap_or_default();
+            Ok(field)
         };
         let mut entries = Vec::with_capacity(count);
         let mut name_bits = 0;
@@ -913,6 +916,20 @@ mod tests {
         assert_eq!(
             HeaderList::from_serialized(&unterminated),
             Err(MalformedMap::Unterminated)
+        );
+        // The last value's size running to the end of the bytes leaves no room for its NUL; one
+        // more points past the end.
+        let mut to_the_end = good.clone();
+        to_the_end[16..20].copy_from_slice(&3_u32.to_le_bytes());
+        assert_eq!(
+            HeaderList::from_serialized(&to_the_end),
+            Err(MalformedMap::Unterminated)
+        );
+        let mut past_the_end = good.clone();
+        past_the_end[16..20].copy_from_slice(&4_u32.to_le_bytes());
+        assert_eq!(
+            HeaderList::from_serialized(&past_the_end),
+            Err(MalformedMap::Truncated)
         );
     }
 
