@@ -58,6 +58,115 @@ pub enum MalformedMap {
     Unterminated,
 }
 
+/// A header map in the proxy-wasm wire form, its sizes checked against its length; the one reader
+/// of the form, for [`HeaderList::from_serialized`] and [`first_values`].
+struct Serialized<'a> {
+    /// The name and value sizes, eight bytes per line.
+    sizes: &'a [u8],
+    /// The names and values, each followed by a NUL.
+    data: &'a [u8],
+}
+
+impl<'a> Serialized<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, MalformedMap> {
+        let Some((count, rest)) = bytes.split_first_chunk::<4>() else {
+            return if bytes.is_empty() {
+                Ok(Self {
+                    sizes: &[],
+                    data: &[],
+                })
+            } else {
+                Err(MalformedMap::Truncated)
+            };
+        };
+        let count =
+            usize::try_from(u32::from_le_bytes(*count)).map_err(|_| MalformedMap::Truncated)?;
+        // Each entry takes at least ten bytes (two sizes, two NULs): a forged count is refused
+        // before anything is allocated for it.
+        count
+            .checked_mul(10)
+            .filter(|&least| least <= rest.len())
+            .ok_or(MalformedMap::Truncated)?;
+        let (sizes, data) = rest
+            .split_at_checked(count * 8)
+            .ok_or(MalformedMap::Truncated)?;
+        Ok(Self { sizes, data })
+    }
+
+    /// How many lines the map says it has.
+    fn len(&self) -> usize {
+        self.sizes.len() / 8
+    }
+
+    /// Hands `line` each name and value, as the host wrote them, in order.
+    #[inline(always)]
+    fn for_each(self, mut line: impl FnMut(&'a [u8], &'a [u8])) -> Result<(), MalformedMap> {
+        let mut data = self.data;
+        // One field and its NUL off the front of `data`.
+        // The NUL is looked at first: once it is known to be there, the field and the rest need
+        // no further bounds checks.
+        let mut take = |size: u32| -> Result<&'a [u8], MalformedMap> {
+            let size = usize::try_from(size).map_err(|_| MalformedMap::Truncated)?;
+            match data.get(size) {
+                Some(0) => {}
+                Some(_) => return Err(MalformedMap::Unterminated),
+                None if size == data.len() => return Err(MalformedMap::Unterminated),
+                None => return Err(MalformedMap::Truncated),
+            }
+            let (field, after) = data.split_at_checked(size).ok_or(MalformedMap::Truncated)?;
+            data = after.get(1..).unwrap_or_default();
+            Ok(field)
+        };
+        for pair in self.sizes.as_chunks::<8>().0 {
+            let (name_size, value_size) = pair.split_at(4);
+            let word = |field: &[u8]| {
+                field
+                    .first_chunk::<4>()
+                    .map_or(0, |word| u32::from_le_bytes(*word))
+            };
+            let name = take(word(name_size))?;
+            let value = take(word(value_size))?;
+            line(name, value);
+        }
+        Ok(())
+    }
+}
+
+/// The first value of each of `names` (lower-case) in a header map in the proxy-wasm wire form,
+/// read in place: for a map only looked up, neither a list nor its lines are built. The map is
+/// checked whole, as [`HeaderList::from_serialized`] checks it.
+pub fn first_values<'a, const N: usize>(
+    bytes: &'a [u8],
+    names: [&str; N],
+) -> Result<[Option<&'a [u8]>; N], MalformedMap> {
+    let keys = names.map(NameKey::new);
+    // A bit per length of the names: a line of another length is passed over at once.
+    let lengths = names.iter().fold(0_u64, |bits, name| {
+        bits | 1_u64.rotate_left(name.len() as u32)
+    });
+    let mut found = [None; N];
+    Serialized::new(bytes)?.for_each(|name, value| {
+        // Truncation is harmless: the length only picks a bit.
+        if lengths & 1_u64.rotate_left(name.len() as u32) == 0 {
+            return;
+        }
+        let folded;
+        // Every host hands over lower-case names; one that does not is compared lower-cased.
+        let name = if has_upper_case(name) {
+            folded = name.to_ascii_lowercase();
+            &folded[..]
+        } else {
+            name
+        };
+        for (key, slot) in keys.iter().zip(found.iter_mut()) {
+            if slot.is_none() && key.matches(name) {
+                *slot = Some(value);
+            }
+        }
+    })?;
+    Ok(found)
+}
+
 /// One change to apply to a host header map, per header name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderEdit<'h> {
@@ -334,50 +443,10 @@ impl<'a> HeaderList<'a> {
     /// name size and value size per entry, then each name and value followed by a NUL), borrowing
     /// every name and value from `bytes`: the host's copy is the only one.
     pub fn from_serialized(bytes: &'a [u8]) -> Result<Self, MalformedMap> {
-        let Some((count, rest)) = bytes.split_first_chunk::<4>() else {
-            return if bytes.is_empty() {
-                Ok(Self::new())
-            } else {
-                Err(MalformedMap::Truncated)
-            };
-        };
-        let count =
-            usize::try_from(u32::from_le_bytes(*count)).map_err(|_| MalformedMap::Truncated)?;
-        // Each entry takes at least ten bytes (two sizes, two NULs): a forged count is refused
-        // before anything is allocated for it.
-        count
-            .checked_mul(10)
-            .filter(|&least| least <= rest.len())
-            .ok_or(MalformedMap::Truncated)?;
-        let (sizes, mut data) = rest
-            .split_at_checked(count * 8)
-            .ok_or(MalformedMap::Truncated)?;
-        // One field and its NUL off the front of `data`.
-        // The NUL is looked at first: once it is known to be there, the field and the rest need
-        // no further bounds checks.
-        let mut take = |size: u32| -> Result<&'a [u8], MalformedMap> {
-            let size = usize::try_from(size).map_err(|_| MalformedMap::Truncated)?;
-            match data.get(size) {
-                Some(0) => {}
-                Some(_) => return Err(MalformedMap::Unterminated),
-                None if size == data.len() => return Err(MalformedMap::Unterminated),
-                None => return Err(MalformedMap::Truncated),
-            }
-            let (field, after) = data.split_at_checked(size).ok_or(MalformedMap::Truncated)?;
-            data = after.get(1..).unwrap_or_default();
-            Ok(field)
-        };
-        let mut entries = Vec::with_capacity(count);
+        let map = Serialized::new(bytes)?;
+        let mut entries = Vec::with_capacity(map.len());
         let mut name_bits = 0;
-        for pair in sizes.as_chunks::<8>().0 {
-            let (name_size, value_size) = pair.split_at(4);
-            let word = |field: &[u8]| {
-                field
-                    .first_chunk::<4>()
-                    .map_or(0, |word| u32::from_le_bytes(*word))
-            };
-            let name = take(word(name_size))?;
-            let value = take(word(value_size))?;
+        map.for_each(|name, value| {
             name_bits |= name_bit(name);
             // Checked in place: every host hands over lower-case names, and a call per name cost
             // more than the check.
@@ -387,7 +456,7 @@ impl<'a> HeaderList<'a> {
                 Cow::Borrowed(name)
             };
             entries.push((name, Cow::Borrowed(value)));
-        }
+        })?;
         Ok(Self { entries, name_bits })
     }
 
@@ -931,6 +1000,54 @@ mod tests {
             HeaderList::from_serialized(&past_the_end),
             Err(MalformedMap::Truncated)
         );
+    }
+
+    #[test]
+    fn first_values_read_what_a_list_of_the_map_holds() {
+        let names = [
+            ":status",
+            "content-type",
+            "content-encoding",
+            "authorization",
+        ];
+        let maps: [&[(&str, &[u8])]; 6] = [
+            &[],
+            &[(":status", b"200"), ("content-type", b"application/json")],
+            &[
+                ("server", b"s"),
+                ("Content-Type", b"text/event-stream"),
+                ("content-type", b"second"),
+                ("content-encoding", b""),
+                ("AUTHORIZATION", b"Bearer echoed"),
+                (":status", b"401"),
+            ],
+            &[
+                ("content-typ", b"x"),
+                ("content-typex", b"y"),
+                ("x-status", b"z"),
+            ],
+            &[
+                ("a-very-long-header-name-here", b"1"),
+                ("content-encoding", b"gzip"),
+            ],
+            &[("\u{e9}t", b"1"), ("authorization", b"k")],
+        ];
+        for pairs in maps {
+            let bytes = serialized(pairs);
+            let list = HeaderList::from_serialized(&bytes).unwrap();
+            let expected = names.map(|name| list.first(name));
+            assert_eq!(first_values(&bytes, names).unwrap(), expected, "{pairs:?}");
+        }
+        // Malformed maps are refused as a list of them is, at every cut.
+        let good = serialized(&[(":status", b"200"), ("content-type", b"json")]);
+        for cut in 1..good.len() {
+            assert_eq!(
+                first_values(&good[..cut], names).err(),
+                HeaderList::from_serialized(&good[..cut]).err(),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(first_values(&[], names).unwrap(), [None; 4]);
     }
 
     #[test]

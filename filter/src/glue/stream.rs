@@ -16,11 +16,11 @@ use super::{Configured, HostPort, now_ms, usage};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::engine::{self, LocalResponse, RequestDecision, count};
-use crate::headers::{HeaderEdit, HeaderList, MalformedMap, diff};
+use crate::headers::{self, HeaderEdit, HeaderList, MalformedMap, diff, same_bytes};
 use crate::metrics::Metric;
 use crate::rules::RequestSummary;
 use crate::token::manager::Verdict;
-use crate::usage::observe::Observation;
+use crate::usage::observe::{Observation, ResponseStart};
 
 /// What a stream shares with the root context, so the root can finish a held request.
 #[derive(Default)]
@@ -353,11 +353,20 @@ impl HttpContext for FilterStream {
             self.on_status(&state, status.as_deref());
         }
         // One copy of the map serves usage, the 401 watch and the rules; without any of them the
-        // response is not copied into the guest at all.
+        // response is not copied into the guest at all. Usage and the watch only look up a few
+        // values, so unless the rules need the whole list none is built.
         let bytes =
             (observing || reads_response).then(|| abi::header_map(MapType::HttpResponseHeaders));
-        let response = match bytes.as_ref().map(read_headers).transpose() {
-            Ok(response) => response,
+        let credential_header = state.config.credential.header.as_str();
+        let read = bytes.as_ref().map(|bytes| {
+            if reads_response {
+                read_headers(bytes).map(ResponseRead::Whole)
+            } else {
+                look_up_response(bytes, credential_header).map(ResponseRead::Looked)
+            }
+        });
+        let read = match read.transpose() {
+            Ok(read) => read,
             Err(unreadable) => {
                 warn!(
                     "response {}: headers unreadable ({unreadable}): usage counts no status{}",
@@ -371,36 +380,41 @@ impl HttpContext for FilterStream {
                 None
             }
         };
+        let value = |at: usize, name: &str| match &read {
+            Some(ResponseRead::Whole(response)) => response.first(name),
+            Some(ResponseRead::Looked(values)) => values.get(at).copied().flatten(),
+            None => None,
+        };
         if let (Some(observation), Some(usage)) = (self.usage.as_deref_mut(), state.usage.as_ref())
         {
-            usage::response_headers(observation, usage, response.as_ref(), end_of_stream);
+            let start = ResponseStart {
+                status: value(0, ":status"),
+                content_type: value(1, "content-type"),
+                content_encoding: value(2, "content-encoding"),
+            };
+            usage::response_headers(observation, usage, start, end_of_stream);
         }
         if observing || reads_response {
-            self.on_status(
-                &state,
-                response
-                    .as_ref()
-                    .and_then(|response| response.first(":status")),
-            );
+            self.on_status(&state, value(0, ":status"));
         }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
-        // A response copied for usage alone, which none of the rules needs.
-        let (response, read_for_usage) = if reads_response {
-            (response, None)
-        } else {
-            (None, response)
+        let (response, looked) = match read {
+            Some(ResponseRead::Whole(response)) => (Some(response), None),
+            Some(ResponseRead::Looked(values)) => (None, Some(values)),
+            None => (None, None),
         };
         let Some(response) = response else {
-            // Until the first edit the host's map is the one read for usage (when it was): removing
-            // a header it lacks would change nothing, and is skipped.
-            let mut untouched = read_for_usage.as_ref();
+            // Until the first edit the host's map is the one looked up for usage (when it was):
+            // removing the credential header it lacks would change nothing, and is skipped.
+            let mut credential_absent = looked.is_some_and(|values| values[3].is_none());
             let mut apply = |edit| {
-                if let (HeaderEdit::Remove(name), Some(read)) = (edit, untouched)
-                    && !read.contains(name)
+                if credential_absent
+                    && let HeaderEdit::Remove(name) = edit
+                    && same_bytes(name.as_bytes(), credential_header.as_bytes())
                 {
                     return;
                 }
-                untouched = None;
+                credential_absent = false;
                 apply_edit(
                     self.context_id,
                     MapType::HttpResponseHeaders,
@@ -536,6 +550,33 @@ pub(super) enum MapUnreadable {
 }
 
 /// The header list in a map the host handed over, borrowed from its bytes.
+/// The response headers as the response path read them.
+enum ResponseRead<'b> {
+    /// The whole list, for rules that read the response (or a debug log).
+    Whole(HeaderList<'b>),
+    /// The values usage and the 401 watch look up: `:status`, `content-type`,
+    /// `content-encoding`, and the credential header.
+    Looked([Option<&'b [u8]>; 4]),
+}
+
+/// Looks up what usage and the 401 watch need in a response map, and the credential header,
+/// without building a list.
+fn look_up_response<'b>(
+    bytes: &'b Result<Vec<u8>, HostStatus>,
+    credential_header: &str,
+) -> Result<[Option<&'b [u8]>; 4], MapUnreadable> {
+    let bytes = bytes
+        .as_ref()
+        .map_err(|status| MapUnreadable::Host(*status))?;
+    let names = [
+        ":status",
+        "content-type",
+        "content-encoding",
+        credential_header,
+    ];
+    headers::first_values(bytes, names).map_err(MapUnreadable::Malformed)
+}
+
 pub(super) fn read_headers(
     bytes: &Result<Vec<u8>, HostStatus>,
 ) -> Result<HeaderList<'_>, MapUnreadable> {

@@ -214,20 +214,14 @@ pub(super) fn start(
     )))
 }
 
-/// The response headers arrived: status, framing, encoding, time to first byte. `response` is `None`
-/// when the host's map could not be read; the response then counts as one without a status.
+/// The response headers arrived: status, framing, encoding, time to first byte. A map that could
+/// not be read has none of them; the response then counts as one without a status.
 pub(super) fn response_headers(
     observation: &mut Observation,
     usage: &UsageState,
-    response: Option<&HeaderList<'_>>,
+    start: ResponseStart<'_>,
     end_of_stream: bool,
 ) {
-    let value = |name: &str| response.and_then(|response| response.first(name));
-    let start = ResponseStart {
-        status: value(":status"),
-        content_type: value("content-type"),
-        content_encoding: value("content-encoding"),
-    };
     observation.response_headers(now_ms(), start, end_of_stream, &usage.config);
 }
 
