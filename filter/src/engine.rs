@@ -337,10 +337,15 @@ fn error_body(kind: &str, message: &str) -> String {
 
 impl RequestDecision<'_> {
     /// Counter increments this decision accounts for, in order.
+    ///
+    /// Handed to `count` one by one rather than as an iterator: a chain of iterators cost a state
+    /// check per step on every request.
     pub fn counter_increments(
         &self,
         config: &FilterConfig,
-    ) -> impl Iterator<Item = (Metric, u64)> + use<> {
+        mut increment: impl FnMut(Metric, u64),
+    ) {
+        increment(Metric::Requests, 1);
         let outcome = match self {
             Self::Forward(forward) => {
                 if forward.credential_injected {
@@ -359,15 +364,14 @@ impl RequestDecision<'_> {
                 LocalReason::HeadersUnreadable => None,
             },
         };
-        let rules = match self {
-            Self::Forward(forward) if !forward.rules_applied.is_empty() => {
-                Some((Metric::RulesApplied, count(forward.rules_applied.len())))
-            }
-            _ => None,
-        };
-        [Some((Metric::Requests, 1)), outcome, rules]
-            .into_iter()
-            .flatten()
+        if let Some((metric, by)) = outcome {
+            increment(metric, by);
+        }
+        if let Self::Forward(forward) = self
+            && !forward.rules_applied.is_empty()
+        {
+            increment(Metric::RulesApplied, count(forward.rules_applied.len()));
+        }
     }
 }
 
@@ -461,7 +465,9 @@ mod tests {
     }
 
     fn increments(decision: &RequestDecision<'_>, config: &FilterConfig) -> Vec<(Metric, u64)> {
-        decision.counter_increments(config).collect()
+        let mut increments = Vec::new();
+        decision.counter_increments(config, |metric, by| increments.push((metric, by)));
+        increments
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The filter's only `unsafe` code: the host calls of the per-request path made without the SDK's
-//! wrappers, WASI's `random_get`, and the global allocator.
+//! wrappers, WASI's `random_get`, and the global allocator. The SDK's wrappers turn a status into a
+//! `Result` and panic on one they do not expect; these hand back the host's number and leave the
+//! decision to the caller.
 //!
 //! The SDK decodes a header map into an owned `String` and `Vec` per name and value (two allocations
 //! per header, and a panic on a name that is not UTF-8), serialises a property path into a fresh `Vec`
@@ -31,6 +33,27 @@ unsafe extern "C" {
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -95,6 +118,68 @@ pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
         OK if data.is_null() => Ok(None),
         OK => Ok(Some(host_block(data, size))),
         NOT_FOUND => Ok(None),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// One change to one name of a header map.
+#[derive(Clone, Copy)]
+pub(super) enum MapChange<'v> {
+    /// One more value, after those the name has.
+    Add(&'v [u8]),
+    /// This one value in place of those the name has.
+    Replace(&'v [u8]),
+    /// No value.
+    Remove,
+}
+
+/// Changes the header `name` of `map`.
+pub(super) fn change_header(
+    map: MapType,
+    name: &str,
+    change: MapChange<'_>,
+) -> Result<(), HostStatus> {
+    let key = name.as_bytes();
+    // SAFETY: the host reads the name and the value, each valid for its length.
+    let status = unsafe {
+        match change {
+            MapChange::Add(value) => proxy_add_header_map_value(
+                map,
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+            ),
+            MapChange::Replace(value) => proxy_replace_header_map_value(
+                map,
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+            ),
+            MapChange::Remove => proxy_remove_header_map_value(map, key.as_ptr(), key.len()),
+        }
+    };
+    match status {
+        OK => Ok(()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Adds `offset` to the counter `id`.
+pub(super) fn increment_metric(id: u32, offset: i64) -> Result<(), HostStatus> {
+    // SAFETY: plain numbers cross; the host writes nothing.
+    match unsafe { proxy_increment_metric(id, offset) } {
+        OK => Ok(()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Records `value` in the gauge or histogram `id`.
+pub(super) fn record_metric(id: u32, value: u64) -> Result<(), HostStatus> {
+    // SAFETY: plain numbers cross; the host writes nothing.
+    match unsafe { proxy_record_metric(id, value) } {
+        OK => Ok(()),
         other => Err(HostStatus(other)),
     }
 }

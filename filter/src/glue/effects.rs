@@ -1,10 +1,11 @@
 //! Carrying a decision out on the host: metric updates, header edits, local answers.
 
-use log::{Level, debug, log_enabled, warn};
+use log::{Level, debug, error, log_enabled, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, MapType, MetricType};
 
 use super::Configured;
+use super::abi::{self, HostStatus, MapChange};
 use super::stream::{RequestPhase, StreamShared};
 use crate::config::FilterConfig;
 use crate::engine::{self, LocalResponse, RequestDecision};
@@ -61,14 +62,14 @@ impl MetricIds {
     pub(super) fn increment(self, metric: Metric, by: u64) {
         let Some(id) = self.id(metric) else { return };
         let offset = i64::try_from(by).unwrap_or(i64::MAX);
-        if let Err(status) = hostcalls::increment_metric(id, offset) {
+        if let Err(status) = abi::increment_metric(id, offset) {
             metric_failed("increment", metric, status);
         }
     }
 
     pub(super) fn record(self, metric: Metric, value: u64) {
         let Some(id) = self.id(metric) else { return };
-        if let Err(status) = hostcalls::record_metric(id, value) {
+        if let Err(status) = abi::record_metric(id, value) {
             metric_failed("record", metric, status);
         }
     }
@@ -77,8 +78,8 @@ impl MetricIds {
 /// Logs a metric update the host refused. Out of line, as [`edit_failed`].
 #[cold]
 #[inline(never)]
-fn metric_failed(verb: &str, metric: Metric, status: Status) {
-    debug!("cannot {verb} {}: {status:?}", metric.name());
+fn metric_failed(verb: &str, metric: Metric, status: HostStatus) {
+    debug!("cannot {verb} {}: {status}", metric.name());
 }
 
 /// Carries out a request decision on the effective context: counts it, logs it, and either changes
@@ -93,11 +94,11 @@ pub(super) fn finish_request(
     decision: RequestDecision<'_>,
     count_request: bool,
 ) -> Action {
-    for (metric, by) in decision.counter_increments(&state.config) {
+    decision.counter_increments(&state.config, |metric, by| {
         if count_request || metric != Metric::Requests {
             metrics.increment(metric, by);
         }
-    }
+    });
     match decision {
         RequestDecision::Respond(response) => {
             debug!(
@@ -159,29 +160,32 @@ pub(super) fn apply_edit(
     edit: HeaderEdit<'_>,
 ) {
     let result = match edit {
-        HeaderEdit::Remove(name) => hostcalls::remove_map_value(map, name),
-        HeaderEdit::Set(name, value) => hostcalls::set_map_value_bytes(map, name, Some(value)),
-        HeaderEdit::Add(name, value) => hostcalls::add_map_value_bytes(map, name, value),
-        HeaderEdit::Replace(name) => hostcalls::remove_map_value(map, name).and_then(|()| {
-            after
-                .get_all(name)
-                .try_for_each(|value| hostcalls::add_map_value_bytes(map, name, value))
-        }),
+        HeaderEdit::Remove(name) => abi::change_header(map, name, MapChange::Remove),
+        HeaderEdit::Set(name, value) => abi::change_header(map, name, MapChange::Replace(value)),
+        HeaderEdit::Add(name, value) => abi::change_header(map, name, MapChange::Add(value)),
+        HeaderEdit::Replace(name) => {
+            abi::change_header(map, name, MapChange::Remove).and_then(|()| {
+                after
+                    .get_all(name)
+                    .try_for_each(|value| abi::change_header(map, name, MapChange::Add(value)))
+            })
+        }
     };
-    // The SDK aborts the VM on a status it does not expect (the host's failure policy then closes the
-    // stream, so a request never leaves half-edited); what it does return is logged here.
     if let Err(status) = result {
         edit_failed(context_id, edit.name(), status);
     }
 }
 
-/// Logs a header edit the host refused. Out of line: the message's formatting made every edit
-/// set up a stack frame for it.
+/// Stops the VM on a header edit the host refused: the host's failure policy then closes the
+/// stream, so a request never leaves half-edited (a client's credential not stripped, say). No
+/// host refuses an edit of a map that exists; out of line, as the formatting made every edit set
+/// up a stack frame for it.
 #[cold]
 #[inline(never)]
-fn edit_failed(context_id: u32, name: &str, status: Status) {
+fn edit_failed(context_id: u32, name: &str, status: HostStatus) -> ! {
     // Only the name: the value may be the credential.
-    warn!("context {context_id}: changing header {name} failed: {status:?}");
+    error!("context {context_id}: changing header {name} failed ({status}): stopping the VM");
+    std::process::abort()
 }
 
 /// Says in words what the preset did, for the per-request debug line.
