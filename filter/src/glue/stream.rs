@@ -549,7 +549,6 @@ pub(super) enum MapUnreadable {
     Malformed(MalformedMap),
 }
 
-/// The header list in a map the host handed over, borrowed from its bytes.
 /// The response headers as the response path read them.
 enum ResponseRead<'b> {
     /// The whole list, for rules that read the response (or a debug log).
@@ -577,6 +576,7 @@ fn look_up_response<'b>(
     headers::first_values(bytes, names).map_err(MapUnreadable::Malformed)
 }
 
+/// The header list in a map the host handed over, borrowed from its bytes.
 pub(super) fn read_headers(
     bytes: &Result<Vec<u8>, HostStatus>,
 ) -> Result<HeaderList<'_>, MapUnreadable> {
