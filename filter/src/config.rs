@@ -63,8 +63,8 @@ pub struct FilterConfig {
     pub on_missing_credential: MissingCredential,
     /// Every request header the request pipeline may change: the stripped
     /// headers (the credential header among them), those written by request
-    /// rules and by the preset. Only these are compared when the changes go
-    /// back to the host, so nothing else is looked at per request.
+    /// rules and by the preset. Their count is the room a request's list is
+    /// read with, so the pipeline's additions never grow it.
     pub request_header_names: Vec<String>,
     /// Every response header the response pipeline may change: the credential
     /// header and those written by response rules.

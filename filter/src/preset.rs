@@ -6,7 +6,7 @@
 //! client's own beta flags), and strips `x-api-key` so a client key never
 //! reaches the upstream.
 
-use crate::headers::{HeaderList, position_of_any, same_bytes};
+use crate::headers::{Rewrite, position_of_any, same_bytes};
 
 /// The header naming the Anthropic API version.
 pub const ANTHROPIC_VERSION_HEADER: &str = "anthropic-version";
@@ -57,7 +57,7 @@ impl Preset {
 
     /// Applies the preset to request headers. `bearer` says whether a bearer
     /// token is being injected into `authorization`.
-    pub fn apply(self, headers: &mut HeaderList<'_>, bearer: bool) -> PresetOutcome {
+    pub fn apply(self, headers: &mut Rewrite<'_, '_>, bearer: bool) -> PresetOutcome {
         match self {
             Self::Anthropic => {
                 let mut outcome = PresetOutcome::default();
@@ -162,12 +162,16 @@ mod tests {
     #[test]
     fn adds_version_only_when_absent() {
         let mut headers = list(&[]);
-        let outcome = Preset::Anthropic.apply(&mut headers, false);
+        let outcome = Preset::Anthropic.apply(&mut Rewrite::new(&mut headers, &mut |_| {}), false);
         assert!(outcome.added_version);
         assert_eq!(headers.first("anthropic-version"), Some(&b"2023-06-01"[..]));
 
         let mut headers = list(&[("anthropic-version", "2024-01-01")]);
-        assert!(!Preset::Anthropic.apply(&mut headers, false).added_version);
+        assert!(
+            !Preset::Anthropic
+                .apply(&mut Rewrite::new(&mut headers, &mut |_| {}), false)
+                .added_version
+        );
         assert_eq!(headers.first("anthropic-version"), Some(&b"2024-01-01"[..]));
     }
 
@@ -180,7 +184,7 @@ mod tests {
             ),
             ("anthropic-beta", "files-api-2025-04-14,,oauth-2025-04-20"),
         ]);
-        let outcome = Preset::Anthropic.apply(&mut headers, true);
+        let outcome = Preset::Anthropic.apply(&mut Rewrite::new(&mut headers, &mut |_| {}), true);
         assert!(!outcome.added_oauth_beta);
         assert_eq!(
             headers.get_all("anthropic-beta").collect::<Vec<_>>(),
@@ -191,7 +195,11 @@ mod tests {
     #[test]
     fn bearer_adds_oauth_flag_when_client_sent_none() {
         let mut headers = list(&[]);
-        assert!(Preset::Anthropic.apply(&mut headers, true).added_oauth_beta);
+        assert!(
+            Preset::Anthropic
+                .apply(&mut Rewrite::new(&mut headers, &mut |_| {}), true)
+                .added_oauth_beta
+        );
         assert_eq!(
             headers.first("anthropic-beta"),
             Some(&b"oauth-2025-04-20"[..])
@@ -201,7 +209,7 @@ mod tests {
     #[test]
     fn api_key_style_leaves_beta_alone() {
         let mut headers = list(&[("anthropic-beta", "a , b")]);
-        Preset::Anthropic.apply(&mut headers, false);
+        Preset::Anthropic.apply(&mut Rewrite::new(&mut headers, &mut |_| {}), false);
         assert_eq!(headers.first("anthropic-beta"), Some(&b"a , b"[..]));
     }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::headers::{HeaderEdit, HeaderList, same_bytes};
+use crate::headers::{HeaderEdit, HeaderList, Rewrite, same_bytes};
 
 /// The request pseudo-header holding the path (with query).
 pub const PATH: &str = ":path";
@@ -192,7 +192,7 @@ impl PartialEq<Vec<usize>> for AppliedRules {
 
 /// Runs request rules over request headers; returns the indices of the rules
 /// that changed something.
-pub fn apply_request_rules<'a>(rules: &'a [Rule], headers: &mut HeaderList<'a>) -> AppliedRules {
+pub fn apply_request_rules<'a>(rules: &'a [Rule], headers: &mut Rewrite<'_, 'a>) -> AppliedRules {
     let mut applied = AppliedRules::default();
     for (index, rule) in rules.iter().enumerate() {
         if rule.when.holds(&Request::Headers(headers), headers) && rule.action.apply(headers) {
@@ -206,7 +206,7 @@ pub fn apply_request_rules<'a>(rules: &'a [Rule], headers: &mut HeaderList<'a>) 
 /// against `request`; returns the indices of the rules that changed something.
 pub fn apply_response_rules<'a>(
     rules: &'a [Rule],
-    headers: &mut HeaderList<'a>,
+    headers: &mut Rewrite<'_, 'a>,
     request: &RequestSummary,
 ) -> AppliedRules {
     let mut applied = AppliedRules::default();
@@ -357,7 +357,7 @@ impl HeaderCondition {
 impl Action {
     /// Applies the action; returns whether it changed anything it was meant to.
     /// Names and values are borrowed from the rule, never copied.
-    fn apply<'a>(&'a self, headers: &mut HeaderList<'a>) -> bool {
+    fn apply<'a>(&'a self, headers: &mut Rewrite<'_, 'a>) -> bool {
         match self {
             Self::Set { name, value } => {
                 headers.set(name, value.as_str());
@@ -483,7 +483,10 @@ mod tests {
                 },
             ),
         ];
-        assert_eq!(apply_request_rules(&rules, &mut headers), vec![0, 1, 4]);
+        assert_eq!(
+            apply_request_rules(&rules, &mut Rewrite::new(&mut headers, &mut |_| {})),
+            vec![0, 1, 4]
+        );
         assert_eq!(headers.first("x-a"), Some(&b"1"[..]));
         assert!(!headers.contains("x-team"));
         assert_eq!(
@@ -509,7 +512,10 @@ mod tests {
         };
         let mut headers = request();
         assert_eq!(
-            apply_request_rules(&[rule(when.clone(), set("x-hit", "1"))], &mut headers),
+            apply_request_rules(
+                &[rule(when.clone(), set("x-hit", "1"))],
+                &mut Rewrite::new(&mut headers, &mut |_| {})
+            ),
             vec![0]
         );
 
@@ -545,7 +551,8 @@ mod tests {
             let mut headers = request();
             let rules = [rule(broken.clone(), set("x-hit", "1"))];
             assert!(
-                apply_request_rules(&rules, &mut headers).is_empty(),
+                apply_request_rules(&rules, &mut Rewrite::new(&mut headers, &mut |_| {}))
+                    .is_empty(),
                 "{broken:?}"
             );
             assert!(!headers.contains("x-hit"));
@@ -595,7 +602,10 @@ mod tests {
             ),
         ];
         let mut headers = request();
-        assert_eq!(apply_request_rules(&rules, &mut headers), vec![0, 1]);
+        assert_eq!(
+            apply_request_rules(&rules, &mut Rewrite::new(&mut headers, &mut |_| {})),
+            vec![0, 1]
+        );
         assert_eq!(headers.first(":path"), Some(&b"/v1/messages?beta=true"[..]));
     }
 
@@ -608,7 +618,10 @@ mod tests {
                 value: "api.anthropic.com".into(),
             },
         )];
-        assert_eq!(apply_request_rules(&rules, &mut headers), vec![0]);
+        assert_eq!(
+            apply_request_rules(&rules, &mut Rewrite::new(&mut headers, &mut |_| {})),
+            vec![0]
+        );
         assert_eq!(headers.first(":authority"), Some(&b"api.anthropic.com"[..]));
         assert_eq!(headers.first("host"), Some(&b"api.anthropic.com"[..]));
     }
@@ -643,7 +656,11 @@ mod tests {
         ];
         let mut headers = list(&[(":status", "200"), ("server", "upstream")]);
         assert_eq!(
-            apply_response_rules(&rules, &mut headers, &summary),
+            apply_response_rules(
+                &rules,
+                &mut Rewrite::new(&mut headers, &mut |_| {}),
+                &summary
+            ),
             vec![0, 2]
         );
         assert_eq!(
@@ -672,7 +689,13 @@ mod tests {
             ..Conditions::default()
         };
         let mut headers = list(&[("x", "1")]);
-        assert!(apply_request_rules(&[rule(when, set("y", "1"))], &mut headers).is_empty());
+        assert!(
+            apply_request_rules(
+                &[rule(when, set("y", "1"))],
+                &mut Rewrite::new(&mut headers, &mut |_| {})
+            )
+            .is_empty()
+        );
         let authority = Conditions {
             authority: Some(AuthorityMatch {
                 value: "a".into(),
@@ -682,7 +705,10 @@ mod tests {
         };
         let mut headers = list(&[("host", "A:80")]);
         assert_eq!(
-            apply_request_rules(&[rule(authority, set("y", "1"))], &mut headers),
+            apply_request_rules(
+                &[rule(authority, set("y", "1"))],
+                &mut Rewrite::new(&mut headers, &mut |_| {})
+            ),
             vec![0]
         );
     }

@@ -9,7 +9,7 @@ use super::abi::{self, HostStatus, MapChange};
 use super::stream::{RequestPhase, StreamShared};
 use crate::config::FilterConfig;
 use crate::engine::{self, LocalResponse, RequestDecision};
-use crate::headers::{HeaderEdit, HeaderList, diff};
+use crate::headers::{HeaderEdit, HeaderList};
 use crate::json;
 use crate::metrics::{Metric, MetricKind};
 use crate::preset::PresetOutcome;
@@ -82,16 +82,18 @@ fn metric_failed(verb: &str, metric: Metric, status: HostStatus) {
     debug!("cannot {verb} {}: {status}", metric.name());
 }
 
-/// Carries out a request decision on the effective context: counts it, logs it, and either changes
-/// the request headers or answers locally. `count_request` is false for a held request, which was
-/// counted when it arrived. Returns the action for a callback that is still running.
+/// Carries out a request decision on the effective context: counts it, logs it, and answers
+/// locally or lets the request go on. The pipeline has changed the request headers already, through
+/// [`request_edits`]; `request` is the list as it left them. `count_request` is false for a held
+/// request, which was counted when it arrived. Returns the action for a callback that is still
+/// running.
 pub(super) fn finish_request(
     state: &Configured,
     metrics: MetricIds,
     shared: &StreamShared,
     context_id: u32,
     request: &HeaderList<'_>,
-    decision: RequestDecision<'_>,
+    decision: RequestDecision,
     count_request: bool,
 ) -> Action {
     decision.counter_increments(&state.config, |metric, by| {
@@ -118,19 +120,10 @@ pub(super) fn finish_request(
                     } else {
                         "missing"
                     },
-                    json::quoted_list(engine::stripped_headers(&state.config, request)),
+                    json::quoted_list(engine::stripped_headers(&state.config, &forward)),
                     forward.rules_applied,
                     describe_preset(&state.config, forward.preset),
-                    render_headers(&forward.headers, &state.config.credential.header),
-                );
-            }
-            let names = &state.config.request_header_names;
-            for edit in diff(request, &forward.headers, names) {
-                apply_edit(
-                    context_id,
-                    MapType::HttpRequestHeaders,
-                    &forward.headers,
-                    edit,
+                    render_headers(request, &state.config.credential.header),
                 );
             }
             if forward.request.is_some() {
@@ -151,29 +144,22 @@ pub(super) fn send_local(response: &LocalResponse) {
     }
 }
 
-/// Carries out one header edit on a request or response header or trailer map; `after` holds the
-/// new values. One value (the usual case) is one host call.
-pub(super) fn apply_edit(
-    context_id: u32,
-    map: MapType,
-    after: &HeaderList<'_>,
-    edit: HeaderEdit<'_>,
-) {
-    let result = match edit {
-        HeaderEdit::Remove(name) => abi::change_header(map, name, MapChange::Remove),
-        HeaderEdit::Set(name, value) => abi::change_header(map, name, MapChange::Replace(value)),
-        HeaderEdit::Add(name, value) => abi::change_header(map, name, MapChange::Add(value)),
-        HeaderEdit::Replace(name) => {
-            abi::change_header(map, name, MapChange::Remove).and_then(|()| {
-                after
-                    .get_all(name)
-                    .try_for_each(|value| abi::change_header(map, name, MapChange::Add(value)))
-            })
-        }
+/// Carries out one header edit on a request or response header or trailer map: one host call.
+pub(super) fn apply_edit(context_id: u32, map: MapType, edit: HeaderEdit<'_>) {
+    let (name, change) = match edit {
+        HeaderEdit::Remove(name) => (name, MapChange::Remove),
+        HeaderEdit::Set(name, value) => (name, MapChange::Replace(value)),
+        HeaderEdit::Add(name, value) => (name, MapChange::Add(value)),
     };
-    if let Err(status) = result {
-        edit_failed(context_id, edit.name(), status);
+    if let Err(status) = abi::change_header(map, name, change) {
+        edit_failed(context_id, name, status);
     }
+}
+
+/// The edits of the request pipeline as it makes them, carried out on the effective context's
+/// request headers.
+pub(super) fn request_edits(context_id: u32) -> impl FnMut(HeaderEdit<'_>) {
+    move |edit| apply_edit(context_id, MapType::HttpRequestHeaders, edit)
 }
 
 /// Stops the VM on a header edit the host refused: the host's failure policy then closes the

@@ -11,7 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
 use super::abi;
-use super::effects::{MetricIds, finish_request};
+use super::effects::{MetricIds, finish_request, request_edits};
 use super::stream::{FilterStream, ShareableStream, StreamShared, read_headers};
 use super::{Configured, HostPort, Source, Tokens, now_ms, random_u64, usage};
 use crate::by_context::ByContext;
@@ -249,7 +249,9 @@ pub(super) fn finish_held(
         return false;
     }
     let bytes = abi::header_map(MapType::HttpRequestHeaders);
-    let request = match read_headers(&bytes) {
+    // Room for every header the pipeline may add, so the list never grows.
+    let room = state.config.request_header_names.len();
+    let mut request = match read_headers(&bytes, room) {
         Ok(request) => request,
         Err(unreadable) => {
             warn!(
@@ -292,7 +294,8 @@ pub(super) fn finish_held(
                 &state.config,
                 &admitted,
                 Some(credential),
-                &request,
+                &mut request,
+                &mut request_edits(context_id),
                 engine::NO_CREDENTIAL_MESSAGE,
             )
         }
@@ -300,7 +303,8 @@ pub(super) fn finish_held(
             &state.config,
             &admitted,
             None,
-            &request,
+            &mut request,
+            &mut request_edits(context_id),
             engine::no_token_message(cause.unwrap_or(NoToken::TimedOut)),
         ),
     };

@@ -10,13 +10,13 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, Bytes, GrpcStatusCode, MapType};
 
 use super::abi::{self, HostStatus};
-use super::effects::{MetricIds, apply_edit, finish_request, send_local};
+use super::effects::{MetricIds, apply_edit, finish_request, request_edits, send_local};
 use super::root::carry_out;
 use super::{Configured, HostPort, now_ms, usage};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::engine::{self, LocalResponse, RequestDecision, count};
-use crate::headers::{self, HeaderEdit, HeaderList, MalformedMap, diff, same_bytes};
+use crate::headers::{self, HeaderEdit, HeaderList, MalformedMap, same_bytes};
 use crate::metrics::Metric;
 use crate::rules::RequestSummary;
 use crate::token::manager::Verdict;
@@ -194,7 +194,9 @@ impl HttpContext for FilterStream {
             return self.respond(&engine::not_configured());
         };
         let bytes = abi::header_map(MapType::HttpRequestHeaders);
-        let request = match read_headers(&bytes) {
+        // Room for every header the pipeline may add, so the list never grows.
+        let room = state.config.request_header_names.len();
+        let mut request = match read_headers(&bytes, room) {
             Ok(request) => request,
             Err(unreadable) => {
                 warn!(
@@ -225,7 +227,8 @@ impl HttpContext for FilterStream {
                 &state.config,
                 &admitted,
                 state.credential(),
-                &request,
+                &mut request,
+                &mut request_edits(self.context_id),
                 engine::NO_CREDENTIAL_MESSAGE,
             );
             return self.finish(&state, &request, decision);
@@ -245,7 +248,8 @@ impl HttpContext for FilterStream {
                     &state.config,
                     &admitted,
                     Some(&credential),
-                    &request,
+                    &mut request,
+                    &mut request_edits(self.context_id),
                     engine::NO_CREDENTIAL_MESSAGE,
                 );
                 self.finish(&state, &request, decision)
@@ -265,7 +269,8 @@ impl HttpContext for FilterStream {
                     &state.config,
                     &admitted,
                     None,
-                    &request,
+                    &mut request,
+                    &mut request_edits(self.context_id),
                     engine::no_token_message(cause),
                 );
                 debug!("request {}: no token ({cause:?})", self.context_id);
@@ -360,7 +365,8 @@ impl HttpContext for FilterStream {
         let credential_header = state.config.credential.header.as_str();
         let read = bytes.as_ref().map(|bytes| {
             if reads_response {
-                read_headers(bytes).map(ResponseRead::Whole)
+                let room = state.config.response_header_names.len();
+                read_headers(bytes, room).map(ResponseRead::Whole)
             } else {
                 look_up_response(bytes, credential_header).map(ResponseRead::Looked)
             }
@@ -403,7 +409,7 @@ impl HttpContext for FilterStream {
             Some(ResponseRead::Looked(values)) => (None, Some(values)),
             None => (None, None),
         };
-        let Some(response) = response else {
+        let Some(mut response) = response else {
             // Until the first edit the host's map is the one looked up for usage (when it was):
             // removing the credential header it lacks would change nothing, and is skipped.
             let mut credential_absent = looked.is_some_and(|values| values[3].is_none());
@@ -415,12 +421,7 @@ impl HttpContext for FilterStream {
                     return;
                 }
                 credential_absent = false;
-                apply_edit(
-                    self.context_id,
-                    MapType::HttpResponseHeaders,
-                    &HeaderList::new(),
-                    edit,
-                );
+                apply_edit(self.context_id, MapType::HttpResponseHeaders, edit);
             };
             if rules_read {
                 // The rules cannot be judged on a response that cannot be read; the credential
@@ -434,7 +435,11 @@ impl HttpContext for FilterStream {
             }
             return Action::Continue;
         };
-        let outcome = engine::handle_response(&state.config, &response, &request);
+        let context_id = self.context_id;
+        let outcome =
+            engine::handle_response(&state.config, &mut response, &request, &mut |edit| {
+                apply_edit(context_id, MapType::HttpResponseHeaders, edit)
+            });
         if !outcome.rules_applied.is_empty() {
             self.metrics
                 .increment(Metric::RulesApplied, count(outcome.rules_applied.len()));
@@ -443,15 +448,6 @@ impl HttpContext for FilterStream {
             debug!(
                 "response {}: credential header removed {}; rules applied {:?}",
                 self.context_id, outcome.credential_removed, outcome.rules_applied
-            );
-        }
-        let names = &state.config.response_header_names;
-        for edit in diff(&response, &outcome.headers, names) {
-            apply_edit(
-                self.context_id,
-                MapType::HttpResponseHeaders,
-                &outcome.headers,
-                edit,
             );
         }
         Action::Continue
@@ -484,7 +480,7 @@ impl FilterStream {
         &self,
         state: &Configured,
         request: &HeaderList<'_>,
-        decision: RequestDecision<'_>,
+        decision: RequestDecision,
     ) -> Action {
         finish_request(
             state,
@@ -504,18 +500,18 @@ impl FilterStream {
     }
 
     /// Applies a trailer pass of the engine to one trailer map; `names` are the names the pass may
-    /// change.
+    /// change, removed without a look when the map cannot be read.
     fn clean_trailers(
         &self,
         map: MapType,
-        pass: for<'t> fn(&FilterConfig, &'t HeaderList<'_>) -> HeaderList<'t>,
+        pass: engine::TrailerPass,
         names: fn(&FilterConfig) -> &[String],
     ) {
         let Some(state) = self.state.as_ref() else {
             return;
         };
         let bytes = abi::header_map(map);
-        let trailers = match read_headers(&bytes) {
+        let mut trailers = match read_headers(&bytes, 0) {
             Ok(trailers) => trailers,
             Err(unreadable) => {
                 // The pass only removes names: removing each one blind (an absent name is no error)
@@ -524,17 +520,16 @@ impl FilterStream {
                     "context {}: trailers unreadable ({unreadable}): removing the stripped names without reading them",
                     self.context_id
                 );
-                let none = HeaderList::default();
                 for name in names(&state.config) {
-                    apply_edit(self.context_id, map, &none, HeaderEdit::Remove(name));
+                    apply_edit(self.context_id, map, HeaderEdit::Remove(name));
                 }
                 return;
             }
         };
-        let cleaned = pass(&state.config, &trailers);
-        for edit in diff(&trailers, &cleaned, names(&state.config)) {
-            apply_edit(self.context_id, map, &cleaned, edit);
-        }
+        let context_id = self.context_id;
+        pass(&state.config, &mut trailers, &mut |edit| {
+            apply_edit(context_id, map, edit);
+        });
     }
 }
 
@@ -576,14 +571,16 @@ fn look_up_response<'b>(
     headers::first_values(bytes, names).map_err(MapUnreadable::Malformed)
 }
 
-/// The header list in a map the host handed over, borrowed from its bytes.
+/// The header list in a map the host handed over, borrowed from its bytes, with room for `extra`
+/// more lines.
 pub(super) fn read_headers(
     bytes: &Result<Vec<u8>, HostStatus>,
+    extra: usize,
 ) -> Result<HeaderList<'_>, MapUnreadable> {
     let bytes = bytes
         .as_ref()
         .map_err(|status| MapUnreadable::Host(*status))?;
-    HeaderList::from_serialized(bytes).map_err(MapUnreadable::Malformed)
+    HeaderList::from_serialized_with_room(bytes, extra).map_err(MapUnreadable::Malformed)
 }
 
 /// Fetches what the access policy reads from the host, and nothing it does not: `source.address`
