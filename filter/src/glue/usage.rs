@@ -26,7 +26,7 @@ use crate::usage::admission::{Admission, CALLERS_KEY, MODELS_KEY, SharedStore};
 use crate::usage::caller;
 use crate::usage::labels::{UNKNOWN, sanitize};
 use crate::usage::observe::{Observation, ResponseStart, observes};
-use crate::usage::record::{UsageRecord, UsageSeries};
+use crate::usage::record::{LineWriter, UsageRecord, UsageSeries};
 
 /// Most usage metrics one VM defines. The caps bound the label sets; this keeps a host with a limit
 /// on metrics (the harness allows 10,000 per plugin) from ever being asked for more.
@@ -46,8 +46,9 @@ pub(super) struct UsageState {
     series_places: RefCell<HashMap<String, u32>>,
     /// The ids of each label pair, by [`UsageSeries::index`]; one entry per pair in `series_places`.
     series_ids: RefCell<Vec<SeriesIds>>,
-    /// The usage line's buffer, kept from request to request rather than allocated for each.
-    line: RefCell<Vec<u8>>,
+    /// The usage line's buffer, kept from request to request rather than allocated for each, with the
+    /// time of the second last written.
+    line: RefCell<LineWriter>,
     /// The last label pair and its place in `series_ids`, in front of `series_places`: requests of one
     /// caller and model in a row, the usual case, find their ids by two comparisons instead of a
     /// hashed look-up.
@@ -86,7 +87,7 @@ impl UsageState {
             metric_ids: RefCell::new(HashMap::new()),
             series_places: RefCell::new(HashMap::new()),
             series_ids: RefCell::new(Vec::new()),
-            line: RefCell::new(Vec::with_capacity(512)),
+            line: RefCell::new(LineWriter::new()),
             recent: RefCell::new(None),
         };
         state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
@@ -273,13 +274,12 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     // maximum: asked directly, without two calls through the `log` crate.
     if Level::Info <= log::max_level() {
         // Straight to the host: through `info!` the finished line would be formatted into a copy.
-        let mut line = usage.line.borrow_mut();
-        line.clear();
-        record.write_log_line(&mut line);
-        if abi::log(LogLevel::Info, &line).is_err() {
+        let mut writer = usage.line.borrow_mut();
+        let line = writer.write(&record);
+        if abi::log(LogLevel::Info, line).is_err() {
             // A refusal is the SDK's to handle, as it always was (it aborts the VM on a status
             // other than Ok): the line goes to its wrapper, as text, which repeats the call.
-            let sent = std::str::from_utf8(&line).map(|text| hostcalls::log(LogLevel::Info, text));
+            let sent = std::str::from_utf8(line).map(|text| hostcalls::log(LogLevel::Info, text));
             if let Ok(Err(status)) = sent {
                 debug!("the usage line was not logged: {status:?}");
             }
