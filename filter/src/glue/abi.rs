@@ -31,6 +31,8 @@ unsafe extern "C" {
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
 #[link(wasm_import_module = "wasi_snapshot_preview1")]
@@ -104,6 +106,24 @@ pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
 pub(super) fn log(level: LogLevel, message: &[u8]) -> Result<(), HostStatus> {
     // SAFETY: the host reads `message`, valid for its length.
     match unsafe { proxy_log(level, message.as_ptr(), message.len()) } {
+        OK => Ok(()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Adds `offset` to the metric `id`; a failure is the host's status, for the caller to handle.
+pub(super) fn increment_metric(id: u32, offset: i64) -> Result<(), HostStatus> {
+    // SAFETY: the call takes and returns numbers only.
+    match unsafe { proxy_increment_metric(id, offset) } {
+        OK => Ok(()),
+        other => Err(HostStatus(other)),
+    }
+}
+
+/// Records `value` in the metric `id`; a failure is the host's status, for the caller to handle.
+pub(super) fn record_metric(id: u32, value: u64) -> Result<(), HostStatus> {
+    // SAFETY: the call takes and returns numbers only.
+    match unsafe { proxy_record_metric(id, value) } {
         OK => Ok(()),
         other => Err(HostStatus(other)),
     }

@@ -171,25 +171,46 @@ impl UsageState {
             };
             let id = match *slot {
                 Some(id) => id,
-                None => {
-                    let Some(id) = self.metric_id(&series.name(caller, model), series.kind())
-                    else {
-                        return;
-                    };
-                    *slot = Some(id);
-                    id
-                }
+                None => match self.define_series(series, caller, model) {
+                    Some(id) => *slot.insert(id),
+                    None => return,
+                },
             };
-            let result = match series.kind() {
+            // Straight to the host: the SDK's wrappers are a call more per sample.
+            let sent = match series.kind() {
                 MetricKind::Counter => {
-                    hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
+                    abi::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
                 }
-                MetricKind::Gauge | MetricKind::Histogram => hostcalls::record_metric(id, value),
+                MetricKind::Gauge | MetricKind::Histogram => abi::record_metric(id, value),
             };
-            if let Err(status) = result {
-                debug!("cannot update usage metric {series:?}: {status:?}");
+            if sent.is_err() {
+                refused_update(series, id, value);
             }
         });
+    }
+
+    /// The host id of the series `series` of the label pair `caller`, `model`, defined now: once per
+    /// series and VM, so out of line.
+    #[cold]
+    #[inline(never)]
+    fn define_series(&self, series: UsageSeries, caller: &str, model: &str) -> Option<u32> {
+        self.metric_id(&series.name(caller, model), series.kind())
+    }
+}
+
+/// A metric update the host refused is the SDK's to handle, as it always was (it aborts the VM on a
+/// status it does not know): the update goes to its wrapper, which repeats the call.
+#[cold]
+#[inline(never)]
+fn refused_update(series: UsageSeries, id: u32, value: u64) {
+    let result = match series.kind() {
+        MetricKind::Counter => {
+            hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
+        }
+        MetricKind::Gauge | MetricKind::Histogram => hostcalls::record_metric(id, value),
+    };
+    if let Err(status) = result {
+        debug!("cannot update usage metric {series:?}: {status:?}");
     }
 }
 
