@@ -272,7 +272,7 @@ pub(super) fn response_body(observation: &mut Observation, size: usize, end_of_s
 }
 
 /// The stream is over: the usage line and the metric updates.
-pub(super) fn finish(observation: Observation, usage: &UsageState) {
+pub(super) fn finish(observation: Box<Observation>, usage: &UsageState) {
     let record = observation.finish(now_ms());
     let mut store = HostPort;
     let caller = record.caller.as_deref().map(sanitize);
