@@ -11,7 +11,9 @@ use crate::usage::UsageConfig;
 use crate::usage::parse::{
     BodyKind, Encoding, Limits, Observed, TokenCounts, Unparsed, UsageParser,
 };
-use crate::usage::record::{MAX_LOG_VALUE_BYTES, MAX_REQUEST_ID_BYTES, UsageRecord, log_text};
+use crate::usage::record::{
+    MAX_LOG_VALUE_BYTES, MAX_REQUEST_ID_BYTES, UsageRecord, cut_text, log_text,
+};
 
 /// The path suffix of a generation.
 const MESSAGES_SUFFIX: &[u8] = b"/v1/messages";
@@ -210,10 +212,10 @@ impl Observation {
             caller: self.caller,
             model: model
                 .filter(|model| !model.is_empty())
-                .map(|model| log_text(model.as_bytes(), MAX_LOG_VALUE_BYTES)),
+                .map(|model| cut_text(model, MAX_LOG_VALUE_BYTES)),
             status: self.status,
             tokens,
-            stop_reason: stop_reason.map(|reason| log_text(reason.as_bytes(), MAX_LOG_VALUE_BYTES)),
+            stop_reason: stop_reason.map(|reason| cut_text(reason, MAX_LOG_VALUE_BYTES)),
             duration_ms: now_ms.saturating_sub(self.started_ms),
             ttfb_ms: self.ttfb_ms,
             streamed: self.streamed,

@@ -378,6 +378,19 @@ pub fn log_text(bytes: &[u8], max: usize) -> String {
     text.get(..end).unwrap_or_default().to_owned()
 }
 
+/// [`log_text`] of text that is already a `String`: cut in place, without a copy.
+#[inline(never)]
+pub fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// A JSON string, or `"unknown"`: the caller or model as written when absent.
 fn label_text(line: &mut Vec<u8>, text: Option<&str>) {
     match text {
@@ -734,5 +747,11 @@ mod tests {
         assert_eq!(status_class(600), "unknown");
         assert_eq!(log_text("aé".as_bytes(), 2), "a");
         assert_eq!(log_text(b"\xffz", 10), "\u{fffd}z");
+        for (text, max) in [("aé", 2), ("aé", 3), ("aé", 0), ("abc", 10), ("日本語", 4)] {
+            assert_eq!(
+                cut_text(text.to_owned(), max),
+                log_text(text.as_bytes(), max)
+            );
+        }
     }
 }
