@@ -164,8 +164,7 @@ impl UsageRecord {
         label_text(line, self.caller.as_deref());
         line.extend_from_slice(b",\"model\":");
         label_text(line, self.model.as_deref());
-        line.extend_from_slice(b",\"status\":");
-        write_number(line, u64::from(self.status));
+        write_status(line, self.status);
         line.extend_from_slice(b",\"input_tokens\":");
         write_number(line, tokens.input);
         line.extend_from_slice(b",\"output_tokens\":");
@@ -183,11 +182,7 @@ impl UsageRecord {
             Some(ttfb) => write_number(line, ttfb),
             None => line.extend_from_slice(b"null"),
         }
-        line.extend_from_slice(b",\"streamed\":");
-        write_bool(line, self.streamed);
-        line.extend_from_slice(b",\"parsed\":");
-        write_bool(line, self.unparsed.is_none());
-        line.push(b'}');
+        write_tail(line, self.streamed, self.unparsed.is_none());
     }
 
     /// The metric updates this record accounts for, given the caller and model labels after the caps:
@@ -399,16 +394,43 @@ fn label_text(line: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
-/// `true` or `false`, each as one eight-byte block cut to length: two texts of different lengths
-/// would be a copy of a run-time length, a call to the host's `memory.copy`.
-fn write_bool(line: &mut Vec<u8>, value: bool) {
-    use json::Sink;
-    let (block, len) = if value {
-        (b"true\0\0\0\0", 4)
+/// The status member, key included: a status of three digits, as every response has, is one
+/// piece of constant length.
+fn write_status(line: &mut Vec<u8>, status: u16) {
+    if (100..=999).contains(&status) {
+        let mut piece = *b",\"status\":000";
+        let [.., hundreds, tens, ones] = &mut piece;
+        *hundreds += (status / 100) as u8;
+        *tens += (status / 10 % 10) as u8;
+        *ones += (status % 10) as u8;
+        line.extend_from_slice(&piece);
     } else {
-        (b"false\0\0\0", 5)
-    };
-    line.put_ascii_window(block, len);
+        line.extend_from_slice(b",\"status\":");
+        write_number(line, u64::from(status));
+    }
+}
+
+/// The longest end of a line: see [`TAILS`].
+const TAIL_LEN: usize = 33;
+
+/// The end of a line after the time to first byte, by `streamed` (twice) plus `parsed`: the two
+/// flags and the closing brace. Padded to one length, so that each is one copy of a constant
+/// length, cut back to its own: texts of different lengths would be a copy of a run-time length, a
+/// call to the host's `memory.copy`.
+const TAILS: [&[u8; TAIL_LEN]; 4] = [
+    b",\"streamed\":false,\"parsed\":false}",
+    b",\"streamed\":false,\"parsed\":true}\0",
+    b",\"streamed\":true,\"parsed\":false}\0",
+    b",\"streamed\":true,\"parsed\":true}\0\0",
+];
+
+/// Appends the [`TAILS`] entry of `streamed` and `parsed`; each `true` is a byte shorter.
+fn write_tail(line: &mut Vec<u8>, streamed: bool, parsed: bool) {
+    let end = line.len() + TAIL_LEN - usize::from(streamed) - usize::from(parsed);
+    if let Some(tail) = TAILS.get(usize::from(streamed) * 2 + usize::from(parsed)) {
+        line.extend_from_slice(*tail);
+    }
+    line.truncate(end);
 }
 
 /// `number` as [`json::write_u64`] writes it, a single digit (a count of zero, most often) without
@@ -666,6 +688,34 @@ mod tests {
                 rfc3339_millis(time_ms)
             );
             assert!(fresh.starts_with(time.as_bytes()), "{time_ms}");
+        }
+    }
+
+    #[test]
+    fn every_status_and_pair_of_flags_is_written_as_json() {
+        for status in [0, 5, 99, 100, 200, 529, 999, 1000, u16::MAX] {
+            for streamed in [false, true] {
+                for unparsed in [None, Some("truncated")] {
+                    let line = UsageRecord {
+                        status,
+                        streamed,
+                        unparsed,
+                        ..record()
+                    }
+                    .log_line();
+                    let json: serde_json::Value =
+                        serde_json::from_str(line.strip_prefix("usage ").unwrap()).unwrap();
+                    assert_eq!(json["status"], status, "{line}");
+                    assert_eq!(json["streamed"], streamed, "{line}");
+                    assert_eq!(json["parsed"], unparsed.is_none(), "{line}");
+                    let tail = format!(
+                        r#","streamed":{streamed},"parsed":{}}}"#,
+                        unparsed.is_none()
+                    );
+                    assert!(line.ends_with(&tail), "{line}");
+                    assert!(line.contains(&format!(r#","status":{status},"#)), "{line}");
+                }
+            }
         }
     }
 
