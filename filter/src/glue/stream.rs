@@ -320,7 +320,7 @@ impl HttpContext for FilterStream {
             return;
         }
         if let Some(usage) = self.state.as_ref().and_then(|state| state.usage.as_ref()) {
-            usage::finish(*observation, usage);
+            usage::finish(observation, usage);
         }
     }
 

@@ -15,7 +15,8 @@ use log::{Level, debug, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MetricType};
 
-use super::{HostPort, abi, now_ms, stream};
+use super::abi::{self, HostStatus};
+use super::{HostPort, now_ms, stream};
 use crate::access::CallerFacts;
 use crate::config::FilterConfig;
 use crate::headers::{HeaderList, same_bytes};
@@ -26,7 +27,7 @@ use crate::usage::admission::{Admission, CALLERS_KEY, MODELS_KEY, SharedStore};
 use crate::usage::caller;
 use crate::usage::labels::{UNKNOWN, sanitize};
 use crate::usage::observe::{Observation, ResponseStart, observes};
-use crate::usage::record::{UsageRecord, UsageSeries};
+use crate::usage::record::{LineWriter, UsageRecord, UsageSeries};
 
 /// Most usage metrics one VM defines. The caps bound the label sets; this keeps a host with a limit
 /// on metrics (the harness allows 10,000 per plugin) from ever being asked for more.
@@ -46,8 +47,9 @@ pub(super) struct UsageState {
     series_places: RefCell<HashMap<String, u32>>,
     /// The ids of each label pair, by [`UsageSeries::index`]; one entry per pair in `series_places`.
     series_ids: RefCell<Vec<SeriesIds>>,
-    /// The usage line's buffer, kept from request to request rather than allocated for each.
-    line: RefCell<Vec<u8>>,
+    /// The usage line's buffer, kept from request to request rather than allocated for each, with the
+    /// time of the second last written.
+    line: RefCell<LineWriter>,
     /// The last label pair and its place in `series_ids`, in front of `series_places`: requests of one
     /// caller and model in a row, the usual case, find their ids by two comparisons instead of a
     /// hashed look-up.
@@ -86,7 +88,7 @@ impl UsageState {
             metric_ids: RefCell::new(HashMap::new()),
             series_places: RefCell::new(HashMap::new()),
             series_ids: RefCell::new(Vec::new()),
-            line: RefCell::new(Vec::with_capacity(512)),
+            line: RefCell::new(LineWriter::new()),
             recent: RefCell::new(None),
         };
         state.metric_id(USAGE_UNPARSED_TOTAL, MetricKind::Counter);
@@ -170,26 +172,39 @@ impl UsageState {
             };
             let id = match *slot {
                 Some(id) => id,
-                None => {
-                    let Some(id) = self.metric_id(&series.name(caller, model), series.kind())
-                    else {
-                        return;
-                    };
-                    *slot = Some(id);
-                    id
-                }
+                None => match self.define_series(series, caller, model) {
+                    Some(id) => *slot.insert(id),
+                    None => return,
+                },
             };
-            let result = match series.kind() {
+            // Straight to the host: the SDK's wrappers are a call more per sample.
+            let sent = match series.kind() {
                 MetricKind::Counter => {
-                    hostcalls::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
+                    abi::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX))
                 }
-                MetricKind::Gauge | MetricKind::Histogram => hostcalls::record_metric(id, value),
+                MetricKind::Gauge | MetricKind::Histogram => abi::record_metric(id, value),
             };
-            if let Err(status) = result {
-                debug!("cannot update usage metric {series:?}: {status:?}");
+            if let Err(status) = sent {
+                refused_update(series, status);
             }
         });
     }
+
+    /// The host id of the series `series` of the label pair `caller`, `model`, defined now: once per
+    /// series and VM, so out of line.
+    #[cold]
+    #[inline(never)]
+    fn define_series(&self, series: UsageSeries, caller: &str, model: &str) -> Option<u32> {
+        self.metric_id(&series.name(caller, model), series.kind())
+    }
+}
+
+/// Logs a usage metric update the host refused, whatever the status, as the filter's own metrics
+/// do. Out of line: it runs only when the host refuses.
+#[cold]
+#[inline(never)]
+fn refused_update(series: UsageSeries, status: HostStatus) {
+    debug!("cannot update usage metric {series:?}: {status}");
 }
 
 /// Starts observing a request, when usage is on and the request is a generation.
@@ -244,7 +259,7 @@ pub(super) fn response_body(observation: &mut Observation, size: usize, end_of_s
 }
 
 /// The stream is over: the usage line and the metric updates.
-pub(super) fn finish(observation: Observation, usage: &UsageState) {
+pub(super) fn finish(observation: Box<Observation>, usage: &UsageState) {
     let record = observation.finish(now_ms());
     let mut store = HostPort;
     let caller = record.caller.as_deref().map(sanitize);
@@ -267,13 +282,12 @@ pub(super) fn finish(observation: Observation, usage: &UsageState) {
     // maximum: asked directly, without two calls through the `log` crate.
     if Level::Info <= log::max_level() {
         // Straight to the host: through `info!` the finished line would be formatted into a copy.
-        let mut line = usage.line.borrow_mut();
-        line.clear();
-        record.write_log_line(&mut line);
-        if abi::log(LogLevel::Info, &line).is_err() {
+        let mut writer = usage.line.borrow_mut();
+        let line = writer.write(&record);
+        if abi::log(LogLevel::Info, line).is_err() {
             // A refusal is the SDK's to handle, as it always was (it aborts the VM on a status
             // other than Ok): the line goes to its wrapper, as text, which repeats the call.
-            let sent = std::str::from_utf8(&line).map(|text| hostcalls::log(LogLevel::Info, text));
+            let sent = std::str::from_utf8(line).map(|text| hostcalls::log(LogLevel::Info, text));
             if let Ok(Err(status)) = sent {
                 debug!("the usage line was not logged: {status:?}");
             }

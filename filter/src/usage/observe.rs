@@ -11,7 +11,9 @@ use crate::usage::UsageConfig;
 use crate::usage::parse::{
     BodyKind, Encoding, Limits, Observed, TokenCounts, Unparsed, UsageParser,
 };
-use crate::usage::record::{MAX_LOG_VALUE_BYTES, MAX_REQUEST_ID_BYTES, UsageRecord, log_text};
+use crate::usage::record::{
+    MAX_LOG_VALUE_BYTES, MAX_REQUEST_ID_BYTES, UsageRecord, cut_text, log_text,
+};
 
 /// The path suffix of a generation.
 const MESSAGES_SUFFIX: &[u8] = b"/v1/messages";
@@ -184,8 +186,10 @@ impl Observation {
     }
 
     /// The record of the request, at the end of the stream (`now_ms`). A body that never ended is read
-    /// as cut short: counts seen so far are kept, the response counts as unparsed.
-    pub fn finish(self, now_ms: u64) -> UsageRecord {
+    /// as cut short: counts seen so far are kept, the response counts as unparsed. Boxed, as a stream
+    /// holds it: the fields are read where they are rather than from a copy of the whole.
+    #[allow(clippy::boxed_local)]
+    pub fn finish(self: Box<Self>, now_ms: u64) -> UsageRecord {
         let observed = match self.observed {
             Some(observed) => Some(observed),
             None => self.body.finish(self.complete),
@@ -208,10 +212,10 @@ impl Observation {
             caller: self.caller,
             model: model
                 .filter(|model| !model.is_empty())
-                .map(|model| log_text(model.as_bytes(), MAX_LOG_VALUE_BYTES)),
+                .map(|model| cut_text(model, MAX_LOG_VALUE_BYTES)),
             status: self.status,
             tokens,
-            stop_reason: stop_reason.map(|reason| log_text(reason.as_bytes(), MAX_LOG_VALUE_BYTES)),
+            stop_reason: stop_reason.map(|reason| cut_text(reason, MAX_LOG_VALUE_BYTES)),
             duration_ms: now_ms.saturating_sub(self.started_ms),
             ttfb_ms: self.ttfb_ms,
             streamed: self.streamed,
@@ -299,7 +303,7 @@ mod tests {
             observation.response_body(std::slice::from_ref(byte), false);
         }
         observation.response_body(b"", true);
-        let record = observation.finish(3_000);
+        let record = Box::new(observation).finish(3_000);
         assert_eq!(
             record,
             UsageRecord {
@@ -339,7 +343,7 @@ mod tests {
         assert!(!observation.reading_body());
         // The end of the body reported again (trailers after the last chunk) keeps what was read.
         observation.end_of_body();
-        let record = observation.finish(9);
+        let record = Box::new(observation).finish(9);
         assert_eq!(record.model.as_deref(), Some("claude-haiku-4-5"));
         assert_eq!(record.tokens.output, 20);
         assert_eq!(record.stop_reason.as_deref(), Some("max_tokens"));
@@ -350,7 +354,7 @@ mod tests {
         let mut cut = Observation::start(0, Some(b"bob"), None);
         cut.response_headers(1, sse_start(), false, &UsageConfig::default());
         cut.response_body(&STREAM.as_bytes()[..STREAM.len() / 2], false);
-        let record = cut.finish(2);
+        let record = Box::new(cut).finish(2);
         assert_eq!(record.unparsed, Some("truncated"));
         assert_eq!(record.tokens.input, 25);
         assert_eq!(record.stop_reason, None);
@@ -371,14 +375,14 @@ mod tests {
         );
         assert!(!html.reading_body());
         html.response_body(b"<html>bad gateway</html>", true);
-        let record = html.finish(4);
+        let record = Box::new(html).finish(4);
         assert_eq!(
             (record.status, record.unparsed, record.ttfb_ms),
             (502, Some("content_type"), Some(3))
         );
         assert_eq!((record.caller, record.model), (None, None));
 
-        let none = Observation::start(10, Some(b"carol"), None).finish(15);
+        let none = Box::new(Observation::start(10, Some(b"carol"), None)).finish(15);
         assert_eq!(
             (none.status, none.ttfb_ms, none.unparsed),
             (0, None, Some("no_response"))
@@ -397,7 +401,7 @@ mod tests {
         );
         assert!(!brotli.reading_body());
         brotli.response_body(STREAM.as_bytes(), true);
-        let record = brotli.finish(2);
+        let record = Box::new(brotli).finish(2);
         assert_eq!(record.unparsed, Some("encoding"));
         assert!(record.streamed);
         assert_eq!(record.tokens, TokenCounts::default());
@@ -415,14 +419,14 @@ mod tests {
         observation.response_body(b"{\"model\" 1", false);
         assert!(!observation.reading_body());
         observation.response_body(b"", true);
-        assert_eq!(observation.finish(2).unparsed, Some("malformed"));
+        assert_eq!(Box::new(observation).finish(2).unparsed, Some("malformed"));
     }
 
     #[test]
     fn long_identities_and_request_ids_are_cut_for_the_log() {
         let caller = vec![b'a'; 1_000];
         let id = vec![b'i'; 1_000];
-        let record = Observation::start(0, Some(&caller), Some(&id)).finish(0);
+        let record = Box::new(Observation::start(0, Some(&caller), Some(&id))).finish(0);
         assert_eq!(record.caller.unwrap().len(), MAX_LOG_VALUE_BYTES);
         assert_eq!(record.request_id.unwrap().len(), MAX_REQUEST_ID_BYTES);
     }

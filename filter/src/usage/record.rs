@@ -63,32 +63,108 @@ pub fn status_class(status: u16) -> &'static str {
     StatusClass::of(status).label()
 }
 
+/// What every usage line starts with, up to its time.
+const HEAD_START: &[u8] = b"usage {\"time\":\"";
+/// What follows the time in every usage line, up to the request id.
+const HEAD_END: &[u8] = b"\",\"request_id\":";
+/// The length of a line's head (its start, time and end) while the year has four digits.
+const HEAD_LEN: usize = HEAD_START.len() + STAMP_LEN + HEAD_END.len();
+/// The length of an RFC 3339 time with milliseconds and a four-digit year.
+const STAMP_LEN: usize = 24;
+/// Where a head holds the hundreds digit of the milliseconds (`.123Z` ends the time).
+const HEAD_MILLIS_AT: usize = HEAD_START.len() + STAMP_LEN - 4;
+
+/// Writes a VM's usage lines, one at a time, into one buffer kept from request to request.
+///
+/// It keeps the head of the last line, whose time is all but its milliseconds the same for every
+/// request of one second: such a request copies the head and writes three digits instead of working
+/// out the date and time again.
+#[derive(Clone, Debug)]
+pub struct LineWriter {
+    line: Vec<u8>,
+    /// The second since the Unix epoch `head` holds; `u64::MAX`, never a second of a `u64` of
+    /// milliseconds, while it holds none.
+    second: u64,
+    /// The head of a line written in `second`.
+    head: [u8; HEAD_LEN],
+}
+
+impl Default for LineWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LineWriter {
+    /// A writer with room for a usual line and no head yet.
+    pub fn new() -> Self {
+        Self {
+            line: Vec::with_capacity(512),
+            second: u64::MAX,
+            head: [0; HEAD_LEN],
+        }
+    }
+
+    /// The log line of `record` ([`UsageRecord::log_line`]) as bytes: every piece written is text or
+    /// ASCII, so the line goes to the host without a UTF-8 check. Valid until the next line.
+    pub fn write(&mut self, record: &UsageRecord) -> &[u8] {
+        let ms = record.time_ms;
+        self.line.clear();
+        if ms / 1000 == self.second {
+            let millis = ms % 1000;
+            let digits = [
+                b'0' + (millis / 100) as u8,
+                b'0' + (millis / 10 % 10) as u8,
+                b'0' + (millis % 10) as u8,
+            ];
+            if let Some(slot) = self.head.get_mut(HEAD_MILLIS_AT..HEAD_MILLIS_AT + 3) {
+                slot.copy_from_slice(&digits);
+            }
+            self.line.extend_from_slice(&self.head);
+        } else {
+            self.write_head(ms);
+        }
+        record.write_after_head(&mut self.line);
+        &self.line
+    }
+
+    /// Writes the head of a line of time `ms` into the empty `line`, and keeps it for the rest of its
+    /// second unless the year has more than four digits (the head is then longer than `head`). Out of
+    /// line: it runs once a second at most.
+    #[inline(never)]
+    fn write_head(&mut self, ms: u64) {
+        self.line.extend_from_slice(HEAD_START);
+        push_rfc3339_millis(&mut self.line, ms);
+        self.line.extend_from_slice(HEAD_END);
+        match self.line.first_chunk::<HEAD_LEN>() {
+            Some(head) if self.line.len() == HEAD_LEN => {
+                self.head = *head;
+                self.second = ms / 1000;
+            }
+            _ => self.second = u64::MAX,
+        }
+    }
+}
+
 impl UsageRecord {
     /// The log line: `usage {...}`.
     pub fn log_line(&self) -> String {
-        let mut line = Vec::with_capacity(512);
-        self.write_log_line(&mut line);
+        let mut writer = LineWriter::new();
         // Every piece written is text or ASCII: the check never replaces anything.
-        String::from_utf8_lossy(&line).into_owned()
+        String::from_utf8_lossy(writer.write(self)).into_owned()
     }
 
-    /// Writes [`UsageRecord::log_line`] into `line`, after what it holds: a VM reuses one buffer.
-    /// Bytes rather than a `String`, so the line goes to the host without a UTF-8 check; every piece
-    /// written is text or ASCII.
-    pub fn write_log_line(&self, line: &mut Vec<u8>) {
+    /// Writes the log line after its head (the time and the `request_id` key), into `line`.
+    fn write_after_head(&self, line: &mut Vec<u8>) {
         let tokens = &self.tokens;
         // Member by member with each key a constant, separator included: a constant copy is a few
         // stores, and this line is written for every observed request.
-        line.extend_from_slice(b"usage {\"time\":\"");
-        push_rfc3339_millis(line, self.time_ms);
-        line.extend_from_slice(b"\",\"request_id\":");
         optional_text(line, self.request_id.as_deref());
         line.extend_from_slice(b",\"caller\":");
         label_text(line, self.caller.as_deref());
         line.extend_from_slice(b",\"model\":");
         label_text(line, self.model.as_deref());
-        line.extend_from_slice(b",\"status\":");
-        write_number(line, u64::from(self.status));
+        write_status(line, self.status);
         line.extend_from_slice(b",\"input_tokens\":");
         write_number(line, tokens.input);
         line.extend_from_slice(b",\"output_tokens\":");
@@ -106,11 +182,7 @@ impl UsageRecord {
             Some(ttfb) => write_number(line, ttfb),
             None => line.extend_from_slice(b"null"),
         }
-        line.extend_from_slice(b",\"streamed\":");
-        write_bool(line, self.streamed);
-        line.extend_from_slice(b",\"parsed\":");
-        write_bool(line, self.unparsed.is_none());
-        line.push(b'}');
+        write_tail(line, self.streamed, self.unparsed.is_none());
     }
 
     /// The metric updates this record accounts for, given the caller and model labels after the caps:
@@ -301,6 +373,19 @@ pub fn log_text(bytes: &[u8], max: usize) -> String {
     text.get(..end).unwrap_or_default().to_owned()
 }
 
+/// [`log_text`] of text that is already a `String`: cut in place, without a copy.
+#[inline(never)]
+pub fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// A JSON string, or `"unknown"`: the caller or model as written when absent.
 fn label_text(line: &mut Vec<u8>, text: Option<&str>) {
     match text {
@@ -309,16 +394,43 @@ fn label_text(line: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
-/// `true` or `false`, each as one eight-byte block cut to length: two texts of different lengths
-/// would be a copy of a run-time length, a call to the host's `memory.copy`.
-fn write_bool(line: &mut Vec<u8>, value: bool) {
-    use json::Sink;
-    let (block, len) = if value {
-        (b"true\0\0\0\0", 4)
+/// The status member, key included: a status of three digits, as every response has, is one
+/// piece of constant length.
+fn write_status(line: &mut Vec<u8>, status: u16) {
+    if (100..=999).contains(&status) {
+        let mut piece = *b",\"status\":000";
+        let [.., hundreds, tens, ones] = &mut piece;
+        *hundreds += (status / 100) as u8;
+        *tens += (status / 10 % 10) as u8;
+        *ones += (status % 10) as u8;
+        line.extend_from_slice(&piece);
     } else {
-        (b"false\0\0\0", 5)
-    };
-    line.put_ascii_window(block, len);
+        line.extend_from_slice(b",\"status\":");
+        write_number(line, u64::from(status));
+    }
+}
+
+/// The longest end of a line: see [`TAILS`].
+const TAIL_LEN: usize = 33;
+
+/// The end of a line after the time to first byte, by `streamed` (twice) plus `parsed`: the two
+/// flags and the closing brace. Padded to one length, so that each is one copy of a constant
+/// length, cut back to its own: texts of different lengths would be a copy of a run-time length, a
+/// call to the host's `memory.copy`.
+const TAILS: [&[u8; TAIL_LEN]; 4] = [
+    b",\"streamed\":false,\"parsed\":false}",
+    b",\"streamed\":false,\"parsed\":true}\0",
+    b",\"streamed\":true,\"parsed\":false}\0",
+    b",\"streamed\":true,\"parsed\":true}\0\0",
+];
+
+/// Appends the [`TAILS`] entry of `streamed` and `parsed`; each `true` is a byte shorter.
+fn write_tail(line: &mut Vec<u8>, streamed: bool, parsed: bool) {
+    let end = line.len() + TAIL_LEN - usize::from(streamed) - usize::from(parsed);
+    if let Some(tail) = TAILS.get(usize::from(streamed) * 2 + usize::from(parsed)) {
+        line.extend_from_slice(*tail);
+    }
+    line.truncate(end);
 }
 
 /// `number` as [`json::write_u64`] writes it, a single digit (a count of zero, most often) without
@@ -354,7 +466,7 @@ fn optional_text(line: &mut Vec<u8>, text: Option<&str>) {
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds: `2026-12-03T09:08:29.123Z`.
 pub fn rfc3339_millis(ms: u64) -> String {
-    let mut text = Vec::with_capacity(24);
+    let mut text = Vec::with_capacity(STAMP_LEN);
     push_rfc3339_millis(&mut text, ms);
     String::from_utf8_lossy(&text).into_owned()
 }
@@ -366,7 +478,7 @@ fn push_rfc3339_millis(text: &mut Vec<u8>, ms: u64) {
 }
 
 /// Appends a [`stamp`] and its century as RFC 3339.
-fn push_stamp(text: &mut Vec<u8>, stamp: &[u8; 24], century: u64) {
+fn push_stamp(text: &mut Vec<u8>, stamp: &[u8; STAMP_LEN], century: u64) {
     if century < 100 {
         text.extend_from_slice(stamp);
     } else {
@@ -378,14 +490,14 @@ fn push_stamp(text: &mut Vec<u8>, stamp: &[u8; 24], century: u64) {
 
 /// [`rfc3339_millis`] of `ms` in a fixed 24-byte template, and the century: the template holds the
 /// whole year while the century is below 100, else only its last two digits.
-fn stamp(ms: u64) -> ([u8; 24], u64) {
+fn stamp(ms: u64) -> ([u8; STAMP_LEN], u64) {
     let days = ms / 86_400_000;
     let of_day = ms % 86_400_000;
     let (year, month, day) = civil_date(days);
     let seconds = of_day / 1000;
     let minutes = seconds / 60;
     let century = year / 100;
-    // Filled in place, two digits at a time from a table: this runs for every observed request.
+    // Filled in place, two digits at a time from a table.
     let mut stamp = *b"0000-00-00T00:00:00.000Z";
     let pairs = [
         (0, century % 100),
@@ -550,6 +662,64 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_reusing_its_head_writes_what_a_fresh_one_writes() {
+        let mut writer = LineWriter::new();
+        // The same second again, the next, an earlier one, past the year 9999 and back.
+        for time_ms in [
+            1_764_752_909_123,
+            1_764_752_909_000,
+            1_764_752_909_999,
+            1_764_752_910_007,
+            1_764_752_909_450,
+            951_868_799_999,
+            253_402_300_800_042,
+            253_402_300_800_043,
+            1_764_752_909_123,
+            0,
+        ] {
+            let record = UsageRecord {
+                time_ms,
+                ..record()
+            };
+            let fresh = LineWriter::new().write(&record).to_vec();
+            assert_eq!(writer.write(&record), &fresh[..], "{time_ms}");
+            let time = format!(
+                r#"usage {{"time":"{}","request_id":"#,
+                rfc3339_millis(time_ms)
+            );
+            assert!(fresh.starts_with(time.as_bytes()), "{time_ms}");
+        }
+    }
+
+    #[test]
+    fn every_status_and_pair_of_flags_is_written_as_json() {
+        for status in [0, 5, 99, 100, 200, 529, 999, 1000, u16::MAX] {
+            for streamed in [false, true] {
+                for unparsed in [None, Some("truncated")] {
+                    let line = UsageRecord {
+                        status,
+                        streamed,
+                        unparsed,
+                        ..record()
+                    }
+                    .log_line();
+                    let json: serde_json::Value =
+                        serde_json::from_str(line.strip_prefix("usage ").unwrap()).unwrap();
+                    assert_eq!(json["status"], status, "{line}");
+                    assert_eq!(json["streamed"], streamed, "{line}");
+                    assert_eq!(json["parsed"], unparsed.is_none(), "{line}");
+                    let tail = format!(
+                        r#","streamed":{streamed},"parsed":{}}}"#,
+                        unparsed.is_none()
+                    );
+                    assert!(line.ends_with(&tail), "{line}");
+                    assert!(line.contains(&format!(r#","status":{status},"#)), "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn metric_updates_name_every_label_and_skip_zero_counts() {
         let updates = record().metric_updates("alice@example.com", "claude-sonnet-4-5");
         let rendered: Vec<(String, MetricKind, u64)> = updates
@@ -627,5 +797,11 @@ mod tests {
         assert_eq!(status_class(600), "unknown");
         assert_eq!(log_text("aé".as_bytes(), 2), "a");
         assert_eq!(log_text(b"\xffz", 10), "\u{fffd}z");
+        for (text, max) in [("aé", 2), ("aé", 3), ("aé", 0), ("abc", 10), ("日本語", 4)] {
+            assert_eq!(
+                cut_text(text.to_owned(), max),
+                log_text(text.as_bytes(), max)
+            );
+        }
     }
 }
