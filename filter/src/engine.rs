@@ -402,31 +402,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::config::parse;
-    use crate::headers::test_list as list;
+    use crate::headers::{carry_out, keep, test_list as list, xorshift};
     use crate::secret::Secret;
     use std::sync::LazyLock;
-
-    /// An edit as a test keeps it: the kind, the name, the value.
-    type Kept = (&'static str, String, Vec<u8>);
-
-    fn keep(edit: HeaderEdit<'_>) -> Kept {
-        match edit {
-            HeaderEdit::Remove(name) => ("remove", name.to_owned(), Vec::new()),
-            HeaderEdit::Set(name, value) => ("set", name.to_owned(), value.to_vec()),
-            HeaderEdit::Add(name, value) => ("add", name.to_owned(), value.to_vec()),
-        }
-    }
-
-    /// Carries out a kept edit the way a host does: per name, in order.
-    fn carry_out<'k>(map: &mut HeaderList<'k>, (kind, name, value): &'k Kept) {
-        match *kind {
-            "remove" => {
-                map.remove(name);
-            }
-            "set" => map.set(name, &value[..]),
-            _ => map.append(name, &value[..]),
-        }
-    }
 
     /// Runs `pipeline` on a view of `headers`, as the glue runs it on the host's list, and checks
     /// that the edits it hands out, carried out on another view as a host would, leave every name
@@ -931,16 +909,6 @@ mod tests {
         );
     }
 
-    /// A deterministic xorshift source for the randomised tests.
-    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
-    }
-
     #[test]
     fn edits_touch_only_written_names_and_miss_nothing() {
         // Every kind of action, on both sides, so each kind's names must be in the configured lists.
@@ -1102,13 +1070,7 @@ mod tests {
             "anthropic-version",
             "x",
         ];
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
             let mut request = HeaderList::new();
             for _ in 0..(next() % 8) {

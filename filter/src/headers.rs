@@ -740,6 +740,43 @@ pub(crate) fn test_list(pairs: &[(&str, &str)]) -> HeaderList<'static> {
     )
 }
 
+/// Test reference: an edit as a test keeps it, the kind, the name, the value.
+#[cfg(test)]
+pub(crate) type Kept = (&'static str, String, Vec<u8>);
+
+/// Test reference: `edit` kept past the borrow of its name and value.
+#[cfg(test)]
+pub(crate) fn keep(edit: HeaderEdit<'_>) -> Kept {
+    match edit {
+        HeaderEdit::Remove(name) => ("remove", name.to_owned(), Vec::new()),
+        HeaderEdit::Set(name, value) => ("set", name.to_owned(), value.to_vec()),
+        HeaderEdit::Add(name, value) => ("add", name.to_owned(), value.to_vec()),
+    }
+}
+
+/// Test reference: carries out a kept edit the way a host does, per name, in order.
+#[cfg(test)]
+pub(crate) fn carry_out<'k>(map: &mut HeaderList<'k>, (kind, name, value): &'k Kept) {
+    match *kind {
+        "remove" => {
+            map.remove(name);
+        }
+        "set" => map.set(name, &value[..]),
+        _ => map.append(name, &value[..]),
+    }
+}
+
+/// Test shorthand: a deterministic xorshift source for the randomised tests.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -1070,28 +1107,6 @@ mod tests {
         assert_eq!(headers.first("x-bin"), Some(&[0xff, 0xfe][..]));
     }
 
-    /// An edit as a test keeps it: the kind, the name, the value.
-    type Kept = (&'static str, String, Vec<u8>);
-
-    fn keep(edit: HeaderEdit<'_>) -> Kept {
-        match edit {
-            HeaderEdit::Remove(name) => ("remove", name.to_owned(), Vec::new()),
-            HeaderEdit::Set(name, value) => ("set", name.to_owned(), value.to_vec()),
-            HeaderEdit::Add(name, value) => ("add", name.to_owned(), value.to_vec()),
-        }
-    }
-
-    /// Carries out a kept edit the way a host does.
-    fn carry_out<'k>(map: &mut HeaderList<'k>, (kind, name, value): &'k Kept) {
-        match *kind {
-            "remove" => {
-                map.remove(name);
-            }
-            "set" => map.set(name, &value[..]),
-            _ => map.append(name, &value[..]),
-        }
-    }
-
     #[test]
     fn a_rewrite_hands_each_change_to_the_host_as_its_edit() {
         let mut headers = list(&[
@@ -1148,13 +1163,7 @@ mod tests {
     fn a_host_carrying_out_a_rewrites_edits_holds_what_the_list_holds() {
         let names = ["a", "b", "A", "content-type", "x-a-very-long-header-name"];
         let values = ["1", "2", ""];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
             let mut original = HeaderList::new();
             for _ in 0..(next() % 6) {
