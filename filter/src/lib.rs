@@ -23,9 +23,10 @@
 //! - [`token`]: the `oauth2` source: token requests, shared state, single-flight refresh.
 //! - [`by_context`]: values by context id (the requests held for a token).
 //! - [`usage`]: token usage per caller read from responses ([`usage::parse`]: the pure body readers).
+//! - `recycler` (wasm32 and tests): the global allocator, which recycles small blocks.
 //! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts.
 //!
-//! Everything but `glue` is pure (no host calls, no I/O) and unit-tested natively
+//! Everything but `glue` and `recycler` is pure (no host calls, no I/O) and unit-tested natively
 //! and on `wasm32-wasip1`.
 
 pub mod access;
@@ -42,6 +43,9 @@ pub mod rules;
 pub mod secret;
 pub mod token;
 pub mod usage;
+
+#[cfg(any(target_arch = "wasm32", test))]
+mod recycler;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod glue;

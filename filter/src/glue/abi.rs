@@ -1,7 +1,7 @@
-//! The filter's only `unsafe` code: the host calls of the per-request path made without the SDK's
-//! wrappers, WASI's `random_get`, and the global allocator. The SDK's wrappers turn a status into a
-//! `Result` and panic on one they do not expect; these hand back the host's number and leave the
-//! decision to the caller.
+//! The filter's `unsafe` code besides its allocator ([`crate::recycler`]): the host calls of the
+//! per-request path made without the SDK's wrappers, and WASI's `random_get`. The SDK's wrappers turn
+//! a status into a `Result` and panic on one they do not expect; these hand back the host's number
+//! and leave the decision to the caller.
 //!
 //! The SDK decodes a header map into an owned `String` and `Vec` per name and value (two allocations
 //! per header, and a panic on a name that is not UTF-8), serialises a property path into a fresh `Vec`
@@ -12,8 +12,6 @@
 //! to be one the SDK knows.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::ptr::null_mut;
 
 use proxy_wasm::types::{LogLevel, MapType};
@@ -263,112 +261,4 @@ fn nuls_for_dots(word: [u8; 8]) -> [u8; 8] {
 
 fn nul_for_dot(byte: u8) -> u8 {
     if byte == b'.' { 0 } else { byte }
-}
-
-// The free lists below are plain cells: sound only without threads.
-#[cfg(target_feature = "atomics")]
-compile_error!("the filter's allocator assumes a single-threaded wasm32 target");
-
-/// Smallest block, as a power of two (8 bytes: room for the free list's link at any alignment a
-/// small block needs).
-const SMALLEST_SHIFT: u32 = 3;
-/// How many block sizes are recycled: 8 bytes to 2 KiB.
-const CLASSES: usize = 9;
-
-/// The global allocator. A request allocates and frees the same few small blocks every time (its
-/// context, header lists, a value or two): freed blocks of up to 2 KiB are kept on a free list per
-/// power-of-two size and handed out again, a push or a pop, where the system allocator's
-/// bookkeeping cost about 200 instructions per allocation and as much per free. Larger blocks go to
-/// the system allocator. A recycled block is never returned to it, so each size holds at most what
-/// was in use at once, as the memory of a Wasm module never shrinks anyway.
-pub(super) struct Recycler {
-    /// The first free block of each size; each free block's first word links to the next.
-    free: [Cell<*mut u8>; CLASSES],
-}
-
-// SAFETY: wasm32-wasip1 has no threads (a target with atomics refuses to compile above), so the
-// cells are never reached from two threads.
-unsafe impl Sync for Recycler {}
-
-#[global_allocator]
-static ALLOCATOR: Recycler = Recycler {
-    free: [const { Cell::new(null_mut()) }; CLASSES],
-};
-
-/// The free list for `layout`, with its block size; `None` for a block the system allocator serves.
-fn class(layout: Layout) -> Option<(usize, usize)> {
-    let size = layout.size().max(layout.align()).max(1 << SMALLEST_SHIFT);
-    let shift = usize::BITS - (size - 1).leading_zeros();
-    let class = usize::try_from(shift.checked_sub(SMALLEST_SHIFT)?).ok()?;
-    (class < CLASSES).then_some((class, 1 << shift))
-}
-
-impl Recycler {
-    fn list(&self, class: usize) -> Option<&Cell<*mut u8>> {
-        self.free.get(class)
-    }
-}
-
-// SAFETY: every block handed out is at least `layout.size()` bytes aligned to `layout.align()`: a
-// recycled one was allocated from the system with its class size as both size and alignment, and
-// the class of a layout is at least its size and its alignment. A block is on one free list only
-// after `dealloc`, whose layout names the same class as the `alloc` that made it.
-unsafe impl GlobalAlloc for Recycler {
-    // Out of line: inlined into every allocation and drop it made the module 33 KB larger.
-    #[inline(never)]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((list, size)) =
-            class(layout).and_then(|(class, size)| Some((self.list(class)?, size)))
-        else {
-            // SAFETY: the caller's layout, as given.
-            return unsafe { System.alloc(layout) };
-        };
-        let block = list.get();
-        if block.is_null() {
-            // SAFETY: `size` is a power of two from 8 to 2048, a valid size and alignment.
-            return unsafe { System.alloc(Layout::from_size_align_unchecked(size, size)) };
-        }
-        // SAFETY: `block` is a free block of this class, aligned to at least 8, whose first word
-        // `dealloc` set to the next free block.
-        list.set(unsafe { block.cast::<*mut u8>().read() });
-        block
-    }
-
-    #[inline(never)]
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        match class(layout).and_then(|(class, _)| self.list(class)) {
-            Some(list) => {
-                // SAFETY: `block` came from `alloc` with this class: at least 8 bytes, aligned to
-                // at least 8, and no longer used by the caller.
-                unsafe { block.cast::<*mut u8>().write(list.get()) };
-                list.set(block);
-            }
-            // SAFETY: a block this large came from the system allocator with this layout.
-            None => unsafe { System.dealloc(block, layout) },
-        }
-    }
-
-    #[inline(never)]
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees `new_size`, rounded up to the alignment, does not overflow.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        match (class(layout), class(new_layout)) {
-            // The block already has room: classes round up.
-            (Some((was, _)), Some((now, _))) if was == now => block,
-            // SAFETY: both blocks are the system allocator's, with the caller's layouts.
-            (None, None) => unsafe { System.realloc(block, layout, new_size) },
-            _ => {
-                // SAFETY: a fresh block for the new layout; the old one is valid for
-                // `layout.size()` bytes and freed once copied.
-                unsafe {
-                    let moved = self.alloc(new_layout);
-                    if !moved.is_null() {
-                        std::ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
-                        self.dealloc(block, layout);
-                    }
-                    moved
-                }
-            }
-        }
-    }
 }
