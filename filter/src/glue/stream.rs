@@ -400,7 +400,8 @@ impl HttpContext for FilterStream {
             };
             usage::response_headers(observation, usage, start, end_of_stream);
         }
-        if observing || reads_response {
+        // Only a watched request looks its status up: with a static credential nothing reads it.
+        if watching && (observing || reads_response) {
             self.on_status(&state, value(0, ":status"));
         }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
