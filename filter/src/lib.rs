@@ -23,10 +23,11 @@
 //! - [`token`]: the `oauth2` source: token requests, shared state, single-flight refresh.
 //! - [`by_context`]: values by context id (the requests held for a token).
 //! - [`usage`]: token usage per caller read from responses ([`usage::parse`]: the pure body readers).
-//! - `recycler` (wasm32 and tests): the global allocator, which recycles small blocks.
+//! - `sys` (wasm32 and tests): the only `unsafe` code: the raw host calls and the global allocator,
+//!   which recycles small blocks.
 //! - `glue` (wasm32 only): the proxy-wasm root and HTTP contexts.
 //!
-//! Everything but `glue` and `recycler` is pure (no host calls, no I/O) and unit-tested natively
+//! Everything but `glue` and `sys` is pure (no host calls, no I/O) and unit-tested natively
 //! and on `wasm32-wasip1`.
 
 pub mod access;
@@ -45,7 +46,7 @@ pub mod token;
 pub mod usage;
 
 #[cfg(any(target_arch = "wasm32", test))]
-mod recycler;
+mod sys;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod glue;

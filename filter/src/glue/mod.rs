@@ -37,7 +37,7 @@ use crate::credential::Credential;
 use crate::token::endpoint::TokenRequest;
 use crate::token::manager::{DispatchError, Host, SetError, TokenManager, Write};
 
-mod abi;
+use crate::sys::abi;
 mod effects;
 mod root;
 mod stream;

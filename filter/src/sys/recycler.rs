@@ -11,7 +11,6 @@
 //! The free lists are plain cells, sound only without threads: the global instance exists on
 //! `wasm32-wasip1` alone (a target with atomics refuses to compile), where the unit tests run on it
 //! too, and the tests' own instances are each used on one thread.
-#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

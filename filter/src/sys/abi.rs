@@ -1,5 +1,4 @@
-//! The filter's `unsafe` code besides its allocator ([`crate::recycler`]): the host calls of the
-//! per-request path made without the SDK's wrappers, and WASI's `random_get`. The SDK's wrappers turn
+//! The host calls of the per-request path made without the SDK's wrappers, and WASI's `random_get`. The SDK's wrappers turn
 //! a status into a `Result` and panic on one they do not expect; these hand back the host's number
 //! and leave the decision to the caller.
 //!
@@ -10,7 +9,6 @@
 //! from it, property paths are constants in the wire form, and the time stays a number. The imports are
 //! the same `env` functions the SDK imports; a status is returned as the host's number, never assumed
 //! to be one the SDK knows.
-#![allow(unsafe_code)]
 
 use std::ptr::null_mut;
 
@@ -64,11 +62,11 @@ const OK: u32 = 0;
 /// `NotFound`, in the ABI's numbering.
 const NOT_FOUND: u32 = 1;
 /// Not a status: `Ok` with a size but no block, reported as this number (outside the ABI's).
-pub(super) const NO_BLOCK: u32 = u32::MAX;
+pub(crate) const NO_BLOCK: u32 = u32::MAX;
 
 /// A status other than `Ok` from the host, by its ABI number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct HostStatus(pub(super) u32);
+pub(crate) struct HostStatus(pub(crate) u32);
 
 impl std::fmt::Display for HostStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,7 +92,7 @@ fn host_block(data: *mut u8, size: usize) -> Vec<u8> {
 /// The serialized pairs of a header map, in the host's own block. A host that answers `Ok` with a
 /// size but no block is refused as [`NO_BLOCK`] rather than read as an empty map, which would hide
 /// every header the filter must strip.
-pub(super) fn header_map(map: MapType) -> Result<Vec<u8>, HostStatus> {
+pub(crate) fn header_map(map: MapType) -> Result<Vec<u8>, HostStatus> {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: the host writes a pointer and a size into the two locals, nothing else.
     let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
@@ -107,7 +105,7 @@ pub(super) fn header_map(map: MapType) -> Result<Vec<u8>, HostStatus> {
 
 /// The value of a property, by its path in the wire form (segments separated by NUL); `None` when
 /// the host has no such property.
-pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
+pub(crate) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
     let (mut data, mut size) = (null_mut(), 0);
     // SAFETY: the host reads `path` (valid for its length) and writes a pointer and a size into the
     // two locals.
@@ -122,7 +120,7 @@ pub(super) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostStatus> {
 
 /// One change to one name of a header map.
 #[derive(Clone, Copy)]
-pub(super) enum MapChange<'v> {
+pub(crate) enum MapChange<'v> {
     /// One more value, after those the name has.
     Add(&'v [u8]),
     /// This one value in place of those the name has.
@@ -132,7 +130,7 @@ pub(super) enum MapChange<'v> {
 }
 
 /// Changes the header `name` of `map`.
-pub(super) fn change_header(
+pub(crate) fn change_header(
     map: MapType,
     name: &str,
     change: MapChange<'_>,
@@ -165,7 +163,7 @@ pub(super) fn change_header(
 }
 
 /// Adds `offset` to the counter `id`.
-pub(super) fn increment_metric(id: u32, offset: i64) -> Result<(), HostStatus> {
+pub(crate) fn increment_metric(id: u32, offset: i64) -> Result<(), HostStatus> {
     // SAFETY: plain numbers cross; the host writes nothing.
     match unsafe { proxy_increment_metric(id, offset) } {
         OK => Ok(()),
@@ -174,7 +172,7 @@ pub(super) fn increment_metric(id: u32, offset: i64) -> Result<(), HostStatus> {
 }
 
 /// Records `value` in the gauge or histogram `id`.
-pub(super) fn record_metric(id: u32, value: u64) -> Result<(), HostStatus> {
+pub(crate) fn record_metric(id: u32, value: u64) -> Result<(), HostStatus> {
     // SAFETY: plain numbers cross; the host writes nothing.
     match unsafe { proxy_record_metric(id, value) } {
         OK => Ok(()),
@@ -184,7 +182,7 @@ pub(super) fn record_metric(id: u32, value: u64) -> Result<(), HostStatus> {
 
 /// Logs `message` at `level`. Bytes, so a line written as bytes (text and ASCII only) reaches the
 /// host without a UTF-8 check; a failure is the host's status, for the caller to handle.
-pub(super) fn log(level: LogLevel, message: &[u8]) -> Result<(), HostStatus> {
+pub(crate) fn log(level: LogLevel, message: &[u8]) -> Result<(), HostStatus> {
     // SAFETY: the host reads `message`, valid for its length.
     match unsafe { proxy_log(level, message.as_ptr(), message.len()) } {
         OK => Ok(()),
@@ -193,7 +191,7 @@ pub(super) fn log(level: LogLevel, message: &[u8]) -> Result<(), HostStatus> {
 }
 
 /// The host's time in nanoseconds since the Unix epoch; 0 if the host will not say.
-pub(super) fn now_nanos() -> u64 {
+pub(crate) fn now_nanos() -> u64 {
     let mut nanos = 0;
     // SAFETY: the host writes one `u64` into the local.
     match unsafe { proxy_get_current_time_nanoseconds(&mut nanos) } {
@@ -203,13 +201,13 @@ pub(super) fn now_nanos() -> u64 {
 }
 
 /// The host's time in milliseconds since the Unix epoch; 0 if the host will not say.
-pub(super) fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     now_nanos() / 1_000_000
 }
 
 /// 64 bits from WASI `random_get`; `None` when the host fails it. Called directly: the standard
 /// library reaches it only through `RandomState`, whose SipHash and error tables cost kilobytes.
-pub(super) fn random_u64() -> Option<u64> {
+pub(crate) fn random_u64() -> Option<u64> {
     let mut bytes = [0; 8];
     // SAFETY: the host writes at most `bytes.len()` bytes into the local array.
     let errno = unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) };
@@ -219,7 +217,7 @@ pub(super) fn random_u64() -> Option<u64> {
 /// The value of a property by its dotted path (`caller.id`), which has no NUL and no escaped dot
 /// (a [`PropertyPath`](crate::access::PropertyPath) or a constant): each dot becomes the wire form's
 /// NUL in a stack buffer, so a lookup allocates only for the value.
-pub(super) fn dotted_property(path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
+pub(crate) fn dotted_property(path: &str) -> Result<Option<Vec<u8>>, HostStatus> {
     // Room for the paths a filter reads (`source.principal` is 16 bytes) in a few stores: 128 bytes
     // to clear cost a call of their own on every read.
     let mut buffer = [0; 32];
