@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 /// An ordered list of header entries `(lower-case name, value bytes)`, each
 /// borrowed for `'a` or owned.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct HeaderList<'a> {
     // Names as bytes: a host's names are read without a UTF-8 check, and a name that is not text
     // can still be kept, passed on and never matched.
@@ -27,6 +27,37 @@ pub struct HeaderList<'a> {
     /// name whose bit is clear is absent without a scan, and most names a request is asked for (a
     /// credential it did not send, a header a preset adds) are.
     name_bits: u64,
+}
+
+/// Names and the length of each value, never a value: a list may hold the injected credential.
+impl std::fmt::Debug for HeaderList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|(name, value)| Withheld { name, value }),
+            )
+            .finish()
+    }
+}
+
+/// A header line as [`HeaderList`] and [`HeaderEdit`] show it: the name, and the value's length
+/// in place of the value.
+struct Withheld<'l> {
+    name: &'l [u8],
+    value: &'l [u8],
+}
+
+impl std::fmt::Debug for Withheld<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: <{} bytes>",
+            crate::json::Quoted(&String::from_utf8_lossy(self.name)),
+            self.value.len()
+        )
+    }
 }
 
 /// Lists are equal when their lines are; `name_bits` only says where not to look.
@@ -169,7 +200,7 @@ pub fn first_values<'a, const N: usize>(
 }
 
 /// One change to apply to a host header map, per header name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum HeaderEdit<'h> {
     /// Remove every value of the header.
     Remove(&'h str),
@@ -177,6 +208,22 @@ pub enum HeaderEdit<'h> {
     Set(&'h str, &'h [u8]),
     /// Add one more value to the header, keeping the ones it has.
     Add(&'h str, &'h [u8]),
+}
+
+/// The kind and the name, and the value's length, never the value: it may be the credential.
+impl std::fmt::Debug for HeaderEdit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, name, value) = match *self {
+            Self::Remove(name) => return write!(f, "Remove({})", crate::json::Quoted(name)),
+            Self::Set(name, value) => ("Set", name, value),
+            Self::Add(name, value) => ("Add", name, value),
+        };
+        let line = Withheld {
+            name: name.as_bytes(),
+            value,
+        };
+        write!(f, "{kind}({line:?})")
+    }
 }
 
 impl<'h> HeaderEdit<'h> {
@@ -1201,6 +1248,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn debug_output_names_headers_and_never_shows_a_value() {
+        let headers = list(&[("authorization", "Bearer sk-ant-oat01-secret"), ("x-a", "")]);
+        let shown = format!("{headers:?}");
+        assert_eq!(shown, r#"["authorization": <26 bytes>, "x-a": <0 bytes>]"#);
+        let edits = [
+            HeaderEdit::Set("authorization", b"Bearer sk-ant-oat01-secret"),
+            HeaderEdit::Add("authorization", b"Bearer sk-ant-oat01-secret"),
+            HeaderEdit::Remove("authorization"),
+        ];
+        assert_eq!(
+            format!("{edits:?}"),
+            r#"[Set("authorization": <26 bytes>), Add("authorization": <26 bytes>), Remove("authorization")]"#
+        );
     }
 
     #[test]
