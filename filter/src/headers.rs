@@ -509,21 +509,14 @@ impl<'a> HeaderList<'a> {
         Ok(Self { entries, name_bits })
     }
 
-    /// A list with the same entries that borrows them from this one: the
-    /// starting point of a rewrite that copies nothing it leaves alone.
+    /// A list with the same entries that borrows them from this one: a copy to rewrite that
+    /// copies no name or value.
     pub fn view(&self) -> HeaderList<'_> {
-        self.view_with_room(0)
-    }
-
-    /// [`HeaderList::view`] with room for `extra` more lines, so a rewrite
-    /// that adds headers does not grow the list.
-    pub fn view_with_room(&self, extra: usize) -> HeaderList<'_> {
-        let mut entries = Vec::with_capacity(self.entries.len() + extra);
-        entries.extend(
-            self.entries
-                .iter()
-                .map(|(name, value)| (Cow::Borrowed(&**name), Cow::Borrowed(&**value))),
-        );
+        let entries = self
+            .entries
+            .iter()
+            .map(|(name, value)| (Cow::Borrowed(&**name), Cow::Borrowed(&**value)))
+            .collect();
         HeaderList {
             entries,
             name_bits: self.name_bits,

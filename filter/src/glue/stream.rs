@@ -368,7 +368,7 @@ impl HttpContext for FilterStream {
                 let room = state.config.response_header_names.len();
                 read_headers(bytes, room).map(ResponseRead::Whole)
             } else {
-                look_up_response(bytes, credential_header).map(ResponseRead::Looked)
+                look_up_response(bytes, credential_header)
             }
         });
         let read = match read.transpose() {
@@ -386,34 +386,26 @@ impl HttpContext for FilterStream {
                 None
             }
         };
-        let value = |at: usize, name: &str| match &read {
-            Some(ResponseRead::Whole(response)) => response.first(name),
-            Some(ResponseRead::Looked(values)) => values.get(at).copied().flatten(),
-            None => None,
-        };
+        // A map that could not be read has none of them: usage counts a response without a status.
+        let start = read.as_ref().map(ResponseRead::start).unwrap_or_default();
         if let (Some(observation), Some(usage)) = (self.usage.as_deref_mut(), state.usage.as_ref())
         {
-            let start = ResponseStart {
-                status: value(0, ":status"),
-                content_type: value(1, "content-type"),
-                content_encoding: value(2, "content-encoding"),
-            };
             usage::response_headers(observation, usage, start, end_of_stream);
         }
         // Only a watched request looks its status up: with a static credential nothing reads it.
         if watching && (observing || reads_response) {
-            self.on_status(&state, value(0, ":status"));
+            self.on_status(&state, start.status);
         }
         let request = self.shared.request.borrow_mut().take().unwrap_or_default();
-        let (response, looked) = match read {
-            Some(ResponseRead::Whole(response)) => (Some(response), None),
-            Some(ResponseRead::Looked(values)) => (None, Some(values)),
-            None => (None, None),
+        let (response, has_credential) = match read {
+            Some(ResponseRead::Whole(response)) => (Some(response), true),
+            Some(ResponseRead::Looked { has_credential, .. }) => (None, has_credential),
+            None => (None, true),
         };
         let Some(mut response) = response else {
             // Until the first edit the host's map is the one looked up for usage (when it was):
             // removing the credential header it lacks would change nothing, and is skipped.
-            let mut credential_absent = looked.is_some_and(|values| values[3].is_none());
+            let mut credential_absent = !has_credential;
             let mut apply = |edit| {
                 if credential_absent
                     && let HeaderEdit::Remove(name) = edit
@@ -549,9 +541,26 @@ pub(super) enum MapUnreadable {
 enum ResponseRead<'b> {
     /// The whole list, for rules that read the response (or a debug log).
     Whole(HeaderList<'b>),
-    /// The values usage and the 401 watch look up: `:status`, `content-type`,
-    /// `content-encoding`, and the credential header.
-    Looked([Option<&'b [u8]>; 4]),
+    /// What usage and the 401 watch need, looked up without a list, and whether the credential
+    /// header is there.
+    Looked {
+        start: ResponseStart<'b>,
+        has_credential: bool,
+    },
+}
+
+impl ResponseRead<'_> {
+    /// The response's status, content type and encoding.
+    fn start(&self) -> ResponseStart<'_> {
+        match self {
+            Self::Whole(response) => ResponseStart {
+                status: response.first(":status"),
+                content_type: response.first("content-type"),
+                content_encoding: response.first("content-encoding"),
+            },
+            Self::Looked { start, .. } => *start,
+        }
+    }
 }
 
 /// Looks up what usage and the 401 watch need in a response map, and the credential header,
@@ -559,7 +568,7 @@ enum ResponseRead<'b> {
 fn look_up_response<'b>(
     bytes: &'b Result<Vec<u8>, HostStatus>,
     credential_header: &str,
-) -> Result<[Option<&'b [u8]>; 4], MapUnreadable> {
+) -> Result<ResponseRead<'b>, MapUnreadable> {
     let bytes = bytes
         .as_ref()
         .map_err(|status| MapUnreadable::Host(*status))?;
@@ -569,7 +578,16 @@ fn look_up_response<'b>(
         "content-encoding",
         credential_header,
     ];
-    headers::first_values(bytes, names).map_err(MapUnreadable::Malformed)
+    let [status, content_type, content_encoding, credential] =
+        headers::first_values(bytes, names).map_err(MapUnreadable::Malformed)?;
+    Ok(ResponseRead::Looked {
+        start: ResponseStart {
+            status,
+            content_type,
+            content_encoding,
+        },
+        has_credential: credential.is_some(),
+    })
 }
 
 /// The header list in a map the host handed over, borrowed from its bytes, with room for `extra`
