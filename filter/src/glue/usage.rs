@@ -279,8 +279,9 @@ pub(super) fn finish(observation: Box<Observation>, usage: &UsageState) {
         );
     }
     // What `log_enabled!` would ask the SDK's logger, which enables exactly the levels up to the
-    // maximum: asked directly, without two calls through the `log` crate.
-    if Level::Info <= log::max_level() {
+    // maximum: asked directly, without two calls through the `log` crate (the static maximum is a
+    // constant, folded away unless a build caps it).
+    if Level::Info <= log::STATIC_MAX_LEVEL && Level::Info <= log::max_level() {
         // Straight to the host: through `info!` the finished line would be formatted into a copy.
         let mut writer = usage.line.borrow_mut();
         let line = writer.write(&record);

@@ -76,17 +76,18 @@ const HEAD_MILLIS_AT: usize = HEAD_START.len() + STAMP_LEN - 4;
 
 /// Writes a VM's usage lines, one at a time, into one buffer kept from request to request.
 ///
-/// It keeps the head of the last line, whose time is all but its milliseconds the same for every
-/// request of one second: such a request copies the head and writes three digits instead of working
-/// out the date and time again.
-#[derive(Clone, Debug)]
+/// The head of a line (up to its request id) has a time that is all but its milliseconds the same
+/// for every request of one second: a line of the same second as the one before keeps that head
+/// where it is in the buffer and rewrites three digits, instead of working out the date and time
+/// again.
+#[derive(Debug)]
 pub struct LineWriter {
+    /// The last line; nothing else writes to it, so its first [`HEAD_LEN`] bytes are the head of
+    /// the line of `second`.
     line: Vec<u8>,
-    /// The second since the Unix epoch `head` holds; `u64::MAX`, never a second of a `u64` of
-    /// milliseconds, while it holds none.
+    /// The second since the Unix epoch whose head starts `line`; `u64::MAX`, never a second of a
+    /// `u64` of milliseconds, while it holds none.
     second: u64,
-    /// The head of a line written in `second`.
-    head: [u8; HEAD_LEN],
 }
 
 impl Default for LineWriter {
@@ -101,7 +102,6 @@ impl LineWriter {
         Self {
             line: Vec::with_capacity(512),
             second: u64::MAX,
-            head: [0; HEAD_LEN],
         }
     }
 
@@ -109,18 +109,17 @@ impl LineWriter {
     /// ASCII, so the line goes to the host without a UTF-8 check. Valid until the next line.
     pub fn write(&mut self, record: &UsageRecord) -> &[u8] {
         let ms = record.time_ms;
-        self.line.clear();
         if ms / 1000 == self.second {
+            self.line.truncate(HEAD_LEN);
             let millis = ms % 1000;
             let digits = [
                 b'0' + (millis / 100) as u8,
                 b'0' + (millis / 10 % 10) as u8,
                 b'0' + (millis % 10) as u8,
             ];
-            if let Some(slot) = self.head.get_mut(HEAD_MILLIS_AT..HEAD_MILLIS_AT + 3) {
+            if let Some(slot) = self.line.get_mut(HEAD_MILLIS_AT..HEAD_MILLIS_AT + 3) {
                 slot.copy_from_slice(&digits);
             }
-            self.line.extend_from_slice(&self.head);
         } else {
             self.write_head(ms);
         }
@@ -128,21 +127,20 @@ impl LineWriter {
         &self.line
     }
 
-    /// Writes the head of a line of time `ms` into the empty `line`, and keeps it for the rest of its
-    /// second unless the year has more than four digits (the head is then longer than `head`). Out of
-    /// line: it runs once a second at most.
+    /// Writes the head of a line of time `ms` into `line`, which it empties first, and keeps it for
+    /// the rest of its second unless the year has more than four digits (the head is then longer
+    /// than [`HEAD_LEN`]). Out of line: it runs once a second at most.
     #[inline(never)]
     fn write_head(&mut self, ms: u64) {
+        self.line.clear();
         self.line.extend_from_slice(HEAD_START);
         push_rfc3339_millis(&mut self.line, ms);
         self.line.extend_from_slice(HEAD_END);
-        match self.line.first_chunk::<HEAD_LEN>() {
-            Some(head) if self.line.len() == HEAD_LEN => {
-                self.head = *head;
-                self.second = ms / 1000;
-            }
-            _ => self.second = u64::MAX,
-        }
+        self.second = if self.line.len() == HEAD_LEN {
+            ms / 1000
+        } else {
+            u64::MAX
+        };
     }
 }
 
@@ -365,24 +363,13 @@ impl UsageSeries {
 
 /// `bytes` as text for the log: invalid UTF-8 replaced, cut at `max` bytes on a character boundary.
 pub fn log_text(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or_default().to_owned()
+    cut_text(String::from_utf8_lossy(bytes).into_owned(), max)
 }
 
 /// [`log_text`] of text that is already a `String`: cut in place, without a copy.
 #[inline(never)]
 pub fn cut_text(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    text.truncate(text.floor_char_boundary(max));
     text
 }
 
@@ -390,6 +377,7 @@ pub fn cut_text(mut text: String, max: usize) -> String {
 fn label_text(line: &mut Vec<u8>, text: Option<&str>) {
     match text {
         Some(text) => json::write_string(line, text),
+        // `UNKNOWN` as JSON, written as one constant: escaping it on every request cost more.
         None => line.extend_from_slice(b"\"unknown\""),
     }
 }
@@ -444,7 +432,7 @@ fn write_number(line: &mut Vec<u8>, number: u64) {
     }
 }
 
-/// [`write_number`] past one digit, with three (a status) written here from the table. Out of line:
+/// [`write_number`] past one digit, three digits written here from the table. Out of line:
 /// inlined at each number it made the module a kilobyte larger.
 #[inline(never)]
 fn write_wider_number(line: &mut Vec<u8>, number: u64) {
